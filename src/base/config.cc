@@ -1,0 +1,461 @@
+#include "base/config.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/status_macros.h"
+
+// toml++ is used header-only and without exceptions: parse errors come back as values.
+#define TOML_HEADER_ONLY 1
+#define TOML_EXCEPTIONS 0
+#include <toml++/toml.h>
+
+namespace chute {
+namespace {
+
+// Debian's abseil has its own string_view; toml++ speaks std::string_view.
+std::string_view Std(absl::string_view text) { return {text.data(), text.size()}; }
+absl::string_view Absl(std::string_view text) { return {text.data(), text.size()}; }
+
+constexpr int64_t kShardsMax = 256;
+constexpr int64_t kPathBytesMax = 4096;
+constexpr int64_t kHostnameBytesMax = 253;
+constexpr int64_t kListenersMax = 64;
+constexpr int64_t kCidrsPerListMax = 1024;
+constexpr size_t kConfigFileBytesMax = 1 << 20;
+
+// TableReader: reads the keys of one TOML table into typed fields, remembering the first
+// error, and at Finish() reports any key that nothing asked for. One per table.
+class TableReader {
+ public:
+  TableReader(const toml::table& table, std::string table_name, absl::string_view source)
+      : table_(table), name_(std::move(table_name)), source_(source) {}
+
+  void Int(absl::string_view key, int64_t min, int64_t max, int64_t* out) {
+    const toml::node* node = Take(key);
+    if (node == nullptr) {
+      return;
+    }
+    std::optional<int64_t> value = node->value_exact<int64_t>();
+    if (!value.has_value()) {
+      Fail(*node, key, "expected an integer");
+    } else if (*value < min || *value > max) {
+      Fail(*node, key, absl::StrCat(*value, " is out of range ", min, "..", max));
+    } else {
+      *out = *value;
+    }
+  }
+
+  void Bool(absl::string_view key, bool* out) {
+    const toml::node* node = Take(key);
+    if (node == nullptr) {
+      return;
+    }
+    std::optional<bool> value = node->value_exact<bool>();
+    if (!value.has_value()) {
+      Fail(*node, key, "expected true or false");
+    } else {
+      *out = *value;
+    }
+  }
+
+  // String: `allow_empty` false rejects "". Values longer than kPathBytesMax are rejected.
+  void String(absl::string_view key, bool allow_empty, std::string* out) {
+    const toml::node* node = Take(key);
+    if (node == nullptr) {
+      return;
+    }
+    std::optional<std::string> value = node->value_exact<std::string>();
+    if (!value.has_value()) {
+      Fail(*node, key, "expected a string");
+    } else if (!allow_empty && value->empty()) {
+      Fail(*node, key, "must not be empty");
+    } else if (static_cast<int64_t>(value->size()) > kPathBytesMax) {
+      Fail(*node, key, absl::StrCat("longer than ", kPathBytesMax, " bytes"));
+    } else if (value->find('\0') != std::string::npos) {
+      Fail(*node, key, "contains a NUL byte");
+    } else {
+      *out = std::move(*value);
+    }
+  }
+
+  // Enum: the string value must be one of `names`; stores its index.
+  template <typename E>
+  void Enum(absl::string_view key, std::initializer_list<std::pair<absl::string_view, E>> names,
+            E* out) {
+    std::string text;
+    const toml::node* node = table_.get(Std(key));
+    String(key, true, &text);
+    if (node == nullptr || !ok()) {
+      return;
+    }
+    std::vector<std::string> quoted;
+    for (const auto& [name, value] : names) {
+      if (name == text) {
+        *out = value;
+        return;
+      }
+      quoted.push_back(absl::StrCat("\"", name, "\""));
+    }
+    Fail(*node, key,
+         absl::StrCat("\"", text, "\" is not one of ", absl::StrJoin(quoted, ", ")));
+  }
+
+  void CidrList(absl::string_view key, std::vector<Cidr>* out) {
+    const toml::node* node = Take(key);
+    if (node == nullptr) {
+      return;
+    }
+    const toml::array* array = node->as_array();
+    if (array == nullptr) {
+      Fail(*node, key, "expected an array of CIDR strings");
+      return;
+    }
+    if (static_cast<int64_t>(array->size()) > kCidrsPerListMax) {
+      Fail(*node, key, absl::StrCat("more than ", kCidrsPerListMax, " entries"));
+      return;
+    }
+    out->clear();
+    for (const toml::node& element : *array) {
+      std::optional<std::string> text = element.value_exact<std::string>();
+      if (!text.has_value()) {
+        Fail(element, key, "expected an array of CIDR strings");
+        return;
+      }
+      absl::StatusOr<Cidr> cidr = ParseCidr(*text);
+      if (!cidr.ok()) {
+        Fail(element, key, cidr.status().message());
+        return;
+      }
+      out->push_back(*cidr);
+    }
+  }
+
+  // Check: reports an error about `key` (which must be present) when `condition` is false.
+  void Check(bool condition, absl::string_view key, absl::string_view why) {
+    if (!condition && ok()) {
+      const toml::node* node = table_.get(Std(key));
+      Fail(node != nullptr ? *node : static_cast<const toml::node&>(table_), key, why);
+    }
+  }
+
+  bool ok() const { return status_.ok(); }
+
+  // Finish: the first error, else an error for the first key nothing asked for.
+  absl::Status Finish() {
+    if (!ok()) {
+      return status_;
+    }
+    for (const auto& [key, node] : table_) {
+      if (!taken_.contains(Absl(key.str()))) {
+        return absl::InvalidArgumentError(absl::StrCat(Where(node), "unknown key '",
+                                                       Qualified(Absl(key.str())), "'"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const toml::node* Take(absl::string_view key) {
+    taken_.insert(std::string(key));
+    return table_.get(Std(key));
+  }
+
+  std::string Where(const toml::node& node) const {
+    return absl::StrCat(source_, ":", node.source().begin.line, ": ");
+  }
+
+  std::string Qualified(absl::string_view key) const {
+    return name_.empty() ? std::string(key) : absl::StrCat(name_, ".", key);
+  }
+
+  void Fail(const toml::node& node, absl::string_view key, absl::string_view why) {
+    if (ok()) {
+      status_ = absl::InvalidArgumentError(absl::StrCat(Where(node), Qualified(key), ": ", why));
+    }
+  }
+
+  const toml::table& table_;
+  std::string name_;
+  absl::string_view source_;
+  absl::flat_hash_set<std::string> taken_;
+  absl::Status status_;
+};
+
+bool IsHostname(absl::string_view name) {
+  if (name.empty() || static_cast<int64_t>(name.size()) > kHostnameBytesMax) {
+    return false;
+  }
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.';
+    if (!ok) {
+      return false;
+    }
+  }
+  return name.front() != '.' && name.front() != '-' && name.find("..") == absl::string_view::npos;
+}
+
+// SubTable: the table under `key`, an empty table when absent, or an error when `key` holds
+// something else.
+absl::StatusOr<const toml::table*> SubTable(const toml::table& root, absl::string_view key,
+                                            absl::string_view source) {
+  static const toml::table kEmpty;
+  const toml::node* node = root.get(Std(key));
+  if (node == nullptr) {
+    return &kEmpty;
+  }
+  if (!node->is_table()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ":", node->source().begin.line, ": ", key, ": expected a table"));
+  }
+  return node->as_table();
+}
+
+absl::Status ReadServer(const toml::table& table, absl::string_view source, ServerConfig* out) {
+  TableReader r(table, "server", source);
+  r.String("hostname", false, &out->hostname);
+  r.Check(IsHostname(out->hostname), "hostname", "not a valid host name");
+  r.Int("shards", 0, kShardsMax, &out->shards);
+  r.String("data_dir", false, &out->data_dir);
+  return r.Finish();
+}
+
+absl::Status ReadListener(const toml::table& table, absl::string_view source,
+                          ListenerConfig* out) {
+  TableReader r(table, "listener", source);
+  r.String("address", false, &out->address);
+  if (r.ok()) {
+    absl::StatusOr<HostPort> host_port = ParseHostPort(out->address);
+    r.Check(host_port.ok(), "address", host_port.status().message());
+    if (host_port.ok()) {
+      out->host_port = *host_port;
+    }
+  }
+  r.Enum<TlsMode>("tls",
+                  {{"starttls", TlsMode::kStartTls},
+                   {"implicit", TlsMode::kImplicit},
+                   {"none", TlsMode::kNone}},
+                  &out->tls);
+  r.CidrList("allowed_networks", &out->allowed_networks);
+  r.String("authenticate_as", true, &out->authenticate_as);
+  r.Bool("proxy_protocol", &out->proxy_protocol);
+  r.CidrList("trusted_proxies", &out->trusted_proxies);
+  bool trusted = out->tls == TlsMode::kNone;
+  r.Check(trusted || out->allowed_networks.empty(), "allowed_networks",
+          "only a listener with tls = \"none\" takes allowed_networks");
+  r.Check(trusted || out->authenticate_as.empty(), "authenticate_as",
+          "only a listener with tls = \"none\" takes authenticate_as");
+  r.Check(!trusted || !out->allowed_networks.empty(), "tls",
+          "a listener with tls = \"none\" needs allowed_networks (the CIDRs that may connect)");
+  r.Check(!trusted || !out->authenticate_as.empty(), "tls",
+          "a listener with tls = \"none\" needs authenticate_as (the account its sessions use)");
+  r.Check(!out->proxy_protocol || !out->trusted_proxies.empty(), "proxy_protocol",
+          "proxy_protocol = true needs trusted_proxies");
+  return r.Finish();
+}
+
+absl::Status ReadListeners(const toml::table& root, absl::string_view source,
+                           std::vector<ListenerConfig>* out) {
+  const toml::node* node = root.get("listener");
+  if (node == nullptr) {
+    out->push_back(ListenerConfig{});
+    RETURN_IF_ERROR(ParseHostPort(out->back().address).status());
+    out->back().host_port = *ParseHostPort(out->back().address);
+    return absl::OkStatus();
+  }
+  const toml::array* array = node->as_array();
+  if (array == nullptr || !array->is_array_of_tables()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ":", node->source().begin.line, ": listener: expected [[listener]] tables"));
+  }
+  if (static_cast<int64_t>(array->size()) > kListenersMax) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ":", node->source().begin.line,
+                                                   ": more than ", kListenersMax, " listeners"));
+  }
+  for (const toml::node& element : *array) {
+    ListenerConfig listener;
+    RETURN_IF_ERROR(ReadListener(*element.as_table(), source, &listener));
+    out->push_back(std::move(listener));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadTls(const toml::table& table, absl::string_view source, TlsConfig* out) {
+  TableReader r(table, "tls", source);
+  r.String("certificate", false, &out->certificate);
+  r.String("private_key", false, &out->private_key);
+  return r.Finish();
+}
+
+absl::Status ReadLimits(const toml::table& table, absl::string_view source, LimitsConfig* out) {
+  TableReader r(table, "limits", source);
+  r.Int("connections_max", 1, 10'000'000, &out->connections_max);
+  r.Int("connections_per_ip", 1, 1'000'000, &out->connections_per_ip);
+  r.CidrList("connections_per_ip_exempt", &out->connections_per_ip_exempt);
+  r.Int("authenticated_connections_per_tenant", 1, 1'000'000,
+        &out->authenticated_connections_per_tenant);
+  r.Int("recipients_per_message", 1, 1000, &out->recipients_per_message);
+  r.Int("message_size_bytes", 1024, 1 << 30, &out->message_size_bytes);
+  r.Int("accounts_per_tenant", 1, 100'000, &out->accounts_per_tenant);
+  r.Int("command_timeout_s", 1, 3600, &out->command_timeout_s);
+  r.Int("data_timeout_s", 1, 3600, &out->data_timeout_s);
+  r.Int("session_timeout_s", 1, 86400, &out->session_timeout_s);
+  r.Int("errors_per_session", 1, 1000, &out->errors_per_session);
+  r.Int("auth_failures_per_session", 1, 100, &out->auth_failures_per_session);
+  r.Check(out->connections_per_ip <= out->connections_max, "connections_per_ip",
+          "must not exceed connections_max");
+  return r.Finish();
+}
+
+absl::Status ReadSpool(const toml::table& table, absl::string_view source, SpoolConfig* out) {
+  TableReader r(table, "spool", source);
+  r.String("dir", true, &out->dir);
+  r.Int("group_commit_delay_us", 0, 100'000, &out->group_commit_delay_us);
+  r.Int("bytes_max", int64_t{1} << 20, int64_t{1} << 40, &out->bytes_max);
+  return r.Finish();
+}
+
+absl::Status ReadDelivery(const toml::table& table, absl::string_view source,
+                          DeliveryConfig* out) {
+  TableReader r(table, "delivery", source);
+  r.Enum<DeliveryBackend>("backend",
+                          {{"maildir", DeliveryBackend::kMaildir},
+                           {"lmtp", DeliveryBackend::kLmtp},
+                           {"smtp", DeliveryBackend::kSmtp}},
+                          &out->backend);
+  r.String("maildir_root", true, &out->maildir_root);
+  r.String("target", true, &out->target);
+  r.Int("batch_messages_max", 1, 4096, &out->batch_messages_max);
+  r.Int("batch_delay_ms", 0, 1000, &out->batch_delay_ms);
+  r.Int("retry_initial_s", 1, 86400, &out->retry_initial_s);
+  r.Int("retry_max_s", 1, 7 * 86400, &out->retry_max_s);
+  r.Int("give_up_after_s", 60, 30 * 86400, &out->give_up_after_s);
+  r.Check(out->retry_initial_s <= out->retry_max_s, "retry_max_s",
+          "must not be below retry_initial_s");
+  r.Check(out->backend == DeliveryBackend::kMaildir || !out->target.empty(), "backend",
+          "the lmtp and smtp backends need target (\"host:port\" or \"unix:/path\")");
+  if (!out->target.empty() && !out->target.starts_with("unix:")) {
+    r.Check(ParseHostPort(out->target).ok(), "target",
+            "expected \"a.b.c.d:port\", \"[v6]:port\" or \"unix:/path\"");
+  }
+  return r.Finish();
+}
+
+absl::Status ReadDirectory(const toml::table& table, absl::string_view source,
+                           DirectoryConfig* out) {
+  TableReader r(table, "directory", source);
+  r.String("database", true, &out->database);
+  return r.Finish();
+}
+
+absl::Status ReadAdmin(const toml::table& table, absl::string_view source, AdminConfig* out) {
+  TableReader r(table, "admin", source);
+  r.String("address", true, &out->address);
+  if (r.ok() && !out->address.empty()) {
+    absl::StatusOr<HostPort> host_port = ParseHostPort(out->address);
+    r.Check(host_port.ok(), "address", host_port.status().message());
+  }
+  return r.Finish();
+}
+
+void ResolvePaths(Config* config) {
+  const std::string& data_dir = config->server.data_dir;
+  if (config->spool.dir.empty()) {
+    config->spool.dir = absl::StrCat(data_dir, "/spool");
+  }
+  if (config->delivery.maildir_root.empty()) {
+    config->delivery.maildir_root = absl::StrCat(data_dir, "/mail");
+  }
+  if (config->directory.database.empty()) {
+    config->directory.database = absl::StrCat(data_dir, "/directory.db");
+  }
+}
+
+}  // namespace
+
+absl::string_view TlsModeName(TlsMode mode) {
+  switch (mode) {
+    case TlsMode::kStartTls:
+      return "starttls";
+    case TlsMode::kImplicit:
+      return "implicit";
+    case TlsMode::kNone:
+      return "none";
+  }
+  return "?";
+}
+
+absl::string_view DeliveryBackendName(DeliveryBackend backend) {
+  switch (backend) {
+    case DeliveryBackend::kMaildir:
+      return "maildir";
+    case DeliveryBackend::kLmtp:
+      return "lmtp";
+    case DeliveryBackend::kSmtp:
+      return "smtp";
+  }
+  return "?";
+}
+
+absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view source_name) {
+  toml::parse_result parsed = toml::parse(Std(text), Std(source_name));
+  if (!parsed) {
+    const toml::parse_error& error = parsed.error();
+    return absl::InvalidArgumentError(absl::StrCat(source_name, ":", error.source().begin.line,
+                                                   ": ", Absl(error.description())));
+  }
+  const toml::table& root = parsed.table();
+  Config config;
+  static constexpr absl::string_view kTables[] = {"server", "listener", "tls",      "limits",
+                                                 "spool",  "delivery", "directory", "admin"};
+  for (const auto& [key, node] : root) {
+    if (std::find(std::begin(kTables), std::end(kTables), Absl(key.str())) == std::end(kTables)) {
+      return absl::InvalidArgumentError(absl::StrCat(source_name, ":", node.source().begin.line,
+                                                     ": unknown key '", Absl(key.str()), "'"));
+    }
+  }
+  const toml::table* table = nullptr;
+  ASSIGN_OR_RETURN(table, SubTable(root, "server", source_name));
+  RETURN_IF_ERROR(ReadServer(*table, source_name, &config.server));
+  RETURN_IF_ERROR(ReadListeners(root, source_name, &config.listeners));
+  ASSIGN_OR_RETURN(table, SubTable(root, "tls", source_name));
+  RETURN_IF_ERROR(ReadTls(*table, source_name, &config.tls));
+  ASSIGN_OR_RETURN(table, SubTable(root, "limits", source_name));
+  RETURN_IF_ERROR(ReadLimits(*table, source_name, &config.limits));
+  ASSIGN_OR_RETURN(table, SubTable(root, "spool", source_name));
+  RETURN_IF_ERROR(ReadSpool(*table, source_name, &config.spool));
+  ASSIGN_OR_RETURN(table, SubTable(root, "delivery", source_name));
+  RETURN_IF_ERROR(ReadDelivery(*table, source_name, &config.delivery));
+  ASSIGN_OR_RETURN(table, SubTable(root, "directory", source_name));
+  RETURN_IF_ERROR(ReadDirectory(*table, source_name, &config.directory));
+  ASSIGN_OR_RETURN(table, SubTable(root, "admin", source_name));
+  RETURN_IF_ERROR(ReadAdmin(*table, source_name, &config.admin));
+  ResolvePaths(&config);
+  return config;
+}
+
+absl::StatusOr<Config> LoadConfig(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) {
+    int error = errno;
+    std::string message = absl::StrCat(path, ": cannot read: ", std::strerror(error));
+    return error == ENOENT ? absl::NotFoundError(message) : absl::PermissionDeniedError(message);
+  }
+  std::string text;
+  text.resize(kConfigFileBytesMax + 1);
+  file.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(file.gcount()));
+  if (text.size() > kConfigFileBytesMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": larger than ", kConfigFileBytesMax, " bytes"));
+  }
+  return ParseConfig(text, path);
+}
+
+}  // namespace chute

@@ -1,0 +1,106 @@
+#pragma once
+
+// The typed configuration of chuted and chutectl, loaded from TOML (DESIGN.md §3).
+//
+// Every key is optional and has the default written below; every number carries its unit in its
+// name and is range-checked; an unknown key, a value of the wrong type or out of range is an
+// error whose message names the file, the line and the key. Empty paths are resolved against
+// server.data_dir by the loader, so users of Config never see "".
+
+#include <cstdint>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "base/net_address.h"
+
+namespace chute {
+
+enum class TlsMode { kStartTls, kImplicit, kNone };
+enum class DeliveryBackend { kMaildir, kLmtp, kSmtp };
+
+absl::string_view TlsModeName(TlsMode mode);
+absl::string_view DeliveryBackendName(DeliveryBackend backend);
+
+struct ServerConfig {
+  std::string hostname = "relay.example.test";
+  int64_t shards = 0;  // 0 = one per online CPU
+  std::string data_dir = "/var/lib/chute";
+};
+
+struct ListenerConfig {
+  std::string address = "0.0.0.0:587";
+  HostPort host_port;  // parsed `address`
+  TlsMode tls = TlsMode::kStartTls;
+  std::vector<Cidr> allowed_networks;  // tls = "none" only
+  std::string authenticate_as;         // tls = "none" only
+  bool proxy_protocol = false;
+  std::vector<Cidr> trusted_proxies;
+};
+
+struct TlsConfig {
+  std::string certificate = "/etc/chute/tls/cert.pem";
+  std::string private_key = "/etc/chute/tls/key.pem";
+};
+
+struct LimitsConfig {
+  int64_t connections_max = 100000;
+  int64_t connections_per_ip = 100;
+  std::vector<Cidr> connections_per_ip_exempt;
+  int64_t authenticated_connections_per_tenant = 250;
+  int64_t recipients_per_message = 50;
+  int64_t message_size_bytes = 10485760;
+  int64_t accounts_per_tenant = 100;
+  int64_t command_timeout_s = 300;
+  int64_t data_timeout_s = 600;
+  int64_t session_timeout_s = 3600;
+  int64_t errors_per_session = 10;
+  int64_t auth_failures_per_session = 3;
+};
+
+struct SpoolConfig {
+  std::string dir;  // resolved: "" = <data_dir>/spool
+  int64_t group_commit_delay_us = 500;
+  int64_t bytes_max = 1073741824;
+};
+
+struct DeliveryConfig {
+  DeliveryBackend backend = DeliveryBackend::kMaildir;
+  std::string maildir_root;  // resolved: "" = <data_dir>/mail
+  std::string target;        // lmtp/smtp: "host:port" or "unix:/path"
+  int64_t batch_messages_max = 64;
+  int64_t batch_delay_ms = 2;
+  int64_t retry_initial_s = 60;
+  int64_t retry_max_s = 3600;
+  int64_t give_up_after_s = 172800;
+};
+
+struct DirectoryConfig {
+  std::string database;  // resolved: "" = <data_dir>/directory.db
+};
+
+struct AdminConfig {
+  std::string address = "127.0.0.1:9587";  // "" = off
+};
+
+struct Config {
+  ServerConfig server;
+  std::vector<ListenerConfig> listeners;  // never empty after loading
+  TlsConfig tls;
+  LimitsConfig limits;
+  SpoolConfig spool;
+  DeliveryConfig delivery;
+  DirectoryConfig directory;
+  AdminConfig admin;
+};
+
+// ParseConfig: parses TOML `text`; `source_name` (usually the file's path) prefixes every error
+// message. Returns the validated Config or InvalidArgument naming source, line and key.
+absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view source_name);
+
+// LoadConfig: reads the file at `path` and parses it. NotFound / PermissionDenied when it cannot
+// be read, InvalidArgument when it is not a valid configuration.
+absl::StatusOr<Config> LoadConfig(const std::string& path);
+
+}  // namespace chute

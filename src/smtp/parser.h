@@ -1,0 +1,88 @@
+#pragma once
+
+// Pure parsers for the arguments of SMTP commands and SASL responses. Inputs are one command
+// line without its CR LF, already checked free of CR, LF and NUL. Outputs point into the input
+// (string_view) unless they had to be decoded. No allocation except for decoded SASL data.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "smtp/reply.h"
+
+namespace chute::smtp {
+
+// RFC 5321 §4.5.3.1: size limits of a path and its parts.
+inline constexpr size_t kLocalPartBytesMax = 64;
+inline constexpr size_t kDomainBytesMax = 255;
+inline constexpr size_t kPathBytesMax = 256;
+// A SIZE= value has at most this many digits (uint64 holds 19 without overflow).
+inline constexpr size_t kSizeDigitsMax = 19;
+
+enum class BodyType : uint8_t { kUnspecified, k7Bit, k8BitMime };
+
+struct MailArgs {
+  absl::string_view address;        // "" for the null reverse-path <>
+  std::optional<uint64_t> size;    // SIZE=; saturates at UINT64_MAX when too long
+  BodyType body = BodyType::kUnspecified;
+  bool smtputf8 = false;
+  absl::string_view auth;           // AUTH= as sent (xtext), "" when absent
+};
+
+struct RcptArgs {
+  absl::string_view address;  // "postmaster" is returned as given, without a domain
+};
+
+struct BdatArgs {
+  uint64_t size_bytes = 0;
+  bool last = false;
+};
+
+// Each parser returns std::nullopt on success and the reply to send on failure.
+
+// ParseMailArgs: `args` is what follows "MAIL " ("FROM:<a@b> SIZE=10").
+std::optional<Reply> ParseMailArgs(absl::string_view args, MailArgs* out);
+
+// ParseRcptArgs: `args` is what follows "RCPT " ("TO:<a@b>"). `smtputf8` allows non-ASCII.
+std::optional<Reply> ParseRcptArgs(absl::string_view args, bool smtputf8, RcptArgs* out);
+
+// ParseBdatArgs: `args` is what follows "BDAT " ("1024 LAST"). Digits only; no overflow.
+std::optional<Reply> ParseBdatArgs(absl::string_view args, BdatArgs* out);
+
+// SplitAddress: the local part and the domain of "local@domain" (split at the last '@').
+// The domain is empty for "postmaster".
+struct AddressParts {
+  absl::string_view local;
+  absl::string_view domain;
+};
+AddressParts SplitAddress(absl::string_view address);
+
+// SASL (RFC 4954) ---------------------------------------------------------------------------
+
+enum class Mechanism : uint8_t { kPlain, kLogin, kXoauth2 };
+
+absl::string_view MechanismName(Mechanism mechanism);
+// ParseMechanism: case-insensitive; nullopt for anything chute does not offer.
+std::optional<Mechanism> ParseMechanism(absl::string_view name);
+
+// DecodeBase64: RFC 4648 base64 of a SASL response; "=" alone is the empty string (RFC 4954).
+// False on malformed input.
+bool DecodeBase64(absl::string_view text, std::string* out);
+
+struct SaslPlain {
+  std::string authzid;
+  std::string authcid;
+  std::string password;
+};
+// ParsePlain: RFC 4616 "authzid NUL authcid NUL password" (already base64-decoded).
+bool ParsePlain(absl::string_view decoded, SaslPlain* out);
+
+struct SaslXoauth2 {
+  std::string user;
+  std::string token;
+};
+// ParseXoauth2: "user=" U ^A "auth=Bearer " T ^A ^A (already base64-decoded).
+bool ParseXoauth2(absl::string_view decoded, SaslXoauth2* out);
+
+}  // namespace chute::smtp

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# install-deps.sh: installs every Debian package that chute's build, tests and benchmarks need.
+# The one list of packages; the README's commands and .ci/run call it. Idempotent: when every
+# package is already installed it runs no apt command at all.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
+  # libraries (DESIGN.md §4)
+  liburing-dev android-libboringssl-dev libabsl-dev libmimalloc-dev libgtest-dev libgmock-dev
+  libbenchmark-dev libsqlite3-dev libargon2-dev libtomlplusplus-dev nlohmann-json3-dev
+  libsystemd-dev
+  # test and benchmark peers
+  python3 swaks postfix openssl curl dovecot-lmtpd
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}; run this script as root" >&2
+  exit 2
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# Postfix is only a test peer (smtp-source, smtp-sink): install it without configuring a
+# system mail service.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
