@@ -422,14 +422,15 @@ void Session::FinishBdatChunk() {
 
 bool Session::FailBodyIfBad() {
   BodyScanner::Fault fault = scanner_.fault();
-  if (fault == BodyScanner::Fault::kNone && !body_oversize_) {
+  bool oversize = body_oversize_;
+  if (fault == BodyScanner::Fault::kNone && !oversize) {
     return false;
   }
   phase_ = Phase::kCommand;
   ResetTransaction(true);
   if (fault == BodyScanner::Fault::kBareLineEnding) {
     SendError(kReplyBareLineEnding);
-  } else if (body_oversize_) {
+  } else if (oversize) {
     Send(kReplyMessageTooBig);
   } else {
     Send(kReplyTextLineTooLong);

@@ -114,8 +114,8 @@ inline std::string Drive(Session& session, RecordingHandler& handler, absl::stri
         session.TlsStarted(TestTime());
         break;
       }
-      if (blocked == Session::Blocked::kOutputFull && !pending.empty()) {
-        continue;
+      if (consumed > 0 && !pending.empty()) {
+        continue;  // e.g. the output was full and has just been drained
       }
       break;
     }
