@@ -1,1 +1,163 @@
+#include "base/config.h"
+
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "absl/strings/match.h"
+
+namespace chute {
+namespace {
+
+absl::StatusOr<Config> Parse(const std::string& text) { return ParseConfig(text, "test.toml"); }
+
+std::string ErrorOf(const std::string& text) {
+  absl::StatusOr<Config> config = Parse(text);
+  EXPECT_FALSE(config.ok()) << text;
+  return config.ok() ? "" : std::string(config.status().message());
+}
+
+TEST(ConfigTest, EmptyFileGivesTheDocumentedDefaults) {
+  absl::StatusOr<Config> config = Parse("");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->server.hostname, "relay.example.test");
+  EXPECT_EQ(config->server.shards, 0);
+  EXPECT_EQ(config->server.data_dir, "/var/lib/chute");
+  ASSERT_EQ(config->listeners.size(), 1u);
+  EXPECT_EQ(config->listeners[0].address, "0.0.0.0:587");
+  EXPECT_EQ(config->listeners[0].host_port.port, 587);
+  EXPECT_EQ(config->listeners[0].tls, TlsMode::kStartTls);
+  EXPECT_EQ(config->tls.certificate, "/etc/chute/tls/cert.pem");
+  EXPECT_EQ(config->limits.connections_max, 100000);
+  EXPECT_EQ(config->limits.connections_per_ip, 100);
+  EXPECT_EQ(config->limits.authenticated_connections_per_tenant, 250);
+  EXPECT_EQ(config->limits.recipients_per_message, 50);
+  EXPECT_EQ(config->limits.message_size_bytes, 10485760);
+  EXPECT_EQ(config->limits.accounts_per_tenant, 100);
+  EXPECT_EQ(config->limits.command_timeout_s, 300);
+  EXPECT_EQ(config->limits.data_timeout_s, 600);
+  EXPECT_EQ(config->limits.session_timeout_s, 3600);
+  EXPECT_EQ(config->limits.errors_per_session, 10);
+  EXPECT_EQ(config->limits.auth_failures_per_session, 3);
+  EXPECT_EQ(config->spool.dir, "/var/lib/chute/spool");
+  EXPECT_EQ(config->spool.group_commit_delay_us, 500);
+  EXPECT_EQ(config->spool.bytes_max, 1073741824);
+  EXPECT_EQ(config->delivery.backend, DeliveryBackend::kMaildir);
+  EXPECT_EQ(config->delivery.maildir_root, "/var/lib/chute/mail");
+  EXPECT_EQ(config->delivery.batch_messages_max, 64);
+  EXPECT_EQ(config->delivery.give_up_after_s, 172800);
+  EXPECT_EQ(config->directory.database, "/var/lib/chute/directory.db");
+  EXPECT_EQ(config->admin.address, "127.0.0.1:9587");
+}
+
+TEST(ConfigTest, FullShapeFromTheDesign) {
+  absl::StatusOr<Config> config = Parse(R"(
+[server]
+hostname = "mx.corp.test"
+shards = 2
+data_dir = "/srv/chute"
+
+[[listener]]
+address = "0.0.0.0:587"
+tls = "starttls"
+
+[[listener]]
+address = "[::1]:2525"
+tls = "none"
+allowed_networks = ["::1/128", "127.0.0.0/8"]
+authenticate_as = "printer@corp.test"
+proxy_protocol = true
+trusted_proxies = ["10.0.0.0/8"]
+
+[limits]
+connections_per_ip = 5
+connections_per_ip_exempt = ["192.0.2.0/24"]
+recipients_per_message = 10
+
+[spool]
+dir = "/fast/spool"
+
+[delivery]
+backend = "lmtp"
+target = "unix:/run/dovecot/lmtp"
+
+[admin]
+address = ""
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->server.shards, 2);
+  ASSERT_EQ(config->listeners.size(), 2u);
+  EXPECT_EQ(config->listeners[1].tls, TlsMode::kNone);
+  EXPECT_EQ(config->listeners[1].host_port.port, 2525);
+  EXPECT_EQ(config->listeners[1].allowed_networks.size(), 2u);
+  EXPECT_TRUE(config->listeners[1].proxy_protocol);
+  EXPECT_EQ(config->limits.connections_per_ip, 5);
+  EXPECT_EQ(config->spool.dir, "/fast/spool");
+  EXPECT_EQ(config->delivery.maildir_root, "/srv/chute/mail");
+  EXPECT_EQ(config->delivery.backend, DeliveryBackend::kLmtp);
+  EXPECT_EQ(config->admin.address, "");
+}
+
+TEST(ConfigTest, ErrorsNameFileLineAndKey) {
+  EXPECT_EQ(ErrorOf("[limits]\n\nrecipients_per_message = 0\n"),
+            "test.toml:3: limits.recipients_per_message: 0 is out of range 1..1000");
+  EXPECT_EQ(ErrorOf("[limits]\nrecipient_per_message = 5\n"),
+            "test.toml:2: unknown key 'limits.recipient_per_message'");
+  EXPECT_EQ(ErrorOf("[server]\nshards = \"two\"\n"), "test.toml:2: server.shards: expected an integer");
+  EXPECT_EQ(ErrorOf("[bogus]\nx = 1\n"), "test.toml:1: unknown key 'bogus'");
+  EXPECT_EQ(ErrorOf("[delivery]\nbackend = \"mbox\"\n"),
+            "test.toml:2: delivery.backend: \"mbox\" is not one of \"maildir\", \"lmtp\", \"smtp\"");
+  EXPECT_TRUE(absl::StartsWith(ErrorOf("[server\n"), "test.toml:1: "));
+}
+
+TEST(ConfigTest, RangesAtTheEdges) {
+  EXPECT_TRUE(Parse("[limits]\nrecipients_per_message = 1000\n").ok());
+  EXPECT_FALSE(Parse("[limits]\nrecipients_per_message = 1001\n").ok());
+  EXPECT_TRUE(Parse("[limits]\nmessage_size_bytes = 1024\n").ok());
+  EXPECT_FALSE(Parse("[limits]\nmessage_size_bytes = 1023\n").ok());
+  EXPECT_TRUE(Parse("[server]\nshards = 256\n").ok());
+  EXPECT_FALSE(Parse("[server]\nshards = -1\n").ok());
+  EXPECT_FALSE(Parse("[limits]\nconnections_max = 10\nconnections_per_ip = 11\n").ok());
+  EXPECT_FALSE(Parse("[delivery]\nretry_initial_s = 100\nretry_max_s = 50\n").ok());
+}
+
+TEST(ConfigTest, ListenerRules) {
+  EXPECT_TRUE(absl::StrContains(ErrorOf("[[listener]]\naddress = \"127.0.0.1:25\"\ntls = \"none\"\n"),
+                                "needs allowed_networks"));
+  EXPECT_TRUE(absl::StrContains(
+      ErrorOf("[[listener]]\naddress = \"127.0.0.1:25\"\ntls = \"none\"\n"
+              "allowed_networks = [\"127.0.0.0/8\"]\n"),
+      "needs authenticate_as"));
+  EXPECT_TRUE(absl::StrContains(
+      ErrorOf("[[listener]]\nallowed_networks = [\"127.0.0.0/8\"]\n"),
+      "only a listener with tls = \"none\""));
+  EXPECT_TRUE(absl::StrContains(ErrorOf("[[listener]]\naddress = \"localhost:25\"\n"),
+                                "listener.address"));
+  EXPECT_TRUE(absl::StrContains(ErrorOf("[[listener]]\naddress = \"127.0.0.1:0\"\n"), "port"));
+  EXPECT_TRUE(absl::StrContains(ErrorOf("[[listener]]\nproxy_protocol = true\n"),
+                                "needs trusted_proxies"));
+  EXPECT_TRUE(absl::StrContains(
+      ErrorOf("[limits]\nconnections_per_ip_exempt = [\"10.1.0.0/8\"]\n"), "host bits"));
+  EXPECT_TRUE(absl::StrContains(ErrorOf("[delivery]\nbackend = \"smtp\"\n"), "need target"));
+}
+
+TEST(ConfigTest, LoadConfigReadsAFileAndReportsMissingOnes) {
+  char path[] = "/tmp/chute-config-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  {
+    std::ofstream out(path);
+    out << "[server]\nhostname = \"from.file.test\"\n";
+  }
+  absl::StatusOr<Config> config = LoadConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->server.hostname, "from.file.test");
+  std::remove(path);
+  EXPECT_EQ(LoadConfig(path).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace chute
