@@ -60,7 +60,9 @@ std::string Unescape(absl::string_view text) {
       out.push_back('\0');
     } else if (c == 'x' && i + 2 < text.size()) {
       int value = 0;
-      absl::SimpleHexAtoi(text.substr(i + 1, 2), &value);
+      if (!absl::SimpleHexAtoi(text.substr(i + 1, 2), &value)) {
+        value = '?';
+      }
       out.push_back(static_cast<char>(value));
       i += 2;
     } else {
@@ -112,7 +114,10 @@ bool ParseTranscript(const std::string& path, Transcript* t, std::string* error)
       }
     } else if (words.size() >= 4 && words[0] == "@" && words[1] == "answer") {
       int code = 0;
-      absl::SimpleAtoi(words[3], &code);
+      if (!absl::SimpleAtoi(words[3], &code)) {
+        *error = absl::StrCat(path, ":", number, ": bad reply code");
+        return false;
+      }
       size_t text_at = line.find(words[3]) + words[3].size() + 1;
       t->texts.push_back(text_at < line.size() ? line.substr(text_at) : "");
       t->answers.push_back({words[2], Reply{static_cast<uint16_t>(code), t->texts.back()}});
