@@ -378,6 +378,14 @@ std::optional<Reply> ParseBdatArgs(absl::string_view args, BdatArgs* out) {
   return std::nullopt;
 }
 
+bool IsValidMailbox(absl::string_view address) {
+  size_t at = address.rfind('@');
+  bool non_ascii = false;
+  return at != absl::string_view::npos && address.size() <= kPathBytesMax &&
+         ValidateLocalPart(address.substr(0, at), &non_ascii) &&
+         ValidateDomain(address.substr(at + 1), &non_ascii);
+}
+
 AddressParts SplitAddress(absl::string_view address) {
   size_t at = address.rfind('@');
   if (at == absl::string_view::npos) {

@@ -50,6 +50,10 @@ std::optional<Reply> ParseRcptArgs(absl::string_view args, bool smtputf8, RcptAr
 // ParseBdatArgs: `args` is what follows "BDAT " ("1024 LAST"). Digits only; no overflow.
 std::optional<Reply> ParseBdatArgs(absl::string_view args, BdatArgs* out);
 
+// IsValidMailbox: "local@domain" as RCPT TO would accept it (non-ASCII allowed), without the
+// angle brackets. For configuration and administration input.
+bool IsValidMailbox(absl::string_view address);
+
 // SplitAddress: the local part and the domain of "local@domain" (split at the last '@').
 // The domain is empty for "postmaster".
 struct AddressParts {

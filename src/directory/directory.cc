@@ -1,0 +1,609 @@
+#include "directory/directory.h"
+
+#include <algorithm>
+#include <ctime>
+#include <functional>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "directory/sqlite.h"
+#include "smtp/parser.h"
+
+namespace chute::directory {
+namespace {
+
+// Each entry migrates the schema from version i to i + 1. Never edit one that has shipped:
+// append a new one.
+constexpr absl::string_view kMigrations[] = {
+    R"sql(
+CREATE TABLE tenants (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  basic_auth INTEGER NOT NULL DEFAULT 1,
+  oauth_issuer TEXT NOT NULL DEFAULT '',
+  oauth_audience TEXT NOT NULL DEFAULT '',
+  oauth_tenant_id TEXT NOT NULL DEFAULT '',
+  oauth_jwks_file TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE domains (
+  domain TEXT PRIMARY KEY,           -- lower-cased; one tenant per domain
+  tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE
+);
+CREATE TABLE accounts (
+  id INTEGER PRIMARY KEY,
+  tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+  display_name TEXT NOT NULL,
+  display_name_key TEXT NOT NULL UNIQUE,  -- lower-cased display name
+  primary_address TEXT NOT NULL,
+  password_hash TEXT NOT NULL DEFAULT '',
+  reply_to TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE addresses (
+  address_key TEXT PRIMARY KEY,      -- lower-cased: unique across all tenants
+  address TEXT NOT NULL,
+  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+  is_primary INTEGER NOT NULL
+);
+CREATE INDEX addresses_by_account ON addresses(account_id);
+CREATE TABLE allowed_apps (
+  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+  app_id TEXT NOT NULL,
+  PRIMARY KEY (account_id, app_id)
+);
+)sql",
+};
+
+bool IsTenantName(absl::string_view name) {
+  if (name.empty() || name.size() > kTenantNameBytesMax) {
+    return false;
+  }
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_';
+  });
+}
+
+bool IsDomain(absl::string_view domain) {
+  std::string probe = absl::StrCat("x@", domain);
+  return !domain.empty() && domain.front() != '[' && smtp::IsValidMailbox(probe);
+}
+
+bool IsAppId(absl::string_view id) {
+  // A GUID: 8-4-4-4-12 hexadecimal digits.
+  if (id.size() != 36) {
+    return false;
+  }
+  for (size_t i = 0; i < id.size(); ++i) {
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? id[i] != '-' : !absl::ascii_isxdigit(static_cast<unsigned char>(id[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool HasControl(absl::string_view text) {
+  return std::any_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 32 || c == 127; });
+}
+
+int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+}  // namespace
+
+std::string ToLower(absl::string_view text) { return absl::AsciiStrToLower(text); }
+
+// --- Snapshot ---------------------------------------------------------------------------------
+
+const Account* Snapshot::FindAccount(absl::string_view address) const {
+  auto it = account_by_address_.find(ToLower(address));
+  return it == account_by_address_.end() ? nullptr : &accounts_[it->second];
+}
+
+const Account* Snapshot::FindAccountByIdentity(absl::string_view identity, bool* ambiguous) const {
+  *ambiguous = false;
+  if (const Account* account = FindAccount(identity)) {
+    return account;
+  }
+  const Account* found = nullptr;
+  for (const Account& account : accounts_) {
+    if (absl::EqualsIgnoreCase(account.display_name, identity)) {
+      if (found != nullptr) {
+        *ambiguous = true;
+        return nullptr;
+      }
+      found = &account;
+    }
+  }
+  return found;
+}
+
+const Tenant* Snapshot::FindTenant(int64_t id) const {
+  for (const Tenant& tenant : tenants_) {
+    if (tenant.id == id) {
+      return &tenant;
+    }
+  }
+  return nullptr;
+}
+
+const Tenant* Snapshot::FindTenantByName(absl::string_view name) const {
+  for (const Tenant& tenant : tenants_) {
+    if (tenant.name == name) {
+      return &tenant;
+    }
+  }
+  return nullptr;
+}
+
+bool Snapshot::IsAcceptedDomain(int64_t tenant_id, absl::string_view domain) const {
+  auto it = tenant_by_domain_.find(ToLower(domain));
+  return it != tenant_by_domain_.end() && it->second == tenant_id;
+}
+
+int64_t Snapshot::AccountCount(int64_t tenant_id) const {
+  return std::count_if(accounts_.begin(), accounts_.end(),
+                       [&](const Account& a) { return a.tenant_id == tenant_id; });
+}
+
+// --- Store ------------------------------------------------------------------------------------
+
+struct Store::Impl {
+  std::unique_ptr<Database> db;
+
+  // InTransaction: BEGIN IMMEDIATE, `body`, COMMIT; ROLLBACK when `body` fails.
+  absl::Status InTransaction(const std::function<absl::Status()>& body) {
+    RETURN_IF_ERROR(db->Exec("BEGIN IMMEDIATE"));
+    absl::Status status = body();
+    if (!status.ok()) {
+      db->Exec("ROLLBACK").IgnoreError();
+      return status;
+    }
+    return db->Exec("COMMIT");
+  }
+
+  absl::Status Migrate() {
+    RETURN_IF_ERROR(db->Exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"));
+    ASSIGN_OR_RETURN(Statement select, db->Prepare("SELECT version FROM schema_version"));
+    ASSIGN_OR_RETURN(bool has_row, select.Step());
+    int64_t version = has_row ? select.Int(0) : 0;
+    int64_t latest = static_cast<int64_t>(std::size(kMigrations));
+    if (version > latest) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the directory database has schema version ", version, ", newer than this build's ",
+          latest, "; upgrade chute"));
+    }
+    for (int64_t v = version; v < latest; ++v) {
+      RETURN_IF_ERROR(InTransaction([&]() -> absl::Status {
+        RETURN_IF_ERROR(db->Exec(kMigrations[v]));
+        RETURN_IF_ERROR(db->Exec("DELETE FROM schema_version"));
+        ASSIGN_OR_RETURN(Statement insert, db->Prepare("INSERT INTO schema_version VALUES (?)"));
+        return insert.Bind(1, v + 1).Run();
+      }));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status InsertAddress(int64_t account_id, absl::string_view address, bool primary,
+                             const Snapshot& snapshot) {
+    if (const Account* owner = snapshot.FindAccount(address)) {
+      return absl::AlreadyExistsError(absl::StrCat("the address ", address, " is already used by ",
+                                                   owner->primary_address));
+    }
+    ASSIGN_OR_RETURN(Statement insert,
+                     db->Prepare("INSERT INTO addresses (address_key, address, account_id, "
+                                 "is_primary) VALUES (?, ?, ?, ?)"));
+    absl::Status status =
+        insert.Bind(1, ToLower(address)).Bind(2, address).Bind(3, account_id).Bind(4, primary ? 1 : 0).Run();
+    if (absl::IsAlreadyExists(status)) {
+      return absl::AlreadyExistsError(absl::StrCat("the address ", address, " is already used"));
+    }
+    return status;
+  }
+};
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Store::~Store() = default;
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, bool create) {
+  auto impl = std::make_unique<Impl>();
+  ASSIGN_OR_RETURN(impl->db, Database::Open(path, create));
+  RETURN_IF_ERROR(impl->Migrate());
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+absl::StatusOr<int64_t> Store::DataVersion() { return impl_->db->DataVersion(); }
+
+absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
+  auto snapshot = std::make_shared<Snapshot>();
+  Database& db = *impl_->db;
+  // One read transaction, so the snapshot is consistent.
+  RETURN_IF_ERROR(db.Exec("BEGIN"));
+  absl::Status status = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Statement tenants,
+                     db.Prepare("SELECT id, name, basic_auth, oauth_issuer, oauth_audience, "
+                                "oauth_tenant_id, oauth_jwks_file FROM tenants ORDER BY name"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, tenants.Step());
+      if (!row) {
+        break;
+      }
+      snapshot->tenants_.push_back(Tenant{tenants.Int(0), tenants.Text(1), tenants.Int(2) != 0,
+                                          tenants.Text(3), tenants.Text(4), tenants.Text(5),
+                                          tenants.Text(6), {}});
+    }
+    ASSIGN_OR_RETURN(Statement domains,
+                     db.Prepare("SELECT domain, tenant_id FROM domains ORDER BY domain"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, domains.Step());
+      if (!row) {
+        break;
+      }
+      snapshot->tenant_by_domain_[domains.Text(0)] = domains.Int(1);
+      for (Tenant& tenant : snapshot->tenants_) {
+        if (tenant.id == domains.Int(1)) {
+          tenant.domains.push_back(domains.Text(0));
+        }
+      }
+    }
+    ASSIGN_OR_RETURN(Statement accounts,
+                     db.Prepare("SELECT a.id, a.tenant_id, t.name, a.display_name, "
+                                "a.primary_address, a.password_hash, a.reply_to FROM accounts a "
+                                "JOIN tenants t ON t.id = a.tenant_id ORDER BY a.primary_address"));
+    absl::flat_hash_map<int64_t, size_t> index_by_id;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, accounts.Step());
+      if (!row) {
+        break;
+      }
+      index_by_id[accounts.Int(0)] = snapshot->accounts_.size();
+      snapshot->accounts_.push_back(Account{accounts.Int(0), accounts.Int(1), accounts.Text(2),
+                                            accounts.Text(3), accounts.Text(4), {},
+                                            accounts.Text(5), accounts.Text(6), {}});
+    }
+    ASSIGN_OR_RETURN(Statement addresses,
+                     db.Prepare("SELECT address_key, address, account_id, is_primary FROM "
+                                "addresses ORDER BY address_key"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, addresses.Step());
+      if (!row) {
+        break;
+      }
+      auto it = index_by_id.find(addresses.Int(2));
+      if (it == index_by_id.end()) {
+        continue;
+      }
+      snapshot->account_by_address_[addresses.Text(0)] = it->second;
+      if (addresses.Int(3) == 0) {
+        snapshot->accounts_[it->second].aliases.push_back(addresses.Text(1));
+      }
+    }
+    ASSIGN_OR_RETURN(Statement apps, db.Prepare("SELECT account_id, app_id FROM allowed_apps "
+                                                "ORDER BY app_id"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, apps.Step());
+      if (!row) {
+        break;
+      }
+      auto it = index_by_id.find(apps.Int(0));
+      if (it != index_by_id.end()) {
+        snapshot->accounts_[it->second].allowed_apps.push_back(apps.Text(1));
+      }
+    }
+    return absl::OkStatus();
+  }();
+  db.Exec("COMMIT").IgnoreError();
+  RETURN_IF_ERROR(status);
+  return std::shared_ptr<const Snapshot>(std::move(snapshot));
+}
+
+absl::StatusOr<Tenant> Store::AddTenant(absl::string_view name,
+                                        const std::vector<std::string>& domains) {
+  if (!IsTenantName(name)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", name, "' is not a tenant name (1..", kTenantNameBytesMax,
+        " letters, digits, '.', '-', '_')"));
+  }
+  if (domains.empty()) {
+    return absl::InvalidArgumentError("a tenant needs at least one accepted domain (--domain)");
+  }
+  TenantChange change;
+  change.add_domains = domains;
+  RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Statement insert,
+                     impl_->db->Prepare("INSERT INTO tenants (name, created_at) VALUES (?, ?)"));
+    absl::Status status = insert.Bind(1, name).Bind(2, Now()).Run();
+    if (absl::IsAlreadyExists(status)) {
+      return absl::AlreadyExistsError(absl::StrCat("tenant '", name, "' already exists"));
+    }
+    return status;
+  }));
+  absl::StatusOr<Tenant> tenant = UpdateTenant(name, change);
+  if (!tenant.ok()) {
+    RemoveTenant(name, true).IgnoreError();  // no tenant without its domains
+  }
+  return tenant;
+}
+
+absl::StatusOr<Tenant> Store::UpdateTenant(absl::string_view name, const TenantChange& change) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
+  const Tenant* tenant = snapshot->FindTenantByName(name);
+  if (tenant == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no tenant '", name, "'"));
+  }
+  for (const std::string& domain : change.add_domains) {
+    if (!IsDomain(domain)) {
+      return absl::InvalidArgumentError(absl::StrCat("'", domain, "' is not a domain name"));
+    }
+  }
+  if (tenant->domains.size() + change.add_domains.size() > kDomainsPerTenantMax) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("a tenant has at most ", kDomainsPerTenantMax, " domains"));
+  }
+  for (const std::string& domain : change.remove_domains) {
+    for (const Account& account : snapshot->accounts()) {
+      bool uses = absl::EndsWithIgnoreCase(account.primary_address, absl::StrCat("@", domain));
+      for (const std::string& alias : account.aliases) {
+        uses = uses || absl::EndsWithIgnoreCase(alias, absl::StrCat("@", domain));
+      }
+      if (account.tenant_id == tenant->id && uses) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "the domain ", domain, " is used by the account ", account.primary_address));
+      }
+    }
+    if (!snapshot->IsAcceptedDomain(tenant->id, domain)) {
+      return absl::NotFoundError(absl::StrCat("tenant '", name, "' has no domain ", domain));
+    }
+  }
+  int64_t id = tenant->id;
+  RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
+    auto set_text = [&](absl::string_view column, const std::optional<std::string>& value) -> absl::Status {
+      if (!value.has_value()) {
+        return absl::OkStatus();
+      }
+      ASSIGN_OR_RETURN(Statement update, impl_->db->Prepare(absl::StrCat(
+                                             "UPDATE tenants SET ", column, " = ? WHERE id = ?")));
+      return update.Bind(1, *value).Bind(2, id).Run();
+    };
+    if (change.basic_auth.has_value()) {
+      ASSIGN_OR_RETURN(Statement update,
+                       impl_->db->Prepare("UPDATE tenants SET basic_auth = ? WHERE id = ?"));
+      RETURN_IF_ERROR(update.Bind(1, int64_t{*change.basic_auth ? 1 : 0}).Bind(2, id).Run());
+    }
+    RETURN_IF_ERROR(set_text("oauth_issuer", change.oauth_issuer));
+    RETURN_IF_ERROR(set_text("oauth_audience", change.oauth_audience));
+    RETURN_IF_ERROR(set_text("oauth_tenant_id", change.oauth_tenant_id));
+    RETURN_IF_ERROR(set_text("oauth_jwks_file", change.oauth_jwks_file));
+    for (const std::string& domain : change.add_domains) {
+      ASSIGN_OR_RETURN(Statement insert, impl_->db->Prepare(
+                                             "INSERT INTO domains (domain, tenant_id) VALUES (?, ?)"));
+      absl::Status status = insert.Bind(1, ToLower(domain)).Bind(2, id).Run();
+      if (absl::IsAlreadyExists(status)) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("the domain ", ToLower(domain), " already belongs to a tenant"));
+      }
+      RETURN_IF_ERROR(status);
+    }
+    for (const std::string& domain : change.remove_domains) {
+      ASSIGN_OR_RETURN(Statement remove,
+                       impl_->db->Prepare("DELETE FROM domains WHERE domain = ? AND tenant_id = ?"));
+      RETURN_IF_ERROR(remove.Bind(1, ToLower(domain)).Bind(2, id).Run());
+    }
+    return absl::OkStatus();
+  }));
+  ASSIGN_OR_RETURN(snapshot, LoadSnapshot());
+  return *snapshot->FindTenant(id);
+}
+
+absl::Status Store::RemoveTenant(absl::string_view name, bool force) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
+  const Tenant* tenant = snapshot->FindTenantByName(name);
+  if (tenant == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no tenant '", name, "'"));
+  }
+  int64_t accounts = snapshot->AccountCount(tenant->id);
+  if (accounts > 0 && !force) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "tenant '", name, "' has ", accounts, " account(s); remove them first or use --force"));
+  }
+  int64_t id = tenant->id;
+  return impl_->InTransaction([&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Statement remove, impl_->db->Prepare("DELETE FROM tenants WHERE id = ?"));
+    return remove.Bind(1, id).Run();
+  });
+}
+
+absl::StatusOr<Account> Store::AddAccount(const NewAccount& account, int64_t accounts_max) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
+  const Tenant* tenant = snapshot->FindTenantByName(account.tenant);
+  if (tenant == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no tenant '", account.tenant, "'"));
+  }
+  if (account.display_name.empty() || account.display_name.size() > kDisplayNameBytesMax ||
+      HasControl(account.display_name)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a display name is 1..", kDisplayNameBytesMax, " bytes without control characters"));
+  }
+  if (!smtp::IsValidMailbox(account.primary_address)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", account.primary_address, "' is not an email address"));
+  }
+  smtp::AddressParts parts = smtp::SplitAddress(account.primary_address);
+  if (!snapshot->IsAcceptedDomain(tenant->id, parts.domain)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the domain of ", account.primary_address, " is not an accepted domain of tenant '",
+        tenant->name, "'"));
+  }
+  if (snapshot->AccountCount(tenant->id) >= accounts_max) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "tenant '", tenant->name, "' already has ", accounts_max,
+        " accounts (limits.accounts_per_tenant)"));
+  }
+  bool ambiguous = false;
+  if (snapshot->FindAccountByIdentity(account.display_name, &ambiguous) != nullptr || ambiguous) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("an account named '", account.display_name, "' already exists"));
+  }
+  int64_t tenant_id = tenant->id;
+  int64_t id = 0;
+  RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Statement insert,
+                     impl_->db->Prepare("INSERT INTO accounts (tenant_id, display_name, "
+                                        "display_name_key, primary_address, password_hash, "
+                                        "created_at) VALUES (?, ?, ?, ?, ?, ?)"));
+    RETURN_IF_ERROR(insert.Bind(1, tenant_id)
+                        .Bind(2, account.display_name)
+                        .Bind(3, ToLower(account.display_name))
+                        .Bind(4, account.primary_address)
+                        .Bind(5, account.password_hash)
+                        .Bind(6, Now())
+                        .Run());
+    id = impl_->db->LastInsertId();
+    return impl_->InsertAddress(id, account.primary_address, true, *snapshot);
+  }));
+  ASSIGN_OR_RETURN(snapshot, LoadSnapshot());
+  return *snapshot->FindAccount(account.primary_address);
+}
+
+absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
+                                             const AccountChange& change) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
+  bool ambiguous = false;
+  const Account* account = snapshot->FindAccountByIdentity(identity, &ambiguous);
+  if (account == nullptr) {
+    return ambiguous ? absl::InvalidArgumentError(absl::StrCat(
+                           "'", identity, "' names several accounts; use the address"))
+                     : absl::NotFoundError(absl::StrCat("no account '", identity, "'"));
+  }
+  auto check_address = [&](absl::string_view address) -> absl::Status {
+    if (!smtp::IsValidMailbox(address)) {
+      return absl::InvalidArgumentError(absl::StrCat("'", address, "' is not an email address"));
+    }
+    if (!snapshot->IsAcceptedDomain(account->tenant_id, smtp::SplitAddress(address).domain)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the domain of ", address, " is not an accepted domain of tenant '",
+          account->tenant_name, "'"));
+    }
+    return absl::OkStatus();
+  };
+  if (change.primary_address.has_value()) {
+    RETURN_IF_ERROR(check_address(*change.primary_address));
+  }
+  for (const std::string& alias : change.add_aliases) {
+    RETURN_IF_ERROR(check_address(alias));
+  }
+  if (account->aliases.size() + change.add_aliases.size() > kAliasesPerAccountMax) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("an account has at most ", kAliasesPerAccountMax, " aliases"));
+  }
+  if (change.reply_to.has_value() && !change.reply_to->empty() &&
+      !smtp::IsValidMailbox(*change.reply_to)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", *change.reply_to, "' is not an email address"));
+  }
+  if (change.display_name.has_value() &&
+      (change.display_name->empty() || change.display_name->size() > kDisplayNameBytesMax ||
+       HasControl(*change.display_name))) {
+    return absl::InvalidArgumentError("a display name is 1..256 bytes without control characters");
+  }
+  std::vector<std::string> apps = account->allowed_apps;
+  for (const std::string& app : change.add_apps) {
+    if (!IsAppId(app)) {
+      return absl::InvalidArgumentError(absl::StrCat("'", app, "' is not an application id (GUID)"));
+    }
+    if (std::find(apps.begin(), apps.end(), ToLower(app)) == apps.end()) {
+      apps.push_back(ToLower(app));
+    }
+  }
+  for (const std::string& app : change.remove_apps) {
+    auto it = std::find(apps.begin(), apps.end(), ToLower(app));
+    if (it == apps.end()) {
+      return absl::NotFoundError(absl::StrCat("application ", app, " is not allowed for ",
+                                              account->primary_address));
+    }
+    apps.erase(it);
+  }
+  if (apps.size() > kAllowedAppsPerAccountMax) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "an account allows at most ", kAllowedAppsPerAccountMax, " applications"));
+  }
+  int64_t id = account->id;
+  std::string old_primary = account->primary_address;
+  RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
+    auto set_column = [&](absl::string_view column, absl::string_view value) -> absl::Status {
+      ASSIGN_OR_RETURN(Statement update, impl_->db->Prepare(absl::StrCat(
+                                             "UPDATE accounts SET ", column, " = ? WHERE id = ?")));
+      return update.Bind(1, value).Bind(2, id).Run();
+    };
+    if (change.display_name.has_value()) {
+      RETURN_IF_ERROR(set_column("display_name", *change.display_name));
+      absl::Status status = set_column("display_name_key", ToLower(*change.display_name));
+      if (absl::IsAlreadyExists(status)) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("an account named '", *change.display_name, "' already exists"));
+      }
+      RETURN_IF_ERROR(status);
+    }
+    if (change.password_hash.has_value()) {
+      RETURN_IF_ERROR(set_column("password_hash", *change.password_hash));
+    }
+    if (change.reply_to.has_value()) {
+      RETURN_IF_ERROR(set_column("reply_to", *change.reply_to));
+    }
+    if (change.primary_address.has_value() &&
+        ToLower(*change.primary_address) != ToLower(old_primary)) {
+      ASSIGN_OR_RETURN(Statement remove, impl_->db->Prepare(
+                                             "DELETE FROM addresses WHERE address_key = ?"));
+      RETURN_IF_ERROR(remove.Bind(1, ToLower(old_primary)).Run());
+      RETURN_IF_ERROR(impl_->InsertAddress(id, *change.primary_address, true, *snapshot));
+      RETURN_IF_ERROR(set_column("primary_address", *change.primary_address));
+    }
+    for (const std::string& alias : change.remove_aliases) {
+      ASSIGN_OR_RETURN(Statement remove,
+                       impl_->db->Prepare("DELETE FROM addresses WHERE address_key = ? AND "
+                                          "account_id = ? AND is_primary = 0"));
+      RETURN_IF_ERROR(remove.Bind(1, ToLower(alias)).Bind(2, id).Run());
+      if (impl_->db->Changes() == 0) {
+        return absl::NotFoundError(absl::StrCat(alias, " is not an alias of ", old_primary));
+      }
+    }
+    for (const std::string& alias : change.add_aliases) {
+      RETURN_IF_ERROR(impl_->InsertAddress(id, alias, false, *snapshot));
+    }
+    ASSIGN_OR_RETURN(Statement clear, impl_->db->Prepare("DELETE FROM allowed_apps WHERE account_id = ?"));
+    RETURN_IF_ERROR(clear.Bind(1, id).Run());
+    for (const std::string& app : apps) {
+      ASSIGN_OR_RETURN(Statement insert, impl_->db->Prepare(
+                                             "INSERT INTO allowed_apps (account_id, app_id) VALUES (?, ?)"));
+      RETURN_IF_ERROR(insert.Bind(1, id).Bind(2, app).Run());
+    }
+    return absl::OkStatus();
+  }));
+  ASSIGN_OR_RETURN(snapshot, LoadSnapshot());
+  for (const Account& updated : snapshot->accounts()) {
+    if (updated.id == id) {
+      return updated;
+    }
+  }
+  return absl::InternalError("the updated account vanished");
+}
+
+absl::Status Store::RemoveAccount(absl::string_view identity) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
+  bool ambiguous = false;
+  const Account* account = snapshot->FindAccountByIdentity(identity, &ambiguous);
+  if (account == nullptr) {
+    return ambiguous ? absl::InvalidArgumentError(absl::StrCat(
+                           "'", identity, "' names several accounts; use the address"))
+                     : absl::NotFoundError(absl::StrCat("no account '", identity, "'"));
+  }
+  int64_t id = account->id;
+  return impl_->InTransaction([&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Statement remove, impl_->db->Prepare("DELETE FROM accounts WHERE id = ?"));
+    return remove.Bind(1, id).Run();
+  });
+}
+
+}  // namespace chute::directory

@@ -1,0 +1,140 @@
+#pragma once
+
+// The directory: tenants, their accepted domains and their HVE accounts (DESIGN.md §1).
+//
+// SQLite (WAL) is the store and chutectl writes it through Store. chuted reads it as an
+// immutable Snapshot, loaded whole and swapped atomically (shared_ptr) on SIGHUP or when
+// SQLite's data version changes; a session keeps the snapshot it started with. Addresses are
+// unique across all tenants, compared case-insensitively, and stored as given.
+//
+// Threads: a Store belongs to one thread. A Snapshot is immutable and may be read from any.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace chute::directory {
+
+// Schema-enforced limits (the configured ones, like accounts_per_tenant, are passed in).
+inline constexpr size_t kTenantNameBytesMax = 64;
+inline constexpr size_t kDisplayNameBytesMax = 256;
+inline constexpr size_t kDomainsPerTenantMax = 1000;
+inline constexpr size_t kAliasesPerAccountMax = 100;
+inline constexpr size_t kAllowedAppsPerAccountMax = 10;
+
+struct Tenant {
+  int64_t id = 0;
+  std::string name;
+  bool basic_auth = true;
+  std::string oauth_issuer;
+  std::string oauth_audience;
+  std::string oauth_tenant_id;
+  std::string oauth_jwks_file;
+  std::vector<std::string> domains;  // lower-cased, sorted
+};
+
+struct Account {
+  int64_t id = 0;
+  int64_t tenant_id = 0;
+  std::string tenant_name;
+  std::string display_name;
+  std::string primary_address;
+  std::vector<std::string> aliases;
+  std::string password_hash;  // argon2id encoded; "" = no password set
+  std::string reply_to;       // "" = none
+  std::vector<std::string> allowed_apps;
+};
+
+class Snapshot {
+ public:
+  // FindAccount: the account whose primary address or alias is `address` (any case).
+  const Account* FindAccount(absl::string_view address) const;
+  // FindAccountByIdentity: by address, else by display name. nullptr when unknown or when a
+  // display name is shared by several accounts (*ambiguous is then set).
+  const Account* FindAccountByIdentity(absl::string_view identity, bool* ambiguous) const;
+  const Tenant* FindTenant(int64_t id) const;
+  const Tenant* FindTenantByName(absl::string_view name) const;
+  // IsAcceptedDomain: whether `domain` (any case) is an accepted domain of the tenant.
+  bool IsAcceptedDomain(int64_t tenant_id, absl::string_view domain) const;
+
+  const std::vector<Tenant>& tenants() const { return tenants_; }
+  const std::vector<Account>& accounts() const { return accounts_; }
+  int64_t AccountCount(int64_t tenant_id) const;
+
+ private:
+  friend class Store;
+  std::vector<Tenant> tenants_;
+  std::vector<Account> accounts_;
+  absl::flat_hash_map<std::string, size_t> account_by_address_;  // lower-cased -> index
+  absl::flat_hash_map<std::string, int64_t> tenant_by_domain_;    // lower-cased -> tenant id
+};
+
+struct TenantChange {
+  std::optional<bool> basic_auth;
+  std::optional<std::string> oauth_issuer;
+  std::optional<std::string> oauth_audience;
+  std::optional<std::string> oauth_tenant_id;
+  std::optional<std::string> oauth_jwks_file;
+  std::vector<std::string> add_domains;
+  std::vector<std::string> remove_domains;
+};
+
+struct NewAccount {
+  std::string tenant;
+  std::string display_name;
+  std::string primary_address;
+  std::string password_hash;  // may be ""
+};
+
+struct AccountChange {
+  std::optional<std::string> display_name;
+  std::optional<std::string> primary_address;
+  std::optional<std::string> password_hash;
+  std::optional<std::string> reply_to;  // "" clears
+  std::vector<std::string> add_aliases;
+  std::vector<std::string> remove_aliases;
+  std::vector<std::string> add_apps;
+  std::vector<std::string> remove_apps;
+};
+
+// Store: the SQLite directory. Every write is one transaction and is checked against the
+// rules above; errors are InvalidArgument (bad input), NotFound, AlreadyExists,
+// FailedPrecondition (a rule such as the account cap) or Internal (the database).
+class Store {
+ public:
+  // Open: opens the database at `path`, creating it and its schema when `create`, and
+  // migrating an older schema. NotFound when it does not exist and !create.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path, bool create);
+  ~Store();
+
+  absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot();
+  // DataVersion: changes whenever another connection committed a change.
+  absl::StatusOr<int64_t> DataVersion();
+
+  absl::StatusOr<Tenant> AddTenant(absl::string_view name, const std::vector<std::string>& domains);
+  absl::StatusOr<Tenant> UpdateTenant(absl::string_view name, const TenantChange& change);
+  // RemoveTenant: FailedPrecondition when it has accounts, unless `force` (they go too).
+  absl::Status RemoveTenant(absl::string_view name, bool force);
+
+  // AddAccount: at most `accounts_max` accounts per tenant; the address must be in an
+  // accepted domain of the tenant and unused anywhere.
+  absl::StatusOr<Account> AddAccount(const NewAccount& account, int64_t accounts_max);
+  absl::StatusOr<Account> UpdateAccount(absl::string_view identity, const AccountChange& change);
+  absl::Status RemoveAccount(absl::string_view identity);
+
+ private:
+  struct Impl;
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// ToLower: ASCII lower-casing, as domains and address keys are compared.
+std::string ToLower(absl::string_view text);
+
+}  // namespace chute::directory
