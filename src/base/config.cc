@@ -223,6 +223,11 @@ absl::Status ReadServer(const toml::table& table, absl::string_view source, Serv
   r.Check(IsHostname(out->hostname), "hostname", "not a valid host name");
   r.Int("shards", 0, kShardsMax, &out->shards);
   r.String("data_dir", false, &out->data_dir);
+  r.Int("recv_buffers", 64, 32768, &out->recv_buffers);
+  r.Check((out->recv_buffers & (out->recv_buffers - 1)) == 0, "recv_buffers",
+          "must be a power of two");
+  r.Int("recv_buffer_bytes", 4096, 1 << 20, &out->recv_buffer_bytes);
+  r.Int("delivery_threads", 1, 64, &out->delivery_threads);
   return r.Finish();
 }
 

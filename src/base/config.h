@@ -27,6 +27,9 @@ struct ServerConfig {
   std::string hostname = "relay.example.test";
   int64_t shards = 0;  // 0 = one per online CPU
   std::string data_dir = "/var/lib/chute";
+  int64_t recv_buffers = 1024;        // per shard; a power of two
+  int64_t recv_buffer_bytes = 16384;  // size of each provided receive buffer
+  int64_t delivery_threads = 4;       // Maildir writer threads
 };
 
 struct ListenerConfig {

@@ -73,6 +73,12 @@ inline constexpr Reply kReplyIpCap{421, "4.7.0 Too many concurrent connections f
 inline constexpr Reply kReplyConnectionsMax{421,
                                             "4.7.0 Too many connections, try again later"};
 inline constexpr Reply kReplyStorageFull{452, "4.3.1 Insufficient system storage"};
+inline constexpr Reply kReplyLocalError{451, "4.3.0 Local delivery failed, try again later"};
+inline constexpr Reply kReplyNetworkNotAllowed{554,
+                                               "5.7.1 Your address may not use this listener"};
+inline constexpr Reply kReplyListenerMisconfigured{
+    421, "4.3.5 This listener's account is missing from the directory, try again later"};
+inline constexpr Reply kReplyAuthUnavailable{454, "4.7.0 Temporary authentication failure"};
 inline constexpr Reply kReplyTimeout{421, "4.4.2 Timeout exceeded"};
 inline constexpr Reply kReplyShuttingDown{421, "4.3.2 Service shutting down"};
 inline constexpr Reply kReplyTooManyErrors{421, "4.7.0 Too many errors"};

@@ -229,6 +229,7 @@ void Session::DoHelo(absl::string_view args, bool extended) {
   // EHLO or HELO in the middle of a session resets it like RSET (RFC 5321 §4.1.4).
   ResetTransaction(true);
   greeted_ = true;
+  helo_.assign(args.data(), args.size());
   if (extended) {
     return SendEhlo();
   }

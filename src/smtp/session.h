@@ -154,6 +154,8 @@ class Session {
   bool authenticated() const { return authenticated_; }
   bool tls_active() const { return tls_active_; }
   bool in_transaction() const { return mail_accepted_; }
+  // helo_name: the argument of the last EHLO/HELO ("" before one).
+  absl::string_view helo_name() const { return helo_; }
 
   // Counters for tests, the fuzzer and metrics.
   uint64_t commands() const { return commands_; }      // command and SASL lines, BDAT chunks
@@ -217,6 +219,7 @@ class Session {
   std::string line_;            // a command line split across inputs
   bool discarding_line_ = false;  // an over-long line: skip to its LF, then reply
 
+  std::string helo_;  // bounded by the command line limit
   bool greeted_ = false;
   bool tls_active_ = false;
   bool authenticated_ = false;

@@ -1,0 +1,59 @@
+#pragma once
+
+// The headers chute adds to a message on its way through (DESIGN.md §1): a Received: line
+// always, Date: and Message-ID: when the submitter left them out (RFC 6409 §8), and a
+// Reply-To: when the account has one configured. HeaderScanner finds out, while the body
+// streams past in slices, which fields the message already has. Pure; any thread.
+
+#include <cstdint>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace chute::delivery {
+
+// HeaderScanner: fed the message's content in slices; looks at the field name of each header
+// line until the empty line that ends the header section.
+class HeaderScanner {
+ public:
+  void Reset();
+  void Feed(absl::string_view slice);
+
+  bool has_date() const { return has_date_; }
+  bool has_message_id() const { return has_message_id_; }
+  bool has_reply_to() const { return has_reply_to_; }
+  bool header_done() const { return done_; }
+
+ private:
+  void EndOfName();
+
+  static constexpr size_t kNameBytesMax = 16;  // longer names are none of the ones we look for
+  char name_[kNameBytesMax] = {};
+  size_t name_bytes_ = 0;
+  bool at_line_start_ = true;
+  bool in_name_ = true;
+  bool done_ = false;
+  bool has_date_ = false;
+  bool has_message_id_ = false;
+  bool has_reply_to_ = false;
+};
+
+// FormatRfc5322Date: "Thu, 26 Nov 2026 23:59:59 +0000".
+std::string FormatRfc5322Date(absl::Time time);
+
+struct TraceInfo {
+  absl::string_view helo;         // the client's EHLO/HELO name
+  absl::string_view client_ip;    // its address
+  absl::string_view hostname;     // ours
+  absl::string_view protocol;     // "ESMTP", "ESMTPA", "ESMTPS", "ESMTPSA" (RFC 3848)
+  absl::string_view id;           // the message id
+  absl::string_view recipient;    // "" unless there is exactly one
+  absl::Time time;
+};
+
+// AppendAddedHeaders: appends Received:, and Date:/Message-ID: when `scanner` saw none, to
+// `out`, each line ending in CR LF.
+void AppendAddedHeaders(const TraceInfo& trace, const HeaderScanner& scanner, std::string* out);
+
+}  // namespace chute::delivery

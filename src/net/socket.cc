@@ -1,0 +1,76 @@
+#include "net/socket.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "io/ring.h"
+
+namespace chute::net {
+namespace {
+
+bool IsMappedIpv4(const IpBytes& ip) {
+  static constexpr uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  return std::memcmp(ip.data(), kPrefix, sizeof(kPrefix)) == 0;
+}
+
+}  // namespace
+
+absl::StatusOr<int> OpenListener(const HostPort& address) {
+  bool v4 = IsMappedIpv4(address.ip);
+  int fd = socket(v4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return io::ErrnoStatus(errno, "socket");
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  if (v4) {
+    auto* sin = reinterpret_cast<sockaddr_in*>(&storage);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(address.port);
+    std::memcpy(&sin->sin_addr, address.ip.data() + 12, 4);
+    length = sizeof(sockaddr_in);
+  } else {
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&storage);
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons(address.port);
+    std::memcpy(&sin6->sin6_addr, address.ip.data(), 16);
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    length = sizeof(sockaddr_in6);
+  }
+  std::string where = absl::StrCat(FormatIp(address.ip), ":", address.port);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0) {
+    int error = errno;
+    close(fd);
+    return io::ErrnoStatus(error, absl::StrCat("bind ", where));
+  }
+  if (listen(fd, kListenBacklog) != 0) {
+    int error = errno;
+    close(fd);
+    return io::ErrnoStatus(error, absl::StrCat("listen ", where));
+  }
+  return fd;
+}
+
+IpBytes IpFromSockaddr(const sockaddr_storage& address) {
+  IpBytes ip{};
+  if (address.ss_family == AF_INET) {
+    const auto* sin = reinterpret_cast<const sockaddr_in*>(&address);
+    ip[10] = 0xff;
+    ip[11] = 0xff;
+    std::memcpy(ip.data() + 12, &sin->sin_addr, 4);
+  } else if (address.ss_family == AF_INET6) {
+    const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&address);
+    std::memcpy(ip.data(), &sin6->sin6_addr, 16);
+  }
+  return ip;
+}
+
+}  // namespace chute::net

@@ -1,0 +1,23 @@
+#pragma once
+
+// Plain socket set-up for the shards (creating listeners happens once, at start-up, so it uses
+// ordinary syscalls; the data path goes through io_uring).
+
+#include <sys/socket.h>
+
+#include "absl/status/statusor.h"
+#include "base/net_address.h"
+
+namespace chute::net {
+
+// ListenerBacklog: pending connections per listening socket.
+inline constexpr int kListenBacklog = 4096;
+
+// OpenListener: a TCP socket bound to `address` with SO_REUSEPORT (one per shard, the kernel
+// spreads connections across them) and listening. Returns the fd; the caller closes it.
+absl::StatusOr<int> OpenListener(const HostPort& address);
+
+// IpFromSockaddr: the peer address as 16 bytes (IPv4 mapped).
+IpBytes IpFromSockaddr(const sockaddr_storage& address);
+
+}  // namespace chute::net

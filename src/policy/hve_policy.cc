@@ -1,0 +1,54 @@
+#include "policy/hve_policy.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "smtp/parser.h"
+
+namespace chute::policy {
+
+std::optional<smtp::Reply> CheckSender(const directory::Account& account,
+                                       absl::string_view address) {
+  if (absl::EqualsIgnoreCase(address, account.primary_address)) {
+    return std::nullopt;
+  }
+  for (const std::string& alias : account.aliases) {
+    if (absl::EqualsIgnoreCase(address, alias)) {
+      return std::nullopt;
+    }
+  }
+  return smtp::kReplySendAsDenied;
+}
+
+std::optional<smtp::Reply> CheckRecipient(const directory::Snapshot& snapshot,
+                                          const directory::Account& account,
+                                          absl::string_view address, std::string* deliver_to) {
+  smtp::AddressParts parts = smtp::SplitAddress(address);
+  if (parts.domain.empty()) {
+    // RFC 5321 §4.5.1: <postmaster> must be accepted; it is the tenant's postmaster.
+    const directory::Tenant* tenant = snapshot.FindTenant(account.tenant_id);
+    if (tenant == nullptr || tenant->domains.empty()) {
+      return smtp::kReplyRelayDenied;
+    }
+    *deliver_to = absl::StrCat(parts.local, "@", tenant->domains.front());
+    return CheckRecipient(snapshot, account, *deliver_to, deliver_to);
+  }
+  if (!snapshot.IsAcceptedDomain(account.tenant_id, parts.domain)) {
+    return smtp::kReplyRelayDenied;
+  }
+  if (snapshot.FindAccount(address) != nullptr) {
+    return smtp::kReplyRecipientIsHve;
+  }
+  deliver_to->assign(address.data(), address.size());
+  return std::nullopt;
+}
+
+bool IsAllowedNetwork(const std::vector<Cidr>& networks, const IpBytes& ip) {
+  for (const Cidr& cidr : networks) {
+    if (cidr.Contains(ip)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace chute::policy

@@ -1,0 +1,32 @@
+#pragma once
+
+// The HVE envelope rules (DESIGN.md §1), as pure functions of a directory snapshot and the
+// account a session acts as. Each returns std::nullopt to accept, or the reply to refuse with.
+// Any thread (snapshots are immutable).
+
+#include <optional>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "base/net_address.h"
+#include "directory/directory.h"
+#include "smtp/reply.h"
+
+namespace chute::policy {
+
+// CheckSender: MAIL FROM must be the account's primary address or one of its aliases
+// (any case); otherwise 550 5.7.60.
+std::optional<smtp::Reply> CheckSender(const directory::Account& account,
+                                       absl::string_view address);
+
+// CheckRecipient: the recipient's domain must be an accepted domain of the account's tenant
+// (550 5.7.54) and it must not be an HVE account (550 5.1.10). `postmaster` without a domain
+// means postmaster@<the tenant's first domain>; *deliver_to gets the address to deliver to.
+std::optional<smtp::Reply> CheckRecipient(const directory::Snapshot& snapshot,
+                                          const directory::Account& account,
+                                          absl::string_view address, std::string* deliver_to);
+
+// IsAllowedNetwork: whether `ip` lies in one of `networks`.
+bool IsAllowedNetwork(const std::vector<Cidr>& networks, const IpBytes& ip);
+
+}  // namespace chute::policy

@@ -1,0 +1,91 @@
+#pragma once
+
+// Connection: one accepted socket on a shard, its smtp::Session, and the message in progress.
+// It is the SessionHandler: the HVE policy answers MAIL and RCPT, and the end of a message
+// becomes a delivery job whose completion answers the session. Shard-owned; never shared.
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/config.h"
+#include "base/net_address.h"
+#include "delivery/maildir.h"
+#include "delivery/message_headers.h"
+#include "directory/directory.h"
+#include "smtp/session.h"
+
+namespace chute::server {
+
+class Shard;
+
+struct InputChunk {
+  uint16_t buffer;
+  uint32_t offset;
+  uint32_t length;
+};
+
+// A piece of message body: inside a pinned receive buffer, or inside the arena.
+struct BodyPiece {
+  const char* data;
+  size_t length;
+};
+
+struct Message {
+  bool active = false;
+  std::vector<std::string> recipients;  // as accepted, deduplicated
+  std::vector<BodyPiece> pieces;
+  std::vector<uint16_t> pinned;  // distinct receive buffers the pieces point into
+  std::deque<std::string> arena;  // blocks of kArenaBlockBytes capacity, never reallocated
+  delivery::HeaderScanner headers;
+  std::string added_headers;
+  std::string id;
+};
+
+struct Connection : public smtp::SessionHandler {
+  Connection(Shard* shard, uint32_t slot) : shard(shard), slot(slot) {}
+
+  // SessionHandler
+  std::optional<smtp::Reply> OnAuth(const smtp::AuthRequest& request) override;
+  std::optional<smtp::Reply> OnMail(const smtp::MailArgs& mail) override;
+  std::optional<smtp::Reply> OnRcpt(absl::string_view address) override;
+  void OnBodyBegin() override;
+  void OnBodySlice(absl::string_view slice) override;
+  std::optional<smtp::Reply> OnBodyEnd() override;
+  void OnTransactionAbort() override;
+  void OnStartTls() override;
+
+  // ReleaseMessage: drops the message and every receive buffer it pinned.
+  void ReleaseMessage();
+  // OnDeliveryDone: the delivery job of this connection's message finished.
+  void OnDeliveryDone(const delivery::Job& job);
+
+  Shard* const shard;
+  const uint32_t slot;
+  uint32_t generation = 0;
+  bool in_use = false;
+  int fd = -1;
+  IpBytes peer{};
+  std::string peer_text;
+  const ListenerConfig* listener = nullptr;
+  std::shared_ptr<const directory::Snapshot> snapshot;
+  const directory::Account* account = nullptr;  // the account the session acts as
+  std::unique_ptr<smtp::Session> session;
+  std::deque<InputChunk> input;
+  int32_t feeding_buffer = -1;  // the receive buffer being fed to the session right now
+
+  bool recv_armed = false;
+  bool recv_cancelling = false;
+  bool send_inflight = false;
+  bool shut_down = false;        // shutdown(2) done: waiting for the receive to end
+  bool peer_eof = false;         // the peer finished sending; never receive again
+  bool delivery_inflight = false;
+  bool counted = false;          // holds one of SharedState::connections_open
+  std::string send_buffer;
+  size_t send_offset = 0;
+  Message message;
+};
+
+}  // namespace chute::server

@@ -1,0 +1,686 @@
+#include "server/shard.h"
+
+#include <netinet/in.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/check.h"
+#include "base/log.h"
+#include "net/socket.h"
+#include "policy/hve_policy.h"
+#include "server/connection.h"
+#include "smtp/parser.h"
+
+namespace chute::server {
+namespace {
+
+uint64_t Cookie(const Connection& conn) {
+  return (static_cast<uint64_t>(conn.generation & 0xffffff) << 32) | conn.slot;
+}
+
+smtp::SessionOptions SessionOptionsFor(const Config& config, const ListenerConfig& listener) {
+  smtp::SessionOptions options;
+  options.hostname = config.server.hostname;
+  options.message_size_bytes = static_cast<uint64_t>(config.limits.message_size_bytes);
+  options.recipients_per_message = static_cast<uint32_t>(config.limits.recipients_per_message);
+  options.errors_per_session = static_cast<uint32_t>(config.limits.errors_per_session);
+  options.auth_failures_per_session =
+      static_cast<uint32_t>(config.limits.auth_failures_per_session);
+  options.command_timeout = absl::Seconds(config.limits.command_timeout_s);
+  options.data_timeout = absl::Seconds(config.limits.data_timeout_s);
+  options.session_timeout = absl::Seconds(config.limits.session_timeout_s);
+  options.starttls_offered = listener.tls == TlsMode::kStartTls;
+  options.tls_active = false;
+  options.tls_required = listener.tls != TlsMode::kNone;
+  return options;
+}
+
+}  // namespace
+
+// --- Connection: the HVE session handler ------------------------------------------------------
+
+std::optional<smtp::Reply> Connection::OnAuth(const smtp::AuthRequest&) {
+  // AUTH is only offered inside TLS, which this build does not terminate yet.
+  return smtp::kReplyAuthUnavailable;
+}
+
+std::optional<smtp::Reply> Connection::OnMail(const smtp::MailArgs& mail) {
+  if (account == nullptr) {
+    return smtp::kReplyNotAuthenticated;
+  }
+  if (std::optional<smtp::Reply> refusal = policy::CheckSender(*account, mail.address)) {
+    return refusal;
+  }
+  ReleaseMessage();
+  message.active = true;
+  return smtp::kReplySenderOk;
+}
+
+std::optional<smtp::Reply> Connection::OnRcpt(absl::string_view address) {
+  std::string deliver_to;
+  if (std::optional<smtp::Reply> refusal =
+          policy::CheckRecipient(*snapshot, *account, address, &deliver_to)) {
+    return refusal;
+  }
+  if (std::find(message.recipients.begin(), message.recipients.end(), deliver_to) ==
+      message.recipients.end()) {
+    message.recipients.push_back(std::move(deliver_to));  // a repeated RCPT delivers once
+  }
+  return smtp::kReplyRecipientOk;
+}
+
+void Connection::OnBodyBegin() {
+  message.headers.Reset();
+  message.pieces.clear();
+}
+
+void Connection::OnBodySlice(absl::string_view slice) {
+  message.headers.Feed(slice);
+  DCHECK(feeding_buffer >= 0);
+  uint16_t buffer = static_cast<uint16_t>(feeding_buffer);
+  bool pinned = !message.pinned.empty() && message.pinned.back() == buffer;
+  if (!pinned && message.pinned.size() < kPinnedBuffersPerMessageMax) {
+    shard->Ref(buffer);
+    message.pinned.push_back(buffer);
+    pinned = true;
+  }
+  if (pinned) {
+    message.pieces.push_back(BodyPiece{slice.data(), slice.size()});
+    return;
+  }
+  // Too many buffers pinned already: copy into the arena, in blocks that never move.
+  while (!slice.empty()) {
+    if (message.arena.empty() || message.arena.back().size() == kArenaBlockBytes) {
+      message.arena.emplace_back();
+      message.arena.back().reserve(kArenaBlockBytes);
+    }
+    std::string& block = message.arena.back();
+    size_t take = std::min(slice.size(), kArenaBlockBytes - block.size());
+    const char* at = block.data() + block.size();
+    block.append(slice.data(), take);
+    if (!message.pieces.empty() && message.pieces.back().data + message.pieces.back().length == at) {
+      message.pieces.back().length += take;
+    } else {
+      message.pieces.push_back(BodyPiece{at, take});
+    }
+    slice.remove_prefix(take);
+  }
+}
+
+void Connection::ReleaseMessage() {
+  for (uint16_t buffer : message.pinned) {
+    shard->Unref(buffer);
+  }
+  message.pinned.clear();
+  message.pieces.clear();
+  message.arena.clear();
+  message.recipients.clear();
+  message.added_headers.clear();
+  message.active = false;
+}
+
+void Connection::OnTransactionAbort() {
+  if (!delivery_inflight) {
+    ReleaseMessage();
+  }
+}
+
+void Connection::OnStartTls() {
+  // Not offered on any listener this build accepts (tls = "none" only); nothing to do.
+}
+
+}  // namespace chute::server
+
+namespace chute::server {
+
+std::optional<smtp::Reply> Connection::OnBodyEnd() {
+  Shard& s = *shard;
+  message.id = absl::StrFormat("%08X%02X%010X", s.boot_seconds_ & 0xffffffff, s.index_ & 0xff,
+                               ++s.message_counter_);
+  delivery::TraceInfo trace;
+  trace.helo = session->helo_name();
+  trace.client_ip = peer_text;
+  trace.hostname = s.shared_->config.server.hostname;
+  trace.protocol = session->tls_active() ? "ESMTPS" : "ESMTP";
+  trace.id = message.id;
+  trace.recipient = message.recipients.size() == 1 ? absl::string_view(message.recipients[0])
+                                                   : absl::string_view();
+  trace.time = s.now_;
+  delivery::AppendAddedHeaders(trace, message.headers, &message.added_headers);
+
+  auto job = std::make_unique<delivery::Job>();
+  job->id = message.id;
+  job->cookie = Cookie(*this);
+  job->content.reserve(message.pieces.size() + 1);
+  job->content.push_back(iovec{message.added_headers.data(), message.added_headers.size()});
+  for (const BodyPiece& piece : message.pieces) {
+    job->content.push_back(iovec{const_cast<char*>(piece.data), piece.length});
+  }
+  for (const std::string& address : message.recipients) {
+    smtp::AddressParts parts = smtp::SplitAddress(address);
+    job->recipients.push_back(
+        delivery::Recipient{directory::ToLower(parts.domain), std::string(parts.local)});
+  }
+  if (!s.shared_->delivery->Submit(std::move(job), &s)) {
+    ReleaseMessage();
+    s.counters_.messages_failed.fetch_add(1, std::memory_order_relaxed);
+    return smtp::kReplyStorageFull;  // the delivery queue is at its bound
+  }
+  delivery_inflight = true;
+  return std::nullopt;  // answered by OnDeliveryDone
+}
+
+void Connection::OnDeliveryDone(const delivery::Job& job) {
+  delivery_inflight = false;
+  std::string text;
+  smtp::Reply reply;
+  if (job.result.ok()) {
+    text = absl::StrCat("2.0.0 OK ", job.id, " delivered");
+    reply = smtp::Reply{250, text};
+    shard->counters_.messages_accepted.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    reply = absl::IsResourceExhausted(job.result) ? smtp::kReplyStorageFull
+                                                  : smtp::kReplyLocalError;
+    shard->counters_.messages_failed.fetch_add(1, std::memory_order_relaxed);
+  }
+  ReleaseMessage();
+  if (session != nullptr && session->blocked() == smtp::Session::Blocked::kAwaitingAnswer) {
+    session->Answer(reply);
+  }
+}
+
+// --- Shard ------------------------------------------------------------------------------------
+
+Shard::Shard(int index, SharedState* shared)
+    : index_(index), shared_(shared), boot_seconds_(absl::ToUnixSeconds(absl::Now())) {}
+
+Shard::~Shard() {
+  Join();
+  for (int fd : listener_fds_) {
+    if (fd >= 0) {
+      close(fd);
+    }
+  }
+  if (wake_fd_ >= 0) {
+    close(wake_fd_);
+  }
+}
+
+absl::Status Shard::OpenListeners() {
+  for (const ListenerConfig& listener : shared_->config.listeners) {
+    absl::StatusOr<int> fd = net::OpenListener(listener.host_port);
+    if (!fd.ok()) {
+      return fd.status();
+    }
+    listener_fds_.push_back(*fd);
+  }
+  wake_fd_ = eventfd(0, EFD_CLOEXEC);
+  if (wake_fd_ < 0) {
+    return io::ErrnoStatus(errno, "eventfd");
+  }
+  return absl::OkStatus();
+}
+
+void Shard::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Shard::RequestStop() {
+  stop_requested_.store(true);
+  uint64_t one = 1;
+  if (write(wake_fd_, &one, sizeof(one)) < 0) {
+    LOG_WARNING("shard %d: cannot wake it: %s", index_, std::strerror(errno));
+  }
+}
+
+void Shard::Join() {
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
+void Shard::OnDelivered(std::unique_ptr<delivery::Job> job) {
+  {
+    absl::MutexLock lock(&mailbox_mu_);
+    mailbox_.push_back(std::move(job));
+  }
+  uint64_t one = 1;
+  if (write(wake_fd_, &one, sizeof(one)) < 0) {
+    LOG_WARNING("shard %d: cannot wake it: %s", index_, std::strerror(errno));
+  }
+}
+
+absl::Status Shard::Setup() {
+  absl::StatusOr<std::unique_ptr<io::Ring>> ring = io::Ring::Create(kRingEntries);
+  if (!ring.ok()) {
+    return ring.status();
+  }
+  ring_ = std::move(*ring);
+  if (index_ == 0) {
+    LOG_INFO("io_uring set up as %s", ring_->Mode());
+  }
+  const ServerConfig& server = shared_->config.server;
+  absl::StatusOr<std::unique_ptr<io::BufferRing>> buffers =
+      io::BufferRing::Create(*ring_, 0, static_cast<uint32_t>(server.recv_buffers),
+                             static_cast<uint32_t>(server.recv_buffer_bytes));
+  if (!buffers.ok()) {
+    return buffers.status();
+  }
+  buffers_ = std::move(*buffers);
+  buffer_refs_.assign(buffers_->count(), 0);
+  for (size_t i = 0; i < listener_fds_.size(); ++i) {
+    ArmAccept(i);
+  }
+  ArmWake();
+  ArmTick();
+  return absl::OkStatus();
+}
+
+void Shard::Run() {
+  absl::Status status = Setup();
+  if (!status.ok()) {
+    LOG_ERROR("shard %d: cannot start: %s", index_, status.ToString());
+    failed_.store(true);
+    return;
+  }
+  now_ = absl::Now();
+  while (!(stopping_ && live_connections_ == 0)) {
+    int rc = ring_->SubmitAndWait(1);
+    if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EAGAIN && rc != -EBUSY) {
+      LOG_ERROR("shard %d: io_uring_submit_and_wait: %s", index_, std::strerror(-rc));
+      failed_.store(true);
+      break;
+    }
+    now_ = absl::Now();  // one clock read per batch of completions
+    ring_->ForEachCqe([this](const io_uring_cqe& cqe) { Dispatch(cqe); });
+    if (stop_requested_.load(std::memory_order_relaxed) && !stopping_) {
+      BeginStop();
+    }
+  }
+  // Everything has ended; anything still in the ring dies with it.
+}
+
+void Shard::Dispatch(const io_uring_cqe& cqe) {
+  uint64_t cookie = io::UserDataCookie(cqe.user_data);
+  switch (io::UserDataOp(cqe.user_data)) {
+    case kOpAccept:
+      return OnAccept(static_cast<size_t>(cookie), cqe);
+    case kOpWake:
+      return OnWake();
+    case kOpTick:
+      return OnTick();
+    case kOpRecv:
+      if (Connection* conn = Lookup(cookie)) {
+        OnRecv(*conn, cqe);
+      }
+      return;
+    case kOpSend:
+      if (Connection* conn = Lookup(cookie)) {
+        OnSend(*conn, cqe);
+      }
+      return;
+    default:
+      return;
+  }
+}
+
+Connection* Shard::Lookup(uint64_t cookie) {
+  uint32_t slot = static_cast<uint32_t>(cookie & 0xffffffff);
+  uint32_t generation = static_cast<uint32_t>(cookie >> 32);
+  if (slot >= connections_.size()) {
+    return nullptr;
+  }
+  Connection* conn = connections_[slot].get();
+  return conn->in_use && (conn->generation & 0xffffff) == generation ? conn : nullptr;
+}
+
+void Shard::ArmAccept(size_t listener) {
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_multishot_accept(sqe, listener_fds_[listener], nullptr, nullptr, SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(sqe, io::PackUserData(kOpAccept, listener));
+}
+
+void Shard::ArmWake() {
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_read(sqe, wake_fd_, &wake_value_, sizeof(wake_value_), 0);
+  io_uring_sqe_set_data64(sqe, io::PackUserData(kOpWake, 0));
+}
+
+void Shard::ArmTick() {
+  tick_.tv_sec = absl::ToInt64Seconds(kTickInterval);
+  tick_.tv_nsec = 0;
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_timeout(sqe, &tick_, 0, 0);
+  io_uring_sqe_set_data64(sqe, io::PackUserData(kOpTick, 0));
+}
+
+void Shard::OnWake() {
+  std::vector<std::unique_ptr<delivery::Job>> done;
+  {
+    absl::MutexLock lock(&mailbox_mu_);
+    done.swap(mailbox_);
+  }
+  for (std::unique_ptr<delivery::Job>& job : done) {
+    Connection* conn = Lookup(job->cookie);
+    CHECK_MSG(conn != nullptr, "a delivery finished for a connection that is gone");
+    conn->OnDeliveryDone(*job);
+    Process(*conn);
+    MaybeFree(*conn);
+  }
+  ArmWake();
+}
+
+void Shard::OnTick() {
+  for (const std::unique_ptr<Connection>& conn : connections_) {
+    if (!conn->in_use || conn->session == nullptr || conn->shut_down) {
+      continue;
+    }
+    conn->session->OnDeadline(now_);
+    if (stopping_ && now_ >= drain_deadline_ && !conn->session->closed()) {
+      LOG_WARNING("shard %d: %s still busy after the drain timeout; closing", index_,
+                  conn->peer_text);
+      Shutdown(*conn);
+      continue;
+    }
+    Flush(*conn);
+  }
+  ArmTick();
+}
+
+void Shard::BeginStop() {
+  stopping_ = true;
+  drain_deadline_ = now_ + kDrainTimeout;
+  for (int& fd : listener_fds_) {
+    // Closing the socket ends its multishot accept; no new connections from here on.
+    shutdown(fd, SHUT_RDWR);
+  }
+  for (const std::unique_ptr<Connection>& conn : connections_) {
+    if (conn->in_use && conn->session != nullptr && !conn->shut_down) {
+      conn->session->Shutdown();
+      Flush(*conn);
+    }
+  }
+}
+
+void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
+  if (!(cqe.flags & IORING_CQE_F_MORE) && !stopping_) {
+    ArmAccept(listener_index);
+  }
+  if (cqe.res < 0) {
+    if (cqe.res != -EINVAL && cqe.res != -ECANCELED) {
+      LOG_WARNING("shard %d: accept: %s", index_, std::strerror(-cqe.res));
+    }
+    return;
+  }
+  int fd = cqe.res;
+  if (stopping_) {
+    close(fd);
+    return;
+  }
+  if (free_slots_.empty()) {
+    if (connections_.size() >= kConnectionsPerShardMax) {
+      close(fd);
+      counters_.connections_refused.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    connections_.push_back(
+        std::make_unique<Connection>(this, static_cast<uint32_t>(connections_.size())));
+    free_slots_.push_back(static_cast<uint32_t>(connections_.size() - 1));
+  }
+  Connection& conn = *connections_[free_slots_.back()];
+  free_slots_.pop_back();
+  ++live_connections_;
+  conn.in_use = true;
+  ++conn.generation;
+  conn.fd = fd;
+  conn.listener = &shared_->config.listeners[listener_index];
+  sockaddr_storage peer{};
+  socklen_t length = sizeof(peer);
+  getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &length);
+  conn.peer = net::IpFromSockaddr(peer);
+  conn.peer_text = FormatIp(conn.peer);
+  conn.snapshot = shared_->snapshot.load();
+  conn.session = std::make_unique<smtp::Session>(
+      SessionOptionsFor(shared_->config, *conn.listener), &conn);
+  conn.session->Start(now_);
+  counters_.connections_accepted.fetch_add(1, std::memory_order_relaxed);
+  counters_.connections_open.fetch_add(1, std::memory_order_relaxed);
+
+  std::optional<smtp::Reply> refusal;
+  if (shared_->connections_open.fetch_add(1) >= shared_->config.limits.connections_max) {
+    refusal = smtp::kReplyConnectionsMax;
+  }
+  conn.counted = true;
+  if (!refusal && conn.listener->tls == TlsMode::kNone) {
+    if (!policy::IsAllowedNetwork(conn.listener->allowed_networks, conn.peer)) {
+      refusal = smtp::kReplyNetworkNotAllowed;
+    } else if ((conn.account = conn.snapshot->FindAccount(conn.listener->authenticate_as)) ==
+               nullptr) {
+      LOG_ERROR("listener %s: authenticate_as %s is not in the directory", conn.listener->address,
+                conn.listener->authenticate_as);
+      refusal = smtp::kReplyListenerMisconfigured;
+    } else {
+      conn.session->MarkAuthenticated();
+    }
+  }
+  if (refusal) {
+    // Instead of the greeting: the refusal, then the connection closes.
+    counters_.connections_refused.fetch_add(1, std::memory_order_relaxed);
+    std::string discard;
+    conn.session->SwapOutput(discard);
+    conn.send_buffer = absl::StrCat(refusal->code, " ", refusal->text, "\r\n");
+    conn.send_offset = 0;
+    conn.session->Shutdown();
+    conn.session->SwapOutput(discard);
+    conn.session.reset();
+  }
+  ArmRecv(conn);
+  Flush(conn);
+}
+
+void Shard::ArmRecv(Connection& conn) {
+  if (conn.recv_armed || conn.shut_down || conn.peer_eof) {
+    return;
+  }
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_recv_multishot(sqe, conn.fd, nullptr, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = buffers_->group_id();
+  io_uring_sqe_set_data64(sqe, io::PackUserData(kOpRecv, Cookie(conn)));
+  conn.recv_armed = true;
+  conn.recv_cancelling = false;
+}
+
+void Shard::CancelRecv(Connection& conn) {
+  if (!conn.recv_armed || conn.recv_cancelling) {
+    return;
+  }
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_cancel64(sqe, io::PackUserData(kOpRecv, Cookie(conn)), 0);
+  io_uring_sqe_set_data64(sqe, io::PackUserData(kOpIgnore, 0));
+  conn.recv_cancelling = true;
+}
+
+void Shard::Unref(uint16_t buffer) {
+  DCHECK(buffer_refs_[buffer] > 0);
+  if (--buffer_refs_[buffer] == 0) {
+    buffers_->Recycle(buffer);
+    // A returned buffer may let a connection that ran dry receive again.
+    if (!starved_.empty()) {
+      uint32_t slot = starved_.front();
+      starved_.pop_front();
+      Connection& conn = *connections_[slot];
+      if (conn.in_use && !conn.shut_down) {
+        ArmRecv(conn);
+      }
+    }
+  }
+}
+
+void Shard::OnRecv(Connection& conn, const io_uring_cqe& cqe) {
+  bool more = cqe.flags & IORING_CQE_F_MORE;
+  if (!more) {
+    conn.recv_armed = false;
+  }
+  if (cqe.res > 0) {
+    CHECK(cqe.flags & IORING_CQE_F_BUFFER);
+    uint16_t buffer = static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+    Ref(buffer);
+    counters_.bytes_in.fetch_add(static_cast<uint64_t>(cqe.res), std::memory_order_relaxed);
+    if (conn.session == nullptr || conn.shut_down) {
+      Unref(buffer);  // a refused or closing connection: nothing to read any more
+    } else {
+      conn.input.push_back(InputChunk{buffer, 0, static_cast<uint32_t>(cqe.res)});
+      Process(conn);
+    }
+  } else if (cqe.res == -ENOBUFS) {
+    // Back-pressure, not an error: receive again once buffers come back.
+    starved_.push_back(conn.slot);
+  } else if (cqe.res == 0) {
+    // The peer finished sending. Replies still owed (221 after a pipelined QUIT, say) go out
+    // first; a session that did not end gets 421 and closes once its work is answered.
+    conn.peer_eof = true;
+    if (conn.session != nullptr && !conn.session->closed()) {
+      conn.session->Shutdown();
+    }
+    Flush(conn);
+  } else if (cqe.res < 0 && cqe.res != -ECANCELED) {
+    conn.peer_eof = true;  // reset or another error: nothing more can be said either way
+    Shutdown(conn);
+  }
+  if (!conn.recv_armed && !conn.shut_down && cqe.res != -ENOBUFS &&
+      conn.input.size() < kInputChunksMax) {
+    ArmRecv(conn);
+  }
+  MaybeFree(conn);
+}
+
+void Shard::Process(Connection& conn) {
+  if (conn.session == nullptr) {
+    return;
+  }
+  smtp::Session& session = *conn.session;
+  while (!conn.input.empty() && session.blocked() == smtp::Session::Blocked::kNo) {
+    InputChunk& chunk = conn.input.front();
+    absl::string_view view(buffers_->Buffer(chunk.buffer) + chunk.offset, chunk.length);
+    conn.feeding_buffer = chunk.buffer;
+    size_t consumed = session.Feed(view, now_);
+    conn.feeding_buffer = -1;
+    chunk.offset += static_cast<uint32_t>(consumed);
+    chunk.length -= static_cast<uint32_t>(consumed);
+    if (chunk.length == 0) {
+      uint16_t buffer = chunk.buffer;
+      conn.input.pop_front();
+      Unref(buffer);
+    } else if (consumed == 0) {
+      break;
+    }
+  }
+  if (session.closed()) {
+    while (!conn.input.empty()) {
+      uint16_t buffer = conn.input.front().buffer;
+      conn.input.pop_front();
+      Unref(buffer);
+    }
+  }
+  if (conn.input.size() >= kInputChunksMax) {
+    CancelRecv(conn);  // enough unread input held; the kernel keeps the rest in the socket
+  } else if (!conn.recv_armed && !session.closed()) {
+    ArmRecv(conn);
+  }
+  Flush(conn);
+}
+
+void Shard::Flush(Connection& conn) {
+  if (conn.send_inflight || conn.fd < 0 || conn.shut_down) {
+    return;
+  }
+  if (conn.send_offset == conn.send_buffer.size()) {
+    conn.send_buffer.clear();
+    conn.send_offset = 0;
+    if (conn.session != nullptr) {
+      conn.session->SwapOutput(conn.send_buffer);
+    }
+  }
+  if (conn.send_buffer.empty()) {
+    if (conn.session == nullptr || conn.session->closed()) {
+      Shutdown(conn);  // everything said; the session is over
+    }
+    return;
+  }
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_send(sqe, conn.fd, conn.send_buffer.data() + conn.send_offset,
+                     conn.send_buffer.size() - conn.send_offset, MSG_NOSIGNAL);
+  io_uring_sqe_set_data64(sqe, io::PackUserData(kOpSend, Cookie(conn)));
+  conn.send_inflight = true;
+}
+
+void Shard::OnSend(Connection& conn, const io_uring_cqe& cqe) {
+  conn.send_inflight = false;
+  if (cqe.res < 0) {
+    conn.send_buffer.clear();
+    conn.send_offset = 0;
+    if (conn.session != nullptr && !conn.session->closed()) {
+      conn.session->Shutdown();
+    }
+    Shutdown(conn);
+    MaybeFree(conn);
+    return;
+  }
+  counters_.bytes_out.fetch_add(static_cast<uint64_t>(cqe.res), std::memory_order_relaxed);
+  conn.send_offset += static_cast<size_t>(cqe.res);
+  if (conn.send_offset == conn.send_buffer.size()) {
+    Process(conn);  // input may have waited for the output to drain
+  }
+  Flush(conn);
+  MaybeFree(conn);
+}
+
+void Shard::Shutdown(Connection& conn) {
+  if (conn.shut_down) {
+    return;
+  }
+  conn.shut_down = true;
+  // Ends the multishot receive (it completes without F_MORE); the slot is freed once every
+  // operation on it has completed.
+  shutdown(conn.fd, SHUT_RDWR);
+  CancelRecv(conn);
+}
+
+void Shard::MaybeFree(Connection& conn) {
+  if (!conn.in_use || !conn.shut_down || conn.recv_armed || conn.send_inflight ||
+      conn.delivery_inflight) {
+    return;
+  }
+  while (!conn.input.empty()) {
+    uint16_t buffer = conn.input.front().buffer;
+    conn.input.pop_front();
+    Unref(buffer);
+  }
+  conn.ReleaseMessage();
+  close(conn.fd);
+  conn.fd = -1;
+  conn.session.reset();
+  conn.snapshot.reset();
+  conn.account = nullptr;
+  conn.send_buffer.clear();
+  conn.send_offset = 0;
+  conn.shut_down = false;
+  conn.peer_eof = false;
+  conn.recv_cancelling = false;
+  conn.in_use = false;
+  if (conn.counted) {
+    shared_->connections_open.fetch_sub(1);
+    conn.counted = false;
+  }
+  counters_.connections_open.fetch_sub(1, std::memory_order_relaxed);
+  free_slots_.push_back(conn.slot);
+  --live_connections_;
+}
+
+}  // namespace chute::server

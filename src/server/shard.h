@@ -1,0 +1,117 @@
+#pragma once
+
+// Shard: one thread, one io_uring, its own listening sockets and receive buffers, and the
+// connections it accepted. Nothing here is shared: other threads reach a shard only through
+// its mailbox (delivery completions, stop requests), which wakes it through an eventfd.
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "delivery/maildir.h"
+#include "delivery/message_headers.h"
+#include "io/ring.h"
+#include "server/server.h"
+#include "smtp/session.h"
+
+namespace chute::server {
+
+// Connection limits inside a shard.
+inline constexpr size_t kConnectionsPerShardMax = 1 << 20;
+// Receive buffers one connection may hold unread (pipelined input while waiting for an
+// answer); past it, receiving pauses for that connection.
+inline constexpr size_t kInputChunksMax = 16;
+// Receive buffers one message may keep pinned; past it, its body is copied to an arena.
+inline constexpr size_t kPinnedBuffersPerMessageMax = 8;
+inline constexpr size_t kArenaBlockBytes = 64 * 1024;
+// How long a stopping shard lets messages in progress finish.
+inline constexpr absl::Duration kDrainTimeout = absl::Seconds(30);
+inline constexpr absl::Duration kTickInterval = absl::Seconds(1);
+inline constexpr unsigned kRingEntries = 4096;
+
+struct Connection;
+
+class Shard : public delivery::CompletionSink {
+ public:
+  Shard(int index, SharedState* shared);
+  ~Shard() override;
+
+  // OpenListeners: one SO_REUSEPORT socket per configured listener. Main thread, before Start.
+  absl::Status OpenListeners();
+  // Start: runs the shard on its own thread.
+  void Start();
+  // RequestStop: any thread. The shard drains and its thread ends; Join waits for that.
+  void RequestStop();
+  void Join();
+  bool failed() const { return failed_.load(); }
+
+  // OnDelivered: delivery worker threads report here (CompletionSink).
+  void OnDelivered(std::unique_ptr<delivery::Job> job) override;
+
+  const ShardCounters& counters() const { return counters_; }
+
+ private:
+  friend struct Connection;
+  enum Op : uint8_t { kOpAccept = 1, kOpRecv, kOpSend, kOpTick, kOpWake, kOpIgnore };
+
+  void Run();
+  absl::Status Setup();
+  void Dispatch(const io_uring_cqe& cqe);
+  void ArmAccept(size_t listener);
+  void ArmWake();
+  void ArmTick();
+  void OnAccept(size_t listener, const io_uring_cqe& cqe);
+  void OnWake();
+  void OnTick();
+  void BeginStop();
+
+  Connection* Lookup(uint64_t cookie);
+  void ArmRecv(Connection& conn);
+  void CancelRecv(Connection& conn);
+  void OnRecv(Connection& conn, const io_uring_cqe& cqe);
+  void OnSend(Connection& conn, const io_uring_cqe& cqe);
+  void Process(Connection& conn);
+  void Flush(Connection& conn);
+  void Shutdown(Connection& conn);
+  void MaybeFree(Connection& conn);
+
+  void Ref(uint16_t buffer) { ++buffer_refs_[buffer]; }
+  void Unref(uint16_t buffer);
+
+  const int index_;
+  SharedState* shared_;
+  ShardCounters counters_;
+  std::vector<int> listener_fds_;
+  std::unique_ptr<io::Ring> ring_;
+  std::unique_ptr<io::BufferRing> buffers_;
+  std::vector<uint16_t> buffer_refs_;
+  std::vector<std::unique_ptr<Connection>> connections_;  // by slot
+  std::vector<uint32_t> free_slots_;
+  std::deque<uint32_t> starved_;  // slots whose receive stopped for want of buffers
+  size_t live_connections_ = 0;
+  int wake_fd_ = -1;
+  uint64_t wake_value_ = 0;
+  __kernel_timespec tick_{};
+  absl::Time now_;
+  absl::Time drain_deadline_ = absl::InfiniteFuture();
+  bool stopping_ = false;
+  uint64_t message_counter_ = 0;
+  const int64_t boot_seconds_;
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> failed_{false};
+  std::thread thread_;
+
+  absl::Mutex mailbox_mu_;
+  std::vector<std::unique_ptr<delivery::Job>> mailbox_ ABSL_GUARDED_BY(mailbox_mu_);
+};
+
+}  // namespace chute::server
