@@ -24,13 +24,11 @@ std::optional<smtp::Reply> CheckRecipient(const directory::Snapshot& snapshot,
                                           absl::string_view address, std::string* deliver_to) {
   smtp::AddressParts parts = smtp::SplitAddress(address);
   if (parts.domain.empty()) {
-    // RFC 5321 §4.5.1: <postmaster> must be accepted; it is the tenant's postmaster.
-    const directory::Tenant* tenant = snapshot.FindTenant(account.tenant_id);
-    if (tenant == nullptr || tenant->domains.empty()) {
-      return smtp::kReplyRelayDenied;
-    }
-    *deliver_to = absl::StrCat(parts.local, "@", tenant->domains.front());
-    return CheckRecipient(snapshot, account, *deliver_to, deliver_to);
+    // RFC 5321 §4.5.1: <postmaster> must be accepted; it is the postmaster of the sending
+    // account's own domain.
+    std::string qualified =
+        absl::StrCat(parts.local, "@", smtp::SplitAddress(account.primary_address).domain);
+    return CheckRecipient(snapshot, account, qualified, deliver_to);
   }
   if (!snapshot.IsAcceptedDomain(account.tenant_id, parts.domain)) {
     return smtp::kReplyRelayDenied;

@@ -21,7 +21,7 @@ std::optional<smtp::Reply> CheckSender(const directory::Account& account,
 
 // CheckRecipient: the recipient's domain must be an accepted domain of the account's tenant
 // (550 5.7.54) and it must not be an HVE account (550 5.1.10). `postmaster` without a domain
-// means postmaster@<the tenant's first domain>; *deliver_to gets the address to deliver to.
+// means postmaster@<the account's domain>; *deliver_to gets the address to deliver to.
 std::optional<smtp::Reply> CheckRecipient(const directory::Snapshot& snapshot,
                                           const directory::Account& account,
                                           absl::string_view address, std::string* deliver_to);

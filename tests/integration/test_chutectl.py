@@ -1,0 +1,130 @@
+"""chutectl against a fresh directory database: every command, --json, and the error paths
+with their exit codes (0 success, 1 usage, 2 failure)."""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+from chute_fixture import CHUTECTL
+
+
+class ChutectlTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="chutectl-")
+        self.config = os.path.join(self.dir, "c.toml")
+        with open(self.config, "w") as f:
+            f.write(f'[server]\ndata_dir = "{self.dir}"\n[limits]\naccounts_per_tenant = 3\n')
+        self.addCleanup(shutil.rmtree, self.dir, True)
+
+    def ctl(self, *args, stdin=None):
+        return subprocess.run([CHUTECTL, "--config", self.config, *args], capture_output=True,
+                              text=True, input=stdin, timeout=60)
+
+    def ok(self, *args, stdin=None):
+        out = self.ctl(*args, stdin=stdin)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out
+
+    def fails(self, code, message, *args, stdin=None):
+        out = self.ctl(*args, stdin=stdin)
+        self.assertEqual(out.returncode, code, (args, out.stdout, out.stderr))
+        self.assertIn(message, out.stderr)
+
+    def test_help(self):
+        out = subprocess.run([CHUTECTL, "--help"], capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0)
+        self.assertIn("tenant add NAME --domain D", out.stdout)
+
+    def test_tenant_lifecycle(self):
+        self.ok("tenant", "add", "contoso", "--domain", "Contoso.TEST")
+        shown = json.loads(self.ok("--json", "tenant", "show", "contoso").stdout)
+        self.assertEqual(shown["domains"], ["contoso.test"])
+        self.assertTrue(shown["basic_auth"])
+        self.ok("tenant", "set", "contoso", "--basic-auth", "off", "--add-domain", "fabrikam.test",
+                "--oauth-issuer", "https://login.example.test/t/v2.0")
+        shown = json.loads(self.ok("--json", "tenant", "show", "contoso").stdout)
+        self.assertFalse(shown["basic_auth"])
+        self.assertEqual(shown["domains"], ["contoso.test", "fabrikam.test"])
+        listed = json.loads(self.ok("--json", "tenant", "list").stdout)
+        self.assertEqual([t["name"] for t in listed], ["contoso"])
+        self.fails(2, "already exists", "tenant", "add", "contoso", "--domain", "other.test")
+        self.fails(2, "already belongs to a tenant", "tenant", "add", "second",
+                   "--domain", "contoso.test")
+        self.fails(2, "at least one accepted domain", "tenant", "add", "third")
+        self.fails(2, "not a tenant name", "tenant", "add", "bad name", "--domain", "x.test")
+        self.fails(2, "not a domain name", "tenant", "set", "contoso", "--add-domain", "no_way")
+        self.fails(1, "--basic-auth takes on or off", "tenant", "set", "contoso", "--basic-auth", "maybe")
+        self.ok("tenant", "remove", "contoso")
+        self.fails(2, "no tenant", "tenant", "show", "contoso")
+
+    def test_account_lifecycle_and_rules(self):
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.test", "--domain", "fabrikam.test")
+        created = json.loads(self.ok("--json", "account", "new", "--tenant", "contoso", "--name",
+                                     "HVE account", "--primary-smtp-address", "hve@contoso.test",
+                                     "--password-stdin", stdin="s3cret\n").stdout)
+        self.assertTrue(created["has_password"])
+        self.fails(2, "already used", "account", "new", "--tenant", "contoso", "--name", "Dup",
+                   "--primary-smtp-address", "HVE@contoso.test")
+        self.fails(2, "already exists", "account", "new", "--tenant", "contoso", "--name",
+                   "hve ACCOUNT", "--primary-smtp-address", "x@contoso.test")
+        self.fails(2, "not an accepted domain", "account", "new", "--tenant", "contoso", "--name",
+                   "Out", "--primary-smtp-address", "out@elsewhere.test")
+        self.fails(2, "not an email address", "account", "new", "--tenant", "contoso", "--name",
+                   "Bad", "--primary-smtp-address", "not-an-address")
+        self.fails(1, "needs --tenant, --name and --primary-smtp-address", "account", "new",
+                   "--tenant", "contoso")
+        self.ok("account", "new", "--tenant", "contoso", "--name", "Two",
+                "--primary-smtp-address", "two@contoso.test")
+        self.ok("account", "new", "--tenant", "contoso", "--name", "Three",
+                "--primary-smtp-address", "three@contoso.test")
+        self.fails(2, "already has 3 accounts", "account", "new", "--tenant", "contoso", "--name",
+                   "Four", "--primary-smtp-address", "four@contoso.test")
+        # ID by display name, set, aliases, settings, app access.
+        self.ok("account", "set", "HVE account", "--display-name", "Renamed",
+                "--primary-smtp-address", "hve@fabrikam.test", "--add-alias", "alias@contoso.test")
+        shown = json.loads(self.ok("--json", "account", "show", "Renamed").stdout)
+        self.assertEqual(shown["primary_smtp_address"], "hve@fabrikam.test")
+        self.assertEqual(shown["aliases"], ["alias@contoso.test"])
+        self.fails(2, "already used", "account", "set", "two@contoso.test", "--add-alias",
+                   "alias@contoso.test")
+        self.ok("settings", "set", "Renamed", "--reply-to", "marketing@contoso.test")
+        got = json.loads(self.ok("--json", "settings", "get", "hve@fabrikam.test").stdout)
+        self.assertEqual(got["reply_to"], "marketing@contoso.test")
+        self.ok("settings", "set", "Renamed", "--reply-to", "")
+        apps = [f"{i:08x}-0000-4000-8000-000000000000" for i in range(11)]
+        self.ok("app-access", "add", "Renamed", "--app-id", *apps[:10])
+        self.fails(2, "at most 10 applications", "app-access", "add", "Renamed", "--app-id", apps[10])
+        self.fails(2, "not an application id", "app-access", "add", "Renamed", "--app-id", "nope")
+        self.ok("app-access", "remove", "Renamed", "--app-id", apps[0])
+        self.ok("account", "password", "two@contoso.test", "--password-stdin", stdin="new-pass\n")
+        self.fails(2, "must be 1..", "account", "password", "two@contoso.test",
+                   "--password-stdin", stdin="")
+        listed = json.loads(self.ok("--json", "account", "list", "--tenant", "contoso").stdout)
+        self.assertEqual(len(listed), 3)
+        # Removal rules.
+        self.fails(2, "has 3 account(s)", "tenant", "remove", "contoso")
+        self.fails(2, "is used by the account", "tenant", "set", "contoso", "--remove-domain",
+                   "fabrikam.test")
+        self.fails(1, "needs --yes", "account", "remove", "two@contoso.test")
+        self.ok("account", "remove", "two@contoso.test", "--yes")
+        self.fails(2, "no account", "account", "show", "two@contoso.test")
+        self.ok("tenant", "remove", "contoso", "--force")
+        self.assertEqual(json.loads(self.ok("--json", "account", "list").stdout), [])
+
+    def test_usage_errors(self):
+        self.fails(1, "unknown command", "frobnicate")
+        self.fails(1, "unknown option", "tenant", "list", "--bogus")
+        self.fails(1, "needs NAME", "tenant", "show")
+
+    def test_missing_config_is_a_failure(self):
+        out = subprocess.run([CHUTECTL, "--config", "/nonexistent/c.toml", "tenant", "list"],
+                             capture_output=True, text=True)
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("/nonexistent/c.toml", out.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
