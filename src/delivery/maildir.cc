@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <ctime>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/check.h"
@@ -88,20 +89,21 @@ MaildirDelivery::MaildirDelivery(std::string root, std::string hostname, int wor
       batch_messages_max_(batch_messages_max) {
   CHECK(workers_count_ > 0 && workers_count_ <= kWorkersMax);
   CHECK(batch_messages_max_ > 0);
+  queues_.push_back(std::make_unique<Queue>());
 }
 
 MaildirDelivery::~MaildirDelivery() { Stop(); }
 
 void MaildirDelivery::Start() {
   for (int i = 0; i < workers_count_; ++i) {
-    workers_.emplace_back([this] { Work(); });
+    workers_.emplace_back([this, i] { Work(static_cast<size_t>(i) % queues_.size()); });
   }
 }
 
 void MaildirDelivery::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
+  for (std::unique_ptr<Queue>& queue : queues_) {
+    absl::MutexLock lock(&queue->mu);
+    queue->stopping = true;
   }
   for (std::thread& worker : workers_) {
     worker.join();
@@ -110,11 +112,17 @@ void MaildirDelivery::Stop() {
 }
 
 bool MaildirDelivery::Submit(std::unique_ptr<Job> job, CompletionSink* sink) {
-  absl::MutexLock lock(&mu_);
-  if (stopping_ || queue_.size() >= kQueueJobsMax) {
+  size_t worker = 0;
+  if (!job->recipients.empty()) {
+    const Recipient& first = job->recipients.front();
+    worker = absl::HashOf(first.domain, first.local) % queues_.size();
+  }
+  Queue& queue = *queues_[worker];
+  absl::MutexLock lock(&queue.mu);
+  if (queue.stopping || queue.entries.size() >= kQueueJobsMax / queues_.size()) {
     return false;
   }
-  queue_.push_back(Entry{std::move(job), sink});
+  queue.entries.push_back(Entry{std::move(job), sink});
   return true;
 }
 
@@ -146,8 +154,7 @@ absl::Status MaildirDelivery::EnsureMaildir(const std::string& path) {
   return status;
 }
 
-absl::Status MaildirDelivery::DeliverOne(Job& job, size_t recipient_index,
-                                         std::vector<std::string>* dirs) {
+absl::Status MaildirDelivery::WriteCopy(Job& job, size_t recipient_index, Copy* copy) {
   std::string maildir = MaildirPath(root_, job.recipients[recipient_index]);
   absl::Status status = EnsureMaildir(maildir);
   if (!status.ok()) {
@@ -155,70 +162,96 @@ absl::Status MaildirDelivery::DeliverOne(Job& job, size_t recipient_index,
   }
   std::string name =
       absl::StrCat(std::time(nullptr), ".C", job.id, "R", recipient_index, ".", hostname_);
-  std::string tmp = absl::StrCat(maildir, "/tmp/", name);
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return io::ErrnoStatus(errno, absl::StrCat("open ", tmp));
+  copy->tmp = absl::StrCat(maildir, "/tmp/", name);
+  copy->target = absl::StrCat(maildir, "/new/", name);
+  copy->new_dir = absl::StrCat(maildir, "/new");
+  copy->fd = open(copy->tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (copy->fd < 0) {
+    return io::ErrnoStatus(errno, absl::StrCat("open ", copy->tmp));
   }
-  status = WriteAll(fd, job.content);
-  if (status.ok() && fdatasync(fd) != 0) {
-    status = io::ErrnoStatus(errno, absl::StrCat("fdatasync ", tmp));
+  absl::Status written = WriteAll(copy->fd, job.content);
+  if (written.ok()) {
+    // Start writeback now (it allocates the blocks), so that the batch's first fdatasync
+    // commits the journal for every copy and the later ones find little left to do.
+    sync_file_range(copy->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
   }
-  close(fd);
-  std::string target = absl::StrCat(maildir, "/new/", name);
-  if (status.ok() && rename(tmp.c_str(), target.c_str()) != 0) {
-    status = io::ErrnoStatus(errno, absl::StrCat("rename to ", target));
-  }
-  if (!status.ok()) {
-    unlink(tmp.c_str());
-    return status;
-  }
-  std::string new_dir = absl::StrCat(maildir, "/new");
-  if (std::find(dirs->begin(), dirs->end(), new_dir) == dirs->end()) {
-    dirs->push_back(new_dir);
-  }
-  return absl::OkStatus();
+  return written;
 }
 
-void MaildirDelivery::Work() {
-  std::vector<Entry> batch;
+void MaildirDelivery::DeliverBatch(std::vector<Entry>& batch) {
+  // Group commit, in four passes over the batch: write every copy; fdatasync them all (the
+  // first sync commits the filesystem journal for the rest, so the later ones are cheap);
+  // rename them into new/; fsync each new/ directory once. A job fails if any of its copies
+  // fails; its other copies are removed.
+  std::vector<Copy> copies;
+  for (size_t j = 0; j < batch.size(); ++j) {
+    Job& job = *batch[j].job;
+    job.result = absl::OkStatus();
+    for (size_t i = 0; i < job.recipients.size() && job.result.ok(); ++i) {
+      copies.emplace_back();
+      copies.back().job = j;
+      job.result = WriteCopy(job, i, &copies.back());
+    }
+  }
+  for (Copy& copy : copies) {
+    Job& job = *batch[copy.job].job;
+    if (job.result.ok() && fdatasync(copy.fd) != 0) {
+      job.result = io::ErrnoStatus(errno, absl::StrCat("fdatasync ", copy.tmp));
+    }
+  }
   std::vector<std::string> dirs;
+  for (Copy& copy : copies) {
+    if (copy.fd >= 0) {
+      close(copy.fd);
+    }
+    Job& job = *batch[copy.job].job;
+    if (job.result.ok() && rename(copy.tmp.c_str(), copy.target.c_str()) != 0) {
+      job.result = io::ErrnoStatus(errno, absl::StrCat("rename to ", copy.target));
+    }
+    if (!job.result.ok()) {
+      unlink(copy.tmp.c_str());
+    } else if (std::find(dirs.begin(), dirs.end(), copy.new_dir) == dirs.end()) {
+      dirs.push_back(copy.new_dir);
+    }
+  }
+  absl::Status sync_status;
+  for (const std::string& dir : dirs) {
+    absl::Status status = SyncDirectory(dir);
+    if (!status.ok()) {
+      sync_status = status;
+    }
+  }
+  for (Copy& copy : copies) {
+    Job& job = *batch[copy.job].job;
+    if (!job.result.ok()) {
+      unlink(copy.target.c_str());  // a partly delivered job is retried whole by the client
+    } else if (!sync_status.ok()) {
+      job.result = sync_status;
+    }
+  }
+}
+
+void MaildirDelivery::Work(size_t worker) {
+  Queue& queue = *queues_[worker];
+  std::vector<Entry> batch;
   while (true) {
     {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](MaildirDelivery* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
-            return self->stopping_ || !self->queue_.empty();
+      absl::MutexLock lock(&queue.mu);
+      queue.mu.Await(absl::Condition(
+          +[](Queue* q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(q->mu) {
+            return q->stopping || !q->entries.empty();
           },
-          this));
-      if (queue_.empty()) {
+          &queue));
+      if (queue.entries.empty()) {
         return;  // stopping, and nothing left
       }
-      while (!queue_.empty() && batch.size() < batch_messages_max_) {
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
+      while (!queue.entries.empty() && batch.size() < batch_messages_max_) {
+        batch.push_back(std::move(queue.entries.front()));
+        queue.entries.pop_front();
       }
     }
-    dirs.clear();
+    DeliverBatch(batch);
     for (Entry& entry : batch) {
-      Job& job = *entry.job;
-      job.result = absl::OkStatus();
-      for (size_t i = 0; i < job.recipients.size() && job.result.ok(); ++i) {
-        job.result = DeliverOne(job, i, &dirs);
-      }
-    }
-    // One directory sync per mailbox per batch makes every rename above durable.
-    absl::Status sync_status;
-    for (const std::string& dir : dirs) {
-      absl::Status status = SyncDirectory(dir);
-      if (!status.ok()) {
-        sync_status = status;
-      }
-    }
-    for (Entry& entry : batch) {
-      if (entry.job->result.ok() && !sync_status.ok()) {
-        entry.job->result = sync_status;
-      }
       if (!entry.job->result.ok()) {
         LOG_ERROR("delivery of %s failed: %s", entry.job->id, entry.job->result.ToString());
       }
