@@ -1,0 +1,82 @@
+#include "policy/hve_policy.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+namespace chute::policy {
+namespace {
+
+// Designated initializers would trip -Wmissing-field-initializers.
+inline directory::AccountChange WithAlias(std::string alias) {
+  directory::AccountChange change;
+  change.add_aliases = {std::move(alias)};
+  return change;
+}
+inline directory::AccountChange WithPrimary(std::string address) {
+  directory::AccountChange change;
+  change.primary_address = std::move(address);
+  return change;
+}
+
+class PolicyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/chute-policy-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    auto store = directory::Store::Open(dir_ + "/d.db", true);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->AddTenant("contoso", {"contoso.test", "fabrikam.test"}).ok());
+    ASSERT_TRUE((*store)->AddTenant("other", {"other.test"}).ok());
+    ASSERT_TRUE((*store)->AddAccount({"contoso", "App", "app@contoso.test", ""}, 100).ok());
+    ASSERT_TRUE(
+        (*store)->UpdateAccount("App", WithAlias("alias@fabrikam.test")).ok());
+    ASSERT_TRUE((*store)->AddAccount({"contoso", "Hve2", "hve2@contoso.test", ""}, 100).ok());
+    auto snapshot = (*store)->LoadSnapshot();
+    ASSERT_TRUE(snapshot.ok());
+    snapshot_ = *snapshot;
+    account_ = snapshot_->FindAccount("app@contoso.test");
+  }
+  void TearDown() override {
+    std::string command = "rm -rf '" + dir_ + "'";
+    ASSERT_EQ(std::system(command.c_str()), 0);
+  }
+
+  std::string dir_;
+  std::shared_ptr<const directory::Snapshot> snapshot_;
+  const directory::Account* account_ = nullptr;
+};
+
+TEST_F(PolicyTest, SenderIsThePrimaryAddressOrAnAlias) {
+  EXPECT_EQ(CheckSender(*account_, "APP@contoso.test"), std::nullopt);
+  EXPECT_EQ(CheckSender(*account_, "alias@FABRIKAM.test"), std::nullopt);
+  EXPECT_EQ(CheckSender(*account_, "hve2@contoso.test")->text, smtp::kReplySendAsDenied.text);
+  EXPECT_EQ(CheckSender(*account_, "")->text, smtp::kReplySendAsDenied.text);
+}
+
+TEST_F(PolicyTest, Recipients) {
+  std::string to;
+  EXPECT_EQ(CheckRecipient(*snapshot_, *account_, "Bob@Fabrikam.TEST", &to), std::nullopt);
+  EXPECT_EQ(to, "Bob@Fabrikam.TEST");
+  EXPECT_EQ(CheckRecipient(*snapshot_, *account_, "bob@other.test", &to)->text,
+            smtp::kReplyRelayDenied.text);  // another tenant's domain is not ours
+  EXPECT_EQ(CheckRecipient(*snapshot_, *account_, "HVE2@contoso.test", &to)->text,
+            smtp::kReplyRecipientIsHve.text);
+  EXPECT_EQ(CheckRecipient(*snapshot_, *account_, "alias@fabrikam.test", &to)->text,
+            smtp::kReplyRecipientIsHve.text);
+  EXPECT_EQ(CheckRecipient(*snapshot_, *account_, "postmaster", &to), std::nullopt);
+  EXPECT_EQ(to, "postmaster@contoso.test");
+}
+
+TEST(AllowedNetworkTest, Cidrs) {
+  std::vector<Cidr> networks = {*ParseCidr("127.0.0.0/8"), *ParseCidr("::1")};
+  EXPECT_TRUE(IsAllowedNetwork(networks, *ParseIp("127.1.2.3")));
+  EXPECT_TRUE(IsAllowedNetwork(networks, *ParseIp("::1")));
+  EXPECT_FALSE(IsAllowedNetwork(networks, *ParseIp("10.0.0.1")));
+  EXPECT_FALSE(IsAllowedNetwork({}, *ParseIp("127.0.0.1")));
+}
+
+}  // namespace
+}  // namespace chute::policy
