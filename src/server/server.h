@@ -24,15 +24,28 @@ namespace chute::server {
 
 class Shard;
 
-// Counters of one shard: written by its thread only, read (racily, for reports) by others.
+// ShardCounter: written by one shard's thread only, read by others (metrics). A relaxed
+// load and store, never a locked read-modify-write: on x86 this is a plain add.
+class ShardCounter {
+ public:
+  void Add(int64_t n) {
+    value_.store(value_.load(std::memory_order_relaxed) + static_cast<uint64_t>(n),
+                 std::memory_order_relaxed);
+  }
+  uint64_t Get() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> value_{0};
+};
+
 struct ShardCounters {
-  std::atomic<uint64_t> connections_accepted{0};
-  std::atomic<uint64_t> connections_open{0};
-  std::atomic<uint64_t> connections_refused{0};
-  std::atomic<uint64_t> bytes_in{0};
-  std::atomic<uint64_t> bytes_out{0};
-  std::atomic<uint64_t> messages_accepted{0};
-  std::atomic<uint64_t> messages_failed{0};
+  ShardCounter connections_accepted;
+  ShardCounter connections_open;
+  ShardCounter connections_refused;
+  ShardCounter bytes_in;
+  ShardCounter bytes_out;
+  ShardCounter messages_accepted;
+  ShardCounter messages_failed;
 };
 
 // SharedState: what all shards read. The snapshot is swapped whole; connections_open is the

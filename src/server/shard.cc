@@ -168,7 +168,7 @@ std::optional<smtp::Reply> Connection::OnBodyEnd() {
   }
   if (!s.shared_->delivery->Submit(std::move(job), &s)) {
     ReleaseMessage();
-    s.counters_.messages_failed.fetch_add(1, std::memory_order_relaxed);
+    s.counters_.messages_failed.Add(1);
     return smtp::kReplyStorageFull;  // the delivery queue is at its bound
   }
   delivery_inflight = true;
@@ -182,11 +182,11 @@ void Connection::OnDeliveryDone(const delivery::Job& job) {
   if (job.result.ok()) {
     text = absl::StrCat("2.0.0 OK ", job.id, " delivered");
     reply = smtp::Reply{250, text};
-    shard->counters_.messages_accepted.fetch_add(1, std::memory_order_relaxed);
+    shard->counters_.messages_accepted.Add(1);
   } else {
     reply = absl::IsResourceExhausted(job.result) ? smtp::kReplyStorageFull
                                                   : smtp::kReplyLocalError;
-    shard->counters_.messages_failed.fetch_add(1, std::memory_order_relaxed);
+    shard->counters_.messages_failed.Add(1);
   }
   ReleaseMessage();
   if (session != nullptr && session->blocked() == smtp::Session::Blocked::kAwaitingAnswer) {
@@ -425,7 +425,7 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
   if (free_slots_.empty()) {
     if (connections_.size() >= kConnectionsPerShardMax) {
       close(fd);
-      counters_.connections_refused.fetch_add(1, std::memory_order_relaxed);
+      counters_.connections_refused.Add(1);
       return;
     }
     connections_.push_back(
@@ -448,8 +448,8 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
   conn.session = std::make_unique<smtp::Session>(
       SessionOptionsFor(shared_->config, *conn.listener), &conn);
   conn.session->Start(now_);
-  counters_.connections_accepted.fetch_add(1, std::memory_order_relaxed);
-  counters_.connections_open.fetch_add(1, std::memory_order_relaxed);
+  counters_.connections_accepted.Add(1);
+  counters_.connections_open.Add(1);
 
   std::optional<smtp::Reply> refusal;
   if (shared_->connections_open.fetch_add(1) >= shared_->config.limits.connections_max) {
@@ -470,7 +470,7 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
   }
   if (refusal) {
     // Instead of the greeting: the refusal, then the connection closes.
-    counters_.connections_refused.fetch_add(1, std::memory_order_relaxed);
+    counters_.connections_refused.Add(1);
     std::string discard;
     conn.session->SwapOutput(discard);
     conn.send_buffer = absl::StrCat(refusal->code, " ", refusal->text, "\r\n");
@@ -531,7 +531,7 @@ void Shard::OnRecv(Connection& conn, const io_uring_cqe& cqe) {
     CHECK(cqe.flags & IORING_CQE_F_BUFFER);
     uint16_t buffer = static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
     Ref(buffer);
-    counters_.bytes_in.fetch_add(static_cast<uint64_t>(cqe.res), std::memory_order_relaxed);
+    counters_.bytes_in.Add(cqe.res);
     if (conn.session == nullptr || conn.shut_down) {
       Unref(buffer);  // a refused or closing connection: nothing to read any more
     } else {
@@ -632,7 +632,7 @@ void Shard::OnSend(Connection& conn, const io_uring_cqe& cqe) {
     MaybeFree(conn);
     return;
   }
-  counters_.bytes_out.fetch_add(static_cast<uint64_t>(cqe.res), std::memory_order_relaxed);
+  counters_.bytes_out.Add(cqe.res);
   conn.send_offset += static_cast<size_t>(cqe.res);
   if (conn.send_offset == conn.send_buffer.size()) {
     Process(conn);  // input may have waited for the output to drain
@@ -678,7 +678,7 @@ void Shard::MaybeFree(Connection& conn) {
     shared_->connections_open.fetch_sub(1);
     conn.counted = false;
   }
-  counters_.connections_open.fetch_sub(1, std::memory_order_relaxed);
+  counters_.connections_open.Add(-1);
   free_slots_.push_back(conn.slot);
   --live_connections_;
 }
