@@ -92,6 +92,21 @@ bool HasControl(absl::string_view text) {
 
 int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
 
+// ForEachRow: steps `statement` to its end, calling `row` for each row.
+template <typename F>
+absl::Status ForEachRow(Statement& statement, F&& row) {
+  while (true) {
+    absl::StatusOr<bool> has_row = statement.Step();
+    if (!has_row.ok()) {
+      return has_row.status();
+    }
+    if (!*has_row) {
+      return absl::OkStatus();
+    }
+    row();
+  }
+}
+
 }  // namespace
 
 std::string ToLower(absl::string_view text) { return absl::AsciiStrToLower(text); }
@@ -226,74 +241,53 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
     ASSIGN_OR_RETURN(Statement tenants,
                      db.Prepare("SELECT id, name, basic_auth, oauth_issuer, oauth_audience, "
                                 "oauth_tenant_id, oauth_jwks_file FROM tenants ORDER BY name"));
-    while (true) {
-      ASSIGN_OR_RETURN(bool row, tenants.Step());
-      if (!row) {
-        break;
-      }
+    RETURN_IF_ERROR(ForEachRow(tenants, [&] {
       snapshot->tenants_.push_back(Tenant{tenants.Int(0), tenants.Text(1), tenants.Int(2) != 0,
                                           tenants.Text(3), tenants.Text(4), tenants.Text(5),
                                           tenants.Text(6), {}});
-    }
+    }));
     ASSIGN_OR_RETURN(Statement domains,
                      db.Prepare("SELECT domain, tenant_id FROM domains ORDER BY domain"));
-    while (true) {
-      ASSIGN_OR_RETURN(bool row, domains.Step());
-      if (!row) {
-        break;
-      }
+    RETURN_IF_ERROR(ForEachRow(domains, [&] {
       snapshot->tenant_by_domain_[domains.Text(0)] = domains.Int(1);
       for (Tenant& tenant : snapshot->tenants_) {
         if (tenant.id == domains.Int(1)) {
           tenant.domains.push_back(domains.Text(0));
         }
       }
-    }
+    }));
     ASSIGN_OR_RETURN(Statement accounts,
                      db.Prepare("SELECT a.id, a.tenant_id, t.name, a.display_name, "
                                 "a.primary_address, a.password_hash, a.reply_to FROM accounts a "
                                 "JOIN tenants t ON t.id = a.tenant_id ORDER BY a.primary_address"));
     absl::flat_hash_map<int64_t, size_t> index_by_id;
-    while (true) {
-      ASSIGN_OR_RETURN(bool row, accounts.Step());
-      if (!row) {
-        break;
-      }
+    RETURN_IF_ERROR(ForEachRow(accounts, [&] {
       index_by_id[accounts.Int(0)] = snapshot->accounts_.size();
       snapshot->accounts_.push_back(Account{accounts.Int(0), accounts.Int(1), accounts.Text(2),
                                             accounts.Text(3), accounts.Text(4), {},
                                             accounts.Text(5), accounts.Text(6), {}});
-    }
+    }));
     ASSIGN_OR_RETURN(Statement addresses,
                      db.Prepare("SELECT address_key, address, account_id, is_primary FROM "
                                 "addresses ORDER BY address_key"));
-    while (true) {
-      ASSIGN_OR_RETURN(bool row, addresses.Step());
-      if (!row) {
-        break;
-      }
+    RETURN_IF_ERROR(ForEachRow(addresses, [&] {
       auto it = index_by_id.find(addresses.Int(2));
       if (it == index_by_id.end()) {
-        continue;
+        return;
       }
       snapshot->account_by_address_[addresses.Text(0)] = it->second;
       if (addresses.Int(3) == 0) {
         snapshot->accounts_[it->second].aliases.push_back(addresses.Text(1));
       }
-    }
+    }));
     ASSIGN_OR_RETURN(Statement apps, db.Prepare("SELECT account_id, app_id FROM allowed_apps "
                                                 "ORDER BY app_id"));
-    while (true) {
-      ASSIGN_OR_RETURN(bool row, apps.Step());
-      if (!row) {
-        break;
-      }
+    return ForEachRow(apps, [&] {
       auto it = index_by_id.find(apps.Int(0));
       if (it != index_by_id.end()) {
         snapshot->accounts_[it->second].allowed_apps.push_back(apps.Text(1));
       }
-    }
-    return absl::OkStatus();
+    });
   }();
   db.Exec("COMMIT").IgnoreError();
   RETURN_IF_ERROR(status);

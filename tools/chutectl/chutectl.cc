@@ -147,6 +147,8 @@ class Cli {
   void PrintTenant(const directory::Tenant& t, int64_t accounts);
   void PrintAccount(const directory::Account& a);
   absl::StatusOr<std::string> ReadPassword();
+  // HashPasswordFromStdin: reads the password from standard input and hashes it (argon2id).
+  absl::StatusOr<std::string> HashPasswordFromStdin();
 
   std::unique_ptr<directory::Store> store_;
   const Config& config_;
@@ -219,6 +221,14 @@ absl::StatusOr<std::string> Cli::ReadPassword() {
         "the password on standard input must be 1..", auth::kPasswordBytesMax, " bytes"));
   }
   return password;
+}
+
+absl::StatusOr<std::string> Cli::HashPasswordFromStdin() {
+  absl::StatusOr<std::string> password = ReadPassword();
+  if (!password.ok()) {
+    return password.status();
+  }
+  return auth::HashPassword(*password);
 }
 
 int Cli::Run(const std::vector<std::string>& words) {
@@ -361,11 +371,7 @@ int Cli::Account(const std::vector<std::string>& words) {
     }
     directory::NewAccount account{*tenant, *name, *address, ""};
     if (args.Has("--password-stdin")) {
-      absl::StatusOr<std::string> password = ReadPassword();
-      if (!password.ok()) {
-        return Fail(password.status());
-      }
-      absl::StatusOr<std::string> hash = auth::HashPassword(*password);
+      absl::StatusOr<std::string> hash = HashPasswordFromStdin();
       if (!hash.ok()) {
         return Fail(hash.status());
       }
@@ -432,11 +438,7 @@ int Cli::Account(const std::vector<std::string>& words) {
       if (!args.Has("--password-stdin")) {
         return Usage("account password needs --password-stdin");
       }
-      absl::StatusOr<std::string> password = ReadPassword();
-      if (!password.ok()) {
-        return Fail(password.status());
-      }
-      absl::StatusOr<std::string> hash = auth::HashPassword(*password);
+      absl::StatusOr<std::string> hash = HashPasswordFromStdin();
       if (!hash.ok()) {
         return Fail(hash.status());
       }
