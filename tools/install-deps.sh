@@ -12,7 +12,7 @@ packages=(
   libbenchmark-dev libsqlite3-dev libargon2-dev libtomlplusplus-dev nlohmann-json3-dev
   libsystemd-dev
   # test and benchmark peers
-  python3 swaks postfix openssl curl dovecot-lmtpd
+  python3 swaks libnet-ssleay-perl libio-socket-ssl-perl postfix openssl curl dovecot-lmtpd
 )
 
 missing=()

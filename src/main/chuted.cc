@@ -37,8 +37,8 @@ Options:
   --help              this text
 
 Signals: SIGTERM/SIGINT stop gracefully (idle sessions get 421 4.3.2, messages in progress
-finish); SIGHUP reloads the directory at once (it is also reloaded by itself within seconds of a
-chutectl change).
+finish); SIGHUP reloads the directory and the TLS certificate at once (the directory is also reloaded by
+itself within seconds of a chutectl change; a bad certificate is logged and the old one kept).
 
 Exit status: 0 clean stop, 1 usage error, 2 failure (explained on stderr).
 )";
@@ -123,6 +123,12 @@ int Main(int argc, char** argv) {
     absl::Status reload = server.ReloadDirectory(signal_number == SIGHUP);
     if (!reload.ok()) {
       LOG_WARNING("directory reload failed, keeping the current one: %s", reload.message());
+    }
+    if (signal_number == SIGHUP) {
+      absl::Status tls = server.ReloadTls();
+      if (!tls.ok()) {
+        LOG_ERROR("certificate reload failed, keeping the current one: %s", tls.message());
+      }
     }
   }
   sd_notify(0, "STOPPING=1");

@@ -15,6 +15,7 @@
 #include "delivery/maildir.h"
 #include "delivery/message_headers.h"
 #include "directory/directory.h"
+#include "net/tls.h"
 #include "smtp/session.h"
 
 namespace chute::server {
@@ -61,6 +62,8 @@ struct Connection : public smtp::SessionHandler {
   void ReleaseMessage();
   // OnDeliveryDone: the delivery job of this connection's message finished.
   void OnDeliveryDone(const delivery::Job& job);
+  // OnVerified: the password check of this connection's AUTH finished.
+  void OnVerified(bool ok);
 
   Shard* const shard;
   const uint32_t slot;
@@ -83,8 +86,23 @@ struct Connection : public smtp::SessionHandler {
   bool peer_eof = false;         // the peer finished sending; never receive again
   bool delivery_inflight = false;
   bool counted = false;          // holds one of SharedState::connections_open
-  std::string send_buffer;
+  bool auth_inflight = false;    // a password check is out on the verifier pool
+  const directory::Account* auth_candidate = nullptr;  // whom that check is for
+
+  // Output: bytes queued (out_queue) and the buffer being sent (sending, never touched while
+  // a send is in flight).
+  std::string out_queue;
+  std::string sending;
   size_t send_offset = 0;
+  std::string scratch;  // the session's replies on their way to out_queue
+
+  // TLS (implicit, or after STARTTLS). Plaintext decrypted but not yet taken by the session
+  // waits in plain_in[plain_offset..].
+  std::unique_ptr<net::TlsStream> tls;
+  absl::Time handshake_deadline = absl::InfiniteFuture();
+  std::string plain_in;
+  size_t plain_offset = 0;
+
   Message message;
 };
 

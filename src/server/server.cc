@@ -4,10 +4,18 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
+#include "auth/verifier.h"
 #include "delivery/maildir.h"
+#include "net/tls.h"
 #include "server/shard.h"
 
 namespace chute::server {
+namespace {
+
+// argon2id threads: each check takes ~19 MiB and tens of milliseconds of one core.
+constexpr int kVerifierThreads = 2;
+
+}  // namespace
 
 Server::Server(Config config) { shared_.config = std::move(config); }
 
@@ -15,13 +23,9 @@ Server::~Server() { Stop(); }
 
 absl::Status Server::Start() {
   const Config& config = shared_.config;
+  bool needs_tls = false;
   for (const ListenerConfig& listener : config.listeners) {
-    if (listener.tls != TlsMode::kNone) {
-      return absl::UnimplementedError(absl::StrCat(
-          "listener ", listener.address, ": tls = \"", TlsModeName(listener.tls),
-          "\" needs TLS, which this build does not terminate yet; use tls = \"none\" with "
-          "allowed_networks and authenticate_as"));
-    }
+    needs_tls |= listener.tls != TlsMode::kNone;
     if (listener.proxy_protocol) {
       return absl::UnimplementedError(
           absl::StrCat("listener ", listener.address, ": proxy_protocol is not supported yet"));
@@ -31,6 +35,14 @@ absl::Status Server::Start() {
     return absl::UnimplementedError(absl::StrCat(
         "delivery.backend = \"", DeliveryBackendName(config.delivery.backend),
         "\" is not supported yet; use \"maildir\""));
+  }
+  if (needs_tls) {
+    absl::StatusOr<std::shared_ptr<net::TlsContext>> tls =
+        net::TlsContext::Load(config.tls.certificate, config.tls.private_key);
+    if (!tls.ok()) {
+      return tls.status();
+    }
+    shared_.tls_context.store(*tls);
   }
   absl::StatusOr<std::unique_ptr<directory::Store>> store =
       directory::Store::Open(config.directory.database, true);
@@ -62,6 +74,8 @@ absl::Status Server::Start() {
       static_cast<int>(config.server.delivery_threads),
       static_cast<size_t>(config.delivery.batch_messages_max));
   shared_.delivery = delivery_.get();
+  verifier_ = std::make_unique<auth::PasswordVerifier>(kVerifierThreads, true);
+  shared_.verifier = verifier_.get();
   for (int i = 0; i < shards; ++i) {
     shards_.push_back(std::make_unique<Shard>(i, &shared_));
     status = shards_.back()->OpenListeners();
@@ -71,6 +85,7 @@ absl::Status Server::Start() {
     }
   }
   delivery_->Start();
+  verifier_->Start();
   for (std::unique_ptr<Shard>& shard : shards_) {
     shard->Start();
   }
@@ -105,12 +120,29 @@ absl::Status Server::ReloadDirectory(bool force) {
   return absl::OkStatus();
 }
 
+absl::Status Server::ReloadTls() {
+  if (shared_.tls_context.load() == nullptr) {
+    return absl::OkStatus();  // no listener uses TLS
+  }
+  absl::StatusOr<std::shared_ptr<net::TlsContext>> tls =
+      net::TlsContext::Load(shared_.config.tls.certificate, shared_.config.tls.private_key);
+  if (!tls.ok()) {
+    return tls.status();
+  }
+  shared_.tls_context.store(*tls);
+  LOG_INFO("certificate reloaded from %s", shared_.config.tls.certificate);
+  return absl::OkStatus();
+}
+
 void Server::Stop() {
   for (std::unique_ptr<Shard>& shard : shards_) {
     shard->RequestStop();
   }
   for (std::unique_ptr<Shard>& shard : shards_) {
     shard->Join();
+  }
+  if (verifier_ != nullptr) {
+    verifier_->Stop();
   }
   if (delivery_ != nullptr) {
     delivery_->Stop();

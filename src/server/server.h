@@ -19,6 +19,12 @@
 namespace chute::delivery {
 class MaildirDelivery;
 }
+namespace chute::auth {
+class PasswordVerifier;
+}
+namespace chute::net {
+class TlsContext;
+}
 
 namespace chute::server {
 
@@ -46,6 +52,10 @@ struct ShardCounters {
   ShardCounter bytes_out;
   ShardCounter messages_accepted;
   ShardCounter messages_failed;
+  ShardCounter tls_handshakes;
+  ShardCounter tls_failures;
+  ShardCounter auth_successes;
+  ShardCounter auth_failures;
 };
 
 // SharedState: what all shards read. The snapshot is swapped whole; connections_open is the
@@ -55,6 +65,9 @@ struct SharedState {
   std::atomic<std::shared_ptr<const directory::Snapshot>> snapshot;
   std::atomic<int64_t> connections_open{0};
   delivery::MaildirDelivery* delivery = nullptr;
+  auth::PasswordVerifier* verifier = nullptr;
+  // The certificate in force; swapped whole on SIGHUP, connections keep theirs.
+  std::atomic<std::shared_ptr<net::TlsContext>> tls_context;
 };
 
 class Server {
@@ -68,6 +81,8 @@ class Server {
   // ReloadDirectory: loads a fresh snapshot when the database changed (or `force`). Sessions
   // in progress keep the one they started with.
   absl::Status ReloadDirectory(bool force);
+  // ReloadTls: loads the certificate and key again; on failure the old ones stay in force.
+  absl::Status ReloadTls();
   // Stop: graceful: no new connections, idle sessions get 421 4.3.2, messages in progress
   // finish (within the drain timeout); returns when every shard and delivery are done.
   void Stop();
@@ -82,6 +97,7 @@ class Server {
   std::unique_ptr<directory::Store> store_;
   int64_t data_version_ = -1;
   std::unique_ptr<delivery::MaildirDelivery> delivery_;
+  std::unique_ptr<auth::PasswordVerifier> verifier_;
   std::vector<std::unique_ptr<Shard>> shards_;
 };
 

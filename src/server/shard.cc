@@ -35,7 +35,7 @@ smtp::SessionOptions SessionOptionsFor(const Config& config, const ListenerConfi
   options.data_timeout = absl::Seconds(config.limits.data_timeout_s);
   options.session_timeout = absl::Seconds(config.limits.session_timeout_s);
   options.starttls_offered = listener.tls == TlsMode::kStartTls;
-  options.tls_active = false;
+  options.tls_active = listener.tls == TlsMode::kImplicit;
   options.tls_required = listener.tls != TlsMode::kNone;
   return options;
 }
@@ -44,9 +44,47 @@ smtp::SessionOptions SessionOptionsFor(const Config& config, const ListenerConfi
 
 // --- Connection: the HVE session handler ------------------------------------------------------
 
-std::optional<smtp::Reply> Connection::OnAuth(const smtp::AuthRequest&) {
-  // AUTH is only offered inside TLS, which this build does not terminate yet.
-  return smtp::kReplyAuthUnavailable;
+std::optional<smtp::Reply> Connection::OnAuth(const smtp::AuthRequest& request) {
+  if (request.mechanism == smtp::Mechanism::kXoauth2) {
+    return smtp::kReplyAuthFailed;  // OAuth trust is not configured in this build
+  }
+  const directory::Account* candidate = snapshot->FindAccount(request.username);
+  if (candidate != nullptr) {
+    const directory::Tenant* tenant = snapshot->FindTenant(candidate->tenant_id);
+    if (tenant != nullptr && !tenant->basic_auth) {
+      return smtp::kReplyBasicAuthDisabled;
+    }
+  }
+  if (!request.authzid.empty() && request.authzid != request.username) {
+    candidate = nullptr;  // acting for someone else is not a thing HVE accounts do
+  }
+  auth::VerifyRequest verify;
+  verify.account_id = candidate != nullptr ? candidate->id : 0;
+  verify.password_hash = candidate != nullptr ? candidate->password_hash : std::string();
+  verify.password = request.secret;
+  verify.cookie = (static_cast<uint64_t>(generation & 0xffffff) << 32) | slot;
+  // An unknown user is verified too (against a dummy hash): same answer, same time.
+  if (!shard->shared_->verifier->Submit(std::move(verify), shard)) {
+    return smtp::kReplyAuthUnavailable;  // the verifier queue is at its bound
+  }
+  auth_inflight = true;
+  auth_candidate = candidate;
+  return std::nullopt;  // answered by OnVerified
+}
+
+void Connection::OnVerified(bool ok) {
+  auth_inflight = false;
+  const directory::Account* candidate = auth_candidate;
+  auth_candidate = nullptr;
+  if (ok && candidate != nullptr) {
+    account = candidate;
+    shard->counters_.auth_successes.Add(1);
+  } else {
+    shard->counters_.auth_failures.Add(1);
+  }
+  if (session != nullptr && session->blocked() == smtp::Session::Blocked::kAwaitingAnswer) {
+    session->Answer(ok && candidate != nullptr ? smtp::kReplyAuthOk : smtp::kReplyAuthFailed);
+  }
 }
 
 std::optional<smtp::Reply> Connection::OnMail(const smtp::MailArgs& mail) {
@@ -81,10 +119,11 @@ void Connection::OnBodyBegin() {
 
 void Connection::OnBodySlice(absl::string_view slice) {
   message.headers.Feed(slice);
-  DCHECK(feeding_buffer >= 0);
+  // Plaintext from TLS lives in the connection's own buffer, which is reused: it goes to the
+  // arena like the overflow of a message with too many pinned receive buffers.
   uint16_t buffer = static_cast<uint16_t>(feeding_buffer);
-  bool pinned = !message.pinned.empty() && message.pinned.back() == buffer;
-  if (!pinned && message.pinned.size() < kPinnedBuffersPerMessageMax) {
+  bool pinned = feeding_buffer >= 0 && !message.pinned.empty() && message.pinned.back() == buffer;
+  if (!pinned && feeding_buffer >= 0 && message.pinned.size() < kPinnedBuffersPerMessageMax) {
     shard->Ref(buffer);
     message.pinned.push_back(buffer);
     pinned = true;
@@ -130,9 +169,7 @@ void Connection::OnTransactionAbort() {
   }
 }
 
-void Connection::OnStartTls() {
-  // Not offered on any listener this build accepts (tls = "none" only); nothing to do.
-}
+void Connection::OnStartTls() { shard->StartTls(*this); }
 
 }  // namespace chute::server
 
@@ -146,7 +183,10 @@ std::optional<smtp::Reply> Connection::OnBodyEnd() {
   trace.helo = session->helo_name();
   trace.client_ip = peer_text;
   trace.hostname = s.shared_->config.server.hostname;
-  trace.protocol = session->tls_active() ? "ESMTPS" : "ESMTP";
+  // RFC 3848: S for TLS, A for a session authenticated with AUTH.
+  bool via_auth = listener->tls != TlsMode::kNone;
+  trace.protocol = session->tls_active() ? (via_auth ? "ESMTPSA" : "ESMTPS")
+                                         : (via_auth ? "ESMTPA" : "ESMTP");
   trace.id = message.id;
   trace.recipient = message.recipients.size() == 1 ? absl::string_view(message.recipients[0])
                                                    : absl::string_view();
@@ -249,6 +289,18 @@ void Shard::OnDelivered(std::unique_ptr<delivery::Job> job) {
     absl::MutexLock lock(&mailbox_mu_);
     mailbox_.push_back(std::move(job));
   }
+  Wake();
+}
+
+void Shard::OnVerified(uint64_t cookie, bool ok) {
+  {
+    absl::MutexLock lock(&mailbox_mu_);
+    verified_.emplace_back(cookie, ok);
+  }
+  Wake();
+}
+
+void Shard::Wake() {
   uint64_t one = 1;
   if (write(wake_fd_, &one, sizeof(one)) < 0) {
     LOG_WARNING("shard %d: cannot wake it: %s", index_, std::strerror(errno));
@@ -361,9 +413,18 @@ void Shard::ArmTick() {
 
 void Shard::OnWake() {
   std::vector<std::unique_ptr<delivery::Job>> done;
+  std::vector<std::pair<uint64_t, bool>> verified;
   {
     absl::MutexLock lock(&mailbox_mu_);
     done.swap(mailbox_);
+    verified.swap(verified_);
+  }
+  for (const auto& [cookie, ok] : verified) {
+    Connection* conn = Lookup(cookie);
+    CHECK_MSG(conn != nullptr, "a password check finished for a connection that is gone");
+    conn->OnVerified(ok);
+    Process(*conn);
+    MaybeFree(*conn);
   }
   for (std::unique_ptr<delivery::Job>& job : done) {
     Connection* conn = Lookup(job->cookie);
@@ -378,6 +439,12 @@ void Shard::OnWake() {
 void Shard::OnTick() {
   for (const std::unique_ptr<Connection>& conn : connections_) {
     if (!conn->in_use || conn->session == nullptr || conn->shut_down) {
+      continue;
+    }
+    if (conn->tls != nullptr && !conn->tls->handshake_done() &&
+        now_ >= conn->handshake_deadline) {
+      counters_.tls_failures.Add(1);
+      Shutdown(*conn);  // a handshake that does not finish in time
       continue;
     }
     conn->session->OnDeadline(now_);
@@ -471,13 +538,12 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
   if (refusal) {
     // Instead of the greeting: the refusal, then the connection closes.
     counters_.connections_refused.Add(1);
-    std::string discard;
-    conn.session->SwapOutput(discard);
-    conn.send_buffer = absl::StrCat(refusal->code, " ", refusal->text, "\r\n");
-    conn.send_offset = 0;
-    conn.session->Shutdown();
-    conn.session->SwapOutput(discard);
+    // (On an implicit-TLS listener it goes out in plaintext: no handshake is spent on it.)
+    conn.out_queue = absl::StrCat(refusal->code, " ", refusal->text, "\r\n");
     conn.session.reset();
+  } else if (conn.listener->tls == TlsMode::kImplicit) {
+    conn.tls = std::make_unique<net::TlsStream>(shared_->tls_context.load());
+    conn.handshake_deadline = now_ + kTlsHandshakeTimeout;
   }
   ArmRecv(conn);
   Flush(conn);
@@ -564,6 +630,30 @@ void Shard::Process(Connection& conn) {
   if (conn.session == nullptr) {
     return;
   }
+  if (conn.tls != nullptr) {
+    ProcessTls(conn);
+  } else {
+    ProcessPlain(conn);
+  }
+  if (conn.session == nullptr || conn.shut_down) {
+    return;
+  }
+  if (conn.session->closed()) {
+    while (!conn.input.empty()) {
+      uint16_t buffer = conn.input.front().buffer;
+      conn.input.pop_front();
+      Unref(buffer);
+    }
+  }
+  if (conn.input.size() >= kInputChunksMax) {
+    CancelRecv(conn);  // enough unread input held; the kernel keeps the rest in the socket
+  } else if (!conn.recv_armed && !conn.session->closed()) {
+    ArmRecv(conn);
+  }
+  Flush(conn);
+}
+
+void Shard::ProcessPlain(Connection& conn) {
   smtp::Session& session = *conn.session;
   while (!conn.input.empty() && session.blocked() == smtp::Session::Blocked::kNo) {
     InputChunk& chunk = conn.input.front();
@@ -580,42 +670,111 @@ void Shard::Process(Connection& conn) {
     } else if (consumed == 0) {
       break;
     }
-  }
-  if (session.closed()) {
-    while (!conn.input.empty()) {
-      uint16_t buffer = conn.input.front().buffer;
-      conn.input.pop_front();
-      Unref(buffer);
+    if (conn.tls != nullptr) {
+      // STARTTLS was accepted: what followed it in plaintext was discarded by the session,
+      // and everything from here on is TLS.
+      return ProcessTls(conn);
     }
   }
-  if (conn.input.size() >= kInputChunksMax) {
-    CancelRecv(conn);  // enough unread input held; the kernel keeps the rest in the socket
-  } else if (!conn.recv_armed && !session.closed()) {
-    ArmRecv(conn);
+}
+
+void Shard::ProcessTls(Connection& conn) {
+  net::TlsStream& tls = *conn.tls;
+  // Ciphertext from the receive buffers into the TLS stream, a bounded amount ahead.
+  while (!conn.input.empty() && tls.pending_ciphertext() < kTlsCiphertextMax) {
+    InputChunk chunk = conn.input.front();
+    conn.input.pop_front();
+    tls.PutCiphertext(absl::string_view(buffers_->Buffer(chunk.buffer) + chunk.offset,
+                                        chunk.length));
+    Unref(chunk.buffer);
   }
-  Flush(conn);
+  if (!tls.handshake_done()) {
+    net::TlsStream::Result result = tls.Handshake();
+    tls.TakeCiphertext(&conn.out_queue);
+    if (result == net::TlsStream::Result::kError || result == net::TlsStream::Result::kClosed) {
+      counters_.tls_failures.Add(1);
+      LOG_DEBUG("%s: TLS handshake failed: %s", conn.peer_text, tls.Error());
+      Flush(conn);  // the alert, if any
+      return Shutdown(conn);
+    }
+    if (result == net::TlsStream::Result::kWantMore) {
+      return;
+    }
+    counters_.tls_handshakes.Add(1);
+    conn.handshake_deadline = absl::InfiniteFuture();
+    if (conn.session->blocked() == smtp::Session::Blocked::kTlsHandshake) {
+      conn.session->TlsStarted(now_);  // STARTTLS: the session starts over
+    }
+  }
+  smtp::Session& session = *conn.session;
+  while (session.blocked() == smtp::Session::Blocked::kNo) {
+    if (conn.plain_offset == conn.plain_in.size()) {
+      conn.plain_in.clear();
+      conn.plain_offset = 0;
+      net::TlsStream::Result result = tls.ReadPlaintext(&conn.plain_in, kTlsPlaintextChunkBytes);
+      if (result == net::TlsStream::Result::kWantMore) {
+        break;
+      }
+      if (result != net::TlsStream::Result::kOk) {
+        conn.peer_eof = true;  // close_notify or a broken record: nothing more will come
+        session.Shutdown();
+        break;
+      }
+    }
+    absl::string_view view(conn.plain_in);
+    size_t consumed = session.Feed(view.substr(conn.plain_offset), now_);
+    conn.plain_offset += consumed;
+    if (consumed == 0) {
+      break;
+    }
+  }
+}
+
+void Shard::StartTls(Connection& conn) {
+  // The 220 goes out in plaintext; everything after it is TLS.
+  MoveOutput(conn);
+  conn.tls = std::make_unique<net::TlsStream>(shared_->tls_context.load());
+  conn.handshake_deadline = now_ + kTlsHandshakeTimeout;
+}
+
+void Shard::MoveOutput(Connection& conn) {
+  if (conn.session == nullptr || conn.session->output().empty()) {
+    return;
+  }
+  if (conn.tls != nullptr && !conn.tls->handshake_done()) {
+    return;  // implicit TLS: the greeting waits for the handshake
+  }
+  conn.scratch.clear();
+  conn.session->SwapOutput(conn.scratch);
+  if (conn.tls == nullptr) {
+    conn.out_queue.append(conn.scratch);
+  } else if (conn.tls->Write(conn.scratch) != net::TlsStream::Result::kOk) {
+    LOG_DEBUG("%s: TLS write failed: %s", conn.peer_text, conn.tls->Error());
+  }
 }
 
 void Shard::Flush(Connection& conn) {
   if (conn.send_inflight || conn.fd < 0 || conn.shut_down) {
     return;
   }
-  if (conn.send_offset == conn.send_buffer.size()) {
-    conn.send_buffer.clear();
-    conn.send_offset = 0;
-    if (conn.session != nullptr) {
-      conn.session->SwapOutput(conn.send_buffer);
-    }
+  MoveOutput(conn);
+  if (conn.tls != nullptr) {
+    conn.tls->TakeCiphertext(&conn.out_queue);
   }
-  if (conn.send_buffer.empty()) {
+  if (conn.send_offset == conn.sending.size()) {
+    conn.sending.clear();
+    conn.send_offset = 0;
+    conn.sending.swap(conn.out_queue);
+  }
+  if (conn.sending.empty()) {
     if (conn.session == nullptr || conn.session->closed()) {
       Shutdown(conn);  // everything said; the session is over
     }
     return;
   }
   io_uring_sqe* sqe = ring_->Sqe();
-  io_uring_prep_send(sqe, conn.fd, conn.send_buffer.data() + conn.send_offset,
-                     conn.send_buffer.size() - conn.send_offset, MSG_NOSIGNAL);
+  io_uring_prep_send(sqe, conn.fd, conn.sending.data() + conn.send_offset,
+                     conn.sending.size() - conn.send_offset, MSG_NOSIGNAL);
   io_uring_sqe_set_data64(sqe, io::PackUserData(kOpSend, Cookie(conn)));
   conn.send_inflight = true;
 }
@@ -623,7 +782,8 @@ void Shard::Flush(Connection& conn) {
 void Shard::OnSend(Connection& conn, const io_uring_cqe& cqe) {
   conn.send_inflight = false;
   if (cqe.res < 0) {
-    conn.send_buffer.clear();
+    conn.sending.clear();
+    conn.out_queue.clear();
     conn.send_offset = 0;
     if (conn.session != nullptr && !conn.session->closed()) {
       conn.session->Shutdown();
@@ -634,7 +794,7 @@ void Shard::OnSend(Connection& conn, const io_uring_cqe& cqe) {
   }
   counters_.bytes_out.Add(cqe.res);
   conn.send_offset += static_cast<size_t>(cqe.res);
-  if (conn.send_offset == conn.send_buffer.size()) {
+  if (conn.send_offset == conn.sending.size()) {
     Process(conn);  // input may have waited for the output to drain
   }
   Flush(conn);
@@ -654,7 +814,7 @@ void Shard::Shutdown(Connection& conn) {
 
 void Shard::MaybeFree(Connection& conn) {
   if (!conn.in_use || !conn.shut_down || conn.recv_armed || conn.send_inflight ||
-      conn.delivery_inflight) {
+      conn.delivery_inflight || conn.auth_inflight) {
     return;
   }
   while (!conn.input.empty()) {
@@ -668,8 +828,14 @@ void Shard::MaybeFree(Connection& conn) {
   conn.session.reset();
   conn.snapshot.reset();
   conn.account = nullptr;
-  conn.send_buffer.clear();
+  conn.sending.clear();
+  conn.out_queue.clear();
   conn.send_offset = 0;
+  conn.tls.reset();
+  conn.handshake_deadline = absl::InfiniteFuture();
+  conn.plain_in.clear();
+  conn.plain_offset = 0;
+  conn.auth_candidate = nullptr;
   conn.shut_down = false;
   conn.peer_eof = false;
   conn.recv_cancelling = false;

@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "auth/verifier.h"
 #include "delivery/maildir.h"
 #include "delivery/message_headers.h"
 #include "io/ring.h"
@@ -40,7 +41,13 @@ inline constexpr unsigned kRingEntries = 4096;
 
 struct Connection;
 
-class Shard : public delivery::CompletionSink {
+// TLS bounds: ciphertext buffered ahead of the session, plaintext decrypted at a time, and
+// how long a handshake may take.
+inline constexpr size_t kTlsCiphertextMax = 64 * 1024;
+inline constexpr size_t kTlsPlaintextChunkBytes = 16 * 1024;
+inline constexpr absl::Duration kTlsHandshakeTimeout = absl::Seconds(10);
+
+class Shard : public delivery::CompletionSink, public auth::VerifySink {
  public:
   Shard(int index, SharedState* shared);
   ~Shard() override;
@@ -56,6 +63,8 @@ class Shard : public delivery::CompletionSink {
 
   // OnDelivered: delivery worker threads report here (CompletionSink).
   void OnDelivered(std::unique_ptr<delivery::Job> job) override;
+  // OnVerified: password verifier threads report here (VerifySink).
+  void OnVerified(uint64_t cookie, bool ok) override;
 
   const ShardCounters& counters() const { return counters_; }
 
@@ -80,6 +89,10 @@ class Shard : public delivery::CompletionSink {
   void OnRecv(Connection& conn, const io_uring_cqe& cqe);
   void OnSend(Connection& conn, const io_uring_cqe& cqe);
   void Process(Connection& conn);
+  void ProcessPlain(Connection& conn);
+  void ProcessTls(Connection& conn);
+  void StartTls(Connection& conn);
+  void MoveOutput(Connection& conn);
   void Flush(Connection& conn);
   void Shutdown(Connection& conn);
   void MaybeFree(Connection& conn);
@@ -110,8 +123,11 @@ class Shard : public delivery::CompletionSink {
   std::atomic<bool> failed_{false};
   std::thread thread_;
 
+  void Wake();
+
   absl::Mutex mailbox_mu_;
   std::vector<std::unique_ptr<delivery::Job>> mailbox_ ABSL_GUARDED_BY(mailbox_mu_);
+  std::vector<std::pair<uint64_t, bool>> verified_ ABSL_GUARDED_BY(mailbox_mu_);
 };
 
 }  // namespace chute::server

@@ -1,0 +1,129 @@
+#include "auth/verifier.h"
+
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+#include <sys/random.h>
+
+#include "absl/time/clock.h"
+#include "auth/password.h"
+#include "base/check.h"
+
+namespace chute::auth {
+
+PasswordVerifier::PasswordVerifier(int threads, bool cache)
+    : threads_count_(threads), cache_enabled_(cache) {
+  CHECK(threads_count_ > 0 && threads_count_ <= kVerifierThreadsMax);
+  CHECK(getrandom(cache_secret_.data(), cache_secret_.size(), 0) ==
+        static_cast<ssize_t>(cache_secret_.size()));
+  absl::StatusOr<std::string> dummy = HashPassword("chute dummy password for unknown users");
+  CHECK_MSG(dummy.ok(), "cannot hash the dummy password");
+  dummy_hash_ = *dummy;
+}
+
+PasswordVerifier::~PasswordVerifier() { Stop(); }
+
+void PasswordVerifier::Start() {
+  for (int i = 0; i < threads_count_; ++i) {
+    threads_.emplace_back([this] { Work(); });
+  }
+}
+
+void PasswordVerifier::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  for (std::thread& thread : threads_) {
+    thread.join();
+  }
+  threads_.clear();
+}
+
+bool PasswordVerifier::Submit(VerifyRequest request, VerifySink* sink) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_ || queue_.size() >= kVerifyQueueMax) {
+    return false;
+  }
+  queue_.push_back(Entry{std::move(request), sink});
+  return true;
+}
+
+uint64_t PasswordVerifier::cache_hits() const {
+  absl::MutexLock lock(&cache_mu_);
+  return cache_hits_;
+}
+
+PasswordVerifier::Key PasswordVerifier::CacheKey(const VerifyRequest& request) const {
+  HMAC_CTX ctx;
+  HMAC_CTX_init(&ctx);
+  HMAC_Init_ex(&ctx, cache_secret_.data(), cache_secret_.size(), EVP_sha256(), nullptr);
+  HMAC_Update(&ctx, reinterpret_cast<const uint8_t*>(&request.account_id),
+              sizeof(request.account_id));
+  uint64_t hash_bytes = request.password_hash.size();
+  HMAC_Update(&ctx, reinterpret_cast<const uint8_t*>(&hash_bytes), sizeof(hash_bytes));
+  HMAC_Update(&ctx, reinterpret_cast<const uint8_t*>(request.password_hash.data()),
+              request.password_hash.size());
+  HMAC_Update(&ctx, reinterpret_cast<const uint8_t*>(request.password.data()),
+              request.password.size());
+  Key key;
+  unsigned int length = 0;
+  HMAC_Final(&ctx, key.data(), &length);
+  HMAC_CTX_cleanup(&ctx);
+  return key;
+}
+
+bool PasswordVerifier::Verify(const VerifyRequest& request) {
+  if (request.password_hash.empty()) {
+    VerifyPassword(dummy_hash_, request.password);  // the same work as a real check
+    return false;
+  }
+  std::string key;
+  absl::Time now = absl::Now();
+  if (cache_enabled_) {
+    Key raw = CacheKey(request);
+    key.assign(reinterpret_cast<const char*>(raw.data()), raw.size());
+    absl::MutexLock lock(&cache_mu_);
+    auto it = cache_.find(key);
+    if (it != cache_.end() && it->second > now) {
+      ++cache_hits_;
+      return true;
+    }
+  }
+  if (!VerifyPassword(request.password_hash, request.password)) {
+    return false;  // failures are never cached
+  }
+  if (cache_enabled_) {
+    absl::MutexLock lock(&cache_mu_);
+    if (cache_.size() >= kCacheEntriesMax) {
+      cache_.erase(cache_order_.front());  // the oldest goes first
+      cache_order_.pop_front();
+    }
+    if (cache_.insert_or_assign(key, now + kCacheTtl).second) {
+      cache_order_.push_back(key);
+    }
+  }
+  return true;
+}
+
+void PasswordVerifier::Work() {
+  while (true) {
+    Entry entry;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](PasswordVerifier* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+            return self->stopping_ || !self->queue_.empty();
+          },
+          this));
+      if (queue_.empty()) {
+        return;
+      }
+      entry = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    bool ok = Verify(entry.request);
+    entry.sink->OnVerified(entry.request.cookie, ok);
+  }
+}
+
+}  // namespace chute::auth

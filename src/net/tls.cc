@@ -1,0 +1,128 @@
+#include "net/tls.h"
+
+#include <openssl/err.h>
+
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+
+namespace chute::net {
+namespace {
+
+std::string OpenSslError() {
+  uint32_t code = ERR_get_error();
+  char text[256];
+  ERR_error_string_n(code, text, sizeof(text));
+  ERR_clear_error();
+  return code == 0 ? "unknown error" : text;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::Load(const std::string& certificate_path,
+                                                             const std::string& private_key_path) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_method());
+  CHECK(ctx != nullptr);
+  std::shared_ptr<TlsContext> context(new TlsContext(ctx));
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+  if (SSL_CTX_use_certificate_chain_file(ctx, certificate_path.c_str()) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(certificate_path, ": cannot load the certificate chain: ", OpenSslError()));
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, private_key_path.c_str(), SSL_FILETYPE_PEM) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(private_key_path, ": cannot load the private key: ", OpenSslError()));
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(private_key_path, " does not match ",
+                                                   certificate_path, ": ", OpenSslError()));
+  }
+  return context;
+}
+
+TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
+
+TlsStream::TlsStream(std::shared_ptr<TlsContext> context) : context_(std::move(context)) {
+  ssl_ = SSL_new(context_->ctx());
+  CHECK(ssl_ != nullptr);
+  in_ = BIO_new(BIO_s_mem());
+  out_ = BIO_new(BIO_s_mem());
+  CHECK(in_ != nullptr && out_ != nullptr);
+  SSL_set_bio(ssl_, in_, out_);
+  SSL_set_accept_state(ssl_);
+}
+
+TlsStream::~TlsStream() { SSL_free(ssl_); }
+
+void TlsStream::PutCiphertext(absl::string_view bytes) {
+  int written = BIO_write(in_, bytes.data(), static_cast<int>(bytes.size()));
+  CHECK(written == static_cast<int>(bytes.size()));
+}
+
+size_t TlsStream::pending_ciphertext() const { return BIO_pending(in_); }
+
+TlsStream::Result TlsStream::Fail(int ret) {
+  int error = SSL_get_error(ssl_, ret);
+  if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
+    return Result::kWantMore;
+  }
+  if (error == SSL_ERROR_ZERO_RETURN) {
+    return Result::kClosed;
+  }
+  error_ = OpenSslError();
+  return Result::kError;
+}
+
+TlsStream::Result TlsStream::Handshake() {
+  if (handshake_done_) {
+    return Result::kOk;
+  }
+  int ret = SSL_do_handshake(ssl_);
+  if (ret == 1) {
+    handshake_done_ = true;
+    return Result::kOk;
+  }
+  return Fail(ret);
+}
+
+TlsStream::Result TlsStream::ReadPlaintext(std::string* out, size_t capacity) {
+  size_t old_size = out->size();
+  out->resize(old_size + capacity);
+  int ret = SSL_read(ssl_, out->data() + old_size, static_cast<int>(capacity));
+  if (ret > 0) {
+    out->resize(old_size + static_cast<size_t>(ret));
+    return Result::kOk;
+  }
+  out->resize(old_size);
+  return Fail(ret);
+}
+
+TlsStream::Result TlsStream::Write(absl::string_view plaintext) {
+  while (!plaintext.empty()) {
+    int ret = SSL_write(ssl_, plaintext.data(), static_cast<int>(plaintext.size()));
+    if (ret <= 0) {
+      return Fail(ret);
+    }
+    plaintext.remove_prefix(static_cast<size_t>(ret));
+  }
+  return Result::kOk;
+}
+
+void TlsStream::TakeCiphertext(std::string* out) {
+  size_t pending = BIO_pending(out_);
+  if (pending == 0) {
+    return;
+  }
+  size_t old_size = out->size();
+  out->resize(old_size + pending);
+  int read = BIO_read(out_, out->data() + old_size, static_cast<int>(pending));
+  out->resize(old_size + static_cast<size_t>(read > 0 ? read : 0));
+}
+
+const char* TlsStream::Cipher() const {
+  const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_);
+  return cipher == nullptr ? "" : SSL_CIPHER_get_name(cipher);
+}
+
+}  // namespace chute::net
