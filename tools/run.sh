@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # run.sh: the README's run command. Installs what is missing, builds chute, creates an
-# embedded default under ./var on first run (a configuration, a directory with tenant
-# example.test and account app@example.test, a trusted listener on 127.0.0.1:2525 for
-# 127.0.0.0/8, Maildir delivery into ./var/mail), prints how to send a message, and runs
-# chuted in the foreground. Ctrl-C stops it.
+# embedded default under ./var on first run (a configuration; a self-signed ECDSA certificate;
+# a directory with tenant example.test and account app@example.test with a generated password
+# kept in ./var/demo-password; a STARTTLS listener on 127.0.0.1:2587 and a trusted listener on
+# 127.0.0.1:2525 for 127.0.0.0/8; Maildir delivery into ./var/mail), prints how to send a
+# message, and runs chuted in the foreground. Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,14 @@ cmake --build --preset release
 
 var="$PWD/var"
 config="$var/chute.toml"
-mkdir -p "$var"
+mkdir -p "$var/tls"
+if [ ! -f "$var/tls/cert.pem" ]; then
+  # A self-signed ECDSA P-256 certificate for the demo; use a real one in production.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
+    -subj "/CN=relay.example.test" -addext "subjectAltName=DNS:relay.example.test,IP:127.0.0.1" \
+    -keyout "$var/tls/key.pem" -out "$var/tls/cert.pem" 2>/dev/null
+  chmod 600 "$var/tls/key.pem"
+fi
 if [ ! -f "$config" ]; then
   cat >"$config" <<TOML
 # The embedded default, made by tools/run.sh. Every key is documented in DESIGN.md §3.
@@ -21,26 +29,43 @@ if [ ! -f "$config" ]; then
 hostname = "relay.example.test"
 data_dir = "$var"
 
-[[listener]]
+[[listener]]                          # submission: STARTTLS, then AUTH as an HVE account
+address = "127.0.0.1:2587"
+tls = "starttls"
+
+[[listener]]                          # loopback devices: no TLS, sessions act as the account below
 address = "127.0.0.1:2525"
-tls = "none"                          # loopback only: no TLS, sessions act as the account below
+tls = "none"
 allowed_networks = ["127.0.0.0/8"]
 authenticate_as = "app@example.test"
+
+[tls]
+certificate = "$var/tls/cert.pem"
+private_key = "$var/tls/key.pem"
 
 [admin]
 address = ""
 TOML
+  password=$(openssl rand -base64 18 | tr -d '/+=' | cut -c1-20)
+  umask 077
+  printf '%s\n' "$password" >"$var/demo-password"
+  umask 022
   build/bin/chutectl --config "$config" tenant add example.test --domain example.test >/dev/null
-  build/bin/chutectl --config "$config" account new --tenant example.test --name "Demo app" \
-    --primary-smtp-address app@example.test >/dev/null
+  printf '%s' "$password" | build/bin/chutectl --config "$config" account new \
+    --tenant example.test --name "Demo app" --primary-smtp-address app@example.test \
+    --password-stdin >/dev/null
   echo "run.sh: created $config with tenant example.test and account app@example.test"
 fi
+password=$(cat "$var/demo-password" 2>/dev/null || echo "(see $var/demo-password)")
 
 cat <<TXT
 
-chuted is starting on 127.0.0.1:2525. In another terminal, send a message:
+chuted is starting: STARTTLS submission on 127.0.0.1:2587, trusted loopback on 127.0.0.1:2525.
+In another terminal, send a message over STARTTLS with AUTH as the demo HVE account:
 
-  swaks --server 127.0.0.1:2525 --from app@example.test --to alice@example.test \\
+  swaks --server 127.0.0.1:2587 -tls --auth PLAIN \\
+        --auth-user app@example.test --auth-password '$password' \\
+        --from app@example.test --to alice@example.test \\
         --header "Subject: hello from chute" --body "It works."
 
 and find it in the Maildir:
