@@ -40,15 +40,47 @@ def wait_for_port(host, port, deadline_s=15.0):
     raise RuntimeError(f"chuted did not listen on {host}:{port}")
 
 
+def make_certificate(directory, name="relay.example.test"):
+    """A self-signed ECDSA P-256 certificate and key, made with the openssl CLI."""
+    cert = os.path.join(directory, "cert.pem")
+    key = os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", f"/CN={name}",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+APP_PASSWORD = "correct horse battery staple"
+
+
 class ChutedFixture(unittest.TestCase):
     shards = 2
     extra_limits = ""
     allowed_networks = '["127.0.0.0/8"]'
+    with_tls = False  # also a STARTTLS listener (self.tls_port) and an implicit one (smtps_port)
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="chute-it-")
         self.port = free_port()
         self.config = os.path.join(self.dir, "chute.toml")
+        tls_section = ""
+        if self.with_tls:
+            self.tls_port = free_port()
+            self.smtps_port = free_port()
+            self.cert, self.key = make_certificate(self.dir)
+            tls_section = f"""
+[[listener]]
+address = "127.0.0.1:{self.tls_port}"
+tls = "starttls"
+
+[[listener]]
+address = "127.0.0.1:{self.smtps_port}"
+tls = "implicit"
+
+[tls]
+certificate = "{self.cert}"
+private_key = "{self.key}"
+"""
         with open(self.config, "w") as f:
             f.write(f"""
 [server]
@@ -62,12 +94,14 @@ tls = "none"
 allowed_networks = {self.allowed_networks}
 authenticate_as = "app@example.test"
 
+{tls_section}
 [limits]
 {self.extra_limits}
 """)
         self.ctl("tenant", "add", "example.test", "--domain", "example.test", "--domain", "corp.test")
         self.ctl("account", "new", "--tenant", "example.test", "--name", "App",
-                 "--primary-smtp-address", "app@example.test")
+                 "--primary-smtp-address", "app@example.test", "--password-stdin",
+                 stdin=APP_PASSWORD)
         self.ctl("account", "set", "app@example.test", "--add-alias", "alias@example.test")
         self.ctl("account", "new", "--tenant", "example.test", "--name", "Other HVE",
                  "--primary-smtp-address", "hve2@example.test")
