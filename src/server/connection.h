@@ -62,6 +62,8 @@ struct Connection : public smtp::SessionHandler {
   void ReleaseMessage();
   // OnDeliveryDone: the delivery job of this connection's message finished.
   void OnDeliveryDone(const delivery::Job& job);
+  // OnXoauth2: verifies an XOAUTH2 bearer token at once (a signature check, no argon2).
+  smtp::Reply OnXoauth2(const smtp::AuthRequest& request);
   // OnVerified: the password check of this connection's AUTH finished.
   void OnVerified(bool ok);
 

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
+#include "auth/jwt.h"
 #include "auth/verifier.h"
 #include "delivery/maildir.h"
 #include "net/tls.h"
@@ -111,6 +112,20 @@ absl::Status Server::ReloadDirectory(bool force) {
     return snapshot.status();
   }
   data_version_ = *version;
+  auto jwks = std::make_shared<SharedState::JwksByTenant>();
+  for (const directory::Tenant& tenant : (*snapshot)->tenants()) {
+    if (tenant.oauth_jwks_file.empty()) {
+      continue;
+    }
+    absl::StatusOr<std::shared_ptr<const auth::Jwks>> keys =
+        auth::Jwks::Load(tenant.oauth_jwks_file);
+    if (!keys.ok()) {
+      LOG_WARNING("tenant %s: XOAUTH2 will fail: %s", tenant.name, keys.status().message());
+      continue;
+    }
+    (*jwks)[tenant.id] = *keys;
+  }
+  shared_.jwks.store(std::move(jwks));
   shared_.snapshot.store(*snapshot);
   if (!force) {
     LOG_INFO("directory reloaded: %d tenant(s), %d account(s)",

@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "base/config.h"
 #include "directory/directory.h"
@@ -21,6 +22,7 @@ class MaildirDelivery;
 }
 namespace chute::auth {
 class PasswordVerifier;
+class Jwks;
 }
 namespace chute::net {
 class TlsContext;
@@ -66,6 +68,10 @@ struct SharedState {
   std::atomic<int64_t> connections_open{0};
   delivery::MaildirDelivery* delivery = nullptr;
   auth::PasswordVerifier* verifier = nullptr;
+  // The OAuth signing keys of each tenant that trusts an issuer (by tenant id), loaded with
+  // each directory snapshot.
+  using JwksByTenant = absl::flat_hash_map<int64_t, std::shared_ptr<const auth::Jwks>>;
+  std::atomic<std::shared_ptr<const JwksByTenant>> jwks;
   // The certificate in force; swapped whole on SIGHUP, connections keep theirs.
   std::atomic<std::shared_ptr<net::TlsContext>> tls_context;
 };

@@ -12,6 +12,7 @@
 #include "base/check.h"
 #include "base/log.h"
 #include "net/socket.h"
+#include "auth/jwt.h"
 #include "policy/hve_policy.h"
 #include "server/connection.h"
 #include "smtp/parser.h"
@@ -46,7 +47,7 @@ smtp::SessionOptions SessionOptionsFor(const Config& config, const ListenerConfi
 
 std::optional<smtp::Reply> Connection::OnAuth(const smtp::AuthRequest& request) {
   if (request.mechanism == smtp::Mechanism::kXoauth2) {
-    return smtp::kReplyAuthFailed;  // OAuth trust is not configured in this build
+    return OnXoauth2(request);
   }
   const directory::Account* candidate = snapshot->FindAccount(request.username);
   if (candidate != nullptr) {
@@ -70,6 +71,47 @@ std::optional<smtp::Reply> Connection::OnAuth(const smtp::AuthRequest& request) 
   auth_inflight = true;
   auth_candidate = candidate;
   return std::nullopt;  // answered by OnVerified
+}
+
+smtp::Reply Connection::OnXoauth2(const smtp::AuthRequest& request) {
+  // user= must name the account; its tenant must trust an issuer and have its keys loaded.
+  const directory::Account* candidate = snapshot->FindAccount(request.username);
+  const directory::Tenant* tenant =
+      candidate != nullptr ? snapshot->FindTenant(candidate->tenant_id) : nullptr;
+  std::shared_ptr<const SharedState::JwksByTenant> jwks = shard->shared_->jwks.load();
+  const auth::Jwks* keys = nullptr;
+  if (tenant != nullptr && jwks != nullptr) {
+    auto it = jwks->find(tenant->id);
+    keys = it != jwks->end() ? it->second.get() : nullptr;
+  }
+  if (tenant == nullptr || tenant->oauth_issuer.empty() || keys == nullptr) {
+    shard->counters_.auth_failures.Add(1);
+    return smtp::kReplyAuthFailed;
+  }
+  auth::TokenPolicy policy{tenant->oauth_issuer, tenant->oauth_audience, tenant->oauth_tenant_id,
+                           candidate->allowed_apps};
+  std::string why;
+  auth::TokenVerdict verdict =
+      auth::VerifyToken(request.secret, *keys, policy, shard->now_, &why);
+  if (verdict != auth::TokenVerdict::kOk) {
+    shard->counters_.auth_failures.Add(1);
+    LOG_DEBUG("%s: XOAUTH2 for %s refused: %s", peer_text, request.username, why);
+  }
+  switch (verdict) {
+    case auth::TokenVerdict::kOk:
+      account = candidate;
+      shard->counters_.auth_successes.Add(1);
+      return smtp::kReplyAuthOk;
+    case auth::TokenVerdict::kExpired:
+      return smtp::kReplyTokenExpired;
+    case auth::TokenVerdict::kNoPermission:
+      return smtp::kReplyTokenNoPermission;
+    case auth::TokenVerdict::kAppNotAllowed:
+      return smtp::kReplyAppNotAllowed;
+    case auth::TokenVerdict::kInvalid:
+      return smtp::kReplyAuthFailed;
+  }
+  return smtp::kReplyAuthFailed;
 }
 
 void Connection::OnVerified(bool ok) {
