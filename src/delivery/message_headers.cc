@@ -16,10 +16,18 @@ void HeaderScanner::EndOfName() {
   in_name_ = false;
 }
 
-void HeaderScanner::Feed(absl::string_view slice) {
-  for (char c : slice) {
+size_t HeaderScanner::Feed(absl::string_view slice) {
+  for (size_t i = 0; i < slice.size(); ++i) {
+    char c = slice[i];
     if (done_) {
-      return;
+      return i;
+    }
+    if (blank_cr_) {
+      done_ = c == '\n';  // CR LF on its own: the end of the header section
+      blank_cr_ = false;
+      if (done_) {
+        return i + 1;
+      }
     }
     if (at_line_start_) {
       at_line_start_ = false;
@@ -27,8 +35,8 @@ void HeaderScanner::Feed(absl::string_view slice) {
       // A line starting with CR is the empty line ending the header; with space or tab, a
       // folded continuation of the previous field.
       if (c == '\r') {
-        done_ = true;
-        return;
+        blank_cr_ = true;
+        continue;
       }
       in_name_ = c != ' ' && c != '\t';
     }
@@ -47,6 +55,7 @@ void HeaderScanner::Feed(absl::string_view slice) {
       in_name_ = false;  // too long to be one of ours
     }
   }
+  return done_ ? 0 : slice.size();
 }
 
 std::string FormatRfc5322Date(absl::Time time) {
@@ -66,6 +75,24 @@ void AppendAddedHeaders(const TraceInfo& trace, const HeaderScanner& scanner, st
   }
   if (!scanner.has_message_id()) {
     absl::StrAppend(out, "Message-ID: <", trace.id, "@", trace.hostname, ">\r\n");
+  }
+}
+
+void AppendWithoutField(absl::string_view header, absl::string_view name, std::string* out) {
+  bool dropping = false;
+  while (!header.empty()) {
+    size_t end = header.find('\n');
+    absl::string_view line = header.substr(0, end == absl::string_view::npos ? header.size() : end + 1);
+    header.remove_prefix(line.size());
+    bool continuation = line.front() == ' ' || line.front() == '\t';
+    if (!continuation) {
+      size_t colon = line.find(':');
+      dropping = colon != absl::string_view::npos &&
+                 absl::EqualsIgnoreCase(absl::StripTrailingAsciiWhitespace(line.substr(0, colon)), name);
+    }
+    if (!dropping) {
+      out->append(line.data(), line.size());
+    }
   }
 }
 

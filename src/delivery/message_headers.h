@@ -18,7 +18,9 @@ namespace chute::delivery {
 class HeaderScanner {
  public:
   void Reset();
-  void Feed(absl::string_view slice);
+  // Feed: returns how many bytes at the front of `slice` belong to the header section
+  // (including the empty line that ends it); the rest, if any, is body.
+  size_t Feed(absl::string_view slice);
 
   bool has_date() const { return has_date_; }
   bool has_message_id() const { return has_message_id_; }
@@ -32,6 +34,7 @@ class HeaderScanner {
   char name_[kNameBytesMax] = {};
   size_t name_bytes_ = 0;
   bool at_line_start_ = true;
+  bool blank_cr_ = false;  // the line began with CR: LF ends the header section
   bool in_name_ = true;
   bool done_ = false;
   bool has_date_ = false;
@@ -55,5 +58,9 @@ struct TraceInfo {
 // AppendAddedHeaders: appends Received:, and Date:/Message-ID: when `scanner` saw none, to
 // `out`, each line ending in CR LF.
 void AppendAddedHeaders(const TraceInfo& trace, const HeaderScanner& scanner, std::string* out);
+
+// AppendWithoutField: appends `header` (a header section) to `out` without any field named
+// `name` (any case), folded continuation lines included.
+void AppendWithoutField(absl::string_view header, absl::string_view name, std::string* out);
 
 }  // namespace chute::delivery

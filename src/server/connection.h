@@ -41,6 +41,10 @@ struct Message {
   std::vector<uint16_t> pinned;  // distinct receive buffers the pieces point into
   std::deque<std::string> arena;  // blocks of kArenaBlockBytes capacity, never reallocated
   delivery::HeaderScanner headers;
+  // When the account has a ReplyTo, the header section is kept here (a copy) so that any
+  // Reply-To the submitter wrote can be left out; the configured one replaces it.
+  bool rewrite_header = false;
+  std::string header_copy;
   std::string added_headers;
   std::string id;
 };

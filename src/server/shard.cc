@@ -157,10 +157,19 @@ std::optional<smtp::Reply> Connection::OnRcpt(absl::string_view address) {
 void Connection::OnBodyBegin() {
   message.headers.Reset();
   message.pieces.clear();
+  message.header_copy.clear();
+  message.rewrite_header = account != nullptr && !account->reply_to.empty();
 }
 
 void Connection::OnBodySlice(absl::string_view slice) {
-  message.headers.Feed(slice);
+  size_t header_bytes = message.headers.Feed(slice);
+  if (message.rewrite_header && header_bytes > 0) {
+    message.header_copy.append(slice.data(), header_bytes);
+    slice.remove_prefix(header_bytes);
+    if (slice.empty()) {
+      return;
+    }
+  }
   // Plaintext from TLS lives in the connection's own buffer, which is reused: it goes to the
   // arena like the overflow of a message with too many pinned receive buffers.
   uint16_t buffer = static_cast<uint16_t>(feeding_buffer);
@@ -202,6 +211,8 @@ void Connection::ReleaseMessage() {
   message.arena.clear();
   message.recipients.clear();
   message.added_headers.clear();
+  message.header_copy.clear();
+  message.rewrite_header = false;
   message.active = false;
 }
 
@@ -234,6 +245,11 @@ std::optional<smtp::Reply> Connection::OnBodyEnd() {
                                                    : absl::string_view();
   trace.time = s.now_;
   delivery::AppendAddedHeaders(trace, message.headers, &message.added_headers);
+  if (message.rewrite_header) {
+    // Exactly one Reply-To: the account's (DESIGN.md §1).
+    absl::StrAppend(&message.added_headers, "Reply-To: ", account->reply_to, "\r\n");
+    delivery::AppendWithoutField(message.header_copy, "Reply-To", &message.added_headers);
+  }
 
   auto job = std::make_unique<delivery::Job>();
   job->id = message.id;

@@ -43,6 +43,29 @@ class TlsAuthTest(ChutedFixture):
         text = self.messages("tls@example.test")[0]
         self.assertIn(b" with ESMTPSA id ", text)
 
+    def test_reply_to_is_the_configured_one_exactly_once(self):
+        self.ctl("settings", "set", "app@example.test", "--reply-to", "hr@example.test")
+        self.proc.send_signal(signal.SIGHUP)
+        body = (b"From: app@example.test\r\nReply-To: someone@else.test,\r\n\tother@else.test\r\n"
+                b"Subject: r\r\nreply-to: again@else.test\r\n\r\nReply-To: in the body stays\r\n")
+        deadline = time.monotonic() + 10
+        n = 0
+        while True:
+            n += 1
+            with self.starttls() as c:
+                c.login("app@example.test", APP_PASSWORD)
+                c.sendmail("app@example.test", [f"r{n}@example.test"], body)
+            text = self.messages(f"r{n}@example.test")[0]
+            if b"Reply-To: hr@example.test" in text:
+                break
+            self.assertLess(time.monotonic(), deadline, "the ReplyTo setting was not picked up")
+            time.sleep(0.2)
+        header, _, rest = text.partition(b"\r\n\r\n")
+        self.assertEqual(header.lower().count(b"reply-to:"), 1, text)
+        self.assertNotIn(b"else.test", header)
+        self.assertIn(b"Subject: r", header)
+        self.assertEqual(rest, b"Reply-To: in the body stays\r\n")
+
     def test_implicit_tls_with_auth_login(self):
         with smtplib.SMTP_SSL("127.0.0.1", self.smtps_port, timeout=30,
                               context=client_context()) as c:

@@ -27,6 +27,24 @@ TEST(HeaderScannerTest, FindsFieldsAcrossSlicesAndStopsAtTheBody) {
   }
 }
 
+TEST(HeaderScannerTest, FeedSaysWhereTheHeaderEnds) {
+  HeaderScanner scanner;
+  EXPECT_EQ(scanner.Feed("A: 1\r\nB: 2\r"), 11u);
+  EXPECT_EQ(scanner.Feed("\n\r"), 2u);
+  EXPECT_FALSE(scanner.header_done());
+  EXPECT_EQ(scanner.Feed("\nbody\r\n"), 1u);
+  EXPECT_TRUE(scanner.header_done());
+  EXPECT_EQ(scanner.Feed("more"), 0u);
+}
+
+TEST(AppendWithoutFieldTest, DropsEveryInstanceWithItsFoldedLines) {
+  std::string out;
+  AppendWithoutField(
+      "From: a\r\nreply-to: x@y,\r\n\tz@w\r\nSubject: s\r\nReply-To : q\r\n\r\n", "Reply-To",
+      &out);
+  EXPECT_EQ(out, "From: a\r\nSubject: s\r\n\r\n");
+}
+
 TEST(AddedHeadersTest, ReceivedAlwaysDateAndMessageIdWhenMissing) {
   HeaderScanner scanner;
   scanner.Feed("Subject: x\r\n\r\n");
