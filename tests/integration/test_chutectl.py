@@ -74,7 +74,7 @@ class ChutectlTest(unittest.TestCase):
                    "Out", "--primary-smtp-address", "out@elsewhere.test")
         self.fails(2, "not an email address", "account", "new", "--tenant", "contoso", "--name",
                    "Bad", "--primary-smtp-address", "not-an-address")
-        self.fails(1, "needs --tenant, --name and --primary-smtp-address", "account", "new",
+        self.fails(1, "needs --name and --primary-smtp-address", "account", "new",
                    "--tenant", "contoso")
         self.ok("account", "new", "--tenant", "contoso", "--name", "Two",
                 "--primary-smtp-address", "two@contoso.test")
@@ -112,6 +112,36 @@ class ChutectlTest(unittest.TestCase):
         self.ok("account", "remove", "two@contoso.test", "--yes")
         self.fails(2, "no account", "account", "show", "two@contoso.test")
         self.ok("tenant", "remove", "contoso", "--force")
+        self.assertEqual(json.loads(self.ok("--json", "account", "list").stdout), [])
+
+    def test_cmdlet_aliases(self):
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.com")
+        self.ok("New-MailUser", "-HVEAccount", "-Name", "HVE, account",
+                "-PrimarySmtpAddress", "hve@contoso.com")
+        shown = json.loads(self.ok("--json", "Get-MailUser", "-HVEAccount", "-Identity",
+                                   "hve@contoso.com").stdout)
+        self.assertEqual(shown["display_name"], "HVE, account")
+        self.assertEqual(shown["tenant"], "contoso")  # from the domain
+        listed = json.loads(self.ok("--json", "get-mailuser", "-hveaccount").stdout)
+        self.assertEqual(len(listed), 1)
+        self.ok("Set-MailUser", "-HVEAccount", "-Identity", "hve@contoso.com", "-DisplayName",
+                "Renamed")
+        self.ok("Set-HVEAccountSettings", "-Identity", "hve@contoso.com", "-ReplyTo",
+                "marketing@contoso.com")
+        got = json.loads(self.ok("--json", "Get-HVEAccountSettings", "-Identity", "Renamed").stdout)
+        self.assertEqual(got["reply_to"], "marketing@contoso.com")
+        apps = "11111111-0000-4000-8000-000000000000,22222222-0000-4000-8000-000000000000"
+        added = json.loads(self.ok("--json", "Add-HVEAppAccess", "-Identity", "Renamed",
+                                   "-AppId", apps).stdout)
+        self.assertEqual(len(added["allowed_apps"]), 2)
+        self.ok("Remove-HVEAppAccess", "-Identity", "Renamed", "-AppId",
+                "11111111-0000-4000-8000-000000000000")
+        self.fails(1, "add -HVEAccount", "New-MailUser", "-Name", "X", "-PrimarySmtpAddress",
+                   "x@contoso.com")
+        self.fails(1, "unsupported parameter -Bogus", "Set-MailUser", "-HVEAccount", "-Identity",
+                   "Renamed", "-Bogus", "1")
+        self.fails(1, "needs --yes", "Remove-MailUser", "-Identity", "Renamed")
+        self.ok("Remove-MailUser", "-Identity", "Renamed", "-Confirm:$false")
         self.assertEqual(json.loads(self.ok("--json", "account", "list").stdout), [])
 
     def test_usage_errors(self):

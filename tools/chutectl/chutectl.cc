@@ -19,6 +19,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "auth/password.h"
 #include "base/config.h"
 #include "directory/directory.h"
@@ -44,7 +46,8 @@ Tenants:
   tenant remove NAME [--force]                   --force also removes its accounts
 
 HVE accounts (ID = primary address or display name):
-  account new --tenant NAME --name DISPLAY --primary-smtp-address ADDR [--password-stdin]
+  account new [--tenant NAME] --name DISPLAY --primary-smtp-address ADDR [--password-stdin]
+                                                 (the tenant defaults to the domain's owner)
   account list [--tenant NAME]
   account show ID
   account set ID [--display-name X] [--primary-smtp-address A]
@@ -57,6 +60,17 @@ Account settings:
   settings set ID --reply-to ADDR                ("" clears it)
   app-access add ID --app-id GUID...             at most 10 applications per account
   app-access remove ID --app-id GUID...
+
+The Exchange Online cmdlet spellings work too, for example:
+  chutectl New-MailUser -HVEAccount -Name "HVE account" -PrimarySmtpAddress hve@contoso.com
+  chutectl Get-MailUser -HVEAccount [-Identity ID]
+  chutectl Set-MailUser -HVEAccount -Identity ID [-DisplayName X] [-PrimarySmtpAddress A]
+  chutectl Remove-MailUser -Identity ID [-Confirm:$false]
+  chutectl Get-HVEAccountSettings -Identity ID
+  chutectl Set-HVEAccountSettings -Identity hve@contoso.com -ReplyTo marketing@contoso.com
+  chutectl Add-HVEAppAccess -Identity ID -AppId GUID[,GUID...]
+  chutectl Remove-HVEAppAccess -Identity ID -AppId GUID[,GUID...]
+  (-PasswordStdin reads a password for New-MailUser, as --password-stdin does.)
 
 Options:
   --config FILE   configuration file (default /etc/chute/chute.toml; built-in defaults when
@@ -366,8 +380,25 @@ int Cli::Account(const std::vector<std::string>& words) {
     std::optional<std::string> tenant = args.Get("--tenant");
     std::optional<std::string> name = args.Get("--name");
     std::optional<std::string> address = args.Get("--primary-smtp-address");
-    if (!tenant || !name || !address) {
-      return Usage("account new needs --tenant, --name and --primary-smtp-address");
+    if (!name || !address) {
+      return Usage("account new needs --name and --primary-smtp-address");
+    }
+    if (!tenant) {
+      // The tenant is the one that owns the address's domain, as in Exchange Online.
+      absl::StatusOr<std::shared_ptr<const directory::Snapshot>> snapshot = store_->LoadSnapshot();
+      if (!snapshot.ok()) {
+        return Fail(snapshot.status());
+      }
+      std::string domain = directory::ToLower(address->substr(address->rfind('@') + 1));
+      for (const directory::Tenant& t : (*snapshot)->tenants()) {
+        if ((*snapshot)->IsAcceptedDomain(t.id, domain)) {
+          tenant = t.name;
+        }
+      }
+      if (!tenant) {
+        return Fail(absl::NotFoundError(
+            absl::StrCat("no tenant has the domain of ", *address, "; give --tenant")));
+      }
     }
     directory::NewAccount account{*tenant, *name, *address, ""};
     if (args.Has("--password-stdin")) {
@@ -552,6 +583,100 @@ int Cli::AppAccess(const std::vector<std::string>& words) {
   return 0;
 }
 
+// TranslateCmdlet: the Exchange Online spellings of the HVE cmdlets, as Microsoft documents
+// them, mapped onto chutectl's own commands ("New-MailUser -HVEAccount -Name X
+// -PrimarySmtpAddress Y" is "account new --name X --primary-smtp-address Y"). Parameter names
+// are case-insensitive, as in PowerShell; "-Confirm:$false" confirms a removal. Words that are
+// not a cmdlet come back unchanged.
+std::optional<UsageError> TranslateCmdlet(std::vector<std::string>* words) {
+  if (words->empty() || (*words)[0].find('-') == std::string::npos ||
+      absl::StartsWith((*words)[0], "-")) {
+    return std::nullopt;
+  }
+  struct Cmdlet {
+    const char* name;
+    std::vector<std::string> command;  // the chutectl words
+    bool needs_hve_switch;
+  };
+  static const Cmdlet kCmdlets[] = {
+      {"new-mailuser", {"account", "new"}, true},
+      {"get-mailuser", {"account", "list"}, true},
+      {"set-mailuser", {"account", "set"}, true},
+      {"remove-mailuser", {"account", "remove"}, false},
+      {"get-hveaccountsettings", {"settings", "get"}, false},
+      {"set-hveaccountsettings", {"settings", "set"}, false},
+      {"add-hveappaccess", {"app-access", "add"}, false},
+      {"remove-hveappaccess", {"app-access", "remove"}, false},
+  };
+  static const std::pair<const char*, const char*> kParameters[] = {
+      {"-name", "--name"},
+      {"-displayname", "--display-name"},
+      {"-primarysmtpaddress", "--primary-smtp-address"},
+      {"-replyto", "--reply-to"},
+      {"-appid", "--app-id"},
+  };
+  std::string cmdlet = absl::AsciiStrToLower((*words)[0]);
+  const Cmdlet* match = nullptr;
+  for (const Cmdlet& candidate : kCmdlets) {
+    if (cmdlet == candidate.name) {
+      match = &candidate;
+    }
+  }
+  if (match == nullptr) {
+    return std::nullopt;
+  }
+  std::vector<std::string> out = match->command;
+  std::optional<std::string> identity;
+  bool hve = false;
+  for (size_t i = 1; i < words->size(); ++i) {
+    std::string word = (*words)[i];
+    std::string lower = absl::AsciiStrToLower(word);
+    if (lower == "-hveaccount") {
+      hve = true;
+    } else if (lower == "-confirm:$false" || lower == "-confirm:false") {
+      out.push_back("--yes");
+    } else if (lower == "-identity" && i + 1 < words->size()) {
+      identity = (*words)[++i];
+    } else if (lower == "-passwordstdin") {
+      out.push_back("--password-stdin");
+    } else if (absl::StartsWith(lower, "-") && !absl::StartsWith(lower, "--")) {
+      const char* mapped = nullptr;
+      for (const auto& [from, to] : kParameters) {
+        if (lower == from) {
+          mapped = to;
+        }
+      }
+      if (mapped == nullptr || i + 1 >= words->size()) {
+        return UsageError{absl::StrCat((*words)[0], ": unsupported parameter ", word)};
+      }
+      std::string value = (*words)[++i];
+      if (std::string(mapped) != "--app-id") {
+        out.push_back(mapped);
+        out.push_back(value);
+        continue;
+      }
+      // -AppId takes a comma-separated list in PowerShell.
+      for (absl::string_view app : absl::StrSplit(value, ',', absl::SkipEmpty())) {
+        out.push_back(mapped);
+        out.push_back(std::string(absl::StripAsciiWhitespace(app)));
+      }
+    } else {
+      out.push_back(word);
+    }
+  }
+  if (match->needs_hve_switch && !hve) {
+    return UsageError{absl::StrCat((*words)[0], " manages HVE accounts only: add -HVEAccount")};
+  }
+  if (identity.has_value()) {
+    if (out[1] == "list") {
+      out[1] = "show";  // Get-MailUser -Identity X
+    }
+    out.insert(out.begin() + 2, *identity);
+  }
+  *words = std::move(out);
+  return std::nullopt;
+}
+
 int Main(int argc, char** argv) {
   std::vector<std::string> words(argv + 1, argv + argc);
   std::string config_path;
@@ -589,6 +714,10 @@ int Main(int argc, char** argv) {
   }
   if (rest.empty()) {
     std::cerr << kUsage;
+    return 1;
+  }
+  if (std::optional<UsageError> error = TranslateCmdlet(&rest)) {
+    std::cerr << "chutectl: " << error->message << "\n";
     return 1;
   }
   absl::StatusOr<std::unique_ptr<directory::Store>> store =
