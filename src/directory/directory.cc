@@ -55,6 +55,18 @@ CREATE TABLE allowed_apps (
   PRIMARY KEY (account_id, app_id)
 );
 )sql",
+    // 2: usage per account per UTC day. No foreign key: the history outlives the account.
+    R"sql(
+CREATE TABLE usage (
+  account_id INTEGER NOT NULL,
+  day TEXT NOT NULL,                 -- YYYY-MM-DD, UTC
+  address TEXT NOT NULL,             -- the account's primary address at the time
+  tenant TEXT NOT NULL,
+  messages INTEGER NOT NULL DEFAULT 0,
+  recipients INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (account_id, day)
+);
+)sql",
 };
 
 bool IsTenantName(absl::string_view name) {
@@ -582,6 +594,31 @@ absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
     }
   }
   return absl::InternalError("the updated account vanished");
+}
+
+absl::Status Store::RecordUsage(const std::vector<UsageRow>& rows) {
+  if (rows.empty()) {
+    return absl::OkStatus();
+  }
+  return impl_->InTransaction([&]() -> absl::Status {
+    for (const UsageRow& row : rows) {
+      ASSIGN_OR_RETURN(Statement upsert,
+                       impl_->db->Prepare(
+                           "INSERT INTO usage (account_id, day, address, tenant, messages, "
+                           "recipients) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, day) "
+                           "DO UPDATE SET messages = messages + excluded.messages, recipients = "
+                           "recipients + excluded.recipients, address = excluded.address, "
+                           "tenant = excluded.tenant"));
+      RETURN_IF_ERROR(upsert.Bind(1, row.account_id)
+                          .Bind(2, row.day)
+                          .Bind(3, row.address)
+                          .Bind(4, row.tenant)
+                          .Bind(5, row.messages)
+                          .Bind(6, row.recipients)
+                          .Run());
+    }
+    return absl::OkStatus();
+  });
 }
 
 absl::Status Store::RemoveAccount(absl::string_view identity) {

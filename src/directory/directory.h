@@ -106,6 +106,16 @@ struct AccountChange {
 // Store: the SQLite directory. Every write is one transaction and is checked against the
 // rules above; errors are InvalidArgument (bad input), NotFound, AlreadyExists,
 // FailedPrecondition (a rule such as the account cap) or Internal (the database).
+// UsageRow: what one account sent on one UTC day (DESIGN.md §1, the usage report).
+struct UsageRow {
+  int64_t account_id = 0;
+  std::string day;  // YYYY-MM-DD
+  std::string address;
+  std::string tenant;
+  int64_t messages = 0;
+  int64_t recipients = 0;
+};
+
 class Store {
  public:
   // Open: opens the database at `path`, creating it and its schema when `create`, and
@@ -127,6 +137,9 @@ class Store {
   absl::StatusOr<Account> AddAccount(const NewAccount& account, int64_t accounts_max);
   absl::StatusOr<Account> UpdateAccount(absl::string_view identity, const AccountChange& change);
   absl::Status RemoveAccount(absl::string_view identity);
+
+  // RecordUsage: adds the rows' counts to what is stored for each (account, day).
+  absl::Status RecordUsage(const std::vector<UsageRow>& rows);
 
  private:
   struct Impl;

@@ -120,6 +120,10 @@ int Main(int argc, char** argv) {
       LOG_INFO("chuted: %s: stopping", strsignal(signal_number));
       break;
     }
+    absl::Status usage = server.FlushUsage();
+    if (!usage.ok()) {
+      LOG_WARNING("usage counts not saved yet: %s", usage.message());
+    }
     absl::Status reload = server.ReloadDirectory(signal_number == SIGHUP);
     if (!reload.ok()) {
       LOG_WARNING("directory reload failed, keeping the current one: %s", reload.message());

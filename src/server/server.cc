@@ -18,7 +18,49 @@ constexpr int kVerifierThreads = 2;
 
 }  // namespace
 
+void UsageLog::Merge(Map& rows) {
+  absl::MutexLock lock(&mu_);
+  for (auto& [key, row] : rows) {
+    directory::UsageRow& total = pending_[key];
+    if (total.day.empty()) {
+      total = row;
+    } else {
+      total.messages += row.messages;
+      total.recipients += row.recipients;
+    }
+  }
+  rows.clear();
+}
+
+std::vector<directory::UsageRow> UsageLog::Take() {
+  Map taken;
+  {
+    absl::MutexLock lock(&mu_);
+    taken.swap(pending_);
+  }
+  std::vector<directory::UsageRow> rows;
+  rows.reserve(taken.size());
+  for (auto& [key, row] : taken) {
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
 Server::Server(Config config) { shared_.config = std::move(config); }
+
+absl::Status Server::FlushUsage() {
+  std::vector<directory::UsageRow> rows = shared_.usage.Take();
+  absl::Status status = store_ == nullptr ? absl::OkStatus() : store_->RecordUsage(rows);
+  if (!status.ok()) {
+    // Put them back: counts are not dropped because the database was busy once.
+    UsageLog::Map again;
+    for (directory::UsageRow& row : rows) {
+      again[{row.account_id, row.day}] = row;
+    }
+    shared_.usage.Merge(again);
+  }
+  return status;
+}
 
 Server::~Server() { Stop(); }
 
@@ -161,6 +203,10 @@ void Server::Stop() {
   }
   if (delivery_ != nullptr) {
     delivery_->Stop();
+  }
+  absl::Status usage = FlushUsage();
+  if (!usage.ok()) {
+    LOG_ERROR("usage counts could not be saved: %s", usage.message());
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "base/config.h"
 #include "directory/directory.h"
 
@@ -60,12 +61,29 @@ struct ShardCounters {
   ShardCounter auth_failures;
 };
 
+// UsageLog: usage counts on their way from the shards (which add to their own maps and hand
+// them over once a second) to SQLite (which the main thread writes every few seconds).
+class UsageLog {
+ public:
+  using Key = std::pair<int64_t, std::string>;  // account id, UTC day
+  using Map = absl::flat_hash_map<Key, directory::UsageRow>;
+  // Merge: adds `rows` (a shard's) to the pending counts and empties it. Any thread.
+  void Merge(Map& rows);
+  // Take: the pending counts, as rows, leaving none.
+  std::vector<directory::UsageRow> Take();
+
+ private:
+  absl::Mutex mu_;
+  Map pending_ ABSL_GUARDED_BY(mu_);
+};
+
 // SharedState: what all shards read. The snapshot is swapped whole; connections_open is the
 // global count behind limits.connections_max.
 struct SharedState {
   Config config;
   std::atomic<std::shared_ptr<const directory::Snapshot>> snapshot;
   std::atomic<int64_t> connections_open{0};
+  UsageLog usage;
   delivery::MaildirDelivery* delivery = nullptr;
   auth::PasswordVerifier* verifier = nullptr;
   // The OAuth signing keys of each tenant that trusts an issuer (by tenant id), loaded with
@@ -89,6 +107,8 @@ class Server {
   absl::Status ReloadDirectory(bool force);
   // ReloadTls: loads the certificate and key again; on failure the old ones stay in force.
   absl::Status ReloadTls();
+  // FlushUsage: writes the usage counts gathered so far to the directory database.
+  absl::Status FlushUsage();
   // Stop: graceful: no new connections, idle sessions get 421 4.3.2, messages in progress
   // finish (within the drain timeout); returns when every shard and delivery are done.
   void Stop();

@@ -281,6 +281,16 @@ void Connection::OnDeliveryDone(const delivery::Job& job) {
     text = absl::StrCat("2.0.0 OK ", job.id, " delivered");
     reply = smtp::Reply{250, text};
     shard->counters_.messages_accepted.Add(1);
+    if (account != nullptr) {
+      std::string day = absl::FormatTime("%Y-%m-%d", shard->now_, absl::UTCTimeZone());
+      directory::UsageRow& row = shard->usage_[{account->id, day}];
+      if (row.day.empty()) {
+        row = directory::UsageRow{account->id, day, account->primary_address,
+                                  account->tenant_name, 0, 0};
+      }
+      row.messages += 1;
+      row.recipients += static_cast<int64_t>(job.recipients.size());
+    }
   } else {
     reply = absl::IsResourceExhausted(job.result) ? smtp::kReplyStorageFull
                                                   : smtp::kReplyLocalError;
@@ -412,6 +422,7 @@ void Shard::Run() {
       BeginStop();
     }
   }
+  shared_->usage.Merge(usage_);
   // Everything has ended; anything still in the ring dies with it.
 }
 
@@ -495,6 +506,9 @@ void Shard::OnWake() {
 }
 
 void Shard::OnTick() {
+  if (!usage_.empty()) {
+    shared_->usage.Merge(usage_);
+  }
   for (const std::unique_ptr<Connection>& conn : connections_) {
     if (!conn->in_use || conn->session == nullptr || conn->shut_down) {
       continue;

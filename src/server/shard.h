@@ -118,6 +118,7 @@ class Shard : public delivery::CompletionSink, public auth::VerifySink {
   absl::Time drain_deadline_ = absl::InfiniteFuture();
   bool stopping_ = false;
   uint64_t message_counter_ = 0;
+  UsageLog::Map usage_;  // this shard's counts since the last tick
   const int64_t boot_seconds_;
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> failed_{false};

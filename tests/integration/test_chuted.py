@@ -110,6 +110,23 @@ class DeliveryTest(ChutedFixture):
         self.assertEqual(len({m.split(b" id ", 1)[1][:20] for m in msgs}), count)
 
 
+class UsageTest(ChutedFixture):
+    def test_usage_is_counted_per_account_per_utc_day(self):
+        with smtp(self) as c:
+            for _ in range(3):
+                c.sendmail("app@example.test", ["u1@example.test", "u2@example.test"], SIMPLE)
+            c.mail("app@example.test")
+            c.rcpt("u3@example.test")
+            c.data(b"bare\nline\r\n")  # refused: not counted
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.proc.wait(timeout=40), 0)
+        import sqlite3
+        db = sqlite3.connect(os.path.join(self.dir, "directory.db"))
+        rows = db.execute("SELECT address, tenant, day, messages, recipients FROM usage").fetchall()
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        self.assertEqual(rows, [("app@example.test", "example.test", day, 3, 6)])
+
+
 class RejectionTest(ChutedFixture):
     def test_sender_must_be_the_account(self):
         with smtp(self) as c:
