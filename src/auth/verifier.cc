@@ -10,8 +10,8 @@
 
 namespace chute::auth {
 
-PasswordVerifier::PasswordVerifier(int threads, bool cache)
-    : threads_count_(threads), cache_enabled_(cache) {
+PasswordVerifier::PasswordVerifier(int threads, size_t cache_entries)
+    : threads_count_(threads), cache_entries_max_(cache_entries) {
   CHECK(threads_count_ > 0 && threads_count_ <= kVerifierThreadsMax);
   CHECK(getrandom(cache_secret_.data(), cache_secret_.size(), 0) ==
         static_cast<ssize_t>(cache_secret_.size()));
@@ -79,7 +79,7 @@ bool PasswordVerifier::Verify(const VerifyRequest& request) {
   }
   std::string key;
   absl::Time now = absl::Now();
-  if (cache_enabled_) {
+  if (cache_entries_max_ > 0) {
     Key raw = CacheKey(request);
     key.assign(reinterpret_cast<const char*>(raw.data()), raw.size());
     absl::MutexLock lock(&cache_mu_);
@@ -92,9 +92,9 @@ bool PasswordVerifier::Verify(const VerifyRequest& request) {
   if (!VerifyPassword(request.password_hash, request.password)) {
     return false;  // failures are never cached
   }
-  if (cache_enabled_) {
+  if (cache_entries_max_ > 0) {
     absl::MutexLock lock(&cache_mu_);
-    if (cache_.size() >= kCacheEntriesMax) {
+    if (cache_.size() >= cache_entries_max_) {
       cache_.erase(cache_order_.front());  // the oldest goes first
       cache_order_.pop_front();
     }

@@ -29,7 +29,6 @@
 namespace chute::auth {
 
 inline constexpr size_t kVerifyQueueMax = 1024;       // beyond: 454 4.7.0, try again later
-inline constexpr size_t kCacheEntriesMax = 16384;
 inline constexpr absl::Duration kCacheTtl = absl::Minutes(15);
 inline constexpr int kVerifierThreadsMax = 16;
 
@@ -49,8 +48,9 @@ class VerifySink {
 
 class PasswordVerifier {
  public:
-  // PasswordVerifier: `threads` workers; `cache` false disables the cache (benchmarks).
-  PasswordVerifier(int threads, bool cache);
+  // PasswordVerifier: `threads` workers; at most `cache_entries` cached credentials (0: no
+  // cache).
+  PasswordVerifier(int threads, size_t cache_entries);
   ~PasswordVerifier();
   void Start();
   void Stop();
@@ -71,7 +71,7 @@ class PasswordVerifier {
   Key CacheKey(const VerifyRequest& request) const;
 
   const int threads_count_;
-  const bool cache_enabled_;
+  const size_t cache_entries_max_;
   std::array<uint8_t, 32> cache_secret_{};
   std::string dummy_hash_;
   std::vector<std::thread> threads_;

@@ -60,6 +60,7 @@ struct LimitsConfig {
   int64_t session_timeout_s = 3600;
   int64_t errors_per_session = 10;
   int64_t auth_failures_per_session = 3;
+  int64_t auth_cache_entries = 16384;  // recently verified credentials kept; 0 = no cache
 };
 
 struct SpoolConfig {

@@ -117,7 +117,8 @@ absl::Status Server::Start() {
       static_cast<int>(config.server.delivery_threads),
       static_cast<size_t>(config.delivery.batch_messages_max));
   shared_.delivery = delivery_.get();
-  verifier_ = std::make_unique<auth::PasswordVerifier>(kVerifierThreads, true);
+  verifier_ = std::make_unique<auth::PasswordVerifier>(
+      kVerifierThreads, static_cast<size_t>(config.limits.auth_cache_entries));
   shared_.verifier = verifier_.get();
   for (int i = 0; i < shards; ++i) {
     shards_.push_back(std::make_unique<Shard>(i, &shared_));
