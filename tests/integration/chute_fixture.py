@@ -40,13 +40,14 @@ def wait_for_port(host, port, deadline_s=15.0):
     raise RuntimeError(f"chuted did not listen on {host}:{port}")
 
 
-def make_certificate(directory, name="relay.example.test"):
-    """A self-signed ECDSA P-256 certificate and key, made with the openssl CLI."""
+def make_certificate(directory, name="relay.example.test", algorithm="ec"):
+    """A self-signed ECDSA P-256 (or RSA-2048) certificate and key, made with the openssl CLI."""
     cert = os.path.join(directory, "cert.pem")
     key = os.path.join(directory, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", f"/CN={name}",
-                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    key_options = (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] if algorithm == "ec"
+                   else ["-newkey", "rsa:2048"])
+    subprocess.run(["openssl", "req", "-x509", *key_options, "-nodes", "-days", "30", "-subj",
+                    f"/CN={name}", "-keyout", key, "-out", cert], check=True, capture_output=True)
     return cert, key
 
 
@@ -58,6 +59,7 @@ class ChutedFixture(unittest.TestCase):
     extra_limits = ""
     allowed_networks = '["127.0.0.0/8"]'
     with_tls = False  # also a STARTTLS listener (self.tls_port) and an implicit one (smtps_port)
+    certificate_algorithm = "ec"
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="chute-it-")
@@ -67,7 +69,7 @@ class ChutedFixture(unittest.TestCase):
         if self.with_tls:
             self.tls_port = free_port()
             self.smtps_port = free_port()
-            self.cert, self.key = make_certificate(self.dir)
+            self.cert, self.key = make_certificate(self.dir, algorithm=self.certificate_algorithm)
             tls_section = f"""
 [[listener]]
 address = "127.0.0.1:{self.tls_port}"

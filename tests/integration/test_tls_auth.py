@@ -66,6 +66,21 @@ class TlsAuthTest(ChutedFixture):
         self.assertIn(b"Subject: r", header)
         self.assertEqual(rest, b"Reply-To: in the body stays\r\n")
 
+    def test_password_change_invalidates_the_cached_credential(self):
+        with self.starttls() as c:
+            c.login("app@example.test", APP_PASSWORD)  # now cached
+        self.ctl("account", "password", "app@example.test", "--password-stdin", stdin="new one")
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while True:
+            with self.starttls() as c:
+                if c.docmd("AUTH", self.plain("app@example.test", APP_PASSWORD))[0] == 535:
+                    break
+            self.assertLess(time.monotonic(), deadline, "the old password still works")
+            time.sleep(0.2)
+        with self.starttls() as c:
+            self.assertEqual(c.docmd("AUTH", self.plain("app@example.test", "new one"))[0], 235)
+
     def test_implicit_tls_with_auth_login(self):
         with smtplib.SMTP_SSL("127.0.0.1", self.smtps_port, timeout=30,
                               context=client_context()) as c:
@@ -225,6 +240,19 @@ class TlsAuthTest(ChutedFixture):
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.1)
         self.assertTrue(peer_cn())  # the old (renewed) one stays in force
+
+
+class RsaCertificateTest(ChutedFixture):
+    with_tls = True
+    certificate_algorithm = "rsa"
+
+    def test_starttls_with_an_rsa_certificate(self):
+        with smtplib.SMTP("127.0.0.1", self.tls_port, timeout=30) as c:
+            c.ehlo("client")
+            c.starttls(context=client_context())
+            c.ehlo("client")
+            c.login("app@example.test", APP_PASSWORD)
+            self.assertEqual(c.sendmail("app@example.test", ["rsa@example.test"], MESSAGE), {})
 
 
 if __name__ == "__main__":
