@@ -14,11 +14,6 @@ inline directory::AccountChange WithAlias(std::string alias) {
   change.add_aliases = {std::move(alias)};
   return change;
 }
-inline directory::AccountChange WithPrimary(std::string address) {
-  directory::AccountChange change;
-  change.primary_address = std::move(address);
-  return change;
-}
 
 class PolicyTest : public ::testing::Test {
  protected:
