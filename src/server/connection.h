@@ -100,6 +100,7 @@ struct Connection : public smtp::SessionHandler {
   std::string out_queue;
   std::string sending;
   size_t send_offset = 0;
+  absl::Time send_started = absl::InfiniteFuture();  // of the send in flight
   std::string scratch;  // the session's replies on their way to out_queue
 
   // TLS (implicit, or after STARTTLS). Plaintext decrypted but not yet taken by the session

@@ -305,7 +305,10 @@ void Connection::OnDeliveryDone(const delivery::Job& job) {
 // --- Shard ------------------------------------------------------------------------------------
 
 Shard::Shard(int index, SharedState* shared)
-    : index_(index), shared_(shared), boot_seconds_(absl::ToUnixSeconds(absl::Now())) {}
+    : index_(index),
+      shared_(shared),
+      send_timeout_(absl::Seconds(shared->config.limits.command_timeout_s)),
+      boot_seconds_(absl::ToUnixSeconds(absl::Now())) {}
 
 Shard::~Shard() {
   Join();
@@ -510,8 +513,17 @@ void Shard::OnTick() {
     shared_->usage.Merge(usage_);
   }
   for (const std::unique_ptr<Connection>& conn : connections_) {
-    if (!conn->in_use || conn->session == nullptr || conn->shut_down) {
+    if (!conn->in_use || conn->shut_down) {
       continue;
+    }
+    // A peer that stops reading cannot hold a connection: a send that makes no progress for
+    // a command timeout ends it (the shutdown completes the send with an error).
+    if (conn->send_inflight && now_ - conn->send_started > send_timeout_) {
+      Shutdown(*conn);
+      continue;
+    }
+    if (conn->session == nullptr) {
+      continue;  // a refused connection: its one reply is on its way
     }
     if (conn->tls != nullptr && !conn->tls->handshake_done() &&
         now_ >= conn->handshake_deadline) {
@@ -520,7 +532,7 @@ void Shard::OnTick() {
       continue;
     }
     conn->session->OnDeadline(now_);
-    if (stopping_ && now_ >= drain_deadline_ && !conn->session->closed()) {
+    if (stopping_ && now_ >= drain_deadline_) {
       LOG_WARNING("shard %d: %s still busy after the drain timeout; closing", index_,
                   conn->peer_text);
       Shutdown(*conn);
@@ -849,6 +861,7 @@ void Shard::Flush(Connection& conn) {
                      conn.sending.size() - conn.send_offset, MSG_NOSIGNAL);
   io_uring_sqe_set_data64(sqe, io::PackUserData(kOpSend, Cookie(conn)));
   conn.send_inflight = true;
+  conn.send_started = now_;
 }
 
 void Shard::OnSend(Connection& conn, const io_uring_cqe& cqe) {
@@ -866,6 +879,7 @@ void Shard::OnSend(Connection& conn, const io_uring_cqe& cqe) {
   }
   counters_.bytes_out.Add(cqe.res);
   conn.send_offset += static_cast<size_t>(cqe.res);
+  conn.send_started = absl::InfiniteFuture();
   if (conn.send_offset == conn.sending.size()) {
     Process(conn);  // input may have waited for the output to drain
   }

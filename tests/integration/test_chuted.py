@@ -222,6 +222,35 @@ class LimitsTest(ChutedFixture):
                 s.close()
 
 
+class SlowReaderTest(ChutedFixture):
+    shards = 1
+    extra_limits = "command_timeout_s = 2\n"
+
+    def server_side_established(self):
+        out = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{self.port} )"],
+                             capture_output=True, text=True).stdout
+        return len(out.strip().splitlines())
+
+    def test_a_peer_that_never_reads_is_disconnected(self):
+        # Without the send timeout the 421 could never be sent, and the connection would stay.
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", self.port))
+        s.setblocking(False)
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:  # pipeline NOOPs and never read a single reply
+            try:
+                s.send(b"NOOP\r\n" * 1000)
+            except BlockingIOError:
+                time.sleep(0.05)
+        self.assertEqual(self.server_side_established(), 1)
+        deadline = time.monotonic() + 15
+        while self.server_side_established() > 0:
+            self.assertLess(time.monotonic(), deadline, "the server kept a peer that never reads")
+            time.sleep(0.2)
+        s.close()
+
+
 class DirectoryReloadTest(ChutedFixture):
     def test_new_account_becomes_an_hve_recipient_after_sighup(self):
         with smtp(self) as c:
