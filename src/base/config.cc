@@ -360,6 +360,15 @@ absl::Status ReadDirectory(const toml::table& table, absl::string_view source,
   return r.Finish();
 }
 
+absl::Status ReadPasswords(const toml::table& table, absl::string_view source,
+                           PasswordsConfig* out) {
+  TableReader r(table, "passwords", source);
+  r.Int("argon2_memory_kib", 8192, 4 << 20, &out->argon2_memory_kib);
+  r.Int("argon2_passes", 1, 100, &out->argon2_passes);
+  r.Int("argon2_lanes", 1, 64, &out->argon2_lanes);
+  return r.Finish();
+}
+
 absl::Status ReadAdmin(const toml::table& table, absl::string_view source, AdminConfig* out) {
   TableReader r(table, "admin", source);
   r.String("address", true, &out->address);
@@ -419,7 +428,7 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view sou
   const toml::table& root = parsed.table();
   Config config;
   static constexpr absl::string_view kTables[] = {"server", "listener", "tls",      "limits",
-                                                 "spool",  "delivery", "directory", "admin"};
+                                                 "spool",  "delivery", "directory", "passwords", "admin"};
   for (const auto& [key, node] : root) {
     if (std::find(std::begin(kTables), std::end(kTables), Absl(key.str())) == std::end(kTables)) {
       return absl::InvalidArgumentError(absl::StrCat(source_name, ":", node.source().begin.line,
@@ -440,6 +449,8 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view sou
   RETURN_IF_ERROR(ReadDelivery(*table, source_name, &config.delivery));
   ASSIGN_OR_RETURN(table, SubTable(root, "directory", source_name));
   RETURN_IF_ERROR(ReadDirectory(*table, source_name, &config.directory));
+  ASSIGN_OR_RETURN(table, SubTable(root, "passwords", source_name));
+  RETURN_IF_ERROR(ReadPasswords(*table, source_name, &config.passwords));
   ASSIGN_OR_RETURN(table, SubTable(root, "admin", source_name));
   RETURN_IF_ERROR(ReadAdmin(*table, source_name, &config.admin));
   ResolvePaths(&config);

@@ -84,6 +84,14 @@ struct DirectoryConfig {
   std::string database;  // resolved: "" = <data_dir>/directory.db
 };
 
+// The argon2id cost of new password hashes (chutectl). Stored hashes carry their own cost,
+// so raising it affects only passwords set afterwards.
+struct PasswordsConfig {
+  int64_t argon2_memory_kib = 19456;
+  int64_t argon2_passes = 2;
+  int64_t argon2_lanes = 1;
+};
+
 struct AdminConfig {
   std::string address = "127.0.0.1:9587";  // "" = off
 };
@@ -96,6 +104,7 @@ struct Config {
   SpoolConfig spool;
   DeliveryConfig delivery;
   DirectoryConfig directory;
+  PasswordsConfig passwords;
   AdminConfig admin;
 };
 

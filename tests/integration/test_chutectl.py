@@ -144,6 +144,17 @@ class ChutectlTest(unittest.TestCase):
         self.ok("Remove-MailUser", "-Identity", "Renamed", "-Confirm:$false")
         self.assertEqual(json.loads(self.ok("--json", "account", "list").stdout), [])
 
+    def test_argon2_cost_comes_from_the_configuration(self):
+        with open(self.config, "a") as f:
+            f.write("[passwords]\nargon2_memory_kib = 8192\nargon2_passes = 3\n")
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.test")
+        self.ok("account", "new", "--name", "A", "--primary-smtp-address", "a@contoso.test",
+                "--password-stdin", stdin="pw")
+        import sqlite3
+        db = sqlite3.connect(os.path.join(self.dir, "directory.db"))
+        (stored,) = db.execute("SELECT password_hash FROM accounts").fetchone()
+        self.assertIn("$argon2id$v=19$m=8192,t=3,p=1$", stored)
+
     def test_usage_errors(self):
         self.fails(1, "unknown command", "frobnicate")
         self.fails(1, "unknown option", "tenant", "list", "--bogus")

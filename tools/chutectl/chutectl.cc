@@ -242,7 +242,11 @@ absl::StatusOr<std::string> Cli::HashPasswordFromStdin() {
   if (!password.ok()) {
     return password.status();
   }
-  return auth::HashPassword(*password);
+  auth::PasswordCost cost;
+  cost.memory_kib = static_cast<uint32_t>(config_.passwords.argon2_memory_kib);
+  cost.passes = static_cast<uint32_t>(config_.passwords.argon2_passes);
+  cost.lanes = static_cast<uint32_t>(config_.passwords.argon2_lanes);
+  return auth::HashPassword(*password, cost);
 }
 
 int Cli::Run(const std::vector<std::string>& words) {

@@ -50,6 +50,9 @@ TEST(ConfigTest, EmptyFileGivesTheDocumentedDefaults) {
   EXPECT_EQ(config->delivery.give_up_after_s, 172800);
   EXPECT_EQ(config->directory.database, "/var/lib/chute/directory.db");
   EXPECT_EQ(config->admin.address, "127.0.0.1:9587");
+  EXPECT_EQ(config->passwords.argon2_memory_kib, 19456);
+  EXPECT_EQ(config->passwords.argon2_passes, 2);
+  EXPECT_EQ(config->limits.auth_cache_entries, 16384);
 }
 
 TEST(ConfigTest, FullShapeFromTheDesign) {
