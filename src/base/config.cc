@@ -301,9 +301,11 @@ absl::Status ReadTls(const toml::table& table, absl::string_view source, TlsConf
 absl::Status ReadLimits(const toml::table& table, absl::string_view source, LimitsConfig* out) {
   TableReader r(table, "limits", source);
   r.Int("connections_max", 1, 10'000'000, &out->connections_max);
-  r.Int("connections_per_ip", 1, 1'000'000, &out->connections_per_ip);
+  // The connection gate counts up to 65535 per address or tenant (16 bits of its words).
+  r.Int("connections_per_ip", 1, 65535, &out->connections_per_ip);
   r.CidrList("connections_per_ip_exempt", &out->connections_per_ip_exempt);
-  r.Int("authenticated_connections_per_tenant", 1, 1'000'000,
+  r.Int("ip_table_slots", 1024, 1 << 24, &out->ip_table_slots);
+  r.Int("authenticated_connections_per_tenant", 1, 65535,
         &out->authenticated_connections_per_tenant);
   r.Int("recipients_per_message", 1, 1000, &out->recipients_per_message);
   r.Int("message_size_bytes", 1024, 1 << 30, &out->message_size_bytes);

@@ -51,6 +51,7 @@ struct LimitsConfig {
   int64_t connections_max = 100000;
   int64_t connections_per_ip = 100;
   std::vector<Cidr> connections_per_ip_exempt;
+  int64_t ip_table_slots = 131072;  // client addresses tracked at once (connection gate)
   int64_t authenticated_connections_per_tenant = 250;
   int64_t recipients_per_message = 50;
   int64_t message_size_bytes = 10485760;

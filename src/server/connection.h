@@ -16,6 +16,7 @@
 #include "delivery/message_headers.h"
 #include "directory/directory.h"
 #include "net/tls.h"
+#include "policy/connection_gate.h"
 #include "smtp/session.h"
 
 namespace chute::server {
@@ -66,6 +67,9 @@ struct Connection : public smtp::SessionHandler {
   void ReleaseMessage();
   // OnDeliveryDone: the delivery job of this connection's message finished.
   void OnDeliveryDone(const delivery::Job& job);
+  // AdmitAuthenticated: good credentials for `candidate`: takes a place in its tenant's cap
+  // and authenticates the session (235), or answers 454 when the tenant is at its cap.
+  smtp::Reply AdmitAuthenticated(const directory::Account* candidate);
   // OnXoauth2: verifies an XOAUTH2 bearer token at once (a signature check, no argon2).
   smtp::Reply OnXoauth2(const smtp::AuthRequest& request);
   // OnVerified: the password check of this connection's AUTH finished.
@@ -92,6 +96,8 @@ struct Connection : public smtp::SessionHandler {
   bool peer_eof = false;         // the peer finished sending; never receive again
   bool delivery_inflight = false;
   bool counted = false;          // holds one of SharedState::connections_open
+  policy::ConnectionGate::Handle ip_slot;      // this connection's place in the per-IP cap
+  policy::ConnectionGate::Handle tenant_slot;  // its place in its tenant's cap, once authenticated
   bool auth_inflight = false;    // a password check is out on the verifier pool
   const directory::Account* auth_candidate = nullptr;  // whom that check is for
 

@@ -4,10 +4,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
+#include "admin/admin_server.h"
 #include "auth/jwt.h"
 #include "auth/verifier.h"
 #include "delivery/maildir.h"
 #include "net/tls.h"
+#include "policy/connection_gate.h"
 #include "server/shard.h"
 
 namespace chute::server {
@@ -107,6 +109,12 @@ absl::Status Server::Start() {
           "); create it with chutectl account new"));
     }
   }
+  policy::ConnectionGate::Limits gate_limits;
+  gate_limits.per_ip = static_cast<uint64_t>(config.limits.connections_per_ip);
+  gate_limits.per_ip_exempt = config.limits.connections_per_ip_exempt;
+  gate_limits.per_tenant = static_cast<uint64_t>(config.limits.authenticated_connections_per_tenant);
+  gate_limits.ip_slots = static_cast<size_t>(config.limits.ip_table_slots);
+  shared_.gate = std::make_unique<policy::ConnectionGate>(gate_limits);
   int shards = static_cast<int>(config.server.shards);
   if (shards == 0) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -130,6 +138,13 @@ absl::Status Server::Start() {
   }
   delivery_->Start();
   verifier_->Start();
+  if (!config.admin.address.empty()) {
+    admin_ = std::make_unique<admin::AdminServer>([this] { return MetricsText(); });
+    status = admin_->Start(*ParseHostPort(config.admin.address));
+    if (!status.ok()) {
+      return absl::Status(status.code(), absl::StrCat("admin listener: ", status.message()));
+    }
+  }
   for (std::unique_ptr<Shard>& shard : shards_) {
     shard->Start();
   }
@@ -178,6 +193,68 @@ absl::Status Server::ReloadDirectory(bool force) {
   return absl::OkStatus();
 }
 
+std::string Server::MetricsText() const {
+  std::string out;
+  auto counter = [&](absl::string_view name, absl::string_view help, auto get) {
+    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " counter\n");
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      absl::StrAppend(&out, name, "{shard=\"", i, "\"} ", get(shards_[i]->counters()), "\n");
+    }
+  };
+  counter("chute_connections_accepted_total", "Connections accepted.",
+          [](const ShardCounters& c) { return c.connections_accepted.Get(); });
+  counter("chute_connections_refused_total", "Connections refused before the greeting.",
+          [](const ShardCounters& c) { return c.connections_refused.Get(); });
+  counter("chute_bytes_received_total", "Bytes received.",
+          [](const ShardCounters& c) { return c.bytes_in.Get(); });
+  counter("chute_bytes_sent_total", "Bytes sent.",
+          [](const ShardCounters& c) { return c.bytes_out.Get(); });
+  counter("chute_messages_accepted_total", "Messages delivered and answered 250.",
+          [](const ShardCounters& c) { return c.messages_accepted.Get(); });
+  counter("chute_messages_failed_total", "Messages whose delivery failed (4xx answered).",
+          [](const ShardCounters& c) { return c.messages_failed.Get(); });
+  counter("chute_tls_handshakes_total", "TLS handshakes completed.",
+          [](const ShardCounters& c) { return c.tls_handshakes.Get(); });
+  counter("chute_tls_failures_total", "TLS handshakes failed or timed out.",
+          [](const ShardCounters& c) { return c.tls_failures.Get(); });
+  counter("chute_auth_successes_total", "Successful AUTH commands.",
+          [](const ShardCounters& c) { return c.auth_successes.Get(); });
+  counter("chute_auth_failures_total", "Failed AUTH commands.",
+          [](const ShardCounters& c) { return c.auth_failures.Get(); });
+  absl::StrAppend(&out, "# HELP chute_connections_open Connections open now.\n",
+                  "# TYPE chute_connections_open gauge\n");
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    absl::StrAppend(&out, "chute_connections_open{shard=\"", i, "\"} ",
+                    shards_[i]->counters().connections_open.Get(), "\n");
+  }
+  const policy::ConnectionGate& gate = *shared_.gate;
+  absl::StrAppend(
+      &out, "# HELP chute_gate_refused_total Connections or AUTHs refused by a cap.\n",
+      "# TYPE chute_gate_refused_total counter\n", "chute_gate_refused_total{reason=\"ip_cap\"} ",
+      gate.refused_ip_cap.load(), "\n", "chute_gate_refused_total{reason=\"tenant_cap\"} ",
+      gate.refused_tenant_cap.load(), "\n", "chute_gate_refused_total{reason=\"table_full\"} ",
+      gate.refused_table_full.load(), "\n",
+      "chute_gate_refused_total{reason=\"connections_max\"} ",
+      shared_.refused_connections_max.load(), "\n");
+  absl::StrAppend(&out, "# HELP chute_gate_ip_connections Connections counted per client address.\n",
+                  "# TYPE chute_gate_ip_connections gauge\n");
+  gate.ips().ForEach([&](uint64_t key, uint64_t count) {
+    std::optional<IpBytes> ip = policy::ConnectionGate::KeyToIp(key);
+    absl::StrAppend(&out, "chute_gate_ip_connections{ip=\"",
+                    ip.has_value() ? FormatIp(*ip) : absl::StrCat("ipv6-", key), "\"} ", count,
+                    "\n");
+  });
+  absl::StrAppend(&out,
+                  "# HELP chute_gate_tenant_connections Authenticated sessions per tenant.\n",
+                  "# TYPE chute_gate_tenant_connections gauge\n");
+  std::shared_ptr<const directory::Snapshot> snapshot = shared_.snapshot.load();
+  for (const directory::Tenant& tenant : snapshot->tenants()) {
+    absl::StrAppend(&out, "chute_gate_tenant_connections{tenant=\"", tenant.name, "\"} ",
+                    gate.TenantCount(tenant.id), "\n");
+  }
+  return out;
+}
+
 absl::Status Server::ReloadTls() {
   if (shared_.tls_context.load() == nullptr) {
     return absl::OkStatus();  // no listener uses TLS
@@ -193,6 +270,9 @@ absl::Status Server::ReloadTls() {
 }
 
 void Server::Stop() {
+  if (admin_ != nullptr) {
+    admin_->Stop();
+  }
   for (std::unique_ptr<Shard>& shard : shards_) {
     shard->RequestStop();
   }

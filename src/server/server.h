@@ -28,6 +28,12 @@ class Jwks;
 namespace chute::net {
 class TlsContext;
 }
+namespace chute::policy {
+class ConnectionGate;
+}
+namespace chute::admin {
+class AdminServer;
+}
 
 namespace chute::server {
 
@@ -83,6 +89,9 @@ struct SharedState {
   Config config;
   std::atomic<std::shared_ptr<const directory::Snapshot>> snapshot;
   std::atomic<int64_t> connections_open{0};
+  std::atomic<uint64_t> refused_connections_max{0};
+  // The per-IP and per-tenant caps, shared by all shards (lock-free).
+  std::unique_ptr<policy::ConnectionGate> gate;
   UsageLog usage;
   delivery::MaildirDelivery* delivery = nullptr;
   auth::PasswordVerifier* verifier = nullptr;
@@ -109,6 +118,9 @@ class Server {
   absl::Status ReloadTls();
   // FlushUsage: writes the usage counts gathered so far to the directory database.
   absl::Status FlushUsage();
+  // MetricsText: Prometheus text exposition of the shard counters and the connection gate.
+  // Any thread.
+  std::string MetricsText() const;
   // Stop: graceful: no new connections, idle sessions get 421 4.3.2, messages in progress
   // finish (within the drain timeout); returns when every shard and delivery are done.
   void Stop();
@@ -124,6 +136,7 @@ class Server {
   int64_t data_version_ = -1;
   std::unique_ptr<delivery::MaildirDelivery> delivery_;
   std::unique_ptr<auth::PasswordVerifier> verifier_;
+  std::unique_ptr<admin::AdminServer> admin_;
   std::vector<std::unique_ptr<Shard>> shards_;
 };
 

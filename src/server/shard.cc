@@ -73,6 +73,17 @@ std::optional<smtp::Reply> Connection::OnAuth(const smtp::AuthRequest& request) 
   return std::nullopt;  // answered by OnVerified
 }
 
+smtp::Reply Connection::AdmitAuthenticated(const directory::Account* candidate) {
+  // The credentials are good; the tenant's cap decides (454 leaves the session unauthenticated).
+  if (shard->shared_->gate->AdmitTenant(candidate->tenant_id, &tenant_slot) !=
+      policy::ConnectionGate::Verdict::kAdmitted) {
+    return smtp::kReplyTenantCap;
+  }
+  account = candidate;
+  shard->counters_.auth_successes.Add(1);
+  return smtp::kReplyAuthOk;
+}
+
 smtp::Reply Connection::OnXoauth2(const smtp::AuthRequest& request) {
   // user= must name the account; its tenant must trust an issuer and have its keys loaded.
   const directory::Account* candidate = snapshot->FindAccount(request.username);
@@ -99,9 +110,7 @@ smtp::Reply Connection::OnXoauth2(const smtp::AuthRequest& request) {
   }
   switch (verdict) {
     case auth::TokenVerdict::kOk:
-      account = candidate;
-      shard->counters_.auth_successes.Add(1);
-      return smtp::kReplyAuthOk;
+      return AdmitAuthenticated(candidate);
     case auth::TokenVerdict::kExpired:
       return smtp::kReplyTokenExpired;
     case auth::TokenVerdict::kNoPermission:
@@ -118,14 +127,14 @@ void Connection::OnVerified(bool ok) {
   auth_inflight = false;
   const directory::Account* candidate = auth_candidate;
   auth_candidate = nullptr;
+  smtp::Reply reply = smtp::kReplyAuthFailed;
   if (ok && candidate != nullptr) {
-    account = candidate;
-    shard->counters_.auth_successes.Add(1);
+    reply = AdmitAuthenticated(candidate);
   } else {
     shard->counters_.auth_failures.Add(1);
   }
   if (session != nullptr && session->blocked() == smtp::Session::Blocked::kAwaitingAnswer) {
-    session->Answer(ok && candidate != nullptr ? smtp::kReplyAuthOk : smtp::kReplyAuthFailed);
+    session->Answer(reply);
   }
 }
 
@@ -602,23 +611,7 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
   counters_.connections_accepted.Add(1);
   counters_.connections_open.Add(1);
 
-  std::optional<smtp::Reply> refusal;
-  if (shared_->connections_open.fetch_add(1) >= shared_->config.limits.connections_max) {
-    refusal = smtp::kReplyConnectionsMax;
-  }
-  conn.counted = true;
-  if (!refusal && conn.listener->tls == TlsMode::kNone) {
-    if (!policy::IsAllowedNetwork(conn.listener->allowed_networks, conn.peer)) {
-      refusal = smtp::kReplyNetworkNotAllowed;
-    } else if ((conn.account = conn.snapshot->FindAccount(conn.listener->authenticate_as)) ==
-               nullptr) {
-      LOG_ERROR("listener %s: authenticate_as %s is not in the directory", conn.listener->address,
-                conn.listener->authenticate_as);
-      refusal = smtp::kReplyListenerMisconfigured;
-    } else {
-      conn.session->MarkAuthenticated();
-    }
-  }
+  std::optional<smtp::Reply> refusal = Admit(conn);
   if (refusal) {
     // Instead of the greeting: the refusal, then the connection closes.
     counters_.connections_refused.Add(1);
@@ -631,6 +624,47 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
   }
   ArmRecv(conn);
   Flush(conn);
+}
+
+std::optional<smtp::Reply> Shard::Admit(Connection& conn) {
+  // connections_max: a CAS loop, so the count never passes the cap even for a moment.
+  int64_t open = shared_->connections_open.load();
+  do {
+    if (open >= shared_->config.limits.connections_max) {
+      shared_->refused_connections_max.fetch_add(1, std::memory_order_relaxed);
+      return smtp::kReplyConnectionsMax;
+    }
+  } while (!shared_->connections_open.compare_exchange_weak(open, open + 1));
+  conn.counted = true;
+  switch (shared_->gate->AdmitIp(conn.peer, &conn.ip_slot)) {
+    case policy::ConnectionGate::Verdict::kOverCap:
+      return smtp::kReplyIpCap;
+    case policy::ConnectionGate::Verdict::kTableFull:
+      return smtp::kReplyIpTableFull;
+    case policy::ConnectionGate::Verdict::kAdmitted:
+    case policy::ConnectionGate::Verdict::kExempt:
+      break;
+  }
+  if (conn.listener->tls != TlsMode::kNone) {
+    return std::nullopt;
+  }
+  if (!policy::IsAllowedNetwork(conn.listener->allowed_networks, conn.peer)) {
+    return smtp::kReplyNetworkNotAllowed;
+  }
+  conn.account = conn.snapshot->FindAccount(conn.listener->authenticate_as);
+  if (conn.account == nullptr) {
+    LOG_ERROR("listener %s: authenticate_as %s is not in the directory", conn.listener->address,
+              conn.listener->authenticate_as);
+    return smtp::kReplyListenerMisconfigured;
+  }
+  // A trusted session acts as its account from the start: it counts toward the tenant's cap.
+  if (shared_->gate->AdmitTenant(conn.account->tenant_id, &conn.tenant_slot) !=
+      policy::ConnectionGate::Verdict::kAdmitted) {
+    conn.account = nullptr;
+    return smtp::kReplyTenantCapAtConnect;
+  }
+  conn.session->MarkAuthenticated();
+  return std::nullopt;
 }
 
 void Shard::ArmRecv(Connection& conn) {
@@ -909,6 +943,8 @@ void Shard::MaybeFree(Connection& conn) {
     Unref(buffer);
   }
   conn.ReleaseMessage();
+  conn.tenant_slot.Reset();
+  conn.ip_slot.Reset();
   close(conn.fd);
   conn.fd = -1;
   conn.session.reset();

@@ -84,6 +84,8 @@ class Shard : public delivery::CompletionSink, public auth::VerifySink {
   void BeginStop();
 
   Connection* Lookup(uint64_t cookie);
+  // Admit: the caps and listener rules for a new connection; the refusal to send, if any.
+  std::optional<smtp::Reply> Admit(Connection& conn);
   void ArmRecv(Connection& conn);
   void CancelRecv(Connection& conn);
   void OnRecv(Connection& conn, const io_uring_cqe& cqe);

@@ -70,6 +70,11 @@ inline constexpr Reply kReplyTlsNotOffered{502, "5.5.1 STARTTLS is not offered o
 inline constexpr Reply kReplyTenantCap{
     454, "4.7.0 Too many authenticated connections for this tenant, try again later"};
 inline constexpr Reply kReplyIpCap{421, "4.7.0 Too many concurrent connections from this IP"};
+inline constexpr Reply kReplyIpTableFull{421,
+                                         "4.7.0 Too many concurrent clients, try again later"};
+// A trusted-listener session counts as authenticated from its start, so its refusal closes.
+inline constexpr Reply kReplyTenantCapAtConnect{
+    421, "4.7.0 Too many authenticated connections for this tenant, try again later"};
 inline constexpr Reply kReplyConnectionsMax{421,
                                             "4.7.0 Too many connections, try again later"};
 inline constexpr Reply kReplyStorageFull{452, "4.3.1 Insufficient system storage"};

@@ -64,6 +64,7 @@ class ChutedFixture(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="chute-it-")
         self.port = free_port()
+        self.admin_port = free_port()
         self.config = os.path.join(self.dir, "chute.toml")
         tls_section = ""
         if self.with_tls:
@@ -99,6 +100,9 @@ authenticate_as = "app@example.test"
 {tls_section}
 [limits]
 {self.extra_limits}
+
+[admin]
+address = "127.0.0.1:{self.admin_port}"
 """)
         self.ctl("tenant", "add", "example.test", "--domain", "example.test", "--domain", "corp.test")
         self.ctl("account", "new", "--tenant", "example.test", "--name", "App",
@@ -137,6 +141,28 @@ authenticate_as = "app@example.test"
         if check and result.returncode != 0:
             raise AssertionError(f"chutectl {args} failed: {result.stderr}")
         return result
+
+    def metrics(self):
+        """The admin endpoint's /metrics as {'name{labels}': value}."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    def wait_metric(self, name, value, deadline_s=15):
+        end = time.monotonic() + deadline_s
+        while True:
+            got = self.metrics().get(name, 0)
+            if got == value:
+                return
+            if time.monotonic() > end:
+                raise AssertionError(f"{name} is {got}, expected {value}")
+            time.sleep(0.1)
 
     def maildir(self, address):
         local, domain = address.rsplit("@", 1)
