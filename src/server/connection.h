@@ -94,6 +94,8 @@ struct Connection : public smtp::SessionHandler {
   bool send_inflight = false;
   bool shut_down = false;        // shutdown(2) done: waiting for the receive to end
   bool peer_eof = false;         // the peer finished sending; never receive again
+  bool awaiting_proxy = false;   // a proxy_protocol listener: no session before the header
+  std::string proxy_header;      // the header's bytes so far (bounded)
   bool delivery_inflight = false;
   bool counted = false;          // holds one of SharedState::connections_open
   policy::ConnectionGate::Handle ip_slot;      // this connection's place in the per-IP cap

@@ -71,10 +71,6 @@ absl::Status Server::Start() {
   bool needs_tls = false;
   for (const ListenerConfig& listener : config.listeners) {
     needs_tls |= listener.tls != TlsMode::kNone;
-    if (listener.proxy_protocol) {
-      return absl::UnimplementedError(
-          absl::StrCat("listener ", listener.address, ": proxy_protocol is not supported yet"));
-    }
   }
   if (config.delivery.backend != DeliveryBackend::kMaildir) {
     return absl::UnimplementedError(absl::StrCat(

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "base/check.h"
 #include "base/log.h"
+#include "net/proxy_protocol.h"
 #include "net/socket.h"
 #include "auth/jwt.h"
 #include "policy/hve_policy.h"
@@ -531,6 +532,12 @@ void Shard::OnTick() {
       Shutdown(*conn);
       continue;
     }
+    if (conn->awaiting_proxy) {
+      if (now_ >= conn->handshake_deadline || stopping_) {
+        Shutdown(*conn);  // no PROXY header in time
+      }
+      continue;
+    }
     if (conn->session == nullptr) {
       continue;  // a refused connection: its one reply is on its way
     }
@@ -604,13 +611,30 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
   getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &length);
   conn.peer = net::IpFromSockaddr(peer);
   conn.peer_text = FormatIp(conn.peer);
+  counters_.connections_accepted.Add(1);
+  counters_.connections_open.Add(1);
+  if (conn.listener->proxy_protocol) {
+    // Only a trusted proxy may speak first, and it must, before any banner.
+    if (!policy::IsAllowedNetwork(conn.listener->trusted_proxies, conn.peer)) {
+      counters_.connections_refused.Add(1);
+      LOG_DEBUG("%s: not a trusted proxy; closed", conn.peer_text);
+      Shutdown(conn);
+      MaybeFree(conn);
+      return;
+    }
+    conn.awaiting_proxy = true;
+    conn.handshake_deadline = now_ + kProxyHeaderTimeout;
+    ArmRecv(conn);
+    return;
+  }
+  StartSession(conn);
+}
+
+void Shard::StartSession(Connection& conn) {
   conn.snapshot = shared_->snapshot.load();
   conn.session = std::make_unique<smtp::Session>(
       SessionOptionsFor(shared_->config, *conn.listener), &conn);
   conn.session->Start(now_);
-  counters_.connections_accepted.Add(1);
-  counters_.connections_open.Add(1);
-
   std::optional<smtp::Reply> refusal = Admit(conn);
   if (refusal) {
     // Instead of the greeting: the refusal, then the connection closes.
@@ -624,6 +648,40 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
   }
   ArmRecv(conn);
   Flush(conn);
+}
+
+void Shard::OnProxyHeader(Connection& conn, absl::string_view bytes) {
+  size_t room = net::kProxyHeaderBytesMax - conn.proxy_header.size();
+  conn.proxy_header.append(bytes.data(), std::min(bytes.size(), room));
+  net::ProxyHeader header;
+  size_t consumed = 0;
+  net::ProxyParse parse = net::ParseProxyHeader(conn.proxy_header, &header, &consumed);
+  if (parse == net::ProxyParse::kIncomplete && conn.proxy_header.size() < net::kProxyHeaderBytesMax) {
+    return;
+  }
+  if (parse != net::ProxyParse::kDone) {
+    LOG_DEBUG("%s: malformed PROXY header; closed", conn.peer_text);
+    counters_.connections_refused.Add(1);
+    return Shutdown(conn);
+  }
+  conn.awaiting_proxy = false;
+  conn.handshake_deadline = absl::InfiniteFuture();
+  if (header.has_address) {
+    conn.peer = header.source;  // from here on, caps, networks and logs see the real client
+    conn.peer_text = FormatIp(conn.peer);
+  }
+  std::string early = conn.proxy_header.substr(consumed);
+  conn.proxy_header.clear();
+  StartSession(conn);
+  if (!early.empty() && conn.session != nullptr && conn.tls == nullptr) {
+    // A client that spoke before the greeting: taken as it is, like pipelined input.
+    size_t taken = conn.session->Feed(early, now_);
+    if (taken < early.size()) {
+      LOG_DEBUG("%s: %d bytes sent before the greeting were dropped", conn.peer_text,
+                static_cast<int>(early.size() - taken));
+    }
+    Flush(conn);
+  }
 }
 
 std::optional<smtp::Reply> Shard::Admit(Connection& conn) {
@@ -716,7 +774,10 @@ void Shard::OnRecv(Connection& conn, const io_uring_cqe& cqe) {
     uint16_t buffer = static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
     Ref(buffer);
     counters_.bytes_in.Add(cqe.res);
-    if (conn.session == nullptr || conn.shut_down) {
+    if (conn.awaiting_proxy && !conn.shut_down) {
+      OnProxyHeader(conn, absl::string_view(buffers_->Buffer(buffer), static_cast<size_t>(cqe.res)));
+      Unref(buffer);
+    } else if (conn.session == nullptr || conn.shut_down) {
       Unref(buffer);  // a refused or closing connection: nothing to read any more
     } else {
       conn.input.push_back(InputChunk{buffer, 0, static_cast<uint32_t>(cqe.res)});
@@ -731,6 +792,9 @@ void Shard::OnRecv(Connection& conn, const io_uring_cqe& cqe) {
     conn.peer_eof = true;
     if (conn.session != nullptr && !conn.session->closed()) {
       conn.session->Shutdown();
+    }
+    if (conn.awaiting_proxy) {
+      Shutdown(conn);  // gone before its PROXY header
     }
     Flush(conn);
   } else if (cqe.res < 0 && cqe.res != -ECANCELED) {
@@ -872,7 +936,7 @@ void Shard::MoveOutput(Connection& conn) {
 }
 
 void Shard::Flush(Connection& conn) {
-  if (conn.send_inflight || conn.fd < 0 || conn.shut_down) {
+  if (conn.send_inflight || conn.fd < 0 || conn.shut_down || conn.awaiting_proxy) {
     return;
   }
   MoveOutput(conn);
@@ -960,6 +1024,8 @@ void Shard::MaybeFree(Connection& conn) {
   conn.auth_candidate = nullptr;
   conn.shut_down = false;
   conn.peer_eof = false;
+  conn.awaiting_proxy = false;
+  conn.proxy_header.clear();
   conn.recv_cancelling = false;
   conn.in_use = false;
   if (conn.counted) {

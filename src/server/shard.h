@@ -46,6 +46,8 @@ struct Connection;
 inline constexpr size_t kTlsCiphertextMax = 64 * 1024;
 inline constexpr size_t kTlsPlaintextChunkBytes = 16 * 1024;
 inline constexpr absl::Duration kTlsHandshakeTimeout = absl::Seconds(10);
+// How long a proxy_protocol listener waits for the PROXY header.
+inline constexpr absl::Duration kProxyHeaderTimeout = absl::Seconds(10);
 
 class Shard : public delivery::CompletionSink, public auth::VerifySink {
  public:
@@ -79,6 +81,8 @@ class Shard : public delivery::CompletionSink, public auth::VerifySink {
   void ArmWake();
   void ArmTick();
   void OnAccept(size_t listener, const io_uring_cqe& cqe);
+  void StartSession(Connection& conn);
+  void OnProxyHeader(Connection& conn, absl::string_view bytes);
   void OnWake();
   void OnTick();
   void BeginStop();

@@ -98,6 +98,7 @@ allowed_networks = {self.allowed_networks}
 authenticate_as = "app@example.test"
 
 {tls_section}
+{self.extra_listeners()}
 [limits]
 {self.extra_limits}
 
@@ -117,6 +118,10 @@ address = "127.0.0.1:{self.admin_port}"
                                      stderr=subprocess.STDOUT)
         self.addCleanup(self._stop)
         wait_for_port("127.0.0.1", self.port)
+
+    def extra_listeners(self):
+        """More [[listener]] tables for the configuration (subclasses)."""
+        return ""
 
     def _stop(self):
         if self.proc.poll() is None:
