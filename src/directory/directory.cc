@@ -104,6 +104,19 @@ bool HasControl(absl::string_view text) {
 
 int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
 
+// ResolveAccount: the account an ID (address or display name) names, or why there is none.
+absl::StatusOr<const Account*> ResolveAccount(const Snapshot& snapshot,
+                                              absl::string_view identity) {
+  bool ambiguous = false;
+  const Account* account = snapshot.FindAccountByIdentity(identity, &ambiguous);
+  if (account == nullptr) {
+    return ambiguous ? absl::InvalidArgumentError(absl::StrCat(
+                           "'", identity, "' names several accounts; use the address"))
+                     : absl::NotFoundError(absl::StrCat("no account '", identity, "'"));
+  }
+  return account;
+}
+
 // ForEachRow: steps `statement` to its end, calling `row` for each row.
 template <typename F>
 absl::Status ForEachRow(Statement& statement, F&& row) {
@@ -477,13 +490,7 @@ absl::StatusOr<Account> Store::AddAccount(const NewAccount& account, int64_t acc
 absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
                                              const AccountChange& change) {
   ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
-  bool ambiguous = false;
-  const Account* account = snapshot->FindAccountByIdentity(identity, &ambiguous);
-  if (account == nullptr) {
-    return ambiguous ? absl::InvalidArgumentError(absl::StrCat(
-                           "'", identity, "' names several accounts; use the address"))
-                     : absl::NotFoundError(absl::StrCat("no account '", identity, "'"));
-  }
+  ASSIGN_OR_RETURN(const Account* account, ResolveAccount(*snapshot, identity));
   auto check_address = [&](absl::string_view address) -> absl::Status {
     if (!smtp::IsValidMailbox(address)) {
       return absl::InvalidArgumentError(absl::StrCat("'", address, "' is not an email address"));
@@ -623,13 +630,7 @@ absl::Status Store::RecordUsage(const std::vector<UsageRow>& rows) {
 
 absl::Status Store::RemoveAccount(absl::string_view identity) {
   ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
-  bool ambiguous = false;
-  const Account* account = snapshot->FindAccountByIdentity(identity, &ambiguous);
-  if (account == nullptr) {
-    return ambiguous ? absl::InvalidArgumentError(absl::StrCat(
-                           "'", identity, "' names several accounts; use the address"))
-                     : absl::NotFoundError(absl::StrCat("no account '", identity, "'"));
-  }
+  ASSIGN_OR_RETURN(const Account* account, ResolveAccount(*snapshot, identity));
   int64_t id = account->id;
   return impl_->InTransaction([&]() -> absl::Status {
     ASSIGN_OR_RETURN(Statement remove, impl_->db->Prepare("DELETE FROM accounts WHERE id = ?"));
