@@ -183,8 +183,9 @@ void Connection::OnBodySlice(absl::string_view slice) {
   // Plaintext from TLS lives in the connection's own buffer, which is reused: it goes to the
   // arena like the overflow of a message with too many pinned receive buffers.
   uint16_t buffer = static_cast<uint16_t>(feeding_buffer);
-  bool pinned = feeding_buffer >= 0 && !message.pinned.empty() && message.pinned.back() == buffer;
-  if (!pinned && feeding_buffer >= 0 && message.pinned.size() < kPinnedBuffersPerMessageMax) {
+  bool zero_copy = feeding_buffer >= 0 && message.pieces.size() < kBodyPiecesMax;
+  bool pinned = zero_copy && !message.pinned.empty() && message.pinned.back() == buffer;
+  if (!pinned && zero_copy && message.pinned.size() < kPinnedBuffersPerMessageMax) {
     shard->Ref(buffer);
     message.pinned.push_back(buffer);
     pinned = true;

@@ -34,6 +34,9 @@ inline constexpr size_t kInputChunksMax = 16;
 // Receive buffers one message may keep pinned; past it, its body is copied to an arena.
 inline constexpr size_t kPinnedBuffersPerMessageMax = 8;
 inline constexpr size_t kArenaBlockBytes = 64 * 1024;
+// Pieces one message may point to (each stuffed dot splits a slice); past it, the body goes to
+// the arena, where consecutive pieces merge: a body of dotted lines cannot grow the list.
+inline constexpr size_t kBodyPiecesMax = 4096;
 // How long a stopping shard lets messages in progress finish.
 inline constexpr absl::Duration kDrainTimeout = absl::Seconds(30);
 inline constexpr absl::Duration kTickInterval = absl::Seconds(1);

@@ -82,6 +82,13 @@ class DeliveryTest(ChutedFixture):
         self.assertEqual(len(msgs), 1)
         self.assertTrue(msgs[0].endswith(b"\r\n.leading dot\r\n..two\r\n"), msgs[0])
 
+    def test_a_body_of_dotted_lines_arrives_intact(self):
+        # Every stuffed dot splits the body; past a bound the pieces go to the arena.
+        body = b"Subject: dots\r\n\r\n" + b"".join(b".line %d\r\n" % i for i in range(20000))
+        with smtp(self) as c:
+            c.sendmail("app@example.test", ["dots@example.test"], body)
+        self.assertTrue(self.messages("dots@example.test")[0].endswith(body[body.index(b"Subject"):]))
+
     def test_bdat(self):
         reply = raw_session(self.port, b"EHLO c\r\nMAIL FROM:<app@example.test>\r\n"
                             b"RCPT TO:<bdat@example.test>\r\nBDAT 12\r\nSubject: b\r\nBDAT 6 LAST\r\n"
