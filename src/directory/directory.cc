@@ -628,6 +628,26 @@ absl::Status Store::RecordUsage(const std::vector<UsageRow>& rows) {
   });
 }
 
+absl::StatusOr<std::vector<UsageRow>> Store::QueryUsage(absl::string_view from,
+                                                        absl::string_view to,
+                                                        absl::string_view tenant,
+                                                        absl::string_view address) {
+  ASSIGN_OR_RETURN(Statement query,
+                   impl_->db->Prepare(
+                       "SELECT account_id, day, address, tenant, messages, recipients FROM usage "
+                       "WHERE day >= ? AND day <= ? AND (? = '' OR tenant = ?) AND "
+                       "(? = '' OR lower(address) = lower(?)) ORDER BY day, tenant, address "
+                       "LIMIT ?"));
+  query.Bind(1, from).Bind(2, to).Bind(3, tenant).Bind(4, tenant).Bind(5, address).Bind(6, address);
+  query.Bind(7, static_cast<int64_t>(kUsageRowsMax));
+  std::vector<UsageRow> rows;
+  RETURN_IF_ERROR(ForEachRow(query, [&] {
+    rows.push_back(UsageRow{query.Int(0), query.Text(1), query.Text(2), query.Text(3),
+                            query.Int(4), query.Int(5)});
+  }));
+  return rows;
+}
+
 absl::Status Store::RemoveAccount(absl::string_view identity) {
   ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
   ASSIGN_OR_RETURN(const Account* account, ResolveAccount(*snapshot, identity));

@@ -27,6 +27,7 @@ inline constexpr size_t kDisplayNameBytesMax = 256;
 inline constexpr size_t kDomainsPerTenantMax = 1000;
 inline constexpr size_t kAliasesPerAccountMax = 100;
 inline constexpr size_t kAllowedAppsPerAccountMax = 10;
+inline constexpr size_t kUsageRowsMax = 1'000'000;  // a report of 100 accounts × 90 days is 9,000
 
 struct Tenant {
   int64_t id = 0;
@@ -140,6 +141,12 @@ class Store {
 
   // RecordUsage: adds the rows' counts to what is stored for each (account, day).
   absl::Status RecordUsage(const std::vector<UsageRow>& rows);
+  // QueryUsage: the rows for days in [from, to] (YYYY-MM-DD, inclusive), optionally of one
+  // tenant and/or one account (by its primary address at the time), ordered by day, tenant,
+  // address. Bounded by kUsageRowsMax.
+  absl::StatusOr<std::vector<UsageRow>> QueryUsage(absl::string_view from, absl::string_view to,
+                                                   absl::string_view tenant,
+                                                   absl::string_view address);
 
  private:
   struct Impl;

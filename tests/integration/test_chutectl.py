@@ -155,6 +155,44 @@ class ChutectlTest(unittest.TestCase):
         (stored,) = db.execute("SELECT password_hash FROM accounts").fetchone()
         self.assertIn("$argon2id$v=19$m=8192,t=3,p=1$", stored)
 
+    def test_report(self):
+        import datetime
+        import sqlite3
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.test")
+        self.ok("tenant", "add", "fabrikam", "--domain", "fabrikam.test")
+        self.ok("account", "new", "--name", "A", "--primary-smtp-address", "a@contoso.test")
+        today = datetime.datetime.now(datetime.timezone.utc).date()
+        old = today - datetime.timedelta(days=10)
+        db = sqlite3.connect(os.path.join(self.dir, "directory.db"))
+        db.executemany("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?)", [
+            (1, today.isoformat(), "a@contoso.test", "contoso", 3, 6),
+            (1, old.isoformat(), "a@contoso.test", "contoso", 5, 50),
+            (9, today.isoformat(), "gone@fabrikam.test", "fabrikam", 1, 1),
+        ])
+        db.commit()
+        week = json.loads(self.ok("--json", "report").stdout)
+        self.assertEqual(week["to"], today.isoformat())
+        self.assertEqual(len(week["rows"]), 2)
+        self.assertEqual(week["tenants"], [
+            {"tenant": "contoso", "messages": 3, "recipients": 6},
+            {"tenant": "fabrikam", "messages": 1, "recipients": 1}])
+        month = json.loads(self.ok("--json", "report", "--days", "30", "--tenant", "contoso").stdout)
+        self.assertEqual([r["messages"] for r in month["rows"]], [5, 3])
+        ranged = json.loads(self.ok("--json", "report", "--from", old.isoformat(), "--to",
+                                    old.isoformat(), "--account", "A",
+                                    "--volume", "recipients").stdout)
+        self.assertEqual(ranged["rows"], [{"day": old.isoformat(), "tenant": "contoso",
+                                           "account": "a@contoso.test", "recipients": 50}])
+        csv = self.ok("report", "--csv", "--volume", "messages").stdout.splitlines()
+        self.assertEqual(csv[0], "day,tenant,account,messages")
+        self.assertEqual(len(csv), 3)
+        table = self.ok("report", "--account", "gone@fabrikam.test").stdout
+        self.assertIn("gone@fabrikam.test", table)  # a removed account still reports
+        self.fails(1, "--days is 7, 30 or 90", "report", "--days", "8")
+        self.fails(1, "--from and --to", "report", "--from", "2026-01-01")
+        self.fails(1, "dates YYYY-MM-DD", "report", "--from", "2026-02-01", "--to", "2026-01-01")
+        self.fails(1, "--volume is messages or recipients", "report", "--volume", "bytes")
+
     def test_usage_errors(self):
         self.fails(1, "unknown command", "frobnicate")
         self.fails(1, "unknown option", "tenant", "list", "--bogus")

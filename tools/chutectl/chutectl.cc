@@ -20,6 +20,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "absl/strings/strip.h"
 #include "auth/password.h"
 #include "base/config.h"
@@ -60,6 +62,10 @@ Account settings:
   settings set ID --reply-to ADDR                ("" clears it)
   app-access add ID --app-id GUID...             at most 10 applications per account
   app-access remove ID --app-id GUID...
+
+Usage report (what chuted counted per account per UTC day):
+  report [--tenant NAME] [--account ID] [--days 7|30|90 | --from YYYY-MM-DD --to YYYY-MM-DD]
+         [--volume recipients|messages] [--csv]       (default: the last 7 days)
 
 The Exchange Online cmdlet spellings work too, for example:
   chutectl New-MailUser -HVEAccount -Name "HVE account" -PrimarySmtpAddress hve@contoso.com
@@ -146,6 +152,7 @@ class Cli {
   int Account(const std::vector<std::string>& words);
   int Settings(const std::vector<std::string>& words);
   int AppAccess(const std::vector<std::string>& words);
+  int Report(const std::vector<std::string>& words);
 
   int Usage(absl::string_view message) {
     std::cerr << "chutectl: " << message << "\nRun 'chutectl --help' for usage.\n";
@@ -265,6 +272,9 @@ int Cli::Run(const std::vector<std::string>& words) {
   }
   if (group == "app-access") {
     return AppAccess(words);
+  }
+  if (group == "report") {
+    return Report(words);
   }
   return Usage(absl::StrCat("unknown command '", group, "'"));
 }
@@ -679,6 +689,142 @@ std::optional<UsageError> TranslateCmdlet(std::vector<std::string>* words) {
   }
   *words = std::move(out);
   return std::nullopt;
+}
+
+bool IsDay(absl::string_view text) {
+  absl::Time time;
+  std::string error;
+  return text.size() == 10 &&
+         absl::ParseTime("%Y-%m-%d", std::string(text), absl::UTCTimeZone(), &time, &error);
+}
+
+int Cli::Report(const std::vector<std::string>& words) {
+  Args args;
+  if (std::optional<UsageError> error = ParseArgs(
+          words, 1, {"--csv"}, {"--tenant", "--account", "--days", "--from", "--to", "--volume"},
+          &args)) {
+    return Usage(error->message);
+  }
+  if (!args.positional.empty()) {
+    return Usage("report takes options only");
+  }
+  std::string from;
+  std::string to;
+  std::optional<std::string> days = args.Get("--days");
+  if (args.Has("--from") || args.Has("--to")) {
+    if (days || !args.Has("--from") || !args.Has("--to")) {
+      return Usage("give --from and --to together, or --days");
+    }
+    from = *args.Get("--from");
+    to = *args.Get("--to");
+    if (!IsDay(from) || !IsDay(to) || from > to) {
+      return Usage("--from and --to are dates YYYY-MM-DD, --from not after --to");
+    }
+  } else {
+    int count = 7;
+    if (days && !(*days == "7" || *days == "30" || *days == "90")) {
+      return Usage("--days is 7, 30 or 90");
+    }
+    if (days) {
+      count = std::stoi(*days);
+    }
+    absl::Time now = absl::Now();
+    to = absl::FormatTime("%Y-%m-%d", now, absl::UTCTimeZone());
+    from = absl::FormatTime("%Y-%m-%d", now - absl::Hours(24 * (count - 1)), absl::UTCTimeZone());
+  }
+  std::string volume = args.Get("--volume").value_or("");
+  if (!volume.empty() && volume != "messages" && volume != "recipients") {
+    return Usage("--volume is messages or recipients");
+  }
+  std::string address;
+  if (std::optional<std::string> id = args.Get("--account")) {
+    absl::StatusOr<std::shared_ptr<const directory::Snapshot>> snapshot = store_->LoadSnapshot();
+    if (!snapshot.ok()) {
+      return Fail(snapshot.status());
+    }
+    bool ambiguous = false;
+    const directory::Account* account = (*snapshot)->FindAccountByIdentity(*id, &ambiguous);
+    address = account != nullptr ? account->primary_address : *id;  // a removed account too
+  }
+  std::string tenant = args.Get("--tenant").value_or("");
+  absl::StatusOr<std::vector<directory::UsageRow>> rows =
+      store_->QueryUsage(from, to, tenant, address);
+  if (!rows.ok()) {
+    return Fail(rows.status());
+  }
+  std::map<std::string, std::pair<int64_t, int64_t>> totals;  // tenant -> messages, recipients
+  for (const directory::UsageRow& row : *rows) {
+    totals[row.tenant].first += row.messages;
+    totals[row.tenant].second += row.recipients;
+  }
+  bool show_messages = volume != "recipients";
+  bool show_recipients = volume != "messages";
+  if (json_) {
+    nlohmann::json out{{"from", from}, {"to", to}, {"rows", nlohmann::json::array()},
+                       {"tenants", nlohmann::json::array()}};
+    for (const directory::UsageRow& row : *rows) {
+      nlohmann::json item{{"day", row.day}, {"tenant", row.tenant}, {"account", row.address}};
+      if (show_messages) {
+        item["messages"] = row.messages;
+      }
+      if (show_recipients) {
+        item["recipients"] = row.recipients;
+      }
+      out["rows"].push_back(item);
+    }
+    for (const auto& [name, total] : totals) {
+      nlohmann::json item{{"tenant", name}};
+      if (show_messages) {
+        item["messages"] = total.first;
+      }
+      if (show_recipients) {
+        item["recipients"] = total.second;
+      }
+      out["tenants"].push_back(item);
+    }
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  if (args.Has("--csv")) {
+    std::cout << "day,tenant,account" << (show_messages ? ",messages" : "")
+              << (show_recipients ? ",recipients" : "") << "\n";
+    for (const directory::UsageRow& row : *rows) {
+      std::cout << row.day << "," << row.tenant << "," << row.address;
+      if (show_messages) {
+        std::cout << "," << row.messages;
+      }
+      if (show_recipients) {
+        std::cout << "," << row.recipients;
+      }
+      std::cout << "\n";
+    }
+    return 0;
+  }
+  std::cout << "Usage from " << from << " to " << to << " (UTC days)\n";
+  std::printf("%-10s  %-20s  %-32s%s%s\n", "DAY", "TENANT", "ACCOUNT",
+              show_messages ? "  MESSAGES" : "", show_recipients ? "  RECIPIENTS" : "");
+  for (const directory::UsageRow& row : *rows) {
+    std::printf("%-10s  %-20s  %-32s", row.day.c_str(), row.tenant.c_str(), row.address.c_str());
+    if (show_messages) {
+      std::printf("  %8lld", static_cast<long long>(row.messages));
+    }
+    if (show_recipients) {
+      std::printf("  %10lld", static_cast<long long>(row.recipients));
+    }
+    std::printf("\n");
+  }
+  std::cout << "Tenant totals:\n";
+  for (const auto& [name, total] : totals) {
+    std::printf("  %-20s", name.c_str());
+    if (show_messages) {
+      std::printf("  messages %lld", static_cast<long long>(total.first));
+    }
+    if (show_recipients) {
+      std::printf("  recipients %lld", static_cast<long long>(total.second));
+    }
+    std::printf("\n");
+  }
+  return 0;
 }
 
 int Main(int argc, char** argv) {
