@@ -32,7 +32,9 @@ mailboxes (Maildir). It runs in the foreground and logs to stderr (journald-read
 Options:
   --config FILE       the TOML configuration (default /etc/chute/chute.toml); every key is
                       optional and documented in DESIGN.md §3
-  --check-config      load and check the configuration, print the resolved paths, and exit
+  --check-config      load and check the configuration and what it refers to (certificate
+                      and key, the directory database, authenticate_as accounts), print the
+                      resolved paths, and exit
   --log-level LEVEL   error, warning, info (default) or debug
   --help              this text
 
@@ -83,6 +85,12 @@ int Main(int argc, char** argv) {
     return 2;
   }
   if (check_only) {
+    // Everything Start() would refuse, short of binding the ports.
+    absl::Status status = server::CheckReferences(*config);
+    if (!status.ok()) {
+      std::cerr << "chuted: " << config_path << ": " << status.message() << "\n";
+      return 2;
+    }
     std::cout << config_path << ": OK\n"
               << "spool.dir = " << config->spool.dir << "\n"
               << "delivery.maildir_root = " << config->delivery.maildir_root << "\n"

@@ -13,6 +13,9 @@
 #include "server/shard.h"
 
 namespace chute::server {
+
+absl::Status CheckListenerAccounts(const Config& config, const directory::Snapshot& snapshot);
+
 namespace {
 
 // argon2id threads: each check takes ~19 MiB and tens of milliseconds of one core.
@@ -66,16 +69,57 @@ absl::Status Server::FlushUsage() {
 
 Server::~Server() { Stop(); }
 
-absl::Status Server::Start() {
-  const Config& config = shared_.config;
-  bool needs_tls = false;
-  for (const ListenerConfig& listener : config.listeners) {
-    needs_tls |= listener.tls != TlsMode::kNone;
-  }
+absl::Status CheckReferences(const Config& config) {
   if (config.delivery.backend != DeliveryBackend::kMaildir) {
     return absl::UnimplementedError(absl::StrCat(
         "delivery.backend = \"", DeliveryBackendName(config.delivery.backend),
         "\" is not supported yet; use \"maildir\""));
+  }
+  for (const ListenerConfig& listener : config.listeners) {
+    if (listener.tls != TlsMode::kNone) {
+      absl::StatusOr<std::shared_ptr<net::TlsContext>> tls =
+          net::TlsContext::Load(config.tls.certificate, config.tls.private_key);
+      if (!tls.ok()) {
+        return tls.status();
+      }
+      break;
+    }
+  }
+  absl::StatusOr<std::unique_ptr<directory::Store>> store =
+      directory::Store::Open(config.directory.database, false);
+  if (!store.ok()) {
+    return absl::NotFoundError(absl::StrCat(
+        config.directory.database, " cannot be opened (create it with chutectl tenant add): ",
+        store.status().message()));
+  }
+  absl::StatusOr<std::shared_ptr<const directory::Snapshot>> snapshot = (*store)->LoadSnapshot();
+  if (!snapshot.ok()) {
+    return snapshot.status();
+  }
+  return CheckListenerAccounts(config, **snapshot);
+}
+
+absl::Status CheckListenerAccounts(const Config& config, const directory::Snapshot& snapshot) {
+  for (const ListenerConfig& listener : config.listeners) {
+    if (!listener.authenticate_as.empty() &&
+        snapshot.FindAccount(listener.authenticate_as) == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "listener ", listener.address, ": authenticate_as ", listener.authenticate_as,
+          " is not an account in the directory (", config.directory.database,
+          "); create it with chutectl account new"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Server::Start() {
+  const Config& config = shared_.config;
+  if (config.delivery.backend != DeliveryBackend::kMaildir) {
+    return CheckReferences(config);  // explains what is unsupported
+  }
+  bool needs_tls = false;
+  for (const ListenerConfig& listener : config.listeners) {
+    needs_tls |= listener.tls != TlsMode::kNone;
   }
   if (needs_tls) {
     absl::StatusOr<std::shared_ptr<net::TlsContext>> tls =
@@ -96,14 +140,9 @@ absl::Status Server::Start() {
     return status;
   }
   std::shared_ptr<const directory::Snapshot> snapshot = shared_.snapshot.load();
-  for (const ListenerConfig& listener : config.listeners) {
-    if (!listener.authenticate_as.empty() &&
-        snapshot->FindAccount(listener.authenticate_as) == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "listener ", listener.address, ": authenticate_as ", listener.authenticate_as,
-          " is not an account in the directory (", config.directory.database,
-          "); create it with chutectl account new"));
-    }
+  status = CheckListenerAccounts(config, *snapshot);
+  if (!status.ok()) {
+    return status;
   }
   policy::ConnectionGate::Limits gate_limits;
   gate_limits.per_ip = static_cast<uint64_t>(config.limits.connections_per_ip);

@@ -103,6 +103,11 @@ struct SharedState {
   std::atomic<std::shared_ptr<net::TlsContext>> tls_context;
 };
 
+// CheckReferences: what the configuration refers to, checked without starting anything: the
+// delivery backend is supported, the TLS certificate and key load (when a listener needs TLS),
+// the directory database exists, and every authenticate_as names an account in it.
+absl::Status CheckReferences(const Config& config);
+
 class Server {
  public:
   explicit Server(Config config);

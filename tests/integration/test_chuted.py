@@ -334,6 +334,35 @@ class CommandLineTest(unittest.TestCase):
         finally:
             os.unlink(f.name)
 
+    def test_check_config_checks_what_the_configuration_refers_to(self):
+        import tempfile
+        d = tempfile.mkdtemp(prefix="chute-it-")
+        config = os.path.join(d, "c.toml")
+        with open(config, "w") as f:
+            f.write(f'[server]\ndata_dir = "{d}"\n[[listener]]\naddress = "127.0.0.1:2"\n'
+                    f'[tls]\ncertificate = "{d}/missing.pem"\nprivate_key = "{d}/key.pem"\n')
+        out = self.run_chuted("--config", config, "--check-config")
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("missing.pem: cannot load the certificate chain", out.stderr)
+        with open(config, "w") as f:
+            f.write(f'[server]\ndata_dir = "{d}"\n[[listener]]\naddress = "127.0.0.1:2"\n'
+                    'tls = "none"\nallowed_networks = ["127.0.0.0/8"]\n'
+                    'authenticate_as = "app@example.test"\n')
+        out = self.run_chuted("--config", config, "--check-config")
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("directory.db cannot be opened", out.stderr)
+        ctl = [os.path.join(os.path.dirname(CHUTED), "chutectl"), "--config", config]
+        subprocess.run(ctl + ["tenant", "add", "t", "--domain", "example.test"], check=True,
+                       capture_output=True)
+        out = self.run_chuted("--config", config, "--check-config")
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("authenticate_as app@example.test is not an account", out.stderr)
+        subprocess.run(ctl + ["account", "new", "--name", "App", "--primary-smtp-address",
+                              "app@example.test"], check=True, capture_output=True)
+        out = self.run_chuted("--config", config, "--check-config")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(": OK", out.stdout)
+
     def test_trusted_listener_without_account_refuses_to_start(self):
         import tempfile
         d = tempfile.mkdtemp(prefix="chute-it-")
