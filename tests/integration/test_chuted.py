@@ -97,6 +97,18 @@ class DeliveryTest(ChutedFixture):
         self.assertRegex(reply, rb"250 2\.0\.0 OK [0-9A-F]+ delivered")
         self.assertTrue(self.messages("bdat@example.test")[0].endswith(b"Subject: b\r\n\r\nhi\r\n"))
 
+    def test_large_bdat_chunks(self):
+        body = b"Subject: chunks\r\n\r\n" + b"".join(b"%08d" % i + b"c" * 90 + b"\r\n"
+                                                   for i in range(30000))  # ~3 MB
+        first, second = body[:2_000_001], body[2_000_001:]
+        payload = (b"EHLO c\r\nMAIL FROM:<app@example.test>\r\nRCPT TO:<chunks@example.test>\r\n"
+                   b"BDAT %d\r\n" % len(first) + first +
+                   b"BDAT %d LAST\r\n" % len(second) + second + b"QUIT\r\n")
+        reply = raw_session(self.port, payload, timeout=60)
+        self.assertIn(b"250 2.0.0 %d octets received" % len(first), reply)
+        self.assertRegex(reply, rb"250 2\.0\.0 OK [0-9A-F]+ delivered")
+        self.assertTrue(self.messages("chunks@example.test")[0].endswith(body))
+
     def test_swaks_pipelining(self):
         out = subprocess.run(["swaks", "--server", f"127.0.0.1:{self.port}", "--pipeline",
                               "--from", "app@example.test", "--to", "dave@example.test",

@@ -81,6 +81,39 @@ class TlsAuthTest(ChutedFixture):
         with self.starttls() as c:
             self.assertEqual(c.docmd("AUTH", self.plain("app@example.test", "new one"))[0], 235)
 
+    def test_large_messages_and_concurrent_senders_over_tls(self):
+        import hashlib
+        import threading
+        big = b"Subject: big\r\n\r\n" + b"".join(
+            b"%07d " % i + b"z" * 90 + b"\r\n" for i in range(50000))  # ~4.9 MB
+        with self.starttls() as c:
+            c.login("app@example.test", APP_PASSWORD)
+            c.sendmail("app@example.test", ["big@example.test"], big)
+        self.assertTrue(self.messages("big@example.test")[0].endswith(big))
+        errors = []
+
+        def sender(n):
+            try:
+                with self.starttls() as c:
+                    c.login("app@example.test", APP_PASSWORD)
+                    for i in range(10):
+                        body = b"Subject: %d-%d\r\n\r\n" % (n, i) + (b"q" * 98 + b"\r\n") * 1000
+                        c.sendmail("app@example.test", [f"load{n}@example.test"], body)
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=sender, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        for n in range(8):
+            msgs = self.messages(f"load{n}@example.test")
+            self.assertEqual(len(msgs), 10)
+            digests = {hashlib.sha256(m.split(b"\r\n\r\n", 1)[1]).hexdigest() for m in msgs}
+            self.assertEqual(len(digests), 1)  # every body intact
+
     def test_implicit_tls_with_auth_login(self):
         with smtplib.SMTP_SSL("127.0.0.1", self.smtps_port, timeout=30,
                               context=client_context()) as c:
