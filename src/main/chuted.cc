@@ -39,8 +39,10 @@ Options:
   --help              this text
 
 Signals: SIGTERM/SIGINT stop gracefully (idle sessions get 421 4.3.2, messages in progress
-finish); SIGHUP reloads the directory and the TLS certificate at once (the directory is also reloaded by
-itself within seconds of a chutectl change; a bad certificate is logged and the old one kept).
+finish); SIGHUP reloads the configuration (host name, per-session limits, connections_max and
+certificate paths apply to new sessions; other changed keys are logged as needing a restart),
+the TLS certificate and the directory (which is also reloaded by itself within seconds of a
+chutectl change). A bad file is logged and the running one kept.
 
 Exit status: 0 clean stop, 1 usage error, 2 failure (explained on stderr).
 )";
@@ -137,6 +139,10 @@ int Main(int argc, char** argv) {
       LOG_WARNING("directory reload failed, keeping the current one: %s", reload.message());
     }
     if (signal_number == SIGHUP) {
+      absl::Status config = server.ReloadConfig(config_path);
+      if (!config.ok()) {
+        LOG_ERROR("configuration reload failed, keeping the running one: %s", config.message());
+      }
       absl::Status tls = server.ReloadTls();
       if (!tls.ok()) {
         LOG_ERROR("certificate reload failed, keeping the current one: %s", tls.message());

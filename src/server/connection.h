@@ -83,6 +83,7 @@ struct Connection : public smtp::SessionHandler {
   IpBytes peer{};
   std::string peer_text;
   const ListenerConfig* listener = nullptr;
+  std::shared_ptr<const Config> config;  // the live configuration when the session started
   std::shared_ptr<const directory::Snapshot> snapshot;
   const directory::Account* account = nullptr;  // the account the session acts as
   std::unique_ptr<smtp::Session> session;

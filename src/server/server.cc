@@ -51,7 +51,100 @@ std::vector<directory::UsageRow> UsageLog::Take() {
   return rows;
 }
 
-Server::Server(Config config) { shared_.config = std::move(config); }
+Server::Server(Config config) {
+  shared_.config = std::move(config);
+  shared_.live.store(std::make_shared<const Config>(shared_.config));
+}
+
+namespace {
+
+// RestartOnlyChanges: the keys that differ between `running` and `loaded` and cannot change
+// while chuted runs (sockets, threads, tables and paths are made at start).
+std::vector<std::string> RestartOnlyChanges(const Config& running, const Config& loaded) {
+  std::vector<std::string> changed;
+  auto check = [&](bool differs, const char* key) {
+    if (differs) {
+      changed.push_back(key);
+    }
+  };
+  check(running.server.shards != loaded.server.shards, "server.shards");
+  check(running.server.data_dir != loaded.server.data_dir, "server.data_dir");
+  check(running.server.recv_buffers != loaded.server.recv_buffers, "server.recv_buffers");
+  check(running.server.recv_buffer_bytes != loaded.server.recv_buffer_bytes,
+        "server.recv_buffer_bytes");
+  check(running.server.delivery_threads != loaded.server.delivery_threads,
+        "server.delivery_threads");
+  bool listeners_differ = running.listeners.size() != loaded.listeners.size();
+  for (size_t i = 0; !listeners_differ && i < running.listeners.size(); ++i) {
+    const ListenerConfig& a = running.listeners[i];
+    const ListenerConfig& b = loaded.listeners[i];
+    auto cidrs_differ = [](const std::vector<Cidr>& x, const std::vector<Cidr>& y) {
+      if (x.size() != y.size()) {
+        return true;
+      }
+      for (size_t j = 0; j < x.size(); ++j) {
+        if (x[j].network != y[j].network || x[j].prefix_bits != y[j].prefix_bits) {
+          return true;
+        }
+      }
+      return false;
+    };
+    listeners_differ = a.address != b.address || a.tls != b.tls ||
+                       a.authenticate_as != b.authenticate_as ||
+                       a.proxy_protocol != b.proxy_protocol ||
+                       cidrs_differ(a.allowed_networks, b.allowed_networks) ||
+                       cidrs_differ(a.trusted_proxies, b.trusted_proxies);
+  }
+  check(listeners_differ, "[[listener]]");
+  check(running.limits.ip_table_slots != loaded.limits.ip_table_slots, "limits.ip_table_slots");
+  check(running.limits.connections_per_ip != loaded.limits.connections_per_ip ||
+            running.limits.connections_per_ip_exempt.size() !=
+                loaded.limits.connections_per_ip_exempt.size() ||
+            running.limits.authenticated_connections_per_tenant !=
+                loaded.limits.authenticated_connections_per_tenant,
+        "limits (the connection caps)");
+  check(running.limits.auth_cache_entries != loaded.limits.auth_cache_entries,
+        "limits.auth_cache_entries");
+  check(running.spool.dir != loaded.spool.dir, "spool.dir");
+  check(running.delivery.backend != loaded.delivery.backend ||
+            running.delivery.maildir_root != loaded.delivery.maildir_root ||
+            running.delivery.target != loaded.delivery.target ||
+            running.delivery.batch_messages_max != loaded.delivery.batch_messages_max,
+        "[delivery]");
+  check(running.directory.database != loaded.directory.database, "directory.database");
+  check(running.admin.address != loaded.admin.address, "admin.address");
+  return changed;
+}
+
+}  // namespace
+
+absl::Status Server::ReloadConfig(const std::string& path) {
+  absl::StatusOr<Config> loaded = LoadConfig(path);
+  if (!loaded.ok()) {
+    return loaded.status();
+  }
+  std::vector<std::string> restart = RestartOnlyChanges(shared_.config, *loaded);
+  for (const std::string& key : restart) {
+    LOG_WARNING("%s: %s changed; it takes effect after a restart", path, key);
+  }
+  // What can change live: the host name, the per-session limits, connections_max, the
+  // certificate paths, the argon2 cost. The rest keeps its running values.
+  auto live = std::make_shared<Config>(shared_.config);
+  live->server.hostname = loaded->server.hostname;
+  live->tls = loaded->tls;
+  live->passwords = loaded->passwords;
+  LimitsConfig limits = loaded->limits;
+  limits.ip_table_slots = shared_.config.limits.ip_table_slots;
+  limits.connections_per_ip = shared_.config.limits.connections_per_ip;
+  limits.connections_per_ip_exempt = shared_.config.limits.connections_per_ip_exempt;
+  limits.authenticated_connections_per_tenant =
+      shared_.config.limits.authenticated_connections_per_tenant;
+  limits.auth_cache_entries = shared_.config.limits.auth_cache_entries;
+  live->limits = limits;
+  shared_.live.store(std::shared_ptr<const Config>(std::move(live)));
+  LOG_INFO("%s: configuration reloaded", path);
+  return absl::OkStatus();
+}
 
 absl::Status Server::FlushUsage() {
   std::vector<directory::UsageRow> rows = shared_.usage.Take();
@@ -294,13 +387,14 @@ absl::Status Server::ReloadTls() {
   if (shared_.tls_context.load() == nullptr) {
     return absl::OkStatus();  // no listener uses TLS
   }
+  std::shared_ptr<const Config> live = shared_.live.load();
   absl::StatusOr<std::shared_ptr<net::TlsContext>> tls =
-      net::TlsContext::Load(shared_.config.tls.certificate, shared_.config.tls.private_key);
+      net::TlsContext::Load(live->tls.certificate, live->tls.private_key);
   if (!tls.ok()) {
     return tls.status();
   }
   shared_.tls_context.store(*tls);
-  LOG_INFO("certificate reloaded from %s", shared_.config.tls.certificate);
+  LOG_INFO("certificate reloaded from %s", live->tls.certificate);
   return absl::OkStatus();
 }
 

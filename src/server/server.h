@@ -86,7 +86,11 @@ class UsageLog {
 // SharedState: what all shards read. The snapshot is swapped whole; connections_open is the
 // global count behind limits.connections_max.
 struct SharedState {
-  Config config;
+  Config config;  // as started: listeners, paths, table sizes (what needs a restart)
+  // The configuration in force for new sessions: SIGHUP swaps it when only keys that can
+  // change live (hostname, limits, certificate paths) changed. Sessions keep the one they
+  // started with.
+  std::atomic<std::shared_ptr<const Config>> live;
   std::atomic<std::shared_ptr<const directory::Snapshot>> snapshot;
   std::atomic<int64_t> connections_open{0};
   std::atomic<uint64_t> refused_connections_max{0};
@@ -121,6 +125,10 @@ class Server {
   absl::Status ReloadDirectory(bool force);
   // ReloadTls: loads the certificate and key again; on failure the old ones stay in force.
   absl::Status ReloadTls();
+  // ReloadConfig: reads the configuration file again. Keys that can change live take effect
+  // for new sessions; for the others a warning says a restart is needed, and they keep their
+  // running values. A file that does not load changes nothing (the error is returned).
+  absl::Status ReloadConfig(const std::string& path);
   // FlushUsage: writes the usage counts gathered so far to the directory database.
   absl::Status FlushUsage();
   // MetricsText: Prometheus text exposition of the shard counters and the connection gate.

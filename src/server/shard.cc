@@ -246,7 +246,7 @@ std::optional<smtp::Reply> Connection::OnBodyEnd() {
   delivery::TraceInfo trace;
   trace.helo = session->helo_name();
   trace.client_ip = peer_text;
-  trace.hostname = s.shared_->config.server.hostname;
+  trace.hostname = config->server.hostname;
   // RFC 3848: S for TLS, A for a session authenticated with AUTH.
   bool via_auth = listener->tls != TlsMode::kNone;
   trace.protocol = session->tls_active() ? (via_auth ? "ESMTPSA" : "ESMTPS")
@@ -316,10 +316,7 @@ void Connection::OnDeliveryDone(const delivery::Job& job) {
 // --- Shard ------------------------------------------------------------------------------------
 
 Shard::Shard(int index, SharedState* shared)
-    : index_(index),
-      shared_(shared),
-      send_timeout_(absl::Seconds(shared->config.limits.command_timeout_s)),
-      boot_seconds_(absl::ToUnixSeconds(absl::Now())) {}
+    : index_(index), shared_(shared), boot_seconds_(absl::ToUnixSeconds(absl::Now())) {}
 
 Shard::~Shard() {
   Join();
@@ -523,13 +520,14 @@ void Shard::OnTick() {
   if (!usage_.empty()) {
     shared_->usage.Merge(usage_);
   }
+  absl::Duration send_timeout = absl::Seconds(shared_->live.load()->limits.command_timeout_s);
   for (const std::unique_ptr<Connection>& conn : connections_) {
     if (!conn->in_use || conn->shut_down) {
       continue;
     }
     // A peer that stops reading cannot hold a connection: a send that makes no progress for
     // a command timeout ends it (the shutdown completes the send with an error).
-    if (conn->send_inflight && now_ - conn->send_started > send_timeout_) {
+    if (conn->send_inflight && now_ - conn->send_started > send_timeout) {
       Shutdown(*conn);
       continue;
     }
@@ -633,8 +631,9 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
 
 void Shard::StartSession(Connection& conn) {
   conn.snapshot = shared_->snapshot.load();
+  conn.config = shared_->live.load();
   conn.session = std::make_unique<smtp::Session>(
-      SessionOptionsFor(shared_->config, *conn.listener), &conn);
+      SessionOptionsFor(*conn.config, *conn.listener), &conn);
   conn.session->Start(now_);
   std::optional<smtp::Reply> refusal = Admit(conn);
   if (refusal) {
@@ -689,7 +688,7 @@ std::optional<smtp::Reply> Shard::Admit(Connection& conn) {
   // connections_max: a CAS loop, so the count never passes the cap even for a moment.
   int64_t open = shared_->connections_open.load();
   do {
-    if (open >= shared_->config.limits.connections_max) {
+    if (open >= conn.config->limits.connections_max) {
       shared_->refused_connections_max.fetch_add(1, std::memory_order_relaxed);
       return smtp::kReplyConnectionsMax;
     }
@@ -1014,6 +1013,7 @@ void Shard::MaybeFree(Connection& conn) {
   conn.fd = -1;
   conn.session.reset();
   conn.snapshot.reset();
+  conn.config.reset();
   conn.account = nullptr;
   conn.sending.clear();
   conn.out_queue.clear();

@@ -111,7 +111,6 @@ class Shard : public delivery::CompletionSink, public auth::VerifySink {
 
   const int index_;
   SharedState* shared_;
-  const absl::Duration send_timeout_;
   ShardCounters counters_;
   std::vector<int> listener_fds_;
   std::unique_ptr<io::Ring> ring_;

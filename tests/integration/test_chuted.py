@@ -288,6 +288,39 @@ class DirectoryReloadTest(ChutedFixture):
         self.fail("the new account was not picked up")
 
 
+class ConfigReloadTest(ChutedFixture):
+    def wait_log(self, text):
+        deadline = time.monotonic() + 10
+        while text not in self.read_log():
+            self.assertLess(time.monotonic(), deadline, f"no '{text}' in the log")
+            time.sleep(0.1)
+
+    def test_sighup_applies_live_keys_and_names_the_others(self):
+        with open(self.config) as f:
+            original = f.read()
+        changed = (original.replace('hostname = "relay.example.test"', 'hostname = "new.example.test"')
+                   .replace("shards = 2", "shards = 1")
+                   .replace("[limits]\n", "[limits]\nrecipients_per_message = 3\n"))
+        with open(self.config, "w") as f:
+            f.write(changed)
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_log("configuration reloaded")
+        self.assertIn("server.shards changed; it takes effect after a restart", self.read_log())
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+            code, text = c.ehlo("client")
+            self.assertTrue(text.startswith(b"new.example.test"), text)
+            c.mail("app@example.test")
+            for i in range(3):
+                self.assertEqual(c.rcpt(f"r{i}@example.test")[0], 250)
+            self.assertEqual(c.rcpt("r3@example.test"), (452, b"4.5.3 Too many recipients"))
+        with open(self.config, "w") as f:
+            f.write(changed + "\n[bogus]\n")
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_log("configuration reload failed, keeping the running one")
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+            self.assertTrue(c.ehlo("client")[1].startswith(b"new.example.test"))
+
+
 class GracefulStopTest(ChutedFixture):
     def test_sigterm_under_load_loses_nothing_that_got_250(self):
         accepted = []
