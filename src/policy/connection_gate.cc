@@ -156,10 +156,20 @@ void ConnectionGate::Handle::Reset() {
 }
 
 ConnectionGate::ConnectionGate(Limits limits)
-    : limits_(std::move(limits)), ips_(limits_.ip_slots), tenants_(limits_.tenant_slots) {
-  CHECK(limits_.per_ip >= 1 && limits_.per_ip <= CountingTable::kCountMax);
-  CHECK(limits_.per_tenant >= 1 && limits_.per_tenant <= CountingTable::kCountMax);
+    : limits_(std::move(limits)),
+      per_ip_cap_(limits_.per_ip),
+      per_tenant_cap_(limits_.per_tenant),
+      ips_(limits_.ip_slots),
+      tenants_(limits_.tenant_slots) {
+  SetCaps(limits_.per_ip, limits_.per_tenant);
   CHECK(getrandom(&hash_secret_, sizeof(hash_secret_), 0) == sizeof(hash_secret_));
+}
+
+void ConnectionGate::SetCaps(uint64_t per_ip, uint64_t per_tenant) {
+  CHECK(per_ip >= 1 && per_ip <= CountingTable::kCountMax);
+  CHECK(per_tenant >= 1 && per_tenant <= CountingTable::kCountMax);
+  per_ip_cap_.store(per_ip, std::memory_order_relaxed);
+  per_tenant_cap_.store(per_tenant, std::memory_order_relaxed);
 }
 
 uint64_t ConnectionGate::IpKey(const IpBytes& ip) const {
@@ -210,11 +220,13 @@ ConnectionGate::Verdict ConnectionGate::AdmitIp(const IpBytes& ip, Handle* handl
       return Verdict::kExempt;
     }
   }
-  return Admit(ips_, IpKey(ip), limits_.per_ip, refused_ip_cap, handle);
+  return Admit(ips_, IpKey(ip), per_ip_cap_.load(std::memory_order_relaxed), refused_ip_cap,
+               handle);
 }
 
 ConnectionGate::Verdict ConnectionGate::AdmitTenant(int64_t tenant_id, Handle* handle) {
-  return Admit(tenants_, TenantKey(tenant_id), limits_.per_tenant, refused_tenant_cap, handle);
+  return Admit(tenants_, TenantKey(tenant_id), per_tenant_cap_.load(std::memory_order_relaxed),
+               refused_tenant_cap, handle);
 }
 
 }  // namespace chute::policy

@@ -115,6 +115,10 @@ class ConnectionGate {
 
   explicit ConnectionGate(Limits limits);
 
+  // SetCaps: new caps for new admissions (a configuration reload). Lowering a cap evicts no
+  // one: admissions are refused until the count is under the new cap. Any thread.
+  void SetCaps(uint64_t per_ip, uint64_t per_tenant);
+
   // AdmitIp: a new connection from `ip`. kAdmitted fills *handle; kExempt admits uncounted.
   Verdict AdmitIp(const IpBytes& ip, Handle* handle);
   // AdmitTenant: a new authenticated session of `tenant_id`.
@@ -139,6 +143,8 @@ class ConnectionGate {
   Verdict Admit(CountingTable& table, uint64_t key, uint64_t cap, std::atomic<uint64_t>& over,
                 Handle* handle);
   Limits limits_;
+  std::atomic<uint64_t> per_ip_cap_;
+  std::atomic<uint64_t> per_tenant_cap_;
   uint64_t hash_secret_ = 0;
   CountingTable ips_;
   CountingTable tenants_;

@@ -97,12 +97,14 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
   }
   check(listeners_differ, "[[listener]]");
   check(running.limits.ip_table_slots != loaded.limits.ip_table_slots, "limits.ip_table_slots");
-  check(running.limits.connections_per_ip != loaded.limits.connections_per_ip ||
-            running.limits.connections_per_ip_exempt.size() !=
-                loaded.limits.connections_per_ip_exempt.size() ||
-            running.limits.authenticated_connections_per_tenant !=
-                loaded.limits.authenticated_connections_per_tenant,
-        "limits (the connection caps)");
+  bool exempt_differ = running.limits.connections_per_ip_exempt.size() !=
+                       loaded.limits.connections_per_ip_exempt.size();
+  for (size_t i = 0; !exempt_differ && i < running.limits.connections_per_ip_exempt.size(); ++i) {
+    const Cidr& a = running.limits.connections_per_ip_exempt[i];
+    const Cidr& b = loaded.limits.connections_per_ip_exempt[i];
+    exempt_differ = a.network != b.network || a.prefix_bits != b.prefix_bits;
+  }
+  check(exempt_differ, "limits.connections_per_ip_exempt");
   check(running.limits.auth_cache_entries != loaded.limits.auth_cache_entries,
         "limits.auth_cache_entries");
   check(running.spool.dir != loaded.spool.dir, "spool.dir");
@@ -127,20 +129,19 @@ absl::Status Server::ReloadConfig(const std::string& path) {
   for (const std::string& key : restart) {
     LOG_WARNING("%s: %s changed; it takes effect after a restart", path, key);
   }
-  // What can change live: the host name, the per-session limits, connections_max, the
-  // certificate paths, the argon2 cost. The rest keeps its running values.
+  // What can change live: the host name, the per-session limits, connections_max, the caps,
+  // the certificate paths, the argon2 cost. The rest keeps its running values.
   auto live = std::make_shared<Config>(shared_.config);
   live->server.hostname = loaded->server.hostname;
   live->tls = loaded->tls;
   live->passwords = loaded->passwords;
   LimitsConfig limits = loaded->limits;
   limits.ip_table_slots = shared_.config.limits.ip_table_slots;
-  limits.connections_per_ip = shared_.config.limits.connections_per_ip;
   limits.connections_per_ip_exempt = shared_.config.limits.connections_per_ip_exempt;
-  limits.authenticated_connections_per_tenant =
-      shared_.config.limits.authenticated_connections_per_tenant;
   limits.auth_cache_entries = shared_.config.limits.auth_cache_entries;
   live->limits = limits;
+  shared_.gate->SetCaps(static_cast<uint64_t>(limits.connections_per_ip),
+                        static_cast<uint64_t>(limits.authenticated_connections_per_tenant));
   shared_.live.store(std::shared_ptr<const Config>(std::move(live)));
   LOG_INFO("%s: configuration reloaded", path);
   return absl::OkStatus();

@@ -300,7 +300,8 @@ class ConfigReloadTest(ChutedFixture):
             original = f.read()
         changed = (original.replace('hostname = "relay.example.test"', 'hostname = "new.example.test"')
                    .replace("shards = 2", "shards = 1")
-                   .replace("[limits]\n", "[limits]\nrecipients_per_message = 3\n"))
+                   .replace("[limits]\n",
+                            "[limits]\nrecipients_per_message = 3\nconnections_per_ip = 2\n"))
         with open(self.config, "w") as f:
             f.write(changed)
         self.proc.send_signal(signal.SIGHUP)
@@ -313,6 +314,14 @@ class ConfigReloadTest(ChutedFixture):
             for i in range(3):
                 self.assertEqual(c.rcpt(f"r{i}@example.test")[0], 250)
             self.assertEqual(c.rcpt("r3@example.test"), (452, b"4.5.3 Too many recipients"))
+        self.wait_metric('chute_gate_ip_connections{ip="127.0.0.1"}', 0)
+        held = [socket.create_connection(("127.0.0.1", self.port), timeout=10) for _ in range(3)]
+        replies = [s.recv(1024) for s in held]
+        self.assertEqual(sum(r.startswith(b"220 ") for r in replies), 2)  # the new per-IP cap
+        self.assertIn(b"421 4.7.0 Too many concurrent connections from this IP\r\n", replies)
+        for s in held:
+            s.close()
+        self.wait_metric('chute_gate_ip_connections{ip="127.0.0.1"}', 0)
         with open(self.config, "w") as f:
             f.write(changed + "\n[bogus]\n")
         self.proc.send_signal(signal.SIGHUP)

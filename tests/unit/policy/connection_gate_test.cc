@@ -39,6 +39,25 @@ TEST(ConnectionGateTest, PerIpCapAtBelowAndAbove) {
   EXPECT_EQ(gate.AdmitIp(Ip("192.0.2.1"), &fourth), ConnectionGate::Verdict::kAdmitted);
 }
 
+TEST(ConnectionGateTest, LoweringACapEvictsNoOneAndRefusesUntilUnder) {
+  ConnectionGate gate(SmallLimits(3, 3));
+  std::vector<ConnectionGate::Handle> held(3);
+  for (auto& handle : held) {
+    ASSERT_EQ(gate.AdmitIp(Ip("192.0.2.1"), &handle), ConnectionGate::Verdict::kAdmitted);
+  }
+  gate.SetCaps(2, 3);
+  EXPECT_EQ(gate.IpCount(Ip("192.0.2.1")), 3u);
+  ConnectionGate::Handle extra;
+  EXPECT_EQ(gate.AdmitIp(Ip("192.0.2.1"), &extra), ConnectionGate::Verdict::kOverCap);
+  held[0].Reset();
+  EXPECT_EQ(gate.AdmitIp(Ip("192.0.2.1"), &extra), ConnectionGate::Verdict::kOverCap);
+  held[1].Reset();
+  EXPECT_EQ(gate.AdmitIp(Ip("192.0.2.1"), &extra), ConnectionGate::Verdict::kAdmitted);
+  gate.SetCaps(10, 3);
+  ConnectionGate::Handle more;
+  EXPECT_EQ(gate.AdmitIp(Ip("192.0.2.1"), &more), ConnectionGate::Verdict::kAdmitted);
+}
+
 TEST(ConnectionGateTest, ExemptAddressesAreNotCounted) {
   ConnectionGate::Limits limits = SmallLimits(1, 1);
   limits.per_ip_exempt = {*ParseCidr("10.0.0.0/8")};
