@@ -44,7 +44,7 @@ certificate = "$var/tls/cert.pem"
 private_key = "$var/tls/key.pem"
 
 [admin]
-address = ""
+address = "127.0.0.1:9587"            # /metrics and /healthz
 TOML
   password=$(openssl rand -base64 18 | tr -d '/+=' | cut -c1-20)
   umask 077
@@ -73,6 +73,7 @@ and find it in the Maildir:
   ls $var/mail/example.test/alice/new/
 
 Administer accounts with: build/bin/chutectl --config $config --help
+Metrics:                  curl -s http://127.0.0.1:9587/metrics
 Stop with Ctrl-C.
 
 TXT
