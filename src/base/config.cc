@@ -326,6 +326,8 @@ absl::Status ReadSpool(const toml::table& table, absl::string_view source, Spool
   r.String("dir", true, &out->dir);
   r.Int("group_commit_delay_us", 0, 100'000, &out->group_commit_delay_us);
   r.Int("bytes_max", int64_t{1} << 20, int64_t{1} << 40, &out->bytes_max);
+  r.Int("messages_max", 16, 10'000'000, &out->messages_max);
+  r.Int("segment_bytes", int64_t{1} << 20, int64_t{1} << 32, &out->segment_bytes);
   return r.Finish();
 }
 
@@ -344,6 +346,15 @@ absl::Status ReadDelivery(const toml::table& table, absl::string_view source,
   r.Int("retry_initial_s", 1, 86400, &out->retry_initial_s);
   r.Int("retry_max_s", 1, 7 * 86400, &out->retry_max_s);
   r.Int("give_up_after_s", 60, 30 * 86400, &out->give_up_after_s);
+  r.Enum<DeliveryTls>("tls",
+                      {{"off", DeliveryTls::kOff},
+                       {"opportunistic", DeliveryTls::kOpportunistic},
+                       {"required", DeliveryTls::kRequired}},
+                      &out->tls);
+  r.Int("connections_max", 1, 1024, &out->connections_max);
+  r.Int("messages_per_connection_max", 1, 1'000'000, &out->messages_per_connection_max);
+  r.Int("connection_idle_s", 1, 3600, &out->connection_idle_s);
+  r.Int("timeout_s", 1, 3600, &out->timeout_s);
   r.Check(out->retry_initial_s <= out->retry_max_s, "retry_max_s",
           "must not be below retry_initial_s");
   r.Check(out->backend == DeliveryBackend::kMaildir || !out->target.empty(), "backend",

@@ -19,6 +19,7 @@ namespace chute {
 
 enum class TlsMode { kStartTls, kImplicit, kNone };
 enum class DeliveryBackend { kMaildir, kLmtp, kSmtp };
+enum class DeliveryTls { kOff, kOpportunistic, kRequired };
 
 absl::string_view TlsModeName(TlsMode mode);
 absl::string_view DeliveryBackendName(DeliveryBackend backend);
@@ -68,6 +69,8 @@ struct SpoolConfig {
   std::string dir;  // resolved: "" = <data_dir>/spool
   int64_t group_commit_delay_us = 500;
   int64_t bytes_max = 1073741824;
+  int64_t messages_max = 100000;       // messages accepted and not yet settled, all shards
+  int64_t segment_bytes = 67108864;    // a segment file is closed for appends past this size
 };
 
 struct DeliveryConfig {
@@ -79,6 +82,11 @@ struct DeliveryConfig {
   int64_t retry_initial_s = 60;
   int64_t retry_max_s = 3600;
   int64_t give_up_after_s = 172800;
+  DeliveryTls tls = DeliveryTls::kOpportunistic;  // lmtp/smtp: STARTTLS when offered
+  int64_t connections_max = 16;                   // lmtp/smtp: connections to target at once
+  int64_t messages_per_connection_max = 1000;     // lmtp/smtp: then QUIT and reconnect
+  int64_t connection_idle_s = 30;                 // lmtp/smtp: an idle connection is closed
+  int64_t timeout_s = 300;                        // lmtp/smtp: per command reply or write
 };
 
 struct DirectoryConfig {

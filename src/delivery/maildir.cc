@@ -1,264 +1,201 @@
 #include "delivery/maildir.h"
 
+#include <dirent.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <ctime>
+#include <cstring>
 
-#include "absl/hash/hash.h"
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "base/check.h"
 #include "base/log.h"
-#include "io/ring.h"
 
 namespace chute::delivery {
+
+struct MaildirBackend::Copy {
+  std::string tmp;
+  std::string target;
+  std::string cur_dir;
+  bool written = false;
+};
+
 namespace {
 
-// WriteAll: writes every iovec, resuming after short writes and in groups of IOV_MAX.
-absl::Status WriteAll(int fd, std::vector<iovec> iov) {
-  size_t index = 0;
-  while (index < iov.size()) {
-    int count = static_cast<int>(std::min<size_t>(iov.size() - index, IOV_MAX));
-    ssize_t n = writev(fd, iov.data() + index, count);
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return io::ErrnoStatus(errno, "writev");
-    }
-    size_t written = static_cast<size_t>(n);
-    while (index < iov.size() && written >= iov[index].iov_len) {
-      written -= iov[index].iov_len;
-      ++index;
-    }
-    if (written > 0) {
-      iov[index].iov_base = static_cast<char*>(iov[index].iov_base) + written;
-      iov[index].iov_len -= written;
-    }
+RecipientResult LocalFailure(absl::string_view what, int error) {
+  // A full disk, a quota or a permission problem may be fixed by an operator: retried.
+  return RecipientResult{Outcome::kTransient,
+                         absl::StrCat("451 4.3.0 maildir: ", what, ": ", std::strerror(error))};
+}
+
+absl::Status MakeDirectory(const std::string& path) {
+  if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::InternalError(std::strerror(errno));
   }
   return absl::OkStatus();
 }
 
-absl::Status SyncDirectory(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    return io::ErrnoStatus(errno, absl::StrCat("open ", path));
+// MakeMaildir: the folders of a mailbox, and the parents leading to it.
+bool MakeMaildir(const std::string& root, const std::string& maildir) {
+  size_t domain_end = maildir.rfind('/');
+  bool ok = MakeDirectory(root).ok() && MakeDirectory(maildir.substr(0, domain_end)).ok() &&
+            MakeDirectory(maildir).ok();
+  for (const char* leaf : {"/tmp", "/new", "/cur"}) {
+    ok = ok && MakeDirectory(absl::StrCat(maildir, leaf)).ok();
   }
-  int rc = fsync(fd);
-  int error = errno;
-  close(fd);
-  return rc == 0 ? absl::OkStatus() : io::ErrnoStatus(error, absl::StrCat("fsync ", path));
+  return ok;
 }
 
-// MakeDirectory: mkdir that tolerates an existing directory; fsyncs the parent when it
-// created one, so the new entry survives a crash.
-absl::Status MakeDirectory(const std::string& path) {
-  if (mkdir(path.c_str(), 0700) != 0) {
-    return errno == EEXIST ? absl::OkStatus() : io::ErrnoStatus(errno, absl::StrCat("mkdir ", path));
+// InCur: whether a mail reader already moved `name` into `cur_dir` (as "name:2,FLAGS").
+bool InCur(const std::string& cur_dir, absl::string_view name) {
+  DIR* d = opendir(cur_dir.c_str());
+  if (d == nullptr) {
+    return false;
   }
-  size_t slash = path.rfind('/');
-  return slash == std::string::npos || slash == 0 ? absl::OkStatus()
-                                                  : SyncDirectory(path.substr(0, slash));
+  bool found = false;
+  while (dirent* entry = readdir(d)) {
+    absl::string_view candidate(entry->d_name);
+    if (candidate == name || (absl::StartsWith(candidate, name) &&
+                              candidate.size() > name.size() && candidate[name.size()] == ':')) {
+      found = true;
+      break;
+    }
+  }
+  closedir(d);
+  return found;
+}
+
+bool WriteWhole(int fd, absl::string_view bytes) {
+  while (!bytes.empty()) {
+    ssize_t n = write(fd, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return false;
+    }
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
 }
 
 }  // namespace
 
-std::string MaildirPath(const std::string& root, const Recipient& recipient) {
+std::string MaildirPath(absl::string_view root, absl::string_view address) {
+  size_t at = address.rfind('@');
+  absl::string_view local_part = at == absl::string_view::npos ? address : address.substr(0, at);
+  absl::string_view domain = at == absl::string_view::npos ? "" : address.substr(at + 1);
   std::string local;
-  for (size_t i = 0; i < recipient.local.size(); ++i) {
-    char c = recipient.local[i];
+  for (size_t i = 0; i < local_part.size(); ++i) {
+    char c = absl::ascii_tolower(static_cast<unsigned char>(local_part[i]));
     if (c == '/' || c == '%' || (i == 0 && c == '.')) {
       absl::StrAppendFormat(&local, "%%%02X", static_cast<unsigned char>(c));
     } else {
       local.push_back(c);
     }
   }
-  return absl::StrCat(root, "/", recipient.domain, "/", local);
+  return absl::StrCat(root, "/", absl::AsciiStrToLower(domain), "/", local);
 }
 
-MaildirDelivery::MaildirDelivery(std::string root, std::string hostname, int workers,
-                                 size_t batch_messages_max)
-    : root_(std::move(root)),
-      hostname_(std::move(hostname)),
-      workers_count_(workers),
-      batch_messages_max_(batch_messages_max) {
-  CHECK(workers_count_ > 0 && workers_count_ <= kWorkersMax);
-  CHECK(batch_messages_max_ > 0);
-  queues_.push_back(std::make_unique<Queue>());
-}
+MaildirBackend::MaildirBackend(std::string root, std::string hostname)
+    : root_(std::move(root)), hostname_(std::move(hostname)) {}
 
-MaildirDelivery::~MaildirDelivery() { Stop(); }
-
-void MaildirDelivery::Start() {
-  for (int i = 0; i < workers_count_; ++i) {
-    workers_.emplace_back([this, i] { Work(static_cast<size_t>(i) % queues_.size()); });
-  }
-}
-
-void MaildirDelivery::Stop() {
-  for (std::unique_ptr<Queue>& queue : queues_) {
-    absl::MutexLock lock(&queue->mu);
-    queue->stopping = true;
-  }
-  for (std::thread& worker : workers_) {
-    worker.join();
-  }
-  workers_.clear();
-}
-
-bool MaildirDelivery::Submit(std::unique_ptr<Job> job, CompletionSink* sink) {
-  size_t worker = 0;
-  if (!job->recipients.empty()) {
-    const Recipient& first = job->recipients.front();
-    worker = absl::HashOf(first.domain, first.local) % queues_.size();
-  }
-  Queue& queue = *queues_[worker];
-  absl::MutexLock lock(&queue.mu);
-  if (queue.stopping || queue.entries.size() >= kQueueJobsMax / queues_.size()) {
-    return false;
-  }
-  queue.entries.push_back(Entry{std::move(job), sink});
-  return true;
-}
-
-absl::Status MaildirDelivery::EnsureMaildir(const std::string& path) {
-  {
-    absl::MutexLock lock(&dirs_mu_);
-    if (std::find(known_dirs_.begin(), known_dirs_.end(), path) != known_dirs_.end()) {
-      return absl::OkStatus();
-    }
-  }
-  size_t domain_end = path.rfind('/');
-  absl::Status status = MakeDirectory(root_);
-  if (status.ok()) {
-    status = MakeDirectory(path.substr(0, domain_end));
-  }
-  for (const char* leaf : {"", "/tmp", "/new", "/cur"}) {
-    if (status.ok()) {
-      status = MakeDirectory(absl::StrCat(path, leaf));
-    }
-  }
-  if (status.ok()) {
-    absl::MutexLock lock(&dirs_mu_);
-    constexpr size_t kKnownDirsMax = 100000;  // a cache, bounded; forgetting costs a mkdir
-    if (known_dirs_.size() >= kKnownDirsMax) {
-      known_dirs_.clear();
-    }
-    known_dirs_.push_back(path);
-  }
-  return status;
-}
-
-absl::Status MaildirDelivery::WriteCopy(Job& job, size_t recipient_index, Copy* copy) {
-  std::string maildir = MaildirPath(root_, job.recipients[recipient_index]);
-  absl::Status status = EnsureMaildir(maildir);
-  if (!status.ok()) {
-    return status;
-  }
-  std::string name =
-      absl::StrCat(std::time(nullptr), ".C", job.id, "R", recipient_index, ".", hostname_);
+RecipientResult MaildirBackend::WriteCopy(const OutboundMessage& message, size_t i, Copy* copy) {
+  std::string maildir = MaildirPath(root_, message.recipients[i]);
+  std::string name = absl::StrCat(message.received_unix_s, ".", message.id, "R",
+                                   message.recipient_indexes[i], ".", hostname_);
   copy->tmp = absl::StrCat(maildir, "/tmp/", name);
   copy->target = absl::StrCat(maildir, "/new/", name);
-  copy->new_dir = absl::StrCat(maildir, "/new");
-  copy->fd = open(copy->tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (copy->fd < 0) {
-    return io::ErrnoStatus(errno, absl::StrCat("open ", copy->tmp));
+  copy->cur_dir = absl::StrCat(maildir, "/cur");
+  if (message.replayed) {
+    // An earlier run may have delivered it before it could settle the record.
+    struct stat st{};
+    if (stat(copy->target.c_str(), &st) == 0 || InCur(copy->cur_dir, name)) {
+      return RecipientResult{Outcome::kDelivered, "250 2.0.0 already in the mailbox"};
+    }
   }
-  absl::Status written = WriteAll(copy->fd, job.content);
-  if (written.ok()) {
-    // Start writeback now (it allocates the blocks), so that the batch's first fdatasync
-    // commits the journal for every copy and the later ones find little left to do.
-    sync_file_range(copy->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+  int fd = open(copy->tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == ENOENT) {
+    // A new mailbox, or one removed while chuted runs: made (again) on demand.
+    if (!MakeMaildir(root_, maildir)) {
+      return LocalFailure(absl::StrCat("create ", maildir), errno);
+    }
+    fd = open(copy->tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   }
-  return written;
+  if (fd < 0) {
+    return LocalFailure(absl::StrCat("open ", copy->tmp), errno);
+  }
+  bool ok = WriteWhole(fd, message.content);
+  int error = errno;
+  close(fd);
+  if (!ok) {
+    unlink(copy->tmp.c_str());
+    return LocalFailure(absl::StrCat("write ", copy->tmp), error);
+  }
+  copy->written = true;
+  return RecipientResult{Outcome::kDelivered, "250 2.0.0 delivered to maildir"};
 }
 
-void MaildirDelivery::DeliverBatch(std::vector<Entry>& batch) {
-  // Group commit, in four passes over the batch: write every copy; fdatasync them all (the
-  // first sync commits the filesystem journal for the rest, so the later ones are cheap);
-  // rename them into new/; fsync each new/ directory once. A job fails if any of its copies
-  // fails; its other copies are removed.
-  std::vector<Copy> copies;
-  for (size_t j = 0; j < batch.size(); ++j) {
-    Job& job = *batch[j].job;
-    job.result = absl::OkStatus();
-    for (size_t i = 0; i < job.recipients.size() && job.result.ok(); ++i) {
-      copies.emplace_back();
-      copies.back().job = j;
-      job.result = WriteCopy(job, i, &copies.back());
+void MaildirBackend::Deliver(const std::vector<OutboundMessage*>& batch) {
+  // Pass 1: write every copy to tmp/.
+  std::vector<std::vector<Copy>> copies(batch.size());
+  bool any_written = false;
+  for (size_t m = 0; m < batch.size(); ++m) {
+    OutboundMessage& message = *batch[m];
+    message.results.assign(message.recipients.size(), RecipientResult{});
+    copies[m].resize(message.recipients.size());
+    for (size_t i = 0; i < message.recipients.size(); ++i) {
+      message.results[i] = WriteCopy(message, i, &copies[m][i]);
+      any_written |= copies[m][i].written;
     }
   }
-  for (Copy& copy : copies) {
-    Job& job = *batch[copy.job].job;
-    if (job.result.ok() && fdatasync(copy.fd) != 0) {
-      job.result = io::ErrnoStatus(errno, absl::StrCat("fdatasync ", copy.tmp));
+  if (!any_written) {
+    return;
+  }
+  int root_fd = open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  // Pass 2: their data is durable; pass 3: rename into new/; pass 4: the renames are durable.
+  bool synced = root_fd >= 0 && syncfs(root_fd) == 0;
+  int sync_error = errno;
+  for (size_t m = 0; m < batch.size(); ++m) {
+    for (size_t i = 0; i < copies[m].size(); ++i) {
+      Copy& copy = copies[m][i];
+      if (!copy.written) {
+        continue;
+      }
+      if (!synced) {
+        batch[m]->results[i] = LocalFailure("syncfs", sync_error);
+      } else if (rename(copy.tmp.c_str(), copy.target.c_str()) != 0) {
+        batch[m]->results[i] = LocalFailure(absl::StrCat("rename to ", copy.target), errno);
+      }
+      if (batch[m]->results[i].outcome != Outcome::kDelivered) {
+        unlink(copy.tmp.c_str());
+      }
     }
   }
-  std::vector<std::string> dirs;
-  for (Copy& copy : copies) {
-    if (copy.fd >= 0) {
-      close(copy.fd);
-    }
-    Job& job = *batch[copy.job].job;
-    if (job.result.ok() && rename(copy.tmp.c_str(), copy.target.c_str()) != 0) {
-      job.result = io::ErrnoStatus(errno, absl::StrCat("rename to ", copy.target));
-    }
-    if (!job.result.ok()) {
-      unlink(copy.tmp.c_str());
-    } else if (std::find(dirs.begin(), dirs.end(), copy.new_dir) == dirs.end()) {
-      dirs.push_back(copy.new_dir);
+  if (synced && syncfs(root_fd) != 0) {
+    // The renames may not be durable: retry them all (a redelivery renames over itself).
+    RecipientResult failure = LocalFailure("syncfs", errno);
+    for (size_t m = 0; m < batch.size(); ++m) {
+      for (size_t i = 0; i < copies[m].size(); ++i) {
+        if (copies[m][i].written) {
+          batch[m]->results[i] = failure;
+        }
+      }
     }
   }
-  absl::Status sync_status;
-  for (const std::string& dir : dirs) {
-    absl::Status status = SyncDirectory(dir);
-    if (!status.ok()) {
-      sync_status = status;
-    }
-  }
-  for (Copy& copy : copies) {
-    Job& job = *batch[copy.job].job;
-    if (!job.result.ok()) {
-      unlink(copy.target.c_str());  // a partly delivered job is retried whole by the client
-    } else if (!sync_status.ok()) {
-      job.result = sync_status;
-    }
+  if (root_fd >= 0) {
+    close(root_fd);
   }
 }
 
-void MaildirDelivery::Work(size_t worker) {
-  Queue& queue = *queues_[worker];
-  std::vector<Entry> batch;
-  while (true) {
-    {
-      absl::MutexLock lock(&queue.mu);
-      queue.mu.Await(absl::Condition(
-          +[](Queue* q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(q->mu) {
-            return q->stopping || !q->entries.empty();
-          },
-          &queue));
-      if (queue.entries.empty()) {
-        return;  // stopping, and nothing left
-      }
-      while (!queue.entries.empty() && batch.size() < batch_messages_max_) {
-        batch.push_back(std::move(queue.entries.front()));
-        queue.entries.pop_front();
-      }
-    }
-    DeliverBatch(batch);
-    for (Entry& entry : batch) {
-      if (!entry.job->result.ok()) {
-        LOG_ERROR("delivery of %s failed: %s", entry.job->id, entry.job->result.ToString());
-      }
-      entry.sink->OnDelivered(std::move(entry.job));
-    }
-    batch.clear();
-  }
+BackendFactory MakeMaildirFactory(std::string root, std::string hostname) {
+  return [root, hostname]() -> std::unique_ptr<Backend> {
+    return std::make_unique<MaildirBackend>(root, hostname);
+  };
 }
 
 }  // namespace chute::delivery

@@ -77,6 +77,13 @@ io_uring_sqe* Ring::Sqe() {
   return sqe;
 }
 
+void Ring::Reserve(unsigned count) {
+  CHECK_MSG(count <= ring_.sq.ring_entries, "more SQEs than the ring holds");
+  if (io_uring_sq_space_left(&ring_) < count) {
+    io_uring_submit(&ring_);
+  }
+}
+
 int Ring::SubmitAndWait(unsigned wait_nr) { return io_uring_submit_and_wait(&ring_, wait_nr); }
 
 absl::StatusOr<std::unique_ptr<BufferRing>> BufferRing::Create(Ring& ring, uint16_t group_id,

@@ -43,6 +43,9 @@ class Ring {
 
   // Sqe: a free submission entry; submits what is queued first when the queue is full.
   io_uring_sqe* Sqe();
+  // Reserve: makes room for `count` consecutive SQEs (submitting what is queued when needed),
+  // so that a linked chain is never split across two submissions.
+  void Reserve(unsigned count);
   // SubmitAndWait: submits queued entries and waits for at least `wait_nr` completions.
   // Returns -errno on failure (EINTR and ETIME are normal).
   int SubmitAndWait(unsigned wait_nr);

@@ -12,12 +12,12 @@
 
 #include "base/config.h"
 #include "base/net_address.h"
-#include "delivery/maildir.h"
 #include "delivery/message_headers.h"
 #include "directory/directory.h"
 #include "net/tls.h"
 #include "policy/connection_gate.h"
 #include "smtp/session.h"
+#include "spool/spool.h"
 
 namespace chute::server {
 
@@ -37,8 +37,11 @@ struct BodyPiece {
 
 struct Message {
   bool active = false;
+  std::string sender;
   std::vector<std::string> recipients;  // as accepted, deduplicated
   std::vector<BodyPiece> pieces;
+  std::vector<iovec> body_iov;  // the pieces as the spool writes them
+  int64_t received_unix_us = 0;
   std::vector<uint16_t> pinned;  // distinct receive buffers the pieces point into
   std::deque<std::string> arena;  // blocks of kArenaBlockBytes capacity, never reallocated
   delivery::HeaderScanner headers;
@@ -65,8 +68,15 @@ struct Connection : public smtp::SessionHandler {
 
   // ReleaseMessage: drops the message and every receive buffer it pinned.
   void ReleaseMessage();
-  // OnDeliveryDone: the delivery job of this connection's message finished.
-  void OnDeliveryDone(const delivery::Job& job);
+  // OnCommitted: the group commit that carried this connection's message finished: on disk
+  // (`committed`, then 250 and the message goes to delivery) or failed (null, then 451).
+  void OnCommitted(const spool::Committed* committed);
+  // CountUsage: the accepted message in the account's usage of the day.
+  void CountUsage();
+  // cookie: names this connection (slot and generation) in completions that come back later.
+  uint64_t cookie() const {
+    return (static_cast<uint64_t>(generation & 0xffffff) << 32) | slot;
+  }
   // AdmitAuthenticated: good credentials for `candidate`: takes a place in its tenant's cap
   // and authenticates the session (235), or answers 454 when the tenant is at its cap.
   smtp::Reply AdmitAuthenticated(const directory::Account* candidate);
@@ -97,7 +107,7 @@ struct Connection : public smtp::SessionHandler {
   bool peer_eof = false;         // the peer finished sending; never receive again
   bool awaiting_proxy = false;   // a proxy_protocol listener: no session before the header
   std::string proxy_header;      // the header's bytes so far (bounded)
-  bool delivery_inflight = false;
+  bool delivery_inflight = false;  // its message is in a spool group commit
   bool counted = false;          // holds one of SharedState::connections_open
   policy::ConnectionGate::Handle ip_slot;      // this connection's place in the per-IP cap
   policy::ConnectionGate::Handle tenant_slot;  // its place in its tenant's cap, once authenticated

@@ -4,10 +4,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
+#include "base/status_macros.h"
 #include "admin/admin_server.h"
 #include "auth/jwt.h"
 #include "auth/verifier.h"
 #include "delivery/maildir.h"
+#include "delivery/queue.h"
+#include "delivery/smtp_client.h"
+#include "spool/spool.h"
 #include "net/tls.h"
 #include "policy/connection_gate.h"
 #include "server/shard.h"
@@ -20,6 +24,8 @@ namespace {
 
 // argon2id threads: each check takes ~19 MiB and tens of milliseconds of one core.
 constexpr int kVerifierThreads = 2;
+// How long a stopping chuted keeps delivering what is ready (the spool keeps the rest).
+constexpr absl::Duration kDeliveryDrain = absl::Seconds(10);
 
 }  // namespace
 
@@ -108,11 +114,19 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
   check(running.limits.auth_cache_entries != loaded.limits.auth_cache_entries,
         "limits.auth_cache_entries");
   check(running.spool.dir != loaded.spool.dir, "spool.dir");
-  check(running.delivery.backend != loaded.delivery.backend ||
-            running.delivery.maildir_root != loaded.delivery.maildir_root ||
-            running.delivery.target != loaded.delivery.target ||
-            running.delivery.batch_messages_max != loaded.delivery.batch_messages_max,
+  const DeliveryConfig& d1 = running.delivery;
+  const DeliveryConfig& d2 = loaded.delivery;
+  check(d1.backend != d2.backend || d1.maildir_root != d2.maildir_root || d1.target != d2.target ||
+            d1.batch_messages_max != d2.batch_messages_max ||
+            d1.batch_delay_ms != d2.batch_delay_ms || d1.retry_initial_s != d2.retry_initial_s ||
+            d1.retry_max_s != d2.retry_max_s || d1.give_up_after_s != d2.give_up_after_s ||
+            d1.tls != d2.tls || d1.connections_max != d2.connections_max ||
+            d1.messages_per_connection_max != d2.messages_per_connection_max ||
+            d1.connection_idle_s != d2.connection_idle_s || d1.timeout_s != d2.timeout_s,
         "[delivery]");
+  check(running.spool.group_commit_delay_us != loaded.spool.group_commit_delay_us ||
+            running.spool.segment_bytes != loaded.spool.segment_bytes,
+        "[spool]");
   check(running.directory.database != loaded.directory.database, "directory.database");
   check(running.admin.address != loaded.admin.address, "admin.address");
   return changed;
@@ -164,11 +178,6 @@ absl::Status Server::FlushUsage() {
 Server::~Server() { Stop(); }
 
 absl::Status CheckReferences(const Config& config) {
-  if (config.delivery.backend != DeliveryBackend::kMaildir) {
-    return absl::UnimplementedError(absl::StrCat(
-        "delivery.backend = \"", DeliveryBackendName(config.delivery.backend),
-        "\" is not supported yet; use \"maildir\""));
-  }
   for (const ListenerConfig& listener : config.listeners) {
     if (listener.tls != TlsMode::kNone) {
       absl::StatusOr<std::shared_ptr<net::TlsContext>> tls =
@@ -208,9 +217,6 @@ absl::Status CheckListenerAccounts(const Config& config, const directory::Snapsh
 
 absl::Status Server::Start() {
   const Config& config = shared_.config;
-  if (config.delivery.backend != DeliveryBackend::kMaildir) {
-    return CheckReferences(config);  // explains what is unsupported
-  }
   bool needs_tls = false;
   for (const ListenerConfig& listener : config.listeners) {
     needs_tls |= listener.tls != TlsMode::kNone;
@@ -249,11 +255,11 @@ absl::Status Server::Start() {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     shards = cpus > 0 ? static_cast<int>(cpus) : 1;
   }
-  delivery_ = std::make_unique<delivery::MaildirDelivery>(
-      config.delivery.maildir_root, config.server.hostname,
-      static_cast<int>(config.server.delivery_threads),
-      static_cast<size_t>(config.delivery.batch_messages_max));
-  shared_.delivery = delivery_.get();
+  // The spool is locked and replayed, and delivery set up, before any listener opens.
+  status = StartSpoolAndDelivery(shards);
+  if (!status.ok()) {
+    return status;
+  }
   verifier_ = std::make_unique<auth::PasswordVerifier>(
       kVerifierThreads, static_cast<size_t>(config.limits.auth_cache_entries));
   shared_.verifier = verifier_.get();
@@ -265,7 +271,11 @@ absl::Status Server::Start() {
       return status;
     }
   }
-  delivery_->Start();
+  for (size_t i = 0; i < replayed_segments_.size(); ++i) {
+    shards_[i % shards_.size()]->AdoptSegment(std::move(replayed_segments_[i]));
+  }
+  replayed_segments_.clear();
+  queue_->Start();
   verifier_->Start();
   if (!config.admin.address.empty()) {
     admin_ = std::make_unique<admin::AdminServer>([this] { return MetricsText(); });
@@ -283,6 +293,88 @@ absl::Status Server::Start() {
   for (const ListenerConfig& listener : config.listeners) {
     LOG_INFO("listening on %s (tls = %s)", listener.address, TlsModeName(listener.tls));
   }
+  return absl::OkStatus();
+}
+
+namespace {
+
+delivery::BackendFactory MakeBackendFactory(const Config& config, std::string* destination) {
+  const DeliveryConfig& d = config.delivery;
+  if (d.backend == DeliveryBackend::kMaildir) {
+    *destination = absl::StrCat("maildir:", d.maildir_root);
+    return delivery::MakeMaildirFactory(d.maildir_root, config.server.hostname);
+  }
+  delivery::SmtpClientOptions options;
+  options.lmtp = d.backend == DeliveryBackend::kLmtp;
+  options.target = d.target;
+  options.helo_name = config.server.hostname;
+  options.tls = d.tls;
+  options.messages_per_connection_max = static_cast<size_t>(d.messages_per_connection_max);
+  options.idle_timeout = absl::Seconds(d.connection_idle_s);
+  options.io_timeout = absl::Seconds(d.timeout_s);
+  *destination = absl::StrCat(DeliveryBackendName(d.backend), ":", d.target);
+  return delivery::MakeSmtpClientFactory(options);
+}
+
+// QueuedFromReplay: a message found unsettled in the spool at start-up.
+std::unique_ptr<delivery::QueuedMessage> QueuedFromReplay(spool::ReplayedRecord replayed) {
+  auto message = std::make_unique<delivery::QueuedMessage>();
+  spool::Envelope& e = replayed.record.envelope;
+  message->id = std::move(e.id);
+  message->received_unix_us = e.received_unix_us;
+  message->tenant_id = e.tenant_id;
+  message->account_id = e.account_id;
+  message->sender = std::move(e.sender);
+  message->recipients = std::move(e.recipients);
+  message->marks = std::move(replayed.record.marks);
+  message->replies.assign(message->recipients.size(), std::string());
+  message->segment = std::move(replayed.segment);
+  message->record_offset = replayed.record_offset;
+  message->content_offset = replayed.record_offset + replayed.record.content_offset;
+  message->content_bytes = replayed.record.content_bytes;
+  message->replayed = true;
+  return message;
+}
+
+}  // namespace
+
+absl::Status Server::StartSpoolAndDelivery(int shards) {
+  const Config& config = shared_.config;
+  if (config.delivery.backend != DeliveryBackend::kMaildir) {
+    delivery::SmtpClientOptions probe;
+    probe.target = config.delivery.target;
+    probe.helo_name = config.server.hostname;
+    RETURN_IF_ERROR(delivery::ValidateSmtpClientOptions(probe));
+  }
+  ASSIGN_OR_RETURN(shared_.spool_dir_fd, spool::LockSpool(config.spool.dir));
+  shared_.boot_us = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
+  gauges_ = std::make_unique<spool::SpoolGauges>();
+  shared_.gauges = gauges_.get();
+  delivery::QueueOptions options;
+  options.backend = MakeBackendFactory(config, &options.destination);
+  options.workers = config.delivery.backend == DeliveryBackend::kMaildir
+                        ? static_cast<int>(config.server.delivery_threads)
+                        : static_cast<int>(config.delivery.connections_max);
+  options.batch_messages_max = static_cast<size_t>(config.delivery.batch_messages_max);
+  options.batch_delay = absl::Milliseconds(config.delivery.batch_delay_ms);
+  options.retry_initial = absl::Seconds(config.delivery.retry_initial_s);
+  options.retry_max = absl::Seconds(config.delivery.retry_max_s);
+  options.give_up_after = absl::Seconds(config.delivery.give_up_after_s);
+  options.dead_dir = absl::StrCat(config.server.data_dir, "/dead");
+  options.gauges = gauges_.get();
+  queue_ = std::make_unique<delivery::DeliveryQueue>(std::move(options));
+  shared_.queue = queue_.get();
+  size_t replayed = 0;
+  ASSIGN_OR_RETURN(replayed_segments_,
+                   spool::Replay(config.spool.dir, gauges_.get(),
+                                 [&](spool::ReplayedRecord record) {
+                                   queue_->Enqueue(QueuedFromReplay(std::move(record)));
+                                   ++replayed;
+                                 }));
+  LOG_INFO("spool %s: %d message(s) to deliver from an earlier run, in %d segment(s); "
+           "delivery to %s", config.spool.dir, static_cast<int64_t>(replayed),
+           static_cast<int64_t>(replayed_segments_.size()), queue_->destination());
+  (void)shards;
   return absl::OkStatus();
 }
 
@@ -350,6 +442,9 @@ std::string Server::MetricsText() const {
           [](const ShardCounters& c) { return c.auth_successes.Get(); });
   counter("chute_auth_failures_total", "Failed AUTH commands.",
           [](const ShardCounters& c) { return c.auth_failures.Get(); });
+  counter("chute_spool_full_refusals_total", "MAIL refused with 452 4.3.1: the spool is full.",
+          [](const ShardCounters& c) { return c.spool_full.Get(); });
+  AppendSpoolMetrics(&out);
   absl::StrAppend(&out, "# HELP chute_connections_open Connections open now.\n",
                   "# TYPE chute_connections_open gauge\n");
   for (size_t i = 0; i < shards_.size(); ++i) {
@@ -384,6 +479,50 @@ std::string Server::MetricsText() const {
   return out;
 }
 
+void Server::AppendSpoolMetrics(std::string* out) const {
+  const spool::SpoolGauges& g = *gauges_;
+  absl::StrAppend(
+      out, "# HELP chute_spool_bytes Bytes of spool segment files.\n# TYPE chute_spool_bytes gauge\n",
+      "chute_spool_bytes ", g.bytes.load(), "\n",
+      "# HELP chute_spool_messages Messages committed and not yet settled by delivery.\n",
+      "# TYPE chute_spool_messages gauge\nchute_spool_messages ", g.messages.load(), "\n",
+      "# HELP chute_spool_group_commit_failures_total Group commits that failed (451 sent).\n",
+      "# TYPE chute_spool_group_commit_failures_total counter\n",
+      "chute_spool_group_commit_failures_total ", g.group_failures.load(), "\n",
+      "# HELP chute_spool_group_commit_records Records per group commit (one fdatasync each).\n",
+      "# TYPE chute_spool_group_commit_records histogram\n");
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < spool::kGroupSizeBuckets; ++i) {
+    cumulative += g.group_sizes[i].load();
+    if (i + 1 < spool::kGroupSizeBuckets) {
+      absl::StrAppend(out, "chute_spool_group_commit_records_bucket{le=\"", (uint64_t{2} << i) - 1,
+                      "\"} ", cumulative, "\n");
+    }
+  }
+  absl::StrAppend(out, "chute_spool_group_commit_records_bucket{le=\"+Inf\"} ", cumulative, "\n",
+                  "chute_spool_group_commit_records_sum ", g.records_committed.load(), "\n",
+                  "chute_spool_group_commit_records_count ", g.groups.load(), "\n");
+  const delivery::QueueCounters& q = queue_->counters();
+  auto line = [&](absl::string_view name, absl::string_view type, absl::string_view help,
+                  uint64_t value) {
+    absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name,
+                    "{backend=\"", queue_->destination(), "\"} ", value, "\n");
+  };
+  line("chute_delivery_recipients_delivered_total", "counter", "Recipients delivered (2xx).",
+       q.recipients_delivered.load());
+  line("chute_delivery_recipients_deferred_total", "counter",
+       "Recipient attempts that failed transiently (retried with backoff).",
+       q.recipients_deferred.load());
+  line("chute_delivery_recipients_dead_total", "counter",
+       "Recipients that went to the dead-letter area.", q.recipients_dead.load());
+  line("chute_delivery_messages_dead_total", "counter", "Dead letters written.",
+       q.messages_dead.load());
+  line("chute_delivery_batches_total", "counter", "Batches handed to the backend.",
+       q.batches.load());
+  line("chute_delivery_queued_messages", "gauge", "Messages in the delivery queue.",
+       queue_->queued());
+}
+
 absl::Status Server::ReloadTls() {
   if (shared_.tls_context.load() == nullptr) {
     return absl::OkStatus();  // no listener uses TLS
@@ -412,8 +551,9 @@ void Server::Stop() {
   if (verifier_ != nullptr) {
     verifier_->Stop();
   }
-  if (delivery_ != nullptr) {
-    delivery_->Stop();
+  if (queue_ != nullptr) {
+    // What is ready is delivered for a few seconds more; the rest stays in the spool.
+    queue_->Stop(kDeliveryDrain);
   }
   absl::Status usage = FlushUsage();
   if (!usage.ok()) {

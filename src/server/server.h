@@ -1,9 +1,9 @@
 #pragma once
 
 // Server: chuted's engine (DESIGN.md §2). N shards, each one thread with one io_uring and its
-// own SO_REUSEPORT listening sockets, accept connections and run smtp::Session for them; the
-// Maildir delivery stage writes accepted messages and the shard answers 250 once they are on
-// disk. The directory snapshot is shared read-only and swapped atomically on reload.
+// own SO_REUSEPORT listening sockets, accept connections and run smtp::Session for them; a
+// shard answers 250 once the message is fsynced in its spool segment, and hands it to the
+// delivery stage (Maildir, LMTP or SMTP), which settles it in the spool when delivered. The directory snapshot is shared read-only and swapped atomically on reload.
 //
 // Threads: Start/Stop/Reload/Wait from the main thread; everything else happens on shard and
 // delivery threads.
@@ -19,7 +19,10 @@
 #include "directory/directory.h"
 
 namespace chute::delivery {
-class MaildirDelivery;
+class DeliveryQueue;
+}
+namespace chute::spool {
+struct SpoolGauges;
 }
 namespace chute::auth {
 class PasswordVerifier;
@@ -33,6 +36,10 @@ class ConnectionGate;
 }
 namespace chute::admin {
 class AdminServer;
+}
+
+namespace chute::spool {
+class Segment;
 }
 
 namespace chute::server {
@@ -65,6 +72,7 @@ struct ShardCounters {
   ShardCounter tls_failures;
   ShardCounter auth_successes;
   ShardCounter auth_failures;
+  ShardCounter spool_full;  // MAIL refused with 452 4.3.1: the spool is at a bound
 };
 
 // UsageLog: usage counts on their way from the shards (which add to their own maps and hand
@@ -97,7 +105,12 @@ struct SharedState {
   // The per-IP and per-tenant caps, shared by all shards (lock-free).
   std::unique_ptr<policy::ConnectionGate> gate;
   UsageLog usage;
-  delivery::MaildirDelivery* delivery = nullptr;
+  // The spool: its directory (locked by this process), the totals behind back-pressure, and
+  // the delivery stage that shards hand committed messages to.
+  int spool_dir_fd = -1;
+  uint64_t boot_us = 0;
+  spool::SpoolGauges* gauges = nullptr;
+  delivery::DeliveryQueue* queue = nullptr;
   auth::PasswordVerifier* verifier = nullptr;
   // The OAuth signing keys of each tenant that trusts an issuer (by tenant id), loaded with
   // each directory snapshot.
@@ -147,7 +160,11 @@ class Server {
   SharedState shared_;
   std::unique_ptr<directory::Store> store_;
   int64_t data_version_ = -1;
-  std::unique_ptr<delivery::MaildirDelivery> delivery_;
+  absl::Status StartSpoolAndDelivery(int shards);
+  void AppendSpoolMetrics(std::string* out) const;
+  std::unique_ptr<spool::SpoolGauges> gauges_;
+  std::unique_ptr<delivery::DeliveryQueue> queue_;
+  std::vector<std::shared_ptr<spool::Segment>> replayed_segments_;
   std::unique_ptr<auth::PasswordVerifier> verifier_;
   std::unique_ptr<admin::AdminServer> admin_;
   std::vector<std::unique_ptr<Shard>> shards_;

@@ -44,279 +44,19 @@ smtp::SessionOptions SessionOptionsFor(const Config& config, const ListenerConfi
 
 }  // namespace
 
-// --- Connection: the HVE session handler ------------------------------------------------------
-
-std::optional<smtp::Reply> Connection::OnAuth(const smtp::AuthRequest& request) {
-  if (request.mechanism == smtp::Mechanism::kXoauth2) {
-    return OnXoauth2(request);
-  }
-  const directory::Account* candidate = snapshot->FindAccount(request.username);
-  if (candidate != nullptr) {
-    const directory::Tenant* tenant = snapshot->FindTenant(candidate->tenant_id);
-    if (tenant != nullptr && !tenant->basic_auth) {
-      return smtp::kReplyBasicAuthDisabled;
-    }
-  }
-  if (!request.authzid.empty() && request.authzid != request.username) {
-    candidate = nullptr;  // acting for someone else is not a thing HVE accounts do
-  }
-  auth::VerifyRequest verify;
-  verify.account_id = candidate != nullptr ? candidate->id : 0;
-  verify.password_hash = candidate != nullptr ? candidate->password_hash : std::string();
-  verify.password = request.secret;
-  verify.cookie = (static_cast<uint64_t>(generation & 0xffffff) << 32) | slot;
-  // An unknown user is verified too (against a dummy hash): same answer, same time.
-  if (!shard->shared_->verifier->Submit(std::move(verify), shard)) {
-    return smtp::kReplyAuthUnavailable;  // the verifier queue is at its bound
-  }
-  auth_inflight = true;
-  auth_candidate = candidate;
-  return std::nullopt;  // answered by OnVerified
-}
-
-smtp::Reply Connection::AdmitAuthenticated(const directory::Account* candidate) {
-  // The credentials are good; the tenant's cap decides (454 leaves the session unauthenticated).
-  if (shard->shared_->gate->AdmitTenant(candidate->tenant_id, &tenant_slot) !=
-      policy::ConnectionGate::Verdict::kAdmitted) {
-    return smtp::kReplyTenantCap;
-  }
-  account = candidate;
-  shard->counters_.auth_successes.Add(1);
-  return smtp::kReplyAuthOk;
-}
-
-smtp::Reply Connection::OnXoauth2(const smtp::AuthRequest& request) {
-  // user= must name the account; its tenant must trust an issuer and have its keys loaded.
-  const directory::Account* candidate = snapshot->FindAccount(request.username);
-  const directory::Tenant* tenant =
-      candidate != nullptr ? snapshot->FindTenant(candidate->tenant_id) : nullptr;
-  std::shared_ptr<const SharedState::JwksByTenant> jwks = shard->shared_->jwks.load();
-  const auth::Jwks* keys = nullptr;
-  if (tenant != nullptr && jwks != nullptr) {
-    auto it = jwks->find(tenant->id);
-    keys = it != jwks->end() ? it->second.get() : nullptr;
-  }
-  if (tenant == nullptr || tenant->oauth_issuer.empty() || keys == nullptr) {
-    shard->counters_.auth_failures.Add(1);
-    return smtp::kReplyAuthFailed;
-  }
-  auth::TokenPolicy policy{tenant->oauth_issuer, tenant->oauth_audience, tenant->oauth_tenant_id,
-                           candidate->allowed_apps};
-  std::string why;
-  auth::TokenVerdict verdict =
-      auth::VerifyToken(request.secret, *keys, policy, shard->now_, &why);
-  if (verdict != auth::TokenVerdict::kOk) {
-    shard->counters_.auth_failures.Add(1);
-    LOG_DEBUG("%s: XOAUTH2 for %s refused: %s", peer_text, request.username, why);
-  }
-  switch (verdict) {
-    case auth::TokenVerdict::kOk:
-      return AdmitAuthenticated(candidate);
-    case auth::TokenVerdict::kExpired:
-      return smtp::kReplyTokenExpired;
-    case auth::TokenVerdict::kNoPermission:
-      return smtp::kReplyTokenNoPermission;
-    case auth::TokenVerdict::kAppNotAllowed:
-      return smtp::kReplyAppNotAllowed;
-    case auth::TokenVerdict::kInvalid:
-      return smtp::kReplyAuthFailed;
-  }
-  return smtp::kReplyAuthFailed;
-}
-
-void Connection::OnVerified(bool ok) {
-  auth_inflight = false;
-  const directory::Account* candidate = auth_candidate;
-  auth_candidate = nullptr;
-  smtp::Reply reply = smtp::kReplyAuthFailed;
-  if (ok && candidate != nullptr) {
-    reply = AdmitAuthenticated(candidate);
-  } else {
-    shard->counters_.auth_failures.Add(1);
-  }
-  if (session != nullptr && session->blocked() == smtp::Session::Blocked::kAwaitingAnswer) {
-    session->Answer(reply);
-  }
-}
-
-std::optional<smtp::Reply> Connection::OnMail(const smtp::MailArgs& mail) {
-  if (account == nullptr) {
-    return smtp::kReplyNotAuthenticated;
-  }
-  if (std::optional<smtp::Reply> refusal = policy::CheckSender(*account, mail.address)) {
-    return refusal;
-  }
-  ReleaseMessage();
-  message.active = true;
-  return smtp::kReplySenderOk;
-}
-
-std::optional<smtp::Reply> Connection::OnRcpt(absl::string_view address) {
-  std::string deliver_to;
-  if (std::optional<smtp::Reply> refusal =
-          policy::CheckRecipient(*snapshot, *account, address, &deliver_to)) {
-    return refusal;
-  }
-  if (std::find(message.recipients.begin(), message.recipients.end(), deliver_to) ==
-      message.recipients.end()) {
-    message.recipients.push_back(std::move(deliver_to));  // a repeated RCPT delivers once
-  }
-  return smtp::kReplyRecipientOk;
-}
-
-void Connection::OnBodyBegin() {
-  message.headers.Reset();
-  message.pieces.clear();
-  message.header_copy.clear();
-  message.rewrite_header = account != nullptr && !account->reply_to.empty();
-}
-
-void Connection::OnBodySlice(absl::string_view slice) {
-  size_t header_bytes = message.headers.Feed(slice);
-  if (message.rewrite_header && header_bytes > 0) {
-    message.header_copy.append(slice.data(), header_bytes);
-    slice.remove_prefix(header_bytes);
-    if (slice.empty()) {
-      return;
-    }
-  }
-  // Plaintext from TLS lives in the connection's own buffer, which is reused: it goes to the
-  // arena like the overflow of a message with too many pinned receive buffers.
-  uint16_t buffer = static_cast<uint16_t>(feeding_buffer);
-  bool zero_copy = feeding_buffer >= 0 && message.pieces.size() < kBodyPiecesMax;
-  bool pinned = zero_copy && !message.pinned.empty() && message.pinned.back() == buffer;
-  if (!pinned && zero_copy && message.pinned.size() < kPinnedBuffersPerMessageMax) {
-    shard->Ref(buffer);
-    message.pinned.push_back(buffer);
-    pinned = true;
-  }
-  if (pinned) {
-    message.pieces.push_back(BodyPiece{slice.data(), slice.size()});
-    return;
-  }
-  // Too many buffers pinned already: copy into the arena, in blocks that never move.
-  while (!slice.empty()) {
-    if (message.arena.empty() || message.arena.back().size() == kArenaBlockBytes) {
-      message.arena.emplace_back();
-      message.arena.back().reserve(kArenaBlockBytes);
-    }
-    std::string& block = message.arena.back();
-    size_t take = std::min(slice.size(), kArenaBlockBytes - block.size());
-    const char* at = block.data() + block.size();
-    block.append(slice.data(), take);
-    if (!message.pieces.empty() && message.pieces.back().data + message.pieces.back().length == at) {
-      message.pieces.back().length += take;
-    } else {
-      message.pieces.push_back(BodyPiece{at, take});
-    }
-    slice.remove_prefix(take);
-  }
-}
-
-void Connection::ReleaseMessage() {
-  for (uint16_t buffer : message.pinned) {
-    shard->Unref(buffer);
-  }
-  message.pinned.clear();
-  message.pieces.clear();
-  message.arena.clear();
-  message.recipients.clear();
-  message.added_headers.clear();
-  message.header_copy.clear();
-  message.rewrite_header = false;
-  message.active = false;
-}
-
-void Connection::OnTransactionAbort() {
-  if (!delivery_inflight) {
-    ReleaseMessage();
-  }
-}
-
-void Connection::OnStartTls() { shard->StartTls(*this); }
-
-}  // namespace chute::server
-
-namespace chute::server {
-
-std::optional<smtp::Reply> Connection::OnBodyEnd() {
-  Shard& s = *shard;
-  message.id = absl::StrFormat("%08X%02X%010X", s.boot_seconds_ & 0xffffffff, s.index_ & 0xff,
-                               ++s.message_counter_);
-  delivery::TraceInfo trace;
-  trace.helo = session->helo_name();
-  trace.client_ip = peer_text;
-  trace.hostname = config->server.hostname;
-  // RFC 3848: S for TLS, A for a session authenticated with AUTH.
-  bool via_auth = listener->tls != TlsMode::kNone;
-  trace.protocol = session->tls_active() ? (via_auth ? "ESMTPSA" : "ESMTPS")
-                                         : (via_auth ? "ESMTPA" : "ESMTP");
-  trace.id = message.id;
-  trace.recipient = message.recipients.size() == 1 ? absl::string_view(message.recipients[0])
-                                                   : absl::string_view();
-  trace.time = s.now_;
-  delivery::AppendAddedHeaders(trace, message.headers, &message.added_headers);
-  if (message.rewrite_header) {
-    // Exactly one Reply-To: the account's (DESIGN.md §1).
-    absl::StrAppend(&message.added_headers, "Reply-To: ", account->reply_to, "\r\n");
-    delivery::AppendWithoutField(message.header_copy, "Reply-To", &message.added_headers);
-  }
-
-  auto job = std::make_unique<delivery::Job>();
-  job->id = message.id;
-  job->cookie = Cookie(*this);
-  job->content.reserve(message.pieces.size() + 1);
-  job->content.push_back(iovec{message.added_headers.data(), message.added_headers.size()});
-  for (const BodyPiece& piece : message.pieces) {
-    job->content.push_back(iovec{const_cast<char*>(piece.data), piece.length});
-  }
-  for (const std::string& address : message.recipients) {
-    smtp::AddressParts parts = smtp::SplitAddress(address);
-    job->recipients.push_back(
-        delivery::Recipient{directory::ToLower(parts.domain), std::string(parts.local)});
-  }
-  if (!s.shared_->delivery->Submit(std::move(job), &s)) {
-    ReleaseMessage();
-    s.counters_.messages_failed.Add(1);
-    return smtp::kReplyStorageFull;  // the delivery queue is at its bound
-  }
-  delivery_inflight = true;
-  return std::nullopt;  // answered by OnDeliveryDone
-}
-
-void Connection::OnDeliveryDone(const delivery::Job& job) {
-  delivery_inflight = false;
-  std::string text;
-  smtp::Reply reply;
-  if (job.result.ok()) {
-    text = absl::StrCat("2.0.0 OK ", job.id, " delivered");
-    reply = smtp::Reply{250, text};
-    shard->counters_.messages_accepted.Add(1);
-    if (account != nullptr) {
-      std::string day = absl::FormatTime("%Y-%m-%d", shard->now_, absl::UTCTimeZone());
-      directory::UsageRow& row = shard->usage_[{account->id, day}];
-      if (row.day.empty()) {
-        row = directory::UsageRow{account->id, day, account->primary_address,
-                                  account->tenant_name, 0, 0};
-      }
-      row.messages += 1;
-      row.recipients += static_cast<int64_t>(job.recipients.size());
-    }
-  } else {
-    reply = absl::IsResourceExhausted(job.result) ? smtp::kReplyStorageFull
-                                                  : smtp::kReplyLocalError;
-    shard->counters_.messages_failed.Add(1);
-  }
-  ReleaseMessage();
-  if (session != nullptr && session->blocked() == smtp::Session::Blocked::kAwaitingAnswer) {
-    session->Answer(reply);
-  }
-}
-
 // --- Shard ------------------------------------------------------------------------------------
 
 Shard::Shard(int index, SharedState* shared)
-    : index_(index), shared_(shared), boot_seconds_(absl::ToUnixSeconds(absl::Now())) {}
+    : index_(index), shared_(shared), boot_us_(shared->boot_us) {
+  writer_ = std::make_unique<spool::SegmentWriter>(
+      shared->config.spool.dir, shared->spool_dir_fd, index, boot_us_,
+      static_cast<uint64_t>(shared->config.spool.segment_bytes), shared->gauges);
+  handover_ = shared->queue->AddProducer();
+}
+
+void Shard::AdoptSegment(std::shared_ptr<spool::Segment> segment) {
+  writer_->Adopt(std::move(segment));
+}
 
 Shard::~Shard() {
   Join();
@@ -361,14 +101,6 @@ void Shard::Join() {
   if (thread_.joinable()) {
     thread_.join();
   }
-}
-
-void Shard::OnDelivered(std::unique_ptr<delivery::Job> job) {
-  {
-    absl::MutexLock lock(&mailbox_mu_);
-    mailbox_.push_back(std::move(job));
-  }
-  Wake();
 }
 
 void Shard::OnVerified(uint64_t cookie, bool ok) {
@@ -432,6 +164,8 @@ void Shard::Run() {
     if (stop_requested_.load(std::memory_order_relaxed) && !stopping_) {
       BeginStop();
     }
+    MaybeCommit();
+    FlushHandOver();
   }
   shared_->usage.Merge(usage_);
   // Everything has ended; anything still in the ring dies with it.
@@ -455,6 +189,11 @@ void Shard::Dispatch(const io_uring_cqe& cqe) {
       if (Connection* conn = Lookup(cookie)) {
         OnSend(*conn, cqe);
       }
+      return;
+    case kOpSpool:
+      return OnSpoolCqe(cqe);
+    case kOpCommitTimer:
+      commit_timer_armed_ = false;
       return;
     default:
       return;
@@ -492,11 +231,9 @@ void Shard::ArmTick() {
 }
 
 void Shard::OnWake() {
-  std::vector<std::unique_ptr<delivery::Job>> done;
   std::vector<std::pair<uint64_t, bool>> verified;
   {
     absl::MutexLock lock(&mailbox_mu_);
-    done.swap(mailbox_);
     verified.swap(verified_);
   }
   for (const auto& [cookie, ok] : verified) {
@@ -506,17 +243,11 @@ void Shard::OnWake() {
     Process(*conn);
     MaybeFree(*conn);
   }
-  for (std::unique_ptr<delivery::Job>& job : done) {
-    Connection* conn = Lookup(job->cookie);
-    CHECK_MSG(conn != nullptr, "a delivery finished for a connection that is gone");
-    conn->OnDeliveryDone(*job);
-    Process(*conn);
-    MaybeFree(*conn);
-  }
   ArmWake();
 }
 
 void Shard::OnTick() {
+  writer_->Reclaim();
   if (!usage_.empty()) {
     shared_->usage.Merge(usage_);
   }
@@ -1036,6 +767,154 @@ void Shard::MaybeFree(Connection& conn) {
   counters_.connections_open.Add(-1);
   free_slots_.push_back(conn.slot);
   --live_connections_;
+}
+
+}  // namespace chute::server
+
+namespace chute::server {
+
+// --- The spool's group commit -----------------------------------------------------------------
+
+void Shard::NoteStaged() {
+  if (first_staged_ == absl::InfiniteFuture()) {
+    first_staged_ = now_;
+  }
+}
+
+void Shard::MaybeCommit() {
+  if (writer_->staged() == 0 || writer_->group_inflight()) {
+    return;  // a group in flight: what is staged meanwhile rides the next one
+  }
+  // group_commit_delay_us: how long the oldest staged record may wait for company.
+  absl::Duration delay = absl::Microseconds(shared_->config.spool.group_commit_delay_us);
+  absl::Duration waited = now_ - first_staged_;
+  if (delay == absl::ZeroDuration() || waited >= delay || stopping_ ||
+      writer_->staged() >= spool::kGroupRecordsMax) {
+    return IssueGroup();
+  }
+  ArmCommitTimer(delay - waited);
+}
+
+void Shard::ArmCommitTimer(absl::Duration wait) {
+  if (commit_timer_armed_) {
+    return;
+  }
+  commit_wait_.tv_sec = absl::ToInt64Seconds(wait);
+  commit_wait_.tv_nsec = absl::ToInt64Nanoseconds(wait - absl::Seconds(commit_wait_.tv_sec));
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_timeout(sqe, &commit_wait_, 0, 0);
+  io_uring_sqe_set_data64(sqe, io::PackUserData(kOpCommitTimer, 0));
+  commit_timer_armed_ = true;
+}
+
+void Shard::IssueGroup() {
+  std::vector<uint64_t> failed;
+  absl::StatusOr<const spool::Group*> taken = writer_->TakeGroup(&failed);
+  first_staged_ = writer_->staged() > 0 ? now_ : absl::InfiniteFuture();
+  if (!taken.ok()) {
+    LOG_ERROR("shard %d: spool: %s", index_, taken.status().ToString());
+    for (uint64_t cookie : failed) {
+      if (Connection* conn = Lookup(cookie)) {
+        conn->OnCommitted(nullptr);
+        Process(*conn);
+        MaybeFree(*conn);
+      }
+    }
+    return;
+  }
+  const spool::Group& group = **taken;
+  // One chain: the writes, then fdatasync, then (a new segment) the directory's fsync. A link
+  // breaks at the first failure, and every later SQE completes with -ECANCELED.
+  size_t writes = (group.iov.size() + spool::kIovPerWriteMax - 1) / spool::kIovPerWriteMax;
+  size_t sqes = writes + 1 + (group.dir_fd >= 0 ? 1 : 0);
+  ring_->Reserve(static_cast<unsigned>(sqes));
+  group_write_bytes_.clear();
+  group_status_ = absl::OkStatus();
+  uint64_t offset = group.offset;
+  for (size_t i = 0; i < group.iov.size(); i += spool::kIovPerWriteMax) {
+    size_t n = std::min(spool::kIovPerWriteMax, group.iov.size() - i);
+    uint64_t bytes = 0;
+    for (size_t j = i; j < i + n; ++j) {
+      bytes += group.iov[j].iov_len;
+    }
+    io_uring_sqe* sqe = ring_->Sqe();
+    io_uring_prep_writev(sqe, group.fd, &group.iov[i], static_cast<unsigned>(n), offset);
+    sqe->flags |= IOSQE_IO_LINK;
+    io_uring_sqe_set_data64(sqe, io::PackUserData(kOpSpool, group_write_bytes_.size()));
+    group_write_bytes_.push_back(bytes);
+    offset += bytes;
+  }
+  io_uring_sqe* sync = ring_->Sqe();
+  io_uring_prep_fsync(sync, group.fd, IORING_FSYNC_DATASYNC);
+  io_uring_sqe_set_data64(sync, io::PackUserData(kOpSpool, group_write_bytes_.size()));
+  group_write_bytes_.push_back(0);
+  if (group.dir_fd >= 0) {
+    sync->flags |= IOSQE_IO_LINK;
+    io_uring_sqe* dir_sync = ring_->Sqe();
+    io_uring_prep_fsync(dir_sync, group.dir_fd, 0);
+    io_uring_sqe_set_data64(dir_sync, io::PackUserData(kOpSpool, group_write_bytes_.size()));
+    group_write_bytes_.push_back(0);
+  }
+  group_cqes_pending_ = group_write_bytes_.size();
+}
+
+void Shard::OnSpoolCqe(const io_uring_cqe& cqe) {
+  uint64_t index = io::UserDataCookie(cqe.user_data);
+  CHECK(index < group_write_bytes_.size() && group_cqes_pending_ > 0);
+  if (group_status_.ok()) {
+    if (cqe.res < 0) {
+      group_status_ = io::ErrnoStatus(-cqe.res, "spool write or sync");
+    } else if (static_cast<uint64_t>(cqe.res) != group_write_bytes_[index]) {
+      group_status_ = absl::DataLossError("spool write: short write");
+    }
+  }
+  if (--group_cqes_pending_ == 0) {
+    FinishGroup(group_status_);
+  }
+}
+
+void Shard::FinishGroup(const absl::Status& status) {
+  if (!status.ok()) {
+    LOG_ERROR("shard %d: spool group commit failed, its messages get 451: %s", index_,
+              status.ToString());
+  }
+  std::vector<spool::Committed> committed;
+  std::vector<uint64_t> failed;
+  writer_->FinishGroup(status, &committed, &failed);
+  for (const spool::Committed& c : committed) {
+    // The connection waits for this answer (delivery_inflight keeps it), even if its peer left.
+    Connection* conn = Lookup(c.cookie);
+    CHECK_MSG(conn != nullptr, "a spool commit finished for a connection that is gone");
+    conn->OnCommitted(&c);
+    Process(*conn);
+    MaybeFree(*conn);
+  }
+  for (uint64_t cookie : failed) {
+    Connection* conn = Lookup(cookie);
+    CHECK_MSG(conn != nullptr, "a spool commit failed for a connection that is gone");
+    conn->OnCommitted(nullptr);
+    Process(*conn);
+    MaybeFree(*conn);
+  }
+}
+
+void Shard::HandOver(std::unique_ptr<delivery::QueuedMessage> message) {
+  if (handover_backlog_.empty() && handover_->TryPush(message)) {
+    handed_over_ = true;
+    return;
+  }
+  handover_backlog_.push_back(std::move(message));
+}
+
+void Shard::FlushHandOver() {
+  while (!handover_backlog_.empty() && handover_->TryPush(handover_backlog_.front())) {
+    handover_backlog_.pop_front();
+    handed_over_ = true;
+  }
+  if (handed_over_) {
+    handed_over_ = false;
+    shared_->queue->Notify();  // once per turn of the loop, not per message
+  }
 }
 
 }  // namespace chute::server

@@ -18,11 +18,12 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "auth/verifier.h"
-#include "delivery/maildir.h"
+#include "delivery/queue.h"
 #include "delivery/message_headers.h"
 #include "io/ring.h"
 #include "server/server.h"
 #include "smtp/session.h"
+#include "spool/spool.h"
 
 namespace chute::server {
 
@@ -37,6 +38,7 @@ inline constexpr size_t kArenaBlockBytes = 64 * 1024;
 // Pieces one message may point to (each stuffed dot splits a slice); past it, the body goes to
 // the arena, where consecutive pieces merge: a body of dotted lines cannot grow the list.
 inline constexpr size_t kBodyPiecesMax = 4096;
+static_assert(kBodyPiecesMax + 1 <= spool::kGroupIovMax, "one message always fits a group");
 // How long a stopping shard lets messages in progress finish.
 inline constexpr absl::Duration kDrainTimeout = absl::Seconds(30);
 inline constexpr absl::Duration kTickInterval = absl::Seconds(1);
@@ -52,7 +54,7 @@ inline constexpr absl::Duration kTlsHandshakeTimeout = absl::Seconds(10);
 // How long a proxy_protocol listener waits for the PROXY header.
 inline constexpr absl::Duration kProxyHeaderTimeout = absl::Seconds(10);
 
-class Shard : public delivery::CompletionSink, public auth::VerifySink {
+class Shard : public auth::VerifySink {
  public:
   Shard(int index, SharedState* shared);
   ~Shard() override;
@@ -66,8 +68,9 @@ class Shard : public delivery::CompletionSink, public auth::VerifySink {
   void Join();
   bool failed() const { return failed_.load(); }
 
-  // OnDelivered: delivery worker threads report here (CompletionSink).
-  void OnDelivered(std::unique_ptr<delivery::Job> job) override;
+  // AdoptSegment: a segment found by replay at start-up; this shard removes it once every
+  // message in it is settled. Main thread, before Start.
+  void AdoptSegment(std::shared_ptr<spool::Segment> segment);
   // OnVerified: password verifier threads report here (VerifySink).
   void OnVerified(uint64_t cookie, bool ok) override;
 
@@ -75,7 +78,9 @@ class Shard : public delivery::CompletionSink, public auth::VerifySink {
 
  private:
   friend struct Connection;
-  enum Op : uint8_t { kOpAccept = 1, kOpRecv, kOpSend, kOpTick, kOpWake, kOpIgnore };
+  enum Op : uint8_t {
+    kOpAccept = 1, kOpRecv, kOpSend, kOpTick, kOpWake, kOpIgnore, kOpSpool, kOpCommitTimer
+  };
 
   void Run();
   absl::Status Setup();
@@ -106,6 +111,18 @@ class Shard : public delivery::CompletionSink, public auth::VerifySink {
   void Shutdown(Connection& conn);
   void MaybeFree(Connection& conn);
 
+  // The spool's group commit (spool.h): records staged by connections are written and
+  // fdatasync'ed as one linked chain of SQEs; the 250s go out when the chain completes.
+  void NoteStaged();
+  void MaybeCommit();
+  void IssueGroup();
+  void OnSpoolCqe(const io_uring_cqe& cqe);
+  void FinishGroup(const absl::Status& status);
+  void ArmCommitTimer(absl::Duration wait);
+  // HandOver: a committed message to delivery (lock-free ring); kept here while it is full.
+  void HandOver(std::unique_ptr<delivery::QueuedMessage> message);
+  void FlushHandOver();
+
   void Ref(uint16_t buffer) { ++buffer_refs_[buffer]; }
   void Unref(uint16_t buffer);
 
@@ -127,8 +144,18 @@ class Shard : public delivery::CompletionSink, public auth::VerifySink {
   absl::Time drain_deadline_ = absl::InfiniteFuture();
   bool stopping_ = false;
   uint64_t message_counter_ = 0;
+  std::unique_ptr<spool::SegmentWriter> writer_;
+  absl::Time first_staged_ = absl::InfiniteFuture();  // when the oldest staged record came
+  bool commit_timer_armed_ = false;
+  __kernel_timespec commit_wait_{};
+  size_t group_cqes_pending_ = 0;             // CQEs of the group chain still to come
+  std::vector<uint64_t> group_write_bytes_;   // what each SQE of the chain must return
+  absl::Status group_status_;
+  delivery::DeliveryQueue::Ring* handover_ = nullptr;
+  std::deque<std::unique_ptr<delivery::QueuedMessage>> handover_backlog_;
+  bool handed_over_ = false;  // something was pushed since the last Notify
   UsageLog::Map usage_;  // this shard's counts since the last tick
-  const int64_t boot_seconds_;
+  const uint64_t boot_us_;
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> failed_{false};
   std::thread thread_;
@@ -136,7 +163,6 @@ class Shard : public delivery::CompletionSink, public auth::VerifySink {
   void Wake();
 
   absl::Mutex mailbox_mu_;
-  std::vector<std::unique_ptr<delivery::Job>> mailbox_ ABSL_GUARDED_BY(mailbox_mu_);
   std::vector<std::pair<uint64_t, bool>> verified_ ABSL_GUARDED_BY(mailbox_mu_);
 };
 

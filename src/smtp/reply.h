@@ -79,6 +79,8 @@ inline constexpr Reply kReplyConnectionsMax{421,
                                             "4.7.0 Too many connections, try again later"};
 inline constexpr Reply kReplyStorageFull{452, "4.3.1 Insufficient system storage"};
 inline constexpr Reply kReplyLocalError{451, "4.3.0 Local delivery failed, try again later"};
+// The spool write or its fsync failed: the message is not stored; the client keeps it.
+inline constexpr Reply kReplySpoolFailed{451, "4.3.0 Could not store the message, try again later"};
 inline constexpr Reply kReplyNetworkNotAllowed{554,
                                                "5.7.1 Your address may not use this listener"};
 inline constexpr Reply kReplyListenerMisconfigured{

@@ -135,6 +135,9 @@ absl::StatusOr<const Group*> SegmentWriter::TakeGroup(std::vector<uint64_t>* fai
   group->entries.reserve(count);  // never reallocated: the iovecs point into the prefixes
   for (size_t i = 0; i < count; ++i) {
     Staged& staged = staged_.front();
+    if (!group->entries.empty() && group->iov.size() + 1 + staged.body.size() > kGroupIovMax) {
+      break;  // the rest waits for the next group
+    }
     Group::Entry& entry = group->entries.emplace_back();
     entry.cookie = staged.cookie;
     entry.record_offset = group->offset + group->bytes;

@@ -43,8 +43,10 @@ namespace chute::spool {
 
 // Records one group may carry; more wait for the next group.
 inline constexpr size_t kGroupRecordsMax = 256;
-// iovecs one pwritev SQE carries (the kernel's IOV_MAX).
+// iovecs one pwritev SQE carries (the kernel's IOV_MAX), and one group carries at most (so a
+// group's chain is at most 64 writes and two syncs, well within a shard's ring).
 inline constexpr size_t kIovPerWriteMax = 1024;
+inline constexpr size_t kGroupIovMax = 64 * kIovPerWriteMax;
 // Group sizes are counted in buckets 1, 2-3, 4-7, ... 256+ for /metrics.
 inline constexpr size_t kGroupSizeBuckets = 10;
 

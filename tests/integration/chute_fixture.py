@@ -171,9 +171,15 @@ address = "127.0.0.1:{self.admin_port}"
 
     def maildir(self, address):
         local, domain = address.rsplit("@", 1)
-        return os.path.join(self.dir, "mail", domain.lower(), local)
+        return os.path.join(self.dir, "mail", domain.lower(), local.lower())
+
+    def settle(self, deadline_s=30):
+        """Waits until delivery has settled every message the spool holds (250 means spooled;
+        delivery follows within milliseconds)."""
+        self.wait_metric("chute_spool_messages", 0, deadline_s)
 
     def messages(self, address):
+        self.settle()
         new = os.path.join(self.maildir(address), "new")
         if not os.path.isdir(new):
             return []

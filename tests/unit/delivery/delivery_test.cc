@@ -6,7 +6,6 @@
 #include <fstream>
 #include <sstream>
 
-#include "absl/synchronization/notification.h"
 #include "delivery/maildir.h"
 #include "delivery/message_headers.h"
 
@@ -59,22 +58,16 @@ TEST(AddedHeadersTest, ReceivedAlwaysDateAndMessageIdWhenMissing) {
 }
 
 TEST(MaildirPathTest, LocalPartsCannotEscapeTheRoot) {
-  EXPECT_EQ(MaildirPath("/m", {"x.test", "Bob"}), "/m/x.test/Bob");
-  EXPECT_EQ(MaildirPath("/m", {"x.test", "a/b"}), "/m/x.test/a%2Fb");
-  EXPECT_EQ(MaildirPath("/m", {"x.test", ".."}), "/m/x.test/%2E.");
-  EXPECT_EQ(MaildirPath("/m", {"x.test", "\"../x\""}), "/m/x.test/\"..%2Fx\"");
-  EXPECT_EQ(MaildirPath("/m", {"x.test", "100%"}), "/m/x.test/100%25");
+  EXPECT_EQ(MaildirPath("/m", "bob@x.test"), "/m/x.test/bob");
+  EXPECT_EQ(MaildirPath("/m", "a/b@x.test"), "/m/x.test/a%2Fb");
+  EXPECT_EQ(MaildirPath("/m", "..@x.test"), "/m/x.test/%2E.");
+  EXPECT_EQ(MaildirPath("/m", "\"../x\"@x.test"), "/m/x.test/\"..%2Fx\"");
+  EXPECT_EQ(MaildirPath("/m", "100%@x.test"), "/m/x.test/100%25");
 }
 
-class Sink : public CompletionSink {
- public:
-  void OnDelivered(std::unique_ptr<Job> job) override {
-    result = job->result;
-    done.Notify();
-  }
-  absl::Notification done;
-  absl::Status result;
-};
+TEST(MaildirPathTest, MailboxFoldersAreCaseInsensitive) {
+  EXPECT_EQ(MaildirPath("/m", "Alice@Example.TEST"), MaildirPath("/m", "alice@example.test"));
+}
 
 std::vector<std::string> List(const std::string& dir) {
   std::vector<std::string> names;
@@ -89,54 +82,78 @@ std::vector<std::string> List(const std::string& dir) {
   return names;
 }
 
-TEST(MaildirDeliveryTest, WritesEachRecipientOnceAndIdempotently) {
-  char root[] = "/tmp/chute-maildir-XXXXXX";
-  ASSERT_NE(mkdtemp(root), nullptr);
-  MaildirDelivery delivery(root, "relay.test", 2, 8);
-  delivery.Start();
-  std::string head = "Received: x\r\n";
-  std::string body = "Subject: t\r\n\r\nhello\r\n";
-  for (int attempt = 0; attempt < 2; ++attempt) {  // the same job twice: still one copy each
-    auto job = std::make_unique<Job>();
-    job->id = "00AA";
-    job->content = {iovec{head.data(), head.size()}, iovec{body.data(), body.size()}};
-    job->recipients = {{"x.test", "bob"}, {"y.test", "Carol"}};
-    Sink sink;
-    ASSERT_TRUE(delivery.Submit(std::move(job), &sink));
-    sink.done.WaitForNotification();
-    ASSERT_TRUE(sink.result.ok()) << sink.result;
-  }
-  delivery.Stop();
-  std::string bob = std::string(root) + "/x.test/bob";
-  std::vector<std::string> names = List(bob + "/new");
-  ASSERT_LE(names.size(), 2u);  // the name carries the second: a retry in another second may add one
-  ASSERT_GE(names.size(), 1u);
-  EXPECT_TRUE(List(bob + "/tmp").empty());
-  EXPECT_TRUE(List(bob + "/cur").empty());
-  std::ifstream file(bob + "/new/" + names[0]);
-  std::stringstream content;
-  content << file.rdbuf();
-  EXPECT_EQ(content.str(), head + body);
-  EXPECT_EQ(List(std::string(root) + "/y.test/Carol/new").size(), names.size());
-  std::string command = std::string("rm -rf '") + root + "'";
-  ASSERT_EQ(std::system(command.c_str()), 0);
+std::string TempRoot() {
+  char tmpl[] = "/tmp/chute-maildir-XXXXXX";
+  return std::string(mkdtemp(tmpl));
 }
 
-TEST(MaildirDeliveryTest, UnwritableRootFailsTheJob) {
-  MaildirDelivery delivery("/proc/chute-cannot-write-here", "relay.test", 1, 4);
-  delivery.Start();
-  std::string body = "x\r\n";
-  auto job = std::make_unique<Job>();
-  job->id = "01";
-  job->content = {iovec{body.data(), body.size()}};
-  job->recipients = {{"x.test", "bob"}};
-  Sink sink;
-  ASSERT_TRUE(delivery.Submit(std::move(job), &sink));
-  sink.done.WaitForNotification();
-  EXPECT_FALSE(sink.result.ok());
-  delivery.Stop();
-  auto late = std::make_unique<Job>();
-  EXPECT_FALSE(delivery.Submit(std::move(late), &sink));  // stopped: refused, not lost silently
+OutboundMessage Sample(const std::string& id, std::vector<std::string> recipients) {
+  OutboundMessage m;
+  m.id = id;
+  m.received_unix_s = 1790000000;
+  m.sender = "app@example.test";
+  for (size_t i = 0; i < recipients.size(); ++i) {
+    m.recipient_indexes.push_back(static_cast<uint32_t>(i));
+  }
+  m.recipients = std::move(recipients);
+  m.content = "Subject: t\r\n\r\nhello\r\n";
+  return m;
+}
+
+TEST(MaildirBackendTest, WritesEachRecipientOnceAndIdempotently) {
+  std::string root = TempRoot() + "/mail";
+  MaildirBackend backend(root, "relay.test");
+  OutboundMessage m = Sample("ID1", {"bob@example.test", "Carol@Example.test"});
+  backend.Deliver({&m});
+  ASSERT_EQ(m.results.size(), 2u);
+  EXPECT_EQ(m.results[0].outcome, Outcome::kDelivered);
+  EXPECT_EQ(m.results[1].outcome, Outcome::kDelivered);
+  EXPECT_EQ(List(root + "/example.test/bob/new").size(), 1u);
+  EXPECT_EQ(List(root + "/example.test/carol/new").size(), 1u);
+  EXPECT_TRUE(List(root + "/example.test/bob/tmp").empty());
+  // The same message again (a retry) renames over the same name: still one copy.
+  backend.Deliver({&m});
+  EXPECT_EQ(List(root + "/example.test/bob/new").size(), 1u);
+  std::ifstream in(root + "/example.test/bob/new/" + List(root + "/example.test/bob/new")[0]);
+  std::stringstream content;
+  content << in.rdbuf();
+  EXPECT_EQ(content.str(), m.content);
+}
+
+TEST(MaildirBackendTest, ReplayDoesNotDuplicateWhatAReaderMovedToCur) {
+  std::string root = TempRoot() + "/mail";
+  MaildirBackend backend(root, "relay.test");
+  OutboundMessage m = Sample("ID2", {"bob@example.test"});
+  backend.Deliver({&m});
+  std::string dir = root + "/example.test/bob";
+  std::string name = List(dir + "/new")[0];
+  ASSERT_EQ(rename((dir + "/new/" + name).c_str(), (dir + "/cur/" + name + ":2,S").c_str()), 0);
+  m.replayed = true;
+  backend.Deliver({&m});
+  EXPECT_EQ(m.results[0].outcome, Outcome::kDelivered);
+  EXPECT_TRUE(List(dir + "/new").empty());
+  EXPECT_EQ(List(dir + "/cur").size(), 1u);
+}
+
+TEST(MaildirBackendTest, MailboxRemovedWhileRunningIsMadeAgain) {
+  std::string root = TempRoot() + "/mail";
+  MaildirBackend backend(root, "relay.test");
+  OutboundMessage m = Sample("ID3", {"bob@example.test"});
+  backend.Deliver({&m});
+  ASSERT_EQ(system(("rm -rf " + root + "/example.test/bob").c_str()), 0);
+  OutboundMessage again = Sample("ID4", {"bob@example.test"});
+  backend.Deliver({&again});
+  EXPECT_EQ(again.results[0].outcome, Outcome::kDelivered);
+  EXPECT_EQ(List(root + "/example.test/bob/new").size(), 1u);
+}
+
+TEST(MaildirBackendTest, UnwritableRootIsATransientFailure) {
+  MaildirBackend backend("/proc/chute-cannot-write-here", "relay.test");
+  OutboundMessage m = Sample("ID5", {"bob@example.test"});
+  backend.Deliver({&m});
+  ASSERT_EQ(m.results.size(), 1u);
+  EXPECT_EQ(m.results[0].outcome, Outcome::kTransient);
+  EXPECT_NE(m.results[0].reply.find("451 4.3.0"), std::string::npos);
 }
 
 }  // namespace

@@ -1,0 +1,64 @@
+#pragma once
+
+// Backend: how a delivery worker hands a batch of messages to a destination (DESIGN.md §2).
+// One implementation per file: Maildir (maildir.h), and one SMTP/LMTP client (smtp_client.h)
+// that differs only in its greeting. The scheduler (queue.h) owns retries and dead-letters;
+// a backend only tries once and says, per recipient, what happened.
+//
+// Threads: each worker thread owns its own Backend instance (made by a BackendFactory), so a
+// backend needs no locks; the factory may be called from any thread.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace chute::delivery {
+
+// Outcome of one recipient's attempt: 2xx settles it, 4xx (and timeouts, refused
+// connections) is retried with backoff, 5xx goes to the dead-letter area.
+enum class Outcome : uint8_t { kDelivered, kTransient, kPermanent };
+
+// RecipientResult: a DSN-style result: the outcome and the reply that decided it, as the
+// remote server said it ("550 5.1.1 <bob@x>: user unknown") or as chute describes a local
+// failure ("451 4.4.1 connect to 127.0.0.1:24: Connection refused").
+struct RecipientResult {
+  Outcome outcome = Outcome::kTransient;
+  std::string reply;
+};
+
+// OutboundMessage: one message as a backend sees it.
+struct OutboundMessage {
+  std::string id;                       // the queue id: names Maildir files, logged
+  int64_t received_unix_s = 0;          // when chute accepted it
+  std::string sender;                   // envelope sender (may be empty: null sender)
+  std::vector<std::string> recipients;  // the recipients to attempt now, byte for byte
+  std::vector<uint32_t> recipient_indexes;  // each one's index in the original envelope
+  // The whole message as it is to be delivered: the headers chute added, then what the client
+  // sent after DATA/BDAT, dot-unstuffed, CRLF line endings, without the terminating ".".
+  std::string content;
+  // Set when this is a redelivery after a restart: the backend must not create a second copy
+  // of something an earlier run may have delivered (Maildir checks new/ and cur/).
+  bool replayed = false;
+  // Filled by the backend: exactly one per entry of `recipients`, in the same order.
+  std::vector<RecipientResult> results;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // Deliver: tries every message of `batch` once and fills each one's `results`. Never
+  // throws, never leaves `results` short: a failure it cannot attribute to one recipient
+  // (a refused connection, a timeout) is the same transient result for each.
+  virtual void Deliver(const std::vector<OutboundMessage*>& batch) = 0;
+  // CloseIdle: the worker has been idle since `idle_since`; a backend with a pooled
+  // connection closes it when it has been idle long enough (QUIT, then close).
+  virtual void CloseIdle(absl::Time now) { (void)now; }
+};
+
+using BackendFactory = std::function<std::unique_ptr<Backend>()>;
+
+}  // namespace chute::delivery

@@ -1,0 +1,652 @@
+#include "delivery/queue.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#define JSON_NOEXCEPTION 1
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+#include "base/log.h"
+#include "base/status_macros.h"
+#include "io/ring.h"
+
+namespace chute::delivery {
+namespace {
+
+// Jitter: ±10% of `delay`, so that messages deferred together do not retry together.
+absl::Duration Jitter(absl::Duration delay) {
+  thread_local std::minstd_rand random(std::random_device{}());
+  double factor = 0.9 + 0.2 * (static_cast<double>(random() % 1000) / 1000.0);
+  return delay * factor;
+}
+
+absl::Status WriteFileDurably(const std::string& path, absl::string_view bytes) {
+  std::string tmp = absl::StrCat(path, ".tmp");
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return io::ErrnoStatus(errno, absl::StrCat("create ", tmp));
+  }
+  absl::string_view left = bytes;
+  while (!left.empty()) {
+    ssize_t n = write(fd, left.data(), left.size());
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      absl::Status status = io::ErrnoStatus(errno, absl::StrCat("write ", tmp));
+      close(fd);
+      unlink(tmp.c_str());
+      return status;
+    }
+    left.remove_prefix(static_cast<size_t>(n));
+  }
+  int rc = fdatasync(fd);
+  int error = errno;
+  close(fd);
+  if (rc != 0 || rename(tmp.c_str(), path.c_str()) != 0) {
+    unlink(tmp.c_str());
+    return io::ErrnoStatus(rc != 0 ? error : errno, absl::StrCat("write ", path));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return io::ErrnoStatus(errno, absl::StrCat("open ", path));
+  }
+  std::string out;
+  char buffer[65536];
+  while (true) {
+    ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      absl::Status status = io::ErrnoStatus(errno, absl::StrCat("read ", path));
+      close(fd);
+      return status;
+    }
+    if (n == 0) {
+      break;
+    }
+    out.append(buffer, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
+}
+
+std::string IsoTime(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
+}
+
+}  // namespace
+
+absl::Duration RetryDelay(uint32_t attempts, absl::Duration initial, absl::Duration max) {
+  absl::Duration delay = initial;
+  for (uint32_t i = 1; i < attempts && delay < max; ++i) {
+    delay *= 2;
+  }
+  return std::min(delay, max);
+}
+
+DeliveryQueue::DeliveryQueue(QueueOptions options) : options_(std::move(options)) {
+  CHECK(options_.workers > 0 && options_.workers <= kWorkersMax);
+  CHECK(options_.batch_messages_max > 0);
+  CHECK(options_.gauges != nullptr);
+}
+
+DeliveryQueue::~DeliveryQueue() { Stop(); }
+
+DeliveryQueue::Ring* DeliveryQueue::AddProducer() {
+  CHECK(workers_.empty());
+  producers_.push_back(std::make_unique<Ring>(kProducerRingCapacity));
+  return producers_.back().get();
+}
+
+void DeliveryQueue::Notify() {
+  // Pairs with the fence in Work(): either the worker sees the pushed item before sleeping,
+  // or this sees the worker asleep and wakes it.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (sleeping_.load(std::memory_order_relaxed) > 0) {
+    absl::MutexLock lock(&mu_);
+    wake_.Signal();
+  }
+}
+
+void DeliveryQueue::Enqueue(std::unique_ptr<QueuedMessage> message) {
+  absl::MutexLock lock(&mu_);
+  QueuedMessage* raw = message.get();
+  messages_[raw->id] = std::move(message);
+  MakeReady(raw, absl::Now());
+  wake_.Signal();
+}
+
+void DeliveryQueue::Start() {
+  for (int i = 0; i < options_.workers; ++i) {
+    workers_.emplace_back([this, i] { Work(i); });
+  }
+}
+
+void DeliveryQueue::Stop(absl::Duration drain) {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    drain_deadline_ = absl::Now() + drain;
+    wake_.SignalAll();
+  }
+  for (std::thread& worker : workers_) {
+    worker.join();
+  }
+  workers_.clear();
+}
+
+void DeliveryQueue::MakeReady(QueuedMessage* message, absl::Time now) {
+  if (message->in_flight || message->held || message->deleted ||
+      message->ready_since != absl::InfinitePast()) {
+    return;
+  }
+  scheduled_.erase({message->next_attempt, message});
+  message->next_attempt = now;
+  message->ready_since = now;
+  ready_.push_back(message);
+}
+
+void DeliveryQueue::DrainProducers() {
+  absl::Time now = absl::Now();
+  for (const std::unique_ptr<Ring>& ring : producers_) {
+    while (std::optional<std::unique_ptr<QueuedMessage>> item = ring->TryPop()) {
+      QueuedMessage* raw = item->get();
+      messages_[raw->id] = std::move(*item);
+      MakeReady(raw, now);
+    }
+  }
+}
+
+void DeliveryQueue::PromoteDue(absl::Time now) {
+  while (!scheduled_.empty() && scheduled_.begin()->first <= now) {
+    QueuedMessage* message = scheduled_.begin()->second;
+    scheduled_.erase(scheduled_.begin());
+    message->next_attempt = now;
+    message->ready_since = now;
+    ready_.push_back(message);
+  }
+}
+
+bool DeliveryQueue::TakeBatch(absl::Time now, std::vector<QueuedMessage*>* batch) {
+  // Skip what was held, deleted or retried twice since it became ready.
+  while (!ready_.empty() && (ready_.front()->held || ready_.front()->deleted ||
+                             ready_.front()->in_flight)) {
+    ready_.front()->ready_since = absl::InfinitePast();
+    ready_.pop_front();
+  }
+  if (ready_.empty()) {
+    return false;
+  }
+  bool full = ready_.size() >= options_.batch_messages_max;
+  bool waited = now - ready_.front()->ready_since >= options_.batch_delay || stopping_;
+  if (!full && !waited) {
+    return false;
+  }
+  while (!ready_.empty() && batch->size() < options_.batch_messages_max) {
+    QueuedMessage* message = ready_.front();
+    ready_.pop_front();
+    message->ready_since = absl::InfinitePast();
+    if (message->held || message->deleted || message->in_flight) {
+      continue;
+    }
+    message->in_flight = true;
+    batch->push_back(message);
+  }
+  return !batch->empty();
+}
+
+absl::Time DeliveryQueue::NextWake(absl::Time now) {
+  absl::Time wake = now + kWorkerWaitMax;
+  if (!ready_.empty()) {
+    wake = std::min(wake, ready_.front()->ready_since + options_.batch_delay);
+  }
+  if (!scheduled_.empty()) {
+    wake = std::min(wake, scheduled_.begin()->first);
+  }
+  return wake;
+}
+
+void DeliveryQueue::Work(int worker) {
+  (void)worker;
+  std::unique_ptr<Backend> backend = options_.backend();
+  std::vector<QueuedMessage*> batch;
+  absl::Time idle_since = absl::Now();
+  while (true) {
+    bool close_idle = false;
+    {
+      absl::MutexLock lock(&mu_);
+      while (batch.empty() && !close_idle) {
+        DrainProducers();
+        absl::Time now = absl::Now();
+        if (stopping_ && (now >= drain_deadline_ || ready_.empty())) {
+          return;  // `backend` closes its connection as it goes
+        }
+        PromoteDue(now);
+        if (TakeBatch(now, &batch)) {
+          break;
+        }
+        sleeping_.fetch_add(1, std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        bool pending = std::any_of(producers_.begin(), producers_.end(),
+                                   [](const std::unique_ptr<Ring>& r) { return !r->Empty(); });
+        if (!pending) {
+          wake_.WaitWithDeadline(&mu_, NextWake(now));
+        }
+        sleeping_.fetch_sub(1, std::memory_order_relaxed);
+        close_idle = absl::Now() - idle_since >= kWorkerWaitMax;
+      }
+    }
+    if (batch.empty()) {
+      backend->CloseIdle(absl::Now());
+      idle_since = absl::Now();
+      continue;
+    }
+    Attempt(*backend, batch);
+    batch.clear();
+    idle_since = absl::Now();
+  }
+}
+
+void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>& batch) {
+  // The messages are in flight: only this worker touches their marks until they are back.
+  std::vector<OutboundMessage> out(batch.size());
+  std::vector<OutboundMessage*> deliverable;
+  for (size_t m = 0; m < batch.size(); ++m) {
+    QueuedMessage& message = *batch[m];
+    OutboundMessage& o = out[m];
+    o.id = message.id;
+    o.received_unix_s = message.received_unix_us / 1'000'000;
+    o.sender = message.sender;
+    o.replayed = message.replayed;
+    for (size_t i = 0; i < message.recipients.size(); ++i) {
+      if (message.marks[i] == spool::Mark::kPending) {
+        o.recipients.push_back(message.recipients[i]);
+        o.recipient_indexes.push_back(static_cast<uint32_t>(i));
+      }
+    }
+    absl::StatusOr<std::string> content =
+        message.segment != nullptr
+            ? message.segment->Read(message.content_offset, message.content_bytes)
+            : ReadFile(message.dead_path + ".eml");
+    if (!content.ok()) {
+      o.results.assign(o.recipients.size(),
+                       RecipientResult{Outcome::kTransient,
+                                       absl::StrCat("451 4.3.0 cannot read the message: ",
+                                                    content.status().message())});
+      continue;
+    }
+    o.content = std::move(*content);
+    deliverable.push_back(&o);
+  }
+  if (!deliverable.empty()) {
+    backend.Deliver(deliverable);
+  }
+  counters_.batches.fetch_add(1, std::memory_order_relaxed);
+  absl::Time now = absl::Now();
+  std::vector<bool> finished(batch.size());
+  for (size_t m = 0; m < batch.size(); ++m) {
+    finished[m] = Conclude(*batch[m], out[m], now);
+  }
+  absl::MutexLock lock(&mu_);
+  for (size_t m = 0; m < batch.size(); ++m) {
+    Reschedule(batch[m], finished[m], now);
+  }
+}
+
+bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out, absl::Time now) {
+  CHECK_MSG(out.results.size() == out.recipients.size(), "a backend left results short");
+  absl::Time received = absl::FromUnixMicros(message.received_unix_us);
+  bool too_old = now - received >= options_.give_up_after;
+  ++message.attempts;
+  counters_.attempts.fetch_add(1, std::memory_order_relaxed);
+  bool any_dead = false;
+  bool pending = false;
+  for (size_t k = 0; k < out.recipients.size(); ++k) {
+    size_t i = out.recipient_indexes[k];
+    const RecipientResult& result = out.results[k];
+    message.replies[i] = result.reply;
+    spool::Mark mark = spool::Mark::kPending;
+    if (result.outcome == Outcome::kDelivered) {
+      mark = spool::Mark::kDelivered;
+      counters_.recipients_delivered.fetch_add(1, std::memory_order_relaxed);
+    } else if (result.outcome == Outcome::kPermanent || too_old) {
+      mark = spool::Mark::kDead;
+      if (result.outcome != Outcome::kPermanent) {
+        message.replies[i] = absl::StrCat("gave up after ", message.attempts,
+                                          " attempts; last reply: ", result.reply);
+      }
+      counters_.recipients_dead.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      pending = true;
+      counters_.recipients_deferred.fetch_add(1, std::memory_order_relaxed);
+      LOG_INFO("delivery: %s to %s deferred (attempt %d): %s", message.id,
+               message.recipients[i], static_cast<int64_t>(message.attempts), result.reply);
+    }
+    message.marks[i] = mark;
+  }
+  for (spool::Mark mark : message.marks) {
+    any_dead |= mark == spool::Mark::kDead;
+    pending |= mark == spool::Mark::kPending;
+  }
+  if (pending) {
+    // Marks of recipients settled this time, so that a restart does not try them again.
+    for (size_t k = 0; k < out.recipients.size() && message.segment != nullptr; ++k) {
+      size_t i = out.recipient_indexes[k];
+      if (message.marks[i] != spool::Mark::kPending) {
+        (void)message.segment->SetMark(message.record_offset, i, message.marks[i]);
+      }
+    }
+    return false;
+  }
+  if (any_dead) {
+    absl::Status status = WriteDeadLetter(message, out.content, now);
+    if (!status.ok()) {
+      // Not settled: the spool keeps it, and the next attempt tries the dead letter again.
+      LOG_ERROR("delivery: %s: cannot write the dead letter: %s", message.id, status.ToString());
+      for (spool::Mark& mark : message.marks) {
+        mark = mark == spool::Mark::kDead ? spool::Mark::kPending : mark;
+      }
+      return false;
+    }
+  }
+  Settle(message);
+  return true;
+}
+
+absl::Status DeliveryQueue::WriteDeadLetter(const QueuedMessage& message,
+                                            absl::string_view content, absl::Time now) {
+  if (mkdir(options_.dead_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return io::ErrnoStatus(errno, absl::StrCat("create ", options_.dead_dir));
+  }
+  std::string base = absl::StrCat(options_.dead_dir, "/", message.id);
+  nlohmann::json reason;
+  reason["id"] = message.id;
+  reason["sender"] = message.sender;
+  reason["tenant_id"] = message.tenant_id;
+  reason["account_id"] = message.account_id;
+  reason["received"] = IsoTime(absl::FromUnixMicros(message.received_unix_us));
+  reason["dead_at"] = IsoTime(now);
+  reason["attempts"] = message.attempts;
+  reason["destination"] = options_.destination;
+  nlohmann::json recipients = nlohmann::json::array();
+  for (size_t i = 0; i < message.recipients.size(); ++i) {
+    if (message.marks[i] == spool::Mark::kDead) {
+      recipients.push_back({{"address", message.recipients[i]}, {"reply", message.replies[i]}});
+    }
+  }
+  reason["recipients"] = recipients;
+  std::string json = reason.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+  json.push_back('\n');
+  RETURN_IF_ERROR(WriteFileDurably(base + ".eml", content));
+  RETURN_IF_ERROR(WriteFileDurably(base + ".json", json));
+  int dir_fd = open(options_.dead_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0 || fsync(dir_fd) != 0) {
+    absl::Status status = io::ErrnoStatus(errno, absl::StrCat("fsync ", options_.dead_dir));
+    if (dir_fd >= 0) {
+      close(dir_fd);
+    }
+    return status;
+  }
+  close(dir_fd);
+  counters_.messages_dead.fetch_add(1, std::memory_order_relaxed);
+  LOG_WARNING("delivery: %s dead-lettered (%d recipient(s)) in %s.json", message.id,
+              static_cast<int64_t>(recipients.size()), base);
+  return absl::OkStatus();
+}
+
+void DeliveryQueue::Settle(QueuedMessage& message) {
+  counters_.messages_settled.fetch_add(1, std::memory_order_relaxed);
+  if (message.segment != nullptr) {
+    absl::Status status = message.segment->Settle(message.record_offset, options_.gauges);
+    if (!status.ok()) {
+      LOG_WARNING("delivery: %s: %s (it may be delivered again after a restart)", message.id,
+                  status.ToString());
+    }
+    message.segment.reset();
+    return;
+  }
+  // Requeued from the dead-letter area: its files go once nothing of it is dead any more.
+  options_.gauges->messages.fetch_sub(1, std::memory_order_relaxed);
+  bool dead_again = std::any_of(message.marks.begin(), message.marks.end(),
+                                [](spool::Mark m) { return m == spool::Mark::kDead; });
+  if (!dead_again) {
+    unlink((message.dead_path + ".eml").c_str());
+    unlink((message.dead_path + ".json").c_str());
+  }
+}
+
+void DeliveryQueue::Reschedule(QueuedMessage* message, bool finished, absl::Time now) {
+  message->in_flight = false;
+  if (finished || message->deleted) {
+    if (!finished) {
+      Settle(*message);  // deleted while it was being tried
+    }
+    messages_.erase(message->id);
+    return;
+  }
+  message->next_attempt =
+      now + Jitter(RetryDelay(message->attempts, options_.retry_initial, options_.retry_max));
+  if (!message->held) {
+    scheduled_.insert({message->next_attempt, message});
+  }
+}
+
+QueueEntry DeliveryQueue::EntryFor(const QueuedMessage& message) const {
+  QueueEntry entry;
+  entry.id = message.id;
+  entry.received_unix_us = message.received_unix_us;
+  entry.tenant_id = message.tenant_id;
+  entry.account_id = message.account_id;
+  entry.sender = message.sender;
+  for (size_t i = 0; i < message.recipients.size(); ++i) {
+    if (message.marks[i] == spool::Mark::kPending) {
+      entry.pending.push_back(message.recipients[i]);
+      entry.replies.push_back(message.replies[i]);
+    }
+  }
+  entry.attempts = message.attempts;
+  entry.next_attempt = message.next_attempt;
+  entry.held = message.held;
+  entry.in_flight = message.in_flight;
+  entry.size_bytes = message.content_bytes;
+  return entry;
+}
+
+QueuedMessage* DeliveryQueue::Find(const std::string& id) {
+  auto it = messages_.find(id);
+  return it == messages_.end() || it->second->deleted ? nullptr : it->second.get();
+}
+
+std::vector<QueueEntry> DeliveryQueue::List() {
+  absl::MutexLock lock(&mu_);
+  DrainProducers();
+  std::vector<QueueEntry> entries;
+  for (const auto& [id, message] : messages_) {
+    if (!message->deleted) {
+      entries.push_back(EntryFor(*message));
+    }
+  }
+  std::sort(entries.begin(), entries.end(), [](const QueueEntry& a, const QueueEntry& b) {
+    return a.received_unix_us < b.received_unix_us;
+  });
+  return entries;
+}
+
+size_t DeliveryQueue::queued() {
+  absl::MutexLock lock(&mu_);
+  return messages_.size();
+}
+
+absl::StatusOr<QueueEntry> DeliveryQueue::Show(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  DrainProducers();
+  QueuedMessage* message = Find(id);
+  if (message == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no queued message ", id));
+  }
+  return EntryFor(*message);
+}
+
+absl::Status DeliveryQueue::Retry(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  DrainProducers();
+  QueuedMessage* message = Find(id);
+  if (message == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no queued message ", id));
+  }
+  message->held = false;
+  MakeReady(message, absl::Now());
+  wake_.Signal();
+  return absl::OkStatus();
+}
+
+size_t DeliveryQueue::RetryAll() {
+  absl::MutexLock lock(&mu_);
+  DrainProducers();
+  absl::Time now = absl::Now();
+  size_t count = 0;
+  for (auto& [id, message] : messages_) {
+    if (!message->held && !message->deleted && !message->in_flight) {
+      MakeReady(message.get(), now);
+      ++count;
+    }
+  }
+  wake_.SignalAll();
+  return count;
+}
+
+absl::Status DeliveryQueue::Hold(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  DrainProducers();
+  QueuedMessage* message = Find(id);
+  if (message == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no queued message ", id));
+  }
+  message->held = true;
+  scheduled_.erase({message->next_attempt, message});
+  LOG_INFO("queue: %s held", id);
+  return absl::OkStatus();
+}
+
+absl::Status DeliveryQueue::Release(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  QueuedMessage* message = Find(id);
+  if (message == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no queued message ", id));
+  }
+  if (message->held) {
+    message->held = false;
+    MakeReady(message, absl::Now());
+    wake_.Signal();
+    LOG_INFO("queue: %s released", id);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DeliveryQueue::Delete(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  DrainProducers();
+  QueuedMessage* message = Find(id);
+  if (message == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no queued message ", id));
+  }
+  message->deleted = true;
+  LOG_WARNING("queue: %s deleted by the operator (%d recipient(s) not delivered)", id,
+              static_cast<int64_t>(std::count(message->marks.begin(), message->marks.end(),
+                                              spool::Mark::kPending)));
+  if (!message->in_flight) {
+    scheduled_.erase({message->next_attempt, message});
+    ready_.erase(std::remove(ready_.begin(), ready_.end(), message), ready_.end());
+    Settle(*message);
+    messages_.erase(id);
+  }
+  return absl::OkStatus();
+}
+
+std::vector<DeadEntry> DeliveryQueue::Dead() {
+  std::vector<DeadEntry> entries;
+  DIR* d = opendir(options_.dead_dir.c_str());
+  if (d == nullptr) {
+    return entries;
+  }
+  std::vector<std::string> ids;
+  while (dirent* entry = readdir(d)) {
+    absl::string_view name(entry->d_name);
+    if (absl::ConsumeSuffix(&name, ".json")) {
+      ids.emplace_back(name);
+    }
+  }
+  closedir(d);
+  std::sort(ids.begin(), ids.end());
+  for (const std::string& id : ids) {
+    absl::StatusOr<std::string> json =
+        ReadFile(absl::StrCat(options_.dead_dir, "/", id, ".json"));
+    if (json.ok()) {
+      entries.push_back(DeadEntry{id, *json});
+    }
+  }
+  return entries;
+}
+
+absl::Status DeliveryQueue::Requeue(const std::string& id) {
+  if (id.empty() || id.find('/') != std::string::npos || id.front() == '.') {
+    return absl::InvalidArgumentError("not a queue id");
+  }
+  std::string base = absl::StrCat(options_.dead_dir, "/", id);
+  ASSIGN_OR_RETURN(std::string json, ReadFile(base + ".json"));
+  nlohmann::json reason = nlohmann::json::parse(json, nullptr, false);
+  if (reason.is_discarded() || !reason.is_object() || !reason["recipients"].is_array()) {
+    return absl::DataLossError(absl::StrCat(base, ".json is not a dead-letter record"));
+  }
+  struct stat st{};
+  if (stat((base + ".eml").c_str(), &st) != 0) {
+    return io::ErrnoStatus(errno, absl::StrCat("stat ", base, ".eml"));
+  }
+  auto message = std::make_unique<QueuedMessage>();
+  message->id = id;
+  message->sender = reason.value("sender", "");
+  message->tenant_id = reason.value("tenant_id", int64_t{0});
+  message->account_id = reason.value("account_id", int64_t{0});
+  message->received_unix_us = absl::ToUnixMicros(absl::Now());  // give_up_after starts again
+  message->dead_path = base;
+  message->content_bytes = static_cast<uint64_t>(st.st_size);
+  for (const nlohmann::json& r : reason["recipients"]) {
+    if (r.is_object() && r["address"].is_string()) {
+      message->recipients.push_back(r["address"].get<std::string>());
+    }
+  }
+  if (message->recipients.empty()) {
+    return absl::DataLossError(absl::StrCat(base, ".json names no recipient"));
+  }
+  message->marks.assign(message->recipients.size(), spool::Mark::kPending);
+  message->replies.assign(message->recipients.size(), "");
+  {
+    absl::MutexLock lock(&mu_);
+    if (messages_.contains(id)) {
+      return absl::AlreadyExistsError(absl::StrCat(id, " is already queued"));
+    }
+  }
+  options_.gauges->messages.fetch_add(1, std::memory_order_relaxed);
+  LOG_INFO("queue: %s requeued from the dead-letter area", id);
+  Enqueue(std::move(message));
+  return absl::OkStatus();
+}
+
+}  // namespace chute::delivery

@@ -1,0 +1,204 @@
+#pragma once
+
+// DeliveryQueue: the delivery stage's scheduler and worker pool (DESIGN.md §2, Delivery).
+//
+// Shards hand over messages that are committed to the spool through one lock-free SPSC ring
+// each (AddProducer/Notify); nothing on a shard's loop waits for delivery. Workers (their own
+// threads, never a shard's) take batches of up to `batch_messages_max` ready messages, waiting
+// up to `batch_delay` for a batch to fill, read each message's content back from its spool
+// segment (page cache), and give the batch to their own Backend instance (Maildir, or the
+// pooled LMTP/SMTP client: one connection per worker, so `workers` bounds the connections to
+// the target). There is one destination per stage: the configured backend and target.
+//
+// Per recipient: 2xx settles it (its mark is written in place); 4xx, timeouts and refused
+// connections are retried after retry_initial·2^(attempt-1), capped at retry_max, with ±10%
+// jitter (scheduling is apart from the connections: a message waiting for its retry holds no
+// worker); 5xx, or a transient failure older than give_up_after, goes to the dead-letter area
+// (<dead_dir>/<id>.eml with the message and <id>.json with the reason and last reply,
+// fsynced). A message is settled in the spool when no recipient is left pending.
+//
+// The scheduler state is behind one absl::Mutex, taken by a worker once per batch and by the
+// admin thread for queue control; shards never take it (Notify signals only a sleeping
+// worker, at most once per committed group).
+//
+// Threads: AddProducer/Enqueue before Start from the main thread; Notify from the producer;
+// control calls from any thread; Start/Stop from the main thread.
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "base/spsc_ring.h"
+#include "delivery/backend.h"
+#include "spool/spool.h"
+
+namespace chute::delivery {
+
+// Messages a producer's ring holds; a full ring makes the shard keep the message until the
+// next turn of its loop (and MAIL is refused first, by spool.messages_max).
+inline constexpr size_t kProducerRingCapacity = 1 << 16;
+inline constexpr int kWorkersMax = 1024;
+// The longest a sleeping worker waits before looking again, whatever it expects.
+inline constexpr absl::Duration kWorkerWaitMax = absl::Seconds(1);
+
+// QueuedMessage: a message waiting for delivery: its envelope, where its content is, which
+// recipients are done, and its schedule.
+struct QueuedMessage {
+  std::string id;
+  int64_t received_unix_us = 0;
+  int64_t tenant_id = 0;
+  int64_t account_id = 0;
+  std::string sender;
+  std::vector<std::string> recipients;
+  std::vector<spool::Mark> marks;  // one per recipient
+  std::vector<std::string> replies;  // the last reply per recipient ("" before any attempt)
+  // Content: in a spool segment, or (requeued from the dead-letter area) in `dead_path`.
+  std::shared_ptr<spool::Segment> segment;
+  uint64_t record_offset = 0;
+  uint64_t content_offset = 0;
+  uint64_t content_bytes = 0;
+  std::string dead_path;
+  bool replayed = false;
+  // Scheduling (behind the queue's mutex).
+  uint32_t attempts = 0;
+  absl::Time next_attempt = absl::InfinitePast();
+  absl::Time ready_since = absl::InfinitePast();
+  bool held = false;
+  bool in_flight = false;
+  bool deleted = false;
+};
+
+// QueueEntry: what `queue list` shows of a message.
+struct QueueEntry {
+  std::string id;
+  int64_t received_unix_us = 0;
+  int64_t tenant_id = 0;
+  int64_t account_id = 0;
+  std::string sender;
+  std::vector<std::string> pending;  // recipients not yet settled
+  std::vector<std::string> replies;  // their last replies
+  uint32_t attempts = 0;
+  absl::Time next_attempt;
+  bool held = false;
+  bool in_flight = false;
+  uint64_t size_bytes = 0;
+};
+
+// DeadEntry: what `queue dead` shows of a dead letter (its <id>.json).
+struct DeadEntry {
+  std::string id;
+  std::string json;
+};
+
+struct QueueCounters {
+  std::atomic<uint64_t> recipients_delivered{0};
+  std::atomic<uint64_t> recipients_deferred{0};
+  std::atomic<uint64_t> recipients_dead{0};
+  std::atomic<uint64_t> messages_settled{0};
+  std::atomic<uint64_t> messages_dead{0};
+  std::atomic<uint64_t> batches{0};
+  std::atomic<uint64_t> attempts{0};
+};
+
+struct QueueOptions {
+  BackendFactory backend;
+  std::string destination;  // for logs: "maildir:/var/lib/chute/mail", "lmtp:127.0.0.1:24"
+  int workers = 4;
+  size_t batch_messages_max = 64;
+  absl::Duration batch_delay = absl::Milliseconds(2);
+  absl::Duration retry_initial = absl::Seconds(60);
+  absl::Duration retry_max = absl::Seconds(3600);
+  absl::Duration give_up_after = absl::Hours(48);
+  std::string dead_dir;
+  spool::SpoolGauges* gauges = nullptr;
+};
+
+// RetryDelay: the backoff before attempt `attempts + 1` after `attempts` failed ones, without
+// jitter: initial·2^(attempts-1), capped at `max`.
+absl::Duration RetryDelay(uint32_t attempts, absl::Duration initial, absl::Duration max);
+
+class DeliveryQueue {
+ public:
+  explicit DeliveryQueue(QueueOptions options);
+  ~DeliveryQueue();
+
+  using Ring = SpscRing<std::unique_ptr<QueuedMessage>>;
+  // AddProducer: a ring for one producer (a shard). Before Start; the queue owns it.
+  Ring* AddProducer();
+  // Notify: the producer pushed; wakes a sleeping worker. Producer's thread; lock-free unless
+  // a worker sleeps.
+  void Notify();
+  // Enqueue: adds a message directly (replay at start-up, requeue). Any thread.
+  void Enqueue(std::unique_ptr<QueuedMessage> message);
+
+  void Start();
+  // Stop: workers deliver what is ready now (not future retries) for at most `drain`, then
+  // end; what is still queued stays in the spool for the next start.
+  void Stop(absl::Duration drain = absl::ZeroDuration());
+
+  // Queue control (chutectl queue, through the admin listener). Any thread. NotFound when no
+  // queued message (or dead letter) has that id.
+  std::vector<QueueEntry> List();
+  absl::StatusOr<QueueEntry> Show(const std::string& id);
+  absl::Status Retry(const std::string& id);  // attempt now
+  size_t RetryAll();
+  absl::Status Hold(const std::string& id);
+  absl::Status Release(const std::string& id);
+  absl::Status Delete(const std::string& id);  // dropped for good, logged
+  std::vector<DeadEntry> Dead();
+  absl::Status Requeue(const std::string& id);  // from the dead-letter area back to delivery
+
+  size_t queued();
+  const QueueCounters& counters() const { return counters_; }
+  const std::string& destination() const { return options_.destination; }
+
+ private:
+  struct Attempt;
+  void Work(int worker);
+  void DrainProducers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PromoteDue(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool TakeBatch(absl::Time now, std::vector<QueuedMessage*>* batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Time NextWake(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Attempt(Backend& backend, const std::vector<QueuedMessage*>& batch);
+  // Conclude: after an attempt (no lock held): marks, dead letters and settling; returns
+  // whether the message is finished.
+  bool Conclude(QueuedMessage& message, const OutboundMessage& out, absl::Time now);
+  void Reschedule(QueuedMessage* message, bool finished, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WriteDeadLetter(const QueuedMessage& message, absl::string_view content,
+                               absl::Time now);
+  void Settle(QueuedMessage& message);
+  QueueEntry EntryFor(const QueuedMessage& message) const;
+  QueuedMessage* Find(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MakeReady(QueuedMessage* message, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const QueueOptions options_;
+  QueueCounters counters_;
+  std::vector<std::unique_ptr<Ring>> producers_;
+  std::vector<std::thread> workers_;
+  std::atomic<int> sleeping_{0};
+
+  absl::Mutex mu_;
+  absl::CondVar wake_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  absl::flat_hash_map<std::string, std::unique_ptr<QueuedMessage>> messages_ ABSL_GUARDED_BY(mu_);
+  std::deque<QueuedMessage*> ready_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<absl::Time, QueuedMessage*>> scheduled_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace chute::delivery

@@ -1,0 +1,324 @@
+// The submission glue: what a Connection (connection.h) answers to its smtp::Session. It asks
+// the directory and auth for AUTH, the HVE policy (src/policy) for MAIL and RCPT, and the
+// spool for the end of a message; the shard (shard.cc) is only the transport under it.
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "auth/jwt.h"
+#include "base/check.h"
+#include "base/log.h"
+#include "policy/hve_policy.h"
+#include "server/connection.h"
+#include "server/shard.h"
+#include "smtp/parser.h"
+
+namespace chute::server {
+
+// --- Connection: the HVE session handler ------------------------------------------------------
+
+std::optional<smtp::Reply> Connection::OnAuth(const smtp::AuthRequest& request) {
+  if (request.mechanism == smtp::Mechanism::kXoauth2) {
+    return OnXoauth2(request);
+  }
+  const directory::Account* candidate = snapshot->FindAccount(request.username);
+  if (candidate != nullptr) {
+    const directory::Tenant* tenant = snapshot->FindTenant(candidate->tenant_id);
+    if (tenant != nullptr && !tenant->basic_auth) {
+      return smtp::kReplyBasicAuthDisabled;
+    }
+  }
+  if (!request.authzid.empty() && request.authzid != request.username) {
+    candidate = nullptr;  // acting for someone else is not a thing HVE accounts do
+  }
+  auth::VerifyRequest verify;
+  verify.account_id = candidate != nullptr ? candidate->id : 0;
+  verify.password_hash = candidate != nullptr ? candidate->password_hash : std::string();
+  verify.password = request.secret;
+  verify.cookie = cookie();
+  // An unknown user is verified too (against a dummy hash): same answer, same time.
+  if (!shard->shared_->verifier->Submit(std::move(verify), shard)) {
+    return smtp::kReplyAuthUnavailable;  // the verifier queue is at its bound
+  }
+  auth_inflight = true;
+  auth_candidate = candidate;
+  return std::nullopt;  // answered by OnVerified
+}
+
+smtp::Reply Connection::AdmitAuthenticated(const directory::Account* candidate) {
+  // The credentials are good; the tenant's cap decides (454 leaves the session unauthenticated).
+  if (shard->shared_->gate->AdmitTenant(candidate->tenant_id, &tenant_slot) !=
+      policy::ConnectionGate::Verdict::kAdmitted) {
+    return smtp::kReplyTenantCap;
+  }
+  account = candidate;
+  shard->counters_.auth_successes.Add(1);
+  return smtp::kReplyAuthOk;
+}
+
+smtp::Reply Connection::OnXoauth2(const smtp::AuthRequest& request) {
+  // user= must name the account; its tenant must trust an issuer and have its keys loaded.
+  const directory::Account* candidate = snapshot->FindAccount(request.username);
+  const directory::Tenant* tenant =
+      candidate != nullptr ? snapshot->FindTenant(candidate->tenant_id) : nullptr;
+  std::shared_ptr<const SharedState::JwksByTenant> jwks = shard->shared_->jwks.load();
+  const auth::Jwks* keys = nullptr;
+  if (tenant != nullptr && jwks != nullptr) {
+    auto it = jwks->find(tenant->id);
+    keys = it != jwks->end() ? it->second.get() : nullptr;
+  }
+  if (tenant == nullptr || tenant->oauth_issuer.empty() || keys == nullptr) {
+    shard->counters_.auth_failures.Add(1);
+    return smtp::kReplyAuthFailed;
+  }
+  auth::TokenPolicy policy{tenant->oauth_issuer, tenant->oauth_audience, tenant->oauth_tenant_id,
+                           candidate->allowed_apps};
+  std::string why;
+  auth::TokenVerdict verdict =
+      auth::VerifyToken(request.secret, *keys, policy, shard->now_, &why);
+  if (verdict != auth::TokenVerdict::kOk) {
+    shard->counters_.auth_failures.Add(1);
+    LOG_DEBUG("%s: XOAUTH2 for %s refused: %s", peer_text, request.username, why);
+  }
+  switch (verdict) {
+    case auth::TokenVerdict::kOk:
+      return AdmitAuthenticated(candidate);
+    case auth::TokenVerdict::kExpired:
+      return smtp::kReplyTokenExpired;
+    case auth::TokenVerdict::kNoPermission:
+      return smtp::kReplyTokenNoPermission;
+    case auth::TokenVerdict::kAppNotAllowed:
+      return smtp::kReplyAppNotAllowed;
+    case auth::TokenVerdict::kInvalid:
+      return smtp::kReplyAuthFailed;
+  }
+  return smtp::kReplyAuthFailed;
+}
+
+void Connection::OnVerified(bool ok) {
+  auth_inflight = false;
+  const directory::Account* candidate = auth_candidate;
+  auth_candidate = nullptr;
+  smtp::Reply reply = smtp::kReplyAuthFailed;
+  if (ok && candidate != nullptr) {
+    reply = AdmitAuthenticated(candidate);
+  } else {
+    shard->counters_.auth_failures.Add(1);
+  }
+  if (session != nullptr && session->blocked() == smtp::Session::Blocked::kAwaitingAnswer) {
+    session->Answer(reply);
+  }
+}
+
+std::optional<smtp::Reply> Connection::OnMail(const smtp::MailArgs& mail) {
+  if (account == nullptr) {
+    return smtp::kReplyNotAuthenticated;
+  }
+  if (std::optional<smtp::Reply> refusal = policy::CheckSender(*account, mail.address)) {
+    return refusal;
+  }
+  // Back-pressure: a full spool (bytes or messages waiting for delivery) refuses new mail
+  // until delivery drains it.
+  const spool::SpoolGauges& gauges = *shard->shared_->gauges;
+  if (gauges.bytes.load(std::memory_order_relaxed) >= config->spool.bytes_max ||
+      gauges.messages.load(std::memory_order_relaxed) >= config->spool.messages_max) {
+    shard->counters_.spool_full.Add(1);
+    return smtp::kReplyStorageFull;
+  }
+  ReleaseMessage();
+  message.active = true;
+  message.sender = std::string(mail.address);
+  return smtp::kReplySenderOk;
+}
+
+std::optional<smtp::Reply> Connection::OnRcpt(absl::string_view address) {
+  std::string deliver_to;
+  if (std::optional<smtp::Reply> refusal =
+          policy::CheckRecipient(*snapshot, *account, address, &deliver_to)) {
+    return refusal;
+  }
+  if (std::find(message.recipients.begin(), message.recipients.end(), deliver_to) ==
+      message.recipients.end()) {
+    message.recipients.push_back(std::move(deliver_to));  // a repeated RCPT delivers once
+  }
+  return smtp::kReplyRecipientOk;
+}
+
+void Connection::OnBodyBegin() {
+  message.headers.Reset();
+  message.pieces.clear();
+  message.header_copy.clear();
+  message.rewrite_header = account != nullptr && !account->reply_to.empty();
+}
+
+void Connection::OnBodySlice(absl::string_view slice) {
+  size_t header_bytes = message.headers.Feed(slice);
+  if (message.rewrite_header && header_bytes > 0) {
+    message.header_copy.append(slice.data(), header_bytes);
+    slice.remove_prefix(header_bytes);
+    if (slice.empty()) {
+      return;
+    }
+  }
+  // Plaintext from TLS lives in the connection's own buffer, which is reused: it goes to the
+  // arena like the overflow of a message with too many pinned receive buffers.
+  uint16_t buffer = static_cast<uint16_t>(feeding_buffer);
+  bool zero_copy = feeding_buffer >= 0 && message.pieces.size() < kBodyPiecesMax;
+  bool pinned = zero_copy && !message.pinned.empty() && message.pinned.back() == buffer;
+  if (!pinned && zero_copy && message.pinned.size() < kPinnedBuffersPerMessageMax) {
+    shard->Ref(buffer);
+    message.pinned.push_back(buffer);
+    pinned = true;
+  }
+  if (pinned) {
+    message.pieces.push_back(BodyPiece{slice.data(), slice.size()});
+    return;
+  }
+  // Too many buffers pinned already: copy into the arena, in blocks that never move.
+  while (!slice.empty()) {
+    if (message.arena.empty() || message.arena.back().size() == kArenaBlockBytes) {
+      message.arena.emplace_back();
+      message.arena.back().reserve(kArenaBlockBytes);
+    }
+    std::string& block = message.arena.back();
+    size_t take = std::min(slice.size(), kArenaBlockBytes - block.size());
+    const char* at = block.data() + block.size();
+    block.append(slice.data(), take);
+    if (!message.pieces.empty() && message.pieces.back().data + message.pieces.back().length == at) {
+      message.pieces.back().length += take;
+    } else {
+      message.pieces.push_back(BodyPiece{at, take});
+    }
+    slice.remove_prefix(take);
+  }
+}
+
+void Connection::ReleaseMessage() {
+  for (uint16_t buffer : message.pinned) {
+    shard->Unref(buffer);
+  }
+  message.pinned.clear();
+  message.pieces.clear();
+  message.arena.clear();
+  message.recipients.clear();
+  message.added_headers.clear();
+  message.header_copy.clear();
+  message.rewrite_header = false;
+  message.active = false;
+}
+
+void Connection::OnTransactionAbort() {
+  if (!delivery_inflight) {
+    ReleaseMessage();
+  }
+}
+
+void Connection::OnStartTls() { shard->StartTls(*this); }
+
+}  // namespace chute::server
+
+namespace chute::server {
+
+std::optional<smtp::Reply> Connection::OnBodyEnd() {
+  Shard& s = *shard;
+  // Unique across restarts: the start time in microseconds, the shard, a counter.
+  message.id = absl::StrFormat("%013X%02X%07X", s.boot_us_ & 0xfffffffffffff, s.index_ & 0xff,
+                               ++s.message_counter_ & 0xfffffff);
+  delivery::TraceInfo trace;
+  trace.helo = session->helo_name();
+  trace.client_ip = peer_text;
+  trace.hostname = config->server.hostname;
+  // RFC 3848: S for TLS, A for a session authenticated with AUTH.
+  bool via_auth = listener->tls != TlsMode::kNone;
+  trace.protocol = session->tls_active() ? (via_auth ? "ESMTPSA" : "ESMTPS")
+                                         : (via_auth ? "ESMTPA" : "ESMTP");
+  trace.id = message.id;
+  trace.recipient = message.recipients.size() == 1 ? absl::string_view(message.recipients[0])
+                                                   : absl::string_view();
+  trace.time = s.now_;
+  delivery::AppendAddedHeaders(trace, message.headers, &message.added_headers);
+  if (message.rewrite_header) {
+    // Exactly one Reply-To: the account's (DESIGN.md §1).
+    absl::StrAppend(&message.added_headers, "Reply-To: ", account->reply_to, "\r\n");
+    delivery::AppendWithoutField(message.header_copy, "Reply-To", &message.added_headers);
+  }
+
+  spool::Envelope envelope;
+  envelope.id = message.id;
+  envelope.received_unix_us = absl::ToUnixMicros(s.now_);
+  envelope.tenant_id = account->tenant_id;
+  envelope.account_id = account->id;
+  envelope.client = peer_text;
+  envelope.listener = listener->address;
+  envelope.sender = message.sender;
+  envelope.recipients = message.recipients;
+  message.body_iov.clear();
+  message.body_iov.reserve(message.pieces.size());
+  uint64_t body_bytes = 0;
+  for (const BodyPiece& piece : message.pieces) {
+    message.body_iov.push_back(iovec{const_cast<char*>(piece.data), piece.length});
+    body_bytes += piece.length;
+  }
+  absl::StatusOr<spool::RecordPrefix> prefix =
+      spool::EncodeRecordPrefix(envelope, message.added_headers, message.body_iov);
+  if (!prefix.ok()) {
+    LOG_ERROR("%s: message %s cannot be spooled: %s", peer_text, message.id,
+              prefix.status().message());
+    ReleaseMessage();
+    s.counters_.messages_failed.Add(1);
+    return smtp::kReplySpoolFailed;
+  }
+  message.received_unix_us = envelope.received_unix_us;
+  // The body stays where it is (pinned receive buffers, the arena) until the group commit
+  // that carries it completes: OnCommitted.
+  s.writer_->Stage(*std::move(prefix), message.body_iov, body_bytes, cookie());
+  s.NoteStaged();
+  delivery_inflight = true;
+  return std::nullopt;  // answered by OnCommitted
+}
+
+void Connection::OnCommitted(const spool::Committed* committed) {
+  delivery_inflight = false;
+  smtp::Reply reply = smtp::kReplySpoolFailed;
+  std::string text;
+  if (committed != nullptr) {
+    text = absl::StrCat("2.0.0 OK queued as ", message.id);
+    reply = smtp::Reply{250, text};
+    shard->counters_.messages_accepted.Add(1);
+    auto queued = std::make_unique<delivery::QueuedMessage>();
+    queued->id = message.id;
+    queued->received_unix_us = message.received_unix_us;
+    queued->tenant_id = account->tenant_id;
+    queued->account_id = account->id;
+    queued->sender = message.sender;
+    queued->recipients = message.recipients;
+    queued->marks.assign(message.recipients.size(), spool::Mark::kPending);
+    queued->replies.assign(message.recipients.size(), std::string());
+    queued->segment = committed->segment;
+    queued->record_offset = committed->record_offset;
+    queued->content_offset = committed->content_offset;
+    queued->content_bytes = committed->content_bytes;
+    shard->HandOver(std::move(queued));
+    CountUsage();
+  } else {
+    shard->counters_.messages_failed.Add(1);
+  }
+  ReleaseMessage();
+  if (session != nullptr && session->blocked() == smtp::Session::Blocked::kAwaitingAnswer) {
+    session->Answer(reply);
+  }
+}
+
+void Connection::CountUsage() {
+  std::string day = absl::FormatTime("%Y-%m-%d", shard->now_, absl::UTCTimeZone());
+  directory::UsageRow& row = shard->usage_[{account->id, day}];
+  if (row.day.empty()) {
+    row = directory::UsageRow{account->id, day, account->primary_address, account->tenant_name,
+                              0, 0};
+  }
+  row.messages += 1;
+  row.recipients += static_cast<int64_t>(message.recipients.size());
+}
+
+}  // namespace chute::server
