@@ -8,6 +8,7 @@
 #include <cerrno>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
 #include "net/socket.h"
@@ -40,7 +41,8 @@ std::string Response(int status, absl::string_view reason, absl::string_view typ
 
 }  // namespace
 
-AdminServer::AdminServer(Render metrics) : metrics_(std::move(metrics)) {}
+AdminServer::AdminServer(Render metrics, Route routes)
+    : metrics_(std::move(metrics)), routes_(std::move(routes)) {}
 
 AdminServer::~AdminServer() { Stop(); }
 
@@ -99,10 +101,21 @@ void AdminServer::Handle(int fd) {
     WriteAll(fd, Response(200, "OK", "text/plain; version=0.0.4", metrics_()));
   } else if (absl::StartsWith(line, "GET /healthz")) {
     WriteAll(fd, Response(200, "OK", "text/plain", "ok\n"));
-  } else if (absl::StartsWith(line, "GET ")) {
-    WriteAll(fd, Response(404, "Not Found", "text/plain", "not found\n"));
   } else {
-    WriteAll(fd, Response(405, "Method Not Allowed", "text/plain", "GET only\n"));
+    std::vector<absl::string_view> words = absl::StrSplit(line, ' ');
+    std::optional<Answer> answer;
+    if (routes_ != nullptr && words.size() == 3) {
+      answer = routes_(words[0], words[1]);
+    }
+    if (answer.has_value()) {
+      absl::string_view reason = answer->status == 200 ? "OK"
+                                 : answer->status == 404 ? "Not Found"
+                                 : answer->status == 409 ? "Conflict"
+                                                         : "Bad Request";
+      WriteAll(fd, Response(answer->status, reason, "application/json", answer->body));
+    } else {
+      WriteAll(fd, Response(404, "Not Found", "text/plain", "not found\n"));
+    }
   }
 }
 

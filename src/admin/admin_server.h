@@ -1,16 +1,18 @@
 #pragma once
 
 // AdminServer: the admin HTTP listener (DESIGN.md §2): GET /metrics (Prometheus text
-// exposition) and GET /healthz. Control plane only: one thread, blocking sockets, one request
+// exposition), GET /healthz, and the routes it is given (queue control, admin/queue_api.h). Control plane only: one thread, blocking sockets, one request
 // per connection, each bounded in size (8 KiB) and time (2 s). The content comes from the
 // callbacks it is given, so this module knows nothing of the server.
 
 #include <atomic>
 #include <functional>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "base/net_address.h"
 
 namespace chute::admin {
@@ -18,9 +20,18 @@ namespace chute::admin {
 class AdminServer {
  public:
   using Render = std::function<std::string()>;
+  // Route: answers a request (method, path) with a status and a JSON body, or returns nothing
+  // when the path is not its own.
+  struct Answer {
+    int status = 200;
+    std::string body;
+  };
+  using Route = std::function<std::optional<Answer>(absl::string_view method,
+                                                    absl::string_view path)>;
 
-  // AdminServer: `metrics` renders /metrics; it is called on the admin thread.
-  explicit AdminServer(Render metrics);
+  // AdminServer: `metrics` renders /metrics; `routes` answers the other paths (queue control).
+  // Both are called on the admin thread.
+  explicit AdminServer(Render metrics, Route routes = nullptr);
   ~AdminServer();
 
   // Start: listens on `address` and serves on its own thread. Fails when it cannot bind.
@@ -33,6 +44,7 @@ class AdminServer {
   void Handle(int fd);
 
   Render metrics_;
+  Route routes_;
   int listen_fd_ = -1;
   std::atomic<bool> stopping_{false};
   std::thread thread_;

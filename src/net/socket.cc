@@ -29,22 +29,11 @@ absl::StatusOr<int> OpenListener(const HostPort& address) {
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-  sockaddr_storage storage{};
-  socklen_t length = 0;
-  if (v4) {
-    auto* sin = reinterpret_cast<sockaddr_in*>(&storage);
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons(address.port);
-    std::memcpy(&sin->sin_addr, address.ip.data() + 12, 4);
-    length = sizeof(sockaddr_in);
-  } else {
-    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&storage);
-    sin6->sin6_family = AF_INET6;
-    sin6->sin6_port = htons(address.port);
-    std::memcpy(&sin6->sin6_addr, address.ip.data(), 16);
+  if (!v4) {
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    length = sizeof(sockaddr_in6);
   }
+  sockaddr_storage storage{};
+  socklen_t length = ToSockaddr(address, &storage);
   std::string where = absl::StrCat(FormatIp(address.ip), ":", address.port);
   if (bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0) {
     int error = errno;
@@ -57,6 +46,22 @@ absl::StatusOr<int> OpenListener(const HostPort& address) {
     return io::ErrnoStatus(error, absl::StrCat("listen ", where));
   }
   return fd;
+}
+
+socklen_t ToSockaddr(const HostPort& address, sockaddr_storage* out) {
+  *out = sockaddr_storage{};
+  if (IsMappedIpv4(address.ip)) {
+    auto* sin = reinterpret_cast<sockaddr_in*>(out);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(address.port);
+    std::memcpy(&sin->sin_addr, address.ip.data() + 12, 4);
+    return sizeof(sockaddr_in);
+  }
+  auto* sin6 = reinterpret_cast<sockaddr_in6*>(out);
+  sin6->sin6_family = AF_INET6;
+  sin6->sin6_port = htons(address.port);
+  std::memcpy(&sin6->sin6_addr, address.ip.data(), 16);
+  return sizeof(sockaddr_in6);
 }
 
 IpBytes IpFromSockaddr(const sockaddr_storage& address) {

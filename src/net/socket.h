@@ -17,6 +17,9 @@ inline constexpr int kListenBacklog = 4096;
 // spreads connections across them) and listening. Returns the fd; the caller closes it.
 absl::StatusOr<int> OpenListener(const HostPort& address);
 
+// ToSockaddr: `address` as a sockaddr_in (IPv4-mapped) or sockaddr_in6; returns its length.
+socklen_t ToSockaddr(const HostPort& address, sockaddr_storage* out);
+
 // IpFromSockaddr: the peer address as 16 bytes (IPv4 mapped).
 IpBytes IpFromSockaddr(const sockaddr_storage& address);
 

@@ -6,6 +6,7 @@
 #include "base/log.h"
 #include "base/status_macros.h"
 #include "admin/admin_server.h"
+#include "admin/queue_api.h"
 #include "auth/jwt.h"
 #include "auth/verifier.h"
 #include "delivery/maildir.h"
@@ -278,7 +279,11 @@ absl::Status Server::Start() {
   queue_->Start();
   verifier_->Start();
   if (!config.admin.address.empty()) {
-    admin_ = std::make_unique<admin::AdminServer>([this] { return MetricsText(); });
+    admin_ = std::make_unique<admin::AdminServer>(
+        [this] { return MetricsText(); },
+        [this](absl::string_view method, absl::string_view path) {
+          return admin::HandleQueueRequest(*queue_, method, path);
+        });
     status = admin_->Start(*ParseHostPort(config.admin.address));
     if (!status.ok()) {
       return absl::Status(status.code(), absl::StrCat("admin listener: ", status.message()));

@@ -26,6 +26,7 @@
 #include "auth/password.h"
 #include "base/config.h"
 #include "directory/directory.h"
+#include "tools/chutectl/queue_command.h"
 
 namespace chute {
 namespace {
@@ -66,6 +67,10 @@ Account settings:
 Usage report (what chuted counted per account per UTC day):
   report [--tenant NAME] [--account ID] [--days 7|30|90 | --from YYYY-MM-DD --to YYYY-MM-DD]
          [--volume recipients|messages] [--csv]       (default: the last 7 days)
+
+Delivery queue of the running chuted (through [admin] address):
+  queue list | show ID | retry ID|--all | hold ID | release ID | delete ID | dead | requeue ID
+  (Postfix spellings: mailq, postqueue -p, postqueue -f, postsuper -d|-h|-H|-r ID)
 
 The Exchange Online cmdlet spellings work too, for example:
   chutectl New-MailUser -HVEAccount -Name "HVE account" -PrimarySmtpAddress hve@contoso.com
@@ -865,6 +870,9 @@ int Main(int argc, char** argv) {
   if (rest.empty()) {
     std::cerr << kUsage;
     return 1;
+  }
+  if (IsQueueCommand(rest)) {
+    return RunQueueCommand(config, json, rest);  // talks to chuted, not to the database
   }
   if (std::optional<UsageError> error = TranslateCmdlet(&rest)) {
     std::cerr << "chutectl: " << error->message << "\n";

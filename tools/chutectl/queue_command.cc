@@ -1,0 +1,238 @@
+#include "tools/chutectl/queue_command.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#define JSON_NOEXCEPTION 1
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/net_address.h"
+#include "net/socket.h"
+
+namespace chute {
+namespace {
+
+constexpr int kTimeoutMs = 10000;
+constexpr size_t kResponseBytesMax = 64 << 20;
+
+constexpr const char* kQueueUsage = R"(queue commands (through the running chuted's admin listener):
+  queue list                  queued messages: id, age, sender, recipients pending, attempts,
+                              next attempt, last reply      (Postfix: mailq, postqueue -p)
+  queue show ID               one message
+  queue retry ID | --all      attempt now                   (Postfix: postqueue -f = --all)
+  queue hold ID               no attempts until released    (Postfix: postsuper -h ID)
+  queue release ID                                          (Postfix: postsuper -H ID)
+  queue delete ID             drop it for good              (Postfix: postsuper -d ID)
+  queue dead                  the dead-letter area: why each message was given up
+  queue requeue ID            from the dead-letter area back to delivery (postsuper -r ID)
+)";
+
+struct HttpResult {
+  int status = 0;
+  std::string body;
+};
+
+// Request: one HTTP/1.1 request to the admin listener; the whole answer.
+absl::StatusOr<HttpResult> Request(const Config& config, const std::string& method,
+                                   const std::string& path) {
+  if (config.admin.address.empty()) {
+    return absl::FailedPreconditionError(
+        "[admin] address is \"\" in the configuration: queue control needs the admin listener");
+  }
+  absl::StatusOr<HostPort> target = ParseHostPort(config.admin.address);
+  if (!target.ok()) {
+    return target.status();
+  }
+  sockaddr_storage addr{};
+  socklen_t length = net::ToSockaddr(*target, &addr);
+  int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), length) != 0) {
+    if (fd >= 0) {
+      close(fd);
+    }
+    return absl::UnavailableError(absl::StrCat(
+        "cannot reach chuted's admin listener at ", config.admin.address,
+        " (is chuted running with this configuration?)"));
+  }
+  std::string request = absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: chute\r\n",
+                                     "Content-Length: 0\r\nConnection: close\r\n\r\n");
+  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return absl::UnavailableError("the admin listener closed the connection");
+  }
+  std::string response;
+  char buffer[65536];
+  while (response.size() < kResponseBytesMax) {
+    pollfd pfd{fd, POLLIN, 0};
+    if (poll(&pfd, 1, kTimeoutMs) <= 0) {
+      close(fd);
+      return absl::DeadlineExceededError("no answer from the admin listener in 10 s");
+    }
+    ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
+    if (n <= 0) {
+      break;
+    }
+    response.append(buffer, static_cast<size_t>(n));
+  }
+  close(fd);
+  size_t head_end = response.find("\r\n\r\n");
+  int status = 0;
+  if (head_end == std::string::npos || response.size() < 12 ||
+      !absl::SimpleAtoi(response.substr(9, 3), &status)) {
+    return absl::DataLossError("a malformed answer from the admin listener");
+  }
+  return HttpResult{status, response.substr(head_end + 4)};
+}
+
+std::string Str(const nlohmann::json& j, const char* key) {
+  return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+}
+
+void PrintList(const nlohmann::json& list) {
+  if (list.empty()) {
+    std::cout << "The queue is empty.\n";
+    return;
+  }
+  std::printf("%-22s %8s %-28s %4s %-20s %s\n", "ID", "AGE_S", "SENDER", "TRY", "NEXT ATTEMPT",
+              "RECIPIENTS PENDING (LAST REPLY)");
+  for (const nlohmann::json& m : list) {
+    std::string next = m["held"].is_boolean() && m["held"].get<bool>() ? "held"
+                                                                         : Str(m, "next_attempt");
+    std::vector<std::string> recipients;
+    for (const nlohmann::json& r : m["recipients_pending"]) {
+      std::string reply = Str(r, "last_reply");
+      recipients.push_back(reply.empty() ? Str(r, "address")
+                                         : absl::StrCat(Str(r, "address"), " (", reply, ")"));
+    }
+    std::printf("%-22s %8lld %-28s %4lld %-20s %s\n", Str(m, "id").c_str(),
+                static_cast<long long>(m.value("age_s", int64_t{0})), Str(m, "sender").c_str(),
+                static_cast<long long>(m.value("attempts", int64_t{0})), next.c_str(),
+                absl::StrJoin(recipients, ", ").c_str());
+  }
+  std::cout << list.size() << " message(s)\n";
+}
+
+void PrintDead(const nlohmann::json& list) {
+  if (list.empty()) {
+    std::cout << "The dead-letter area is empty.\n";
+    return;
+  }
+  for (const nlohmann::json& m : list) {
+    std::cout << Str(m, "id") << "  from " << Str(m, "sender") << "  dead since "
+              << Str(m, "dead_at") << "  after " << m.value("attempts", int64_t{0})
+              << " attempt(s)\n";
+    if (m.contains("recipients") && m["recipients"].is_array()) {
+      for (const nlohmann::json& r : m["recipients"]) {
+        std::cout << "  " << Str(r, "address") << ": " << Str(r, "reply") << "\n";
+      }
+    }
+  }
+}
+
+// Translate: the Postfix spellings to "queue ...".
+std::vector<std::string> Translate(std::vector<std::string> words) {
+  if (words[0] == "mailq") {
+    return {"queue", "list"};
+  }
+  if (words[0] == "postqueue" && words.size() >= 2) {
+    if (words[1] == "-p") {
+      return {"queue", "list"};
+    }
+    if (words[1] == "-f") {
+      return {"queue", "retry", "--all"};
+    }
+    if (words[1] == "-i" && words.size() == 3) {
+      return {"queue", "retry", words[2]};
+    }
+  }
+  if (words[0] == "postsuper" && words.size() == 3) {
+    static const std::pair<const char*, const char*> kFlags[] = {
+        {"-d", "delete"}, {"-h", "hold"}, {"-H", "release"}, {"-r", "requeue"}};
+    for (const auto& [flag, verb] : kFlags) {
+      if (words[1] == flag) {
+        return {"queue", verb, words[2]};
+      }
+    }
+  }
+  return words;
+}
+
+}  // namespace
+
+bool IsQueueCommand(const std::vector<std::string>& words) {
+  return !words.empty() && (words[0] == "queue" || words[0] == "mailq" ||
+                            words[0] == "postqueue" || words[0] == "postsuper");
+}
+
+int RunQueueCommand(const Config& config, bool json, std::vector<std::string> words) {
+  words = Translate(std::move(words));
+  auto usage = [](absl::string_view why) {
+    std::cerr << "chutectl: " << why << "\n" << kQueueUsage;
+    return 1;
+  };
+  if (words.size() < 2 || words[0] != "queue") {
+    return usage("which queue command?");
+  }
+  const std::string& verb = words[1];
+  std::string id = words.size() >= 3 ? words[2] : "";
+  if (words.size() > 3 || (id.empty() && verb != "list" && verb != "dead") ||
+      (!id.empty() && (verb == "list" || verb == "dead")) || id.find('/') != std::string::npos) {
+    return usage(absl::StrCat("queue ", verb, ": wrong arguments"));
+  }
+  std::string method = "POST";
+  std::string path;
+  if (verb == "list") {
+    method = "GET", path = "/queue";
+  } else if (verb == "show") {
+    method = "GET", path = absl::StrCat("/queue/", id);
+  } else if (verb == "retry") {
+    path = id == "--all" ? "/queue/retry" : absl::StrCat("/queue/", id, "/retry");
+  } else if (verb == "hold" || verb == "release") {
+    path = absl::StrCat("/queue/", id, "/", verb);
+  } else if (verb == "delete") {
+    method = "DELETE", path = absl::StrCat("/queue/", id);
+  } else if (verb == "dead") {
+    method = "GET", path = "/dead";
+  } else if (verb == "requeue") {
+    path = absl::StrCat("/dead/", id, "/requeue");
+  } else {
+    return usage(absl::StrCat("unknown queue command '", verb, "'"));
+  }
+  absl::StatusOr<HttpResult> result = Request(config, method, path);
+  if (!result.ok()) {
+    std::cerr << "chutectl: " << result.status().message() << "\n";
+    return 2;
+  }
+  nlohmann::json body = nlohmann::json::parse(result->body, nullptr, false);
+  if (result->status != 200) {
+    std::cerr << "chutectl: "
+              << (body.is_object() ? Str(body, "error") : std::string("request failed")) << "\n";
+    return 2;
+  }
+  if (json || body.is_discarded()) {
+    std::cout << result->body;
+  } else if (verb == "list") {
+    PrintList(body);
+  } else if (verb == "dead") {
+    PrintDead(body);
+  } else if (verb == "show") {
+    std::cout << body.dump(2) << "\n";
+  } else {
+    for (auto& [key, value] : body.items()) {
+      std::cout << key << ": " << (value.is_string() ? value.get<std::string>() : value.dump())
+                << "\n";
+    }
+  }
+  return 0;
+}
+
+}  // namespace chute
