@@ -41,6 +41,16 @@ absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::Load(const std::string& 
   return context;
 }
 
+std::shared_ptr<TlsContext> TlsContext::NewClient() {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_method());
+  CHECK(ctx != nullptr);
+  std::shared_ptr<TlsContext> context(new TlsContext(ctx));
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  return context;
+}
+
 TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
 
 TlsStream::TlsStream(std::shared_ptr<TlsContext> context) : context_(std::move(context)) {
@@ -51,6 +61,12 @@ TlsStream::TlsStream(std::shared_ptr<TlsContext> context) : context_(std::move(c
   CHECK(in_ != nullptr && out_ != nullptr);
   SSL_set_bio(ssl_, in_, out_);
   SSL_set_accept_state(ssl_);
+}
+
+std::unique_ptr<TlsStream> TlsStream::NewClient(std::shared_ptr<TlsContext> context) {
+  std::unique_ptr<TlsStream> stream(new TlsStream(std::move(context)));
+  SSL_set_connect_state(stream->ssl_);
+  return stream;
 }
 
 TlsStream::~TlsStream() { SSL_free(ssl_); }

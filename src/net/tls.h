@@ -10,7 +10,8 @@
 //
 // TlsStream: one connection's TLS state. Ciphertext goes in with PutCiphertext(), plaintext
 // comes out of ReadPlaintext(); plaintext to send goes in with Write(), ciphertext to send
-// comes out of TakeCiphertext(). Owned by one shard thread.
+// comes out of TakeCiphertext(). Owned by one shard thread (or, client side, by one delivery
+// worker).
 
 #include <openssl/ssl.h>
 
@@ -28,6 +29,10 @@ class TlsContext {
   // unreadable, malformed, or the key does not match the certificate.
   static absl::StatusOr<std::shared_ptr<TlsContext>> Load(const std::string& certificate_path,
                                                           const std::string& private_key_path);
+  // NewClient: a context for the client side of STARTTLS towards a downstream server
+  // (delivery/smtp_client.h): TLS 1.2 and 1.3, no client certificate, and the server's
+  // certificate is not verified: delivery TLS protects against passive eavesdropping only.
+  static std::shared_ptr<TlsContext> NewClient();
   ~TlsContext();
   SSL_CTX* ctx() const { return ctx_; }
 
@@ -42,6 +47,8 @@ class TlsStream {
 
   // TlsStream: a server-side stream; keeps `context` alive.
   explicit TlsStream(std::shared_ptr<TlsContext> context);
+  // NewClient: a client-side stream (it sends the ClientHello first); keeps `context` alive.
+  static std::unique_ptr<TlsStream> NewClient(std::shared_ptr<TlsContext> context);
   ~TlsStream();
   TlsStream(const TlsStream&) = delete;
   TlsStream& operator=(const TlsStream&) = delete;

@@ -1,0 +1,761 @@
+#include "delivery/smtp_client.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "base/check.h"
+#include "base/net_address.h"
+#include "base/status_macros.h"
+#include "net/tls.h"
+
+namespace chute::delivery {
+namespace {
+
+// Plaintext is read at most this much at a time, which bounds what one Feed() hands the reply
+// parser and so how many replies can wait in it (reply_parser.h).
+constexpr size_t kReadChunkBytes = kReplyFeedBytesMax;
+static_assert(kReadChunkBytes / kReplyBytesMin <= kRepliesQueuedMax);
+// Plaintext is encrypted this much at a time, so that a large message is not held twice more
+// (as ciphertext in the BIO and as the copy taken out of it).
+constexpr size_t kTlsWriteChunkBytes = 64 * 1024;
+
+// LocalFailure: a failure chute describes itself. Its message is the whole reply a recipient
+// gets ("451 4.4.1 connect to 127.0.0.1:24: Connection refused"); RFC 3463 codes: 4.4.1 no
+// answer from host, 4.4.2 bad connection, 4.5.0 protocol error, 4.7.5 cryptographic failure.
+absl::Status LocalFailure(absl::string_view enhanced_code, absl::string_view text) {
+  return absl::UnavailableError(absl::StrCat("451 ", enhanced_code, " ", text));
+}
+
+Outcome OutcomeOf(const ServerReply& reply) {
+  if (reply.Class() == 2) {
+    return Outcome::kDelivered;
+  }
+  return reply.Class() == 5 ? Outcome::kPermanent : Outcome::kTransient;
+}
+
+bool IsMappedIpv4(const IpBytes& ip) {
+  static constexpr uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  return std::memcmp(ip.data(), kPrefix, sizeof(kPrefix)) == 0;
+}
+
+struct SocketAddress {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+};
+
+absl::StatusOr<SocketAddress> ParseTarget(absl::string_view target) {
+  SocketAddress out;
+  if (absl::ConsumePrefix(&target, "unix:")) {
+    auto* un = reinterpret_cast<sockaddr_un*>(&out.storage);
+    if (target.empty() || target.size() >= sizeof(un->sun_path)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a unix socket path must have 1 to ", sizeof(un->sun_path) - 1, " bytes"));
+    }
+    un->sun_family = AF_UNIX;
+    std::memcpy(un->sun_path, target.data(), target.size());
+    out.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + target.size() + 1);
+    return out;
+  }
+  ASSIGN_OR_RETURN(HostPort address, ParseHostPort(target));
+  if (IsMappedIpv4(address.ip)) {
+    auto* sin = reinterpret_cast<sockaddr_in*>(&out.storage);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(address.port);
+    std::memcpy(&sin->sin_addr, address.ip.data() + 12, 4);
+    out.length = sizeof(sockaddr_in);
+  } else {
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&out.storage);
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons(address.port);
+    std::memcpy(&sin6->sin6_addr, address.ip.data(), 16);
+    out.length = sizeof(sockaddr_in6);
+  }
+  return out;
+}
+
+// HasLineBreakOrNul: such an address would smuggle a command into the session. chute's own
+// SMTP parser never accepts one, so this only guards against a damaged spool record.
+bool HasLineBreakOrNul(absl::string_view address) {
+  return address.find_first_of(absl::string_view("\r\n\0", 3)) != absl::string_view::npos;
+}
+
+bool HasNonAscii(absl::string_view text) {
+  return std::any_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+}
+
+// AppendBdat: the one chunk of a message (RFC 3030), ending in CRLF like DATA's content.
+void AppendBdat(absl::string_view content, std::string* out) {
+  bool add_crlf = !content.empty() && !absl::EndsWith(content, "\r\n");
+  absl::StrAppend(out, "BDAT ", content.size() + (add_crlf ? 2 : 0), " LAST\r\n");
+  out->append(content.data(), content.size());
+  if (add_crlf) {
+    out->append("\r\n");
+  }
+}
+
+}  // namespace
+
+// Connection: one socket to the target, plain or TLS, and the parser of its replies. Every
+// wait is bounded by io_timeout; every failure is a LocalFailure naming the peer.
+class SmtpClient::Connection {
+ public:
+  ~Connection() { close(fd_); }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  static absl::StatusOr<std::unique_ptr<Connection>> Open(const std::string& target,
+                                                          absl::Duration io_timeout);
+  // Write: sends all of `bytes` (encrypted once TLS is on).
+  absl::Status Write(absl::string_view bytes);
+  // ReadReply: the next reply. A 421 is returned as a failure whose message is the reply: the
+  // server is closing the connection (RFC 5321 §3.8).
+  absl::StatusOr<ServerReply> ReadReply();
+  // StartTls: the client handshake, after the server's 220 to STARTTLS.
+  absl::Status StartTls(std::shared_ptr<net::TlsContext> context);
+  // HasUnreadInput: the server sent something nobody asked for (a 421 on idle, or EOF).
+  bool HasUnreadInput();
+  bool reply_parser_idle() const { return parser_.idle(); }
+  void set_io_timeout(absl::Duration io_timeout) { io_timeout_ = io_timeout; }
+
+ private:
+  Connection(int fd, std::string peer, absl::Duration io_timeout)
+      : fd_(fd), peer_(std::move(peer)), io_timeout_(io_timeout) {}
+  absl::Status WaitFor(int16_t events, absl::Time deadline, absl::string_view enhanced_code,
+                       absl::string_view what);
+  absl::Status SendRaw(absl::string_view bytes);
+  absl::Status RecvRaw(std::string* out, absl::Time deadline);
+  absl::Status ReadPlaintext(std::string* out, absl::Time deadline);
+  absl::Status FlushCiphertext();
+
+  int fd_;
+  std::string peer_;  // the target as configured, for messages
+  absl::Duration io_timeout_;
+  ReplyParser parser_;
+  std::unique_ptr<net::TlsStream> tls_;
+};
+
+absl::StatusOr<std::unique_ptr<SmtpClient::Connection>> SmtpClient::Connection::Open(
+    const std::string& target, absl::Duration io_timeout) {
+  absl::StatusOr<SocketAddress> address = ParseTarget(target);
+  if (!address.ok()) {
+    return LocalFailure("4.3.5",
+                        absl::StrCat("bad target ", target, ": ", address.status().message()));
+  }
+  int family = address->storage.ss_family;
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return LocalFailure("4.4.1", absl::StrCat("connect to ", target, ": ", strerror(errno)));
+  }
+  std::unique_ptr<Connection> connection(new Connection(fd, target, io_timeout));
+  if (family != AF_UNIX) {
+    // Commands and data always go out as whole units, so Nagle would only add a delay.
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&address->storage), address->length) != 0) {
+    if (errno != EINPROGRESS) {
+      return LocalFailure("4.4.1", absl::StrCat("connect to ", target, ": ", strerror(errno)));
+    }
+    RETURN_IF_ERROR(
+        connection->WaitFor(POLLOUT, absl::Now() + io_timeout, "4.4.1", "connecting to"));
+    int error = 0;
+    socklen_t length = sizeof(error);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) {
+      error = errno;
+    }
+    if (error != 0) {
+      return LocalFailure("4.4.1", absl::StrCat("connect to ", target, ": ", strerror(error)));
+    }
+  }
+  return connection;
+}
+
+absl::Status SmtpClient::Connection::WaitFor(int16_t events, absl::Time deadline,
+                                             absl::string_view enhanced_code,
+                                             absl::string_view what) {
+  while (true) {
+    absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      return LocalFailure(enhanced_code, absl::StrCat("timeout ", what, " ", peer_));
+    }
+    int timeout_ms = static_cast<int>(std::min<int64_t>(
+        absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))), int64_t{1} << 30));
+    pollfd entry{fd_, events, 0};
+    int ready = poll(&entry, 1, timeout_ms);
+    if (ready > 0) {
+      return absl::OkStatus();  // readable, writable, or an error that the next call reports
+    }
+    if (ready < 0 && errno != EINTR) {
+      return LocalFailure("4.4.2", absl::StrCat("poll for ", peer_, ": ", strerror(errno)));
+    }
+  }
+}
+
+absl::Status SmtpClient::Connection::SendRaw(absl::string_view bytes) {
+  while (!bytes.empty()) {
+    ssize_t sent = send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (sent > 0) {
+      bytes.remove_prefix(static_cast<size_t>(sent));
+    } else if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // The timeout bounds a stall, not the whole message: it restarts after each progress.
+      RETURN_IF_ERROR(WaitFor(POLLOUT, absl::Now() + io_timeout_, "4.4.2", "writing to"));
+    } else if (sent < 0 && errno != EINTR) {
+      return LocalFailure("4.4.2",
+                          absl::StrCat("lost connection to ", peer_, ": ", strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SmtpClient::Connection::RecvRaw(std::string* out, absl::Time deadline) {
+  size_t old_size = out->size();
+  out->resize(old_size + kReadChunkBytes);
+  while (true) {
+    ssize_t received = recv(fd_, out->data() + old_size, kReadChunkBytes, 0);
+    if (received > 0) {
+      out->resize(old_size + static_cast<size_t>(received));
+      return absl::OkStatus();
+    }
+    if (received == 0) {
+      out->resize(old_size);
+      return LocalFailure("4.4.2", absl::StrCat(peer_, " closed the connection"));
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      absl::Status waited = WaitFor(POLLIN, deadline, "4.4.2", "reading reply from");
+      if (!waited.ok()) {
+        out->resize(old_size);
+        return waited;
+      }
+    } else if (errno != EINTR) {
+      out->resize(old_size);
+      return LocalFailure("4.4.2",
+                          absl::StrCat("lost connection to ", peer_, ": ", strerror(errno)));
+    }
+  }
+}
+
+absl::Status SmtpClient::Connection::FlushCiphertext() {
+  std::string ciphertext;
+  tls_->TakeCiphertext(&ciphertext);
+  return ciphertext.empty() ? absl::OkStatus() : SendRaw(ciphertext);
+}
+
+absl::Status SmtpClient::Connection::ReadPlaintext(std::string* out, absl::Time deadline) {
+  if (tls_ == nullptr) {
+    return RecvRaw(out, deadline);
+  }
+  while (true) {
+    net::TlsStream::Result result = tls_->ReadPlaintext(out, kReadChunkBytes);
+    // Reading may produce records to send (TLS 1.3 key updates).
+    RETURN_IF_ERROR(FlushCiphertext());
+    switch (result) {
+      case net::TlsStream::Result::kOk:
+        return absl::OkStatus();
+      case net::TlsStream::Result::kClosed:
+        return LocalFailure("4.4.2", absl::StrCat(peer_, " closed the TLS session"));
+      case net::TlsStream::Result::kError:
+        return LocalFailure("4.7.5", absl::StrCat("TLS error from ", peer_, ": ", tls_->Error()));
+      case net::TlsStream::Result::kWantMore:
+        break;
+    }
+    std::string ciphertext;
+    RETURN_IF_ERROR(RecvRaw(&ciphertext, deadline));
+    tls_->PutCiphertext(ciphertext);
+  }
+}
+
+absl::Status SmtpClient::Connection::Write(absl::string_view bytes) {
+  if (tls_ == nullptr) {
+    return SendRaw(bytes);
+  }
+  while (!bytes.empty()) {
+    absl::string_view piece = bytes.substr(0, kTlsWriteChunkBytes);
+    if (tls_->Write(piece) == net::TlsStream::Result::kError) {
+      return LocalFailure("4.7.5", absl::StrCat("TLS error to ", peer_, ": ", tls_->Error()));
+    }
+    RETURN_IF_ERROR(FlushCiphertext());
+    bytes.remove_prefix(piece.size());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ServerReply> SmtpClient::Connection::ReadReply() {
+  absl::Time deadline = absl::Now() + io_timeout_;
+  ServerReply reply;
+  while (!parser_.Next(&reply)) {
+    if (parser_.failed()) {
+      return LocalFailure("4.5.0",
+                          absl::StrCat("protocol error from ", peer_, ": ", parser_.error()));
+    }
+    std::string plaintext;
+    RETURN_IF_ERROR(ReadPlaintext(&plaintext, deadline));
+    parser_.Feed(plaintext);
+  }
+  if (reply.code == 421) {
+    return absl::UnavailableError(reply.ToString(kResultReplyBytesMax));
+  }
+  return reply;
+}
+
+absl::Status SmtpClient::Connection::StartTls(std::shared_ptr<net::TlsContext> context) {
+  CHECK(tls_ == nullptr);
+  tls_ = net::TlsStream::NewClient(std::move(context));
+  absl::Time deadline = absl::Now() + io_timeout_;
+  while (true) {
+    net::TlsStream::Result result = tls_->Handshake();
+    RETURN_IF_ERROR(FlushCiphertext());
+    if (result == net::TlsStream::Result::kOk) {
+      return absl::OkStatus();
+    }
+    if (result != net::TlsStream::Result::kWantMore) {
+      return LocalFailure("4.7.5",
+                          absl::StrCat("TLS handshake with ", peer_, " failed: ", tls_->Error()));
+    }
+    std::string ciphertext;
+    RETURN_IF_ERROR(RecvRaw(&ciphertext, deadline));
+    tls_->PutCiphertext(ciphertext);
+  }
+}
+
+bool SmtpClient::Connection::HasUnreadInput() {
+  if (!parser_.idle() || (tls_ != nullptr && tls_->pending_ciphertext() > 0)) {
+    return true;
+  }
+  pollfd entry{fd_, POLLIN, 0};
+  return poll(&entry, 1, 0) != 0;
+}
+
+// Attempt: the state of one message's transaction: which recipients have their result.
+struct SmtpClient::Attempt {
+  explicit Attempt(OutboundMessage* m)
+      : message(m), settled(m->recipients.size(), false), unsettled(m->recipients.size()) {
+    message->results.assign(m->recipients.size(), RecipientResult());
+  }
+
+  void Settle(size_t index, Outcome outcome, std::string reply) {
+    CHECK(index < settled.size());
+    if (settled[index]) {
+      return;
+    }
+    settled[index] = true;
+    --unsettled;
+    message->results[index] = RecipientResult{outcome, std::move(reply)};
+  }
+  void SettleWith(size_t index, const ServerReply& reply) {
+    Settle(index, OutcomeOf(reply), reply.ToString(kResultReplyBytesMax));
+  }
+  void SettleRest(Outcome outcome, absl::string_view reply) {
+    for (size_t i = 0; i < settled.size(); ++i) {
+      Settle(i, outcome, std::string(reply));
+    }
+  }
+
+  OutboundMessage* message;
+  std::vector<bool> settled;
+  size_t unsettled;
+  std::vector<size_t> sendable;  // recipients whose RCPT goes out, in order
+  std::vector<size_t> accepted;  // recipients the server accepted at RCPT, in order
+  bool mail_accepted = false;
+};
+
+absl::Status ValidateSmtpClientOptions(const SmtpClientOptions& options) {
+  absl::StatusOr<SocketAddress> address = ParseTarget(options.target);
+  if (!address.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("target \"", options.target, "\": ", address.status().message()));
+  }
+  if (options.helo_name.empty() ||
+      absl::string_view(options.helo_name).find_first_of(absl::string_view(" \t\r\n\0", 5)) !=
+          absl::string_view::npos) {
+    return absl::InvalidArgumentError("helo_name must be one non-empty word");
+  }
+  if (options.messages_per_connection_max == 0) {
+    return absl::InvalidArgumentError("messages_per_connection_max must be at least 1");
+  }
+  if (options.idle_timeout <= absl::ZeroDuration() || options.io_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("idle_timeout and io_timeout must be positive");
+  }
+  return absl::OkStatus();
+}
+
+SmtpClient::SmtpClient(SmtpClientOptions options, std::shared_ptr<net::TlsContext> tls_context)
+    : options_(std::move(options)), tls_context_(std::move(tls_context)) {
+  absl::Status valid = ValidateSmtpClientOptions(options_);
+  CHECK_MSG(valid.ok(), std::string(valid.message()).c_str());
+  CHECK(options_.tls == DeliveryTls::kOff || tls_context_ != nullptr);
+}
+
+SmtpClient::~SmtpClient() { Close(/*quit=*/true); }
+
+void SmtpClient::Close(bool quit) {
+  if (connection_ == nullptr) {
+    return;
+  }
+  if (quit) {
+    // A courtesy to the server; its answer changes nothing, so the wait is kept short.
+    connection_->set_io_timeout(std::min(options_.io_timeout, kQuitTimeoutMax));
+    if (connection_->Write("QUIT\r\n").ok()) {
+      (void)connection_->ReadReply();
+    }
+  }
+  connection_.reset();
+  capabilities_ = Capabilities();
+}
+
+void SmtpClient::CloseIdle(absl::Time now) {
+  if (connection_ != nullptr && now - last_used_ >= options_.idle_timeout) {
+    Close(/*quit=*/true);
+  }
+}
+
+absl::Status SmtpClient::Connect() {
+  bool handshake_failed = false;
+  absl::Status status = OpenSession(options_.tls != DeliveryTls::kOff, &handshake_failed);
+  if (!status.ok() && handshake_failed && options_.tls == DeliveryTls::kOpportunistic) {
+    // Opportunistic TLS must not make a server that cannot finish a handshake unreachable.
+    status = OpenSession(/*try_tls=*/false, &handshake_failed);
+  }
+  return status;
+}
+
+absl::Status SmtpClient::OpenSession(bool try_tls, bool* handshake_failed) {
+  CHECK(connection_ == nullptr);
+  ASSIGN_OR_RETURN(connection_, Connection::Open(options_.target, options_.io_timeout));
+  ++connections_opened_;
+  messages_on_connection_ = 0;
+  absl::Status status = Greet(try_tls, handshake_failed);
+  if (!status.ok()) {
+    Close(/*quit=*/false);
+  }
+  return status;
+}
+
+absl::Status SmtpClient::Greet(bool try_tls, bool* handshake_failed) {
+  ASSIGN_OR_RETURN(ServerReply greeting, connection_->ReadReply());
+  if (greeting.code != 220) {
+    return LocalFailure("4.4.0", absl::StrCat("greeting from ", options_.target, ": ",
+                                              greeting.ToString(kResultReplyBytesMax)));
+  }
+  RETURN_IF_ERROR(Hello());
+  if (!try_tls || !capabilities_.starttls) {
+    if (options_.tls == DeliveryTls::kRequired) {
+      Close(/*quit=*/true);
+      return LocalFailure("4.7.5", absl::StrCat(options_.target, ": STARTTLS not offered"));
+    }
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(connection_->Write("STARTTLS\r\n"));
+  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
+  if (reply.code != 220) {
+    if (options_.tls == DeliveryTls::kRequired) {
+      return LocalFailure("4.7.5", absl::StrCat("STARTTLS refused by ", options_.target, ": ",
+                                                reply.ToString(kResultReplyBytesMax)));
+    }
+    return absl::OkStatus();  // opportunistic: the session goes on in plain text
+  }
+  if (!connection_->reply_parser_idle()) {
+    // Plain text after the 220 would be taken as if it came over TLS (CVE-2011-0411's twin).
+    return LocalFailure("4.5.0", absl::StrCat("protocol error from ", options_.target,
+                                              ": data after the 220 to STARTTLS"));
+  }
+  absl::Status handshake = connection_->StartTls(tls_context_);
+  if (!handshake.ok()) {
+    *handshake_failed = true;
+    return handshake;
+  }
+  return Hello();  // RFC 3207 §4.2: forget what was learnt before TLS
+}
+
+absl::Status SmtpClient::Hello() {
+  capabilities_ = Capabilities();
+  absl::string_view verb = options_.lmtp ? "LHLO" : "EHLO";
+  RETURN_IF_ERROR(connection_->Write(absl::StrCat(verb, " ", options_.helo_name, "\r\n")));
+  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
+  if (reply.code == 250) {
+    capabilities_ = ParseCapabilities(reply);
+    return absl::OkStatus();
+  }
+  if (!options_.lmtp && reply.Class() == 5) {
+    // An old server without ESMTP: plain SMTP has no extensions to use.
+    RETURN_IF_ERROR(connection_->Write(absl::StrCat("HELO ", options_.helo_name, "\r\n")));
+    ASSIGN_OR_RETURN(reply, connection_->ReadReply());
+    if (reply.code == 250) {
+      return absl::OkStatus();
+    }
+    verb = "HELO";
+  }
+  return LocalFailure("4.4.0", absl::StrCat(verb, " refused by ", options_.target, ": ",
+                                            reply.ToString(kResultReplyBytesMax)));
+}
+
+void SmtpClient::Deliver(const std::vector<OutboundMessage*>& batch) {
+  absl::Status setup = absl::OkStatus();
+  for (OutboundMessage* message : batch) {
+    if (message->recipients.empty()) {
+      message->results.clear();
+      continue;
+    }
+    if (!setup.ok()) {
+      Attempt(message).SettleRest(Outcome::kTransient, setup.message());
+      continue;
+    }
+    if (connection_ != nullptr && connection_->HasUnreadInput()) {
+      Close(/*quit=*/false);  // closed by the server, or it said something unasked: start over
+    }
+    if (connection_ == nullptr) {
+      setup = Connect();
+      if (!setup.ok()) {
+        Attempt(message).SettleRest(Outcome::kTransient, setup.message());
+        continue;
+      }
+    }
+    DeliverOne(message);
+    if (connection_ != nullptr && messages_on_connection_ >= options_.messages_per_connection_max) {
+      Close(/*quit=*/true);
+    }
+  }
+  last_used_ = absl::Now();
+}
+
+void SmtpClient::DeliverOne(OutboundMessage* message) {
+  Attempt attempt(message);
+  if (!CheckEnvelope(&attempt)) {
+    return;
+  }
+  ++messages_on_connection_;
+  absl::Status status = capabilities_.pipelining ? SendPipelined(&attempt) : SendStepwise(&attempt);
+  if (!status.ok()) {
+    attempt.SettleRest(Outcome::kTransient, status.message());
+    Close(/*quit=*/false);
+  }
+  CHECK_MSG(attempt.unsettled == 0, "every recipient gets exactly one result");
+}
+
+bool SmtpClient::CheckEnvelope(Attempt* attempt) {
+  const OutboundMessage& message = *attempt->message;
+  if (HasLineBreakOrNul(message.sender)) {
+    attempt->SettleRest(Outcome::kPermanent, "501 5.1.7 the sender address contains CR, LF or NUL");
+    return false;
+  }
+  if (capabilities_.size_bytes_max != 0 && message.content.size() > capabilities_.size_bytes_max) {
+    attempt->SettleRest(Outcome::kPermanent,
+                        absl::StrCat("552 5.3.4 message of ", message.content.size(),
+                                     " bytes exceeds the limit of ", options_.target, " (",
+                                     capabilities_.size_bytes_max, " bytes)"));
+    return false;
+  }
+  for (size_t i = 0; i < message.recipients.size(); ++i) {
+    if (HasLineBreakOrNul(message.recipients[i])) {
+      attempt->Settle(i, Outcome::kPermanent, "501 5.1.3 the address contains CR, LF or NUL");
+    } else {
+      attempt->sendable.push_back(i);
+    }
+  }
+  return !attempt->sendable.empty();
+}
+
+std::string SmtpClient::MailCommand(const OutboundMessage& message) const {
+  std::string command = absl::StrCat("MAIL FROM:<", message.sender, ">");
+  if (capabilities_.size) {
+    absl::StrAppend(&command, " SIZE=", message.content.size());
+  }
+  if (capabilities_.eight_bit_mime && HasNonAscii(message.content)) {
+    absl::StrAppend(&command, " BODY=8BITMIME");
+  }
+  bool utf8_addresses = HasNonAscii(message.sender) ||
+                        std::any_of(message.recipients.begin(), message.recipients.end(),
+                                    [](const std::string& r) { return HasNonAscii(r); });
+  if (capabilities_.smtputf8 && utf8_addresses) {
+    absl::StrAppend(&command, " SMTPUTF8");
+  }
+  command.append("\r\n");
+  return command;
+}
+
+bool SmtpClient::UseBdat() const { return !options_.lmtp && capabilities_.chunking; }
+
+absl::Status SmtpClient::SendPipelined(Attempt* attempt) {
+  const OutboundMessage& message = *attempt->message;
+  std::string commands = MailCommand(message);
+  for (size_t index : attempt->sendable) {
+    absl::StrAppend(&commands, "RCPT TO:<", message.recipients[index], ">\r\n");
+  }
+  bool bdat = UseBdat();
+  if (bdat) {
+    AppendBdat(message.content, &commands);
+  } else {
+    commands.append("DATA\r\n");
+  }
+  RETURN_IF_ERROR(connection_->Write(commands));
+  commands = std::string();
+  RETURN_IF_ERROR(OnMailReply(attempt));
+  for (size_t index : attempt->sendable) {
+    RETURN_IF_ERROR(OnRcptReply(attempt, index));
+  }
+  return bdat ? FinishBdat(attempt) : FinishData(attempt);
+}
+
+absl::Status SmtpClient::SendStepwise(Attempt* attempt) {
+  const OutboundMessage& message = *attempt->message;
+  RETURN_IF_ERROR(connection_->Write(MailCommand(message)));
+  RETURN_IF_ERROR(OnMailReply(attempt));
+  if (!attempt->mail_accepted) {
+    return absl::OkStatus();
+  }
+  for (size_t index : attempt->sendable) {
+    RETURN_IF_ERROR(
+        connection_->Write(absl::StrCat("RCPT TO:<", message.recipients[index], ">\r\n")));
+    RETURN_IF_ERROR(OnRcptReply(attempt, index));
+  }
+  if (attempt->accepted.empty()) {
+    return Reset();
+  }
+  if (UseBdat()) {
+    std::string chunk;
+    AppendBdat(message.content, &chunk);
+    RETURN_IF_ERROR(connection_->Write(chunk));
+    return FinishBdat(attempt);
+  }
+  RETURN_IF_ERROR(connection_->Write("DATA\r\n"));
+  return FinishData(attempt);
+}
+
+absl::Status SmtpClient::OnMailReply(Attempt* attempt) {
+  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
+  if (reply.IsPositiveCompletion()) {
+    attempt->mail_accepted = true;
+  } else {
+    for (size_t index : attempt->sendable) {
+      attempt->SettleWith(index, reply);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SmtpClient::OnRcptReply(Attempt* attempt, size_t index) {
+  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
+  if (!attempt->mail_accepted) {
+    return absl::OkStatus();  // pipelined after a refused MAIL: already settled by its reply
+  }
+  if (reply.IsPositiveCompletion()) {
+    attempt->accepted.push_back(index);
+  } else {
+    attempt->SettleWith(index, reply);
+  }
+  return absl::OkStatus();
+}
+
+// FinishData: after DATA went out (pipelined or not).
+absl::Status SmtpClient::FinishData(Attempt* attempt) {
+  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
+  if (reply.code == 354) {
+    if (attempt->accepted.empty()) {
+      // RFC 2920 §3.1 says a server refuses a pipelined DATA without valid recipients; one
+      // that does not gets an empty message, which ends the transaction.
+      RETURN_IF_ERROR(connection_->Write(".\r\n"));
+      return connection_->ReadReply().status();
+    }
+    std::string data;
+    AppendDotStuffed(attempt->message->content, &data);
+    RETURN_IF_ERROR(connection_->Write(data));
+    return ReadDataReplies(attempt);
+  }
+  if (attempt->accepted.empty()) {
+    return attempt->mail_accepted ? Reset() : absl::OkStatus();
+  }
+  if (reply.Class() != 4 && reply.Class() != 5) {
+    return LocalFailure("4.5.0", absl::StrCat("unexpected reply to DATA from ", options_.target,
+                                              ": ", reply.ToString(kResultReplyBytesMax)));
+  }
+  for (size_t index : attempt->accepted) {
+    attempt->SettleWith(index, reply);
+  }
+  return Reset();
+}
+
+absl::Status SmtpClient::ReadDataReplies(Attempt* attempt) {
+  if (options_.lmtp) {
+    // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
+    for (size_t index : attempt->accepted) {
+      ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
+      attempt->SettleWith(index, reply);
+    }
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
+  for (size_t index : attempt->accepted) {
+    attempt->SettleWith(index, reply);
+  }
+  return absl::OkStatus();
+}
+
+// FinishBdat: after BDAT n LAST and the content went out (pipelined or not).
+absl::Status SmtpClient::FinishBdat(Attempt* attempt) {
+  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
+  if (attempt->accepted.empty()) {
+    return attempt->mail_accepted ? Reset() : absl::OkStatus();
+  }
+  for (size_t index : attempt->accepted) {
+    attempt->SettleWith(index, reply);
+  }
+  // RFC 3030 §2: after a refused BDAT the transaction is over but must be reset.
+  return reply.IsPositiveCompletion() ? absl::OkStatus() : Reset();
+}
+
+absl::Status SmtpClient::Reset() {
+  RETURN_IF_ERROR(connection_->Write("RSET\r\n"));
+  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
+  if (!reply.IsPositiveCompletion()) {
+    return LocalFailure("4.5.0", absl::StrCat("RSET refused by ", options_.target, ": ",
+                                              reply.ToString(kResultReplyBytesMax)));
+  }
+  return absl::OkStatus();
+}
+
+void AppendDotStuffed(absl::string_view content, std::string* out) {
+  out->reserve(out->size() + content.size() + content.size() / 64 + 5);
+  if (!content.empty() && content.front() == '.') {
+    out->push_back('.');
+  }
+  size_t start = 0;
+  while (true) {
+    size_t hit = content.find("\n.", start);
+    if (hit == absl::string_view::npos) {
+      out->append(content.data() + start, content.size() - start);
+      break;
+    }
+    out->append(content.data() + start, hit + 1 - start);
+    out->push_back('.');
+    start = hit + 1;
+  }
+  if (!content.empty() && !absl::EndsWith(content, "\r\n")) {
+    out->append("\r\n");
+  }
+  out->append(".\r\n");
+}
+
+BackendFactory MakeSmtpClientFactory(SmtpClientOptions options) {
+  absl::Status valid = ValidateSmtpClientOptions(options);
+  CHECK_MSG(valid.ok(), std::string(valid.message()).c_str());
+  std::shared_ptr<net::TlsContext> tls_context =
+      options.tls == DeliveryTls::kOff ? nullptr : net::TlsContext::NewClient();
+  return [options = std::move(options), tls_context]() -> std::unique_ptr<Backend> {
+    return std::make_unique<SmtpClient>(options, tls_context);
+  };
+}
+
+}  // namespace chute::delivery

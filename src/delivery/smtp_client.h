@@ -1,0 +1,130 @@
+#pragma once
+
+// SmtpClient: the one SMTP/LMTP client of the delivery stage (DESIGN.md §2). It hands messages
+// to a downstream LMTP server (RFC 2033, e.g. Dovecot) or an SMTP smarthost (RFC 5321, e.g.
+// Postfix); the two differ only in the greeting (LHLO vs EHLO) and in LMTP's one reply per
+// recipient after the data, as in Postfix's single smtp/lmtp program.
+//
+// Design:
+// - One instance = one worker thread = at most one persistent connection, reused across
+//   Deliver() calls; it is replaced after messages_per_connection_max messages, when the server
+//   closed it, or after any network or protocol error. CloseIdle() ends it politely (QUIT).
+// - Blocking I/O on a non-blocking socket: every wait is a poll() bounded by io_timeout. A
+//   reply must be complete within io_timeout of starting to read it; a write must make
+//   progress at least once per io_timeout (a large message may take longer as a whole). Writes
+//   use MSG_NOSIGNAL, so a closed peer is an error, never SIGPIPE.
+// - STARTTLS (RFC 3207) through net::TlsStream (memory BIOs; this file moves the ciphertext),
+//   without certificate verification. tls = opportunistic: used when offered; a refused
+//   STARTTLS continues in plain text, a failed handshake is retried once in plain text.
+//   tls = required: no STARTTLS or no handshake = transient "451 4.7.5".
+// - Per message: MAIL, the RCPTs and DATA (or, SMTP only, BDAT n LAST with the content) go in
+//   one write when the server offers PIPELINING (RFC 2920), else one command per round trip.
+//   Each recipient gets exactly one result: its RCPT refusal, the MAIL refusal, the (SMTP) one
+//   or (LMTP) its own reply after the data, or chute's own transient reply when the network or
+//   the protocol failed ("451 4.4.2 timeout reading reply from 127.0.0.1:24"). A 421 from the
+//   server settles the rest as transient and drops the connection.
+// - If no recipient was accepted, or a transaction fails before its data was sent, RSET ends
+//   it; a completed transaction needs none.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "base/config.h"
+#include "delivery/backend.h"
+#include "delivery/reply_parser.h"
+
+namespace chute::net {
+class TlsContext;
+}  // namespace chute::net
+
+namespace chute::delivery {
+
+// A reply chute stores for a recipient is at most this long (the server's text is cut).
+inline constexpr size_t kResultReplyBytesMax = 1024;
+// QUIT is a courtesy: its reply is awaited at most this long (or io_timeout, if shorter).
+inline constexpr absl::Duration kQuitTimeoutMax = absl::Seconds(5);
+
+struct SmtpClientOptions {
+  bool lmtp = false;      // LMTP (LHLO, one reply per recipient) instead of SMTP
+  std::string target;     // "a.b.c.d:port", "[v6]:port" or "unix:/path"
+  std::string helo_name;  // our name in EHLO/LHLO/HELO
+  DeliveryTls tls = DeliveryTls::kOpportunistic;
+  size_t messages_per_connection_max = 1000;        // then QUIT and reconnect; at least 1
+  absl::Duration idle_timeout = absl::Seconds(30);  // CloseIdle() closes after this
+  absl::Duration io_timeout = absl::Seconds(300);   // per reply, per stalled write, connect
+};
+
+// ValidateSmtpClientOptions: InvalidArgument naming the problem when `options` cannot work
+// (a target that is not an address or a too long unix path, a zero limit or timeout).
+absl::Status ValidateSmtpClientOptions(const SmtpClientOptions& options);
+
+class SmtpClient : public Backend {
+ public:
+  // SmtpClient: `options` must be valid (CHECKed; see ValidateSmtpClientOptions). `tls_context`
+  // is a client context (net::TlsContext::NewClient()), shared by all clients of a factory; it
+  // may be null when options.tls is off. Does not connect yet.
+  SmtpClient(SmtpClientOptions options, std::shared_ptr<net::TlsContext> tls_context);
+  // ~SmtpClient: QUITs and closes an open connection (bounded by kQuitTimeoutMax).
+  ~SmtpClient() override;
+  SmtpClient(const SmtpClient&) = delete;
+  SmtpClient& operator=(const SmtpClient&) = delete;
+
+  // Deliver: see Backend. Connects when there is no usable connection. When connecting fails,
+  // every message of the batch from there on gets the same transient result without another
+  // attempt; a failure during one message drops the connection and the next one reconnects.
+  void Deliver(const std::vector<OutboundMessage*>& batch) override;
+  // CloseIdle: QUIT and close when the last Deliver() ended at least idle_timeout before `now`.
+  void CloseIdle(absl::Time now) override;
+
+  // connected: whether a connection is open (for tests and metrics).
+  bool connected() const { return connection_ != nullptr; }
+  // connections_opened: how many connections this client has opened since it was made.
+  uint64_t connections_opened() const { return connections_opened_; }
+
+ private:
+  class Connection;
+  struct Attempt;
+
+  absl::Status Connect();
+  absl::Status OpenSession(bool try_tls, bool* handshake_failed);
+  absl::Status Greet(bool try_tls, bool* handshake_failed);
+  absl::Status Hello();
+  void Close(bool quit);
+  void DeliverOne(OutboundMessage* message);
+  bool CheckEnvelope(Attempt* attempt);
+  absl::Status SendPipelined(Attempt* attempt);
+  absl::Status SendStepwise(Attempt* attempt);
+  absl::Status OnMailReply(Attempt* attempt);
+  absl::Status OnRcptReply(Attempt* attempt, size_t index);
+  absl::Status FinishData(Attempt* attempt);
+  absl::Status ReadDataReplies(Attempt* attempt);
+  absl::Status FinishBdat(Attempt* attempt);
+  absl::Status Reset();
+  std::string MailCommand(const OutboundMessage& message) const;
+  bool UseBdat() const;
+
+  const SmtpClientOptions options_;
+  const std::shared_ptr<net::TlsContext> tls_context_;
+  std::unique_ptr<Connection> connection_;
+  Capabilities capabilities_;
+  size_t messages_on_connection_ = 0;
+  uint64_t connections_opened_ = 0;
+  absl::Time last_used_ = absl::InfinitePast();
+};
+
+// MakeSmtpClientFactory: a factory of SmtpClients sharing one client TLS context. CHECKs that
+// `options` are valid (the config loader has checked them at start-up).
+BackendFactory MakeSmtpClientFactory(SmtpClientOptions options);
+
+// DotStuffed: `content` as it goes after DATA: each line that starts with "." gets another
+// one, a CRLF is added when the content does not end with one, then ".\r\n" (RFC 5321
+// §4.5.2). Appends to `out`.
+void AppendDotStuffed(absl::string_view content, std::string* out);
+
+}  // namespace chute::delivery

@@ -1,0 +1,1279 @@
+// Tests of the delivery client's reply parser and of SmtpClient against a fake SMTP/LMTP server
+// that runs on loopback (port 0) in a thread of the test.
+
+#include "delivery/smtp_client.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <openssl/ec_key.h>
+#include <openssl/evp.h>
+#include <openssl/nid.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "delivery/reply_parser.h"
+#include "net/tls.h"
+
+namespace chute::delivery {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Reply parser.
+
+std::vector<ServerReply> ParseAll(ReplyParser* parser) {
+  std::vector<ServerReply> replies;
+  ServerReply reply;
+  while (parser->Next(&reply)) {
+    replies.push_back(reply);
+  }
+  return replies;
+}
+
+std::vector<std::string> Strings(const std::vector<ServerReply>& replies) {
+  std::vector<std::string> out;
+  for (const ServerReply& reply : replies) {
+    out.push_back(reply.ToString());
+  }
+  return out;
+}
+
+TEST(ReplyParserTest, EveryReplySplitAtEveryByteBoundary) {
+  const std::string stream =
+      "220 mx.test ESMTP ready\r\n"
+      "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 CHUNKING\r\n"
+      "550-5.1.1 <bob@x.test>: user unknown\r\n550 5.1.1 see the directory\r\n"
+      "250\r\n"
+      "354 go ahead\n"  // a bare LF is tolerated
+      "452 4.2.2 mailbox full\r\n";
+  const std::vector<std::string> expected = {
+      "220 mx.test ESMTP ready",
+      "250 mx.test PIPELINING SIZE 1000 CHUNKING",
+      "550 5.1.1 <bob@x.test>: user unknown see the directory",
+      "250",
+      "354 go ahead",
+      "452 4.2.2 mailbox full",
+  };
+  for (size_t cut = 0; cut <= stream.size(); ++cut) {
+    for (size_t second_cut = cut; second_cut <= stream.size(); second_cut += 7) {
+      ReplyParser parser;
+      std::vector<ServerReply> replies;
+      for (auto [begin, end] :
+           {std::pair<size_t, size_t>{0, cut}, {cut, second_cut}, {second_cut, stream.size()}}) {
+        parser.Feed(absl::string_view(stream).substr(begin, end - begin));
+        std::vector<ServerReply> some = ParseAll(&parser);
+        replies.insert(replies.end(), some.begin(), some.end());
+      }
+      ASSERT_FALSE(parser.failed()) << parser.error();
+      EXPECT_EQ(Strings(replies), expected) << cut << " " << second_cut;
+      EXPECT_TRUE(parser.idle());
+    }
+  }
+  ReplyParser bytewise;
+  for (char c : stream) {
+    bytewise.Feed(absl::string_view(&c, 1));
+  }
+  EXPECT_EQ(Strings(ParseAll(&bytewise)), expected);
+}
+
+TEST(ReplyParserTest, MultiLineReplyKeepsLinesAndSplitsTheEnhancedCode) {
+  ReplyParser parser;
+  parser.Feed("550-5.1.1 first\r\n550-5.1.1\r\n550 5.1.1 last\r\n");
+  ServerReply reply;
+  ASSERT_TRUE(parser.Next(&reply));
+  EXPECT_EQ(reply.code, 550);
+  EXPECT_EQ(reply.enhanced_code, "5.1.1");
+  EXPECT_EQ(reply.lines, (std::vector<std::string>{"first", "", "last"}));
+  EXPECT_EQ(reply.Text(), "first last");
+  EXPECT_EQ(reply.Class(), 5);
+  EXPECT_FALSE(parser.Next(&reply));
+}
+
+TEST(ReplyParserTest, EnhancedCodeOnlyWhenWellFormedAndOfTheSameClass) {
+  struct Case {
+    const char* line;
+    const char* enhanced_code;
+    const char* text;
+  };
+  for (const Case& c : std::vector<Case>{{"550 5.1.1 unknown", "5.1.1", "unknown"},
+                                         {"550 4.1.1 wrong class", "", "4.1.1 wrong class"},
+                                         {"250 2.0.0", "2.0.0", ""},
+                                         {"250 2.0.0x no", "", "2.0.0x no"},
+                                         {"250 2.1000.0 long", "", "2.1000.0 long"},
+                                         {"354 3.0.0 no such class", "", "3.0.0 no such class"},
+                                         {"421 4.3.2 bye", "4.3.2", "bye"},
+                                         {"250 2.0", "", "2.0"}}) {
+    ReplyParser parser;
+    parser.Feed(absl::StrCat(c.line, "\r\n"));
+    ServerReply reply;
+    ASSERT_TRUE(parser.Next(&reply)) << c.line;
+    EXPECT_EQ(reply.enhanced_code, c.enhanced_code) << c.line;
+    EXPECT_EQ(reply.Text(), c.text) << c.line;
+  }
+}
+
+TEST(ReplyParserTest, MalformedLinesAreProtocolErrors) {
+  for (const char* input : {"25x ok\r\n", "2\r\n", "\r\n", "250_ok\r\n", "650 six\r\n",
+                            "050 zero\r\n", "hello\r\n", "250-a\r\n251 b\r\n"}) {
+    ReplyParser parser;
+    parser.Feed(input);
+    EXPECT_TRUE(parser.failed()) << input;
+    EXPECT_FALSE(parser.has_reply()) << input;
+    parser.Feed("250 ok\r\n");  // ignored after an error
+    EXPECT_FALSE(parser.has_reply()) << input;
+  }
+}
+
+TEST(ReplyParserTest, RepliesBeforeAnErrorAreKept) {
+  ReplyParser parser;
+  parser.Feed("250 ok\r\nbad\r\n");
+  EXPECT_TRUE(parser.failed());
+  ServerReply reply;
+  ASSERT_TRUE(parser.Next(&reply));
+  EXPECT_EQ(reply.code, 250);
+}
+
+TEST(ReplyParserTest, LineLengthIsBounded) {
+  // A line of exactly the maximum (its CRLF included) is fine...
+  std::string longest = "250 " + std::string(kReplyLineBytesMax - 6, 'x') + "\r\n";
+  ASSERT_EQ(longest.size(), kReplyLineBytesMax);
+  ReplyParser ok;
+  ok.Feed(longest);
+  EXPECT_FALSE(ok.failed());
+  EXPECT_TRUE(ok.has_reply());
+  // ...one byte more is not, and the error comes before the line ends.
+  ReplyParser too_long;
+  too_long.Feed("250 " + std::string(kReplyLineBytesMax - 5, 'x') + "\r");
+  EXPECT_TRUE(too_long.failed());
+  ReplyParser endless;
+  for (int i = 0; i < 100 && !endless.failed(); ++i) {
+    endless.Feed(std::string(1000, 'y'));
+  }
+  EXPECT_TRUE(endless.failed());
+}
+
+TEST(ReplyParserTest, LinesPerReplyAreBounded) {
+  std::string reply;
+  for (size_t i = 0; i < kReplyLinesMax - 1; ++i) {
+    reply += "250-x\r\n";
+  }
+  ReplyParser ok;
+  ok.Feed(reply + "250 x\r\n");
+  EXPECT_FALSE(ok.failed());
+  ReplyParser too_many;
+  too_many.Feed(reply + "250-x\r\n250 x\r\n");
+  EXPECT_TRUE(too_many.failed());
+  EXPECT_FALSE(too_many.has_reply());
+}
+
+TEST(ReplyParserTest, QueuedRepliesAreBounded) {
+  std::string many;
+  for (size_t i = 0; i <= kRepliesQueuedMax; ++i) {
+    many += "250\n";
+  }
+  ReplyParser parser;
+  parser.Feed(many);
+  EXPECT_TRUE(parser.failed());
+  EXPECT_EQ(ParseAll(&parser).size(), kRepliesQueuedMax);
+}
+
+TEST(ReplyParserTest, ControlBytesAreReplaced) {
+  ReplyParser parser;
+  parser.Feed(std::string("550 5.7.1 a\0b\rc\x7f\td\r\n", 20));
+  ServerReply reply;
+  ASSERT_TRUE(parser.Next(&reply));
+  EXPECT_EQ(reply.ToString(), "550 5.7.1 a?b?c?\td");
+}
+
+TEST(ReplyParserTest, ToStringIsCut) {
+  ReplyParser parser;
+  parser.Feed("550 5.1.1 " + std::string(2000, 'z') + "\r\n");
+  ServerReply reply;
+  ASSERT_TRUE(parser.Next(&reply));
+  EXPECT_EQ(reply.ToString(100).size(), 100u);
+}
+
+TEST(CapabilitiesTest, ReadsKeywordsCaseInsensitively) {
+  ReplyParser parser;
+  parser.Feed(
+      "250-mx.test greets you\r\n250-pipelining\r\n250-Chunking\r\n250-STARTTLS\r\n"
+      "250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-X-UNKNOWN 1\r\n"
+      "250 SIZE 10240000\r\n");
+  ServerReply reply;
+  ASSERT_TRUE(parser.Next(&reply));
+  Capabilities caps = ParseCapabilities(reply);
+  EXPECT_TRUE(caps.pipelining);
+  EXPECT_TRUE(caps.chunking);
+  EXPECT_TRUE(caps.starttls);
+  EXPECT_TRUE(caps.eight_bit_mime);
+  EXPECT_TRUE(caps.smtputf8);
+  EXPECT_TRUE(caps.enhanced_status_codes);
+  EXPECT_TRUE(caps.size);
+  EXPECT_EQ(caps.size_bytes_max, 10240000u);
+}
+
+TEST(CapabilitiesTest, TheFirstLineIsTheServersNameAndSizeMayBeAbsentOrOdd) {
+  for (auto [input, size, size_max] : std::vector<std::tuple<std::string, bool, uint64_t>>{
+           {"250 PIPELINING\r\n", false, 0},
+           {"250-x\r\n250 SIZE\r\n", true, 0},
+           {"250-x\r\n250 SIZE 0\r\n", true, 0},
+           {"250-x\r\n250 SIZE lots\r\n", true, 0},
+           {"250-x\r\n250 SIZE 99999999999999999999999\r\n", true, UINT64_MAX}}) {
+    ReplyParser parser;
+    parser.Feed(input);
+    ServerReply reply;
+    ASSERT_TRUE(parser.Next(&reply)) << input;
+    Capabilities caps = ParseCapabilities(reply);
+    EXPECT_FALSE(caps.pipelining) << input;
+    EXPECT_EQ(caps.size, size) << input;
+    EXPECT_EQ(caps.size_bytes_max, size_max) << input;
+  }
+}
+
+TEST(DotStuffingTest, StuffsLeadingDotsAndEndsWithCrlfDot) {
+  auto stuffed = [](absl::string_view content) {
+    std::string out;
+    AppendDotStuffed(content, &out);
+    return out;
+  };
+  EXPECT_EQ(stuffed(""), ".\r\n");
+  EXPECT_EQ(stuffed("a\r\n"), "a\r\n.\r\n");
+  EXPECT_EQ(stuffed("a"), "a\r\n.\r\n");
+  EXPECT_EQ(stuffed(".\r\n"), "..\r\n.\r\n");
+  EXPECT_EQ(stuffed("a\r\n.\r\n..x\r\n.y"), "a\r\n..\r\n...x\r\n..y\r\n.\r\n");
+  EXPECT_EQ(stuffed("a.b\r\n x.\r\n"), "a.b\r\n x.\r\n.\r\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A fake SMTP/LMTP server.
+
+// How the fake server answers. The hooks run on the server thread.
+struct FakeBehavior {
+  bool lmtp = false;
+  std::vector<std::string> extensions = {"PIPELINING"};
+  // Set: STARTTLS is offered with this server context.
+  std::shared_ptr<net::TlsContext> tls;
+  // The handshake after STARTTLS is cut short: the server closes instead.
+  bool break_tls = false;
+  // The server closes the connection after reading the first bytes of the data.
+  bool close_during_data = false;
+  // After this many messages on one connection the server says 421 and closes (0: never).
+  int close_after_messages = 0;
+  // on_command(connection, line): a reply instead of the default, or "" for the default, or
+  // kClose to close without a reply. State changes follow the reply's class.
+  std::function<std::string(int, const std::string&)> on_command;
+  // on_data(connection, recipient): the reply after the data; LMTP asks once per accepted
+  // recipient, SMTP once with recipient "". "" means the default 250.
+  std::function<std::string(int, const std::string&)> on_data;
+};
+
+constexpr char kClose[] = "CLOSE";
+
+struct ReceivedMessage {
+  int connection = 0;
+  std::string content;  // unstuffed
+  std::string wire;     // as sent (DATA: stuffed, with the final dot)
+  std::vector<std::string> recipients;
+  bool tls = false;
+};
+
+class FakeServer {
+ public:
+  // FakeServer: listens on 127.0.0.1, port 0, or on the unix socket `unix_path` when set.
+  explicit FakeServer(FakeBehavior behavior, std::string unix_path = "")
+      : behavior_(std::move(behavior)), unix_path_(std::move(unix_path)) {
+    bool ok = unix_path_.empty() ? ListenTcp() : ListenUnix();
+    if (!ok) {
+      std::abort();  // the test environment has no loopback or no writable temp dir
+    }
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~FakeServer() {
+    stop_ = true;
+    thread_.join();
+    close(listen_fd_);
+    if (!unix_path_.empty()) {
+      unlink(unix_path_.c_str());
+    }
+  }
+
+  std::string target() const {
+    return unix_path_.empty() ? absl::StrCat("127.0.0.1:", port_) : "unix:" + unix_path_;
+  }
+
+  std::vector<std::vector<std::string>> commands() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return commands_;
+  }
+  std::vector<ReceivedMessage> messages() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return messages_;
+  }
+  bool saw_pipelining() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return saw_pipelining_;
+  }
+  // WaitClosed: waits (bounded) until `count` connections have ended on the server side.
+  bool WaitClosed(int count) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return closed_changed_.wait_for(lock, std::chrono::seconds(10),
+                                    [&] { return closed_ >= count; });
+  }
+
+ private:
+  class Io;
+  class Session;
+
+  bool ListenTcp() {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    bool ok = bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+              listen(listen_fd_, 16) == 0 &&
+              getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length) == 0;
+    port_ = ntohs(address.sin_port);
+    return ok;
+  }
+  bool ListenUnix() {
+    listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    if (unix_path_.size() >= sizeof(address.sun_path)) {
+      return false;
+    }
+    std::memcpy(address.sun_path, unix_path_.data(), unix_path_.size());
+    return bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+           listen(listen_fd_, 16) == 0;
+  }
+  void Run();
+  void Serve(int fd, int connection);
+
+  void Record(int connection, const std::string& line, bool more_buffered) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (commands_.size() <= static_cast<size_t>(connection)) {
+      commands_.resize(connection + 1);
+    }
+    commands_[connection].push_back(line);
+    saw_pipelining_ = saw_pipelining_ || more_buffered;
+  }
+
+  FakeBehavior behavior_;
+  std::string unix_path_;
+  int listen_fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  // std::mutex rather than absl::Mutex: Debian's abseil is not built for ThreadSanitizer, which
+  // then cannot see absl::Condition's synchronisation.
+  std::mutex mu_;
+  std::condition_variable closed_changed_;
+  std::vector<std::vector<std::string>> commands_;  // guarded by mu_, as are the next ones
+  std::vector<ReceivedMessage> messages_;
+  bool saw_pipelining_ = false;
+  int closed_ = 0;
+};
+
+// FakeServer::Io: a blocking socket, plain or TLS (server side), read in 100 ms slices so that
+// the server notices stop_, and given up after 10 s so that a broken test cannot hang.
+class FakeServer::Io {
+ public:
+  Io(int fd, const std::atomic<bool>* stop) : fd_(fd), stop_(stop) {}
+  bool tls() const { return tls_ != nullptr; }
+
+  void Send(absl::string_view bytes) {
+    std::string ciphertext;
+    if (tls_ != nullptr) {
+      tls_->Write(bytes);
+      tls_->TakeCiphertext(&ciphertext);
+      bytes = ciphertext;
+    }
+    while (!bytes.empty()) {
+      ssize_t sent = send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (sent <= 0) {
+        return;
+      }
+      bytes.remove_prefix(static_cast<size_t>(sent));
+    }
+  }
+
+  // ReadMore: appends plaintext to `in`; false on EOF, error, timeout or stop.
+  bool ReadMore(std::string* in) {
+    if (tls_ == nullptr) {
+      return RecvRaw(in);
+    }
+    while (true) {
+      net::TlsStream::Result result = tls_->ReadPlaintext(in, 16384);
+      Flush();
+      if (result == net::TlsStream::Result::kOk) {
+        return true;
+      }
+      std::string ciphertext;
+      if (result != net::TlsStream::Result::kWantMore || !RecvRaw(&ciphertext)) {
+        return false;
+      }
+      tls_->PutCiphertext(ciphertext);
+    }
+  }
+
+  bool StartTls(std::shared_ptr<net::TlsContext> context) {
+    tls_ = std::make_unique<net::TlsStream>(std::move(context));
+    while (true) {
+      net::TlsStream::Result result = tls_->Handshake();
+      Flush();
+      if (result == net::TlsStream::Result::kOk) {
+        return true;
+      }
+      std::string ciphertext;
+      if (result != net::TlsStream::Result::kWantMore || !RecvRaw(&ciphertext)) {
+        return false;
+      }
+      tls_->PutCiphertext(ciphertext);
+    }
+  }
+
+ private:
+  void Flush() {
+    std::string ciphertext;
+    tls_->TakeCiphertext(&ciphertext);
+    for (absl::string_view rest = ciphertext; !rest.empty();) {
+      ssize_t sent = send(fd_, rest.data(), rest.size(), MSG_NOSIGNAL);
+      if (sent <= 0) {
+        return;
+      }
+      rest.remove_prefix(static_cast<size_t>(sent));
+    }
+  }
+
+  bool RecvRaw(std::string* out) {
+    for (int slice = 0; slice < 100 && !stop_->load(); ++slice) {
+      pollfd entry{fd_, POLLIN, 0};
+      if (poll(&entry, 1, 100) <= 0) {
+        continue;
+      }
+      char buffer[16384];
+      ssize_t received = recv(fd_, buffer, sizeof(buffer), 0);
+      if (received <= 0) {
+        return false;
+      }
+      out->append(buffer, static_cast<size_t>(received));
+      return true;
+    }
+    return false;
+  }
+
+  int fd_;
+  const std::atomic<bool>* stop_;
+  std::unique_ptr<net::TlsStream> tls_;
+};
+
+void FakeServer::Run() {
+  int connection = 0;
+  while (!stop_) {
+    pollfd entry{listen_fd_, POLLIN, 0};
+    if (poll(&entry, 1, 100) <= 0) {
+      continue;
+    }
+    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      continue;
+    }
+    Serve(fd, connection++);
+    close(fd);
+    std::lock_guard<std::mutex> lock(mu_);
+    ++closed_;
+    closed_changed_.notify_all();
+  }
+}
+
+std::string Unstuff(absl::string_view wire) {
+  std::string out;
+  for (absl::string_view line : absl::StrSplit(wire, "\r\n")) {
+    if (absl::StartsWith(line, ".")) {
+      line.remove_prefix(1);
+    }
+    absl::StrAppend(&out, line, "\r\n");
+  }
+  out.resize(out.size() - 2);  // StrSplit's last piece follows the last CRLF
+  return out;
+}
+
+std::string Address(const std::string& line) {
+  size_t open = line.find('<');
+  size_t close = line.rfind('>');
+  return open == std::string::npos || close == std::string::npos
+             ? ""
+             : line.substr(open + 1, close - open - 1);
+}
+
+// FakeServer::Session: one connection's state on the server thread.
+class FakeServer::Session {
+ public:
+  Session(FakeServer* server, int fd, int connection)
+      : server_(server),
+        behavior_(server->behavior_),
+        io_(fd, &server->stop_),
+        connection_(connection) {}
+
+  void Run() {
+    io_.Send("220 fake.test ready\r\n");
+    std::string line;
+    while (ReadLine(&line)) {
+      server_->Record(connection_, line, !in_.empty());
+      std::string reply = behavior_.on_command ? behavior_.on_command(connection_, line) : "";
+      Next next = reply == kClose ? Next::kClose : Answer(line, &reply);
+      if (next == Next::kClose) {
+        return;
+      }
+      if (next == Next::kNoReply) {
+        continue;
+      }
+      io_.Send((reply.empty() ? "250 2.0.0 OK" : reply) + "\r\n");
+      if (absl::StartsWith(reply, "421") || absl::StrContains(reply, "\r\n421 ")) {
+        return;
+      }
+    }
+  }
+
+ private:
+  bool ReadLine(std::string* line) {
+    size_t end;
+    while ((end = in_.find("\r\n")) == std::string::npos) {
+      if (!io_.ReadMore(&in_)) {
+        return false;
+      }
+    }
+    *line = in_.substr(0, end);
+    in_.erase(0, end + 2);
+    return true;
+  }
+
+  enum class Next { kReply, kNoReply, kClose };
+
+  // Answer: the state change and default reply for `line` (`reply` is the hook's, or "").
+  Next Answer(const std::string& line, std::string* reply) {
+    std::string verb = line.substr(0, line.find(' '));
+    bool positive = reply->empty() || (*reply)[0] == '2' || (*reply)[0] == '3';
+    if (verb == "EHLO" || verb == "LHLO") {
+      *reply = reply->empty() ? EhloReply() : *reply;
+      if ((verb == "LHLO") != behavior_.lmtp) {
+        *reply = "500 5.5.1 wrong greeting for this protocol";
+      }
+    } else if (verb == "STARTTLS" && reply->empty()) {
+      io_.Send("220 2.0.0 go ahead\r\n");
+      // Anything pipelined after STARTTLS would be an injection: the server hangs up.
+      bool ok = !behavior_.break_tls && in_.empty() && io_.StartTls(behavior_.tls);
+      return ok ? Next::kNoReply : Next::kClose;
+    } else if (verb == "MAIL") {
+      mail_ = positive;
+      recipients_.clear();
+    } else if (verb == "RCPT") {
+      if (!mail_) {
+        *reply = "503 5.5.1 MAIL first";
+      } else if (positive) {
+        recipients_.push_back(Address(line));
+      }
+    } else if (verb == "RSET") {
+      mail_ = false;
+      recipients_.clear();
+    } else if (verb == "QUIT") {
+      *reply = "221 2.0.0 bye";
+      io_.Send(*reply + "\r\n");
+      return Next::kClose;
+    } else if ((verb == "DATA" || verb == "BDAT") && reply->empty()) {
+      return Receive(verb, line, reply) ? Next::kReply : Next::kClose;
+    }
+    return Next::kReply;
+  }
+
+  std::string EhloReply() const {
+    std::vector<std::string> lines = {"fake.test"};
+    lines.insert(lines.end(), behavior_.extensions.begin(), behavior_.extensions.end());
+    if (behavior_.tls != nullptr && !io_.tls()) {
+      lines.push_back("STARTTLS");
+    }
+    std::string reply;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      absl::StrAppend(&reply, "250", i + 1 == lines.size() ? " " : "-", lines[i]);
+      absl::StrAppend(&reply, i + 1 == lines.size() ? "" : "\r\n");
+    }
+    return reply;
+  }
+
+  // Receive: DATA or BDAT; records the message and sets the reply (LMTP: one per recipient).
+  bool Receive(const std::string& verb, const std::string& line, std::string* reply) {
+    uint64_t size = 0;
+    if (verb == "BDAT" && !absl::SimpleAtoi(line.substr(5, line.find(' ', 5) - 5), &size)) {
+      return false;
+    }
+    if (recipients_.empty()) {
+      *reply = "554 5.5.1 no valid recipients";
+      if (verb == "BDAT" && ReadBytes(size)) {
+        in_.erase(0, size);  // RFC 3030: the refused chunk is read and discarded
+      }
+      return true;
+    }
+    ReceivedMessage message{connection_, "", "", recipients_, io_.tls()};
+    if (verb == "DATA") {
+      io_.Send("354 go ahead\r\n");
+      if (behavior_.close_during_data) {
+        io_.ReadMore(&in_);
+        return false;
+      }
+      size_t end;
+      while ((end = ("\r\n" + in_).find("\r\n.\r\n")) == std::string::npos) {
+        if (!io_.ReadMore(&in_)) {
+          return false;
+        }
+      }
+      message.wire = in_.substr(0, end + 3);
+      message.content = Unstuff(in_.substr(0, end));
+      in_.erase(0, end + 3);
+    } else {
+      if (!ReadBytes(size)) {
+        return false;
+      }
+      message.wire = message.content = in_.substr(0, size);
+      in_.erase(0, size);
+    }
+    {
+      std::lock_guard<std::mutex> lock(server_->mu_);
+      server_->messages_.push_back(message);
+    }
+    *reply = DataReplies();
+    return true;
+  }
+
+  bool ReadBytes(uint64_t size) {
+    while (in_.size() < size) {
+      if (!io_.ReadMore(&in_)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  std::string DataReplies() {
+    std::string reply;
+    if (behavior_.lmtp) {
+      for (const std::string& recipient : recipients_) {
+        std::string each = behavior_.on_data ? behavior_.on_data(connection_, recipient) : "";
+        absl::StrAppend(&reply, reply.empty() ? "" : "\r\n",
+                        each.empty() ? "250 2.0.0 delivered" : each);
+      }
+    } else {
+      reply = behavior_.on_data ? behavior_.on_data(connection_, "") : "";
+      reply = reply.empty() ? "250 2.0.0 OK" : reply;
+    }
+    mail_ = false;
+    recipients_.clear();
+    if (++messages_here_ == behavior_.close_after_messages) {
+      reply += "\r\n421 4.4.2 fake.test idle too long";  // as if it came a while later
+    }
+    return reply;
+  }
+
+  FakeServer* server_;
+  const FakeBehavior& behavior_;
+  Io io_;
+  int connection_;
+  std::string in_;
+  bool mail_ = false;
+  int messages_here_ = 0;
+  std::vector<std::string> recipients_;
+};
+
+void FakeServer::Serve(int fd, int connection) { Session(this, fd, connection).Run(); }
+
+// ---------------------------------------------------------------------------------------------
+// SmtpClient against the fake server.
+
+SmtpClientOptions Options(const std::string& target, bool lmtp = false) {
+  SmtpClientOptions options;
+  options.lmtp = lmtp;
+  options.target = target;
+  options.helo_name = "chute.test";
+  options.tls = DeliveryTls::kOff;
+  options.io_timeout = absl::Seconds(10);  // only bounds a broken test
+  return options;
+}
+
+OutboundMessage Message(std::vector<std::string> recipients,
+                        std::string content = "Subject: hi\r\n\r\nhello\r\n",
+                        std::string sender = "alice@a.test") {
+  OutboundMessage message;
+  message.id = "Q1";
+  message.sender = std::move(sender);
+  message.recipients = std::move(recipients);
+  for (uint32_t i = 0; i < message.recipients.size(); ++i) {
+    message.recipient_indexes.push_back(i);
+  }
+  message.content = std::move(content);
+  return message;
+}
+
+std::vector<Outcome> Outcomes(const OutboundMessage& message) {
+  std::vector<Outcome> outcomes;
+  for (const RecipientResult& result : message.results) {
+    outcomes.push_back(result.outcome);
+  }
+  return outcomes;
+}
+
+std::unique_ptr<SmtpClient> NewClient(SmtpClientOptions options) {
+  std::shared_ptr<net::TlsContext> tls =
+      options.tls == DeliveryTls::kOff ? nullptr : net::TlsContext::NewClient();
+  return std::make_unique<SmtpClient>(std::move(options), std::move(tls));
+}
+
+std::vector<std::string> Verbs(const std::vector<std::string>& lines) {
+  std::vector<std::string> verbs;
+  for (const std::string& line : lines) {
+    verbs.push_back(line.substr(0, line.find(' ')));
+  }
+  return verbs;
+}
+
+using Strs = std::vector<std::string>;
+constexpr Outcome kOk = Outcome::kDelivered;
+constexpr Outcome kTemp = Outcome::kTransient;
+constexpr Outcome kPerm = Outcome::kPermanent;
+
+TEST(LmtpClientTest, PerRecipientOutcomesAtRcptAndAfterData) {
+  FakeBehavior behavior;
+  behavior.lmtp = true;
+  behavior.on_command = [](int, const std::string& line) -> std::string {
+    return line == "RCPT TO:<bob@b.test>" ? "550 5.1.1 <bob@b.test>: user unknown" : "";
+  };
+  behavior.on_data = [](int, const std::string& recipient) -> std::string {
+    return recipient == "carol@b.test" ? "452 4.2.2 <carol@b.test>: mailbox full" : "";
+  };
+  FakeServer server(behavior);
+  auto client = NewClient(Options(server.target(), /*lmtp=*/true));
+  OutboundMessage message = Message({"dave@b.test", "bob@b.test", "carol@b.test"});
+  client->Deliver({&message});
+
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk, kPerm, kTemp}));
+  EXPECT_EQ(message.results[0].reply, "250 2.0.0 delivered");
+  EXPECT_EQ(message.results[1].reply, "550 5.1.1 <bob@b.test>: user unknown");
+  EXPECT_EQ(message.results[2].reply, "452 4.2.2 <carol@b.test>: mailbox full");
+  client.reset();
+  ASSERT_TRUE(server.WaitClosed(1));
+  EXPECT_EQ(server.commands()[0],
+            (Strs{"LHLO chute.test", "MAIL FROM:<alice@a.test>", "RCPT TO:<dave@b.test>",
+                  "RCPT TO:<bob@b.test>", "RCPT TO:<carol@b.test>", "DATA", "QUIT"}));
+  EXPECT_TRUE(server.saw_pipelining());
+  ASSERT_EQ(server.messages().size(), 1u);
+  EXPECT_EQ(server.messages()[0].content, message.content);
+  EXPECT_EQ(server.messages()[0].recipients, (Strs{"dave@b.test", "carol@b.test"}));
+}
+
+TEST(SmtpClientTest, PipeliningAndChunkingSendBdatWithTheEnvelope) {
+  FakeBehavior behavior;
+  behavior.extensions = {"PIPELINING", "CHUNKING", "SIZE 100000", "8BITMIME"};
+  behavior.on_data = [](int, const std::string&) { return std::string("250 2.0.0 queued as X"); };
+  FakeServer server(behavior);
+  auto client = NewClient(Options(server.target()));
+  std::string content = "Subject: caf\xc3\xa9\r\n\r\n.line\r\n";
+  OutboundMessage message = Message({"b@b.test", "c@b.test"}, content);
+  client->Deliver({&message});
+
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk, kOk}));
+  EXPECT_EQ(message.results[1].reply, "250 2.0.0 queued as X");
+  client.reset();
+  ASSERT_TRUE(server.WaitClosed(1));
+  EXPECT_EQ(server.commands()[0],
+            (Strs{"EHLO chute.test",
+                  absl::StrCat("MAIL FROM:<alice@a.test> SIZE=", content.size(), " BODY=8BITMIME"),
+                  "RCPT TO:<b@b.test>", "RCPT TO:<c@b.test>",
+                  absl::StrCat("BDAT ", content.size(), " LAST"), "QUIT"}));
+  EXPECT_TRUE(server.saw_pipelining());
+  ASSERT_EQ(server.messages().size(), 1u);
+  EXPECT_EQ(server.messages()[0].wire, content);  // BDAT: no dot-stuffing
+}
+
+TEST(LmtpClientTest, UnixSocketTarget) {
+  std::string dir = ::testing::TempDir() + "/lmtp.XXXXXX";
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  {
+    FakeBehavior behavior;
+    behavior.lmtp = true;
+    FakeServer server(behavior, dir + "/lmtp");
+    auto client = NewClient(Options(server.target(), /*lmtp=*/true));
+    OutboundMessage message = Message({"b@b.test", "c@b.test"});
+    client->Deliver({&message});
+    EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk, kOk}));
+  }
+  rmdir(dir.c_str());
+}
+
+TEST(LmtpClientTest, ChunkingIsNotUsedForLmtp) {
+  FakeBehavior behavior;
+  behavior.lmtp = true;
+  behavior.extensions = {"PIPELINING", "CHUNKING"};
+  FakeServer server(behavior);
+  auto client = NewClient(Options(server.target(), /*lmtp=*/true));
+  OutboundMessage message = Message({"b@b.test"});
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
+  EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"LHLO", "MAIL", "RCPT", "DATA"}));
+}
+
+TEST(SmtpClientTest, WithoutPipeliningOneCommandAtATime) {
+  FakeBehavior behavior;
+  behavior.extensions = {};
+  behavior.on_command = [](int, const std::string& line) -> std::string {
+    return line == "RCPT TO:<x@b.test>" ? "450 4.2.1 try later" : "";
+  };
+  FakeServer server(behavior);
+  auto client = NewClient(Options(server.target()));
+  OutboundMessage message = Message({"b@b.test", "x@b.test"});
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk, kTemp}));
+  EXPECT_EQ(message.results[1].reply, "450 4.2.1 try later");
+  EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"EHLO", "MAIL", "RCPT", "RCPT", "DATA"}));
+  EXPECT_FALSE(server.saw_pipelining());
+  ASSERT_EQ(server.messages().size(), 1u);
+  EXPECT_EQ(server.messages()[0].content, message.content);
+}
+
+TEST(SmtpClientTest, DotStuffingSurvivesTheTrip) {
+  for (bool pipelining : {false, true}) {
+    FakeBehavior behavior;
+    behavior.extensions = pipelining ? Strs{"PIPELINING"} : Strs{};
+    FakeServer server(behavior);
+    auto client = NewClient(Options(server.target()));
+    OutboundMessage message = Message({"b@b.test"}, "Subject: dots\r\n\r\n.\r\n..x\r\n.");
+    client->Deliver({&message});
+    EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
+    ASSERT_EQ(server.messages().size(), 1u);
+    // The missing final CRLF is added; nothing else changes.
+    EXPECT_EQ(server.messages()[0].content, message.content + "\r\n");
+    EXPECT_EQ(server.messages()[0].wire, "Subject: dots\r\n\r\n..\r\n...x\r\n..\r\n.\r\n");
+  }
+}
+
+TEST(SmtpClientTest, NullSenderIsSentAsEmptyBrackets) {
+  FakeServer server(FakeBehavior{});
+  auto client = NewClient(Options(server.target()));
+  OutboundMessage message = Message({"b@b.test"}, "x\r\n", "");
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
+  EXPECT_EQ(server.commands()[0][1], "MAIL FROM:<>");
+}
+
+TEST(SmtpClientTest, MailRefusedSettlesEveryRecipient) {
+  for (bool pipelining : {false, true}) {
+    FakeBehavior behavior;
+    behavior.extensions = pipelining ? Strs{"PIPELINING"} : Strs{};
+    behavior.on_command = [](int, const std::string& line) -> std::string {
+      return absl::StartsWith(line, "MAIL") ? "550 5.7.1 sender rejected" : "";
+    };
+    FakeServer server(behavior);
+    auto client = NewClient(Options(server.target()));
+    OutboundMessage message = Message({"b@b.test", "c@b.test"});
+    client->Deliver({&message});
+    EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kPerm, kPerm})) << pipelining;
+    EXPECT_EQ(message.results[1].reply, "550 5.7.1 sender rejected");
+    EXPECT_TRUE(server.messages().empty());
+    // The connection stays usable.
+    OutboundMessage second = Message({"b@b.test"});
+    client->Deliver({&second});
+    EXPECT_EQ(client->connections_opened(), 1u);
+  }
+}
+
+TEST(SmtpClientTest, EveryRcptRefusedResetsWithoutData) {
+  for (bool pipelining : {false, true}) {
+    FakeBehavior behavior;
+    behavior.extensions = pipelining ? Strs{"PIPELINING"} : Strs{};
+    behavior.on_command = [](int, const std::string& line) -> std::string {
+      return absl::StartsWith(line, "RCPT") ? "550 5.1.1 no such user" : "";
+    };
+    FakeServer server(behavior);
+    auto client = NewClient(Options(server.target()));
+    OutboundMessage message = Message({"b@b.test", "c@b.test"});
+    client->Deliver({&message});
+    EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kPerm, kPerm}));
+    EXPECT_TRUE(server.messages().empty());
+    Strs expected = pipelining ? Strs{"EHLO", "MAIL", "RCPT", "RCPT", "DATA", "RSET"}
+                               : Strs{"EHLO", "MAIL", "RCPT", "RCPT", "RSET"};
+    client.reset();
+    ASSERT_TRUE(server.WaitClosed(1));
+    expected.push_back("QUIT");
+    EXPECT_EQ(Verbs(server.commands()[0]), expected) << pipelining;
+  }
+}
+
+TEST(SmtpClientTest, ConnectionRefusedIsTransientForTheWholeBatch) {
+  // A bound socket that does not listen refuses connections, and keeps its port taken.
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  std::string target = absl::StrCat("127.0.0.1:", ntohs(address.sin_port));
+  auto client = NewClient(Options(target));
+  OutboundMessage first = Message({"b@b.test", "c@b.test"});
+  OutboundMessage second = Message({"d@b.test"});
+  client->Deliver({&first, &second});
+  close(fd);
+  EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kTemp, kTemp}));
+  EXPECT_EQ(Outcomes(second), (std::vector<Outcome>{kTemp}));
+  EXPECT_EQ(first.results[0].reply,
+            absl::StrCat("451 4.4.1 connect to ", target, ": Connection refused"));
+  EXPECT_EQ(second.results[0].reply, first.results[0].reply);
+  EXPECT_EQ(client->connections_opened(), 0u);
+  EXPECT_FALSE(client->connected());
+}
+
+TEST(SmtpClientTest, SilentServerTimesOut) {
+  // Listening but never accepting: the connection completes, the greeting never comes.
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(fd, 4), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  SmtpClientOptions options = Options(absl::StrCat("127.0.0.1:", ntohs(address.sin_port)));
+  options.io_timeout = absl::Milliseconds(100);
+  auto client = NewClient(options);
+  OutboundMessage message = Message({"b@b.test"});
+  client->Deliver({&message});
+  close(fd);
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp}));
+  EXPECT_EQ(message.results[0].reply,
+            absl::StrCat("451 4.4.2 timeout reading reply from ", options.target));
+}
+
+TEST(SmtpClientTest, ServerClosingMidDataIsTransientAndDropsTheConnection) {
+  FakeBehavior behavior;
+  behavior.close_during_data = true;
+  FakeServer server(behavior);
+  auto client = NewClient(Options(server.target()));
+  OutboundMessage message = Message({"b@b.test", "c@b.test"}, std::string(100000, 'x'));
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp, kTemp}));
+  EXPECT_TRUE(absl::StartsWith(message.results[0].reply, "451 4.4.2 ")) << message.results[0].reply;
+  EXPECT_FALSE(client->connected());
+}
+
+TEST(SmtpClientTest, Reply421IsTransientAndTheNextDeliverReconnects) {
+  FakeBehavior behavior;
+  behavior.on_command = [](int connection, const std::string& line) -> std::string {
+    return connection == 0 && line == "RCPT TO:<c@b.test>" ? "421 4.3.2 shutting down" : "";
+  };
+  FakeServer server(behavior);
+  auto client = NewClient(Options(server.target()));
+  OutboundMessage message = Message({"b@b.test", "c@b.test", "d@b.test"});
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp, kTemp, kTemp}));
+  EXPECT_EQ(message.results[0].reply, "421 4.3.2 shutting down");
+  EXPECT_EQ(message.results[2].reply, "421 4.3.2 shutting down");
+  EXPECT_FALSE(client->connected());
+  OutboundMessage again = Message({"b@b.test", "c@b.test", "d@b.test"});
+  client->Deliver({&again});
+  EXPECT_EQ(Outcomes(again), (std::vector<Outcome>{kOk, kOk, kOk}));
+  EXPECT_EQ(client->connections_opened(), 2u);
+}
+
+TEST(SmtpClientTest, ConnectionIsReusedAcrossDeliverCalls) {
+  FakeServer server(FakeBehavior{});
+  auto client = NewClient(Options(server.target()));
+  OutboundMessage first = Message({"b@b.test"});
+  OutboundMessage second = Message({"c@b.test"});
+  client->Deliver({&first});
+  client->Deliver({&second});
+  EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kOk}));
+  EXPECT_EQ(Outcomes(second), (std::vector<Outcome>{kOk}));
+  EXPECT_EQ(client->connections_opened(), 1u);
+  client.reset();
+  ASSERT_TRUE(server.WaitClosed(1));
+  ASSERT_EQ(server.commands().size(), 1u);
+  // A completed transaction needs no RSET before the next one.
+  EXPECT_EQ(Verbs(server.commands()[0]),
+            (Strs{"EHLO", "MAIL", "RCPT", "DATA", "MAIL", "RCPT", "DATA", "QUIT"}));
+}
+
+TEST(SmtpClientTest, MessagesPerConnectionMaxStartsANewConnection) {
+  FakeServer server(FakeBehavior{});
+  SmtpClientOptions options = Options(server.target());
+  options.messages_per_connection_max = 2;
+  auto client = NewClient(options);
+  std::vector<OutboundMessage> messages;
+  for (int i = 0; i < 5; ++i) {
+    messages.push_back(Message({absl::StrCat("r", i, "@b.test")}));
+  }
+  std::vector<OutboundMessage*> batch;
+  for (OutboundMessage& message : messages) {
+    batch.push_back(&message);
+  }
+  client->Deliver(batch);
+  for (const OutboundMessage& message : messages) {
+    EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
+  }
+  EXPECT_EQ(client->connections_opened(), 3u);
+  client.reset();
+  ASSERT_TRUE(server.WaitClosed(3));
+  std::vector<std::vector<std::string>> commands = server.commands();
+  ASSERT_EQ(commands.size(), 3u);
+  EXPECT_EQ(Verbs(commands[0]),
+            (Strs{"EHLO", "MAIL", "RCPT", "DATA", "MAIL", "RCPT", "DATA", "QUIT"}));
+  EXPECT_EQ(Verbs(commands[2]), (Strs{"EHLO", "MAIL", "RCPT", "DATA", "QUIT"}));
+}
+
+TEST(SmtpClientTest, ConnectionClosedByTheServerWhileIdleIsReplaced) {
+  FakeBehavior behavior;
+  behavior.close_after_messages = 1;
+  FakeServer server(behavior);
+  auto client = NewClient(Options(server.target()));
+  OutboundMessage first = Message({"b@b.test"});
+  client->Deliver({&first});
+  EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kOk}));
+  ASSERT_TRUE(server.WaitClosed(1));
+  // The 421 and the close are noticed before the next message, which is not harmed.
+  OutboundMessage second = Message({"c@b.test"});
+  client->Deliver({&second});
+  EXPECT_EQ(Outcomes(second), (std::vector<Outcome>{kOk}));
+  EXPECT_EQ(client->connections_opened(), 2u);
+}
+
+TEST(SmtpClientTest, CloseIdleSendsQuitOnceIdleLongEnough) {
+  FakeServer server(FakeBehavior{});
+  SmtpClientOptions options = Options(server.target());
+  options.idle_timeout = absl::Seconds(30);
+  auto client = NewClient(options);
+  OutboundMessage first = Message({"b@b.test"});
+  client->Deliver({&first});
+  client->CloseIdle(absl::Now() + absl::Seconds(31));
+  EXPECT_FALSE(client->connected());
+  ASSERT_TRUE(server.WaitClosed(1));
+  EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"EHLO", "MAIL", "RCPT", "DATA", "QUIT"}));
+}
+
+TEST(SmtpClientTest, CloseIdleKeepsAFreshConnection) {
+  FakeServer server(FakeBehavior{});
+  SmtpClientOptions options = Options(server.target());
+  options.idle_timeout = absl::Hours(1);
+  auto client = NewClient(options);
+  OutboundMessage first = Message({"b@b.test"});
+  client->Deliver({&first});
+  client->CloseIdle(absl::Now());
+  EXPECT_TRUE(client->connected());
+}
+
+TEST(SmtpClientTest, EhloRefusedFallsBackToHelo) {
+  FakeBehavior behavior;
+  behavior.on_command = [](int, const std::string& line) -> std::string {
+    return absl::StartsWith(line, "EHLO") ? "502 5.5.2 what?" : "";
+  };
+  FakeServer server(behavior);
+  auto client = NewClient(Options(server.target()));
+  OutboundMessage message = Message({"b@b.test"});
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
+  EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"EHLO", "HELO", "MAIL", "RCPT", "DATA"}));
+  EXPECT_FALSE(server.saw_pipelining());
+}
+
+TEST(SmtpClientTest, RequiredTlsNotOfferedIsTransient) {
+  FakeServer server(FakeBehavior{});
+  SmtpClientOptions options = Options(server.target());
+  options.tls = DeliveryTls::kRequired;
+  auto client = NewClient(options);
+  OutboundMessage message = Message({"b@b.test", "c@b.test"});
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp, kTemp}));
+  EXPECT_EQ(message.results[0].reply,
+            absl::StrCat("451 4.7.5 ", server.target(), ": STARTTLS not offered"));
+  ASSERT_TRUE(server.WaitClosed(1));
+  EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"EHLO", "QUIT"}));
+  EXPECT_TRUE(server.messages().empty());
+}
+
+// A fresh P-256 key and a self-signed certificate, as PEM files in a temporary directory, loaded
+// into a server context.
+std::shared_ptr<net::TlsContext> SelfSignedServerContext() {
+  bssl::UniquePtr<EC_KEY> ec(EC_KEY_new_by_curve_name(NID_X9_62_prime256v1));
+  bssl::UniquePtr<EVP_PKEY> key(EVP_PKEY_new());
+  bssl::UniquePtr<X509> cert(X509_new());
+  if (ec == nullptr || key == nullptr || cert == nullptr || !EC_KEY_generate_key(ec.get()) ||
+      !EVP_PKEY_set1_EC_KEY(key.get(), ec.get())) {
+    return nullptr;
+  }
+  X509_NAME* name = X509_get_subject_name(cert.get());
+  bool ok = X509_set_version(cert.get(), 2) &&
+            ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1) &&
+            X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60) != nullptr &&
+            X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600) != nullptr &&
+            X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                       reinterpret_cast<const uint8_t*>("localhost"), -1, -1, 0) &&
+            X509_set_issuer_name(cert.get(), name) && X509_set_pubkey(cert.get(), key.get()) &&
+            X509_sign(cert.get(), key.get(), EVP_sha256()) != 0;
+  if (!ok) {
+    return nullptr;
+  }
+  std::string dir = ::testing::TempDir() + "/smtp_client_test.XXXXXX";
+  if (mkdtemp(dir.data()) == nullptr) {
+    return nullptr;
+  }
+  std::string cert_path = dir + "/cert.pem";
+  std::string key_path = dir + "/key.pem";
+  FILE* cert_file = fopen(cert_path.c_str(), "w");
+  FILE* key_file = fopen(key_path.c_str(), "w");
+  ok = cert_file != nullptr && key_file != nullptr && PEM_write_X509(cert_file, cert.get()) &&
+       PEM_write_PrivateKey(key_file, key.get(), nullptr, nullptr, 0, nullptr, nullptr);
+  if (cert_file != nullptr) {
+    fclose(cert_file);
+  }
+  if (key_file != nullptr) {
+    fclose(key_file);
+  }
+  absl::StatusOr<std::shared_ptr<net::TlsContext>> context =
+      ok ? net::TlsContext::Load(cert_path, key_path)
+         : absl::StatusOr<std::shared_ptr<net::TlsContext>>(absl::InternalError("PEM"));
+  unlink(cert_path.c_str());
+  unlink(key_path.c_str());
+  rmdir(dir.c_str());
+  return context.ok() ? *context : nullptr;
+}
+
+TEST(SmtpClientTest, StartTlsEncryptsAndRepeatsEhlo) {
+  FakeBehavior behavior;
+  behavior.tls = SelfSignedServerContext();
+  ASSERT_NE(behavior.tls, nullptr);
+  behavior.extensions = {"PIPELINING", "CHUNKING"};
+  FakeServer server(behavior);
+  SmtpClientOptions options = Options(server.target());
+  options.tls = DeliveryTls::kRequired;
+  auto client = NewClient(options);
+  OutboundMessage first = Message({"b@b.test"}, "Subject: secret\r\n\r\n.\r\n");
+  OutboundMessage second = Message({"c@b.test"});
+  client->Deliver({&first});
+  client->Deliver({&second});
+  EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kOk}));
+  EXPECT_EQ(Outcomes(second), (std::vector<Outcome>{kOk}));
+  client.reset();
+  ASSERT_TRUE(server.WaitClosed(1));
+  EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"EHLO", "STARTTLS", "EHLO", "MAIL", "RCPT", "BDAT",
+                                               "MAIL", "RCPT", "BDAT", "QUIT"}));
+  std::vector<ReceivedMessage> messages = server.messages();
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_TRUE(messages[0].tls);
+  EXPECT_EQ(messages[0].content, first.content);
+}
+
+TEST(SmtpClientTest, OpportunisticTlsFallsBackToPlainTextWhenTheHandshakeFails) {
+  FakeBehavior behavior;
+  behavior.tls = SelfSignedServerContext();
+  ASSERT_NE(behavior.tls, nullptr);
+  behavior.break_tls = true;
+  FakeServer server(behavior);
+  SmtpClientOptions options = Options(server.target());
+  options.tls = DeliveryTls::kOpportunistic;
+  auto client = NewClient(options);
+  OutboundMessage message = Message({"b@b.test"});
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
+  EXPECT_EQ(client->connections_opened(), 2u);
+  std::vector<std::vector<std::string>> commands = server.commands();
+  ASSERT_EQ(commands.size(), 2u);
+  EXPECT_EQ(Verbs(commands[0]), (Strs{"EHLO", "STARTTLS"}));
+  EXPECT_EQ(Verbs(commands[1]), (Strs{"EHLO", "MAIL", "RCPT", "DATA"}));
+  EXPECT_FALSE(server.messages()[0].tls);
+}
+
+TEST(SmtpClientTest, RequiredTlsWithAFailedHandshakeIsTransient) {
+  FakeBehavior behavior;
+  behavior.tls = SelfSignedServerContext();
+  ASSERT_NE(behavior.tls, nullptr);
+  behavior.break_tls = true;
+  FakeServer server(behavior);
+  SmtpClientOptions options = Options(server.target());
+  options.tls = DeliveryTls::kRequired;
+  auto client = NewClient(options);
+  OutboundMessage message = Message({"b@b.test"});
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp}));
+  EXPECT_TRUE(absl::StartsWith(message.results[0].reply, "451 4.")) << message.results[0].reply;
+  EXPECT_EQ(client->connections_opened(), 1u);
+  EXPECT_TRUE(server.messages().empty());
+}
+
+TEST(SmtpClientTest, MessageOverTheServersSizeLimitIsPermanent) {
+  FakeBehavior behavior;
+  behavior.extensions = {"SIZE 10"};
+  FakeServer server(behavior);
+  auto client = NewClient(Options(server.target()));
+  OutboundMessage message = Message({"b@b.test"}, std::string(11, 'x'));
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kPerm}));
+  EXPECT_TRUE(absl::StartsWith(message.results[0].reply, "552 5.3.4 ")) << message.results[0].reply;
+  EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"EHLO"}));
+}
+
+TEST(SmtpClientTest, AddressWithALineBreakIsNeverSent) {
+  FakeServer server(FakeBehavior{});
+  auto client = NewClient(Options(server.target()));
+  OutboundMessage message = Message({"b@b.test\r\nRSET", "c@b.test"});
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kPerm, kOk}));
+  EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"EHLO", "MAIL", "RCPT", "DATA"}));
+}
+
+TEST(SmtpClientTest, ValidateOptions) {
+  SmtpClientOptions options = Options("127.0.0.1:25");
+  EXPECT_TRUE(ValidateSmtpClientOptions(options).ok());
+  options.target = "[::1]:24";
+  EXPECT_TRUE(ValidateSmtpClientOptions(options).ok());
+  options.target = "unix:/run/dovecot/lmtp";
+  EXPECT_TRUE(ValidateSmtpClientOptions(options).ok());
+  options.target = "unix:/" + std::string(200, 'x');
+  EXPECT_FALSE(ValidateSmtpClientOptions(options).ok());
+  options.target = "mail.example:25";
+  EXPECT_FALSE(ValidateSmtpClientOptions(options).ok());
+  options = Options("127.0.0.1:25");
+  options.messages_per_connection_max = 0;
+  EXPECT_FALSE(ValidateSmtpClientOptions(options).ok());
+  options = Options("127.0.0.1:25");
+  options.helo_name = "two words";
+  EXPECT_FALSE(ValidateSmtpClientOptions(options).ok());
+}
+
+TEST(SmtpClientTest, FactoryMakesIndependentClients) {
+  FakeServer server(FakeBehavior{});
+  BackendFactory factory = MakeSmtpClientFactory(Options(server.target()));
+  std::unique_ptr<Backend> backend = factory();
+  OutboundMessage message = Message({"b@b.test"});
+  backend->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
+}
+
+}  // namespace
+}  // namespace chute::delivery
