@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 bash tools/install-deps.sh
 cmake --preset release >/dev/null
-cmake --build --preset release
+cmake --build --preset release --target chuted chutectl  # only what it runs
 
 var="$PWD/var"
 config="$var/chute.toml"
@@ -24,7 +24,7 @@ if [ ! -f "$var/tls/cert.pem" ]; then
 fi
 if [ ! -f "$config" ]; then
   cat >"$config" <<TOML
-# The embedded default, made by tools/run.sh. Every key is documented in DESIGN.md §3.
+# The embedded default, made by tools/run.sh. The keys are documented in README.md.
 [server]
 hostname = "relay.example.test"
 data_dir = "$var"
@@ -71,6 +71,9 @@ In another terminal, send a message over STARTTLS with AUTH as the demo HVE acco
 and find it in the Maildir:
 
   ls $var/mail/example.test/alice/new/
+
+(250 means the message is fsynced in the spool; delivery into new/ follows within
+milliseconds. See the queue with: build/bin/chutectl --config $config queue list)
 
 Administer accounts with: build/bin/chutectl --config $config --help
 Metrics:                  curl -s http://127.0.0.1:9587/metrics
