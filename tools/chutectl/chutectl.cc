@@ -838,7 +838,9 @@ int Main(int argc, char** argv) {
   bool json = false;
   std::vector<std::string> rest;
   for (size_t i = 0; i < words.size(); ++i) {
-    if (words[i] == "--help" || words[i] == "-h" || words[i] == "help") {
+    // Help only before the command word: after it, "-h" and "help" are arguments
+    // (postsuper -h ID, account new --name help).
+    if (rest.empty() && (words[i] == "--help" || words[i] == "-h" || words[i] == "help")) {
       std::cout << kUsage;
       return 0;
     }
