@@ -60,6 +60,9 @@ class ChutedFixture(unittest.TestCase):
     allowed_networks = '["127.0.0.0/8"]'
     with_tls = False  # also a STARTTLS listener (self.tls_port) and an implicit one (smtps_port)
     certificate_algorithm = "ec"
+    # More TOML tables appended to the configuration, e.g. a [delivery] table. A subclass may
+    # also set self.extra_config before calling setUp() (ports known only at run time).
+    extra_config = ""
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="chute-it-")
@@ -104,6 +107,8 @@ authenticate_as = "app@example.test"
 
 [admin]
 address = "127.0.0.1:{self.admin_port}"
+
+{self.extra_config}
 """)
         self.ctl("tenant", "add", "example.test", "--domain", "example.test", "--domain", "corp.test")
         self.ctl("account", "new", "--tenant", "example.test", "--name", "App",
