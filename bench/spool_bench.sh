@@ -139,34 +139,63 @@ start_sink "$postfix_sink" "$work/sink-postfix"
 postfix_dir="$work/postfix"
 postfix_port=$(free_port)
 mkdir -p "$postfix_dir" "$work/pq" "$work/pd"
-cp /etc/postfix/master.cf "$postfix_dir/master.cf" 2>/dev/null || cp /usr/share/postfix/master.cf.dist "$postfix_dir/master.cf"
-sed -i "s/^smtp      inet.*/127.0.0.1:$postfix_port inet n - y - - smtpd/" "$postfix_dir/master.cf"
+chown postfix:postfix "$work/pd"
+cat >"$postfix_dir/master.cf" <<CF
+127.0.0.1:$postfix_port inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+CF
 cat >"$postfix_dir/main.cf" <<CF
 compatibility_level = 3.6
 queue_directory = $work/pq
 data_directory = $work/pd
+meta_directory = /etc/postfix
 mail_owner = postfix
 setgid_group = postdrop
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 myhostname = postfix-bench.example.test
+mydomain = example.test
 mydestination =
 mynetworks = 127.0.0.0/8
 relayhost = [127.0.0.1]:$postfix_sink
-smtpd_relay_restrictions = permit_mynetworks, reject
-default_process_limit = 100
+alias_maps =
+alias_database =
+local_recipient_maps =
+disable_dns_lookups = yes
+smtp_host_lookup = native
+smtputf8_enable = no
 maillog_file = $work/postfix.log
 smtp_tls_security_level = none
 smtpd_tls_security_level = none
 CF
-if postfix -c "$postfix_dir" check >/dev/null 2>&1 && postfix -c "$postfix_dir" start >/dev/null 2>&1; then
+export MAIL_CONFIG="$postfix_dir"
+if postfix_out=$(script -qc "postfix -c $postfix_dir start" /dev/null 2>&1); then
   wait_port "$postfix_port"
   t0=$(now); send "$postfix_port"; wait_files "$work/sink-postfix" "$messages"; t1=$(now)
   postfix_rate=$(rate "$t0" "$t1")
   postfix -c "$postfix_dir" stop >/dev/null 2>&1 || true
   postfix_dir=""
 else
-  echo "(a private Postfix instance could not be started; C has no Postfix reference)" >&2
+  echo "(a private Postfix instance could not be started; C has no Postfix reference: $postfix_out)" >&2
 fi
 
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
