@@ -184,6 +184,7 @@ disable_dns_lookups = yes
 smtp_host_lookup = native
 smtputf8_enable = no
 maillog_file = $work/postfix.log
+maillog_file_prefixes = $work
 smtp_tls_security_level = none
 smtpd_tls_security_level = none
 CF
@@ -195,7 +196,7 @@ if postfix_out=$(script -qc "postfix -c $postfix_dir start" /dev/null 2>&1); the
   postfix -c "$postfix_dir" stop >/dev/null 2>&1 || true
   postfix_dir=""
 else
-  echo "(a private Postfix instance could not be started; C has no Postfix reference: $postfix_out)" >&2
+  echo "(a private Postfix instance could not be started; C has no Postfix reference: $postfix_out $(cat "$work/postfix.log" 2>/dev/null | tail -5))" >&2
 fi
 
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
