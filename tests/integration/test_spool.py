@@ -5,12 +5,14 @@ chuted is SIGKILLed at random moments and restarted; the senders' log of 250s is
 and every message in it must end up in its Maildir exactly once.
 """
 
+import json
 import os
 import random
 import re
 import signal
 import smtplib
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -132,6 +134,67 @@ retry_max_s = 3600
         for entry in re.findall(r'"id": "([0-9A-F]+)"', self.ctl("--json", "queue", "list").stdout):
             self.ctl("queue", "delete", entry)
         self.wait_metric("chute_spool_messages", 0)
+
+    def settle(self, deadline_s=30):
+        pass  # nothing here is ever delivered
+
+
+class FullDiskTest(ChutedFixture):
+    """The spool on a 1 MiB tmpfs: when the disk is full the answer is 451, never 250, and
+    acceptance resumes once space comes back."""
+
+    def setUp(self):
+        self.mount_point = tempfile.mkdtemp(prefix="chute-full-")
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
+                                  self.mount_point], capture_output=True)
+        if mounted.returncode != 0:
+            os.rmdir(self.mount_point)
+            self.skipTest("cannot mount a small tmpfs here (needs root)")
+        self.addCleanup(os.rmdir, self.mount_point)
+        self.addCleanup(subprocess.run, ["umount", self.mount_point], capture_output=True)
+        self.extra_config = f"""
+[spool]
+dir = "{self.mount_point}"
+
+[delivery]
+backend = "smtp"
+target = "127.0.0.1:9"
+tls = "off"
+retry_initial_s = 3600
+"""
+        super().setUp()
+
+    def test_full_disk_gets_451_never_250_and_recovers(self):
+        codes = []
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=20) as c:
+            c.ehlo("fill")
+            for _ in range(200):  # 200 x 10 KB: twice what fits
+                c.mail("app@example.test")
+                c.rcpt("full@example.test")
+                try:
+                    code, _ = c.data(b"Subject: x\r\n\r\n" + (b"y" * 98 + b"\r\n") * 100)
+                except smtplib.SMTPDataError as e:
+                    code = e.smtp_code
+                codes.append(code)
+        accepted = codes.count(250)
+        self.assertGreater(accepted, 0)
+        self.assertGreater(codes.count(451), 0)
+        self.assertEqual(accepted + codes.count(451), len(codes))
+        # Every 250 is a message the spool holds; nothing else is.
+        self.wait_metric("chute_spool_messages", accepted)
+        self.assertIn("No space left on device", self.read_log())
+        # Space comes back (the operator deletes what cannot be delivered): mail is accepted.
+        listing = json.loads(self.ctl("--json", "queue", "list").stdout)
+        self.assertEqual(len(listing), accepted)
+        for entry in listing:
+            self.ctl("queue", "delete", entry["id"])
+        self.wait_metric("chute_spool_messages", 0)
+        self.wait_metric("chute_spool_bytes", 0)  # the segments are reclaimed within a tick
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=20) as c:
+            c.ehlo("again")
+            c.mail("app@example.test")
+            c.rcpt("full@example.test")
+            self.assertEqual(c.data(b"Subject: again\r\n\r\nhi\r\n")[0], 250)
 
     def settle(self, deadline_s=30):
         pass  # nothing here is ever delivered
