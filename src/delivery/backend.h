@@ -47,13 +47,20 @@ struct OutboundMessage {
   std::vector<RecipientResult> results;
 };
 
+// MessageDone: told the index (in the batch) of a message whose results are final.
+using MessageDone = std::function<void(size_t index)>;
+
 class Backend {
  public:
   virtual ~Backend() = default;
   // Deliver: tries every message of `batch` once and fills each one's `results`. Never
   // throws, never leaves `results` short: a failure it cannot attribute to one recipient
-  // (a refused connection, a timeout) is the same transient result for each.
-  virtual void Deliver(const std::vector<OutboundMessage*>& batch) = 0;
+  // (a refused connection, a timeout) is the same transient result for each. A backend that
+  // finishes messages one by one (LMTP/SMTP) calls `done` for each as soon as its results are
+  // final, so that the caller can settle it at once (a crash then redelivers less); `done`
+  // may be null, and the caller settles after Deliver returns whatever it was not told of.
+  virtual void Deliver(const std::vector<OutboundMessage*>& batch,
+                       const MessageDone& done = nullptr) = 0;
   // CloseIdle: the worker has been idle since `idle_since`; a backend with a pooled
   // connection closes it when it has been idle long enough (QUIT, then close).
   virtual void CloseIdle(absl::Time now) { (void)now; }

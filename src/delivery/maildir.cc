@@ -140,7 +140,9 @@ RecipientResult MaildirBackend::WriteCopy(const OutboundMessage& message, size_t
   return RecipientResult{Outcome::kDelivered, "250 2.0.0 delivered to maildir"};
 }
 
-void MaildirBackend::Deliver(const std::vector<OutboundMessage*>& batch) {
+void MaildirBackend::Deliver(const std::vector<OutboundMessage*>& batch,
+                             const MessageDone& done) {
+  (void)done;  // a batch is durable only as a whole: the caller settles it after this returns
   // Pass 1: write every copy to tmp/.
   std::vector<std::vector<Copy>> copies(batch.size());
   bool any_written = false;

@@ -27,7 +27,8 @@ namespace chute::delivery {
 class MaildirBackend : public Backend {
  public:
   MaildirBackend(std::string root, std::string hostname);
-  void Deliver(const std::vector<OutboundMessage*>& batch) override;
+  void Deliver(const std::vector<OutboundMessage*>& batch,
+               const MessageDone& done = nullptr) override;
 
  private:
   struct Copy;

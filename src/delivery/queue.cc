@@ -295,62 +295,78 @@ void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>&
     o.content = std::move(*content);
     deliverable.push_back(&o);
   }
+  // A message is concluded (marked, settled) as soon as the backend says it is done with it,
+  // so that a crash in the middle of a batch redelivers as little as possible.
+  std::vector<int8_t> finished(batch.size(), -1);  // -1 not concluded yet, else 0/1
+  auto conclude = [&](size_t m) {
+    if (finished[m] < 0) {
+      finished[m] = Conclude(*batch[m], out[m], absl::Now()) ? 1 : 0;
+    }
+  };
   if (!deliverable.empty()) {
-    backend.Deliver(deliverable);
+    std::vector<size_t> index_of(deliverable.size());
+    for (size_t d = 0, m = 0; m < batch.size(); ++m) {
+      if (d < deliverable.size() && deliverable[d] == &out[m]) {
+        index_of[d++] = m;
+      }
+    }
+    backend.Deliver(deliverable, [&](size_t d) { conclude(index_of[d]); });
   }
   counters_.batches.fetch_add(1, std::memory_order_relaxed);
-  absl::Time now = absl::Now();
-  std::vector<bool> finished(batch.size());
   for (size_t m = 0; m < batch.size(); ++m) {
-    finished[m] = Conclude(*batch[m], out[m], now);
+    conclude(m);
   }
+  absl::Time now = absl::Now();
   absl::MutexLock lock(&mu_);
   for (size_t m = 0; m < batch.size(); ++m) {
-    Reschedule(batch[m], finished[m], now);
+    Reschedule(batch[m], finished[m] == 1, now);
   }
 }
 
 bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out, absl::Time now) {
+  // While a message is in flight only this worker writes its marks, replies and attempts, so
+  // it reads them freely; it writes them under mu_, since queue control reads them under it.
   CHECK_MSG(out.results.size() == out.recipients.size(), "a backend left results short");
   absl::Time received = absl::FromUnixMicros(message.received_unix_us);
   bool too_old = now - received >= options_.give_up_after;
-  ++message.attempts;
+  uint32_t attempts = message.attempts + 1;
+  std::vector<spool::Mark> marks = message.marks;
+  std::vector<std::string> replies = message.replies;
   counters_.attempts.fetch_add(1, std::memory_order_relaxed);
-  bool any_dead = false;
-  bool pending = false;
   for (size_t k = 0; k < out.recipients.size(); ++k) {
     size_t i = out.recipient_indexes[k];
     const RecipientResult& result = out.results[k];
-    message.replies[i] = result.reply;
-    spool::Mark mark = spool::Mark::kPending;
+    replies[i] = result.reply;
     if (result.outcome == Outcome::kDelivered) {
-      mark = spool::Mark::kDelivered;
+      marks[i] = spool::Mark::kDelivered;
       counters_.recipients_delivered.fetch_add(1, std::memory_order_relaxed);
     } else if (result.outcome == Outcome::kPermanent || too_old) {
-      mark = spool::Mark::kDead;
+      marks[i] = spool::Mark::kDead;
       if (result.outcome != Outcome::kPermanent) {
-        message.replies[i] = absl::StrCat("gave up after ", message.attempts,
-                                          " attempts; last reply: ", result.reply);
+        replies[i] = absl::StrCat("gave up after ", attempts, " attempts; last reply: ",
+                                  result.reply);
       }
       counters_.recipients_dead.fetch_add(1, std::memory_order_relaxed);
     } else {
-      pending = true;
       counters_.recipients_deferred.fetch_add(1, std::memory_order_relaxed);
       LOG_INFO("delivery: %s to %s deferred (attempt %d): %s", message.id,
-               message.recipients[i], static_cast<int64_t>(message.attempts), result.reply);
+               message.recipients[i], static_cast<int64_t>(attempts), result.reply);
     }
-    message.marks[i] = mark;
   }
-  for (spool::Mark mark : message.marks) {
-    any_dead |= mark == spool::Mark::kDead;
-    pending |= mark == spool::Mark::kPending;
+  bool pending = std::count(marks.begin(), marks.end(), spool::Mark::kPending) > 0;
+  bool any_dead = std::count(marks.begin(), marks.end(), spool::Mark::kDead) > 0;
+  {
+    absl::MutexLock lock(&mu_);
+    message.attempts = attempts;
+    message.replies = std::move(replies);
+    message.marks = marks;
   }
   if (pending) {
     // Marks of recipients settled this time, so that a restart does not try them again.
     for (size_t k = 0; k < out.recipients.size() && message.segment != nullptr; ++k) {
       size_t i = out.recipient_indexes[k];
-      if (message.marks[i] != spool::Mark::kPending) {
-        (void)message.segment->SetMark(message.record_offset, i, message.marks[i]);
+      if (marks[i] != spool::Mark::kPending) {
+        (void)message.segment->SetMark(message.record_offset, i, marks[i]);
       }
     }
     return false;
@@ -360,6 +376,7 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
     if (!status.ok()) {
       // Not settled: the spool keeps it, and the next attempt tries the dead letter again.
       LOG_ERROR("delivery: %s: cannot write the dead letter: %s", message.id, status.ToString());
+      absl::MutexLock lock(&mu_);
       for (spool::Mark& mark : message.marks) {
         mark = mark == spool::Mark::kDead ? spool::Mark::kPending : mark;
       }

@@ -502,33 +502,40 @@ absl::Status SmtpClient::Hello() {
                                             reply.ToString(kResultReplyBytesMax)));
 }
 
-void SmtpClient::Deliver(const std::vector<OutboundMessage*>& batch) {
+void SmtpClient::Deliver(const std::vector<OutboundMessage*>& batch, const MessageDone& done) {
   absl::Status setup = absl::OkStatus();
-  for (OutboundMessage* message : batch) {
-    if (message->recipients.empty()) {
-      message->results.clear();
-      continue;
-    }
-    if (!setup.ok()) {
-      Attempt(message).SettleRest(Outcome::kTransient, setup.message());
-      continue;
-    }
-    if (connection_ != nullptr && connection_->HasUnreadInput()) {
-      Close(/*quit=*/false);  // closed by the server, or it said something unasked: start over
-    }
-    if (connection_ == nullptr) {
-      setup = Connect();
-      if (!setup.ok()) {
-        Attempt(message).SettleRest(Outcome::kTransient, setup.message());
-        continue;
-      }
-    }
-    DeliverOne(message);
-    if (connection_ != nullptr && messages_on_connection_ >= options_.messages_per_connection_max) {
-      Close(/*quit=*/true);
+  for (size_t index = 0; index < batch.size(); ++index) {
+    DeliverNext(batch[index], &setup);
+    if (done != nullptr) {
+      done(index);
     }
   }
   last_used_ = absl::Now();
+}
+
+void SmtpClient::DeliverNext(OutboundMessage* message, absl::Status* setup) {
+  if (message->recipients.empty()) {
+    message->results.clear();
+    return;
+  }
+  if (!setup->ok()) {
+    Attempt(message).SettleRest(Outcome::kTransient, setup->message());
+    return;
+  }
+  if (connection_ != nullptr && connection_->HasUnreadInput()) {
+    Close(/*quit=*/false);  // closed by the server, or it said something unasked: start over
+  }
+  if (connection_ == nullptr) {
+    *setup = Connect();
+    if (!setup->ok()) {
+      Attempt(message).SettleRest(Outcome::kTransient, setup->message());
+      return;
+    }
+  }
+  DeliverOne(message);
+  if (connection_ != nullptr && messages_on_connection_ >= options_.messages_per_connection_max) {
+    Close(/*quit=*/true);
+  }
 }
 
 void SmtpClient::DeliverOne(OutboundMessage* message) {

@@ -78,7 +78,8 @@ class SmtpClient : public Backend {
   // Deliver: see Backend. Connects when there is no usable connection. When connecting fails,
   // every message of the batch from there on gets the same transient result without another
   // attempt; a failure during one message drops the connection and the next one reconnects.
-  void Deliver(const std::vector<OutboundMessage*>& batch) override;
+  void Deliver(const std::vector<OutboundMessage*>& batch,
+               const MessageDone& done = nullptr) override;
   // CloseIdle: QUIT and close when the last Deliver() ended at least idle_timeout before `now`.
   void CloseIdle(absl::Time now) override;
 
@@ -96,6 +97,8 @@ class SmtpClient : public Backend {
   absl::Status Greet(bool try_tls, bool* handshake_failed);
   absl::Status Hello();
   void Close(bool quit);
+  // DeliverNext: one message of a batch; `setup` carries a failure to connect to the rest.
+  void DeliverNext(OutboundMessage* message, absl::Status* setup);
   void DeliverOne(OutboundMessage* message);
   bool CheckEnvelope(Attempt* attempt);
   absl::Status SendPipelined(Attempt* attempt);
