@@ -144,6 +144,9 @@ void DeliveryQueue::Stop(absl::Duration drain) {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     drain_deadline_ = absl::Now() + drain;
+    if (options_.stop_at_unix_ms != nullptr) {
+      options_.stop_at_unix_ms->store(absl::ToUnixMillis(drain_deadline_));
+    }
     wake_.SignalAll();
   }
   for (std::thread& worker : workers_) {

@@ -124,6 +124,9 @@ struct QueueOptions {
   absl::Duration give_up_after = absl::Hours(48);
   std::string dead_dir;
   spool::SpoolGauges* gauges = nullptr;
+  // Set by Stop() to the end of the drain (Unix ms); backends that wait on the network share
+  // it (SmtpClientOptions::stop_at_unix_ms) so that no wait outlasts the drain.
+  std::shared_ptr<std::atomic<int64_t>> stop_at_unix_ms;
 };
 
 // RetryDelay: the backoff before attempt `attempts + 1` after `attempts` failed ones, without

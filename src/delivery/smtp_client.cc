@@ -109,6 +109,9 @@ void AppendBdat(absl::string_view content, std::string* out) {
 
 }  // namespace
 
+// How often a wait looks whether chuted is stopping.
+constexpr absl::Duration kStopCheckInterval = absl::Milliseconds(200);
+
 // Connection: one socket to the target, plain or TLS, and the parser of its replies. Every
 // wait is bounded by io_timeout; every failure is a LocalFailure naming the peer.
 class SmtpClient::Connection {
@@ -117,8 +120,9 @@ class SmtpClient::Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  static absl::StatusOr<std::unique_ptr<Connection>> Open(const std::string& target,
-                                                          absl::Duration io_timeout);
+  static absl::StatusOr<std::unique_ptr<Connection>> Open(
+      const std::string& target, absl::Duration io_timeout,
+      const std::atomic<int64_t>* stop_at_unix_ms);
   // Write: sends all of `bytes` (encrypted once TLS is on).
   absl::Status Write(absl::string_view bytes);
   // ReadReply: the next reply. A 421 is returned as a failure whose message is the reply: the
@@ -132,8 +136,9 @@ class SmtpClient::Connection {
   void set_io_timeout(absl::Duration io_timeout) { io_timeout_ = io_timeout; }
 
  private:
-  Connection(int fd, std::string peer, absl::Duration io_timeout)
-      : fd_(fd), peer_(std::move(peer)), io_timeout_(io_timeout) {}
+  Connection(int fd, std::string peer, absl::Duration io_timeout,
+             const std::atomic<int64_t>* stop_at_unix_ms)
+      : fd_(fd), peer_(std::move(peer)), io_timeout_(io_timeout), stop_at_(stop_at_unix_ms) {}
   absl::Status WaitFor(int16_t events, absl::Time deadline, absl::string_view enhanced_code,
                        absl::string_view what);
   absl::Status SendRaw(absl::string_view bytes);
@@ -144,12 +149,14 @@ class SmtpClient::Connection {
   int fd_;
   std::string peer_;  // the target as configured, for messages
   absl::Duration io_timeout_;
+  const std::atomic<int64_t>* stop_at_;  // may be null; see SmtpClientOptions
   ReplyParser parser_;
   std::unique_ptr<net::TlsStream> tls_;
 };
 
 absl::StatusOr<std::unique_ptr<SmtpClient::Connection>> SmtpClient::Connection::Open(
-    const std::string& target, absl::Duration io_timeout) {
+    const std::string& target, absl::Duration io_timeout,
+    const std::atomic<int64_t>* stop_at_unix_ms) {
   absl::StatusOr<SocketAddress> address = ParseTarget(target);
   if (!address.ok()) {
     return LocalFailure("4.3.5",
@@ -160,7 +167,8 @@ absl::StatusOr<std::unique_ptr<SmtpClient::Connection>> SmtpClient::Connection::
   if (fd < 0) {
     return LocalFailure("4.4.1", absl::StrCat("connect to ", target, ": ", strerror(errno)));
   }
-  std::unique_ptr<Connection> connection(new Connection(fd, target, io_timeout));
+  std::unique_ptr<Connection> connection(
+      new Connection(fd, target, io_timeout, stop_at_unix_ms));
   if (family != AF_UNIX) {
     // Commands and data always go out as whole units, so Nagle would only add a delay.
     int one = 1;
@@ -192,8 +200,15 @@ absl::Status SmtpClient::Connection::WaitFor(int16_t events, absl::Time deadline
     if (left <= absl::ZeroDuration()) {
       return LocalFailure(enhanced_code, absl::StrCat("timeout ", what, " ", peer_));
     }
-    int timeout_ms = static_cast<int>(std::min<int64_t>(
-        absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))), int64_t{1} << 30));
+    int64_t stop_at = stop_at_ != nullptr ? stop_at_->load(std::memory_order_relaxed) : 0;
+    if (stop_at != 0 && absl::ToUnixMillis(absl::Now()) >= stop_at) {
+      return LocalFailure(enhanced_code, absl::StrCat("chuted is stopping: gave up ", what, " ",
+                                                      peer_));
+    }
+    // In slices, so that a stop is noticed within kStopCheckInterval.
+    left = std::min(left, kStopCheckInterval);
+    int timeout_ms = static_cast<int>(
+        absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))));
     pollfd entry{fd_, events, 0};
     int ready = poll(&entry, 1, timeout_ms);
     if (ready > 0) {
@@ -434,7 +449,8 @@ absl::Status SmtpClient::Connect() {
 
 absl::Status SmtpClient::OpenSession(bool try_tls, bool* handshake_failed) {
   CHECK(connection_ == nullptr);
-  ASSIGN_OR_RETURN(connection_, Connection::Open(options_.target, options_.io_timeout));
+  ASSIGN_OR_RETURN(connection_, Connection::Open(options_.target, options_.io_timeout,
+                                                    options_.stop_at_unix_ms.get()));
   ++connections_opened_;
   messages_on_connection_ = 0;
   absl::Status status = Greet(try_tls, handshake_failed);

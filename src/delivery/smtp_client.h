@@ -28,6 +28,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +59,10 @@ struct SmtpClientOptions {
   size_t messages_per_connection_max = 1000;        // then QUIT and reconnect; at least 1
   absl::Duration idle_timeout = absl::Seconds(30);  // CloseIdle() closes after this
   absl::Duration io_timeout = absl::Seconds(300);   // per reply, per stalled write, connect
+  // Optional: when it holds a time (Unix ms, not 0), every wait ends by then with a transient
+  // failure; the delivery queue sets it when chuted stops, so that a stalled server cannot
+  // hold the stop for io_timeout.
+  std::shared_ptr<const std::atomic<int64_t>> stop_at_unix_ms;
 };
 
 // ValidateSmtpClientOptions: InvalidArgument naming the problem when `options` cannot work

@@ -303,7 +303,9 @@ absl::Status Server::Start() {
 
 namespace {
 
-delivery::BackendFactory MakeBackendFactory(const Config& config, std::string* destination) {
+delivery::BackendFactory MakeBackendFactory(const Config& config,
+                                            std::shared_ptr<std::atomic<int64_t>> stop_at,
+                                            std::string* destination) {
   const DeliveryConfig& d = config.delivery;
   if (d.backend == DeliveryBackend::kMaildir) {
     *destination = absl::StrCat("maildir:", d.maildir_root);
@@ -317,6 +319,7 @@ delivery::BackendFactory MakeBackendFactory(const Config& config, std::string* d
   options.messages_per_connection_max = static_cast<size_t>(d.messages_per_connection_max);
   options.idle_timeout = absl::Seconds(d.connection_idle_s);
   options.io_timeout = absl::Seconds(d.timeout_s);
+  options.stop_at_unix_ms = std::move(stop_at);
   *destination = absl::StrCat(DeliveryBackendName(d.backend), ":", d.target);
   return delivery::MakeSmtpClientFactory(options);
 }
@@ -356,7 +359,8 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
   gauges_ = std::make_unique<spool::SpoolGauges>();
   shared_.gauges = gauges_.get();
   delivery::QueueOptions options;
-  options.backend = MakeBackendFactory(config, &options.destination);
+  options.stop_at_unix_ms = std::make_shared<std::atomic<int64_t>>(0);
+  options.backend = MakeBackendFactory(config, options.stop_at_unix_ms, &options.destination);
   options.workers = config.delivery.backend == DeliveryBackend::kMaildir
                         ? static_cast<int>(config.server.delivery_threads)
                         : static_cast<int>(config.delivery.connections_max);

@@ -11,6 +11,7 @@ import random
 import re
 import signal
 import smtplib
+import socket
 import subprocess
 import tempfile
 import threading
@@ -231,6 +232,42 @@ retry_initial_s = 3600
             c.mail("app@example.test")
             c.rcpt("full@example.test")
             self.assertEqual(c.data(b"Subject: again\r\n\r\nhi\r\n")[0], 250)
+
+    def settle(self, deadline_s=30):
+        pass  # nothing here is ever delivered
+
+
+class StalledDownstreamStopTest(ChutedFixture):
+    """A smarthost that accepts the connection and never answers must not hold SIGTERM for
+    timeout_s: the drain ends every wait, and the message stays spooled for the next start."""
+
+    def setUp(self):
+        self.stalled = socket.socket()
+        self.stalled.bind(("127.0.0.1", 0))
+        self.stalled.listen(16)  # accepts (in the kernel), never greets
+        self.addCleanup(self.stalled.close)
+        self.extra_config = delivery_config(
+            "smtp", f"127.0.0.1:{self.stalled.getsockname()[1]}", timeout_s=3600)
+        super().setUp()
+
+    def test_sigterm_with_a_stalled_smarthost_stops_within_the_drain(self):
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=20) as c:
+            c.ehlo("stall")
+            c.mail("app@example.test")
+            c.rcpt("stuck@example.test")
+            code, _ = c.data(b"Subject: stuck\r\n\r\nhi\r\n")
+            self.assertEqual(code, 250)
+        time.sleep(1.0)  # a worker is now waiting for a greeting that never comes
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=40)
+        self.assertEqual(code, 0, self.read_log())
+        self.assertLess(time.monotonic() - started, 20, "the stop waited for the smarthost")
+        self.proc = subprocess.Popen([CHUTED, "--config", self.config], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_for_port("127.0.0.1", self.port)
+        self.wait_metric("chute_spool_messages", 1)
+        self.assertIn("1 message(s) to deliver from an earlier run", self.read_log())
 
     def settle(self, deadline_s=30):
         pass  # nothing here is ever delivered
