@@ -1,0 +1,272 @@
+// Unit tests for the delivery queue: the backoff schedule, per-recipient outcome accounting
+// (marks in the spool record, settling), dead letters and requeue, hold/release/delete, and
+// the lock-free hand-over from a producer ring.
+
+#include "delivery/queue.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+#include "spool/record.h"
+#include "spool/spool.h"
+
+namespace chute::delivery {
+namespace {
+
+TEST(RetryDelayTest, DoublesFromTheInitialDelayUpToTheCap) {
+  absl::Duration initial = absl::Seconds(60);
+  absl::Duration max = absl::Seconds(3600);
+  EXPECT_EQ(RetryDelay(1, initial, max), absl::Seconds(60));
+  EXPECT_EQ(RetryDelay(2, initial, max), absl::Seconds(120));
+  EXPECT_EQ(RetryDelay(3, initial, max), absl::Seconds(240));
+  EXPECT_EQ(RetryDelay(6, initial, max), absl::Seconds(1920));
+  EXPECT_EQ(RetryDelay(7, initial, max), absl::Seconds(3600));
+  EXPECT_EQ(RetryDelay(1000, initial, max), absl::Seconds(3600));  // no overflow
+}
+
+// ScriptedBackend: answers each recipient from a table (address -> outcome); counts calls.
+struct Script {
+  std::mutex mu;
+  std::map<std::string, RecipientResult> answers;  // missing: delivered
+  std::vector<std::pair<std::string, std::string>> delivered;  // (message id, recipient)
+  int attempts = 0;
+};
+
+class ScriptedBackend : public Backend {
+ public:
+  explicit ScriptedBackend(Script* script) : script_(script) {}
+  void Deliver(const std::vector<OutboundMessage*>& batch, const MessageDone& done) override {
+    std::lock_guard<std::mutex> lock(script_->mu);
+    for (size_t m = 0; m < batch.size(); ++m) {
+      OutboundMessage& message = *batch[m];
+      ++script_->attempts;
+      message.results.clear();
+      for (const std::string& r : message.recipients) {
+        auto it = script_->answers.find(r);
+        RecipientResult result = it != script_->answers.end()
+                                     ? it->second
+                                     : RecipientResult{Outcome::kDelivered, "250 ok"};
+        if (result.outcome == Outcome::kDelivered) {
+          script_->delivered.emplace_back(message.id, r);
+        }
+        message.results.push_back(result);
+      }
+      if (done != nullptr) {
+        done(m);
+      }
+    }
+  }
+
+ private:
+  Script* script_;
+};
+
+class QueueTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/chute-queue-test-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    dir_fd_ = *spool::LockSpool(dir_ + "/spool");
+    writer_ = std::make_unique<spool::SegmentWriter>(dir_ + "/spool", dir_fd_, 0, 1, 1 << 20,
+                                                     &gauges_);
+  }
+  void TearDown() override {
+    queue_.reset();
+    writer_.reset();
+    close(dir_fd_);
+    std::filesystem::remove_all(dir_);
+  }
+
+  void StartQueue(absl::Duration retry_initial = absl::Milliseconds(50)) {
+    QueueOptions options;
+    options.backend = [this] { return std::make_unique<ScriptedBackend>(&script_); };
+    options.destination = "test";
+    options.workers = 2;
+    options.batch_messages_max = 8;
+    options.batch_delay = absl::ZeroDuration();
+    options.retry_initial = retry_initial;
+    options.retry_max = retry_initial * 4;
+    options.give_up_after = absl::Hours(1);
+    options.dead_dir = dir_ + "/dead";
+    options.gauges = &gauges_;
+    queue_ = std::make_unique<DeliveryQueue>(std::move(options));
+    ring_ = queue_->AddProducer();
+    queue_->Start();
+  }
+
+  // Spools a message to `recipients` and hands it to the queue through the producer ring.
+  std::unique_ptr<QueuedMessage> Spool(const std::string& id,
+                                       const std::vector<std::string>& recipients) {
+    spool::Envelope envelope;
+    envelope.id = id;
+    envelope.received_unix_us = absl::ToUnixMicros(absl::Now());
+    envelope.sender = "app@example.test";
+    envelope.recipients = recipients;
+    std::string body = "Subject: t\r\n\r\nhello\r\n";
+    iovec iov{body.data(), body.size()};
+    writer_->Stage(*spool::EncodeRecordPrefix(envelope, "", {&iov, 1}), {&iov, 1}, body.size(),
+                   0);
+    std::vector<spool::Committed> committed;
+    std::vector<uint64_t> failed;
+    const spool::Group* group = *writer_->TakeGroup(&failed);
+    writer_->FinishGroup(spool::WriteGroupNow(*group), &committed, &failed);
+    auto message = std::make_unique<QueuedMessage>();
+    message->id = id;
+    message->received_unix_us = envelope.received_unix_us;
+    message->sender = envelope.sender;
+    message->recipients = recipients;
+    message->marks.assign(recipients.size(), spool::Mark::kPending);
+    message->replies.assign(recipients.size(), "");
+    message->segment = committed[0].segment;
+    message->record_offset = committed[0].record_offset;
+    message->content_offset = committed[0].content_offset;
+    message->content_bytes = committed[0].content_bytes;
+    return message;
+  }
+
+  void HandOver(std::unique_ptr<QueuedMessage> message) {
+    ASSERT_TRUE(ring_->TryPush(message));
+    queue_->Notify();
+  }
+
+  // WaitFor: polls `condition` for up to 10 s.
+  template <typename F>
+  bool WaitFor(F condition) {
+    absl::Time end = absl::Now() + absl::Seconds(10);
+    while (absl::Now() < end) {
+      if (condition()) {
+        return true;
+      }
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return condition();
+  }
+
+  spool::DecodedRecord ReadRecord(const spool::Segment& segment, uint64_t offset) {
+    std::string bytes = *segment.Read(offset, 4096 < segment.bytes - offset
+                                                  ? 4096
+                                                  : segment.bytes - offset);
+    spool::DecodedRecord record;
+    EXPECT_EQ(spool::DecodeRecord(bytes, &record), spool::DecodeResult::kOk);
+    return record;
+  }
+
+  std::string dir_;
+  int dir_fd_ = -1;
+  spool::SpoolGauges gauges_;
+  std::unique_ptr<spool::SegmentWriter> writer_;
+  Script script_;
+  std::unique_ptr<DeliveryQueue> queue_;
+  DeliveryQueue::Ring* ring_ = nullptr;
+};
+
+TEST_F(QueueTest, DeliveredMessageIsSettledInTheSpool) {
+  StartQueue();
+  std::unique_ptr<QueuedMessage> message = Spool("M1", {"a@x.test", "b@x.test"});
+  std::shared_ptr<spool::Segment> segment = message->segment;
+  uint64_t offset = message->record_offset;
+  HandOver(std::move(message));
+  ASSERT_TRUE(WaitFor([&] { return gauges_.messages.load() == 0; }));
+  EXPECT_EQ(segment->live.load(), 0);
+  EXPECT_EQ(ReadRecord(*segment, offset).state, spool::RecordState::kSettled);
+  EXPECT_EQ(queue_->counters().recipients_delivered.load(), 2u);
+  EXPECT_EQ(queue_->queued(), 0u);
+}
+
+TEST_F(QueueTest, TransientRecipientIsRetriedAloneAndTheOtherIsMarked) {
+  script_.answers["slow@x.test"] = {Outcome::kTransient, "451 4.2.0 try later"};
+  StartQueue();
+  std::unique_ptr<QueuedMessage> message = Spool("M2", {"ok@x.test", "slow@x.test"});
+  std::shared_ptr<spool::Segment> segment = message->segment;
+  uint64_t offset = message->record_offset;
+  HandOver(std::move(message));
+  ASSERT_TRUE(WaitFor([&] { return queue_->counters().recipients_deferred.load() >= 2; }));
+  // The delivered recipient is marked in place (a restart would not try it again); the
+  // record is not settled.
+  spool::DecodedRecord record = ReadRecord(*segment, offset);
+  EXPECT_EQ(record.state, spool::RecordState::kLive);
+  EXPECT_EQ(record.marks[0], spool::Mark::kDelivered);
+  EXPECT_EQ(record.marks[1], spool::Mark::kPending);
+  absl::StatusOr<QueueEntry> entry = queue_->Show("M2");
+  ASSERT_TRUE(entry.ok());
+  EXPECT_EQ(entry->pending, std::vector<std::string>{"slow@x.test"});
+  EXPECT_EQ(entry->replies[0], "451 4.2.0 try later");
+  {
+    std::lock_guard<std::mutex> lock(script_.mu);
+    script_.answers.clear();
+    // ok@ was delivered exactly once, however many retries slow@ took.
+    int ok_count = 0;
+    for (const auto& [id, r] : script_.delivered) {
+      ok_count += r == "ok@x.test";
+    }
+    EXPECT_EQ(ok_count, 1);
+  }
+  ASSERT_TRUE(WaitFor([&] { return gauges_.messages.load() == 0; }));
+  EXPECT_EQ(ReadRecord(*segment, offset).state, spool::RecordState::kSettled);
+}
+
+TEST_F(QueueTest, PermanentFailureGoesToTheDeadLetterAreaAndRequeueDelivers) {
+  script_.answers["gone@x.test"] = {Outcome::kPermanent, "550 5.1.1 no such user"};
+  StartQueue();
+  HandOver(Spool("M3", {"here@x.test", "gone@x.test"}));
+  ASSERT_TRUE(WaitFor([&] { return gauges_.messages.load() == 0; }));
+  std::vector<DeadEntry> dead = queue_->Dead();
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].id, "M3");
+  EXPECT_NE(dead[0].json.find("550 5.1.1 no such user"), std::string::npos);
+  EXPECT_NE(dead[0].json.find("gone@x.test"), std::string::npos);
+  EXPECT_EQ(dead[0].json.find("here@x.test"), std::string::npos);  // it was delivered
+  std::ifstream eml(dir_ + "/dead/M3.eml");
+  std::stringstream content;
+  content << eml.rdbuf();
+  EXPECT_EQ(content.str(), "Subject: t\r\n\r\nhello\r\n");
+  {
+    std::lock_guard<std::mutex> lock(script_.mu);
+    script_.answers.clear();  // the cause is fixed
+  }
+  ASSERT_TRUE(queue_->Requeue("M3").ok());
+  ASSERT_TRUE(WaitFor([&] { return queue_->Dead().empty() && gauges_.messages.load() == 0; }));
+  std::lock_guard<std::mutex> lock(script_.mu);
+  int gone = 0;
+  for (const auto& [id, r] : script_.delivered) {
+    gone += r == "gone@x.test";
+  }
+  EXPECT_EQ(gone, 1);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/dead/M3.eml"));
+}
+
+TEST_F(QueueTest, HeldMessageWaitsUntilReleasedAndDeleteSettlesWithoutDelivery) {
+  script_.answers["x@x.test"] = {Outcome::kTransient, "451 4.2.0 later"};
+  StartQueue(absl::Seconds(3600));  // no retry on its own during the test
+  HandOver(Spool("M4", {"x@x.test"}));
+  HandOver(Spool("M5", {"x@x.test"}));
+  ASSERT_TRUE(WaitFor([&] { return queue_->counters().recipients_deferred.load() == 2; }));
+  ASSERT_TRUE(queue_->Hold("M4").ok());
+  EXPECT_TRUE(queue_->Show("M4")->held);
+  EXPECT_EQ(queue_->Retry("nope").code(), absl::StatusCode::kNotFound);
+  {
+    std::lock_guard<std::mutex> lock(script_.mu);
+    script_.answers.clear();
+  }
+  EXPECT_EQ(queue_->RetryAll(), 1u);  // M5 only: M4 is held
+  ASSERT_TRUE(WaitFor([&] { return queue_->queued() == 1; }));
+  EXPECT_TRUE(queue_->Show("M4").ok());
+  ASSERT_TRUE(queue_->Delete("M4").ok());
+  EXPECT_EQ(queue_->queued(), 0u);
+  EXPECT_EQ(gauges_.messages.load(), 0);
+  std::lock_guard<std::mutex> lock(script_.mu);
+  for (const auto& [id, r] : script_.delivered) {
+    EXPECT_NE(id, "M4");
+  }
+}
+
+}  // namespace
+}  // namespace chute::delivery
