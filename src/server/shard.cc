@@ -253,18 +253,24 @@ void Shard::OnTick() {
   }
   absl::Duration send_timeout = absl::Seconds(shared_->live.load()->limits.command_timeout_s);
   for (const std::unique_ptr<Connection>& conn : connections_) {
-    if (!conn->in_use || conn->shut_down) {
+    if (conn->in_use && conn->shut_down) {
+      MaybeFree(*conn);  // a connection shut down here earlier whose operations have ended
+      continue;
+    }
+    if (!conn->in_use) {
       continue;
     }
     // A peer that stops reading cannot hold a connection: a send that makes no progress for
     // a command timeout ends it (the shutdown completes the send with an error).
     if (conn->send_inflight && now_ - conn->send_started > send_timeout) {
       Shutdown(*conn);
+      MaybeFree(*conn);
       continue;
     }
     if (conn->awaiting_proxy) {
       if (now_ >= conn->handshake_deadline || stopping_) {
         Shutdown(*conn);  // no PROXY header in time
+        MaybeFree(*conn);
       }
       continue;
     }
@@ -275,6 +281,7 @@ void Shard::OnTick() {
         now_ >= conn->handshake_deadline) {
       counters_.tls_failures.Add(1);
       Shutdown(*conn);  // a handshake that does not finish in time
+      MaybeFree(*conn);
       continue;
     }
     conn->session->OnDeadline(now_);
@@ -282,6 +289,7 @@ void Shard::OnTick() {
       LOG_WARNING("shard %d: %s still busy after the drain timeout; closing", index_,
                   conn->peer_text);
       Shutdown(*conn);
+      MaybeFree(*conn);
       continue;
     }
     Flush(*conn);
@@ -522,7 +530,7 @@ void Shard::OnRecv(Connection& conn, const io_uring_cqe& cqe) {
     // first; a session that did not end gets 421 and closes once its work is answered.
     conn.peer_eof = true;
     if (conn.session != nullptr && !conn.session->closed()) {
-      conn.session->Shutdown();
+      conn.session->PeerGone();  // a body in progress ends here, not at data_timeout_s
     }
     if (conn.awaiting_proxy) {
       Shutdown(conn);  // gone before its PROXY header
@@ -530,6 +538,9 @@ void Shard::OnRecv(Connection& conn, const io_uring_cqe& cqe) {
     Flush(conn);
   } else if (cqe.res < 0 && cqe.res != -ECANCELED) {
     conn.peer_eof = true;  // reset or another error: nothing more can be said either way
+    if (conn.session != nullptr && !conn.session->closed()) {
+      conn.session->PeerGone();
+    }
     Shutdown(conn);
   }
   if (!conn.recv_armed && !conn.shut_down && cqe.res != -ENOBUFS &&
@@ -630,7 +641,7 @@ void Shard::ProcessTls(Connection& conn) {
       }
       if (result != net::TlsStream::Result::kOk) {
         conn.peer_eof = true;  // close_notify or a broken record: nothing more will come
-        session.Shutdown();
+        session.PeerGone();
         break;
       }
     }

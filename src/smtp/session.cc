@@ -644,6 +644,14 @@ void Session::OnDeadline(absl::Time now) {
   SendAndClose(kReplyTimeout);
 }
 
+void Session::PeerGone() {
+  if (phase_ == Phase::kData || phase_ == Phase::kBdatChunk || phase_ == Phase::kSasl ||
+      phase_ == Phase::kTlsHandshake) {
+    return Close();
+  }
+  Shutdown();
+}
+
 void Session::Shutdown() {
   draining_ = true;
   if (phase_ == Phase::kTlsHandshake) {

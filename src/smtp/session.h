@@ -140,6 +140,12 @@ class Session {
   // OnDeadline: at or after Deadline(): queues 421 4.4.2 and closes. Earlier calls do nothing.
   void OnDeadline(absl::Time now);
 
+  // PeerGone: the peer closed its side or reset the connection: nothing more will arrive. A
+  // message body, a SASL exchange or a handshake in progress can never finish, so the session
+  // closes at once and drops the transaction (a body's memory and the connection's places go
+  // with it); otherwise it ends as Shutdown() does, after the replies it owes.
+  void PeerGone();
+
   // Shutdown: the server is stopping. An idle session gets 421 4.3.2 and closes at once; a
   // session inside a message body finishes that message, then gets 421 4.3.2.
   void Shutdown();

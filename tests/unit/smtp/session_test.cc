@@ -828,6 +828,21 @@ TEST_F(SessionTest, ShutdownLetsTheMessageInProgressFinish) {
   EXPECT_TRUE(session_->closed());
 }
 
+TEST_F(SessionTest, PeerGoneInsideABodyClosesAtOnceAndDropsTheMessage) {
+  OpenAuthenticated();
+  Run(absl::StrCat(kEnvelope, "first half\r\n"));
+  session_->PeerGone();  // the body can never end: no waiting for data_timeout
+  EXPECT_TRUE(session_->closed());
+  EXPECT_TRUE(handler_.messages.empty());
+}
+
+TEST_F(SessionTest, PeerGoneWhileIdleEndsLikeShutdown) {
+  Open();
+  Take();
+  session_->PeerGone();
+  EXPECT_TRUE(session_->closed());
+}
+
 // --- The zero-copy body path ------------------------------------------------------------------
 
 TEST_F(SessionTest, BodySlicesPointIntoTheInput) {

@@ -1,0 +1,75 @@
+"""Lifecycle edges found by attacking chute from outside (issue: hold up under abuse and
+faults). Each test replays an attack and asserts the figures that were wrong."""
+
+import signal
+import socket
+import time
+import unittest
+
+from chute_fixture import ChutedFixture
+
+
+def abandon_mid_data(port, body_bytes):
+    """Opens a session, starts DATA, sends part of a body, and closes without the end."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b"EHLO abandon\r\nMAIL FROM:<app@example.test>\r\n"
+              b"RCPT TO:<gone@example.test>\r\nDATA\r\n")
+    while not f.readline().startswith(b"354"):
+        pass
+    s.sendall(b"Subject: abandoned\r\n\r\n" + (b"y" * 998 + b"\r\n") * (body_bytes // 1000))
+    return s
+
+
+class PeerGoneTest(ChutedFixture):
+    def open_connections(self):
+        return sum(v for k, v in self.metrics().items()
+                   if k.startswith("chute_connections_open"))
+
+    def test_peer_that_closes_mid_data_is_released_at_once(self):
+        # Was: each sat in CLOSE-WAIT until data_timeout_s (600 s), holding its body and its
+        # per-IP place.
+        sockets = [abandon_mid_data(self.port, 1_000_000) for _ in range(20)]
+        time.sleep(0.3)
+        self.assertEqual(self.open_connections(), 20)
+        for s in sockets:
+            s.close()
+        end = time.monotonic() + 3
+        while self.open_connections() != 0 and time.monotonic() < end:
+            time.sleep(0.05)
+        self.assertEqual(self.open_connections(), 0)
+        self.assertFalse(any(k.startswith("chute_gate_ip_connections{")
+                             for k in self.metrics()))
+        self.assertEqual(self.messages("gone@example.test"), [])
+
+    def test_peer_that_resets_mid_data_is_released_at_once(self):
+        s = abandon_mid_data(self.port, 200_000)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()  # RST
+        self.wait_metric('chute_connections_open{shard="0"}', 0, deadline_s=3)
+
+    def test_sigterm_after_a_client_dropped_mid_data_stops_promptly(self):
+        # Was: chuted still running 120 s after SIGTERM (the drain limit is 30 s).
+        abandon_mid_data(self.port, 100_000).close()
+        time.sleep(0.3)
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.proc.wait(timeout=40), 0)
+        self.assertLess(time.monotonic() - started, 5)
+
+
+class DrainLimitTest(ChutedFixture):
+    def test_a_silent_client_mid_data_cannot_hold_sigterm_past_the_drain_limit(self):
+        held = abandon_mid_data(self.port, 10_000)  # and then says nothing more
+        self.addCleanup(held.close)
+        time.sleep(0.3)
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.proc.wait(timeout=60), 0)
+        self.assertLess(time.monotonic() - started, 35)  # the 30 s drain limit, and a tick
+        self.assertIn("still busy after the drain timeout", self.read_log())
+
+
+if __name__ == "__main__":
+    unittest.main()
