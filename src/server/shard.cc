@@ -34,6 +34,7 @@ smtp::SessionOptions SessionOptionsFor(const Config& config, const ListenerConfi
   options.auth_failures_per_session =
       static_cast<uint32_t>(config.limits.auth_failures_per_session);
   options.command_timeout = absl::Seconds(config.limits.command_timeout_s);
+  options.first_command_timeout = absl::Seconds(config.limits.first_command_timeout_s);
   options.data_timeout = absl::Seconds(config.limits.data_timeout_s);
   options.session_timeout = absl::Seconds(config.limits.session_timeout_s);
   options.starttls_offered = listener.tls == TlsMode::kStartTls;
@@ -454,12 +455,8 @@ std::optional<smtp::Reply> Shard::Admit(Connection& conn) {
               conn.listener->authenticate_as);
     return smtp::kReplyListenerMisconfigured;
   }
-  // A trusted session acts as its account from the start: it counts toward the tenant's cap.
-  if (shared_->gate->AdmitTenant(conn.account->tenant_id, &conn.tenant_slot) !=
-      policy::ConnectionGate::Verdict::kAdmitted) {
-    conn.account = nullptr;
-    return smtp::kReplyTenantCapAtConnect;
-  }
+  // A trusted session acts as its account, but takes a place in the tenant's cap only at its
+  // first MAIL (submission.cc): idle connections to the trusted port lock no one out.
   conn.session->MarkAuthenticated();
   return std::nullopt;
 }

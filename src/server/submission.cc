@@ -118,6 +118,11 @@ std::optional<smtp::Reply> Connection::OnMail(const smtp::MailArgs& mail) {
   if (std::optional<smtp::Reply> refusal = policy::CheckSender(*account, mail.address)) {
     return refusal;
   }
+  if (listener->tls == TlsMode::kNone && !tenant_slot.held() &&
+      shard->shared_->gate->AdmitTenant(account->tenant_id, &tenant_slot) !=
+          policy::ConnectionGate::Verdict::kAdmitted) {
+    return smtp::kReplyTenantCapAtMail;  // a trusted session's place, taken at its first MAIL
+  }
   // Back-pressure: a full spool (bytes or messages waiting for delivery) refuses new mail
   // until delivery drains it.
   const spool::SpoolGauges& gauges = *shard->shared_->gauges;

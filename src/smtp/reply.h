@@ -73,8 +73,9 @@ inline constexpr Reply kReplyIpCap{421, "4.7.0 Too many concurrent connections f
 inline constexpr Reply kReplyIpTableFull{421,
                                          "4.7.0 Too many concurrent clients, try again later"};
 // A trusted-listener session counts as authenticated from its start, so its refusal closes.
-inline constexpr Reply kReplyTenantCapAtConnect{
-    421, "4.7.0 Too many authenticated connections for this tenant, try again later"};
+// A trusted (tls = "none") session's first MAIL when its tenant is at its cap.
+inline constexpr Reply kReplyTenantCapAtMail{
+    451, "4.7.0 Too many authenticated connections for this tenant, try again later"};
 inline constexpr Reply kReplyConnectionsMax{421,
                                             "4.7.0 Too many connections, try again later"};
 inline constexpr Reply kReplyStorageFull{452, "4.3.1 Insufficient system storage"};

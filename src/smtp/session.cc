@@ -633,6 +633,10 @@ absl::Time Session::Deadline() const {
     case Phase::kBdatChunk:
       return std::min(session_end, last_input_ + options_.data_timeout);
     default:
+      if (commands_ == 0) {
+        return std::min(session_end, started_ + std::min(options_.first_command_timeout,
+                                                         options_.command_timeout));
+      }
       return std::min(session_end, last_input_ + options_.command_timeout);
   }
 }

@@ -56,6 +56,8 @@ struct SessionOptions {
   uint32_t errors_per_session = 10;
   uint32_t auth_failures_per_session = 3;
   absl::Duration command_timeout = absl::Seconds(300);
+  // Until the first command line: a connection that says nothing is dropped sooner.
+  absl::Duration first_command_timeout = absl::Seconds(30);
   absl::Duration data_timeout = absl::Seconds(600);
   absl::Duration session_timeout = absl::Seconds(3600);
   bool starttls_offered = true;  // the listener can do STARTTLS

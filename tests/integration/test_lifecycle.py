@@ -71,5 +71,47 @@ class DrainLimitTest(ChutedFixture):
         self.assertIn("still busy after the drain timeout", self.read_log())
 
 
+class TrustedIdleTest(ChutedFixture):
+    extra_limits = "authenticated_connections_per_tenant = 5\nfirst_command_timeout_s = 2"
+
+    def session(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        f = s.makefile("rb")
+        self.assertTrue(f.readline().startswith(b"220"))
+        return s, f
+
+    def command(self, s, f, line):
+        s.sendall(line + b"\r\n")
+        reply = f.readline()
+        while reply[3:4] == b"-":
+            reply = f.readline()
+        return reply
+
+    def test_idle_trusted_connections_take_no_tenant_place(self):
+        # Was: 250 idle TCP connections to the trusted port locked the tenant out.
+        idle = [self.session() for _ in range(10)]
+        self.addCleanup(lambda: [s.close() for s, _ in idle])
+        self.wait_metric('chute_gate_tenant_connections{tenant="example.test"}', 0)
+        acting = [self.session() for _ in range(5)]
+        self.addCleanup(lambda: [s.close() for s, _ in acting])
+        for s, f in acting:
+            self.assertTrue(self.command(s, f, b"EHLO t").startswith(b"250"))
+            self.assertTrue(self.command(s, f, b"MAIL FROM:<app@example.test>").startswith(b"250"))
+        self.wait_metric('chute_gate_tenant_connections{tenant="example.test"}', 5)
+        s, f = self.session()
+        self.addCleanup(s.close)
+        self.command(s, f, b"EHLO t")
+        self.assertEqual(self.command(s, f, b"MAIL FROM:<app@example.test>"),
+                         b"451 4.7.0 Too many authenticated connections for this tenant, "
+                         b"try again later\r\n")
+
+    def test_a_connection_that_sends_no_command_is_dropped_after_the_first_command_timeout(self):
+        s, f = self.session()
+        self.addCleanup(s.close)
+        started = time.monotonic()
+        self.assertEqual(f.readline(), b"421 4.4.2 Timeout exceeded\r\n")
+        self.assertLess(time.monotonic() - started, 5)
+
+
 if __name__ == "__main__":
     unittest.main()

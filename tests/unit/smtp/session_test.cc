@@ -809,6 +809,16 @@ TEST_F(SessionTest, SessionTimeoutCapsEverything) {
   EXPECT_EQ(session_->Deadline(), TestTime() + absl::Seconds(60));
 }
 
+TEST_F(SessionTest, FirstCommandHasItsOwnShorterDeadline) {
+  SessionOptions options = TlsOptions();
+  options.first_command_timeout = absl::Seconds(30);
+  options.command_timeout = absl::Seconds(300);
+  Open(options);
+  EXPECT_EQ(session_->Deadline(), TestTime() + absl::Seconds(30));
+  session_->Feed("NOOP\r\n", TestTime() + absl::Seconds(10));
+  EXPECT_EQ(session_->Deadline(), TestTime() + absl::Seconds(310));
+}
+
 TEST_F(SessionTest, ShutdownClosesIdleSessions) {
   Open();
   Take();
