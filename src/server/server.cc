@@ -1,6 +1,10 @@
 #include "server/server.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
@@ -236,6 +240,11 @@ absl::Status Server::Start() {
     return store.status();
   }
   store_ = std::move(*store);
+  struct stat database_stat{};
+  if (stat(config.directory.database.c_str(), &database_stat) == 0) {
+    database_dev_ = database_stat.st_dev;
+    database_ino_ = database_stat.st_ino;
+  }
   absl::Status status = ReloadDirectory(true);
   if (!status.ok()) {
     return status;
@@ -387,7 +396,37 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
   return absl::OkStatus();
 }
 
+absl::Status Server::ReopenIfReplaced(bool* reopened) {
+  // A restore from backup replaces the file: the open handle would go on reading the deleted
+  // copy, and later changes (a password change, basic auth turned off) would be ignored.
+  const std::string& path = shared_.config.directory.database;
+  struct stat st{};
+  if (stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(path, " is missing: ", std::strerror(errno)));
+  }
+  *reopened = false;
+  if (st.st_dev == database_dev_ && st.st_ino == database_ino_) {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::unique_ptr<directory::Store>> store = directory::Store::Open(path, false);
+  if (!store.ok()) {
+    return absl::Status(store.status().code(),
+                        absl::StrCat(path, " was replaced and cannot be opened: ",
+                                     store.status().message()));
+  }
+  LOG_WARNING("%s was replaced (inode %d, was %d): reopened", path,
+              static_cast<int64_t>(st.st_ino), static_cast<int64_t>(database_ino_));
+  store_ = std::move(*store);
+  database_dev_ = st.st_dev;
+  database_ino_ = st.st_ino;
+  *reopened = true;
+  return absl::OkStatus();
+}
+
 absl::Status Server::ReloadDirectory(bool force) {
+  bool reopened = false;
+  RETURN_IF_ERROR(ReopenIfReplaced(&reopened));
+  force |= reopened;
   absl::StatusOr<int64_t> version = store_->DataVersion();
   if (!version.ok()) {
     return version.status();

@@ -8,6 +8,8 @@
 // Threads: Start/Stop/Reload/Wait from the main thread; everything else happens on shard and
 // delivery threads.
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <memory>
 #include <vector>
@@ -160,6 +162,10 @@ class Server {
   SharedState shared_;
   std::unique_ptr<directory::Store> store_;
   int64_t data_version_ = -1;
+  // The directory database file the store has open, to notice a replaced file.
+  dev_t database_dev_ = 0;
+  ino_t database_ino_ = 0;
+  absl::Status ReopenIfReplaced(bool* reopened);
   absl::Status StartSpoolAndDelivery(int shards);
   void AppendSpoolMetrics(std::string* out) const;
   std::unique_ptr<spool::SpoolGauges> gauges_;

@@ -1,8 +1,12 @@
 """Lifecycle edges found by attacking chute from outside (issue: hold up under abuse and
 faults). Each test replays an attack and asserts the figures that were wrong."""
 
+import os
+import shutil
 import signal
+import smtplib
 import socket
+import sqlite3
 import time
 import unittest
 
@@ -111,6 +115,55 @@ class TrustedIdleTest(ChutedFixture):
         started = time.monotonic()
         self.assertEqual(f.readline(), b"421 4.4.2 Timeout exceeded\r\n")
         self.assertLess(time.monotonic() - started, 5)
+
+
+class ReplacedDatabaseTest(ChutedFixture):
+    def rcpt(self, address):
+        """The RCPT reply's code for `address` in a fresh trusted session."""
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as c:
+            c.ehlo("t")
+            c.mail("app@example.test")
+            return str(c.rcpt(address)[0]).encode()
+
+    def wait_rcpt(self, address, code):
+        end = time.monotonic() + 10
+        while self.rcpt(address) != code and time.monotonic() < end:
+            time.sleep(0.2)
+        self.assertEqual(self.rcpt(address), code)
+
+    def test_a_database_restored_from_backup_is_reopened(self):
+        # Was: chuted kept reading the deleted file; later changes were ignored even on SIGHUP.
+        database = os.path.join(self.dir, "directory.db")
+        backup = os.path.join(self.dir, "backup.db")
+        with sqlite3.connect(database) as live, sqlite3.connect(backup) as copy:
+            live.backup(copy)
+        self.ctl("account", "new", "--tenant", "example.test", "--name", "Late",
+                 "--primary-smtp-address", "late@example.test")
+        self.wait_rcpt("late@example.test", b"550")  # an HVE account: no mailbox
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(database + suffix):
+                os.remove(database + suffix)
+        os.replace(backup, database)  # the restore: a new file (inode) at the same path
+        self.wait_rcpt("late@example.test", b"250")  # gone with the restore
+        self.assertIn("was replaced", self.read_log())
+        self.ctl("account", "new", "--tenant", "example.test", "--name", "After",
+                 "--primary-smtp-address", "after@example.test")
+        self.wait_rcpt("after@example.test", b"550")  # changes to the new file are seen
+
+
+class RemovedMailboxTest(ChutedFixture):
+    def send(self, tag):
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as c:
+            c.sendmail("app@example.test", ["box@example.test"],
+                       f"Subject: {tag}\r\n\r\n{tag}\r\n".encode())
+
+    def test_a_mailbox_removed_while_running_is_made_again(self):
+        # Was: 451 4.3.0 forever (a cache of known directories was never re-checked).
+        self.send("one")
+        self.assertEqual(len(self.messages("box@example.test")), 1)
+        shutil.rmtree(self.maildir("box@example.test"))
+        self.send("two")
+        self.assertEqual(len(self.messages("box@example.test")), 1)
 
 
 if __name__ == "__main__":
