@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
@@ -75,6 +76,11 @@ void AdminServer::Serve() {
     }
     int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE) {
+        // Out of descriptors: the listener stays readable, so retrying at once would spin.
+        LOG_WARNING_EVERY(10, "admin: accept: %s; pausing", std::strerror(errno));
+        poll(nullptr, 0, kPollIntervalMs);
+      }
       continue;
     }
     timeval timeout{kRequestTimeoutMs / 1000, 0};

@@ -1,5 +1,6 @@
 #include "base/log.h"
 
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -62,4 +63,17 @@ void CheckFailed(const char* file, int line, const char* condition, const char* 
 }
 
 }  // namespace base_internal
+bool LogLimiter::Admit(int64_t interval_s, uint64_t* suppressed) {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  int64_t now_s = ts.tv_sec;
+  int64_t next = next_s_.load(std::memory_order_relaxed);
+  if (now_s < next || !next_s_.compare_exchange_strong(next, now_s + interval_s)) {
+    held_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  *suppressed = held_.exchange(0, std::memory_order_relaxed);
+  return true;
+}
+
 }  // namespace chute

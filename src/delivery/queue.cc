@@ -352,8 +352,8 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
       counters_.recipients_dead.fetch_add(1, std::memory_order_relaxed);
     } else {
       counters_.recipients_deferred.fetch_add(1, std::memory_order_relaxed);
-      LOG_INFO("delivery: %s to %s deferred (attempt %d): %s", message.id,
-               message.recipients[i], static_cast<int64_t>(attempts), result.reply);
+      LOG_INFO_EVERY(10, "delivery: %s to %s deferred (attempt %d): %s", message.id,
+                     message.recipients[i], static_cast<int64_t>(attempts), result.reply);
     }
   }
   bool pending = std::count(marks.begin(), marks.end(), spool::Mark::kPending) > 0;

@@ -5,6 +5,7 @@
 
 #include <mimalloc.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
 #include <cerrno>
@@ -46,6 +47,25 @@ chutectl change). A bad file is logged and the running one kept.
 
 Exit status: 0 clean stop, 1 usage error, 2 failure (explained on stderr).
 )";
+
+// RaiseFileLimit: the soft RLIMIT_NOFILE up to the hard one (every connection, segment and
+// delivery socket is a descriptor), logging the figure an operator will want to know.
+void RaiseFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    return;
+  }
+  rlim_t before = limit.rlim_cur;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+      limit.rlim_cur = before;
+    }
+  }
+  LOG_INFO("file descriptors: %d (soft limit raised from %d; hard limit %d)",
+           static_cast<int64_t>(limit.rlim_cur), static_cast<int64_t>(before),
+           static_cast<int64_t>(limit.rlim_max));
+}
 
 int Main(int argc, char** argv) {
   std::string config_path = kDefaultConfigPath;
@@ -99,6 +119,8 @@ int Main(int argc, char** argv) {
               << "directory.database = " << config->directory.database << "\n";
     return 0;
   }
+
+  RaiseFileLimit();
 
   // Every thread inherits this mask; the main thread takes the signals synchronously.
   sigset_t signals;

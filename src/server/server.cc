@@ -1,5 +1,6 @@
 #include "server/server.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,6 +32,8 @@ namespace {
 constexpr int kVerifierThreads = 2;
 // How long a stopping chuted keeps delivering what is ready (the spool keeps the rest).
 constexpr absl::Duration kDeliveryDrain = absl::Seconds(10);
+// Descriptors kept free of client connections besides the per-shard and delivery ones.
+constexpr int64_t kDescriptorHeadroom = 32;
 
 }  // namespace
 
@@ -265,6 +268,7 @@ absl::Status Server::Start() {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     shards = cpus > 0 ? static_cast<int>(cpus) : 1;
   }
+  LimitConnectionsToDescriptors(shards);
   // The spool is locked and replayed, and delivery set up, before any listener opens.
   status = StartSpoolAndDelivery(shards);
   if (!status.ok()) {
@@ -354,6 +358,29 @@ std::unique_ptr<delivery::QueuedMessage> QueuedFromReplay(spool::ReplayedRecord 
 }
 
 }  // namespace
+
+void Server::LimitConnectionsToDescriptors(int shards) {
+  const Config& config = shared_.config;
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+    return;
+  }
+  // What is not a client connection: a few files per shard (ring, eventfd, listeners, spool
+  // segments), one per delivery connection or Maildir file in flight, and headroom for the
+  // admin listener, the directory, dead letters and refusing connections over the cap.
+  int64_t delivery = config.delivery.backend == DeliveryBackend::kMaildir
+                         ? config.server.delivery_threads * 4
+                         : config.delivery.connections_max;
+  int64_t reserve = kDescriptorHeadroom + delivery +
+                    shards * (8 + static_cast<int64_t>(config.listeners.size()));
+  int64_t cap = std::max<int64_t>(static_cast<int64_t>(limit.rlim_cur) - reserve, 1);
+  shared_.connections_fd_cap = cap;
+  if (cap < config.limits.connections_max) {
+    LOG_WARNING("connections_max is %d but only %d file descriptors are available: at most %d "
+                "client connections (raise LimitNOFILE= / ulimit -n)",
+                config.limits.connections_max, static_cast<int64_t>(limit.rlim_cur), cap);
+  }
+}
 
 absl::Status Server::StartSpoolAndDelivery(int shards) {
   const Config& config = shared_.config;
@@ -490,6 +517,9 @@ std::string Server::MetricsText() const {
           [](const ShardCounters& c) { return c.auth_successes.Get(); });
   counter("chute_auth_failures_total", "Failed AUTH commands.",
           [](const ShardCounters& c) { return c.auth_failures.Get(); });
+  counter("chute_accept_pauses_total",
+          "Times a listener paused accepting for want of file descriptors (EMFILE/ENFILE).",
+          [](const ShardCounters& c) { return c.accept_pauses.Get(); });
   counter("chute_spool_full_refusals_total", "MAIL refused with 452 4.3.1: the spool is full.",
           [](const ShardCounters& c) { return c.spool_full.Get(); });
   AppendSpoolMetrics(&out);

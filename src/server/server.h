@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -74,7 +75,8 @@ struct ShardCounters {
   ShardCounter tls_failures;
   ShardCounter auth_successes;
   ShardCounter auth_failures;
-  ShardCounter spool_full;  // MAIL refused with 452 4.3.1: the spool is at a bound
+  ShardCounter spool_full;
+  ShardCounter accept_pauses;  // accepts paused for want of file descriptors  // MAIL refused with 452 4.3.1: the spool is at a bound
 };
 
 // UsageLog: usage counts on their way from the shards (which add to their own maps and hand
@@ -104,6 +106,10 @@ struct SharedState {
   std::atomic<std::shared_ptr<const directory::Snapshot>> snapshot;
   std::atomic<int64_t> connections_open{0};
   std::atomic<uint64_t> refused_connections_max{0};
+  // connections_max as the descriptor limit allows it: RLIMIT_NOFILE less what the spool,
+  // delivery, the admin listener and the rings need, so that accepting (even to refuse) never
+  // runs out of descriptors. Set at start.
+  int64_t connections_fd_cap = INT64_MAX;
   // The per-IP and per-tenant caps, shared by all shards (lock-free).
   std::unique_ptr<policy::ConnectionGate> gate;
   UsageLog usage;
@@ -168,6 +174,7 @@ class Server {
   absl::Status ReopenIfReplaced(bool* reopened);
   absl::Status StartSpoolAndDelivery(int shards);
   void AppendSpoolMetrics(std::string* out) const;
+  void LimitConnectionsToDescriptors(int shards);
   std::unique_ptr<spool::SpoolGauges> gauges_;
   std::unique_ptr<delivery::DeliveryQueue> queue_;
   std::vector<std::shared_ptr<spool::Segment>> replayed_segments_;

@@ -193,6 +193,11 @@ void Shard::Dispatch(const io_uring_cqe& cqe) {
       return;
     case kOpSpool:
       return OnSpoolCqe(cqe);
+    case kOpAcceptRetry:
+      if (!stopping_) {
+        ArmAccept(static_cast<size_t>(cookie));
+      }
+      return;
     case kOpCommitTimer:
       commit_timer_armed_ = false;
       return;
@@ -215,6 +220,14 @@ void Shard::ArmAccept(size_t listener) {
   io_uring_sqe* sqe = ring_->Sqe();
   io_uring_prep_multishot_accept(sqe, listener_fds_[listener], nullptr, nullptr, SOCK_CLOEXEC);
   io_uring_sqe_set_data64(sqe, io::PackUserData(kOpAccept, listener));
+}
+
+void Shard::ArmAcceptRetry(size_t listener) {
+  accept_pause_.tv_sec = 0;
+  accept_pause_.tv_nsec = absl::ToInt64Nanoseconds(kAcceptPause);
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_timeout(sqe, &accept_pause_, 0, 0);
+  io_uring_sqe_set_data64(sqe, io::PackUserData(kOpAcceptRetry, listener));
 }
 
 void Shard::ArmWake() {
@@ -314,12 +327,24 @@ void Shard::BeginStop() {
 }
 
 void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
+  if (cqe.res == -EMFILE || cqe.res == -ENFILE) {
+    // Out of descriptors: accepting again at once would spin (and log) as fast as the CPU
+    // goes. Pause this listener; the kernel keeps the backlog meanwhile.
+    counters_.accept_pauses.Add(1);
+    LOG_WARNING_EVERY(10, "shard %d: accept: %s; pausing accepts for %d ms", index_,
+                      std::strerror(-cqe.res),
+                      static_cast<int64_t>(absl::ToInt64Milliseconds(kAcceptPause)));
+    if (!(cqe.flags & IORING_CQE_F_MORE) && !stopping_) {
+      ArmAcceptRetry(listener_index);
+    }
+    return;
+  }
   if (!(cqe.flags & IORING_CQE_F_MORE) && !stopping_) {
     ArmAccept(listener_index);
   }
   if (cqe.res < 0) {
     if (cqe.res != -EINVAL && cqe.res != -ECANCELED) {
-      LOG_WARNING("shard %d: accept: %s", index_, std::strerror(-cqe.res));
+      LOG_WARNING_EVERY(10, "shard %d: accept: %s", index_, std::strerror(-cqe.res));
     }
     return;
   }
@@ -428,7 +453,7 @@ std::optional<smtp::Reply> Shard::Admit(Connection& conn) {
   // connections_max: a CAS loop, so the count never passes the cap even for a moment.
   int64_t open = shared_->connections_open.load();
   do {
-    if (open >= conn.config->limits.connections_max) {
+    if (open >= std::min(conn.config->limits.connections_max, shared_->connections_fd_cap)) {
       shared_->refused_connections_max.fetch_add(1, std::memory_order_relaxed);
       return smtp::kReplyConnectionsMax;
     }
@@ -883,8 +908,8 @@ void Shard::OnSpoolCqe(const io_uring_cqe& cqe) {
 
 void Shard::FinishGroup(const absl::Status& status) {
   if (!status.ok()) {
-    LOG_ERROR("shard %d: spool group commit failed, its messages get 451: %s", index_,
-              status.ToString());
+    LOG_ERROR_EVERY(10, "shard %d: spool group commit failed, its messages get 451: %s",
+                    index_, status.ToString());
   }
   std::vector<spool::Committed> committed;
   std::vector<uint64_t> failed;

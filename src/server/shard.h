@@ -42,6 +42,8 @@ static_assert(kBodyPiecesMax + 1 <= spool::kGroupIovMax, "one message always fit
 // How long a stopping shard lets messages in progress finish.
 inline constexpr absl::Duration kDrainTimeout = absl::Seconds(30);
 inline constexpr absl::Duration kTickInterval = absl::Seconds(1);
+// How long a listener stops accepting after EMFILE/ENFILE.
+inline constexpr absl::Duration kAcceptPause = absl::Milliseconds(100);
 inline constexpr unsigned kRingEntries = 4096;
 
 struct Connection;
@@ -79,13 +81,15 @@ class Shard : public auth::VerifySink {
  private:
   friend struct Connection;
   enum Op : uint8_t {
-    kOpAccept = 1, kOpRecv, kOpSend, kOpTick, kOpWake, kOpIgnore, kOpSpool, kOpCommitTimer
+    kOpAccept = 1, kOpRecv, kOpSend, kOpTick, kOpWake, kOpIgnore, kOpSpool, kOpCommitTimer,
+    kOpAcceptRetry
   };
 
   void Run();
   absl::Status Setup();
   void Dispatch(const io_uring_cqe& cqe);
   void ArmAccept(size_t listener);
+  void ArmAcceptRetry(size_t listener);
   void ArmWake();
   void ArmTick();
   void OnAccept(size_t listener, const io_uring_cqe& cqe);
@@ -147,6 +151,7 @@ class Shard : public auth::VerifySink {
   std::unique_ptr<spool::SegmentWriter> writer_;
   absl::Time first_staged_ = absl::InfiniteFuture();  // when the oldest staged record came
   bool commit_timer_armed_ = false;
+  __kernel_timespec accept_pause_{};
   __kernel_timespec commit_wait_{};
   size_t group_cqes_pending_ = 0;             // CQEs of the group chain still to come
   std::vector<uint64_t> group_write_bytes_;   // what each SQE of the chain must return

@@ -120,9 +120,16 @@ address = "127.0.0.1:{self.admin_port}"
         self.log_path = os.path.join(self.dir, "chuted.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([CHUTED, "--config", self.config], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=self._limits)
         self.addCleanup(self._stop)
         wait_for_port("127.0.0.1", self.port)
+
+    fd_limit = None  # RLIMIT_NOFILE (soft and hard) for chuted, to test running out
+
+    def _limits(self):
+        if self.fd_limit is not None:
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
 
     def extra_listeners(self):
         """More [[listener]] tables for the configuration (subclasses)."""

@@ -166,5 +166,35 @@ class RemovedMailboxTest(ChutedFixture):
         self.assertEqual(len(self.messages("box@example.test")), 1)
 
 
+class OutOfDescriptorsTest(ChutedFixture):
+    fd_limit = 128
+
+    def test_more_connections_than_descriptors_are_refused_not_spun_on(self):
+        # Was: out of descriptors, both shards busy-looped on accept (~900,000 log lines a
+        # second) and /healthz stopped answering. Now connections are capped below the
+        # descriptor limit, so accepting (even to refuse) never runs out.
+        self.assertIn("file descriptors: 128", self.read_log())
+        self.assertIn("client connections (raise LimitNOFILE", self.read_log())
+        held = []
+        refused = 0
+        for n in range(200):
+            source = (f"127.0.0.{2 + n % 4}", 0)  # under the per-address cap
+            s = socket.create_connection(("127.0.0.1", self.port), timeout=10,
+                                         source_address=source)
+            held.append(s)
+            if s.recv(100).startswith(b"421"):
+                refused += 1
+        self.assertGreater(refused, 0)
+        metrics = self.metrics()  # the admin listener still answers
+        self.assertEqual(sum(v for k, v in metrics.items()
+                             if k.startswith("chute_connections_open")), 200 - refused)
+        self.assertLess(self.read_log().count("accept:"), 10)
+        for s in held:
+            s.close()
+        time.sleep(0.5)
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as c:  # and it serves again
+            self.assertEqual(c.noop()[0], 250)
+
+
 if __name__ == "__main__":
     unittest.main()
