@@ -583,13 +583,15 @@ void Session::Resolve(Pending pending, const Reply& reply) {
       mail_accepted_ = reply.IsPositive();
       recipients_ = 0;
       smtputf8_ = smtputf8_ && mail_accepted_;
-      Send(reply);
+      // A refusal counts toward errors_per_session, like a syntax error (Postfix's hard
+      // error limit): 20,000 refused recipients must not get 20,000 replies.
+      reply.IsPositive() ? Send(reply) : SendError(reply);
       break;
     case Pending::kRcpt:
       if (reply.IsPositive()) {
         ++recipients_;
       }
-      Send(reply);
+      reply.IsPositive() ? Send(reply) : SendError(reply);
       break;
     case Pending::kAuth:
       Send(reply);

@@ -166,6 +166,26 @@ class RemovedMailboxTest(ChutedFixture):
         self.assertEqual(len(self.messages("box@example.test")), 1)
 
 
+class RefusalFloodTest(ChutedFixture):
+    def test_refused_recipients_count_toward_the_error_limit(self):
+        # Was: 20,000 refused recipients got 20,000 550s without a disconnect.
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.addCleanup(s.close)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO flood\r\nMAIL FROM:<app@example.test>\r\n"
+                  + b"".join(b"RCPT TO:<u%d@elsewhere.test>\r\n" % i for i in range(2000)))
+        replies = []
+        while True:
+            line = f.readline()
+            if not line:
+                break
+            replies.append(line)
+        refusals = [r for r in replies if r.startswith(b"550 5.7.54")]
+        self.assertEqual(len(refusals), 10)  # errors_per_session = 10: then 421 and close
+        self.assertEqual(replies[-1], b"421 4.7.0 Too many errors\r\n")
+
+
 class OutOfDescriptorsTest(ChutedFixture):
     fd_limit = 128
 

@@ -254,7 +254,7 @@ TEST_F(SessionTest, RsetAndEhloAbortTheTransaction) {
   EXPECT_EQ(Run("RCPT TO:<b@example.test>\r\n"), "503 5.5.1 Need MAIL command\r\n");
 }
 
-TEST_F(SessionTest, PolicyRejectionsAreRelayedAndDoNotCountAsRecipients) {
+TEST_F(SessionTest, PolicyRejectionsAreRelayedAndCountAsErrorsNotRecipients) {
   SessionOptions options = TlsOptions();
   options.recipients_per_message = 2;
   OpenAuthenticated(options);
@@ -270,7 +270,26 @@ TEST_F(SessionTest, PolicyRejectionsAreRelayedAndDoNotCountAsRecipients) {
             "250 2.1.5 Recipient OK\r\n"
             "452 4.5.3 Too many recipients\r\n");
   EXPECT_EQ(session_->recipients(), 2u);
-  EXPECT_EQ(session_->errors(), 0u);  // policy answers are not protocol errors
+  // Refusals count toward errors_per_session (Postfix's hard error limit); the session's own
+  // 452 for the recipient over the limit does not.
+  EXPECT_EQ(session_->errors(), 2u);
+}
+
+TEST_F(SessionTest, RefusedRecipientsReachTheErrorLimitAndClose) {
+  SessionOptions options = TlsOptions();
+  options.errors_per_session = 3;
+  OpenAuthenticated(options);
+  handler_.rcpt_replies = {kReplyRelayDenied, kReplyRelayDenied, kReplyRelayDenied,
+                           kReplyRelayDenied};
+  EXPECT_EQ(Run("MAIL FROM:<app@example.test>\r\nRCPT TO:<x@elsewhere.test>\r\n"
+                "RCPT TO:<y@elsewhere.test>\r\nRCPT TO:<z@elsewhere.test>\r\n"
+                "RCPT TO:<w@elsewhere.test>\r\n"),
+            "250 2.1.0 Sender OK\r\n"
+            "550 5.7.54 Unable to relay recipient in non-accepted domain\r\n"
+            "550 5.7.54 Unable to relay recipient in non-accepted domain\r\n"
+            "550 5.7.54 Unable to relay recipient in non-accepted domain\r\n"
+            "421 4.7.0 Too many errors\r\n");
+  EXPECT_TRUE(session_->closed());
 }
 
 TEST_F(SessionTest, RecipientLimitAtBelowAndAbove) {
