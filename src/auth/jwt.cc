@@ -132,11 +132,12 @@ bool HasPermission(const nlohmann::json& claims) {
   return false;
 }
 
+// AppId: the application's service principal object id. AllowedApps holds Enterprise
+// application object ids, and Microsoft says explicitly not to use the client id, so only
+// `oid` counts: `azp`/`appid` (the client id) never match.
 std::string AppId(const nlohmann::json& claims) {
-  for (const char* name : {"oid", "azp", "appid"}) {
-    if (claims.contains(name) && claims[name].is_string()) {
-      return claims[name].get<std::string>();
-    }
+  if (claims.contains("oid") && claims["oid"].is_string()) {
+    return claims["oid"].get<std::string>();
   }
   return "";
 }

@@ -63,8 +63,8 @@ enum class TokenVerdict {
 };
 
 // VerifyToken: checks signature, iss, aud, exp/nbf (with kClockSkew), tid, role or scope, and
-// the app id (oid, else azp, else appid) against the policy. `why` (may be null) gets a short
-// reason for the log.
+// the app id (the service principal object id `oid` only) against the policy. `why` (may be
+// null) gets a short reason for the log.
 TokenVerdict VerifyToken(absl::string_view token, const Jwks& jwks, const TokenPolicy& policy,
                          absl::Time now, std::string* why);
 

@@ -102,8 +102,14 @@ class Xoauth2Test(ChutedFixture):
         while self.auth(self.claims()) != expected:
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.2)
-        self.assertEqual(self.auth(self.claims(oid=None, azp="12345678-0000-4000-8000-000000000000"))[0],
+        self.assertEqual(self.auth(self.claims(oid="12345678-0000-4000-8000-000000000000"))[0],
                          235)
+        # The client id (azp/appid) is not the service principal's object id: it never matches.
+        self.assertEqual(self.auth(self.claims(oid=None, azp="12345678-0000-4000-8000-000000000000")),
+                         expected)
+        self.assertEqual(self.auth(self.claims(oid=None,
+                                               appid="12345678-0000-4000-8000-000000000000")),
+                         expected)
 
     def test_python_smtplib_auth_xoauth2_and_curl_bearer(self):
         token = self.keys.token(self.claims())
