@@ -96,4 +96,11 @@ void AppendWithoutField(absl::string_view header, absl::string_view name, std::s
   }
 }
 
+absl::string_view ReceivedProtocol(bool smtputf8, bool tls, bool auth) {
+  static constexpr absl::string_view kNames[2][2][2] = {
+      {{"ESMTP", "ESMTPA"}, {"ESMTPS", "ESMTPSA"}},
+      {{"UTF8SMTP", "UTF8SMTPA"}, {"UTF8SMTPS", "UTF8SMTPSA"}}};
+  return kNames[smtputf8][tls][auth];
+}
+
 }  // namespace chute::delivery

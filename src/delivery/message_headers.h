@@ -55,6 +55,11 @@ struct TraceInfo {
   absl::Time time;
 };
 
+// ReceivedProtocol: the "with" of Received: (RFC 3848, RFC 6531): ESMTP or, for an SMTPUTF8
+// transaction, UTF8SMTP; then S when TLS protected it and A when it was authenticated with
+// AUTH ("ESMTPSA", "UTF8SMTPA", ...).
+absl::string_view ReceivedProtocol(bool smtputf8, bool tls, bool auth);
+
 // AppendAddedHeaders: appends Received:, and Date:/Message-ID: when `scanner` saw none, to
 // `out`, each line ending in CR LF.
 void AppendAddedHeaders(const TraceInfo& trace, const HeaderScanner& scanner, std::string* out);

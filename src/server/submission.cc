@@ -234,10 +234,8 @@ std::optional<smtp::Reply> Connection::OnBodyEnd() {
   trace.helo = session->helo_name();
   trace.client_ip = peer_text;
   trace.hostname = config->server.hostname;
-  // RFC 3848: S for TLS, A for a session authenticated with AUTH.
-  bool via_auth = listener->tls != TlsMode::kNone;
-  trace.protocol = session->tls_active() ? (via_auth ? "ESMTPSA" : "ESMTPS")
-                                         : (via_auth ? "ESMTPA" : "ESMTP");
+  trace.protocol = delivery::ReceivedProtocol(session->smtputf8(), session->tls_active(),
+                                             listener->tls != TlsMode::kNone);
   trace.id = message.id;
   trace.recipient = message.recipients.size() == 1 ? absl::string_view(message.recipients[0])
                                                    : absl::string_view();

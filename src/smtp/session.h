@@ -162,6 +162,8 @@ class Session {
   bool authenticated() const { return authenticated_; }
   bool tls_active() const { return tls_active_; }
   bool in_transaction() const { return mail_accepted_; }
+  // smtputf8: the transaction's MAIL carried SMTPUTF8 (RFC 6531).
+  bool smtputf8() const { return smtputf8_; }
   // helo_name: the argument of the last EHLO/HELO ("" before one).
   absl::string_view helo_name() const { return helo_; }
 

@@ -109,6 +109,18 @@ class DeliveryTest(ChutedFixture):
         self.assertRegex(reply, rb"250 2\.0\.0 OK queued as [0-9A-F]{22}")
         self.assertTrue(self.messages("chunks@example.test")[0].endswith(body))
 
+    def test_smtputf8_message_is_received_with_utf8smtp(self):
+        # RFC 6531: the Received "with" is UTF8SMTP(S)(A) for an SMTPUTF8 transaction.
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+            c.ehlo("client")
+            c.sendmail("app@example.test", ["utf8@example.test"],
+                       "Subject: caf\u00e9\r\n\r\nhi\r\n".encode(),
+                       mail_options=["SMTPUTF8"])
+            c.sendmail("app@example.test", ["utf8@example.test"], b"Subject: plain\r\n\r\nhi\r\n")
+        texts = sorted(self.messages("utf8@example.test"), key=lambda m: b"plain" in m)
+        self.assertIn(b" with UTF8SMTP id ", texts[0])
+        self.assertIn(b" with ESMTP id ", texts[1])
+
     def test_swaks_pipelining(self):
         out = subprocess.run(["swaks", "--server", f"127.0.0.1:{self.port}", "--pipeline",
                               "--from", "app@example.test", "--to", "dave@example.test",

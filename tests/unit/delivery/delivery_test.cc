@@ -57,6 +57,15 @@ TEST(AddedHeadersTest, ReceivedAlwaysDateAndMessageIdWhenMissing) {
             "Date: Thu, 26 Nov 2026 23:56:01 +0000\r\nMessage-ID: <ABC123@relay.test>\r\n");
 }
 
+TEST(ReceivedProtocolTest, Rfc3848AndRfc6531Names) {
+  EXPECT_EQ(ReceivedProtocol(false, false, false), "ESMTP");
+  EXPECT_EQ(ReceivedProtocol(false, true, true), "ESMTPSA");
+  EXPECT_EQ(ReceivedProtocol(false, false, true), "ESMTPA");
+  EXPECT_EQ(ReceivedProtocol(true, false, true), "UTF8SMTPA");
+  EXPECT_EQ(ReceivedProtocol(true, true, true), "UTF8SMTPSA");
+  EXPECT_EQ(ReceivedProtocol(true, true, false), "UTF8SMTPS");
+}
+
 TEST(MaildirPathTest, LocalPartsCannotEscapeTheRoot) {
   EXPECT_EQ(MaildirPath("/m", "bob@x.test"), "/m/x.test/bob");
   EXPECT_EQ(MaildirPath("/m", "a/b@x.test"), "/m/x.test/a%2Fb");
