@@ -402,10 +402,14 @@ void Shard::StartSession(Connection& conn) {
   conn.session->Start(now_);
   std::optional<smtp::Reply> refusal = Admit(conn);
   if (refusal) {
-    // Instead of the greeting: the refusal, then the connection closes.
+    // Instead of the greeting: the refusal, then the connection closes. On an implicit-TLS
+    // listener the client expects a handshake, and plaintext would be garbage to it (and no
+    // handshake is spent on a refusal): the connection just closes.
     counters_.connections_refused.Add(1);
-    // (On an implicit-TLS listener it goes out in plaintext: no handshake is spent on it.)
-    conn.out_queue = absl::StrCat(refusal->code, " ", refusal->text, "\r\n");
+    if (conn.listener->tls != TlsMode::kImplicit) {
+      conn.out_queue = absl::StrCat(refusal->code, " ", refusal->text, "\r\n");
+    }
+    LOG_DEBUG("%s: refused: %d %s", conn.peer_text, refusal->code, refusal->text);
     conn.session.reset();
   } else if (conn.listener->tls == TlsMode::kImplicit) {
     conn.tls = std::make_unique<net::TlsStream>(shared_->tls_context.load());

@@ -186,6 +186,24 @@ class RefusalFloodTest(ChutedFixture):
         self.assertEqual(replies[-1], b"421 4.7.0 Too many errors\r\n")
 
 
+class ImplicitTlsRefusalTest(ChutedFixture):
+    with_tls = True
+    extra_limits = "connections_per_ip = 2"
+
+    def test_a_refusal_on_the_implicit_tls_port_closes_without_plaintext(self):
+        # Was: the per-IP 421 went out in plaintext where the client expects a handshake.
+        held = [socket.create_connection(("127.0.0.1", self.smtps_port), timeout=10)
+                for _ in range(2)]
+        self.addCleanup(lambda: [s.close() for s in held])
+        time.sleep(0.2)
+        third = socket.create_connection(("127.0.0.1", self.smtps_port), timeout=10)
+        self.addCleanup(third.close)
+        self.assertEqual(third.recv(100), b"")  # closed, nothing said
+        plain = socket.create_connection(("127.0.0.1", self.tls_port), timeout=10)
+        self.addCleanup(plain.close)
+        self.assertTrue(plain.recv(100).startswith(b"421 4.7.0"))  # STARTTLS port: said
+
+
 class OutOfDescriptorsTest(ChutedFixture):
     fd_limit = 128
 
