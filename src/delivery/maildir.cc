@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "base/log.h"
 
 namespace chute::delivery {
@@ -198,6 +199,59 @@ BackendFactory MakeMaildirFactory(std::string root, std::string hostname) {
   return [root, hostname]() -> std::unique_ptr<Backend> {
     return std::make_unique<MaildirBackend>(root, hostname);
   };
+}
+
+namespace {
+
+// ForEachEntry: calls `f(name)` for each entry of `dir` but "." and "..".
+template <typename F>
+void ForEachEntry(const std::string& dir, F&& f) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) {
+    return;
+  }
+  while (dirent* entry = readdir(d)) {
+    absl::string_view name(entry->d_name);
+    if (name != "." && name != "..") {
+      f(std::string(name));
+    }
+  }
+  closedir(d);
+}
+
+// IsOwnTmpName: "<seconds>.<queue id>R<index>.<hostname>", as WriteCopy names copies.
+bool IsOwnTmpName(absl::string_view name, absl::string_view hostname) {
+  if (!absl::ConsumeSuffix(&name, hostname) || !absl::ConsumeSuffix(&name, ".")) {
+    return false;
+  }
+  size_t dot = name.find('.');
+  size_t r = name.rfind('R');
+  return dot != absl::string_view::npos && dot > 0 && r != absl::string_view::npos && r > dot &&
+         name.find_first_not_of("0123456789") == dot;
+}
+
+}  // namespace
+
+size_t CleanMaildirTmp(const std::string& root, const std::string& hostname, absl::Time now) {
+  size_t removed = 0;
+  ForEachEntry(root, [&](const std::string& domain) {
+    ForEachEntry(absl::StrCat(root, "/", domain), [&](const std::string& mailbox) {
+      std::string tmp = absl::StrCat(root, "/", domain, "/", mailbox, "/tmp");
+      ForEachEntry(tmp, [&](const std::string& name) {
+        std::string path = absl::StrCat(tmp, "/", name);
+        struct stat st{};
+        if (lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+          return;
+        }
+        bool stale = IsOwnTmpName(name, hostname) ||
+                     now - absl::FromUnixSeconds(st.st_mtime) > kForeignTmpAge;
+        if (stale && unlink(path.c_str()) == 0) {
+          ++removed;
+        }
+      });
+    });
+  });
+  return removed;
 }
 
 }  // namespace chute::delivery

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "delivery/backend.h"
 
 namespace chute::delivery {
@@ -39,6 +40,14 @@ class MaildirBackend : public Backend {
 };
 
 BackendFactory MakeMaildirFactory(std::string root, std::string hostname);
+
+// CleanMaildirTmp: the Maildir convention's clean-up of tmp/ folders under `root` (two levels:
+// domain, mailbox): chute's own files there (named as MaildirBackend names them, for
+// `hostname`) are leftovers of a crash, since nothing is delivered while this runs; other
+// files are removed when older than kForeignTmpAge. Call before delivery starts. Returns how
+// many files it removed.
+inline constexpr absl::Duration kForeignTmpAge = absl::Hours(36);
+size_t CleanMaildirTmp(const std::string& root, const std::string& hostname, absl::Time now);
 
 // MaildirPath: <root>/<domain>/<local> for `address` (local@domain), the domain and the local
 // part lower-cased, the local part made safe as a file name ('/', '%' and a leading '.' are

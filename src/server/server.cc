@@ -407,6 +407,16 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
   options.give_up_after = absl::Seconds(config.delivery.give_up_after_s);
   options.dead_dir = absl::StrCat(config.server.data_dir, "/dead");
   options.gauges = gauges_.get();
+  if (config.delivery.backend == DeliveryBackend::kMaildir) {
+    absl::Time started = absl::Now();
+    size_t removed = delivery::CleanMaildirTmp(config.delivery.maildir_root,
+                                               config.server.hostname, started);
+    if (removed > 0) {
+      LOG_INFO("maildir: removed %d file(s) left in tmp/ (crash leftovers, or older than 36 h) "
+               "in %d ms", static_cast<int64_t>(removed),
+               absl::ToInt64Milliseconds(absl::Now() - started));
+    }
+  }
   queue_ = std::make_unique<delivery::DeliveryQueue>(std::move(options));
   shared_.queue = queue_.get();
   size_t replayed = 0;

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/time/clock.h"
 #include "delivery/maildir.h"
 #include "delivery/message_headers.h"
 
@@ -154,6 +155,20 @@ TEST(MaildirBackendTest, MailboxRemovedWhileRunningIsMadeAgain) {
   backend.Deliver({&again});
   EXPECT_EQ(again.results[0].outcome, Outcome::kDelivered);
   EXPECT_EQ(List(root + "/example.test/bob/new").size(), 1u);
+}
+
+TEST(MaildirBackendTest, CleanTmpRemovesOwnLeftoversAndOldForeignFiles) {
+  std::string root = TempRoot() + "/mail";
+  std::string tmp = root + "/example.test/bob/tmp";
+  ASSERT_EQ(system(("mkdir -p " + tmp).c_str()), 0);
+  auto touch = [&](const std::string& name) { std::ofstream(tmp + "/" + name) << "x"; };
+  touch("1790000000.6613C92C8C6B7000000001R0.relay.test");  // ours: a crash leftover
+  touch("1790000000.6613C92C8C6B7000000001R0.other.test");  // another host's: young
+  touch("1790000000.M1P2.mua");                              // a mail reader's: young
+  EXPECT_EQ(CleanMaildirTmp(root, "relay.test", absl::Now()), 1u);
+  EXPECT_EQ(List(tmp).size(), 2u);
+  EXPECT_EQ(CleanMaildirTmp(root, "relay.test", absl::Now() + absl::Hours(37)), 2u);
+  EXPECT_TRUE(List(tmp).empty());
 }
 
 TEST(MaildirBackendTest, UnwritableRootIsATransientFailure) {
