@@ -3,6 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace chute::delivery {
 
@@ -13,7 +14,21 @@ void HeaderScanner::EndOfName() {
   has_date_ |= absl::EqualsIgnoreCase(name, "date");
   has_message_id_ |= absl::EqualsIgnoreCase(name, "message-id");
   has_reply_to_ |= absl::EqualsIgnoreCase(name, "reply-to");
+  if (absl::EqualsIgnoreCase(name, "from")) {
+    capturing_from_ = ++from_count_ == 1;
+  }
   in_name_ = false;
+}
+
+void HeaderScanner::CaptureFrom(char c) {
+  if (c == '\r' || c == '\n') {
+    return;
+  }
+  if (from_value_.size() >= kFromBytesMax) {
+    from_overflow_ = true;
+    return;
+  }
+  from_value_.push_back(c);
 }
 
 size_t HeaderScanner::Feed(absl::string_view slice) {
@@ -36,15 +51,20 @@ size_t HeaderScanner::Feed(absl::string_view slice) {
       // folded continuation of the previous field.
       if (c == '\r') {
         blank_cr_ = true;
+        capturing_from_ = false;
         continue;
       }
       in_name_ = c != ' ' && c != '\t';
+      capturing_from_ &= !in_name_;  // a folded line continues the field; a new name ends it
     }
     if (c == '\n') {
       at_line_start_ = true;
       continue;
     }
     if (!in_name_) {
+      if (capturing_from_) {
+        CaptureFrom(c);
+      }
       continue;
     }
     if (c == ':') {
@@ -101,6 +121,70 @@ absl::string_view ReceivedProtocol(bool smtputf8, bool tls, bool auth) {
       {{"ESMTP", "ESMTPA"}, {"ESMTPS", "ESMTPSA"}},
       {{"UTF8SMTP", "UTF8SMTPA"}, {"UTF8SMTPS", "UTF8SMTPSA"}}};
   return kNames[smtputf8][tls][auth];
+}
+
+std::vector<std::string> FromAddresses(absl::string_view value) {
+  std::vector<std::string> out;
+  std::string bare;
+  std::string angle;
+  bool in_angle = false;
+  bool got_angle = false;
+  bool in_quote = false;
+  int comment_depth = 0;
+  auto finish = [&] {
+    std::string address(absl::StripAsciiWhitespace(got_angle ? angle : bare));
+    if (!address.empty()) {
+      out.push_back(std::move(address));
+    }
+    bare.clear();
+    angle.clear();
+    got_angle = false;
+  };
+  for (size_t i = 0; i < value.size(); ++i) {
+    char c = value[i];
+    if (in_quote) {
+      i += c == '\\' ? 1 : 0;  // a quoted pair
+      in_quote = c != '"';
+      continue;
+    }
+    if (comment_depth > 0) {
+      i += c == '\\' ? 1 : 0;
+      comment_depth += c == '(' ? 1 : c == ')' ? -1 : 0;
+      continue;
+    }
+    if (in_angle) {
+      if (c == '>') {
+        in_angle = false;
+        got_angle = true;
+      } else {
+        angle.push_back(c);
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_quote = true;  // a display name: not part of any address
+        break;
+      case '(':
+        comment_depth = 1;
+        break;
+      case '<':
+        in_angle = true;
+        angle.clear();
+        break;
+      case ',':
+      case ';':
+        finish();
+        break;
+      case ':':
+        bare.clear();  // a group's display name ("team: a@b, c@d;")
+        break;
+      default:
+        bare.push_back(c);
+    }
+  }
+  finish();
+  return out;
 }
 
 }  // namespace chute::delivery

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -26,9 +27,21 @@ class HeaderScanner {
   bool has_message_id() const { return has_message_id_; }
   bool has_reply_to() const { return has_reply_to_; }
   bool header_done() const { return done_; }
+  // The From: field: how many there were, and the first one's value (unfolded, CR/LF
+  // dropped), unless it was longer than kFromBytesMax (from_overflow()).
+  int from_count() const { return from_count_; }
+  absl::string_view from_value() const { return from_value_; }
+  bool from_overflow() const { return from_overflow_; }
 
  private:
   void EndOfName();
+  void CaptureFrom(char c);
+
+  static constexpr size_t kFromBytesMax = 2048;  // a From: longer than this is refused
+  int from_count_ = 0;
+  bool capturing_from_ = false;
+  bool from_overflow_ = false;
+  std::string from_value_;
 
   static constexpr size_t kNameBytesMax = 16;  // longer names are none of the ones we look for
   char name_[kNameBytesMax] = {};
@@ -41,6 +54,11 @@ class HeaderScanner {
   bool has_message_id_ = false;
   bool has_reply_to_ = false;
 };
+
+// FromAddresses: the addr-specs of a From: field value (RFC 5322 mailbox-list: "Name
+// <a@b>", "a@b", "a@b (comment)", several separated by commas, quoted display names with
+// commas or brackets in them). Empty when there is none.
+std::vector<std::string> FromAddresses(absl::string_view value);
 
 // FormatRfc5322Date: "Thu, 26 Nov 2026 23:59:59 +0000".
 std::string FormatRfc5322Date(absl::Time time);

@@ -19,6 +19,23 @@ std::optional<smtp::Reply> CheckSender(const directory::Account& account,
   return smtp::kReplySendAsDenied;
 }
 
+std::optional<smtp::Reply> CheckHeaderFrom(const directory::Account& account, int from_fields,
+                                           const std::vector<std::string>& addresses,
+                                           bool unreadable) {
+  if (from_fields == 0) {
+    return std::nullopt;
+  }
+  if (from_fields > 1 || unreadable || addresses.empty()) {
+    return smtp::kReplyFromMismatch;
+  }
+  for (const std::string& address : addresses) {
+    if (CheckSender(account, address).has_value()) {
+      return smtp::kReplyFromMismatch;
+    }
+  }
+  return std::nullopt;
+}
+
 std::optional<smtp::Reply> CheckRecipient(const directory::Snapshot& snapshot,
                                           const directory::Account& account,
                                           absl::string_view address, std::string* deliver_to) {

@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "base/net_address.h"
@@ -18,6 +19,15 @@ namespace chute::policy {
 // (any case); otherwise 550 5.7.60.
 std::optional<smtp::Reply> CheckSender(const directory::Account& account,
                                        absl::string_view address);
+
+// CheckHeaderFrom: every address of the message's From: field must be the account's primary
+// address or an alias (any case), as HVE enforces: otherwise 550 5.6.241. `from_fields` is
+// how many From: fields the header had (none: accepted; more than one: refused, RFC 5322
+// allows one); `addresses` are the first one's addr-specs; `unreadable` is a field too long
+// to check.
+std::optional<smtp::Reply> CheckHeaderFrom(const directory::Account& account, int from_fields,
+                                           const std::vector<std::string>& addresses,
+                                           bool unreadable);
 
 // CheckRecipient: the recipient's domain must be an accepted domain of the account's tenant
 // (550 5.7.54) and it must not be an HVE account (550 5.1.10). `postmaster` without a domain

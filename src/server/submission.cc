@@ -227,6 +227,14 @@ namespace chute::server {
 
 std::optional<smtp::Reply> Connection::OnBodyEnd() {
   Shard& s = *shard;
+  const delivery::HeaderScanner& scanned = message.headers;
+  if (std::optional<smtp::Reply> refusal = policy::CheckHeaderFrom(
+          *account, scanned.from_count(), delivery::FromAddresses(scanned.from_value()),
+          scanned.from_overflow())) {
+    ReleaseMessage();
+    s.counters_.messages_failed.Add(1);
+    return refusal;
+  }
   // Unique across restarts: the start time in microseconds, the shard, a counter.
   message.id = absl::StrFormat("%013X%02X%07X", s.boot_us_ & 0xfffffffffffff, s.index_ & 0xff,
                                ++s.message_counter_ & 0xfffffff);

@@ -100,6 +100,9 @@ inline constexpr Reply kReplyRelayDenied{
 inline constexpr Reply kReplyRecipientIsHve{
     550, "5.1.10 Recipient not found: HVE accounts have no mailbox"};
 inline constexpr Reply kReplyTooManyRecipients{452, "4.5.3 Too many recipients"};
+// After the end of data: the header From: is not the account's address or an alias.
+inline constexpr Reply kReplyFromMismatch{550,
+                                          "5.6.241 From header does not match the sending account"};
 inline constexpr Reply kReplyMessageTooBig{
     552, "5.3.4 Message size exceeds fixed maximum message size"};
 inline constexpr Reply kReplyBareLineEnding{

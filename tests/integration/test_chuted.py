@@ -159,6 +159,21 @@ class UsageTest(ChutedFixture):
 
 
 class RejectionTest(ChutedFixture):
+    def test_header_from_must_be_the_accounts_address_or_alias(self):
+        # HVE: 550 5.6.241 after the end of data when From: is someone else.
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+            c.ehlo("client")
+            with self.assertRaises(smtplib.SMTPDataError) as refused:
+                c.sendmail("app@example.test", ["fromcheck@example.test"],
+                           b"From: CEO <ceo@example.test>\r\nSubject: x\r\n\r\nhi\r\n")
+            self.assertEqual(refused.exception.smtp_code, 550)
+            self.assertIn(b"5.6.241", refused.exception.smtp_error)
+            c.sendmail("app@example.test", ["fromcheck@example.test"],
+                       b"From: \"The App\" <Alias@Example.test>\r\nSubject: y\r\n\r\nhi\r\n")
+        messages = self.messages("fromcheck@example.test")
+        self.assertEqual(len(messages), 1)
+        self.assertIn(b"Subject: y", messages[0])
+
     def test_sender_must_be_the_account(self):
         with smtp(self) as c:
             code, msg = c.mail("someone@example.test")

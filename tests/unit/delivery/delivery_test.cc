@@ -58,6 +58,28 @@ TEST(AddedHeadersTest, ReceivedAlwaysDateAndMessageIdWhenMissing) {
             "Date: Thu, 26 Nov 2026 23:56:01 +0000\r\nMessage-ID: <ABC123@relay.test>\r\n");
 }
 
+TEST(HeaderScannerTest, CapturesTheFromFieldUnfoldedAcrossSlices) {
+  HeaderScanner scanner;
+  std::string header = "Subject: x\r\nFrom: \"App, Inc\" \r\n <app@example.test>\r\nTo: b@c\r\n\r\n";
+  for (char c : header) {
+    scanner.Feed(absl::string_view(&c, 1));
+  }
+  EXPECT_EQ(scanner.from_count(), 1);
+  EXPECT_EQ(scanner.from_value(), " \"App, Inc\"  <app@example.test>");
+  EXPECT_EQ(FromAddresses(scanner.from_value()), std::vector<std::string>{"app@example.test"});
+}
+
+TEST(FromAddressesTest, MailboxListForms) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(FromAddresses(" a@b.test"), V{"a@b.test"});
+  EXPECT_EQ(FromAddresses(" Name <a@b.test>"), V{"a@b.test"});
+  EXPECT_EQ(FromAddresses(" a@b.test (the app)"), V{"a@b.test"});
+  EXPECT_EQ(FromAddresses(" \"x <evil@o.test>, y\" <a@b.test>"), V{"a@b.test"});
+  EXPECT_EQ(FromAddresses(" a@b.test, Other <c@d.test>"), (V{"a@b.test", "c@d.test"}));
+  EXPECT_EQ(FromAddresses(" team: a@b.test, c@d.test;"), (V{"a@b.test", "c@d.test"}));
+  EXPECT_EQ(FromAddresses("  "), V{});
+}
+
 TEST(ReceivedProtocolTest, Rfc3848AndRfc6531Names) {
   EXPECT_EQ(ReceivedProtocol(false, false, false), "ESMTP");
   EXPECT_EQ(ReceivedProtocol(false, true, true), "ESMTPSA");

@@ -73,5 +73,21 @@ TEST(AllowedNetworkTest, Cidrs) {
   EXPECT_FALSE(IsAllowedNetwork({}, *ParseIp("127.0.0.1")));
 }
 
+TEST(HveHeaderFromTest, OnlyTheAccountsOwnAddressesPass) {
+  directory::Account account;
+  account.primary_address = "app@example.test";
+  account.aliases = {"alias@example.test"};
+  using V = std::vector<std::string>;
+  EXPECT_FALSE(CheckHeaderFrom(account, 0, V{}, false).has_value());  // no From: at all
+  EXPECT_FALSE(CheckHeaderFrom(account, 1, V{"APP@example.test"}, false).has_value());
+  EXPECT_FALSE(CheckHeaderFrom(account, 1, V{"alias@example.test"}, false).has_value());
+  EXPECT_EQ(CheckHeaderFrom(account, 1, V{"ceo@example.test"}, false)->text,
+            smtp::kReplyFromMismatch.text);
+  EXPECT_TRUE(CheckHeaderFrom(account, 1, V{"app@example.test", "ceo@example.test"}, false));
+  EXPECT_TRUE(CheckHeaderFrom(account, 2, V{"app@example.test"}, false));  // two From: fields
+  EXPECT_TRUE(CheckHeaderFrom(account, 1, V{}, false));                    // From: with nothing
+  EXPECT_TRUE(CheckHeaderFrom(account, 1, V{"app@example.test"}, true));   // too long to check
+}
+
 }  // namespace
 }  // namespace chute::policy
