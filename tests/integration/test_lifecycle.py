@@ -7,6 +7,7 @@ import signal
 import smtplib
 import socket
 import sqlite3
+import subprocess
 import time
 import unittest
 
@@ -202,6 +203,40 @@ class ImplicitTlsRefusalTest(ChutedFixture):
         plain = socket.create_connection(("127.0.0.1", self.tls_port), timeout=10)
         self.addCleanup(plain.close)
         self.assertTrue(plain.recv(100).startswith(b"421 4.7.0"))  # STARTTLS port: said
+
+
+class TlsHardeningTest(ChutedFixture):
+    with_tls = True
+
+    def s_client(self, *args, port=None, stdin=b"QUIT\r\n"):
+        port = port or self.tls_port
+        starttls = ["-starttls", "smtp"] if port == self.tls_port else []
+        result = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                                 *starttls, *args], input=stdin, capture_output=True,
+                                timeout=30)
+        return result.returncode, result.stdout.decode(errors="replace")
+
+    def test_only_aead_suites_with_forward_secrecy(self):
+        # Was: CBC-SHA1 suites offered (testssl: LUCKY13), no server preference.
+        for port in (self.tls_port, self.smtps_port):
+            for weak in ("AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES128-SHA",
+                         "AES128-GCM-SHA256"):
+                code, out = self.s_client("-tls1_2", "-cipher", weak, port=port)
+                self.assertNotEqual(code, 0, f"{weak} accepted on {port}:\n{out}")
+            code, out = self.s_client("-tls1_2", "-cipher",
+                                      "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256",
+                                      port=port)
+            self.assertEqual(code, 0, out)
+            self.assertIn("ECDHE-ECDSA-AES128-GCM-SHA256", out)  # the server's order wins
+
+    def test_session_id_resumption_works_over_starttls(self):
+        # Was: session-id resumption failed on STARTTLS.
+        session = os.path.join(self.dir, "tls-session")
+        code, out = self.s_client("-tls1_2", "-sess_out", session)
+        self.assertEqual(code, 0, out)
+        code, out = self.s_client("-tls1_2", "-sess_in", session)
+        self.assertEqual(code, 0, out)
+        self.assertIn("Reused, TLSv1.2", out)
 
 
 class OutOfDescriptorsTest(ChutedFixture):
