@@ -250,6 +250,7 @@ absl::Status ReadListener(const toml::table& table, absl::string_view source,
   r.CidrList("allowed_networks", &out->allowed_networks);
   r.String("authenticate_as", true, &out->authenticate_as);
   r.Bool("proxy_protocol", &out->proxy_protocol);
+  r.Enum<bool>("bare_lf", {{"reject", false}, {"normalize", true}}, &out->bare_lf_normalize);
   r.CidrList("trusted_proxies", &out->trusted_proxies);
   bool trusted = out->tls == TlsMode::kNone;
   r.Check(trusted || out->allowed_networks.empty(), "allowed_networks",

@@ -41,6 +41,7 @@ struct ListenerConfig {
   std::string authenticate_as;         // tls = "none" only
   bool proxy_protocol = false;
   std::vector<Cidr> trusted_proxies;
+  bool bare_lf_normalize = false;  // bare_lf = "reject" (default) | "normalize"
 };
 
 struct TlsConfig {

@@ -106,6 +106,7 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
     listeners_differ = a.address != b.address || a.tls != b.tls ||
                        a.authenticate_as != b.authenticate_as ||
                        a.proxy_protocol != b.proxy_protocol ||
+                       a.bare_lf_normalize != b.bare_lf_normalize ||
                        cidrs_differ(a.allowed_networks, b.allowed_networks) ||
                        cidrs_differ(a.trusted_proxies, b.trusted_proxies);
   }

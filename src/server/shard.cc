@@ -40,6 +40,7 @@ smtp::SessionOptions SessionOptionsFor(const Config& config, const ListenerConfi
   options.starttls_offered = listener.tls == TlsMode::kStartTls;
   options.tls_active = listener.tls == TlsMode::kImplicit;
   options.tls_required = listener.tls != TlsMode::kNone;
+  options.normalize_bare_lf = listener.bare_lf_normalize;
   return options;
 }
 

@@ -31,8 +31,10 @@ size_t FindLineSpecial(const char* data, size_t size) {
   return size;
 }
 
-void BodyScanner::Reset(Mode mode) {
+void BodyScanner::Reset(Mode mode, bool normalize_bare_lf) {
   mode_ = mode;
+  normalize_bare_lf_ = normalize_bare_lf && mode == Mode::kData;
+  after_bare_lf_ = false;
   state_ = State::kLineStart;
   fault_ = Fault::kNone;
   done_ = false;
@@ -67,7 +69,7 @@ size_t BodyScanner::Scan(absl::string_view input, Sink sink) {
   while (pos < size && !done_) {
     switch (state_) {
       case State::kLineStart:
-        if (mode_ == Mode::kData && data[pos] == '.') {
+        if (mode_ == Mode::kData && data[pos] == '.' && !after_bare_lf_) {
           flush(pos);
           ++pos;
           ++line_bytes_;
@@ -85,6 +87,20 @@ size_t BodyScanner::Scan(absl::string_view input, Sink sink) {
           continue;
         }
         char c = data[pos];
+        if (c == '\n' && normalize_bare_lf_) {
+          // The line's text, then CR LF (from static storage) in place of the bare LF.
+          flush(pos);
+          ++pos;
+          emit_from = pos;
+          static constexpr char kCrLf[] = "\r\n";
+          if (fault_ == Fault::kNone) {
+            sink(absl::string_view(kCrLf, 2));
+          }
+          line_bytes_ += 2;
+          EndLine();
+          after_bare_lf_ = true;
+          continue;
+        }
         ++pos;
         ++line_bytes_;
         if (c == '\r') {
@@ -99,6 +115,7 @@ size_t BodyScanner::Scan(absl::string_view input, Sink sink) {
           ++pos;
           ++line_bytes_;
           EndLine();
+          after_bare_lf_ = false;
         } else {
           SetFault(Fault::kBareLineEnding);
           state_ = State::kInLine;  // the byte is looked at again as line content

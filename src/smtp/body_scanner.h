@@ -36,8 +36,11 @@ class BodyScanner {
 
   using Sink = absl::FunctionRef<void(absl::string_view)>;
 
-  // Reset: starts a new message in `mode`, at the beginning of a line.
-  void Reset(Mode mode);
+  // Reset: starts a new message in `mode`, at the beginning of a line. With
+  // `normalize_bare_lf` (kData only), a bare LF is not a fault: it ends the line and leaves as
+  // CR LF. A line that begins after a bare LF gets no dot processing, so "\n.\r\n" is the
+  // text ".", never the end: only CR LF "." CR LF ends the data (no smuggling through it).
+  void Reset(Mode mode, bool normalize_bare_lf = false);
 
   // Scan: consumes `input` up to and including the end-of-data line (kData) or all of it
   // (kChunk), passing content slices (pointing into `input`) to `sink` while no fault has been
@@ -64,6 +67,8 @@ class BodyScanner {
   void EndLine();
 
   Mode mode_ = Mode::kData;
+  bool normalize_bare_lf_ = false;
+  bool after_bare_lf_ = false;  // the line began after a normalized bare LF
   State state_ = State::kLineStart;
   Fault fault_ = Fault::kNone;
   bool done_ = false;

@@ -329,7 +329,7 @@ void Session::DoData(absl::string_view args) {
   }
   Send(kReplyStartData);
   phase_ = Phase::kData;
-  scanner_.Reset(BodyScanner::Mode::kData);
+  scanner_.Reset(BodyScanner::Mode::kData, options_.normalize_bare_lf);
   body_started_ = true;
   body_bytes_ = 0;
   body_oversize_ = false;

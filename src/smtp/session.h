@@ -63,6 +63,7 @@ struct SessionOptions {
   bool starttls_offered = true;  // the listener can do STARTTLS
   bool tls_active = false;       // implicit TLS: the session starts inside TLS
   bool tls_required = true;      // AUTH, MAIL, RCPT, DATA and BDAT need TLS
+  bool normalize_bare_lf = false;  // DATA: a bare LF becomes CR LF instead of 550 5.5.2
 };
 
 struct AuthRequest {

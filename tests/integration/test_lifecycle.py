@@ -11,7 +11,7 @@ import subprocess
 import time
 import unittest
 
-from chute_fixture import ChutedFixture
+from chute_fixture import ChutedFixture, free_port
 
 
 def abandon_mid_data(port, body_bytes):
@@ -237,6 +237,41 @@ class TlsHardeningTest(ChutedFixture):
         code, out = self.s_client("-tls1_2", "-sess_in", session)
         self.assertEqual(code, 0, out)
         self.assertIn("Reused, TLSv1.2", out)
+
+
+class BareLfNormalizeTest(ChutedFixture):
+    def extra_listeners(self):
+        self.normalize_port = free_port()
+        return f"""
+[[listener]]
+address = "127.0.0.1:{self.normalize_port}"
+tls = "none"
+allowed_networks = ["127.0.0.0/8"]
+authenticate_as = "app@example.test"
+bare_lf = "normalize"
+"""
+
+    def send_raw(self, port, body):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.addCleanup(s.close)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"HELO curl\r\nMAIL FROM:<app@example.test>\r\n"
+                  b"RCPT TO:<lf@example.test>\r\nDATA\r\n")
+        for _ in range(4):
+            f.readline()
+        s.sendall(body + b"\r\n.\r\n")  # what curl sends for a file with LF line ends
+        return f.readline()
+
+    def test_bare_lf_is_refused_by_default_and_normalized_where_configured(self):
+        body = b"Subject: lf\nFrom: app@example.test\n\nline one\nline two\n"
+        self.assertTrue(self.send_raw(self.port, body).startswith(b"550 5.5.2"))
+        self.assertTrue(self.send_raw(self.normalize_port, body).startswith(b"250 "))
+        messages = self.messages("lf@example.test")
+        self.assertEqual(len(messages), 1)
+        self.assertTrue(messages[0].endswith(
+            b"Subject: lf\r\nFrom: app@example.test\r\n\r\nline one\r\nline two\r\n\r\n"))
+        self.assertNotIn(b"\n", messages[0].replace(b"\r\n", b""))
 
 
 class OutOfDescriptorsTest(ChutedFixture):

@@ -18,9 +18,10 @@ struct Result {
 };
 
 // Scan `input` in pieces of `piece` bytes (0 = at once), stopping at the end of data.
-Result ScanAll(BodyScanner::Mode mode, absl::string_view input, size_t piece = 0) {
+Result ScanAll(BodyScanner::Mode mode, absl::string_view input, size_t piece = 0,
+               bool normalize_bare_lf = false) {
   BodyScanner scanner;
-  scanner.Reset(mode);
+  scanner.Reset(mode, normalize_bare_lf);
   Result r;
   size_t pos = 0;
   while (pos < input.size() && !scanner.done()) {
@@ -87,6 +88,36 @@ TEST(BodyScannerTest, BareLineEndingsAreFaultsAndNeverEndData) {
     EXPECT_EQ(r.consumed, input.size()) << "only the real end ends: " << fake;
     EXPECT_EQ(r.fault, BodyScanner::Fault::kBareLineEnding);
   }
+}
+
+TEST(BodyScannerTest, NormalizeTurnsBareLfIntoCrLfAtEverySplit) {
+  const std::string input = "a\nb\r\n\nc\r\n.\r\nrest";
+  for (size_t piece = 0; piece <= 6; ++piece) {
+    Result r = ScanAll(BodyScanner::Mode::kData, input, piece, true);
+    EXPECT_EQ(r.fault, BodyScanner::Fault::kNone) << piece;
+    EXPECT_TRUE(r.done) << piece;
+    EXPECT_EQ(r.content, "a\r\nb\r\n\r\nc\r\n") << piece;
+    EXPECT_EQ(r.consumed, input.size() - 4) << piece;
+  }
+}
+
+TEST(BodyScannerTest, NormalizeNeverEndsDataAfterABareLf) {
+  // Smuggling through normalization: "\n.\r\n" and "\n.\n" are text, not the end.
+  for (absl::string_view input : {"x\n.\r\nMAIL FROM:<a@b>\r\n.\r\n",
+                                  "x\n.\nMAIL FROM:<a@b>\r\n.\r\n"}) {
+    Result r = ScanAll(BodyScanner::Mode::kData, input, 0, true);
+    EXPECT_TRUE(r.done);
+    EXPECT_EQ(r.consumed, input.size());
+    EXPECT_EQ(r.fault, BodyScanner::Fault::kNone);
+    EXPECT_NE(r.content.find("MAIL FROM:<a@b>\r\n"), std::string::npos);
+  }
+}
+
+TEST(BodyScannerTest, NormalizeStillRejectsBareCrAndNul) {
+  EXPECT_EQ(ScanAll(BodyScanner::Mode::kData, "a\rb\r\n.\r\n", 0, true).fault,
+            BodyScanner::Fault::kBareLineEnding);
+  EXPECT_EQ(ScanAll(BodyScanner::Mode::kData, std::string("a\0b\r\n.\r\n", 9), 0, true).fault,
+            BodyScanner::Fault::kBareLineEnding);
 }
 
 TEST(BodyScannerTest, NulIsAFault) {
