@@ -1,16 +1,21 @@
 #include "admin/admin_server.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <vector>
 #include <cstring>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "base/log.h"
 #include "net/socket.h"
 
@@ -18,21 +23,10 @@ namespace chute::admin {
 namespace {
 
 constexpr size_t kRequestBytesMax = 8192;
+// Admin clients served at once; more wait in the listen backlog.
+constexpr size_t kConnectionsMax = 256;
 constexpr int kRequestTimeoutMs = 2000;
 constexpr int kPollIntervalMs = 200;
-
-void WriteAll(int fd, absl::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return;
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-}
 
 std::string Response(int status, absl::string_view reason, absl::string_view type,
                      absl::string_view body) {
@@ -53,6 +47,8 @@ absl::Status AdminServer::Start(const HostPort& address) {
     return fd.status();
   }
   listen_fd_ = *fd;
+  // Non-blocking: Serve() accepts until the backlog is empty.
+  fcntl(listen_fd_, F_SETFL, fcntl(listen_fd_, F_GETFL) | O_NONBLOCK);
   thread_ = std::thread([this] { Serve(); });
   return absl::OkStatus();
 }
@@ -68,61 +64,106 @@ void AdminServer::Stop() {
   }
 }
 
+// Serve: a small poll() loop. Each client connection reads its request (bounded in bytes
+// and time), gets its answer, and is closed once the answer is written; idle or slow clients
+// never delay others (they only hold one of kConnectionsMax places, and lose it at their
+// deadline).
 void AdminServer::Serve() {
+  struct Client {
+    int fd = -1;
+    std::string in;
+    std::string out;
+    size_t sent = 0;
+    absl::Time deadline;
+  };
+  std::vector<Client> clients;
+  std::vector<pollfd> fds;
+  absl::Time accept_paused_until = absl::InfinitePast();
   while (!stopping_.load()) {
-    pollfd pfd{listen_fd_, POLLIN, 0};
-    if (poll(&pfd, 1, kPollIntervalMs) <= 0) {
-      continue;
+    absl::Time now = absl::Now();
+    fds.clear();
+    bool accepting = clients.size() < kConnectionsMax && now >= accept_paused_until;
+    fds.push_back(pollfd{listen_fd_, static_cast<int16_t>(accepting ? POLLIN : 0), 0});
+    for (const Client& c : clients) {
+      fds.push_back(pollfd{c.fd, static_cast<int16_t>(c.out.empty() ? POLLIN : POLLOUT), 0});
     }
-    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EMFILE || errno == ENFILE) {
-        // Out of descriptors: the listener stays readable, so retrying at once would spin.
-        LOG_WARNING_EVERY(10, "admin: accept: %s; pausing", std::strerror(errno));
-        poll(nullptr, 0, kPollIntervalMs);
+    poll(fds.data(), fds.size(), kPollIntervalMs);
+    now = absl::Now();
+    for (size_t i = 0; i < clients.size(); ++i) {
+      Client& c = clients[i];
+      int16_t ready = fds[i + 1].revents;
+      bool finished = now >= c.deadline;
+      if (!finished && (ready & (POLLIN | POLLHUP | POLLERR)) && c.out.empty()) {
+        char buffer[2048];
+        ssize_t n = recv(c.fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+        if (n > 0) {
+          c.in.append(buffer, static_cast<size_t>(n));
+          if (c.in.find("\r\n\r\n") != std::string::npos || c.in.size() >= kRequestBytesMax) {
+            c.out = Respond(c.in);
+          }
+        } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+          finished = true;
+        }
       }
-      continue;
+      if (!finished && !c.out.empty() && (ready & (POLLOUT | POLLERR | POLLHUP))) {
+        ssize_t n = send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+          c.sent += static_cast<size_t>(n);
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+          finished = true;
+        }
+        finished |= c.sent == c.out.size();
+      }
+      if (finished) {
+        close(c.fd);
+        c.fd = -1;
+      }
     }
-    timeval timeout{kRequestTimeoutMs / 1000, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-    Handle(fd);
-    close(fd);
+    clients.erase(std::remove_if(clients.begin(), clients.end(),
+                                 [](const Client& c) { return c.fd < 0; }),
+                  clients.end());
+    if (accepting && (fds[0].revents & POLLIN)) {
+      while (clients.size() < kConnectionsMax) {
+        int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+          if (errno == EMFILE || errno == ENFILE) {
+            // Out of descriptors: the listener stays readable; retrying at once would spin.
+            LOG_WARNING_EVERY(10, "admin: accept: %s; pausing", std::strerror(errno));
+            accept_paused_until = now + absl::Milliseconds(kPollIntervalMs);
+          }
+          break;
+        }
+        clients.push_back(Client{fd, "", "", 0, now + absl::Milliseconds(kRequestTimeoutMs)});
+      }
+    }
+  }
+  for (Client& c : clients) {
+    close(c.fd);
   }
 }
 
-void AdminServer::Handle(int fd) {
-  std::string request;
-  char buffer[1024];
-  while (request.find("\r\n\r\n") == std::string::npos && request.size() < kRequestBytesMax) {
-    ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
-    if (n <= 0) {
-      return;
-    }
-    request.append(buffer, static_cast<size_t>(n));
-  }
-  absl::string_view line(request);
-  line = line.substr(0, line.find("\r\n"));
+std::string AdminServer::Respond(absl::string_view request) {
+  absl::string_view line = request.substr(0, request.find("\r\n"));
   if (absl::StartsWith(line, "GET /metrics ") || line == "GET /metrics") {
-    WriteAll(fd, Response(200, "OK", "text/plain; version=0.0.4", metrics_()));
-  } else if (absl::StartsWith(line, "GET /healthz")) {
-    WriteAll(fd, Response(200, "OK", "text/plain", "ok\n"));
-  } else {
-    std::vector<absl::string_view> words = absl::StrSplit(line, ' ');
-    std::optional<Answer> answer;
-    if (routes_ != nullptr && words.size() == 3) {
-      answer = routes_(words[0], words[1]);
-    }
-    if (answer.has_value()) {
-      absl::string_view reason = answer->status == 200 ? "OK"
-                                 : answer->status == 404 ? "Not Found"
-                                 : answer->status == 409 ? "Conflict"
-                                                         : "Bad Request";
-      WriteAll(fd, Response(answer->status, reason, "application/json", answer->body));
-    } else {
-      WriteAll(fd, Response(404, "Not Found", "text/plain", "not found\n"));
-    }
+    return Response(200, "OK", "text/plain; version=0.0.4", metrics_());
   }
+  if (absl::StartsWith(line, "GET /healthz")) {
+    return Response(200, "OK", "text/plain", "ok\n");
+  }
+  std::vector<absl::string_view> words = absl::StrSplit(line, ' ');
+  std::optional<Answer> answer;
+  if (routes_ != nullptr && words.size() == 3) {
+    answer = routes_(words[0], words[1]);
+  }
+  if (!answer.has_value()) {
+    return Response(404, "Not Found", "text/plain", "not found\n");
+  }
+  absl::string_view reason = answer->status == 200   ? "OK"
+                             : answer->status == 404 ? "Not Found"
+                             : answer->status == 409 ? "Conflict"
+                                                     : "Bad Request";
+  return Response(answer->status, reason, "application/json", answer->body);
 }
 
 }  // namespace chute::admin

@@ -1,9 +1,11 @@
 #pragma once
 
 // AdminServer: the admin HTTP listener (DESIGN.md §2): GET /metrics (Prometheus text
-// exposition), GET /healthz, and the routes it is given (queue control, admin/queue_api.h). Control plane only: one thread, blocking sockets, one request
-// per connection, each bounded in size (8 KiB) and time (2 s). The content comes from the
-// callbacks it is given, so this module knows nothing of the server.
+// exposition), GET /healthz, and the routes it is given (queue control, admin/queue_api.h).
+// Control plane: one thread with a small poll() loop, up to 256 clients at once, one request
+// per connection, each bounded in size (8 KiB) and time (2 s); a slow or idle client delays
+// no one. The content comes from the callbacks it is given, so this module knows nothing of
+// the server.
 
 #include <atomic>
 #include <functional>
@@ -41,7 +43,8 @@ class AdminServer {
 
  private:
   void Serve();
-  void Handle(int fd);
+  // Respond: the whole HTTP response to `request` (its head, at least the request line).
+  std::string Respond(absl::string_view request);
 
   Render metrics_;
   Route routes_;

@@ -274,6 +274,26 @@ bare_lf = "normalize"
         self.assertNotIn(b"\n", messages[0].replace(b"\r\n", b""))
 
 
+class AdminUnderIdleClientsTest(ChutedFixture):
+    def test_healthz_answers_at_once_with_100_idle_admin_connections(self):
+        # Was: one connection at a time with a 2 s idle limit: 10 idle connections delayed
+        # /healthz by 20 s.
+        idle = [socket.create_connection(("127.0.0.1", self.admin_port), timeout=10)
+                for _ in range(100)]
+        self.addCleanup(lambda: [s.close() for s in idle])
+        idle[0].sendall(b"GET /hea")  # and one that stops in the middle of its request
+        time.sleep(0.2)
+        for _ in range(5):
+            started = time.monotonic()
+            s = socket.create_connection(("127.0.0.1", self.admin_port), timeout=10)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = s.recv(1024)
+            s.close()
+            self.assertTrue(reply.startswith(b"HTTP/1.1 200"), reply)
+            self.assertLess(time.monotonic() - started, 0.1)
+        self.assertGreater(len(self.metrics()), 10)  # a large answer, written in pieces
+
+
 class OutOfDescriptorsTest(ChutedFixture):
     fd_limit = 128
 
