@@ -313,6 +313,7 @@ absl::Status ReadLimits(const toml::table& table, absl::string_view source, Limi
   r.Int("accounts_per_tenant", 1, 100'000, &out->accounts_per_tenant);
   r.Int("command_timeout_s", 1, 3600, &out->command_timeout_s);
   r.Int("first_command_timeout_s", 1, 3600, &out->first_command_timeout_s);
+  r.Int("data_rate_min_bytes_per_s", 0, 1 << 30, &out->data_rate_min_bytes_per_s);
   r.Int("data_timeout_s", 1, 3600, &out->data_timeout_s);
   r.Int("session_timeout_s", 1, 86400, &out->session_timeout_s);
   r.Int("errors_per_session", 1, 1000, &out->errors_per_session);

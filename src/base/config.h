@@ -60,6 +60,7 @@ struct LimitsConfig {
   int64_t accounts_per_tenant = 100;
   int64_t command_timeout_s = 300;
   int64_t first_command_timeout_s = 30;  // a connection that sends no command is dropped
+  int64_t data_rate_min_bytes_per_s = 500;  // over 30 s windows; 0 = off
   int64_t data_timeout_s = 600;
   int64_t session_timeout_s = 3600;
   int64_t errors_per_session = 10;

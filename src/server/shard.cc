@@ -35,6 +35,7 @@ smtp::SessionOptions SessionOptionsFor(const Config& config, const ListenerConfi
       static_cast<uint32_t>(config.limits.auth_failures_per_session);
   options.command_timeout = absl::Seconds(config.limits.command_timeout_s);
   options.first_command_timeout = absl::Seconds(config.limits.first_command_timeout_s);
+  options.data_rate_min_bytes_per_s = static_cast<uint64_t>(config.limits.data_rate_min_bytes_per_s);
   options.data_timeout = absl::Seconds(config.limits.data_timeout_s);
   options.session_timeout = absl::Seconds(config.limits.session_timeout_s);
   options.starttls_offered = listener.tls == TlsMode::kStartTls;

@@ -61,6 +61,7 @@ Session::Session(SessionOptions options, SessionHandler* handler)
 void Session::Start(absl::Time now) {
   started_ = now;
   last_input_ = now;
+  command_clock_ = now;
   absl::StrAppend(&output_, "220 ", options_.hostname, " ESMTP chute\r\n");
   ++replies_;
 }
@@ -80,9 +81,16 @@ Session::Blocked Session::blocked() const {
 
 size_t Session::Feed(absl::string_view input, absl::Time now) {
   last_input_ = now;
+  feed_time_ = now;
   size_t pos = 0;
   while (pos < input.size()) {
     absl::string_view rest = input.substr(pos);
+    if (phase_ == Phase::kData || phase_ == Phase::kBdatChunk) {
+      size_t before = pos;
+      pos += phase_ == Phase::kData ? ConsumeDataBytes(rest) : ConsumeBdatBytes(rest);
+      data_window_bytes_ += pos - before;
+      continue;
+    }
     switch (phase_) {
       case Phase::kCommand:
       case Phase::kSasl:
@@ -125,6 +133,7 @@ size_t Session::ConsumeCommandBytes(absl::string_view input) {
     if (newline != nullptr) {
       discarding_line_ = false;
       ++commands_;
+      command_clock_ = feed_time_;
       SendError(kReplyLineTooLong);
     }
     return take;
@@ -139,6 +148,7 @@ size_t Session::ConsumeCommandBytes(absl::string_view input) {
     line_.clear();
     if (newline != nullptr) {
       ++commands_;
+      command_clock_ = feed_time_;
       SendError(kReplyLineTooLong);
     } else {
       discarding_line_ = true;
@@ -155,6 +165,7 @@ size_t Session::ConsumeCommandBytes(absl::string_view input) {
 
 void Session::OnLine(absl::string_view line) {
   ++commands_;
+  command_clock_ = feed_time_;  // a whole line came: the next one has its own deadline
   DCHECK(!line.empty() && line.back() == '\n');
   line.remove_suffix(1);
   bool bare = line.empty() || line.back() != '\r';
@@ -331,6 +342,8 @@ void Session::DoData(absl::string_view args) {
   phase_ = Phase::kData;
   scanner_.Reset(BodyScanner::Mode::kData, options_.normalize_bare_lf);
   body_started_ = true;
+  data_window_start_ = feed_time_;
+  data_window_bytes_ = 0;
   body_bytes_ = 0;
   body_oversize_ = false;
   handler_->OnBodyBegin();
@@ -355,6 +368,8 @@ void Session::DoBdat(absl::string_view args) {
     if (!body_started_) {
       used_bdat_ = true;
       body_started_ = true;
+      data_window_start_ = feed_time_;
+      data_window_bytes_ = 0;
       body_bytes_ = 0;
       body_oversize_ = false;
       scanner_.Reset(BodyScanner::Mode::kChunk);
@@ -554,6 +569,7 @@ void Session::TlsStarted(absl::Time now) {
   greeted_ = false;
   phase_ = Phase::kCommand;
   last_input_ = now;
+  command_clock_ = now;
 }
 
 void Session::Decide(Pending pending, std::optional<Reply> reply) {
@@ -639,12 +655,29 @@ absl::Time Session::Deadline() const {
         return std::min(session_end, started_ + std::min(options_.first_command_timeout,
                                                          options_.command_timeout));
       }
-      return std::min(session_end, last_input_ + options_.command_timeout);
+      // A deadline per command line (Postfix's smtpd_per_record_deadline): bytes of a line
+      // that never ends do not push it back.
+      return std::min(session_end, command_clock_ + options_.command_timeout);
   }
 }
 
 void Session::OnDeadline(absl::Time now) {
-  if (phase_ == Phase::kClosed || now < Deadline()) {
+  if (phase_ == Phase::kClosed) {
+    return;
+  }
+  bool in_body = phase_ == Phase::kData || phase_ == Phase::kBdatChunk;
+  if (in_body && options_.data_rate_min_bytes_per_s > 0 &&
+      now - data_window_start_ >= kDataRateWindow) {
+    // A minimum DATA rate over a window: a byte every few minutes cannot hold a connection
+    // for data_timeout_s after data_timeout_s.
+    if (data_window_bytes_ < options_.data_rate_min_bytes_per_s *
+                                 static_cast<uint64_t>(absl::ToInt64Seconds(kDataRateWindow))) {
+      return SendAndClose(kReplyTimeout);
+    }
+    data_window_start_ = now;
+    data_window_bytes_ = 0;
+  }
+  if (now < Deadline()) {
     return;
   }
   SendAndClose(kReplyTimeout);

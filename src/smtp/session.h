@@ -64,7 +64,11 @@ struct SessionOptions {
   bool tls_active = false;       // implicit TLS: the session starts inside TLS
   bool tls_required = true;      // AUTH, MAIL, RCPT, DATA and BDAT need TLS
   bool normalize_bare_lf = false;  // DATA: a bare LF becomes CR LF instead of 550 5.5.2
+  // A message body must arrive at least this fast, measured over kDataRateWindow; 0 = off.
+  uint64_t data_rate_min_bytes_per_s = 500;
 };
+
+inline constexpr absl::Duration kDataRateWindow = absl::Seconds(30);
 
 struct AuthRequest {
   Mechanism mechanism = Mechanism::kPlain;
@@ -263,6 +267,10 @@ class Session {
   uint64_t replies_ = 0;
   absl::Time started_;
   absl::Time last_input_;
+  absl::Time feed_time_;      // the time given to the Feed() in progress
+  absl::Time command_clock_;  // when the wait for the current command line began
+  absl::Time data_window_start_;
+  uint64_t data_window_bytes_ = 0;  // body bytes since data_window_start_
 };
 
 }  // namespace chute::smtp

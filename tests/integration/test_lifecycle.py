@@ -294,6 +294,31 @@ class AdminUnderIdleClientsTest(ChutedFixture):
         self.assertGreater(len(self.metrics()), 10)  # a large answer, written in pieces
 
 
+class SlowDripTest(ChutedFixture):
+    extra_limits = "command_timeout_s = 3"
+
+    def test_a_byte_at_a_time_does_not_extend_the_command_deadline(self):
+        # Was: every byte restarted the timeout, so a drip held the connection for
+        # session_timeout_s.
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.addCleanup(s.close)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"NOOP\r\n")
+        f.readline()
+        started = time.monotonic()
+        s.settimeout(1.0)
+        closed = False
+        while time.monotonic() - started < 10 and not closed:
+            try:
+                s.sendall(b"N")
+                closed = s.recv(100).startswith(b"421 4.4.2")
+            except socket.timeout:
+                continue
+        self.assertTrue(closed)
+        self.assertLess(time.monotonic() - started, 6)  # the 3 s deadline and a tick
+
+
 class OutOfDescriptorsTest(ChutedFixture):
     fd_limit = 128
 

@@ -838,6 +838,55 @@ TEST_F(SessionTest, FirstCommandHasItsOwnShorterDeadline) {
   EXPECT_EQ(session_->Deadline(), TestTime() + absl::Seconds(310));
 }
 
+TEST_F(SessionTest, SlowDripInsideACommandLineDoesNotPushTheDeadlineBack) {
+  SessionOptions options = TlsOptions();
+  options.command_timeout = absl::Seconds(300);
+  Open(options);
+  session_->Feed("NOOP\r\n", TestTime() + absl::Seconds(1));
+  Take();
+  // One byte every 100 s: each arrives before the deadline, but the line never ends.
+  for (int i = 1; i <= 2; ++i) {
+    session_->Feed("N", TestTime() + absl::Seconds(1 + 100 * i));
+    session_->OnDeadline(TestTime() + absl::Seconds(1 + 100 * i));
+  }
+  session_->Feed("O", TestTime() + absl::Seconds(300));
+  session_->OnDeadline(TestTime() + absl::Seconds(300));
+  EXPECT_FALSE(session_->closed());
+  EXPECT_EQ(session_->Deadline(), TestTime() + absl::Seconds(301));
+  session_->OnDeadline(TestTime() + absl::Seconds(301));
+  EXPECT_EQ(Take(), "421 4.4.2 Timeout exceeded\r\n");
+  EXPECT_TRUE(session_->closed());
+}
+
+TEST_F(SessionTest, DataBelowTheMinimumRateTimesOut) {
+  SessionOptions options = TlsOptions();
+  options.data_rate_min_bytes_per_s = 500;
+  OpenAuthenticated(options);
+  Run(kEnvelope);
+  Take();
+  absl::Time t = TestTime();
+  session_->Feed(std::string(1000, 'x') + "\r\n", t + absl::Seconds(1));
+  session_->OnDeadline(t + absl::Seconds(20));
+  EXPECT_FALSE(session_->closed());  // the window is not over yet
+  session_->OnDeadline(t + kDataRateWindow + absl::Seconds(1));
+  EXPECT_EQ(Take(), "421 4.4.2 Timeout exceeded\r\n");  // 1,002 bytes in 30 s < 15,000
+  EXPECT_TRUE(session_->closed());
+}
+
+TEST_F(SessionTest, DataAboveTheMinimumRateGoesOn) {
+  SessionOptions options = TlsOptions();
+  options.data_rate_min_bytes_per_s = 500;
+  OpenAuthenticated(options);
+  Run(kEnvelope);
+  Take();
+  absl::Time t = TestTime();
+  for (int second = 1; second <= 90; ++second) {
+    session_->Feed(std::string(998, 'x') + "\r\n", t + absl::Seconds(second));
+    session_->OnDeadline(t + absl::Seconds(second));
+  }
+  EXPECT_FALSE(session_->closed());
+}
+
 TEST_F(SessionTest, ShutdownClosesIdleSessions) {
   Open();
   Take();
