@@ -41,10 +41,11 @@ void PasswordVerifier::Stop() {
 
 bool PasswordVerifier::Submit(VerifyRequest request, VerifySink* sink) {
   absl::MutexLock lock(&mu_);
-  if (stopping_ || queue_.size() >= kVerifyQueueMax) {
+  if (stopping_ || queue_.size() + low_queue_.size() >= kVerifyQueueMax) {
     return false;
   }
-  queue_.push_back(Entry{std::move(request), sink});
+  bool low = request.low_priority;
+  (low ? low_queue_ : queue_).push_back(Entry{std::move(request), sink});
   return true;
 }
 
@@ -112,14 +113,15 @@ void PasswordVerifier::Work() {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](PasswordVerifier* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
-            return self->stopping_ || !self->queue_.empty();
+            return self->stopping_ || !self->queue_.empty() || !self->low_queue_.empty();
           },
           this));
-      if (queue_.empty()) {
+      std::deque<Entry>& from = !queue_.empty() ? queue_ : low_queue_;
+      if (from.empty()) {
         return;
       }
-      entry = std::move(queue_.front());
-      queue_.pop_front();
+      entry = std::move(from.front());
+      from.pop_front();
     }
     bool ok = Verify(entry.request);
     entry.sink->OnVerified(entry.request.cookie, ok);

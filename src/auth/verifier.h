@@ -37,6 +37,7 @@ struct VerifyRequest {
   std::string password_hash;  // "" for an unknown user or an account without a password
   std::string password;
   uint64_t cookie = 0;        // the submitter's
+  bool low_priority = false;  // from an address that failed before: served after the others
 };
 
 class VerifySink {
@@ -78,6 +79,7 @@ class PasswordVerifier {
 
   absl::Mutex mu_;
   std::deque<Entry> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<Entry> low_queue_ ABSL_GUARDED_BY(mu_);  // VerifyRequest::low_priority
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
   mutable absl::Mutex cache_mu_;

@@ -318,6 +318,10 @@ absl::Status ReadLimits(const toml::table& table, absl::string_view source, Limi
   r.Int("session_timeout_s", 1, 86400, &out->session_timeout_s);
   r.Int("errors_per_session", 1, 1000, &out->errors_per_session);
   r.Int("auth_failures_per_session", 1, 100, &out->auth_failures_per_session);
+  r.Int("auth_failures_per_ip", 1, 1'000'000, &out->auth_failures_per_ip);
+  r.Int("auth_failures_per_account", 1, 1'000'000, &out->auth_failures_per_account);
+  r.Int("auth_failure_window_s", 1, 86400, &out->auth_failure_window_s);
+  r.Int("auth_failure_delay_max_s", 0, 60, &out->auth_failure_delay_max_s);
   r.Int("auth_cache_entries", 0, 1'000'000, &out->auth_cache_entries);
   r.Check(out->connections_per_ip <= out->connections_max, "connections_per_ip",
           "must not exceed connections_max");

@@ -84,6 +84,8 @@ struct Connection : public smtp::SessionHandler {
   smtp::Reply OnXoauth2(const smtp::AuthRequest& request);
   // OnVerified: the password check of this connection's AUTH finished.
   void OnVerified(bool ok);
+  // AuthFailed: counts a failed AUTH with the throttle and answers `reply` after its delay.
+  std::optional<smtp::Reply> AuthFailed(const smtp::Reply& reply);
 
   Shard* const shard;
   const uint32_t slot;
@@ -113,6 +115,11 @@ struct Connection : public smtp::SessionHandler {
   policy::ConnectionGate::Handle tenant_slot;  // its place in its tenant's cap, once authenticated
   bool auth_inflight = false;    // a password check is out on the verifier pool
   const directory::Account* auth_candidate = nullptr;  // whom that check is for
+  std::string auth_user;         // the user name of the AUTH in progress (for the throttle)
+  // A failed AUTH's answer held back by the throttle until `delayed_due` (the shard's tick
+  // gives it).
+  std::optional<smtp::Reply> delayed_answer;
+  absl::Time delayed_due = absl::InfiniteFuture();
 
   // Output: bytes queued (out_queue) and the buffer being sent (sending, never touched while
   // a send is in flight).

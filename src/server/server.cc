@@ -13,6 +13,7 @@
 #include "admin/admin_server.h"
 #include "admin/queue_api.h"
 #include "auth/jwt.h"
+#include "auth/throttle.h"
 #include "auth/verifier.h"
 #include "delivery/maildir.h"
 #include "delivery/queue.h"
@@ -143,6 +144,15 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
 
 }  // namespace
 
+static auth::ThrottleLimits ThrottleLimitsFor(const LimitsConfig& limits) {
+  auth::ThrottleLimits out;
+  out.failures_per_ip = limits.auth_failures_per_ip;
+  out.failures_per_account = limits.auth_failures_per_account;
+  out.window = absl::Seconds(limits.auth_failure_window_s);
+  out.delay_max = absl::Seconds(limits.auth_failure_delay_max_s);
+  return out;
+}
+
 absl::Status Server::ReloadConfig(const std::string& path) {
   absl::StatusOr<Config> loaded = LoadConfig(path);
   if (!loaded.ok()) {
@@ -163,6 +173,7 @@ absl::Status Server::ReloadConfig(const std::string& path) {
   limits.connections_per_ip_exempt = shared_.config.limits.connections_per_ip_exempt;
   limits.auth_cache_entries = shared_.config.limits.auth_cache_entries;
   live->limits = limits;
+  shared_.throttle->SetLimits(ThrottleLimitsFor(limits));
   shared_.gate->SetCaps(static_cast<uint64_t>(limits.connections_per_ip),
                         static_cast<uint64_t>(limits.authenticated_connections_per_tenant));
   shared_.live.store(std::shared_ptr<const Config>(std::move(live)));
@@ -275,6 +286,7 @@ absl::Status Server::Start() {
   if (!status.ok()) {
     return status;
   }
+  shared_.throttle = std::make_unique<auth::AuthThrottle>(ThrottleLimitsFor(config.limits));
   verifier_ = std::make_unique<auth::PasswordVerifier>(
       kVerifierThreads, static_cast<size_t>(config.limits.auth_cache_entries));
   shared_.verifier = verifier_.get();
@@ -534,6 +546,15 @@ std::string Server::MetricsText() const {
   counter("chute_spool_full_refusals_total", "MAIL refused with 452 4.3.1: the spool is full.",
           [](const ShardCounters& c) { return c.spool_full.Get(); });
   AppendSpoolMetrics(&out);
+  const auth::AuthThrottle& throttle = *shared_.throttle;
+  absl::StrAppend(
+      &out, "# HELP chute_auth_throttled_total AUTHs refused by the failure throttle.\n",
+      "# TYPE chute_auth_throttled_total counter\n",
+      "chute_auth_throttled_total{reason=\"ip\"} ", throttle.refused_ip.load(), "\n",
+      "chute_auth_throttled_total{reason=\"account\"} ", throttle.refused_account.load(), "\n",
+      "# HELP chute_auth_delayed_total Failed AUTHs whose 535 was held back.\n",
+      "# TYPE chute_auth_delayed_total counter\nchute_auth_delayed_total ",
+      throttle.delayed.load(), "\n");
   absl::StrAppend(&out, "# HELP chute_connections_open Connections open now.\n",
                   "# TYPE chute_connections_open gauge\n");
   for (size_t i = 0; i < shards_.size(); ++i) {

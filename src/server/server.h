@@ -28,6 +28,7 @@ namespace chute::spool {
 struct SpoolGauges;
 }
 namespace chute::auth {
+class AuthThrottle;
 class PasswordVerifier;
 class Jwks;
 }
@@ -120,6 +121,7 @@ struct SharedState {
   spool::SpoolGauges* gauges = nullptr;
   delivery::DeliveryQueue* queue = nullptr;
   auth::PasswordVerifier* verifier = nullptr;
+  std::unique_ptr<auth::AuthThrottle> throttle;
   // The OAuth signing keys of each tenant that trusts an issuer (by tenant id), loaded with
   // each directory snapshot.
   using JwksByTenant = absl::flat_hash_map<int64_t, std::shared_ptr<const auth::Jwks>>;

@@ -300,6 +300,15 @@ void Shard::OnTick() {
       MaybeFree(*conn);
       continue;
     }
+    if (conn->delayed_answer.has_value() && (now_ >= conn->delayed_due || stopping_)) {
+      smtp::Reply reply = *conn->delayed_answer;
+      conn->delayed_answer.reset();
+      conn->delayed_due = absl::InfiniteFuture();
+      if (conn->session->blocked() == smtp::Session::Blocked::kAwaitingAnswer) {
+        conn->session->Answer(reply);
+        Process(*conn);
+      }
+    }
     conn->session->OnDeadline(now_);
     if (stopping_ && now_ >= drain_deadline_) {
       LOG_WARNING("shard %d: %s still busy after the drain timeout; closing", index_,
@@ -793,6 +802,9 @@ void Shard::MaybeFree(Connection& conn) {
   conn.plain_in.clear();
   conn.plain_offset = 0;
   conn.auth_candidate = nullptr;
+  conn.auth_user.clear();
+  conn.delayed_answer.reset();
+  conn.delayed_due = absl::InfiniteFuture();
   conn.shut_down = false;
   conn.peer_eof = false;
   conn.awaiting_proxy = false;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "auth/jwt.h"
+#include "auth/throttle.h"
 #include "base/check.h"
 #include "base/log.h"
 #include "policy/hve_policy.h"
@@ -19,8 +20,16 @@ namespace chute::server {
 // --- Connection: the HVE session handler ------------------------------------------------------
 
 std::optional<smtp::Reply> Connection::OnAuth(const smtp::AuthRequest& request) {
+  auth::AuthThrottle::Verdict verdict =
+      shard->shared_->throttle->Check(peer, request.username, shard->now_);
+  if (verdict == auth::AuthThrottle::Verdict::kBlocked) {
+    shard->counters_.auth_failures.Add(1);
+    return smtp::kReplyAuthThrottled;  // no argon2 spent on a guesser
+  }
+  auth_user = request.username;
   if (request.mechanism == smtp::Mechanism::kXoauth2) {
-    return OnXoauth2(request);
+    smtp::Reply reply = OnXoauth2(request);
+    return reply.code >= 500 ? AuthFailed(reply) : std::optional<smtp::Reply>(reply);
   }
   const directory::Account* candidate = snapshot->FindAccount(request.username);
   if (candidate != nullptr) {
@@ -37,6 +46,7 @@ std::optional<smtp::Reply> Connection::OnAuth(const smtp::AuthRequest& request) 
   verify.password_hash = candidate != nullptr ? candidate->password_hash : std::string();
   verify.password = request.secret;
   verify.cookie = cookie();
+  verify.low_priority = verdict == auth::AuthThrottle::Verdict::kSuspect;
   // An unknown user is verified too (against a dummy hash): same answer, same time.
   if (!shard->shared_->verifier->Submit(std::move(verify), shard)) {
     return smtp::kReplyAuthUnavailable;  // the verifier queue is at its bound
@@ -100,15 +110,27 @@ void Connection::OnVerified(bool ok) {
   auth_inflight = false;
   const directory::Account* candidate = auth_candidate;
   auth_candidate = nullptr;
-  smtp::Reply reply = smtp::kReplyAuthFailed;
+  std::optional<smtp::Reply> reply;
   if (ok && candidate != nullptr) {
     reply = AdmitAuthenticated(candidate);
   } else {
     shard->counters_.auth_failures.Add(1);
+    reply = AuthFailed(smtp::kReplyAuthFailed);
   }
-  if (session != nullptr && session->blocked() == smtp::Session::Blocked::kAwaitingAnswer) {
-    session->Answer(reply);
+  if (reply.has_value() && session != nullptr &&
+      session->blocked() == smtp::Session::Blocked::kAwaitingAnswer) {
+    session->Answer(*reply);
   }
+}
+
+std::optional<smtp::Reply> Connection::AuthFailed(const smtp::Reply& reply) {
+  absl::Duration delay = shard->shared_->throttle->RecordFailure(peer, auth_user, shard->now_);
+  if (delay <= absl::ZeroDuration()) {
+    return reply;
+  }
+  delayed_answer = reply;
+  delayed_due = shard->now_ + delay;
+  return std::nullopt;  // the shard's tick answers it (to the second)
 }
 
 std::optional<smtp::Reply> Connection::OnMail(const smtp::MailArgs& mail) {

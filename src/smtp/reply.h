@@ -87,6 +87,10 @@ inline constexpr Reply kReplyNetworkNotAllowed{554,
 inline constexpr Reply kReplyListenerMisconfigured{
     421, "4.3.5 This listener's account is missing from the directory, try again later"};
 inline constexpr Reply kReplyAuthUnavailable{454, "4.7.0 Temporary authentication failure"};
+// Too many failed AUTHs from this address (or for this account from an address that failed
+// too): refused without checking until the failure window ends.
+inline constexpr Reply kReplyAuthThrottled{
+    550, "5.2.251 Too many failed authentication attempts, try again later"};
 inline constexpr Reply kReplyTimeout{421, "4.4.2 Timeout exceeded"};
 inline constexpr Reply kReplyShuttingDown{421, "4.3.2 Service shutting down"};
 inline constexpr Reply kReplyTooManyErrors{421, "4.7.0 Too many errors"};

@@ -104,6 +104,7 @@ authenticate_as = "app@example.test"
 {self.extra_listeners()}
 [limits]
 {self.extra_limits}
+{"" if self.auth_throttle else self.NO_AUTH_THROTTLE}
 
 [admin]
 address = "127.0.0.1:{self.admin_port}"
@@ -125,6 +126,11 @@ address = "127.0.0.1:{self.admin_port}"
         wait_for_port("127.0.0.1", self.port)
 
     fd_limit = None  # RLIMIT_NOFILE (soft and hard) for chuted, to test running out
+    # The failed-AUTH throttle slows every wrong password from 127.0.0.1; only the suites
+    # that test it turn it on, so that the others stay fast and independent of each other.
+    auth_throttle = False
+    NO_AUTH_THROTTLE = ("auth_failure_delay_max_s = 0\nauth_failures_per_ip = 1000000\n"
+                        "auth_failures_per_account = 1000000")
 
     def _limits(self):
         if self.fd_limit is not None:

@@ -7,11 +7,12 @@ import signal
 import smtplib
 import socket
 import sqlite3
+import ssl
 import subprocess
 import time
 import unittest
 
-from chute_fixture import ChutedFixture, free_port
+from chute_fixture import APP_PASSWORD, ChutedFixture, free_port
 
 
 def abandon_mid_data(port, body_bytes):
@@ -317,6 +318,51 @@ class SlowDripTest(ChutedFixture):
                 continue
         self.assertTrue(closed)
         self.assertLess(time.monotonic() - started, 6)  # the 3 s deadline and a tick
+
+
+class AuthThrottleTest(ChutedFixture):
+    with_tls = True
+    auth_throttle = True
+    extra_limits = ("auth_failures_per_ip = 3\nauth_failure_delay_max_s = 2\n"
+                    "auth_failure_window_s = 60")
+
+    def auth(self, source, password):
+        """(code, seconds) of one AUTH PLAIN from `source` over STARTTLS."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with smtplib.SMTP("127.0.0.1", self.tls_port, timeout=30,
+                          source_address=(source, 0)) as c:
+            c.starttls(context=context)
+            c.ehlo("guess")
+            started = time.monotonic()
+            c.user, c.password = "app@example.test", password
+            try:
+                c.auth("PLAIN", c.auth_plain)  # one mechanism: login() would try several
+                code = 235
+            except smtplib.SMTPAuthenticationError as e:
+                code = e.smtp_code
+                self.last_error = e.smtp_error
+            return code, time.monotonic() - started
+
+    def test_guessing_is_slowed_then_refused_and_others_are_not_slowed(self):
+        # Was: 1,000 guesses at 51-58/s, no brake but the disconnect after 3 per session.
+        first = self.auth("127.0.0.2", "wrong-1")
+        self.assertEqual(first[0], 535)
+        second = self.auth("127.0.0.2", "wrong-2")
+        self.assertEqual(second[0], 535)
+        self.assertGreaterEqual(second[1], 0.9)  # the second failure waited (1 s, to a tick)
+        self.assertEqual(self.auth("127.0.0.2", "wrong-3")[0], 535)
+        refused = self.auth("127.0.0.2", APP_PASSWORD)  # even the right one, for the window
+        self.assertEqual(refused[0], 550)
+        self.assertIn(b"5.2.251", self.last_error)
+        self.assertLess(refused[1], 0.5)  # refused at once: no argon2, no wait
+        elsewhere = self.auth("127.0.0.3", APP_PASSWORD)
+        self.assertEqual(elsewhere[0], 235)
+        self.assertLess(elsewhere[1], 1.0)  # another address is not slowed
+        metrics = self.metrics()
+        self.assertGreaterEqual(metrics['chute_auth_throttled_total{reason="ip"}'], 1)
+        self.assertGreaterEqual(metrics["chute_auth_delayed_total"], 3)
 
 
 class OutOfDescriptorsTest(ChutedFixture):

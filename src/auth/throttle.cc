@@ -1,0 +1,83 @@
+#include "auth/throttle.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+namespace chute::auth {
+namespace {
+
+std::string IpKey(const IpBytes& ip) {
+  return absl::StrCat("i", absl::string_view(reinterpret_cast<const char*>(ip.data()),
+                                             ip.size()));
+}
+
+std::string UserKey(absl::string_view user) { return absl::StrCat("u", absl::AsciiStrToLower(user)); }
+
+}  // namespace
+
+int64_t AuthThrottle::Failures(const std::string& key, absl::Time now) {
+  auto it = entries_.find(key);
+  if (it == entries_.end() || now - it->second.window_start >= limits_.window) {
+    return 0;
+  }
+  return it->second.failures;
+}
+
+int64_t AuthThrottle::Add(const std::string& key, absl::Time now) {
+  auto it = entries_.find(key);
+  if (it == entries_.end()) {
+    if (entries_.size() >= limits_.entries_max) {
+      absl::erase_if(entries_, [&](const auto& kv) {
+        return now - kv.second.window_start >= limits_.window;
+      });
+      if (entries_.size() >= limits_.entries_max) {
+        return 0;  // full of live entries: not tracked (fail open, never grow)
+      }
+    }
+    it = entries_.emplace(key, Entry{now, 0}).first;
+  }
+  if (now - it->second.window_start >= limits_.window) {
+    it->second = Entry{now, 0};
+  }
+  return ++it->second.failures;
+}
+
+AuthThrottle::Verdict AuthThrottle::Check(const IpBytes& ip, absl::string_view user,
+                                          absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  int64_t ip_failures = Failures(IpKey(ip), now);
+  if (ip_failures == 0) {
+    return Verdict::kClean;
+  }
+  if (ip_failures >= limits_.failures_per_ip) {
+    refused_ip.fetch_add(1, std::memory_order_relaxed);
+    return Verdict::kBlocked;
+  }
+  if (Failures(UserKey(user), now) >= limits_.failures_per_account) {
+    refused_account.fetch_add(1, std::memory_order_relaxed);
+    return Verdict::kBlocked;
+  }
+  return Verdict::kSuspect;
+}
+
+absl::Duration AuthThrottle::RecordFailure(const IpBytes& ip, absl::string_view user,
+                                           absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  int64_t ip_failures = Add(IpKey(ip), now);
+  Add(UserKey(user), now);
+  if (ip_failures == 0) {
+    return absl::ZeroDuration();
+  }
+  delayed.fetch_add(1, std::memory_order_relaxed);
+  int64_t shift = std::min<int64_t>(ip_failures - 1, 30);
+  return std::min(absl::Seconds(int64_t{1} << shift), limits_.delay_max);
+}
+
+void AuthThrottle::SetLimits(ThrottleLimits limits) {
+  absl::MutexLock lock(&mu_);
+  limits_ = limits;
+}
+
+}  // namespace chute::auth
