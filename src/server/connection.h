@@ -101,6 +101,7 @@ struct Connection : public smtp::SessionHandler {
   std::unique_ptr<smtp::Session> session;
   std::deque<InputChunk> input;
   int32_t feeding_buffer = -1;  // the receive buffer being fed to the session right now
+  absl::Time starved_since;      // when its receive last stopped for want of buffers
 
   bool recv_armed = false;
   bool recv_cancelling = false;

@@ -540,6 +540,11 @@ std::string Server::MetricsText() const {
           [](const ShardCounters& c) { return c.auth_successes.Get(); });
   counter("chute_auth_failures_total", "Failed AUTH commands.",
           [](const ShardCounters& c) { return c.auth_failures.Get(); });
+  counter("chute_recv_starved_total",
+          "Receives that found no free receive buffer (the connection waits for one).",
+          [](const ShardCounters& c) { return c.recv_starved.Get(); });
+  counter("chute_recv_starved_max_ms", "The longest a connection waited for a receive buffer.",
+          [](const ShardCounters& c) { return c.recv_starved_max_ms.Get(); });
   counter("chute_accept_pauses_total",
           "Times a listener paused accepting for want of file descriptors (EMFILE/ENFILE).",
           [](const ShardCounters& c) { return c.accept_pauses.Get(); });

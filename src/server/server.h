@@ -77,7 +77,9 @@ struct ShardCounters {
   ShardCounter auth_successes;
   ShardCounter auth_failures;
   ShardCounter spool_full;
-  ShardCounter accept_pauses;  // accepts paused for want of file descriptors  // MAIL refused with 452 4.3.1: the spool is at a bound
+  ShardCounter accept_pauses;  // accepts paused for want of file descriptors
+  ShardCounter recv_starved;         // receives that found no free buffer (ENOBUFS)
+  ShardCounter recv_starved_max_ms;  // the longest a connection waited for a buffer  // MAIL refused with 452 4.3.1: the spool is at a bound
 };
 
 // UsageLog: usage counts on their way from the shards (which add to their own maps and hand

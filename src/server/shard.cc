@@ -534,6 +534,11 @@ void Shard::Unref(uint16_t buffer) {
       starved_.pop_front();
       Connection& conn = *connections_[slot];
       if (conn.in_use && !conn.shut_down) {
+        int64_t waited_ms = absl::ToInt64Milliseconds(now_ - conn.starved_since);
+        if (waited_ms > static_cast<int64_t>(counters_.recv_starved_max_ms.Get())) {
+          counters_.recv_starved_max_ms.Add(waited_ms -
+                                            static_cast<int64_t>(counters_.recv_starved_max_ms.Get()));
+        }
         ArmRecv(conn);
       }
     }
@@ -561,6 +566,8 @@ void Shard::OnRecv(Connection& conn, const io_uring_cqe& cqe) {
     }
   } else if (cqe.res == -ENOBUFS) {
     // Back-pressure, not an error: receive again once buffers come back.
+    counters_.recv_starved.Add(1);
+    conn.starved_since = now_;
     starved_.push_back(conn.slot);
   } else if (cqe.res == 0) {
     // The peer finished sending. Replies still owed (221 after a pipelined QUIT, say) go out

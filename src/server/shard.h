@@ -34,6 +34,9 @@ inline constexpr size_t kConnectionsPerShardMax = 1 << 20;
 inline constexpr size_t kInputChunksMax = 16;
 // Receive buffers one message may keep pinned; past it, its body is copied to an arena.
 inline constexpr size_t kPinnedBuffersPerMessageMax = 8;
+// Messages together pin at most 1/kPinnedBufferShare of a shard's receive buffers; past it,
+// bodies are copied, so the ring never runs dry under many large uploads.
+inline constexpr size_t kPinnedBufferShare = 4;
 inline constexpr size_t kArenaBlockBytes = 64 * 1024;
 // Pieces one message may point to (each stuffed dot splits a slice); past it, the body goes to
 // the arena, where consecutive pieces merge: a body of dotted lines cannot grow the list.
@@ -128,6 +131,9 @@ class Shard : public auth::VerifySink {
   void FlushHandOver();
 
   void Ref(uint16_t buffer) { ++buffer_refs_[buffer]; }
+  // MayPin: whether a message may pin one more receive buffer (kPinnedBufferShare of the
+  // ring at most, across all messages of the shard).
+  bool MayPin() const { return message_pins_ < buffers_->count() / kPinnedBufferShare; }
   void Unref(uint16_t buffer);
 
   const int index_;
@@ -137,6 +143,7 @@ class Shard : public auth::VerifySink {
   std::unique_ptr<io::Ring> ring_;
   std::unique_ptr<io::BufferRing> buffers_;
   std::vector<uint16_t> buffer_refs_;
+  size_t message_pins_ = 0;  // receive buffers pinned by message bodies
   std::vector<std::unique_ptr<Connection>> connections_;  // by slot
   std::vector<uint32_t> free_slots_;
   std::deque<uint32_t> starved_;  // slots whose receive stopped for want of buffers

@@ -191,10 +191,14 @@ void Connection::OnBodySlice(absl::string_view slice) {
   // Plaintext from TLS lives in the connection's own buffer, which is reused: it goes to the
   // arena like the overflow of a message with too many pinned receive buffers.
   uint16_t buffer = static_cast<uint16_t>(feeding_buffer);
-  bool zero_copy = feeding_buffer >= 0 && message.pieces.size() < kBodyPiecesMax;
+  // Zero copy while the shard's pinned buffers stay under their budget: past it, bodies are
+  // copied so that receive buffers go straight back to the ring (no connection starves).
+  bool zero_copy = feeding_buffer >= 0 && message.pieces.size() < kBodyPiecesMax &&
+                   shard->MayPin();
   bool pinned = zero_copy && !message.pinned.empty() && message.pinned.back() == buffer;
   if (!pinned && zero_copy && message.pinned.size() < kPinnedBuffersPerMessageMax) {
     shard->Ref(buffer);
+    ++shard->message_pins_;
     message.pinned.push_back(buffer);
     pinned = true;
   }
@@ -223,6 +227,7 @@ void Connection::OnBodySlice(absl::string_view slice) {
 
 void Connection::ReleaseMessage() {
   for (uint16_t buffer : message.pinned) {
+    --shard->message_pins_;
     shard->Unref(buffer);
   }
   message.pinned.clear();

@@ -93,6 +93,7 @@ private_key = "{self.key}"
 hostname = "relay.example.test"
 shards = {self.shards}
 data_dir = "{self.dir}"
+{self.extra_server}
 
 [[listener]]
 address = "127.0.0.1:{self.port}"
@@ -125,6 +126,7 @@ address = "127.0.0.1:{self.admin_port}"
         self.addCleanup(self._stop)
         wait_for_port("127.0.0.1", self.port)
 
+    extra_server = ""  # more [server] keys
     fd_limit = None  # RLIMIT_NOFILE (soft and hard) for chuted, to test running out
     # The failed-AUTH throttle slows every wrong password from 127.0.0.1; only the suites
     # that test it turn it on, so that the others stay fast and independent of each other.

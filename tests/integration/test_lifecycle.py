@@ -7,6 +7,7 @@ import signal
 import smtplib
 import socket
 import sqlite3
+import threading
 import ssl
 import subprocess
 import time
@@ -363,6 +364,41 @@ class AuthThrottleTest(ChutedFixture):
         metrics = self.metrics()
         self.assertGreaterEqual(metrics['chute_auth_throttled_total{reason="ip"}'], 1)
         self.assertGreaterEqual(metrics["chute_auth_delayed_total"], 3)
+
+
+class LargeUploadsTest(ChutedFixture):
+    shards = 1
+    extra_server = "recv_buffers = 256"  # 4 MiB of receive buffers for 40 x 9.5 MB
+
+    def test_many_large_uploads_never_starve_a_connection_for_a_second(self):
+        # Was: 40 concurrent 9.5 MB uploads left 12-23 of them unread for 20-38 s, waiting for
+        # provided buffers that message bodies held.
+        body = b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 9500
+        results = []
+
+        def upload(n):
+            try:
+                with smtplib.SMTP("127.0.0.1", self.port, timeout=120) as c:
+                    c.sendmail("app@example.test", [f"big{n}@example.test"], body)
+                    results.append(250)
+            except smtplib.SMTPException as e:
+                results.append(repr(e))
+
+        threads = [threading.Thread(target=upload, args=(n,)) for n in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        self.assertEqual(results, [250] * 40)
+        metrics = self.metrics()
+        longest_ms = metrics['chute_recv_starved_max_ms{shard="0"}']
+        starved = metrics['chute_recv_starved_total{shard="0"}']
+        self.assertLess(longest_ms, 1000)
+        print(f"\n40 x 9.5 MB: {int(starved)} starved receives, longest wait "
+              f"{int(longest_ms)} ms", flush=True)
+
+    def settle(self, deadline_s=120):
+        super().settle(deadline_s)
 
 
 class OutOfDescriptorsTest(ChutedFixture):
