@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
 #include "base/log.h"
+#include "base/memory.h"
 #include "base/status_macros.h"
 #include "io/ring.h"
 
@@ -258,6 +259,7 @@ void DeliveryQueue::Work(int worker) {
     }
     if (batch.empty()) {
       backend->CloseIdle(absl::Now());
+      ReleaseIdleMemory();  // a quiet worker gives back what the last messages took
       idle_since = absl::Now();
       continue;
     }

@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "base/config.h"
 #include "base/log.h"
+#include "base/memory.h"
 #include "server/server.h"
 
 namespace chute {
@@ -121,6 +122,8 @@ int Main(int argc, char** argv) {
   }
 
   RaiseFileLimit();
+  // Freed memory goes back to the system when a thread goes quiet (base/memory.h).
+  SetMemoryReleaser(+[] { mi_collect(false); });
 
   // Every thread inherits this mask; the main thread takes the signals synchronously.
   sigset_t signals;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "base/check.h"
 #include "base/log.h"
+#include "base/memory.h"
 #include "net/proxy_protocol.h"
 #include "net/socket.h"
 #include "auth/jwt.h"
@@ -264,6 +265,7 @@ void Shard::OnWake() {
 
 void Shard::OnTick() {
   writer_->Reclaim();
+  ReleaseIdleMemory();
   if (!usage_.empty()) {
     shared_->usage.Merge(usage_);
   }

@@ -401,6 +401,27 @@ class LargeUploadsTest(ChutedFixture):
         super().settle(deadline_s)
 
 
+class MemoryReturnTest(ChutedFixture):
+    shards = 1
+
+    def rss_kb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return int(next(l for l in f if l.startswith("VmRSS:")).split()[1])
+
+    def test_memory_goes_back_after_large_messages(self):
+        # Was: 13 MB resident, then 63 MB after 50 MB of bodies, for good.
+        before = self.rss_kb()
+        body = b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 10000
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as c:
+            for _ in range(5):
+                c.sendmail("app@example.test", ["mem@example.test"], body)
+        self.settle()
+        time.sleep(3)  # a tick for the shard, an idle second for the delivery workers
+        after = self.rss_kb()
+        # What may stay: the receive buffers the kernel has written to (16 MiB), some slack.
+        self.assertLess(after - before, 28 * 1024, f"{before} kB before, {after} kB after")
+
+
 class OutOfDescriptorsTest(ChutedFixture):
     fd_limit = 128
 
