@@ -13,7 +13,7 @@ import subprocess
 import time
 import unittest
 
-from chute_fixture import APP_PASSWORD, ChutedFixture, free_port
+from chute_fixture import APP_PASSWORD, CHUTED, ChutedFixture, free_port, wait_for_port
 
 
 def abandon_mid_data(port, body_bytes):
@@ -420,6 +420,26 @@ class MemoryReturnTest(ChutedFixture):
         after = self.rss_kb()
         # What may stay: the receive buffers the kernel has written to (16 MiB), some slack.
         self.assertLess(after - before, 28 * 1024, f"{before} kB before, {after} kB after")
+
+
+class MaildirTmpCleanupTest(ChutedFixture):
+    def test_crash_leftovers_in_tmp_are_removed_at_start(self):
+        # Was: files left in Maildir tmp/ by a crash were never cleaned.
+        tmp = os.path.join(self.dir, "mail", "example.test", "left", "tmp")
+        os.makedirs(tmp)
+        leftover = os.path.join(tmp, "1790000000.6613C92C8C6B7000000001R0.relay.example.test")
+        foreign = os.path.join(tmp, "1790000000.M1P2.mua")  # a mail reader's, young: kept
+        for path in (leftover, foreign):
+            with open(path, "w") as f:
+                f.write("partial")
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.proc.wait(timeout=40), 0)
+        self.proc = subprocess.Popen([CHUTED, "--config", self.config], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_for_port("127.0.0.1", self.port)
+        self.assertFalse(os.path.exists(leftover))
+        self.assertTrue(os.path.exists(foreign))
+        self.assertIn("removed 1 file(s) left in tmp/", self.read_log())
 
 
 class OutOfDescriptorsTest(ChutedFixture):
