@@ -219,7 +219,7 @@ retry_initial_s = 3600
         self.assertEqual(accepted + codes.count(451), len(codes))
         # Every 250 is a message the spool holds; nothing else is.
         self.wait_metric("chute_spool_messages", accepted)
-        self.assertIn("No space left on device", self.read_log())
+        self.assertIn("spool group commit failed, its messages get 451", self.read_log())
         # Space comes back (the operator deletes what cannot be delivered): mail is accepted.
         listing = json.loads(self.ctl("--json", "queue", "list").stdout)
         self.assertEqual(len(listing), accepted)
