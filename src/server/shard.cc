@@ -263,8 +263,31 @@ void Shard::OnWake() {
   ArmWake();
 }
 
+void Shard::RearmStarved() {
+  // A safety net: every connection still waiting for a buffer tries again.
+  std::deque<uint32_t> starved;
+  starved.swap(starved_);
+  for (uint32_t slot : starved) {
+    Connection& conn = *connections_[slot];
+    if (conn.in_use && !conn.shut_down) {
+      NoteStarvedWait(conn);
+      ArmRecv(conn);
+    }
+  }
+}
+
+void Shard::NoteStarvedWait(const Connection& conn) {
+  uint64_t waited_ms = static_cast<uint64_t>(
+      std::max<int64_t>(absl::ToInt64Milliseconds(now_ - conn.starved_since), 0));
+  uint64_t longest = counters_.recv_starved_max_ms.Get();
+  if (waited_ms > longest) {
+    counters_.recv_starved_max_ms.Add(static_cast<int64_t>(waited_ms - longest));
+  }
+}
+
 void Shard::OnTick() {
   writer_->Reclaim();
+  RearmStarved();
   ReleaseIdleMemory();
   if (!usage_.empty()) {
     shared_->usage.Merge(usage_);
@@ -529,6 +552,7 @@ void Shard::CancelRecv(Connection& conn) {
 void Shard::Unref(uint16_t buffer) {
   DCHECK(buffer_refs_[buffer] > 0);
   if (--buffer_refs_[buffer] == 0) {
+    --buffers_out_;
     buffers_->Recycle(buffer);
     // A returned buffer may let a connection that ran dry receive again.
     if (!starved_.empty()) {
@@ -536,11 +560,7 @@ void Shard::Unref(uint16_t buffer) {
       starved_.pop_front();
       Connection& conn = *connections_[slot];
       if (conn.in_use && !conn.shut_down) {
-        int64_t waited_ms = absl::ToInt64Milliseconds(now_ - conn.starved_since);
-        if (waited_ms > static_cast<int64_t>(counters_.recv_starved_max_ms.Get())) {
-          counters_.recv_starved_max_ms.Add(waited_ms -
-                                            static_cast<int64_t>(counters_.recv_starved_max_ms.Get()));
-        }
+        NoteStarvedWait(conn);
         ArmRecv(conn);
       }
     }
@@ -567,10 +587,16 @@ void Shard::OnRecv(Connection& conn, const io_uring_cqe& cqe) {
       Process(conn);
     }
   } else if (cqe.res == -ENOBUFS) {
-    // Back-pressure, not an error: receive again once buffers come back.
+    // Back-pressure, not an error: receive again once buffers come back. If they came back
+    // already (between the kernel's failure and this completion), no later return would wake
+    // this connection: it receives again at once.
     counters_.recv_starved.Add(1);
     conn.starved_since = now_;
-    starved_.push_back(conn.slot);
+    if (buffers_out_ < buffers_->count()) {
+      ArmRecv(conn);
+    } else {
+      starved_.push_back(conn.slot);
+    }
   } else if (cqe.res == 0) {
     // The peer finished sending. Replies still owed (221 after a pipelined QUIT, say) go out
     // first; a session that did not end gets 421 and closes once its work is answered.

@@ -130,7 +130,11 @@ class Shard : public auth::VerifySink {
   void HandOver(std::unique_ptr<delivery::QueuedMessage> message);
   void FlushHandOver();
 
-  void Ref(uint16_t buffer) { ++buffer_refs_[buffer]; }
+  void Ref(uint16_t buffer) {
+    if (buffer_refs_[buffer]++ == 0) {
+      ++buffers_out_;
+    }
+  }
   // MayPin: whether a message may pin one more receive buffer (kPinnedBufferShare of the
   // ring at most, across all messages of the shard).
   bool MayPin() const { return message_pins_ < buffers_->count() / kPinnedBufferShare; }
@@ -144,6 +148,9 @@ class Shard : public auth::VerifySink {
   std::unique_ptr<io::BufferRing> buffers_;
   std::vector<uint16_t> buffer_refs_;
   size_t message_pins_ = 0;  // receive buffers pinned by message bodies
+  size_t buffers_out_ = 0;   // receive buffers taken from the ring and not yet given back
+  void RearmStarved();
+  void NoteStarvedWait(const Connection& conn);
   std::vector<std::unique_ptr<Connection>> connections_;  // by slot
   std::vector<uint32_t> free_slots_;
   std::deque<uint32_t> starved_;  // slots whose receive stopped for want of buffers
