@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
@@ -13,7 +14,12 @@ std::string IpKey(const IpBytes& ip) {
                                              ip.size()));
 }
 
-std::string UserKey(absl::string_view user) { return absl::StrCat("u", absl::AsciiStrToLower(user)); }
+// UserKey: a fixed-size key for a user name of any length (a guesser's 9 KB names must not
+// cost 9 KB each); a collision only merges two names' failure counts.
+std::string UserKey(absl::string_view user) {
+  uint64_t hash = absl::HashOf(absl::AsciiStrToLower(user));
+  return absl::StrCat("u", absl::string_view(reinterpret_cast<const char*>(&hash), 8));
+}
 
 }  // namespace
 
@@ -28,13 +34,15 @@ int64_t AuthThrottle::Failures(const std::string& key, absl::Time now) {
 int64_t AuthThrottle::Add(const std::string& key, absl::Time now) {
   auto it = entries_.find(key);
   if (it == entries_.end()) {
-    if (entries_.size() >= limits_.entries_max) {
+    if (entries_.size() >= limits_.entries_max && now >= next_sweep_) {
+      // At most one sweep a second: a flood of new keys cannot make every AUTH a full scan.
+      next_sweep_ = now + absl::Seconds(1);
       absl::erase_if(entries_, [&](const auto& kv) {
         return now - kv.second.window_start >= limits_.window;
       });
-      if (entries_.size() >= limits_.entries_max) {
-        return 0;  // full of live entries: not tracked (fail open, never grow)
-      }
+    }
+    if (entries_.size() >= limits_.entries_max) {
+      return 0;  // full of live entries: not tracked (fail open, never grow)
     }
     it = entries_.emplace(key, Entry{now, 0}).first;
   }

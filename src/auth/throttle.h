@@ -66,6 +66,7 @@ class AuthThrottle {
   absl::Mutex mu_;
   ThrottleLimits limits_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  absl::Time next_sweep_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
 }  // namespace chute::auth

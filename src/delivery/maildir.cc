@@ -147,6 +147,7 @@ void MaildirBackend::Deliver(const std::vector<OutboundMessage*>& batch,
   // Pass 1: write every copy to tmp/.
   std::vector<std::vector<Copy>> copies(batch.size());
   bool any_written = false;
+  bool any_found = false;  // replayed copies already in the mailbox: made durable below too
   for (size_t m = 0; m < batch.size(); ++m) {
     OutboundMessage& message = *batch[m];
     message.results.assign(message.recipients.size(), RecipientResult{});
@@ -154,9 +155,11 @@ void MaildirBackend::Deliver(const std::vector<OutboundMessage*>& batch,
     for (size_t i = 0; i < message.recipients.size(); ++i) {
       message.results[i] = WriteCopy(message, i, &copies[m][i]);
       any_written |= copies[m][i].written;
+      any_found |= message.replayed && !copies[m][i].written &&
+                   message.results[i].outcome == Outcome::kDelivered;
     }
   }
-  if (!any_written) {
+  if (!any_written && !any_found) {
     return;
   }
   int root_fd = open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

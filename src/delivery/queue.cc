@@ -128,10 +128,21 @@ void DeliveryQueue::Notify() {
 
 void DeliveryQueue::Enqueue(std::unique_ptr<QueuedMessage> message) {
   absl::MutexLock lock(&mu_);
-  QueuedMessage* raw = message.get();
-  messages_[raw->id] = std::move(message);
-  MakeReady(raw, absl::Now());
+  Insert(std::move(message), absl::Now());
   wake_.Signal();
+}
+
+void DeliveryQueue::Insert(std::unique_ptr<QueuedMessage> message, absl::Time now) {
+  QueuedMessage* raw = message.get();
+  auto [it, inserted] = messages_.try_emplace(raw->id, std::move(message));
+  if (!inserted) {
+    // Ids are unique by construction; a second message with one must not replace the first
+    // (pointers to it are in the schedule). It stays in the spool and comes back at restart.
+    LOG_ERROR_EVERY(10, "delivery: a second message with id %s; it waits for a restart",
+                    raw->id);
+    return;
+  }
+  MakeReady(raw, now);
 }
 
 void DeliveryQueue::Start() {
@@ -171,9 +182,7 @@ void DeliveryQueue::DrainProducers() {
   absl::Time now = absl::Now();
   for (const std::unique_ptr<Ring>& ring : producers_) {
     while (std::optional<std::unique_ptr<QueuedMessage>> item = ring->TryPop()) {
-      QueuedMessage* raw = item->get();
-      messages_[raw->id] = std::move(*item);
-      MakeReady(raw, now);
+      Insert(std::move(*item), now);
     }
   }
 }
@@ -203,14 +212,19 @@ bool DeliveryQueue::TakeBatch(absl::Time now, std::vector<QueuedMessage*>* batch
   if (!full && !waited) {
     return false;
   }
+  uint64_t batch_bytes = 0;
   while (!ready_.empty() && batch->size() < options_.batch_messages_max) {
     QueuedMessage* message = ready_.front();
+    if (!batch->empty() && batch_bytes + message->content_bytes > kBatchBytesMax) {
+      break;  // a worker holds a batch's content in memory: large messages make small batches
+    }
     ready_.pop_front();
     message->ready_since = absl::InfinitePast();
     if (message->held || message->deleted || message->in_flight) {
       continue;
     }
     message->in_flight = true;
+    batch_bytes += message->content_bytes;
     batch->push_back(message);
   }
   return !batch->empty();
@@ -244,6 +258,9 @@ void DeliveryQueue::Work(int worker) {
         }
         PromoteDue(now);
         if (TakeBatch(now, &batch)) {
+          if (!ready_.empty()) {
+            wake_.Signal();  // more than one batch is ready: another worker takes the next
+          }
           break;
         }
         sleeping_.fetch_add(1, std::memory_order_relaxed);
@@ -272,6 +289,7 @@ void DeliveryQueue::Work(int worker) {
 void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>& batch) {
   // The messages are in flight: only this worker touches their marks until they are back.
   std::vector<OutboundMessage> out(batch.size());
+  std::vector<bool> unreadable(batch.size(), false);  // its content could not be read
   std::vector<OutboundMessage*> deliverable;
   for (size_t m = 0; m < batch.size(); ++m) {
     QueuedMessage& message = *batch[m];
@@ -291,6 +309,7 @@ void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>&
             ? message.segment->Read(message.content_offset, message.content_bytes)
             : ReadFile(message.dead_path + ".eml");
     if (!content.ok()) {
+      unreadable[m] = true;
       o.results.assign(o.recipients.size(),
                        RecipientResult{Outcome::kTransient,
                                        absl::StrCat("451 4.3.0 cannot read the message: ",
@@ -305,7 +324,7 @@ void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>&
   std::vector<int8_t> finished(batch.size(), -1);  // -1 not concluded yet, else 0/1
   auto conclude = [&](size_t m) {
     if (finished[m] < 0) {
-      finished[m] = Conclude(*batch[m], out[m], absl::Now()) ? 1 : 0;
+      finished[m] = Conclude(*batch[m], out[m], unreadable[m], absl::Now()) ? 1 : 0;
     }
   };
   if (!deliverable.empty()) {
@@ -328,12 +347,15 @@ void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>&
   }
 }
 
-bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out, absl::Time now) {
+bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
+                             bool unreadable, absl::Time now) {
   // While a message is in flight only this worker writes its marks, replies and attempts, so
   // it reads them freely; it writes them under mu_, since queue control reads them under it.
   CHECK_MSG(out.results.size() == out.recipients.size(), "a backend left results short");
   absl::Time received = absl::FromUnixMicros(message.received_unix_us);
-  bool too_old = now - received >= options_.give_up_after;
+  // A message whose content could not be read is never given up: a dead letter of it would
+  // be empty, and settling it would lose it.
+  bool too_old = !unreadable && now - received >= options_.give_up_after;
   uint32_t attempts = message.attempts + 1;
   std::vector<spool::Mark> marks = message.marks;
   std::vector<std::string> replies = message.replies;

@@ -51,6 +51,9 @@ namespace chute::delivery {
 // next turn of its loop (and MAIL is refused first, by spool.messages_max).
 inline constexpr size_t kProducerRingCapacity = 1 << 16;
 inline constexpr int kWorkersMax = 1024;
+// A worker reads a batch's messages into memory: a batch holds at most this many content
+// bytes (a single larger message still goes alone), so workers x this bounds the memory.
+inline constexpr uint64_t kBatchBytesMax = 32 << 20;
 // The longest a sleeping worker waits before looking again, whatever it expects.
 inline constexpr absl::Duration kWorkerWaitMax = absl::Seconds(1);
 
@@ -172,6 +175,8 @@ class DeliveryQueue {
   struct Attempt;
   void Work(int worker);
   void DrainProducers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Insert(std::unique_ptr<QueuedMessage> message, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PromoteDue(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool TakeBatch(absl::Time now, std::vector<QueuedMessage*>* batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -179,7 +184,8 @@ class DeliveryQueue {
   void Attempt(Backend& backend, const std::vector<QueuedMessage*>& batch);
   // Conclude: after an attempt (no lock held): marks, dead letters and settling; returns
   // whether the message is finished.
-  bool Conclude(QueuedMessage& message, const OutboundMessage& out, absl::Time now);
+  bool Conclude(QueuedMessage& message, const OutboundMessage& out, bool unreadable,
+                absl::Time now);
   void Reschedule(QueuedMessage* message, bool finished, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteDeadLetter(const QueuedMessage& message, absl::string_view content,

@@ -269,7 +269,7 @@ void Shard::RearmStarved() {
   starved.swap(starved_);
   for (uint32_t slot : starved) {
     Connection& conn = *connections_[slot];
-    if (conn.in_use && !conn.shut_down) {
+    if (conn.in_use && !conn.shut_down && conn.input.size() < kInputChunksMax) {
       NoteStarvedWait(conn);
       ArmRecv(conn);
     }
@@ -593,7 +593,9 @@ void Shard::OnRecv(Connection& conn, const io_uring_cqe& cqe) {
     counters_.recv_starved.Add(1);
     conn.starved_since = now_;
     if (buffers_out_ < buffers_->count()) {
-      ArmRecv(conn);
+      if (conn.input.size() < kInputChunksMax) {
+        ArmRecv(conn);
+      }
     } else {
       starved_.push_back(conn.slot);
     }

@@ -262,9 +262,10 @@ std::optional<smtp::Reply> Connection::OnBodyEnd() {
     s.counters_.messages_failed.Add(1);
     return refusal;
   }
-  // Unique across restarts: the start time in microseconds, the shard, a counter.
-  message.id = absl::StrFormat("%013X%02X%07X", s.boot_us_ & 0xfffffffffffff, s.index_ & 0xff,
-                               ++s.message_counter_ & 0xfffffff);
+  // Unique across restarts and over a long run: the start time in milliseconds (44 bits),
+  // the shard, and a 40-bit counter (a trillion messages per shard per start).
+  message.id = absl::StrFormat("%011X%02X%010X", (s.boot_us_ / 1000) & 0xfffffffffff,
+                               s.index_ & 0xff, ++s.message_counter_ & 0xffffffffff);
   delivery::TraceInfo trace;
   trace.helo = session->helo_name();
   trace.client_ip = peer_text;

@@ -161,8 +161,19 @@ void SegmentWriter::FinishGroup(const absl::Status& status, std::vector<Committe
   CHECK(inflight_ != nullptr);
   std::unique_ptr<Group> group = std::move(inflight_);
   if (!status.ok()) {
-    // Whatever reached the file after the last good group is a torn tail that replay drops;
-    // the segment takes nothing more.
+    // The group's records got 451: none may come back at replay, though some may have
+    // reached the file whole (a short write, a failed sync). Cut the file back to where the
+    // group began; if even that fails, what is left is at least never appended to.
+    if (ftruncate(group->fd, static_cast<off_t>(group->offset)) == 0 &&
+        fdatasync(group->fd) == 0) {
+      group->segment->bytes = group->offset;
+      gauges_->bytes.fetch_sub(static_cast<int64_t>(group->bytes), std::memory_order_relaxed);
+    } else {
+      LOG_ERROR("spool: cannot cut %s back to %d after a failed group (%s): its records may "
+                "be delivered after a restart although they got 451",
+                group->segment->path(), static_cast<int64_t>(group->offset),
+                std::strerror(errno));
+    }
     group->segment->retired = true;
     gauges_->group_failures.fetch_add(1, std::memory_order_relaxed);
     for (const Group::Entry& entry : group->entries) {

@@ -94,7 +94,7 @@ class DeliveryTest(ChutedFixture):
                             b"RCPT TO:<bdat@example.test>\r\nBDAT 12\r\nSubject: b\r\nBDAT 6 LAST\r\n"
                             b"\r\nhi\r\nQUIT\r\n")
         self.assertIn(b"250 2.0.0 12 octets received", reply)
-        self.assertRegex(reply, rb"250 2\.0\.0 OK queued as [0-9A-F]{22}")
+        self.assertRegex(reply, rb"250 2\.0\.0 OK queued as [0-9A-F]{23}")
         self.assertTrue(self.messages("bdat@example.test")[0].endswith(b"Subject: b\r\n\r\nhi\r\n"))
 
     def test_large_bdat_chunks(self):
@@ -106,7 +106,7 @@ class DeliveryTest(ChutedFixture):
                    b"BDAT %d LAST\r\n" % len(second) + second + b"QUIT\r\n")
         reply = raw_session(self.port, payload, timeout=60)
         self.assertIn(b"250 2.0.0 %d octets received" % len(first), reply)
-        self.assertRegex(reply, rb"250 2\.0\.0 OK queued as [0-9A-F]{22}")
+        self.assertRegex(reply, rb"250 2\.0\.0 OK queued as [0-9A-F]{23}")
         self.assertTrue(self.messages("chunks@example.test")[0].endswith(body))
 
     def test_smtputf8_message_is_received_with_utf8smtp(self):
@@ -138,7 +138,7 @@ class DeliveryTest(ChutedFixture):
         self.assertEqual(out.returncode, 0, out.stderr)
         msgs = self.messages("load@example.test")
         self.assertEqual(len(msgs), count)
-        self.assertEqual(len({m.split(b" id ", 1)[1][:22] for m in msgs}), count)
+        self.assertEqual(len({m.split(b" id ", 1)[1][:23] for m in msgs}), count)
 
 
 class UsageTest(ChutedFixture):

@@ -31,8 +31,8 @@ from chute_fixture import CHUTED, ChutedFixture, free_port
 DOVECOT = "/usr/sbin/dovecot"
 SMTP_SINK = "/usr/sbin/smtp-sink"
 POSTFIX = "/usr/sbin/postfix"
-UNKNOWN_ID = "0123456789ABCDEF012345"  # 22 hex chars, never issued in these tests
-QUEUED_AS = re.compile(rb"queued as ([0-9A-Fa-f]{22})\b")
+UNKNOWN_ID = "0123456789ABCDEF0123456"  # 23 hex chars, never issued in these tests
+QUEUED_AS = re.compile(rb"queued as ([0-9A-Fa-f]{23})\b")
 
 
 def wait_until(predicate, what, deadline_s=30.0, interval_s=0.1):

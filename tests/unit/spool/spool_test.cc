@@ -258,6 +258,37 @@ TEST(Replay, TornTailIsDroppedAndEarlierRecordsKept) {
   EXPECT_EQ(ids, (std::vector<std::string>{"M0", "M1"}));
 }
 
+TEST(SegmentWriter, AFailedGroupIsCutOffSoThatReplayNeverDeliversIt) {
+  // A short write or a failed sync: the group's records got 451, and some may have reached the
+  // file whole. None of them may come back at the next start.
+  TempDir dir;
+  std::string path;
+  {
+    int dir_fd = *LockSpool(dir.path());
+    SpoolGauges gauges;
+    SegmentWriter writer(dir.path(), dir_fd, 0, 5, 1 << 20, &gauges);
+    std::vector<Committed> good = CommitSome(writer, 1, "kept\r\n");
+    path = good[0].segment->path();
+    std::vector<std::string> pieces = {"failed\r\n"};
+    std::vector<iovec> iov = Body(pieces);
+    writer.Stage(*EncodeRecordPrefix(SampleEnvelope("F1"), "", iov), iov, pieces[0].size(), 7);
+    std::vector<uint64_t> failed;
+    const Group* group = *writer.TakeGroup(&failed);
+    ASSERT_TRUE(WriteGroupNow(*group).ok());  // the bytes are there, whole...
+    std::vector<Committed> committed;
+    writer.FinishGroup(absl::DataLossError("the sync failed"), &committed, &failed);  // ...but 451
+    EXPECT_EQ(failed, std::vector<uint64_t>{7});
+    EXPECT_EQ(gauges.messages.load(), 1);
+    close(dir_fd);
+  }
+  SpoolGauges gauges;
+  std::vector<std::string> ids;
+  ASSERT_TRUE(Replay(dir.path(), &gauges, [&](ReplayedRecord r) {
+                ids.push_back(r.record.envelope.id);
+              }).ok());
+  EXPECT_EQ(ids, std::vector<std::string>{"M0"});
+}
+
 TEST(Replay, FullySettledSegmentsAreRemoved) {
   TempDir dir;
   std::string path;
