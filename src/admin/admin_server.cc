@@ -92,14 +92,17 @@ void AdminServer::Serve() {
     for (size_t i = 0; i < clients.size(); ++i) {
       Client& c = clients[i];
       int16_t ready = fds[i + 1].revents;
-      bool finished = now >= c.deadline;
-      if (!finished && (ready & (POLLIN | POLLHUP | POLLERR)) && c.out.empty()) {
+      bool finished = false;
+      bool progressed = false;  // the deadline is for a client that stalls, not for our pace
+      if ((ready & (POLLIN | POLLHUP | POLLERR)) && c.out.empty()) {
         char buffer[2048];
         ssize_t n = recv(c.fd, buffer, sizeof(buffer), MSG_DONTWAIT);
         if (n > 0) {
+          progressed = true;
           c.in.append(buffer, static_cast<size_t>(n));
           if (c.in.find("\r\n\r\n") != std::string::npos || c.in.size() >= kRequestBytesMax) {
             c.out = Respond(c.in);
+            c.deadline = absl::Now() + absl::Milliseconds(kRequestTimeoutMs);  // to write it
           }
         } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
           finished = true;
@@ -109,12 +112,14 @@ void AdminServer::Serve() {
         ssize_t n = send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent,
                          MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n > 0) {
+          progressed = true;
           c.sent += static_cast<size_t>(n);
         } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
           finished = true;
         }
         finished |= c.sent == c.out.size();
       }
+      finished |= !progressed && now >= c.deadline;
       if (finished) {
         close(c.fd);
         c.fd = -1;

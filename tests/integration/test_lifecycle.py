@@ -195,10 +195,13 @@ class ImplicitTlsRefusalTest(ChutedFixture):
 
     def test_a_refusal_on_the_implicit_tls_port_closes_without_plaintext(self):
         # Was: the per-IP 421 went out in plaintext where the client expects a handshake.
+        # (The fixture's start-up probe must be gone first: it counted toward the cap of 2.)
+        self.wait_metric('chute_gate_ip_connections{ip="127.0.0.1"}', 0)
         held = [socket.create_connection(("127.0.0.1", self.smtps_port), timeout=10)
                 for _ in range(2)]
         self.addCleanup(lambda: [s.close() for s in held])
-        time.sleep(0.2)
+        # Both counted before the third comes (two shards accept in any order).
+        self.wait_metric('chute_gate_ip_connections{ip="127.0.0.1"}', 2)
         third = socket.create_connection(("127.0.0.1", self.smtps_port), timeout=10)
         self.addCleanup(third.close)
         self.assertEqual(third.recv(100), b"")  # closed, nothing said
