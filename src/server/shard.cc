@@ -276,7 +276,10 @@ void Shard::RearmStarved() {
   }
 }
 
-void Shard::NoteStarvedWait(const Connection& conn) {
+void Shard::NoteStarvedWait(Connection& conn) {
+  if (conn.session != nullptr) {
+    conn.session->RestartDataRateWindow(now_);
+  }
   uint64_t waited_ms = static_cast<uint64_t>(
       std::max<int64_t>(absl::ToInt64Milliseconds(now_ - conn.starved_since), 0));
   uint64_t longest = counters_.recv_starved_max_ms.Get();
@@ -335,7 +338,7 @@ void Shard::OnTick() {
       }
     }
     conn->session->OnDeadline(now_);
-    if (stopping_ && now_ >= drain_deadline_) {
+    if (stopping_ && now_ >= drain_deadline_ && !conn->delivery_inflight) {
       LOG_WARNING("shard %d: %s still busy after the drain timeout; closing", index_,
                   conn->peer_text);
       Shutdown(*conn);

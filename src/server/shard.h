@@ -150,7 +150,7 @@ class Shard : public auth::VerifySink {
   size_t message_pins_ = 0;  // receive buffers pinned by message bodies
   size_t buffers_out_ = 0;   // receive buffers taken from the ring and not yet given back
   void RearmStarved();
-  void NoteStarvedWait(const Connection& conn);
+  void NoteStarvedWait(Connection& conn);
   std::vector<std::unique_ptr<Connection>> connections_;  // by slot
   std::vector<uint32_t> free_slots_;
   std::deque<uint32_t> starved_;  // slots whose receive stopped for want of buffers

@@ -646,7 +646,10 @@ absl::Time Session::Deadline() const {
     case Phase::kClosed:
       return absl::InfiniteFuture();
     case Phase::kAwaiting:
-      return session_end;  // the wait is ours, not the client's
+      // The wait is ours, not the client's. The end of a message waits for the spool's
+      // commit, which always answers (250 or 451) within moments: cutting it short would
+      // lose the 250 of a stored message and make the client send it again.
+      return pending_ == Pending::kBodyEnd ? absl::InfiniteFuture() : session_end;
     case Phase::kData:
     case Phase::kBdatChunk:
       return std::min(session_end, last_input_ + options_.data_timeout);

@@ -147,6 +147,13 @@ class Session {
   // OnDeadline: at or after Deadline(): queues 421 4.4.2 and closes. Earlier calls do nothing.
   void OnDeadline(absl::Time now);
 
+  // RestartDataRateWindow: the server itself stopped reading for a while (no receive buffer):
+  // that time does not count against the client's minimum data rate.
+  void RestartDataRateWindow(absl::Time now) {
+    data_window_start_ = now;
+    data_window_bytes_ = 0;
+  }
+
   // PeerGone: the peer closed its side or reset the connection: nothing more will arrive. A
   // message body, a SASL exchange or a handshake in progress can never finish, so the session
   // closes at once and drops the transaction (a body's memory and the connection's places go

@@ -404,6 +404,13 @@ class LargeUploadsTest(ChutedFixture):
         super().settle(deadline_s)
 
 
+def sanitized_build():
+    """An ASan build keeps freed memory in quarantine: resident size means nothing there."""
+    with open(CHUTED, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+@unittest.skipIf(sanitized_build(), "resident memory is not measurable under ASan")
 class MemoryReturnTest(ChutedFixture):
     shards = 1
 
