@@ -389,9 +389,10 @@ void Server::LimitConnectionsToDescriptors(int shards) {
   int64_t cap = std::max<int64_t>(static_cast<int64_t>(limit.rlim_cur) - reserve, 1);
   shared_.connections_fd_cap = cap;
   if (cap < config.limits.connections_max) {
-    LOG_WARNING("connections_max is %d but only %d file descriptors are available: at most %d "
-                "client connections (raise LimitNOFILE= / ulimit -n)",
-                config.limits.connections_max, static_cast<int64_t>(limit.rlim_cur), cap);
+    // Informational: the embedded default meets this on most machines (ulimit -n 1024..20000).
+    LOG_INFO("client connections: at most %d, as %d file descriptors allow (connections_max is "
+             "%d; raise LimitNOFILE= / ulimit -n for more)",
+             cap, static_cast<int64_t>(limit.rlim_cur), config.limits.connections_max);
   }
 }
 

@@ -460,7 +460,7 @@ class OutOfDescriptorsTest(ChutedFixture):
         # second) and /healthz stopped answering. Now connections are capped below the
         # descriptor limit, so accepting (even to refuse) never runs out.
         self.assertIn("file descriptors: 128", self.read_log())
-        self.assertIn("client connections (raise LimitNOFILE", self.read_log())
+        self.assertIn("raise LimitNOFILE= / ulimit -n for more", self.read_log())
         held = []
         refused = 0
         for n in range(200):
