@@ -44,7 +44,7 @@ send() {  # send PORT: smtp-source, bounded in time
     -f app@example.test -t bench@example.test "127.0.0.1:$1"
 }
 metric() {  # metric ADMIN_PORT NAME
-  curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n { print $2 }'
+  curl -s "127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n { print $2 }'
 }
 wait_metric_zero() {  # until the spool is settled
   local deadline=$(( $(date +%s) + time_limit_s ))
@@ -121,7 +121,7 @@ kill -TERM "$pid"; wait "$pid" || true
 start_chute maildir 'backend = "maildir"'
 t0=$(now); send "$port"; wait_metric_zero "$admin"; t1=$(now)
 maildir_rate=$(rate "$t0" "$t1")
-maildir_batches=$(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^chute_delivery_batches_total/ { print $2 }')
+maildir_batches=$(curl -s "127.0.0.1:$admin/metrics" | awk '/^chute_delivery_batches_total/ { print $2 }')
 delivered=$(find "$work/maildir/mail/example.test/bench/new" -type f | wc -l)
 [ "$delivered" -eq "$messages" ] || { echo "maildir: $delivered of $messages delivered" >&2; exit 2; }
 kill -TERM "$pid"; wait "$pid" || true
@@ -135,7 +135,7 @@ start_sink "$relay_sink"
 start_chute relay "$(printf 'backend = "smtp"\ntarget = "127.0.0.1:%s"\ntls = "off"\nconnections_max = 16' "$relay_sink")"
 t0=$(now); send "$port"; wait_metric_zero "$admin"; t1=$(now)
 relay_rate=$(rate "$t0" "$t1")
-received=$(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^chute_delivery_recipients_delivered_total/ { print $2 }')
+received=$(curl -s "127.0.0.1:$admin/metrics" | awk '/^chute_delivery_recipients_delivered_total/ { print $2 }')
 [ "$received" -eq "$messages" ] || { echo "relay: $received of $messages delivered" >&2; exit 2; }
 kill -TERM "$pid"; wait "$pid" || true
 
