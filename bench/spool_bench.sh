@@ -146,29 +146,8 @@ postfix_dir="$work/postfix"
 postfix_port=$(free_port)
 mkdir -p "$postfix_dir" "$work/pq" "$work/pd"
 chown postfix:postfix "$work/pd"
-cat >"$postfix_dir/master.cf" <<CF
-127.0.0.1:$postfix_port inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-CF
+sed "s/@LISTEN@/127.0.0.1:$postfix_port/" tests/integration/postfix/master.cf.in \
+  >"$postfix_dir/master.cf"
 cat >"$postfix_dir/main.cf" <<CF
 compatibility_level = 3.6
 queue_directory = $work/pq

@@ -31,6 +31,7 @@ from chute_fixture import CHUTED, ChutedFixture, free_port
 DOVECOT = "/usr/sbin/dovecot"
 SMTP_SINK = "/usr/sbin/smtp-sink"
 POSTFIX = "/usr/sbin/postfix"
+HERE = os.path.dirname(os.path.abspath(__file__))
 UNKNOWN_ID = "0123456789ABCDEF0123456"  # 23 hex chars, never issued in these tests
 QUEUED_AS = re.compile(rb"queued as ([0-9A-Fa-f]{23})\b")
 
@@ -840,30 +841,9 @@ queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
 """)
-    with open(os.path.join(conf, "master.cf"), "w") as f:
-        f.write(f"""
-127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-""")
+    with open(os.path.join(HERE, "postfix", "master.cf.in")) as template, \
+            open(os.path.join(conf, "master.cf"), "w") as f:
+        f.write(template.read().replace("@LISTEN@", f"127.0.0.1:{port}"))
     env = {**os.environ, "MAIL_CONFIG": conf}
     start = subprocess.run([POSTFIX, "-c", conf, "start"], capture_output=True, text=True,
                            timeout=60, env=env)
