@@ -12,10 +12,6 @@
 namespace chute::admin {
 namespace {
 
-std::string Iso(absl::Time t) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
-}
-
 nlohmann::json EntryJson(const delivery::QueueEntry& e, absl::Time now) {
   absl::Time received = absl::FromUnixMicros(e.received_unix_us);
   nlohmann::json recipients = nlohmann::json::array();
@@ -23,7 +19,7 @@ nlohmann::json EntryJson(const delivery::QueueEntry& e, absl::Time now) {
     recipients.push_back({{"address", e.pending[i]}, {"last_reply", e.replies[i]}});
   }
   nlohmann::json out{{"id", e.id},
-                     {"received", Iso(received)},
+                     {"received", delivery::IsoUtc(received)},
                      {"age_s", absl::ToInt64Seconds(now - received)},
                      {"tenant_id", e.tenant_id},
                      {"account_id", e.account_id},
@@ -33,7 +29,7 @@ nlohmann::json EntryJson(const delivery::QueueEntry& e, absl::Time now) {
                      {"size_bytes", e.size_bytes},
                      {"held", e.held},
                      {"in_flight", e.in_flight}};
-  out["next_attempt"] = e.held ? nlohmann::json(nullptr) : nlohmann::json(Iso(e.next_attempt));
+  out["next_attempt"] = e.held ? nlohmann::json(nullptr) : nlohmann::json(delivery::IsoUtc(e.next_attempt));
   return out;
 }
 

@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "base/log.h"
+#include "io/file.h"
 
 namespace chute::delivery {
 
@@ -70,20 +71,6 @@ bool InCur(const std::string& cur_dir, absl::string_view name) {
   return found;
 }
 
-bool WriteWhole(int fd, absl::string_view bytes) {
-  while (!bytes.empty()) {
-    ssize_t n = write(fd, bytes.data(), bytes.size());
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return false;
-    }
-    bytes.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
-}
-
 }  // namespace
 
 std::string MaildirPath(absl::string_view root, absl::string_view address) {
@@ -130,12 +117,13 @@ RecipientResult MaildirBackend::WriteCopy(const OutboundMessage& message, size_t
   if (fd < 0) {
     return LocalFailure(absl::StrCat("open ", copy->tmp), errno);
   }
-  bool ok = WriteWhole(fd, message.content);
-  int error = errno;
+  absl::Status written = io::WriteAll(fd, message.content, copy->tmp);
   close(fd);
-  if (!ok) {
+  if (!written.ok()) {
+    // A full disk or a quota may be fixed by an operator: retried.
     unlink(copy->tmp.c_str());
-    return LocalFailure(absl::StrCat("write ", copy->tmp), error);
+    return RecipientResult{Outcome::kTransient,
+                           absl::StrCat("451 4.3.0 maildir: ", written.message())};
   }
   copy->written = true;
   return RecipientResult{Outcome::kDelivered, "250 2.0.0 delivered to maildir"};

@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "base/memory.h"
 #include "base/status_macros.h"
+#include "io/file.h"
 #include "io/ring.h"
 
 namespace chute::delivery {
@@ -32,67 +33,32 @@ absl::Duration Jitter(absl::Duration delay) {
   return delay * factor;
 }
 
+// WriteFileDurably: `bytes` at `path`, atomically (a temporary file, fdatasync, rename).
 absl::Status WriteFileDurably(const std::string& path, absl::string_view bytes) {
   std::string tmp = absl::StrCat(path, ".tmp");
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) {
     return io::ErrnoStatus(errno, absl::StrCat("create ", tmp));
   }
-  absl::string_view left = bytes;
-  while (!left.empty()) {
-    ssize_t n = write(fd, left.data(), left.size());
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      absl::Status status = io::ErrnoStatus(errno, absl::StrCat("write ", tmp));
-      close(fd);
-      unlink(tmp.c_str());
-      return status;
-    }
-    left.remove_prefix(static_cast<size_t>(n));
+  absl::Status status = io::WriteAll(fd, bytes, tmp);
+  if (status.ok() && fdatasync(fd) != 0) {
+    status = io::ErrnoStatus(errno, absl::StrCat("fdatasync ", tmp));
   }
-  int rc = fdatasync(fd);
-  int error = errno;
   close(fd);
-  if (rc != 0 || rename(tmp.c_str(), path.c_str()) != 0) {
+  if (status.ok() && rename(tmp.c_str(), path.c_str()) != 0) {
+    status = io::ErrnoStatus(errno, absl::StrCat("rename to ", path));
+  }
+  if (!status.ok()) {
     unlink(tmp.c_str());
-    return io::ErrnoStatus(rc != 0 ? error : errno, absl::StrCat("write ", path));
   }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return io::ErrnoStatus(errno, absl::StrCat("open ", path));
-  }
-  std::string out;
-  char buffer[65536];
-  while (true) {
-    ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0) {
-      absl::Status status = io::ErrnoStatus(errno, absl::StrCat("read ", path));
-      close(fd);
-      return status;
-    }
-    if (n == 0) {
-      break;
-    }
-    out.append(buffer, static_cast<size_t>(n));
-  }
-  close(fd);
-  return out;
-}
-
-std::string IsoTime(absl::Time t) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
+  return status;
 }
 
 }  // namespace
+
+std::string IsoUtc(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
+}
 
 absl::Duration RetryDelay(uint32_t attempts, absl::Duration initial, absl::Duration max) {
   absl::Duration delay = initial;
@@ -307,7 +273,7 @@ void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>&
     absl::StatusOr<std::string> content =
         message.segment != nullptr
             ? message.segment->Read(message.content_offset, message.content_bytes)
-            : ReadFile(message.dead_path + ".eml");
+            : io::ReadFile(message.dead_path + ".eml");
     if (!content.ok()) {
       unreadable[m] = true;
       o.results.assign(o.recipients.size(),
@@ -425,8 +391,8 @@ absl::Status DeliveryQueue::WriteDeadLetter(const QueuedMessage& message,
   reason["sender"] = message.sender;
   reason["tenant_id"] = message.tenant_id;
   reason["account_id"] = message.account_id;
-  reason["received"] = IsoTime(absl::FromUnixMicros(message.received_unix_us));
-  reason["dead_at"] = IsoTime(now);
+  reason["received"] = IsoUtc(absl::FromUnixMicros(message.received_unix_us));
+  reason["dead_at"] = IsoUtc(now);
   reason["attempts"] = message.attempts;
   reason["destination"] = options_.destination;
   nlohmann::json recipients = nlohmann::json::array();
@@ -440,15 +406,7 @@ absl::Status DeliveryQueue::WriteDeadLetter(const QueuedMessage& message,
   json.push_back('\n');
   RETURN_IF_ERROR(WriteFileDurably(base + ".eml", content));
   RETURN_IF_ERROR(WriteFileDurably(base + ".json", json));
-  int dir_fd = open(options_.dead_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd < 0 || fsync(dir_fd) != 0) {
-    absl::Status status = io::ErrnoStatus(errno, absl::StrCat("fsync ", options_.dead_dir));
-    if (dir_fd >= 0) {
-      close(dir_fd);
-    }
-    return status;
-  }
-  close(dir_fd);
+  RETURN_IF_ERROR(io::SyncDirectory(options_.dead_dir));
   counters_.messages_dead.fetch_add(1, std::memory_order_relaxed);
   LOG_WARNING("delivery: %s dead-lettered (%d recipient(s)) in %s.json", message.id,
               static_cast<int64_t>(recipients.size()), base);
@@ -641,7 +599,7 @@ std::vector<DeadEntry> DeliveryQueue::Dead() {
   std::sort(ids.begin(), ids.end());
   for (const std::string& id : ids) {
     absl::StatusOr<std::string> json =
-        ReadFile(absl::StrCat(options_.dead_dir, "/", id, ".json"));
+        io::ReadFile(absl::StrCat(options_.dead_dir, "/", id, ".json"));
     if (json.ok()) {
       entries.push_back(DeadEntry{id, *json});
     }
@@ -654,7 +612,7 @@ absl::Status DeliveryQueue::Requeue(const std::string& id) {
     return absl::InvalidArgumentError("not a queue id");
   }
   std::string base = absl::StrCat(options_.dead_dir, "/", id);
-  ASSIGN_OR_RETURN(std::string json, ReadFile(base + ".json"));
+  ASSIGN_OR_RETURN(std::string json, io::ReadFile(base + ".json"));
   nlohmann::json reason = nlohmann::json::parse(json, nullptr, false);
   if (reason.is_discarded() || !reason.is_object() || !reason["recipients"].is_array()) {
     return absl::DataLossError(absl::StrCat(base, ".json is not a dead-letter record"));

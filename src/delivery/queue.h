@@ -132,6 +132,9 @@ struct QueueOptions {
   std::shared_ptr<std::atomic<int64_t>> stop_at_unix_ms;
 };
 
+// IsoUtc: "2026-11-27T08:00:00Z", the time format of dead letters and queue listings.
+std::string IsoUtc(absl::Time t);
+
 // RetryDelay: the backoff before attempt `attempts + 1` after `attempts` failed ones, without
 // jitter: initial·2^(attempts-1), capped at `max`.
 absl::Duration RetryDelay(uint32_t attempts, absl::Duration initial, absl::Duration max);

@@ -19,6 +19,7 @@
 #include "base/check.h"
 #include "base/net_address.h"
 #include "base/status_macros.h"
+#include "net/socket.h"
 #include "net/tls.h"
 
 namespace chute::delivery {
@@ -46,10 +47,6 @@ Outcome OutcomeOf(const ServerReply& reply) {
   return reply.Class() == 5 ? Outcome::kPermanent : Outcome::kTransient;
 }
 
-bool IsMappedIpv4(const IpBytes& ip) {
-  static constexpr uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  return std::memcmp(ip.data(), kPrefix, sizeof(kPrefix)) == 0;
-}
 
 struct SocketAddress {
   sockaddr_storage storage{};
@@ -70,19 +67,7 @@ absl::StatusOr<SocketAddress> ParseTarget(absl::string_view target) {
     return out;
   }
   ASSIGN_OR_RETURN(HostPort address, ParseHostPort(target));
-  if (IsMappedIpv4(address.ip)) {
-    auto* sin = reinterpret_cast<sockaddr_in*>(&out.storage);
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons(address.port);
-    std::memcpy(&sin->sin_addr, address.ip.data() + 12, 4);
-    out.length = sizeof(sockaddr_in);
-  } else {
-    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&out.storage);
-    sin6->sin6_family = AF_INET6;
-    sin6->sin6_port = htons(address.port);
-    std::memcpy(&sin6->sin6_addr, address.ip.data(), 16);
-    out.length = sizeof(sockaddr_in6);
-  }
+  out.length = net::ToSockaddr(address, &out.storage);
   return out;
 }
 
