@@ -291,7 +291,7 @@ std::optional<smtp::Reply> Connection::OnBodyEnd() {
   envelope.client = peer_text;
   envelope.listener = listener->address;
   envelope.sender = message.sender;
-  envelope.recipients = message.recipients;
+  envelope.recipients = std::move(message.recipients);  // lent to the encoder, given back below
   message.body_iov.clear();
   message.body_iov.reserve(message.pieces.size());
   uint64_t body_bytes = 0;
@@ -301,6 +301,7 @@ std::optional<smtp::Reply> Connection::OnBodyEnd() {
   }
   absl::StatusOr<spool::RecordPrefix> prefix =
       spool::EncodeRecordPrefix(envelope, message.added_headers, message.body_iov);
+  message.recipients = std::move(envelope.recipients);
   if (!prefix.ok()) {
     LOG_ERROR("%s: message %s cannot be spooled: %s", peer_text, message.id,
               prefix.status().message());
@@ -325,21 +326,22 @@ void Connection::OnCommitted(const spool::Committed* committed) {
     text = absl::StrCat("2.0.0 OK queued as ", message.id);
     reply = smtp::Reply{250, text};
     shard->counters_.messages_accepted.Add(1);
+    CountUsage();
+    // The envelope moves to delivery (ReleaseMessage below empties it anyway): no copies.
     auto queued = std::make_unique<delivery::QueuedMessage>();
     queued->id = message.id;
     queued->received_unix_us = message.received_unix_us;
     queued->tenant_id = account->tenant_id;
     queued->account_id = account->id;
-    queued->sender = message.sender;
-    queued->recipients = message.recipients;
     queued->marks.assign(message.recipients.size(), spool::Mark::kPending);
     queued->replies.assign(message.recipients.size(), std::string());
+    queued->sender = std::move(message.sender);
+    queued->recipients = std::move(message.recipients);
     queued->segment = committed->segment;
     queued->record_offset = committed->record_offset;
     queued->content_offset = committed->content_offset;
     queued->content_bytes = committed->content_bytes;
     shard->HandOver(std::move(queued));
-    CountUsage();
   } else {
     shard->counters_.messages_failed.Add(1);
   }
