@@ -368,7 +368,8 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
     absl::Status status = WriteDeadLetter(message, out.content, now);
     if (!status.ok()) {
       // Not settled: the spool keeps it, and the next attempt tries the dead letter again.
-      LOG_ERROR("delivery: %s: cannot write the dead letter: %s", message.id, status.ToString());
+      LOG_ERROR_EVERY(10, "delivery: %s: cannot write the dead letter: %s", message.id,
+                      status.ToString());
       absl::MutexLock lock(&mu_);
       for (spool::Mark& mark : message.marks) {
         mark = mark == spool::Mark::kDead ? spool::Mark::kPending : mark;
@@ -418,7 +419,8 @@ void DeliveryQueue::Settle(QueuedMessage& message) {
   if (message.segment != nullptr) {
     absl::Status status = message.segment->Settle(message.record_offset, options_.gauges);
     if (!status.ok()) {
-      LOG_WARNING("delivery: %s: %s (it may be delivered again after a restart)", message.id,
+      LOG_WARNING_EVERY(10, "delivery: %s: %s (it may be delivered again after a restart)",
+                        message.id,
                   status.ToString());
     }
     message.segment.reset();

@@ -97,7 +97,7 @@ void Shard::RequestStop() {
   stop_requested_.store(true);
   uint64_t one = 1;
   if (write(wake_fd_, &one, sizeof(one)) < 0) {
-    LOG_WARNING("shard %d: cannot wake it: %s", index_, std::strerror(errno));
+    LOG_WARNING_EVERY(10, "shard %d: cannot wake it: %s", index_, std::strerror(errno));
   }
 }
 
@@ -118,7 +118,7 @@ void Shard::OnVerified(uint64_t cookie, bool ok) {
 void Shard::Wake() {
   uint64_t one = 1;
   if (write(wake_fd_, &one, sizeof(one)) < 0) {
-    LOG_WARNING("shard %d: cannot wake it: %s", index_, std::strerror(errno));
+    LOG_WARNING_EVERY(10, "shard %d: cannot wake it: %s", index_, std::strerror(errno));
   }
 }
 
@@ -903,7 +903,7 @@ void Shard::IssueGroup() {
   absl::StatusOr<const spool::Group*> taken = writer_->TakeGroup(&failed);
   first_staged_ = writer_->staged() > 0 ? now_ : absl::InfiniteFuture();
   if (!taken.ok()) {
-    LOG_ERROR("shard %d: spool: %s", index_, taken.status().ToString());
+    LOG_ERROR_EVERY(10, "shard %d: spool: %s", index_, taken.status().ToString());
     for (uint64_t cookie : failed) {
       if (Connection* conn = Lookup(cookie)) {
         conn->OnCommitted(nullptr);

@@ -219,7 +219,8 @@ size_t SegmentWriter::Reclaim() {
       return false;
     }
     if (unlink(segment->path().c_str()) != 0 && errno != ENOENT) {
-      LOG_WARNING("spool: cannot remove %s: %s", segment->path(), std::strerror(errno));
+      LOG_WARNING_EVERY(60, "spool: cannot remove %s: %s", segment->path(),
+                        std::strerror(errno));
       return false;
     }
     gauges_->bytes.fetch_sub(static_cast<int64_t>(segment->bytes), std::memory_order_relaxed);
