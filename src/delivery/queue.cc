@@ -420,8 +420,7 @@ void DeliveryQueue::Settle(QueuedMessage& message) {
     absl::Status status = message.segment->Settle(message.record_offset, options_.gauges);
     if (!status.ok()) {
       LOG_WARNING_EVERY(10, "delivery: %s: %s (it may be delivered again after a restart)",
-                        message.id,
-                  status.ToString());
+                        message.id, status.ToString());
     }
     message.segment.reset();
     return;
