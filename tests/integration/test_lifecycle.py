@@ -371,7 +371,8 @@ class AuthThrottleTest(ChutedFixture):
 
 class LargeUploadsTest(ChutedFixture):
     shards = 1
-    extra_server = "recv_buffers = 256"  # 4 MiB of receive buffers for 40 x 9.5 MB
+    # The smallest ring there is: 64 buffers (1 MiB) for 40 x 9.5 MB at once.
+    extra_server = "recv_buffers = 64"
 
     def test_many_large_uploads_never_starve_a_connection_for_a_second(self):
         # Was: 40 concurrent 9.5 MB uploads left 12-23 of them unread for 20-38 s, waiting for

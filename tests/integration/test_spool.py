@@ -122,6 +122,10 @@ class SmtpCrashTest(ChutedFixture):
         lost = [tag for _, tag in accepted if tag not in seen]
         duplicated = sum(count - 1 for count in seen.values())
         self.assertEqual(lost, [], f"{len(lost)} of {len(accepted)} acknowledged messages lost")
+        # At least once, but bounded: a SIGKILL can repeat at most the message each delivery
+        # connection had just handed over (4 connections, see delivery_config). Settling a
+        # whole batch at its end instead gave 281 duplicates here.
+        self.assertLessEqual(duplicated, KILLS * 4)
         print(f"\ncrash test (SMTP): {len(accepted)} acknowledged, {KILLS} SIGKILLs, 0 lost, "
               f"{duplicated} delivered twice (at least once, by design)", flush=True)
 
