@@ -1,19 +1,33 @@
 #!/usr/bin/env bash
-# install-deps.sh: installs every Debian package that chute's build, tests and benchmarks need.
-# The one list of packages; the README's commands and .ci/run call it. Idempotent: when every
-# package is already installed it runs no apt command at all.
+# install-deps.sh: installs the Debian packages chute needs. The one list of packages; the
+# README's commands and .ci/run call it. Idempotent: when every package is already installed it
+# runs no apt command at all.
+#   install-deps.sh run    what building and running chuted and chutectl needs (tools/run.sh)
+#   install-deps.sh        that, plus what the tests, packaging and benchmarks need (tools/test.sh)
 set -euo pipefail
 
-packages=(
+run_packages=(
   # toolchain
-  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
-  # libraries (DESIGN.md §4)
+  build-essential cmake ninja-build pkg-config
+  # libraries
   liburing-dev android-libboringssl-dev libabsl-dev libmimalloc-dev libgtest-dev libgmock-dev
   libbenchmark-dev libsqlite3-dev libargon2-dev libtomlplusplus-dev nlohmann-json3-dev
   libsystemd-dev
-  # test and benchmark peers
-  python3 swaks libnet-ssleay-perl libio-socket-ssl-perl postfix openssl curl dovecot-lmtpd
+  # the demo certificate
+  openssl
 )
+test_packages=(
+  # sanitizers and fuzzing
+  clang libclang-rt-14-dev
+  # test and benchmark peers
+  python3 swaks libnet-ssleay-perl libio-socket-ssl-perl postfix curl dovecot-lmtpd
+)
+
+case "${1:-all}" in
+  run) packages=("${run_packages[@]}") ;;
+  all) packages=("${run_packages[@]}" "${test_packages[@]}") ;;
+  *) echo "usage: install-deps.sh [run]" >&2; exit 1 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash tools/install-deps.sh
+bash tools/install-deps.sh run
 cmake --preset release >/dev/null
 cmake --build --preset release --target chuted chutectl  # only what it runs
 
