@@ -20,6 +20,40 @@ bool IsMappedIpv4(const IpBytes& ip) {
 
 }  // namespace
 
+absl::Status CheckAddressFree(const HostPort& address) {
+  if (address.port == 0) {
+    return absl::OkStatus();
+  }
+  bool v4 = IsMappedIpv4(address.ip);
+  int fd = socket(v4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return io::ErrnoStatus(errno, "socket");
+  }
+  // SO_REUSEADDR only: a socket in TIME_WAIT does not count, a listening one does.
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (!v4) {
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  }
+  sockaddr_storage storage{};
+  socklen_t length = ToSockaddr(address, &storage);
+  int result = bind(fd, reinterpret_cast<sockaddr*>(&storage), length);
+  int error = errno;
+  close(fd);
+  std::string where = absl::StrCat(FormatIp(address.ip), ":", address.port);
+  if (result == 0) {
+    return absl::OkStatus();
+  }
+  if (error == EADDRINUSE) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "listener ", where,
+        ": the address is in use by another process (another chuted, or another mail server); "
+        "stop it or choose another address (see: ss -ltnp 'sport = :",
+        address.port, "')"));
+  }
+  return io::ErrnoStatus(error, absl::StrCat("bind ", where));
+}
+
 absl::StatusOr<int> OpenListener(const HostPort& address) {
   bool v4 = IsMappedIpv4(address.ip);
   int fd = socket(v4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);

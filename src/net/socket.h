@@ -17,6 +17,13 @@ inline constexpr int kListenBacklog = 4096;
 // spreads connections across them) and listening. Returns the fd; the caller closes it.
 absl::StatusOr<int> OpenListener(const HostPort& address);
 
+// CheckAddressFree: whether another socket (another chuted, Postfix) already listens on
+// `address`. SO_REUSEPORT would otherwise let a second server bind the same address and
+// quietly take a share of the connections, so the server probes each listener address once
+// with a socket that does not share the port before opening its own. OK when free or when
+// the port is 0; FailedPrecondition naming the address when in use.
+absl::Status CheckAddressFree(const HostPort& address);
+
 // ToSockaddr: `address` as a sockaddr_in (IPv4-mapped) or sockaddr_in6; returns its length.
 socklen_t ToSockaddr(const HostPort& address, sockaddr_storage* out);
 

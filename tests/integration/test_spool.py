@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import smtplib
 import socket
@@ -18,7 +19,7 @@ import threading
 import time
 import unittest
 
-from chute_fixture import CHUTED, ChutedFixture, wait_for_port
+from chute_fixture import CHUTED, ChutedFixture, free_port, wait_for_port
 from test_delivery import FakeSmtp, delivery_config
 
 SENDERS = 6
@@ -283,6 +284,37 @@ class SpoolLockTest(ChutedFixture):
                                 text=True, timeout=30)
         self.assertNotEqual(second.returncode, 0)
         self.assertIn("in use by another chuted", second.stderr)
+
+    def test_second_chuted_on_the_same_listener_refuses_to_start(self):
+        # Another data directory, the same SMTP address: SO_REUSEPORT would have let it bind
+        # and quietly take a share of the connections.
+        other = os.path.join(self.dir, "other")
+        os.mkdir(other)
+        config = os.path.join(other, "chute.toml")
+        with open(self.config) as f:
+            text = f.read()
+        with open(config, "w") as f:
+            f.write(text.replace(f'data_dir = "{self.dir}"', f'data_dir = "{other}"')
+                    .replace(f"127.0.0.1:{self.admin_port}", f"127.0.0.1:{free_port()}"))
+        shutil.copy(os.path.join(self.dir, "directory.db"), os.path.join(other, "directory.db"))
+        second = subprocess.run([CHUTED, "--config", config], capture_output=True, text=True,
+                                timeout=30)
+        self.assertEqual(second.returncode, 2, second.stderr)
+        self.assertIn(f"listener 127.0.0.1:{self.port}: the address is in use by another process",
+                      second.stderr)
+        # The first one still has every connection.
+        self.send_one()
+
+    def send_one(self):
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as smtp:
+            smtp.sendmail("app@example.test", ["alice@example.test"],
+                          b"Subject: still here\r\n\r\nbody\r\n")
+
+
+class VersionTest(unittest.TestCase):
+    def test_version_names_the_project_version_and_revision(self):
+        out = subprocess.run([CHUTED, "--version"], capture_output=True, text=True, check=True)
+        self.assertRegex(out.stdout, r"^chuted \d+\.\d+\.\d+ \((unknown|[0-9a-f]{12}(-dirty)?)\)\n$")
 
 
 if __name__ == "__main__":
