@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "base/config.h"
 #include "base/log.h"
+#include "base/version.h"
 #include "base/memory.h"
 #include "server/server.h"
 
@@ -33,11 +34,12 @@ mailboxes (Maildir). It runs in the foreground and logs to stderr (journald-read
 
 Options:
   --config FILE       the TOML configuration (default /etc/chute/chute.toml); every key is
-                      optional and documented in DESIGN.md §3
+                      optional and documented in docs/configuration.md and chute.toml(5)
   --check-config      load and check the configuration and what it refers to (certificate
                       and key, the directory database, authenticate_as accounts), print the
                       resolved paths, and exit
   --log-level LEVEL   error, warning, info (default) or debug
+  --version           the version and the git revision it was built from
   --help              this text
 
 Signals: SIGTERM/SIGINT stop gracefully (idle sessions get 421 4.3.2, messages in progress
@@ -75,6 +77,10 @@ int Main(int argc, char** argv) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       std::cout << kUsage;
+      return 0;
+    }
+    if (arg == "--version") {
+      std::cout << "chuted " << kVersion << " (" << kRevision << ")\n";
       return 0;
     }
     if (arg == "--check-config") {

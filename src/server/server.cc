@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
+#include "base/version.h"
 #include "base/status_macros.h"
 #include "admin/admin_server.h"
 #include "admin/queue_api.h"
@@ -19,6 +20,7 @@
 #include "delivery/queue.h"
 #include "delivery/smtp_client.h"
 #include "spool/spool.h"
+#include "net/socket.h"
 #include "net/tls.h"
 #include "policy/connection_gate.h"
 #include "server/shard.h"
@@ -290,6 +292,12 @@ absl::Status Server::Start() {
   verifier_ = std::make_unique<auth::PasswordVerifier>(
       kVerifierThreads, static_cast<size_t>(config.limits.auth_cache_entries));
   shared_.verifier = verifier_.get();
+  for (const ListenerConfig& listener : config.listeners) {
+    status = net::CheckAddressFree(listener.host_port);
+    if (!status.ok()) {
+      return status;
+    }
+  }
   for (int i = 0; i < shards; ++i) {
     shards_.push_back(std::make_unique<Shard>(i, &shared_));
     status = shards_.back()->OpenListeners();
@@ -515,6 +523,9 @@ absl::Status Server::ReloadDirectory(bool force) {
 
 std::string Server::MetricsText() const {
   std::string out;
+  absl::StrAppend(&out, "# HELP chute_build_info The running chuted's version and revision.\n",
+                  "# TYPE chute_build_info gauge\nchute_build_info{version=\"", kVersion,
+                  "\",revision=\"", kRevision, "\"} 1\n");
   auto counter = [&](absl::string_view name, absl::string_view help, auto get) {
     absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " counter\n");
     for (size_t i = 0; i < shards_.size(); ++i) {
