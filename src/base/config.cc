@@ -399,6 +399,18 @@ absl::Status ReadAdmin(const toml::table& table, absl::string_view source, Admin
   return r.Finish();
 }
 
+absl::Status ReadLog(const toml::table& table, absl::string_view source, LogConfig* out) {
+  TableReader r(table, "log", source);
+  r.Bool("json", &out->json);
+  return r.Finish();
+}
+
+absl::Status ReadTrace(const toml::table& table, absl::string_view source, TraceConfig* out) {
+  TableReader r(table, "trace", source);
+  r.Int("retention_days", 1, 3650, &out->retention_days);
+  return r.Finish();
+}
+
 void ResolvePaths(Config* config) {
   const std::string& data_dir = config->server.data_dir;
   if (config->spool.dir.empty()) {
@@ -447,8 +459,9 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view sou
   }
   const toml::table& root = parsed.table();
   Config config;
-  static constexpr absl::string_view kTables[] = {"server", "listener", "tls",      "limits",
-                                                 "spool",  "delivery", "directory", "passwords", "admin"};
+  static constexpr absl::string_view kTables[] = {
+      "server",    "listener",  "tls",   "limits", "spool", "delivery",
+      "directory", "passwords", "admin", "log",    "trace"};
   for (const auto& [key, node] : root) {
     if (std::find(std::begin(kTables), std::end(kTables), Absl(key.str())) == std::end(kTables)) {
       return absl::InvalidArgumentError(absl::StrCat(source_name, ":", node.source().begin.line,
@@ -473,6 +486,10 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view sou
   RETURN_IF_ERROR(ReadPasswords(*table, source_name, &config.passwords));
   ASSIGN_OR_RETURN(table, SubTable(root, "admin", source_name));
   RETURN_IF_ERROR(ReadAdmin(*table, source_name, &config.admin));
+  ASSIGN_OR_RETURN(table, SubTable(root, "log", source_name));
+  RETURN_IF_ERROR(ReadLog(*table, source_name, &config.log));
+  ASSIGN_OR_RETURN(table, SubTable(root, "trace", source_name));
+  RETURN_IF_ERROR(ReadTrace(*table, source_name, &config.trace));
   ResolvePaths(&config);
   return config;
 }

@@ -113,6 +113,14 @@ struct AdminConfig {
   std::string address = "127.0.0.1:9587";  // "" = off
 };
 
+struct LogConfig {
+  bool json = false;  // JSON lines on stderr instead of key=value text (applies at start)
+};
+
+struct TraceConfig {
+  int64_t retention_days = 90;  // message trace events older than this are pruned
+};
+
 struct Config {
   ServerConfig server;
   std::vector<ListenerConfig> listeners;  // never empty after loading
@@ -123,6 +131,8 @@ struct Config {
   DirectoryConfig directory;
   PasswordsConfig passwords;
   AdminConfig admin;
+  LogConfig log;
+  TraceConfig trace;
 };
 
 // ParseConfig: parses TOML `text`; `source_name` (usually the file's path) prefixes every error

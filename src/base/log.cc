@@ -1,14 +1,26 @@
 #include "base/log.h"
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "base/check.h"
+#include "base/histogram.h"
 
 namespace chute {
 namespace {
@@ -31,7 +43,230 @@ void WriteAll(const char* data, size_t size) {
   }
 }
 
+std::atomic<bool> g_json{false};
+
+// The journal, when stderr is connected to it: systemd sets JOURNAL_STREAM to the device and
+// inode of the stream it gave us. The socket path can be moved for tests
+// (CHUTE_JOURNAL_SOCKET); nothing else reads that variable.
+constexpr const char* kJournalSocket = "/run/systemd/journal/socket";
+// A journal datagram larger than this would need a memfd; such lines go to stderr instead.
+constexpr size_t kJournalDatagramBytesMax = 128 * 1024;
+
+struct Journal {
+  int fd = -1;
+  sockaddr_un address{};
+  socklen_t address_bytes = 0;
+};
+
+Journal OpenJournal() {
+  Journal journal;
+  const char* stream = getenv("JOURNAL_STREAM");
+  if (stream == nullptr) {
+    return journal;
+  }
+  std::pair<std::string, std::string> parts = absl::StrSplit(stream, ':');
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  struct stat st {};
+  if (!absl::SimpleAtoi(parts.first, &dev) || !absl::SimpleAtoi(parts.second, &ino) ||
+      fstat(STDERR_FILENO, &st) != 0 || st.st_dev != dev || st.st_ino != ino) {
+    return journal;  // stderr was redirected elsewhere since systemd started us
+  }
+  const char* path = getenv("CHUTE_JOURNAL_SOCKET");
+  if (path == nullptr) {
+    path = kJournalSocket;
+  }
+  if (strlen(path) >= sizeof(journal.address.sun_path)) {
+    return journal;
+  }
+  journal.fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  journal.address.sun_family = AF_UNIX;
+  strcpy(journal.address.sun_path, path);
+  journal.address_bytes = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + strlen(path));
+  return journal;
+}
+
+const Journal& TheJournal() {
+  static const Journal journal = OpenJournal();
+  return journal;
+}
+
+// AppendJournalField: KEY=value, or (a value with a newline) KEY, LF, its length as 64-bit
+// little-endian, the value (journald's native protocol).
+void AppendJournalField(std::string* out, absl::string_view key, absl::string_view value) {
+  out->append(key.data(), key.size());
+  if (value.find('\n') == absl::string_view::npos) {
+    out->push_back('=');
+    out->append(value.data(), value.size());
+  } else {
+    out->push_back('\n');
+    uint64_t length = value.size();
+    for (int i = 0; i < 8; ++i) {
+      out->push_back(static_cast<char>((length >> (8 * i)) & 0xff));
+    }
+    out->append(value.data(), value.size());
+  }
+  out->push_back('\n');
+}
+
+// SendJournal: true when the journal took the entry.
+bool SendJournal(LogLevel level, absl::string_view message, absl::string_view event,
+                 std::initializer_list<LogField> fields) {
+  const Journal& journal = TheJournal();
+  if (journal.fd < 0) {
+    return false;
+  }
+  std::string datagram;
+  AppendJournalField(&datagram, "PRIORITY", absl::StrCat(static_cast<int>(level)));
+  AppendJournalField(&datagram, "SYSLOG_IDENTIFIER", "chuted");
+  AppendJournalField(&datagram, "MESSAGE", message);
+  if (!event.empty()) {
+    AppendJournalField(&datagram, "CHUTE_EVENT", event);
+  }
+  for (const LogField& field : fields) {
+    AppendJournalField(&datagram, absl::StrCat("CHUTE_", absl::AsciiStrToUpper(field.key)),
+                       field.value);
+  }
+  if (datagram.size() > kJournalDatagramBytesMax) {
+    return false;
+  }
+  ssize_t sent = sendto(journal.fd, datagram.data(), datagram.size(), MSG_NOSIGNAL,
+                        reinterpret_cast<const sockaddr*>(&journal.address),
+                        journal.address_bytes);
+  return sent == static_cast<ssize_t>(datagram.size());
+}
+
+absl::string_view LevelName(LogLevel level) {
+  switch (level) {
+    case LogLevel::kError:
+      return "error";
+    case LogLevel::kWarning:
+      return "warning";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kDebug:
+      return "debug";
+  }
+  return "info";
+}
+
+void AppendJsonString(std::string* out, absl::string_view text) {
+  out->push_back('"');
+  for (char c : text) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out->push_back('\\');
+      out->push_back(c);
+    } else if (u < 0x20 || u == 0x7f) {
+      absl::StrAppend(out, absl::StrFormat("\\u%04x", u));
+    } else {
+      out->push_back(c);
+    }
+  }
+  out->push_back('"');
+}
+
+bool NeedsQuotes(absl::string_view value) {
+  if (value.empty()) {
+    return true;
+  }
+  for (char c : value) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (c == ' ' || c == '"' || c == '=' || c == '\\' || u < 0x20 || u == 0x7f) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void AppendTextValue(std::string* out, absl::string_view value) {
+  if (!NeedsQuotes(value)) {
+    out->append(value.data(), value.size());
+    return;
+  }
+  out->push_back('"');
+  for (char c : value) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out->push_back('\\');
+      out->push_back(c);
+    } else if (u < 0x20 || u == 0x7f) {
+      absl::StrAppend(out, absl::StrFormat("\\x%02x", u));
+    } else {
+      out->push_back(c);
+    }
+  }
+  out->push_back('"');
+}
+
+std::string JsonPrefix(LogLevel level) {
+  std::string out = "{\"ts\":\"";
+  absl::StrAppend(&out, absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::Now(), absl::UTCTimeZone()),
+                  "\",\"level\":\"", LevelName(level), "\"");
+  return out;
+}
+
+void WriteLine(LogLevel level, absl::string_view body) {
+  std::string line;
+  line.reserve(body.size() + 5);
+  if (!g_json.load(std::memory_order_relaxed)) {
+    line.push_back('<');
+    line.push_back(static_cast<char>('0' + static_cast<int>(level)));
+    line.push_back('>');
+  }
+  line.append(body.data(), body.size());
+  line.push_back('\n');
+  WriteAll(line.data(), line.size());
+}
+
 }  // namespace
+
+int64_t MonotonicMicros() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+void SetLogJson(bool json) { g_json.store(json); }
+
+std::string FormatEventText(absl::string_view event, std::initializer_list<LogField> fields) {
+  std::string out = absl::StrCat("event=", event);
+  for (const LogField& field : fields) {
+    absl::StrAppend(&out, " ", field.key, "=");
+    AppendTextValue(&out, field.value);
+  }
+  return out;
+}
+
+std::string FormatEventJson(LogLevel level, absl::string_view event,
+                            std::initializer_list<LogField> fields) {
+  std::string out = JsonPrefix(level);
+  absl::StrAppend(&out, ",\"event\":");
+  AppendJsonString(&out, event);
+  for (const LogField& field : fields) {
+    out.push_back(',');
+    AppendJsonString(&out, field.key);
+    out.push_back(':');
+    AppendJsonString(&out, field.value);
+  }
+  out.push_back('}');
+  return out;
+}
+
+void LogEvent(LogLevel level, absl::string_view event, std::initializer_list<LogField> fields) {
+  if (!LogEnabled(level)) {
+    return;
+  }
+  std::string text = FormatEventText(event, fields);
+  if (SendJournal(level, text, event, fields)) {
+    return;
+  }
+  if (g_json.load(std::memory_order_relaxed)) {
+    WriteLine(level, FormatEventJson(level, event, fields));
+  } else {
+    WriteLine(level, text);
+  }
+}
 
 void SetLogLevel(LogLevel level) { g_log_level.store(static_cast<int>(level)); }
 
@@ -40,14 +275,18 @@ bool LogEnabled(LogLevel level) {
 }
 
 void LogLine(LogLevel level, absl::string_view message) {
-  std::string line;
-  line.reserve(message.size() + 5);
-  line.push_back('<');
-  line.push_back(static_cast<char>('0' + static_cast<int>(level)));
-  line.push_back('>');
-  line.append(message.data(), message.size());
-  line.push_back('\n');
-  WriteAll(line.data(), line.size());
+  if (SendJournal(level, message, "", {})) {
+    return;
+  }
+  if (g_json.load(std::memory_order_relaxed)) {
+    std::string json = JsonPrefix(level);
+    absl::StrAppend(&json, ",\"msg\":");
+    AppendJsonString(&json, message);
+    json.push_back('}');
+    WriteLine(level, json);
+  } else {
+    WriteLine(level, message);
+  }
 }
 
 namespace base_internal {

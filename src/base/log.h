@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -22,8 +23,36 @@ enum class LogLevel { kError = 3, kWarning = 4, kInfo = 6, kDebug = 7 };
 void SetLogLevel(LogLevel level);
 bool LogEnabled(LogLevel level);
 
-// LogLine: writes "<N>" + message + "\n" to stderr.
+// LogLine: writes "<N>" + message + "\n" to stderr (or, with SetLogJson, one JSON object with
+// "level" and "msg"; or, when stderr is the journal, one journal entry).
 void LogLine(LogLevel level, absl::string_view message);
+
+// SetLogJson: JSON lines instead of text from now on ([log] json). Set once at start.
+void SetLogJson(bool json);
+
+// LogField: one key=value of an event. The value is any absl::AlphaNum (a string, a number);
+// it refers to the caller's data and temporaries, so a LogField lives only for the LogEvent
+// call it is written in.
+struct LogField {
+  LogField(absl::string_view key_in, const absl::AlphaNum& value_in)
+      : key(key_in), value(value_in.Piece()) {}
+  absl::string_view key;  // snake_case ASCII
+  absl::string_view value;
+};
+
+// LogEvent: one structured line for an event an operator needs (a connection, an AUTH, a
+// message accepted, a delivery attempt): "event=NAME key=value ..." with values quoted when
+// they need it, or a JSON object with "event" and the fields. When stderr is connected to the
+// journal (systemd sets JOURNAL_STREAM), the entry goes over journald's native protocol with
+// every field also as CHUTE_<KEY>= (CHUTE_QUEUE_ID= among them), so `journalctl
+// CHUTE_QUEUE_ID=...` finds a message's lines. Any thread; one write per event.
+void LogEvent(LogLevel level, absl::string_view event, std::initializer_list<LogField> fields);
+
+// FormatEventText / FormatEventJson: the line LogEvent writes (without the priority prefix
+// and newline); exposed for tests.
+std::string FormatEventText(absl::string_view event, std::initializer_list<LogField> fields);
+std::string FormatEventJson(LogLevel level, absl::string_view event,
+                            std::initializer_list<LogField> fields);
 
 template <typename... Args>
 void Logf(LogLevel level, const absl::FormatSpec<Args...>& format, const Args&... args) {

@@ -1,0 +1,59 @@
+#include "base/log.h"
+
+#include <string>
+
+#include "base/histogram.h"
+#include "gtest/gtest.h"
+
+namespace chute {
+namespace {
+
+TEST(LogEventTest, TextIsKeyValueWithQuotesOnlyWhereNeeded) {
+  std::string line = FormatEventText(
+      "delivery", {{"queue_id", "ABC"}, {"attempt", 3}, {"reply", "250 2.0.0 ok"},
+                   {"empty", ""}, {"quote", "a\"b\\c"}, {"eq", "a=b"}});
+  EXPECT_EQ(line,
+            "event=delivery queue_id=ABC attempt=3 reply=\"250 2.0.0 ok\" empty=\"\" "
+            "quote=\"a\\\"b\\\\c\" eq=\"a=b\"");
+}
+
+TEST(LogEventTest, ControlCharactersCannotForgeALine) {
+  // A recipient with CR LF in it (peer input) must stay on one line.
+  std::string line = FormatEventText("rcpt.refused", {{"recipient", "a\r\nevent=fake"}});
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+  EXPECT_EQ(line.find('\r'), std::string::npos);
+  EXPECT_EQ(line, "event=rcpt.refused recipient=\"a\\x0d\\x0aevent=fake\"");
+}
+
+TEST(LogEventTest, JsonEscapesAndCarriesLevelAndTime) {
+  std::string line = FormatEventJson(LogLevel::kWarning, "auth.failed",
+                                     {{"user", "x\"\n"}, {"code", 535}});
+  EXPECT_EQ(line.rfind("{\"ts\":\"", 0), 0u) << line;
+  EXPECT_NE(line.find("\"level\":\"warning\",\"event\":\"auth.failed\",\"user\":\"x\\\"\\u000a\","
+                      "\"code\":\"535\"}"),
+            std::string::npos)
+      << line;
+}
+
+TEST(LatencyHistogramTest, BucketsAreCumulativeWithSumAndCount) {
+  LatencyHistogram h;
+  h.Observe(40);         // 40 µs: the first bucket (≤ 50 µs)
+  h.Observe(1000);       // exactly 1 ms: the ≤ 0.001 bucket
+  h.Observe(90'000'000);  // 90 s: only +Inf
+  uint64_t totals[LatencyHistogram::kBuckets] = {};
+  uint64_t sum_us = 0;
+  h.AddTo(totals, &sum_us);
+  std::string out;
+  LatencyHistogram::AppendSeries(&out, "x_seconds", "backend=\"smtp\"", totals, sum_us);
+  EXPECT_NE(out.find("x_seconds_bucket{backend=\"smtp\",le=\"5e-05\"} 1\n"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("x_seconds_bucket{backend=\"smtp\",le=\"0.0005\"} 1\n"), std::string::npos);
+  EXPECT_NE(out.find("x_seconds_bucket{backend=\"smtp\",le=\"0.001\"} 2\n"), std::string::npos);
+  EXPECT_NE(out.find("x_seconds_bucket{backend=\"smtp\",le=\"60\"} 2\n"), std::string::npos);
+  EXPECT_NE(out.find("x_seconds_bucket{backend=\"smtp\",le=\"+Inf\"} 3\n"), std::string::npos);
+  EXPECT_NE(out.find("x_seconds_count{backend=\"smtp\"} 3\n"), std::string::npos);
+  EXPECT_NE(out.find("x_seconds_sum{backend=\"smtp\"} 90.001040\n"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace chute
