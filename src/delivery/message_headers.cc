@@ -12,7 +12,10 @@ void HeaderScanner::Reset() { *this = HeaderScanner(); }
 void HeaderScanner::EndOfName() {
   absl::string_view name(name_, name_bytes_);
   has_date_ |= absl::EqualsIgnoreCase(name, "date");
-  has_message_id_ |= absl::EqualsIgnoreCase(name, "message-id");
+  if (absl::EqualsIgnoreCase(name, "message-id")) {
+    capturing_message_id_ = !has_message_id_;
+    has_message_id_ = true;
+  }
   has_reply_to_ |= absl::EqualsIgnoreCase(name, "reply-to");
   if (absl::EqualsIgnoreCase(name, "from")) {
     capturing_from_ = ++from_count_ == 1;
@@ -29,6 +32,17 @@ void HeaderScanner::CaptureFrom(char c) {
     return;
   }
   from_value_.push_back(c);
+}
+
+void HeaderScanner::CaptureMessageId(char c) {
+  if (c == '\r' || c == '\n' || message_id_value_.size() >= kMessageIdBytesMax) {
+    return;
+  }
+  message_id_value_.push_back(c);
+}
+
+absl::string_view HeaderScanner::message_id() const {
+  return absl::StripAsciiWhitespace(message_id_value_);
 }
 
 size_t HeaderScanner::Feed(absl::string_view slice) {
@@ -52,10 +66,12 @@ size_t HeaderScanner::Feed(absl::string_view slice) {
       if (c == '\r') {
         blank_cr_ = true;
         capturing_from_ = false;
+        capturing_message_id_ = false;
         continue;
       }
       in_name_ = c != ' ' && c != '\t';
       capturing_from_ &= !in_name_;  // a folded line continues the field; a new name ends it
+      capturing_message_id_ &= !in_name_;
     }
     if (c == '\n') {
       at_line_start_ = true;
@@ -64,6 +80,8 @@ size_t HeaderScanner::Feed(absl::string_view slice) {
     if (!in_name_) {
       if (capturing_from_) {
         CaptureFrom(c);
+      } else if (capturing_message_id_) {
+        CaptureMessageId(c);
       }
       continue;
     }

@@ -32,10 +32,18 @@ class HeaderScanner {
   int from_count() const { return from_count_; }
   absl::string_view from_value() const { return from_value_; }
   bool from_overflow() const { return from_overflow_; }
+  // The first Message-ID: field's value (unfolded, surrounding blanks dropped), cut at
+  // kMessageIdBytesMax: for logs and the message trace, never for a decision.
+  absl::string_view message_id() const;
 
  private:
   void EndOfName();
   void CaptureFrom(char c);
+  void CaptureMessageId(char c);
+
+  static constexpr size_t kMessageIdBytesMax = 255;
+  bool capturing_message_id_ = false;
+  std::string message_id_value_;
 
   static constexpr size_t kFromBytesMax = 2048;  // a From: longer than this is refused
   int from_count_ = 0;

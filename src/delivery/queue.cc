@@ -16,12 +16,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "base/check.h"
 #include "base/log.h"
 #include "base/memory.h"
 #include "base/status_macros.h"
 #include "io/file.h"
 #include "io/ring.h"
+#include "trace/trace.h"
 
 namespace chute::delivery {
 namespace {
@@ -300,7 +302,9 @@ void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>&
         index_of[d++] = m;
       }
     }
+    int64_t started_us = MonotonicMicros();
     backend.Deliver(deliverable, [&](size_t d) { conclude(index_of[d]); });
+    counters_.batch_latency.Observe(MonotonicMicros() - started_us);
   }
   counters_.batches.fetch_add(1, std::memory_order_relaxed);
   for (size_t m = 0; m < batch.size(); ++m) {
@@ -342,12 +346,11 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
       counters_.recipients_dead.fetch_add(1, std::memory_order_relaxed);
     } else {
       counters_.recipients_deferred.fetch_add(1, std::memory_order_relaxed);
-      LOG_INFO_EVERY(10, "delivery: %s to %s deferred (attempt %d): %s", message.id,
-                     message.recipients[i], static_cast<int64_t>(attempts), result.reply);
     }
   }
   bool pending = std::count(marks.begin(), marks.end(), spool::Mark::kPending) > 0;
   bool any_dead = std::count(marks.begin(), marks.end(), spool::Mark::kDead) > 0;
+  Report(message, out, marks, replies, attempts, now);
   {
     absl::MutexLock lock(&mu_);
     message.attempts = attempts;
@@ -379,6 +382,51 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
   }
   Settle(message);
   return true;
+}
+
+void DeliveryQueue::Report(const QueuedMessage& message, const OutboundMessage& out,
+                           const std::vector<spool::Mark>& marks,
+                           const std::vector<std::string>& replies, uint32_t attempts,
+                           absl::Time now) {
+  std::vector<trace::Event> events;
+  int64_t now_us = absl::ToUnixMicros(now);
+  std::string delay_s =
+      absl::StrFormat("%.3f", static_cast<double>(now_us - message.received_unix_us) / 1e6);
+  for (size_t k = 0; k < out.recipients.size(); ++k) {
+    size_t i = out.recipient_indexes[k];
+    trace::Status status = trace::Status::kDeferred;
+    if (marks[i] == spool::Mark::kDelivered) {
+      status = trace::Status::kDelivered;
+    } else if (marks[i] == spool::Mark::kDead) {
+      status = out.results[k].outcome == Outcome::kPermanent ? trace::Status::kFailed
+                                                             : trace::Status::kDead;
+    }
+    LogEvent(status == trace::Status::kDelivered || status == trace::Status::kDeferred
+                 ? LogLevel::kInfo
+                 : LogLevel::kWarning,
+             "delivery",
+             {{"queue_id", message.id},
+              {"recipient", message.recipients[i]},
+              {"target", options_.destination},
+              {"status", trace::StatusName(status)},
+              {"reply", replies[i]},
+              {"attempt", attempts},
+              {"delay_s", delay_s}});
+    if (options_.trace != nullptr) {
+      trace::Event& e = events.emplace_back();
+      e.kind = trace::Event::Kind::kAttempt;
+      e.time_us = now_us;
+      e.queue_id = message.id;
+      e.recipient = message.recipients[i];
+      e.status = status;
+      e.reply = replies[i];
+      e.target = options_.destination;
+      e.attempt = attempts;
+    }
+  }
+  if (options_.trace != nullptr) {
+    options_.trace->Submit(events);
+  }
 }
 
 absl::Status DeliveryQueue::WriteDeadLetter(const QueuedMessage& message,
@@ -490,6 +538,30 @@ std::vector<QueueEntry> DeliveryQueue::List() {
     return a.received_unix_us < b.received_unix_us;
   });
   return entries;
+}
+
+int64_t DeliveryQueue::OldestReceivedUnixUs() {
+  absl::MutexLock lock(&mu_);
+  int64_t oldest = 0;
+  for (const auto& [id, message] : messages_) {
+    if (!message->deleted && (oldest == 0 || message->received_unix_us < oldest)) {
+      oldest = message->received_unix_us;
+    }
+  }
+  return oldest;
+}
+
+size_t DeliveryQueue::DeadCount() {
+  size_t count = 0;
+  DIR* d = opendir(options_.dead_dir.c_str());
+  if (d == nullptr) {
+    return 0;
+  }
+  while (dirent* entry = readdir(d)) {
+    count += absl::EndsWith(entry->d_name, ".json") ? 1 : 0;
+  }
+  closedir(d);
+  return count;
 }
 
 size_t DeliveryQueue::queued() {

@@ -41,9 +41,14 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "base/histogram.h"
 #include "base/spsc_ring.h"
 #include "delivery/backend.h"
 #include "spool/spool.h"
+
+namespace chute::trace {
+class Writer;
+}
 
 namespace chute::delivery {
 
@@ -114,6 +119,8 @@ struct QueueCounters {
   std::atomic<uint64_t> messages_dead{0};
   std::atomic<uint64_t> batches{0};
   std::atomic<uint64_t> attempts{0};
+  // How long the backend took over each batch (chute_delivery_seconds).
+  LatencyHistogram batch_latency;
 };
 
 struct QueueOptions {
@@ -130,6 +137,8 @@ struct QueueOptions {
   // Set by Stop() to the end of the drain (Unix ms); backends that wait on the network share
   // it (SmtpClientOptions::stop_at_unix_ms) so that no wait outlasts the drain.
   std::shared_ptr<std::atomic<int64_t>> stop_at_unix_ms;
+  // The message trace, fed every delivery result (null: no trace).
+  trace::Writer* trace = nullptr;
 };
 
 // IsoUtc: "2026-11-27T08:00:00Z", the time format of dead letters and queue listings.
@@ -171,6 +180,11 @@ class DeliveryQueue {
   absl::Status Requeue(const std::string& id);  // from the dead-letter area back to delivery
 
   size_t queued();
+  // OldestReceivedUnixUs: when the oldest message in the queue was accepted (0 when empty).
+  // O(queued); for metrics.
+  int64_t OldestReceivedUnixUs();
+  // DeadCount: dead letters in the dead-letter area (a directory listing; for metrics).
+  size_t DeadCount();
   const QueueCounters& counters() const { return counters_; }
   const std::string& destination() const { return options_.destination; }
 
@@ -193,6 +207,10 @@ class DeliveryQueue {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteDeadLetter(const QueuedMessage& message, absl::string_view content,
                                absl::Time now);
+  // Report: one log line and one trace event per recipient attempted.
+  void Report(const QueuedMessage& message, const OutboundMessage& out,
+              const std::vector<spool::Mark>& marks, const std::vector<std::string>& replies,
+              uint32_t attempts, absl::Time now);
   void Settle(QueuedMessage& message);
   QueueEntry EntryFor(const QueuedMessage& message) const;
   QueuedMessage* Find(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

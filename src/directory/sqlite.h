@@ -34,6 +34,11 @@ class Statement {
   absl::StatusOr<bool> Step();
   // Run: steps to the end, for statements without rows.
   absl::Status Run();
+  // Reset: ready to be bound and run again (a prepared statement used for many rows).
+  void Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
 
   int64_t Int(int column) const { return sqlite3_column_int64(stmt_, column); }
   std::string Text(int column) const;

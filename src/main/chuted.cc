@@ -113,6 +113,7 @@ int Main(int argc, char** argv) {
     std::cerr << "chuted: " << config.status().message() << "\n";
     return 2;
   }
+  SetLogJson(config->log.json);
   if (check_only) {
     // Everything Start() would refuse, short of binding the ports.
     absl::Status status = server::CheckReferences(*config);

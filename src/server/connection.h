@@ -51,6 +51,7 @@ struct Message {
   std::string header_copy;
   std::string added_headers;
   std::string id;
+  int64_t body_end_us = 0;  // monotonic time of the end of data
 };
 
 struct Connection : public smtp::SessionHandler {
@@ -65,6 +66,7 @@ struct Connection : public smtp::SessionHandler {
   std::optional<smtp::Reply> OnBodyEnd() override;
   void OnTransactionAbort() override;
   void OnStartTls() override;
+  void OnRefusal(const smtp::Reply& reply) override;
 
   // ReleaseMessage: drops the message and every receive buffer it pinned.
   void ReleaseMessage();
@@ -73,6 +75,10 @@ struct Connection : public smtp::SessionHandler {
   void OnCommitted(const spool::Committed* committed);
   // CountUsage: the accepted message in the account's usage of the day.
   void CountUsage();
+  // ReportAccepted: the "message.accepted" log line and the message's trace event.
+  void ReportAccepted(const spool::Committed& committed);
+  // DecideMail: OnMail's answer (OnMail logs a refusal).
+  std::optional<smtp::Reply> DecideMail(const smtp::MailArgs& mail);
   // cookie: names this connection (slot and generation) in completions that come back later.
   uint64_t cookie() const {
     return (static_cast<uint64_t>(generation & 0xffffff) << 32) | slot;
@@ -117,6 +123,9 @@ struct Connection : public smtp::SessionHandler {
   bool auth_inflight = false;    // a password check is out on the verifier pool
   const directory::Account* auth_candidate = nullptr;  // whom that check is for
   std::string auth_user;         // the user name of the AUTH in progress (for the throttle)
+  // The AUTH in progress, for its log line: set by OnAuth, cleared by its answer.
+  bool auth_attempting = false;
+  smtp::Mechanism auth_mechanism = smtp::Mechanism::kPlain;
   // A failed AUTH's answer held back by the throttle until `delayed_due` (the shard's tick
   // gives it).
   std::optional<smtp::Reply> delayed_answer;

@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <map>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -21,6 +23,7 @@
 #include "delivery/smtp_client.h"
 #include "spool/spool.h"
 #include "net/socket.h"
+#include "trace/trace.h"
 #include "net/tls.h"
 #include "policy/connection_gate.h"
 #include "server/shard.h"
@@ -43,6 +46,9 @@ constexpr int64_t kDescriptorHeadroom = 32;
 void UsageLog::Merge(Map& rows) {
   absl::MutexLock lock(&mu_);
   for (auto& [key, row] : rows) {
+    Totals& tenant = tenant_totals_[row.tenant];
+    tenant.messages += static_cast<uint64_t>(row.messages);
+    tenant.recipients += static_cast<uint64_t>(row.recipients);
     directory::UsageRow& total = pending_[key];
     if (total.day.empty()) {
       total = row;
@@ -52,6 +58,45 @@ void UsageLog::Merge(Map& rows) {
     }
   }
   rows.clear();
+}
+
+absl::flat_hash_map<std::string, UsageLog::Totals> UsageLog::TenantTotals() const {
+  absl::MutexLock lock(&mu_);
+  return tenant_totals_;
+}
+
+void ReplyCounts::Count(uint16_t code, absl::string_view text) {
+  // The enhanced status code: the reply text's first word when it looks like one (RFC 3463).
+  absl::string_view enhanced = text.substr(0, text.find(' '));
+  bool valid = enhanced.size() >= 5 && enhanced.size() <= kEnhancedBytesMax &&
+               (enhanced[0] == '2' || enhanced[0] == '4' || enhanced[0] == '5') &&
+               enhanced[1] == '.' &&
+               std::all_of(enhanced.begin(), enhanced.end(),
+                           [](char c) { return c == '.' || (c >= '0' && c <= '9'); });
+  if (!valid) {
+    enhanced = {};
+  }
+  size_t size = size_.load(std::memory_order_relaxed);
+  for (size_t i = 0; i < size; ++i) {
+    Kind& kind = kinds_[i];
+    if (kind.code == code && absl::string_view(kind.enhanced, kind.enhanced_bytes) == enhanced) {
+      kind.count.Add(1);
+      return;
+    }
+  }
+  if (size == kKindsMax) {
+    // The table is full: the last entry counts everything else.
+    kinds_[kKindsMax - 1].count.Add(1);
+    return;
+  }
+  Kind& kind = kinds_[size];
+  kind.code = size + 1 == kKindsMax ? 0 : code;
+  if (kind.code != 0) {
+    std::copy(enhanced.begin(), enhanced.end(), kind.enhanced);
+    kind.enhanced_bytes = static_cast<uint8_t>(enhanced.size());
+  }
+  kind.count.Add(1);
+  size_.store(size + 1, std::memory_order_release);
 }
 
 std::vector<directory::UsageRow> UsageLog::Take() {
@@ -114,6 +159,7 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
                        cidrs_differ(a.trusted_proxies, b.trusted_proxies);
   }
   check(listeners_differ, "[[listener]]");
+  check(running.log.json != loaded.log.json, "log.json");
   check(running.limits.ip_table_slots != loaded.limits.ip_table_slots, "limits.ip_table_slots");
   bool exempt_differ = running.limits.connections_per_ip_exempt.size() !=
                        loaded.limits.connections_per_ip_exempt.size();
@@ -179,6 +225,9 @@ absl::Status Server::ReloadConfig(const std::string& path) {
   shared_.gate->SetCaps(static_cast<uint64_t>(limits.connections_per_ip),
                         static_cast<uint64_t>(limits.authenticated_connections_per_tenant));
   shared_.live.store(std::shared_ptr<const Config>(std::move(live)));
+  if (trace_ != nullptr) {
+    trace_->SetRetentionDays(loaded->trace.retention_days);
+  }
   LOG_INFO("%s: configuration reloaded", path);
   return absl::OkStatus();
 }
@@ -404,6 +453,19 @@ void Server::LimitConnectionsToDescriptors(int shards) {
   }
 }
 
+void Server::StartTrace() {
+  const Config& config = shared_.config;
+  std::string path = absl::StrCat(config.server.data_dir, "/trace.db");
+  absl::StatusOr<std::unique_ptr<trace::Store>> store = trace::Store::Open(path, true);
+  if (!store.ok()) {
+    // The trace is a record, not the mail: chuted runs without it rather than not at all.
+    LOG_ERROR("message trace off: %s", store.status().message());
+    return;
+  }
+  trace_ = std::make_unique<trace::Writer>(*std::move(store), config.trace.retention_days);
+  shared_.trace = trace_.get();
+}
+
 absl::Status Server::StartSpoolAndDelivery(int shards) {
   const Config& config = shared_.config;
   if (config.delivery.backend != DeliveryBackend::kMaildir) {
@@ -429,6 +491,8 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
   options.give_up_after = absl::Seconds(config.delivery.give_up_after_s);
   options.dead_dir = absl::StrCat(config.server.data_dir, "/dead");
   options.gauges = gauges_.get();
+  StartTrace();
+  options.trace = trace_.get();
   if (config.delivery.backend == DeliveryBackend::kMaildir) {
     absl::Time started = absl::Now();
     size_t removed = delivery::CleanMaildirTmp(config.delivery.maildir_root,
@@ -562,7 +626,12 @@ std::string Server::MetricsText() const {
           [](const ShardCounters& c) { return c.accept_pauses.Get(); });
   counter("chute_spool_full_refusals_total", "MAIL refused with 452 4.3.1: the spool is full.",
           [](const ShardCounters& c) { return c.spool_full.Get(); });
+  counter("chute_shard_busy_seconds_total",
+          "Time each shard's loop spent handling completions rather than waiting; its rate is "
+          "the shard's utilisation.",
+          [](const ShardCounters& c) { return static_cast<double>(c.busy_us.Get()) / 1e6; });
   AppendSpoolMetrics(&out);
+  AppendTraffic(&out);
   const auth::AuthThrottle& throttle = *shared_.throttle;
   absl::StrAppend(
       &out, "# HELP chute_auth_throttled_total AUTHs refused by the failure throttle.\n",
@@ -604,6 +673,97 @@ std::string Server::MetricsText() const {
                     gate.TenantCount(tenant.id), "\n");
   }
   return out;
+}
+
+void Server::AppendTraffic(std::string* out) const {
+  // Refusals by reply code and enhanced code, summed over the shards.
+  std::map<std::pair<uint16_t, std::string>, uint64_t> replies;
+  for (const std::unique_ptr<Shard>& shard : shards_) {
+    shard->replies().ForEach([&](uint16_t code, absl::string_view enhanced, uint64_t count) {
+      replies[{code, std::string(enhanced)}] += count;
+    });
+  }
+  absl::StrAppend(out,
+                  "# HELP chute_replies_total 4xx and 5xx replies sent, by reply code and "
+                  "enhanced status code (code=\"other\": kinds past the table's bound).\n",
+                  "# TYPE chute_replies_total counter\n");
+  for (const auto& [key, count] : replies) {
+    absl::StrAppend(out, "chute_replies_total{code=\"",
+                    key.first == 0 ? std::string("other") : absl::StrCat(key.first),
+                    "\",enhanced=\"", key.second, "\"} ", count, "\n");
+  }
+  auto histogram = [&](absl::string_view name, absl::string_view help, auto get) {
+    uint64_t totals[LatencyHistogram::kBuckets] = {};
+    uint64_t sum_us = 0;
+    for (const std::unique_ptr<Shard>& shard : shards_) {
+      get(shard->counters()).AddTo(totals, &sum_us);
+    }
+    absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " histogram\n");
+    LatencyHistogram::AppendSeries(out, name, "", totals, sum_us);
+  };
+  histogram("chute_end_of_data_to_reply_seconds",
+            "From the end of a message's data to its final reply (250 once fsynced, or 451).",
+            [](const ShardCounters& c) -> const LatencyHistogram& {
+              return c.end_of_data_latency;
+            });
+  histogram("chute_spool_commit_seconds",
+            "One spool group commit: its writes and fdatasync (and the directory's fsync).",
+            [](const ShardCounters& c) -> const LatencyHistogram& {
+              return c.spool_commit_latency;
+            });
+  {
+    uint64_t totals[LatencyHistogram::kBuckets] = {};
+    uint64_t sum_us = 0;
+    queue_->counters().batch_latency.AddTo(totals, &sum_us);
+    absl::StrAppend(out,
+                    "# HELP chute_delivery_seconds How long the delivery backend took over one "
+                    "batch.\n# TYPE chute_delivery_seconds histogram\n");
+    LatencyHistogram::AppendSeries(
+        out, "chute_delivery_seconds",
+        absl::StrCat("backend=\"", DeliveryBackendName(shared_.config.delivery.backend), "\""),
+        totals, sum_us);
+  }
+  // Per tenant (a bounded label set: tenants, never accounts).
+  absl::flat_hash_map<std::string, UsageLog::Totals> tenants =
+      shared_.usage.TenantTotals();
+  std::map<std::string, UsageLog::Totals> sorted(tenants.begin(), tenants.end());
+  absl::StrAppend(out, "# HELP chute_tenant_messages_total Messages accepted per tenant.\n",
+                  "# TYPE chute_tenant_messages_total counter\n");
+  for (const auto& [tenant, totals] : sorted) {
+    absl::StrAppend(out, "chute_tenant_messages_total{tenant=\"", tenant, "\"} ",
+                    totals.messages, "\n");
+  }
+  absl::StrAppend(out, "# HELP chute_tenant_recipients_total Recipients accepted per tenant.\n",
+                  "# TYPE chute_tenant_recipients_total counter\n");
+  for (const auto& [tenant, totals] : sorted) {
+    absl::StrAppend(out, "chute_tenant_recipients_total{tenant=\"", tenant, "\"} ",
+                    totals.recipients, "\n");
+  }
+  int64_t oldest_us = queue_->OldestReceivedUnixUs();
+  double oldest_age_s =
+      oldest_us == 0 ? 0.0
+                     : std::max(0.0, static_cast<double>(absl::ToUnixMicros(absl::Now()) -
+                                                         oldest_us) / 1e6);
+  absl::StrAppend(
+      out,
+      "# HELP chute_queue_oldest_age_seconds Age of the oldest message waiting for delivery "
+      "(0 when none).\n# TYPE chute_queue_oldest_age_seconds gauge\n"
+      "chute_queue_oldest_age_seconds ",
+      oldest_age_s, "\n",
+      "# HELP chute_dead_letters Dead letters in the dead-letter area now.\n"
+      "# TYPE chute_dead_letters gauge\nchute_dead_letters ",
+      queue_->DeadCount(), "\n");
+  if (trace_ != nullptr) {
+    absl::StrAppend(
+        out,
+        "# HELP chute_trace_events_written_total Message trace events written.\n"
+        "# TYPE chute_trace_events_written_total counter\nchute_trace_events_written_total ",
+        trace_->events_written.load(), "\n",
+        "# HELP chute_trace_events_dropped_total Message trace events dropped (the trace "
+        "could not keep up or could not write).\n"
+        "# TYPE chute_trace_events_dropped_total counter\nchute_trace_events_dropped_total ",
+        trace_->events_dropped.load(), "\n");
+  }
 }
 
 void Server::AppendSpoolMetrics(std::string* out) const {
@@ -681,6 +841,9 @@ void Server::Stop() {
   if (queue_ != nullptr) {
     // What is ready is delivered for a few seconds more; the rest stays in the spool.
     queue_->Stop(kDeliveryDrain);
+  }
+  if (trace_ != nullptr) {
+    trace_->Stop();  // after delivery: it writes what the drain did
   }
   absl::Status usage = FlushUsage();
   if (!usage.ok()) {

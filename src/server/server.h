@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "base/config.h"
+#include "base/histogram.h"
 #include "directory/directory.h"
 
 namespace chute::delivery {
@@ -40,6 +41,9 @@ class ConnectionGate;
 }
 namespace chute::admin {
 class AdminServer;
+}
+namespace chute::trace {
+class Writer;
 }
 
 namespace chute::spool {
@@ -79,7 +83,43 @@ struct ShardCounters {
   ShardCounter spool_full;
   ShardCounter accept_pauses;  // accepts paused for want of file descriptors
   ShardCounter recv_starved;         // receives that found no free buffer (ENOBUFS)
-  ShardCounter recv_starved_max_ms;  // the longest a connection waited for a buffer  // MAIL refused with 452 4.3.1: the spool is at a bound
+  ShardCounter recv_starved_max_ms;  // the longest a connection waited for a buffer
+  ShardCounter busy_us;  // time the loop spent handling completions (not waiting)
+  // End of data to the final reply (250 or 451): mostly the group commit's wait and sync.
+  LatencyHistogram end_of_data_latency;
+  // A group commit, from its write SQEs to the last completion (writes, fdatasync).
+  LatencyHistogram spool_commit_latency;
+};
+
+// ReplyCounts: how many of each refusal (4xx/5xx reply code and enhanced status code) a shard
+// sent. One writer (the shard's thread), read by metrics from any thread: a fixed table whose
+// entries are published by `size_` (release) before they are counted. Past kKindsMax distinct
+// kinds the rest are counted under code 0 ("other").
+class ReplyCounts {
+ public:
+  static constexpr size_t kKindsMax = 96;
+  static constexpr size_t kEnhancedBytesMax = 11;  // "5.123.123"
+  // Count: one reply sent with `code` and `text` ("5.7.60 ...": its enhanced code, if any).
+  void Count(uint16_t code, absl::string_view text);
+  // ForEach: f(code, enhanced, count) for each kind seen so far.
+  template <typename F>
+  void ForEach(F f) const {
+    size_t size = size_.load(std::memory_order_acquire);
+    for (size_t i = 0; i < size; ++i) {
+      f(kinds_[i].code, absl::string_view(kinds_[i].enhanced, kinds_[i].enhanced_bytes),
+        kinds_[i].count.Get());
+    }
+  }
+
+ private:
+  struct Kind {
+    uint16_t code = 0;
+    uint8_t enhanced_bytes = 0;
+    char enhanced[kEnhancedBytesMax] = {};
+    ShardCounter count;
+  };
+  Kind kinds_[kKindsMax];
+  std::atomic<size_t> size_{0};
 };
 
 // UsageLog: usage counts on their way from the shards (which add to their own maps and hand
@@ -92,10 +132,17 @@ class UsageLog {
   void Merge(Map& rows);
   // Take: the pending counts, as rows, leaving none.
   std::vector<directory::UsageRow> Take();
+  // TenantTotals: messages and recipients accepted per tenant name since start (metrics).
+  struct Totals {
+    uint64_t messages = 0;
+    uint64_t recipients = 0;
+  };
+  absl::flat_hash_map<std::string, Totals> TenantTotals() const;
 
  private:
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   Map pending_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Totals> tenant_totals_ ABSL_GUARDED_BY(mu_);
 };
 
 // SharedState: what all shards read. The snapshot is swapped whole; connections_open is the
@@ -116,6 +163,8 @@ struct SharedState {
   // The per-IP and per-tenant caps, shared by all shards (lock-free).
   std::unique_ptr<policy::ConnectionGate> gate;
   UsageLog usage;
+  // The message trace (null when it could not be opened: mail flows without it).
+  trace::Writer* trace = nullptr;
   // The spool: its directory (locked by this process), the totals behind back-pressure, and
   // the delivery stage that shards hand committed messages to.
   int spool_dir_fd = -1;
@@ -179,11 +228,15 @@ class Server {
   absl::Status StartSpoolAndDelivery(int shards);
   void AppendSpoolMetrics(std::string* out) const;
   void LimitConnectionsToDescriptors(int shards);
+  // Declared before the queue and the shards, which write to it: destroyed after them.
+  std::unique_ptr<trace::Writer> trace_;
   std::unique_ptr<spool::SpoolGauges> gauges_;
   std::unique_ptr<delivery::DeliveryQueue> queue_;
   std::vector<std::shared_ptr<spool::Segment>> replayed_segments_;
   std::unique_ptr<auth::PasswordVerifier> verifier_;
   std::unique_ptr<admin::AdminServer> admin_;
+  void StartTrace();
+  void AppendTraffic(std::string* out) const;
   std::vector<std::unique_ptr<Shard>> shards_;
 };
 

@@ -156,8 +156,12 @@ void Shard::Run() {
     return;
   }
   now_ = absl::Now();
+  int64_t busy_since_us = MonotonicMicros();
   while (!(stopping_ && live_connections_ == 0)) {
+    int64_t waiting_since_us = MonotonicMicros();
+    counters_.busy_us.Add(waiting_since_us - busy_since_us);
     int rc = ring_->SubmitAndWait(1);
+    busy_since_us = MonotonicMicros();
     if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EAGAIN && rc != -EBUSY) {
       LOG_ERROR("shard %d: io_uring_submit_and_wait: %s", index_, std::strerror(-rc));
       failed_.store(true);
@@ -172,6 +176,7 @@ void Shard::Run() {
     FlushHandOver();
   }
   shared_->usage.Merge(usage_);
+  HandOverTrace();
   // Everything has ended; anything still in the ring dies with it.
 }
 
@@ -295,6 +300,7 @@ void Shard::OnTick() {
   if (!usage_.empty()) {
     shared_->usage.Merge(usage_);
   }
+  HandOverTrace();
   absl::Duration send_timeout = absl::Seconds(shared_->live.load()->limits.command_timeout_s);
   for (const std::unique_ptr<Connection>& conn : connections_) {
     if (conn->in_use && conn->shut_down) {
@@ -448,11 +454,20 @@ void Shard::StartSession(Connection& conn) {
     if (conn.listener->tls != TlsMode::kImplicit) {
       conn.out_queue = absl::StrCat(refusal->code, " ", refusal->text, "\r\n");
     }
-    LOG_DEBUG("%s: refused: %d %s", conn.peer_text, refusal->code, refusal->text);
+    replies_.Count(refusal->code, refusal->text);
+    LogEvent(LogLevel::kInfo, "connection.refused",
+             {{"client", conn.peer_text},
+              {"listener", conn.listener->address},
+              {"code", refusal->code},
+              {"reply", refusal->text}});
     conn.session.reset();
-  } else if (conn.listener->tls == TlsMode::kImplicit) {
-    conn.tls = std::make_unique<net::TlsStream>(shared_->tls_context.load());
-    conn.handshake_deadline = now_ + kTlsHandshakeTimeout;
+  } else {
+    LogEvent(LogLevel::kInfo, "connection.accepted",
+             {{"client", conn.peer_text}, {"listener", conn.listener->address}, {"shard", index_}});
+    if (conn.listener->tls == TlsMode::kImplicit) {
+      conn.tls = std::make_unique<net::TlsStream>(shared_->tls_context.load());
+      conn.handshake_deadline = now_ + kTlsHandshakeTimeout;
+    }
   }
   ArmRecv(conn);
   Flush(conn);
@@ -947,6 +962,7 @@ void Shard::IssueGroup() {
     group_write_bytes_.push_back(0);
   }
   group_cqes_pending_ = group_write_bytes_.size();
+  group_issued_us_ = MonotonicMicros();
 }
 
 void Shard::OnSpoolCqe(const io_uring_cqe& cqe) {
@@ -960,6 +976,7 @@ void Shard::OnSpoolCqe(const io_uring_cqe& cqe) {
     }
   }
   if (--group_cqes_pending_ == 0) {
+    counters_.spool_commit_latency.Observe(MonotonicMicros() - group_issued_us_);
     FinishGroup(group_status_);
   }
 }
@@ -987,6 +1004,13 @@ void Shard::FinishGroup(const absl::Status& status) {
     Process(*conn);
     MaybeFree(*conn);
   }
+}
+
+void Shard::HandOverTrace() {
+  if (!trace_pending_.empty() && shared_->trace != nullptr) {
+    shared_->trace->Submit(trace_pending_);  // empties it, whether taken or dropped
+  }
+  trace_pending_.clear();
 }
 
 void Shard::HandOver(std::unique_ptr<delivery::QueuedMessage> message) {

@@ -24,6 +24,7 @@
 #include "server/server.h"
 #include "smtp/session.h"
 #include "spool/spool.h"
+#include "trace/trace.h"
 
 namespace chute::server {
 
@@ -45,6 +46,8 @@ static_assert(kBodyPiecesMax + 1 <= spool::kGroupIovMax, "one message always fit
 // How long a stopping shard lets messages in progress finish.
 inline constexpr absl::Duration kDrainTimeout = absl::Seconds(30);
 inline constexpr absl::Duration kTickInterval = absl::Seconds(1);
+// Trace events a shard gathers before it hands them over between ticks.
+inline constexpr size_t kTraceHandOverEvents = 256;
 // How long a listener stops accepting after EMFILE/ENFILE.
 inline constexpr absl::Duration kAcceptPause = absl::Milliseconds(100);
 inline constexpr unsigned kRingEntries = 4096;
@@ -80,6 +83,7 @@ class Shard : public auth::VerifySink {
   void OnVerified(uint64_t cookie, bool ok) override;
 
   const ShardCounters& counters() const { return counters_; }
+  const ReplyCounts& replies() const { return replies_; }
 
  private:
   friend struct Connection;
@@ -174,6 +178,12 @@ class Shard : public auth::VerifySink {
   std::deque<std::unique_ptr<delivery::QueuedMessage>> handover_backlog_;
   bool handed_over_ = false;  // something was pushed since the last Notify
   UsageLog::Map usage_;  // this shard's counts since the last tick
+  // Trace events of accepted messages, handed to the trace writer at each tick or when
+  // kTraceHandOverEvents have gathered (one short lock per hand-over, not per message).
+  std::vector<trace::Event> trace_pending_;
+  void HandOverTrace();
+  ReplyCounts replies_;
+  int64_t group_issued_us_ = 0;  // monotonic time the group in flight was issued
   const uint64_t boot_us_;
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> failed_{false};

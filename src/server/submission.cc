@@ -20,6 +20,8 @@ namespace chute::server {
 // --- Connection: the HVE session handler ------------------------------------------------------
 
 std::optional<smtp::Reply> Connection::OnAuth(const smtp::AuthRequest& request) {
+  auth_attempting = true;
+  auth_mechanism = request.mechanism;
   auth::AuthThrottle::Verdict verdict =
       shard->shared_->throttle->Check(peer, request.username, shard->now_);
   if (verdict == auth::AuthThrottle::Verdict::kBlocked) {
@@ -64,6 +66,12 @@ smtp::Reply Connection::AdmitAuthenticated(const directory::Account* candidate) 
   }
   account = candidate;
   shard->counters_.auth_successes.Add(1);
+  auth_attempting = false;
+  LogEvent(LogLevel::kInfo, "auth.ok",
+           {{"client", peer_text},
+            {"account", account->primary_address},
+            {"tenant", account->tenant_name},
+            {"mechanism", smtp::MechanismName(auth_mechanism)}});
   return smtp::kReplyAuthOk;
 }
 
@@ -133,7 +141,38 @@ std::optional<smtp::Reply> Connection::AuthFailed(const smtp::Reply& reply) {
   return std::nullopt;  // the shard's tick answers it (to the second)
 }
 
+void Connection::OnRefusal(const smtp::Reply& reply) {
+  if (peer_eof) {
+    return;  // the 421 that closes a session whose client left: nobody was refused
+  }
+  shard->replies_.Count(reply.code, reply.text);
+  if (auth_attempting) {
+    auth_attempting = false;
+    // The user name as the client gave it (bounded by the session's line limit); never the
+    // secret.
+    LogEvent(LogLevel::kWarning, "auth.failed",
+             {{"client", peer_text},
+              {"user", auth_user},
+              {"mechanism", smtp::MechanismName(auth_mechanism)},
+              {"code", reply.code},
+              {"reply", reply.text}});
+  }
+}
+
 std::optional<smtp::Reply> Connection::OnMail(const smtp::MailArgs& mail) {
+  std::optional<smtp::Reply> reply = DecideMail(mail);
+  if (reply.has_value() && !reply->IsPositive()) {
+    LogEvent(LogLevel::kInfo, "mail.refused",
+             {{"client", peer_text},
+              {"account", account != nullptr ? account->primary_address : ""},
+              {"sender", mail.address},
+              {"code", reply->code},
+              {"reply", reply->text}});
+  }
+  return reply;
+}
+
+std::optional<smtp::Reply> Connection::DecideMail(const smtp::MailArgs& mail) {
   if (account == nullptr) {
     return smtp::kReplyNotAuthenticated;
   }
@@ -163,6 +202,13 @@ std::optional<smtp::Reply> Connection::OnRcpt(absl::string_view address) {
   std::string deliver_to;
   if (std::optional<smtp::Reply> refusal =
           policy::CheckRecipient(*snapshot, *account, address, &deliver_to)) {
+    LogEvent(LogLevel::kInfo, "rcpt.refused",
+             {{"client", peer_text},
+              {"account", account->primary_address},
+              {"sender", message.sender},
+              {"recipient", address},
+              {"code", refusal->code},
+              {"reply", refusal->text}});
     return refusal;
   }
   if (std::find(message.recipients.begin(), message.recipients.end(), deliver_to) ==
@@ -258,6 +304,12 @@ std::optional<smtp::Reply> Connection::OnBodyEnd() {
   if (std::optional<smtp::Reply> refusal = policy::CheckHeaderFrom(
           *account, scanned.from_count(), delivery::FromAddresses(scanned.from_value()),
           scanned.from_overflow())) {
+    LogEvent(LogLevel::kInfo, "message.refused",
+             {{"client", peer_text},
+              {"account", account->primary_address},
+              {"sender", message.sender},
+              {"code", refusal->code},
+              {"reply", refusal->text}});
     ReleaseMessage();
     s.counters_.messages_failed.Add(1);
     return refusal;
@@ -310,6 +362,7 @@ std::optional<smtp::Reply> Connection::OnBodyEnd() {
     return smtp::kReplySpoolFailed;
   }
   message.received_unix_us = envelope.received_unix_us;
+  message.body_end_us = MonotonicMicros();
   // The body stays where it is (pinned receive buffers, the arena) until the group commit
   // that carries it completes: OnCommitted.
   s.writer_->Stage(*std::move(prefix), message.body_iov, body_bytes, cookie());
@@ -322,11 +375,13 @@ void Connection::OnCommitted(const spool::Committed* committed) {
   delivery_inflight = false;
   smtp::Reply reply = smtp::kReplySpoolFailed;
   std::string text;
+  shard->counters_.end_of_data_latency.Observe(MonotonicMicros() - message.body_end_us);
   if (committed != nullptr) {
     text = absl::StrCat("2.0.0 OK queued as ", message.id);
     reply = smtp::Reply{250, text};
     shard->counters_.messages_accepted.Add(1);
     CountUsage();
+    ReportAccepted(*committed);
     // The envelope moves to delivery (ReleaseMessage below empties it anyway): no copies.
     auto queued = std::make_unique<delivery::QueuedMessage>();
     queued->id = message.id;
@@ -344,10 +399,52 @@ void Connection::OnCommitted(const spool::Committed* committed) {
     shard->HandOver(std::move(queued));
   } else {
     shard->counters_.messages_failed.Add(1);
+    LogEvent(LogLevel::kWarning, "message.failed",
+             {{"queue_id", message.id},
+              {"client", peer_text},
+              {"account", account->primary_address},
+              {"code", reply.code},
+              {"reply", reply.text}});
   }
   ReleaseMessage();
   if (session != nullptr && session->blocked() == smtp::Session::Blocked::kAwaitingAnswer) {
     session->Answer(reply);
+  }
+}
+
+void Connection::ReportAccepted(const spool::Committed& committed) {
+  // The Message-ID: the submitter's, or the one chute added (AppendAddedHeaders).
+  std::string message_id =
+      message.headers.has_message_id()
+          ? std::string(message.headers.message_id())
+          : absl::StrCat("<", message.id, "@", config->server.hostname, ">");
+  absl::string_view tls_version = tls != nullptr ? tls->Version() : "none";
+  LogEvent(LogLevel::kInfo, "message.accepted",
+           {{"queue_id", message.id},
+            {"message_id", message_id},
+            {"account", account->primary_address},
+            {"tenant", account->tenant_name},
+            {"sender", message.sender},
+            {"recipients", message.recipients.size()},
+            {"size", committed.content_bytes},
+            {"tls", tls_version},
+            {"client", peer_text}});
+  if (shard->shared_->trace == nullptr) {
+    return;
+  }
+  trace::Event& e = shard->trace_pending_.emplace_back();
+  e.kind = trace::Event::Kind::kReceived;
+  e.time_us = message.received_unix_us;
+  e.queue_id = message.id;
+  e.tenant = account->tenant_name;
+  e.account = account->primary_address;
+  e.sender = message.sender;
+  e.message_id = std::move(message_id);
+  e.client = peer_text;
+  e.recipients = message.recipients;
+  e.size_bytes = committed.content_bytes;
+  if (shard->trace_pending_.size() >= kTraceHandOverEvents) {
+    shard->HandOverTrace();
   }
 }
 

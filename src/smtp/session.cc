@@ -717,6 +717,9 @@ void Session::Send(const Reply& reply) {
   if (reply.code < 300 || reply.code >= 400) {
     ++replies_;  // 334 and 354 are intermediate: the command's final reply comes later
   }
+  if (reply.code >= 400) {
+    handler_->OnRefusal(reply);
+  }
   if (reply.ClosesSession()) {
     Close();
   }

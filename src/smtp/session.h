@@ -104,6 +104,9 @@ class SessionHandler {
   // OnStartTls: "220 Ready to start TLS" is in the output; after sending it, run the handshake
   // and call TlsStarted(). Input already received is discarded by the session.
   virtual void OnStartTls() = 0;
+  // OnRefusal: a 4xx or 5xx reply was just put in the output (for metrics and logs; no
+  // decision). The default does nothing.
+  virtual void OnRefusal(const Reply& reply) { (void)reply; }
 };
 
 class Session {

@@ -121,8 +121,9 @@ address = "127.0.0.1:{self.admin_port}"
                  "--primary-smtp-address", "hve2@example.test")
         self.log_path = os.path.join(self.dir, "chuted.log")
         self.log = open(self.log_path, "w")
+        env = dict(os.environ, **self.extra_env()) if self.extra_env() else None
         self.proc = subprocess.Popen([CHUTED, "--config", self.config], stdout=self.log,
-                                     stderr=subprocess.STDOUT, preexec_fn=self._limits)
+                                     stderr=subprocess.STDOUT, preexec_fn=self._limits, env=env)
         self.addCleanup(self._stop)
         wait_for_port("127.0.0.1", self.port)
 
@@ -138,6 +139,10 @@ address = "127.0.0.1:{self.admin_port}"
         if self.fd_limit is not None:
             import resource
             resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
+
+    def extra_env(self):
+        """More environment variables for chuted (subclasses; computed after the log opens)."""
+        return {}
 
     def extra_listeners(self):
         """More [[listener]] tables for the configuration (subclasses)."""

@@ -27,6 +27,7 @@
 #include "base/config.h"
 #include "directory/directory.h"
 #include "tools/chutectl/queue_command.h"
+#include "tools/chutectl/trace_command.h"
 
 namespace chute {
 namespace {
@@ -875,6 +876,9 @@ int Main(int argc, char** argv) {
   }
   if (IsQueueCommand(rest)) {
     return RunQueueCommand(config, json, rest);  // talks to chuted, not to the database
+  }
+  if (IsTraceCommand(rest)) {
+    return RunTraceCommand(config, json, rest);  // reads the trace database
   }
   if (std::optional<UsageError> error = TranslateCmdlet(&rest)) {
     std::cerr << "chutectl: " << error->message << "\n";
