@@ -310,6 +310,7 @@ absl::Status Server::Start() {
         [this](absl::string_view method, absl::string_view path) {
           return admin::HandleQueueRequest(*queue_, method, path);
         });
+    admin_->ServeUsage(config.directory.database);
     status = admin_->Start(*ParseHostPort(config.admin.address));
     if (!status.ok()) {
       return absl::Status(status.code(), absl::StrCat("admin listener: ", status.message()));
