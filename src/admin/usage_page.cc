@@ -43,12 +43,23 @@ std::string Html(absl::string_view text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -259,8 +270,7 @@ void AppendAxes(const Chart& chart, int64_t axis_max, int64_t step, absl::string
                         volume);
 }
 
-void AppendBars(const Chart& chart, int64_t axis_max, absl::string_view volume,
-                std::string* svg) {
+void AppendBars(const Chart& chart, int64_t axis_max, absl::string_view volume, std::string* svg) {
   double slot = static_cast<double>(kPlotWidth) / static_cast<double>(chart.days.size());
   double width = std::max(slot * 0.8, 0.5);
   for (size_t d = 0; d < chart.days.size(); ++d) {
@@ -269,8 +279,10 @@ void AppendBars(const Chart& chart, int64_t axis_max, absl::string_view volume,
       sum += value;
     }
     double x = kPlotLeft + slot * static_cast<double>(d) + (slot - width) / 2;
-    absl::StrAppendFormat(svg, "<g class=\"day\" data-day=\"%s\" data-total=\"%d\"><title>%s: %d %s"
-                          "</title>\n", chart.days[d], sum, chart.days[d], sum, volume);
+    absl::StrAppendFormat(svg,
+                          "<g class=\"day\" data-day=\"%s\" data-total=\"%d\"><title>%s: %d %s"
+                          "</title>\n",
+                          chart.days[d], sum, chart.days[d], sum, volume);
     double base = kPlotTop + kPlotHeight;
     for (size_t s = 0; s < chart.series.size(); ++s) {
       int64_t value = chart.values[d][s];
@@ -346,10 +358,11 @@ std::string RenderTables(const directory::UsageReport& report, UsageVolume volum
   }
   out.append("</tbody>\n</table>\n");
   if (shown < report.rows.size()) {
-    absl::StrAppendFormat(&out,
-                          "<p class=\"truncated\" data-rows-omitted=\"%d\">%d more rows not "
-                          "shown: narrow the range or use <code>chutectl report --csv</code>.</p>\n",
-                          report.rows.size() - shown, report.rows.size() - shown);
+    absl::StrAppendFormat(
+        &out,
+        "<p class=\"truncated\" data-rows-omitted=\"%d\">%d more rows not "
+        "shown: narrow the range or use <code>chutectl report --csv</code>.</p>\n",
+        report.rows.size() - shown, report.rows.size() - shown);
   }
   out.append(
       "<h2>Tenant totals</h2>\n<table class=\"totals\">\n<thead><tr><th scope=\"col\">Tenant</th>"
@@ -359,8 +372,7 @@ std::string RenderTables(const directory::UsageReport& report, UsageVolume volum
                           "<tr class=\"tenant-total\" data-tenant=\"%s\"><td>%s</td>"
                           "<td class=\"messages num\">%d</td><td class=\"recipients num\">%d</td>"
                           "</tr>\n",
-                          Html(total.tenant), Html(total.tenant), total.messages,
-                          total.recipients);
+                          Html(total.tenant), Html(total.tenant), total.messages, total.recipients);
   }
   out.append("</tbody>\n</table>\n");
   (void)volume;
@@ -370,8 +382,7 @@ std::string RenderTables(const directory::UsageReport& report, UsageVolume volum
 std::string RenderControls(const UsagePageQuery& query) {
   std::string out = "<nav>\n<p>Volume: ";
   for (UsageVolume volume : {UsageVolume::kRecipients, UsageVolume::kMessages}) {
-    absl::StrAppendFormat(&out, "<a href=\"%s\"%s>%s</a> ",
-                          Html(Link(query, volume, query.days)),
+    absl::StrAppendFormat(&out, "<a href=\"%s\"%s>%s</a> ", Html(Link(query, volume, query.days)),
                           volume == query.volume ? " aria-current=\"page\"" : "",
                           VolumeName(volume));
   }
@@ -438,7 +449,8 @@ absl::StatusOr<UsagePageQuery> ParseUsageQuery(absl::string_view query, absl::Ti
       {"volume", &volume}, {"days", &days},     {"from", &from},
       {"to", &to},         {"tenant", &tenant}, {"account", &account}};
   for (absl::string_view pair : absl::StrSplit(query, '&', absl::SkipEmpty())) {
-    std::pair<absl::string_view, absl::string_view> parts = absl::StrSplit(pair, absl::MaxSplits('=', 1));
+    std::pair<absl::string_view, absl::string_view> parts =
+        absl::StrSplit(pair, absl::MaxSplits('=', 1));
     std::optional<std::string>* slot = nullptr;
     for (const auto& [name, target] : known) {
       if (parts.first == name) {
@@ -446,9 +458,9 @@ absl::StatusOr<UsagePageQuery> ParseUsageQuery(absl::string_view query, absl::Ti
       }
     }
     if (slot == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown parameter '", parts.first.substr(0, 40),
-          "' (known: volume, days, from, to, tenant, account)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown parameter '", parts.first.substr(0, 40),
+                       "' (known: volume, days, from, to, tenant, account)"));
     }
     absl::StatusOr<std::string> value = TakeValue(parts.first, parts.second, slot);
     if (!value.ok()) {
@@ -467,9 +479,9 @@ absl::StatusOr<UsagePageQuery> ParseUsageQuery(absl::string_view query, absl::Ti
   }
   out.range = *range;
   if (directory::UsageDaysIn(out.range) > kUsagePageDaysMax) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the range from ", out.range.from, " to ", out.range.to, " is longer than ",
-                     kUsagePageDaysMax, " days"));
+    return absl::InvalidArgumentError(absl::StrCat("the range from ", out.range.from, " to ",
+                                                   out.range.to, " is longer than ",
+                                                   kUsagePageDaysMax, " days"));
   }
   out.tenant = tenant.value_or("");
   out.account = account.value_or("");
@@ -486,8 +498,8 @@ std::string RenderUsagePage(const UsagePageQuery& query, const directory::UsageR
   if (!query.account.empty()) {
     absl::StrAppend(&filters, ", account ", Html(query.account));
   }
-  std::string title = absl::StrCat("Usage from ", query.range.from, " to ", query.range.to,
-                                   " (UTC days)", filters);
+  std::string title =
+      absl::StrCat("Usage from ", query.range.from, " to ", query.range.to, " (UTC days)", filters);
   return absl::StrCat(
       "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>chute: ",
@@ -518,9 +530,9 @@ std::optional<AdminServer::Answer> HandleUsageRequest(const std::string& databas
   }
   absl::StatusOr<std::unique_ptr<directory::Store>> store = directory::Store::Open(database, false);
   absl::StatusOr<directory::UsageReport> report =
-      store.ok() ? directory::BuildUsageReport(**store, parsed->range, parsed->tenant,
-                                               parsed->account)
-                 : absl::StatusOr<directory::UsageReport>(store.status());
+      store.ok()
+          ? directory::BuildUsageReport(**store, parsed->range, parsed->tenant, parsed->account)
+          : absl::StatusOr<directory::UsageReport>(store.status());
   if (!report.ok()) {
     return AdminServer::Answer{
         500, absl::StrCat("the usage table cannot be read: ", report.status().message(), "\n"),

@@ -47,8 +47,8 @@ absl::StatusOr<UsageRange> ResolveUsageRange(const std::optional<std::string>& d
                                              absl::string_view to_flag) {
   if (from || to) {
     if (days || !from || !to) {
-      return absl::InvalidArgumentError(absl::StrCat("give ", from_flag, " and ", to_flag,
-                                                     " together, or ", days_flag));
+      return absl::InvalidArgumentError(
+          absl::StrCat("give ", from_flag, " and ", to_flag, " together, or ", days_flag));
     }
     std::optional<absl::Time> first = ParseDay(*from);
     std::optional<absl::Time> last = ParseDay(*to);
@@ -77,8 +77,7 @@ absl::StatusOr<UsageRange> ResolveUsageRange(const std::optional<std::string>& d
 }
 
 absl::StatusOr<UsageReport> BuildUsageReport(Store& store, const UsageRange& range,
-                                             absl::string_view tenant,
-                                             absl::string_view account) {
+                                             absl::string_view tenant, absl::string_view account) {
   std::string address;
   if (!account.empty()) {
     absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = store.LoadSnapshot();

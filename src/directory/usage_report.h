@@ -57,8 +57,8 @@ struct UsageTenantTotal {
 
 struct UsageReport {
   UsageRange range;
-  std::vector<UsageRow> rows;               // ordered by day, tenant, account address
-  std::vector<UsageTenantTotal> tenants;    // ordered by tenant name
+  std::vector<UsageRow> rows;             // ordered by day, tenant, account address
+  std::vector<UsageTenantTotal> tenants;  // ordered by tenant name
 };
 
 // BuildUsageReport: the rows of `range`, optionally of one tenant (by name, "" = all) and one
@@ -66,7 +66,6 @@ struct UsageReport {
 // the address of a removed account; "" = all), with the tenant totals. Internal when the
 // database fails.
 absl::StatusOr<UsageReport> BuildUsageReport(Store& store, const UsageRange& range,
-                                             absl::string_view tenant,
-                                             absl::string_view account);
+                                             absl::string_view tenant, absl::string_view account);
 
 }  // namespace chute::directory
