@@ -21,6 +21,10 @@ test_packages=(
   clang libclang-rt-14-dev
   # test and benchmark peers
   python3 swaks libnet-ssleay-perl libio-socket-ssl-perl postfix curl dovecot-lmtpd
+  # the /usage page test renders it in a headless browser (chromium --headless, no driver)
+  chromium
+  # promtool (in Debian's prometheus package) lints the /metrics exposition
+  prometheus
 )
 
 case "${1:-all}" in

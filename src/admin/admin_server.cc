@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "admin/usage_page.h"
 #include "base/log.h"
 #include "net/socket.h"
 
@@ -158,7 +159,10 @@ std::string AdminServer::Respond(absl::string_view request) {
   }
   std::vector<absl::string_view> words = absl::StrSplit(line, ' ');
   std::optional<Answer> answer;
-  if (routes_ != nullptr && words.size() == 3) {
+  if (!usage_database_.empty() && words.size() == 3) {
+    answer = HandleUsageRequest(usage_database_, words[0], words[1]);
+  }
+  if (!answer.has_value() && routes_ != nullptr && words.size() == 3) {
     answer = routes_(words[0], words[1]);
   }
   if (!answer.has_value()) {
@@ -166,9 +170,11 @@ std::string AdminServer::Respond(absl::string_view request) {
   }
   absl::string_view reason = answer->status == 200   ? "OK"
                              : answer->status == 404 ? "Not Found"
+                             : answer->status == 405 ? "Method Not Allowed"
                              : answer->status == 409 ? "Conflict"
+                             : answer->status == 500 ? "Internal Server Error"
                                                      : "Bad Request";
-  return Response(answer->status, reason, "application/json", answer->body);
+  return Response(answer->status, reason, answer->content_type, answer->body);
 }
 
 }  // namespace chute::admin

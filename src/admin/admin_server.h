@@ -1,7 +1,8 @@
 #pragma once
 
 // AdminServer: the admin HTTP listener (DESIGN.md §2): GET /metrics (Prometheus text
-// exposition), GET /healthz, and the routes it is given (queue control, admin/queue_api.h).
+// exposition), GET /healthz, GET /usage (the usage report page, admin/usage_page.h), and the
+// routes it is given (queue control, admin/queue_api.h).
 // Control plane: one thread with a small poll() loop, up to 256 clients at once, one request
 // per connection, each bounded in size (8 KiB) and time (2 s); a slow or idle client delays
 // no one. The content comes from the callbacks it is given, so this module knows nothing of
@@ -27,6 +28,7 @@ class AdminServer {
   struct Answer {
     int status = 200;
     std::string body;
+    std::string content_type = "application/json";
   };
   using Route = std::function<std::optional<Answer>(absl::string_view method,
                                                     absl::string_view path)>;
@@ -40,6 +42,9 @@ class AdminServer {
   absl::Status Start(const HostPort& address);
   // Stop: closes the listener and joins the thread.
   void Stop();
+  // ServeUsage: also answer GET /usage (admin/usage_page.h) from the directory database at
+  // `database`. Call before Start.
+  void ServeUsage(std::string database) { usage_database_ = std::move(database); }
 
  private:
   void Serve();
@@ -48,6 +53,7 @@ class AdminServer {
 
   Render metrics_;
   Route routes_;
+  std::string usage_database_;  // "" = no /usage page
   int listen_fd_ = -1;
   std::atomic<bool> stopping_{false};
   std::thread thread_;

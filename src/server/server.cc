@@ -367,6 +367,7 @@ absl::Status Server::Start() {
         [this](absl::string_view method, absl::string_view path) {
           return admin::HandleQueueRequest(*queue_, method, path);
         });
+    admin_->ServeUsage(config.directory.database);
     status = admin_->Start(*ParseHostPort(config.admin.address));
     if (!status.ok()) {
       return absl::Status(status.code(), absl::StrCat("admin listener: ", status.message()));
@@ -619,8 +620,14 @@ std::string Server::MetricsText() const {
   counter("chute_recv_starved_total",
           "Receives that found no free receive buffer (the connection waits for one).",
           [](const ShardCounters& c) { return c.recv_starved.Get(); });
-  counter("chute_recv_starved_max_ms", "The longest a connection waited for a receive buffer.",
-          [](const ShardCounters& c) { return c.recv_starved_max_ms.Get(); });
+  // A maximum, not a count: a gauge, in seconds (Prometheus base unit; promtool lints "_ms").
+  absl::StrAppend(&out, "# HELP chute_recv_starved_max_seconds The longest a connection waited ",
+                  "for a receive buffer.\n# TYPE chute_recv_starved_max_seconds gauge\n");
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    absl::StrAppend(&out, "chute_recv_starved_max_seconds{shard=\"", i, "\"} ",
+                    static_cast<double>(shards_[i]->counters().recv_starved_max_ms.Get()) / 1000,
+                    "\n");
+  }
   counter("chute_accept_pauses_total",
           "Times a listener paused accepting for want of file descriptors (EMFILE/ENFILE).",
           [](const ShardCounters& c) { return c.accept_pauses.Get(); });

@@ -395,7 +395,7 @@ class LargeUploadsTest(ChutedFixture):
             t.join(timeout=300)
         self.assertEqual(results, [250] * 40, self.read_log()[-3000:])
         metrics = self.metrics()
-        longest_ms = metrics['chute_recv_starved_max_ms{shard="0"}']
+        longest_ms = metrics['chute_recv_starved_max_seconds{shard="0"}'] * 1000
         starved = metrics['chute_recv_starved_total{shard="0"}']
         self.assertLess(longest_ms, 1000)
         print(f"\n40 x 9.5 MB: {int(starved)} starved receives, longest wait "
