@@ -216,6 +216,9 @@ absl::Status Server::ReloadConfig(const std::string& path) {
   live->server.hostname = loaded->server.hostname;
   live->tls = loaded->tls;
   live->passwords = loaded->passwords;
+  // The spool's bounds are read per MAIL (back-pressure); its paths and timing are not.
+  live->spool.bytes_max = loaded->spool.bytes_max;
+  live->spool.messages_max = loaded->spool.messages_max;
   LimitsConfig limits = loaded->limits;
   limits.ip_table_slots = shared_.config.limits.ip_table_slots;
   limits.connections_per_ip_exempt = shared_.config.limits.connections_per_ip_exempt;
@@ -682,6 +685,25 @@ std::string Server::MetricsText() const {
   return out;
 }
 
+std::string Server::DeliveryLabels() const {
+  // backend: the kind (a small set, for dashboards); target: where it goes (host:port, a
+  // socket path, the Maildir root), escaped as the exposition format wants label values.
+  const DeliveryConfig& d = shared_.config.delivery;
+  std::string target = d.backend == DeliveryBackend::kMaildir ? d.maildir_root : d.target;
+  std::string escaped;
+  for (char c : target) {
+    if (c == '\\' || c == '"') {
+      escaped.push_back('\\');
+      escaped.push_back(c);
+    } else if (c == '\n') {
+      escaped += "\\n";
+    } else {
+      escaped.push_back(c);
+    }
+  }
+  return absl::StrCat("backend=\"", DeliveryBackendName(d.backend), "\",target=\"", escaped, "\"");
+}
+
 void Server::AppendTraffic(std::string* out) const {
   // Refusals by reply code and enhanced code, summed over the shards.
   std::map<std::pair<uint16_t, std::string>, uint64_t> replies;
@@ -725,16 +747,14 @@ void Server::AppendTraffic(std::string* out) const {
     absl::StrAppend(out,
                     "# HELP chute_delivery_seconds How long the delivery backend took over one "
                     "batch.\n# TYPE chute_delivery_seconds histogram\n");
-    LatencyHistogram::AppendSeries(
-        out, "chute_delivery_seconds",
-        absl::StrCat("backend=\"", DeliveryBackendName(shared_.config.delivery.backend), "\""),
-        totals, sum_us);
+    LatencyHistogram::AppendSeries(out, "chute_delivery_seconds", DeliveryLabels(), totals,
+                                   sum_us);
   }
   // Per tenant (a bounded label set: tenants, never accounts).
   absl::flat_hash_map<std::string, UsageLog::Totals> tenants =
       shared_.usage.TenantTotals();
   std::map<std::string, UsageLog::Totals> sorted(tenants.begin(), tenants.end());
-  absl::StrAppend(out, "# HELP chute_tenant_messages_total Messages accepted per tenant.\n",
+  absl::StrAppend(out, "# HELP chute_tenant_messages_total Messages accepted per tenant (shards hand their counts over once a second).\n",
                   "# TYPE chute_tenant_messages_total counter\n");
   for (const auto& [tenant, totals] : sorted) {
     absl::StrAppend(out, "chute_tenant_messages_total{tenant=\"", tenant, "\"} ",
@@ -800,7 +820,7 @@ void Server::AppendSpoolMetrics(std::string* out) const {
   auto line = [&](absl::string_view name, absl::string_view type, absl::string_view help,
                   uint64_t value) {
     absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name,
-                    "{backend=\"", queue_->destination(), "\"} ", value, "\n");
+                    "{", DeliveryLabels(), "} ", value, "\n");
   };
   line("chute_delivery_recipients_delivered_total", "counter", "Recipients delivered (2xx).",
        q.recipients_delivered.load());

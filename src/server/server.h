@@ -237,6 +237,7 @@ class Server {
   std::unique_ptr<admin::AdminServer> admin_;
   void StartTrace();
   void AppendTraffic(std::string* out) const;
+  std::string DeliveryLabels() const;
   std::vector<std::unique_ptr<Shard>> shards_;
 };
 

@@ -380,7 +380,7 @@ class LmtpToDovecotTest(DeliveryFixture):
             self.assertEqual(tags_in(f.read()), [b"lmtp-50"])
         self.assertTrue(os.path.exists(os.path.join(self.dir, "dead", queue_id + ".json")))
         metrics = self.metrics()
-        backend = f'{{backend="lmtp:127.0.0.1:{self.lmtp_port}"}}'
+        backend = f'{{backend="lmtp",target="127.0.0.1:{self.lmtp_port}"}}'
         self.assertEqual(metrics["chute_delivery_recipients_delivered_total" + backend],
                          len(DOVECOT_USERS))
         self.assertEqual(metrics["chute_delivery_recipients_dead_total" + backend],

@@ -16,6 +16,7 @@ import smtplib
 import subprocess
 import tempfile
 import unittest
+import time
 import urllib.request
 
 from chute_fixture import HERE, ChutedFixture
@@ -86,11 +87,19 @@ class LiveMetricsFixture(ChutedFixture):
                 c.sendmail("app@example.test", ["someone@elsewhere.test"],
                            b"Subject: refused\r\n\r\nhello\r\n")
         self.settle()
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics",
-                                    timeout=10) as r:
-            self.content_type = r.headers["Content-Type"]
-            self.text = r.read().decode()
-        self.types, self.samples = parse_exposition(self.text)
+        # Per-tenant counts reach the metrics with the shards' once-a-second hand-over.
+        deadline = time.monotonic() + 10
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics",
+                                        timeout=10) as r:
+                self.content_type = r.headers["Content-Type"]
+                self.text = r.read().decode()
+            self.types, self.samples = parse_exposition(self.text)
+            if ("chute_tenant_messages_total" not in self.types or
+                    self.total("chute_tenant_messages_total") >= 1 or
+                    time.monotonic() > deadline):
+                break
+            time.sleep(0.1)
 
     def total(self, name, **labels):
         return sum(v for n, l, v in self.samples

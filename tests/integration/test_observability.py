@@ -306,7 +306,8 @@ class TrafficMetricsTest(TraceFixture):
         self.assertEqual(m["chute_end_of_data_to_reply_seconds_count"], 1)
         self.assertEqual(m['chute_end_of_data_to_reply_seconds_bucket{le="+Inf"}'], 1)
         self.assertGreaterEqual(m["chute_spool_commit_seconds_count"], 1)
-        self.assertGreaterEqual(m['chute_delivery_seconds_count{backend="smtp"}'], 1)
+        self.assertGreaterEqual(m['chute_delivery_seconds_count{backend="smtp",target="127.0.0.1:'
+                                  f'{self.server.port}"}}'], 1)
         self.assertEqual(m["chute_dead_letters"], 1)
         self.assertEqual(m["chute_queue_oldest_age_seconds"], 0)
         self.assertTrue(any(k.startswith("chute_build_info{version=") for k in m))
