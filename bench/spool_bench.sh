@@ -94,7 +94,9 @@ TOML
   "$bin/chutectl" --config "$dir/chute.toml" tenant add example.test --domain example.test >/dev/null
   "$bin/chutectl" --config "$dir/chute.toml" account new --tenant example.test --name App \
     --primary-smtp-address app@example.test >/dev/null
-  "$bin/chuted" --config "$dir/chute.toml" --log-level warning &
+  # Info level, as in production: a line per connection, message and delivery attempt, to a
+  # file (Postfix logs each message to its maillog_file too).
+  "$bin/chuted" --config "$dir/chute.toml" 2>"$dir/chuted.log" &
   pid=$!
   pids+=("$pid")
   wait_port "$port"
@@ -124,6 +126,28 @@ maildir_rate=$(rate "$t0" "$t1")
 maildir_batches=$(curl -s "127.0.0.1:$admin/metrics" | awk '/^chute_delivery_batches_total/ { print $2 }')
 delivered=$(find "$work/maildir/mail/example.test/bench/new" -type f | wc -l)
 [ "$delivered" -eq "$messages" ] || { echo "maildir: $delivered of $messages delivered" >&2; exit 2; }
+# The message trace: two events per message (received, delivered), written by its own thread.
+for _ in $(seq 1 100); do
+  [ "$(metric "$admin" chute_trace_events_written_total)" -ge $((2 * messages)) ] && break
+  sleep 0.1
+done
+trace_lag=$(python3 -c "print(f'{$(now) - $t1:.2f}')")
+# Its cost: the CPU time of the chute-trace thread against chuted's whole.
+trace_cpu=$(python3 - "$pid" "$messages" <<'PY'
+import glob, os, sys
+pid, messages = sys.argv[1], int(sys.argv[2])
+tick = os.sysconf("SC_CLK_TCK")
+def cpu(stat):
+    fields = open(stat).read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / tick
+total = cpu(f"/proc/{pid}/stat")
+trace = sum(cpu(f"{t}/stat") for t in glob.glob(f"/proc/{pid}/task/*")
+            if open(f"{t}/comm").read().strip() == "chute-trace")
+print(f"trace thread {trace:.2f} s CPU of chuted's {total:.2f} s "
+      f"({1e6 * trace / messages:.0f} us per message)")
+PY
+)
+trace_line="$(metric "$admin" chute_trace_events_written_total) events written, $(metric "$admin" chute_trace_events_dropped_total) dropped, all in the trace ${trace_lag} s after the last message settled; $(wc -l <"$work/maildir/chuted.log") log lines; $trace_cpu"
 kill -TERM "$pid"; wait "$pid" || true
 
 # C. relay to smtp-sink: chuted, then Postfix.
@@ -199,4 +223,5 @@ if [ -n "$postfix_rate" ]; then
   echo "C  chuted / Postfix: $(ratio "$relay_rate" "$postfix_rate")x (Postfix logged $postfix_sent of $messages as sent)"
 fi
 echo "A  group commit: $accept_groups"
+echo "B  message trace: $trace_line"
 echo "B  Maildir batches: $maildir_batches for $messages messages ($(python3 -c "print(f'{$messages / max($maildir_batches, 1):.1f}')") per batch, two syncfs each)"

@@ -50,7 +50,10 @@ absl::Status AdminServer::Start(const HostPort& address) {
   listen_fd_ = *fd;
   // Non-blocking: Serve() accepts until the backlog is empty.
   fcntl(listen_fd_, F_SETFL, fcntl(listen_fd_, F_GETFL) | O_NONBLOCK);
-  thread_ = std::thread([this] { Serve(); });
+  thread_ = std::thread([this] {
+    NameThisThread("chute-admin");
+    Serve();
+  });
   return absl::OkStatus();
 }
 

@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "auth/password.h"
 #include "base/check.h"
+#include "base/log.h"
 
 namespace chute::auth {
 
@@ -24,7 +25,10 @@ PasswordVerifier::~PasswordVerifier() { Stop(); }
 
 void PasswordVerifier::Start() {
   for (int i = 0; i < threads_count_; ++i) {
-    threads_.emplace_back([this] { Work(); });
+    threads_.emplace_back([this] {
+      NameThisThread("chute-verify");
+      Work();
+    });
   }
 }
 

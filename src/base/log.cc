@@ -1,5 +1,6 @@
 #include "base/log.h"
 
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -225,6 +226,11 @@ int64_t MonotonicMicros() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+void NameThisThread(absl::string_view name) {
+  std::string cut(name.substr(0, 15));
+  pthread_setname_np(pthread_self(), cut.c_str());
 }
 
 void SetLogJson(bool json) { g_json.store(json); }

@@ -27,6 +27,10 @@ bool LogEnabled(LogLevel level);
 // "level" and "msg"; or, when stderr is the journal, one journal entry).
 void LogLine(LogLevel level, absl::string_view message);
 
+// NameThisThread: the calling thread's name as top -H, ps -L and /proc show it (at most 15
+// bytes: longer names are cut).
+void NameThisThread(absl::string_view name);
+
 // SetLogJson: JSON lines instead of text from now on ([log] json). Set once at start.
 void SetLogJson(bool json);
 

@@ -115,7 +115,10 @@ void DeliveryQueue::Insert(std::unique_ptr<QueuedMessage> message, absl::Time no
 
 void DeliveryQueue::Start() {
   for (int i = 0; i < options_.workers; ++i) {
-    workers_.emplace_back([this, i] { Work(i); });
+    workers_.emplace_back([this, i] {
+      NameThisThread(absl::StrCat("chute-deliver-", i));
+      Work(i);
+    });
   }
 }
 

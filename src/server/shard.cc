@@ -90,7 +90,10 @@ absl::Status Shard::OpenListeners() {
 }
 
 void Shard::Start() {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread(absl::StrCat("chute-shard-", index_));
+    Run();
+  });
 }
 
 void Shard::RequestStop() {

@@ -305,7 +305,10 @@ absl::StatusOr<int64_t> Store::Prune(int64_t before_us, int64_t messages_max) {
 
 Writer::Writer(std::unique_ptr<Store> store, int64_t retention_days)
     : store_(std::move(store)), retention_days_(retention_days) {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("chute-trace");
+    Run();
+  });
 }
 
 Writer::~Writer() { Stop(); }
