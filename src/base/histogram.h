@@ -16,10 +16,9 @@ namespace chute {
 
 class LatencyHistogram {
  public:
-  static constexpr double kBoundsS[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-                                         0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
-                                         0.5,     1,      2.5,     5,      10,    30,
-                                         60};
+  static constexpr double kBoundsS[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                        0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1,
+                                        2.5,     5,      10,      30,     60};
   static constexpr size_t kBuckets = sizeof(kBoundsS) / sizeof(kBoundsS[0]) + 1;  // + +Inf
 
   void Observe(int64_t micros) {
@@ -49,8 +48,7 @@ class LatencyHistogram {
     for (size_t i = 0; i < kBuckets; ++i) {
       cumulative += totals[i];
       std::string le = i + 1 < kBuckets ? absl::StrCat(kBoundsS[i]) : "+Inf";
-      absl::StrAppend(out, name, "_bucket{", labels, comma, "le=\"", le, "\"} ", cumulative,
-                      "\n");
+      absl::StrAppend(out, name, "_bucket{", labels, comma, "le=\"", le, "\"} ", cumulative, "\n");
     }
     std::string braces = labels.empty() ? "" : absl::StrCat("{", labels, "}");
     absl::StrAppend(out, name, "_sum", braces, " ",

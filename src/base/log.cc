@@ -132,8 +132,7 @@ bool SendJournal(LogLevel level, absl::string_view message, absl::string_view ev
     return false;
   }
   ssize_t sent = sendto(journal.fd, datagram.data(), datagram.size(), MSG_NOSIGNAL,
-                        reinterpret_cast<const sockaddr*>(&journal.address),
-                        journal.address_bytes);
+                        reinterpret_cast<const sockaddr*>(&journal.address), journal.address_bytes);
   return sent == static_cast<ssize_t>(datagram.size());
 }
 

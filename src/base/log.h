@@ -11,9 +11,8 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/string_view.h"
-
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 
 namespace chute {
 
@@ -86,8 +85,7 @@ void LogfLimited(LogLimiter& limiter, int64_t interval_s, LogLevel level,
   if (LogEnabled(level) && limiter.Admit(interval_s, &suppressed)) {
     std::string line = absl::StrFormat(format, args...);
     if (suppressed > 0) {
-      absl::StrAppend(&line, " (and ", suppressed, " more like it in the last ", interval_s,
-                      " s)");
+      absl::StrAppend(&line, " (and ", suppressed, " more like it in the last ", interval_s, " s)");
     }
     LogLine(level, line);
   }
@@ -97,17 +95,16 @@ void LogfLimited(LogLimiter& limiter, int64_t interval_s, LogLevel level,
 
 // LOG_*_EVERY(seconds, format, ...): a repeated event logs one line per interval with a count,
 // never a line per occurrence (an EMFILE storm, a full disk, a dead smarthost).
-#define CHUTE_LOG_EVERY(level, seconds, ...)                                         \
-  do {                                                                               \
-    static ::chute::LogLimiter chute_log_limiter;                                    \
-    ::chute::LogfLimited(chute_log_limiter, (seconds), (level), __VA_ARGS__);        \
+#define CHUTE_LOG_EVERY(level, seconds, ...)                                  \
+  do {                                                                        \
+    static ::chute::LogLimiter chute_log_limiter;                             \
+    ::chute::LogfLimited(chute_log_limiter, (seconds), (level), __VA_ARGS__); \
   } while (false)
 #define LOG_ERROR_EVERY(seconds, ...) \
   CHUTE_LOG_EVERY(::chute::LogLevel::kError, seconds, __VA_ARGS__)
 #define LOG_WARNING_EVERY(seconds, ...) \
   CHUTE_LOG_EVERY(::chute::LogLevel::kWarning, seconds, __VA_ARGS__)
-#define LOG_INFO_EVERY(seconds, ...) \
-  CHUTE_LOG_EVERY(::chute::LogLevel::kInfo, seconds, __VA_ARGS__)
+#define LOG_INFO_EVERY(seconds, ...) CHUTE_LOG_EVERY(::chute::LogLevel::kInfo, seconds, __VA_ARGS__)
 
 #define LOG_ERROR(...) ::chute::Logf(::chute::LogLevel::kError, __VA_ARGS__)
 #define LOG_WARNING(...) ::chute::Logf(::chute::LogLevel::kWarning, __VA_ARGS__)

@@ -14,9 +14,9 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "base/check.h"
 #include "base/log.h"
 #include "base/memory.h"
@@ -106,8 +106,7 @@ void DeliveryQueue::Insert(std::unique_ptr<QueuedMessage> message, absl::Time no
   if (!inserted) {
     // Ids are unique by construction; a second message with one must not replace the first
     // (pointers to it are in the schedule). It stays in the spool and comes back at restart.
-    LOG_ERROR_EVERY(10, "delivery: a second message with id %s; it waits for a restart",
-                    raw->id);
+    LOG_ERROR_EVERY(10, "delivery: a second message with id %s; it waits for a restart", raw->id);
     return;
   }
   MakeReady(raw, now);
@@ -170,8 +169,8 @@ void DeliveryQueue::PromoteDue(absl::Time now) {
 
 bool DeliveryQueue::TakeBatch(absl::Time now, std::vector<QueuedMessage*>* batch) {
   // Skip what was held, deleted or retried twice since it became ready.
-  while (!ready_.empty() && (ready_.front()->held || ready_.front()->deleted ||
-                             ready_.front()->in_flight)) {
+  while (!ready_.empty() &&
+         (ready_.front()->held || ready_.front()->deleted || ready_.front()->in_flight)) {
     ready_.front()->ready_since = absl::InfinitePast();
     ready_.pop_front();
   }
@@ -281,10 +280,10 @@ void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>&
             : io::ReadFile(message.dead_path + ".eml");
     if (!content.ok()) {
       unreadable[m] = true;
-      o.results.assign(o.recipients.size(),
-                       RecipientResult{Outcome::kTransient,
-                                       absl::StrCat("451 4.3.0 cannot read the message: ",
-                                                    content.status().message())});
+      o.results.assign(
+          o.recipients.size(),
+          RecipientResult{Outcome::kTransient, absl::StrCat("451 4.3.0 cannot read the message: ",
+                                                            content.status().message())});
       continue;
     }
     o.content = std::move(*content);
@@ -320,8 +319,8 @@ void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>&
   }
 }
 
-bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
-                             bool unreadable, absl::Time now) {
+bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out, bool unreadable,
+                             absl::Time now) {
   // While a message is in flight only this worker writes its marks, replies and attempts, so
   // it reads them freely; it writes them under mu_, since queue control reads them under it.
   CHECK_MSG(out.results.size() == out.recipients.size(), "a backend left results short");
@@ -343,8 +342,8 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
     } else if (result.outcome == Outcome::kPermanent || too_old) {
       marks[i] = spool::Mark::kDead;
       if (result.outcome != Outcome::kPermanent) {
-        replies[i] = absl::StrCat("gave up after ", attempts, " attempts; last reply: ",
-                                  result.reply);
+        replies[i] =
+            absl::StrCat("gave up after ", attempts, " attempts; last reply: ", result.reply);
       }
       counters_.recipients_dead.fetch_add(1, std::memory_order_relaxed);
     } else {
@@ -432,8 +431,8 @@ void DeliveryQueue::Report(const QueuedMessage& message, const OutboundMessage& 
   }
 }
 
-absl::Status DeliveryQueue::WriteDeadLetter(const QueuedMessage& message,
-                                            absl::string_view content, absl::Time now) {
+absl::Status DeliveryQueue::WriteDeadLetter(const QueuedMessage& message, absl::string_view content,
+                                            absl::Time now) {
   if (mkdir(options_.dead_dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return io::ErrnoStatus(errno, absl::StrCat("create ", options_.dead_dir));
   }
@@ -647,8 +646,8 @@ absl::Status DeliveryQueue::Delete(const std::string& id) {
   }
   message->deleted = true;
   LOG_WARNING("queue: %s deleted by the operator (%d recipient(s) not delivered)", id,
-              static_cast<int64_t>(std::count(message->marks.begin(), message->marks.end(),
-                                              spool::Mark::kPending)));
+              static_cast<int64_t>(
+                  std::count(message->marks.begin(), message->marks.end(), spool::Mark::kPending)));
   if (!message->in_flight) {
     scheduled_.erase({message->next_attempt, message});
     ready_.erase(std::remove(ready_.begin(), ready_.end(), message), ready_.end());
@@ -693,7 +692,7 @@ absl::Status DeliveryQueue::Requeue(const std::string& id) {
   if (reason.is_discarded() || !reason.is_object() || !reason["recipients"].is_array()) {
     return absl::DataLossError(absl::StrCat(base, ".json is not a dead-letter record"));
   }
-  struct stat st{};
+  struct stat st {};
   if (stat((base + ".eml").c_str(), &st) != 0) {
     return io::ErrnoStatus(errno, absl::StrCat("stat ", base, ".eml"));
   }

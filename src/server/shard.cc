@@ -9,12 +9,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "auth/jwt.h"
 #include "base/check.h"
 #include "base/log.h"
 #include "base/memory.h"
 #include "net/proxy_protocol.h"
 #include "net/socket.h"
-#include "auth/jwt.h"
 #include "policy/hve_policy.h"
 #include "server/connection.h"
 #include "smtp/parser.h"
@@ -36,7 +36,8 @@ smtp::SessionOptions SessionOptionsFor(const Config& config, const ListenerConfi
       static_cast<uint32_t>(config.limits.auth_failures_per_session);
   options.command_timeout = absl::Seconds(config.limits.command_timeout_s);
   options.first_command_timeout = absl::Seconds(config.limits.first_command_timeout_s);
-  options.data_rate_min_bytes_per_s = static_cast<uint64_t>(config.limits.data_rate_min_bytes_per_s);
+  options.data_rate_min_bytes_per_s =
+      static_cast<uint64_t>(config.limits.data_rate_min_bytes_per_s);
   options.data_timeout = absl::Seconds(config.limits.data_timeout_s);
   options.session_timeout = absl::Seconds(config.limits.session_timeout_s);
   options.starttls_offered = listener.tls == TlsMode::kStartTls;
@@ -330,8 +331,7 @@ void Shard::OnTick() {
     if (conn->session == nullptr) {
       continue;  // a refused connection: its one reply is on its way
     }
-    if (conn->tls != nullptr && !conn->tls->handshake_done() &&
-        now_ >= conn->handshake_deadline) {
+    if (conn->tls != nullptr && !conn->tls->handshake_done() && now_ >= conn->handshake_deadline) {
       counters_.tls_failures.Add(1);
       Shutdown(*conn);  // a handshake that does not finish in time
       MaybeFree(*conn);
@@ -445,8 +445,8 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
 void Shard::StartSession(Connection& conn) {
   conn.snapshot = shared_->snapshot.load();
   conn.config = shared_->live.load();
-  conn.session = std::make_unique<smtp::Session>(
-      SessionOptionsFor(*conn.config, *conn.listener), &conn);
+  conn.session =
+      std::make_unique<smtp::Session>(SessionOptionsFor(*conn.config, *conn.listener), &conn);
   conn.session->Start(now_);
   std::optional<smtp::Reply> refusal = Admit(conn);
   if (refusal) {
@@ -482,7 +482,8 @@ void Shard::OnProxyHeader(Connection& conn, absl::string_view bytes) {
   net::ProxyHeader header;
   size_t consumed = 0;
   net::ProxyParse parse = net::ParseProxyHeader(conn.proxy_header, &header, &consumed);
-  if (parse == net::ProxyParse::kIncomplete && conn.proxy_header.size() < net::kProxyHeaderBytesMax) {
+  if (parse == net::ProxyParse::kIncomplete &&
+      conn.proxy_header.size() < net::kProxyHeaderBytesMax) {
     return;
   }
   if (parse != net::ProxyParse::kDone) {
@@ -599,7 +600,8 @@ void Shard::OnRecv(Connection& conn, const io_uring_cqe& cqe) {
     Ref(buffer);
     counters_.bytes_in.Add(cqe.res);
     if (conn.awaiting_proxy && !conn.shut_down) {
-      OnProxyHeader(conn, absl::string_view(buffers_->Buffer(buffer), static_cast<size_t>(cqe.res)));
+      OnProxyHeader(conn,
+                    absl::string_view(buffers_->Buffer(buffer), static_cast<size_t>(cqe.res)));
       Unref(buffer);
     } else if (conn.session == nullptr || conn.shut_down) {
       Unref(buffer);  // a refused or closing connection: nothing to read any more
@@ -703,8 +705,8 @@ void Shard::ProcessTls(Connection& conn) {
   while (!conn.input.empty() && tls.pending_ciphertext() < kTlsCiphertextMax) {
     InputChunk chunk = conn.input.front();
     conn.input.pop_front();
-    tls.PutCiphertext(absl::string_view(buffers_->Buffer(chunk.buffer) + chunk.offset,
-                                        chunk.length));
+    tls.PutCiphertext(
+        absl::string_view(buffers_->Buffer(chunk.buffer) + chunk.offset, chunk.length));
     Unref(chunk.buffer);
   }
   if (!tls.handshake_done()) {
@@ -986,8 +988,8 @@ void Shard::OnSpoolCqe(const io_uring_cqe& cqe) {
 
 void Shard::FinishGroup(const absl::Status& status) {
   if (!status.ok()) {
-    LOG_ERROR_EVERY(10, "shard %d: spool group commit failed, its messages get 451: %s",
-                    index_, status.ToString());
+    LOG_ERROR_EVERY(10, "shard %d: spool group commit failed, its messages get 451: %s", index_,
+                    status.ToString());
   }
   std::vector<spool::Committed> committed;
   std::vector<uint64_t> failed;

@@ -93,8 +93,7 @@ smtp::Reply Connection::OnXoauth2(const smtp::AuthRequest& request) {
   auth::TokenPolicy policy{tenant->oauth_issuer, tenant->oauth_audience, tenant->oauth_tenant_id,
                            candidate->allowed_apps};
   std::string why;
-  auth::TokenVerdict verdict =
-      auth::VerifyToken(request.secret, *keys, policy, shard->now_, &why);
+  auth::TokenVerdict verdict = auth::VerifyToken(request.secret, *keys, policy, shard->now_, &why);
   if (verdict != auth::TokenVerdict::kOk) {
     shard->counters_.auth_failures.Add(1);
     LOG_DEBUG("%s: XOAUTH2 for %s refused: %s", peer_text, request.username, why);
@@ -239,8 +238,7 @@ void Connection::OnBodySlice(absl::string_view slice) {
   uint16_t buffer = static_cast<uint16_t>(feeding_buffer);
   // Zero copy while the shard's pinned buffers stay under their budget: past it, bodies are
   // copied so that receive buffers go straight back to the ring (no connection starves).
-  bool zero_copy = feeding_buffer >= 0 && message.pieces.size() < kBodyPiecesMax &&
-                   shard->MayPin();
+  bool zero_copy = feeding_buffer >= 0 && message.pieces.size() < kBodyPiecesMax && shard->MayPin();
   bool pinned = zero_copy && !message.pinned.empty() && message.pinned.back() == buffer;
   if (!pinned && zero_copy && message.pinned.size() < kPinnedBuffersPerMessageMax) {
     shard->Ref(buffer);
@@ -262,7 +260,8 @@ void Connection::OnBodySlice(absl::string_view slice) {
     size_t take = std::min(slice.size(), kArenaBlockBytes - block.size());
     const char* at = block.data() + block.size();
     block.append(slice.data(), take);
-    if (!message.pieces.empty() && message.pieces.back().data + message.pieces.back().length == at) {
+    if (!message.pieces.empty() &&
+        message.pieces.back().data + message.pieces.back().length == at) {
       message.pieces.back().length += take;
     } else {
       message.pieces.push_back(BodyPiece{at, take});
@@ -323,7 +322,7 @@ std::optional<smtp::Reply> Connection::OnBodyEnd() {
   trace.client_ip = peer_text;
   trace.hostname = config->server.hostname;
   trace.protocol = delivery::ReceivedProtocol(session->smtputf8(), session->tls_active(),
-                                             listener->tls != TlsMode::kNone);
+                                              listener->tls != TlsMode::kNone);
   trace.id = message.id;
   trace.recipient = message.recipients.size() == 1 ? absl::string_view(message.recipients[0])
                                                    : absl::string_view();
@@ -414,10 +413,9 @@ void Connection::OnCommitted(const spool::Committed* committed) {
 
 void Connection::ReportAccepted(const spool::Committed& committed) {
   // The Message-ID: the submitter's, or the one chute added (AppendAddedHeaders).
-  std::string message_id =
-      message.headers.has_message_id()
-          ? std::string(message.headers.message_id())
-          : absl::StrCat("<", message.id, "@", config->server.hostname, ">");
+  std::string message_id = message.headers.has_message_id()
+                               ? std::string(message.headers.message_id())
+                               : absl::StrCat("<", message.id, "@", config->server.hostname, ">");
   absl::string_view tls_version = tls != nullptr ? tls->Version() : "none";
   LogEvent(LogLevel::kInfo, "message.accepted",
            {{"queue_id", message.id},
@@ -452,8 +450,8 @@ void Connection::CountUsage() {
   std::string day = absl::FormatTime("%Y-%m-%d", shard->now_, absl::UTCTimeZone());
   directory::UsageRow& row = shard->usage_[{account->id, day}];
   if (row.day.empty()) {
-    row = directory::UsageRow{account->id, day, account->primary_address, account->tenant_name,
-                              0, 0};
+    row =
+        directory::UsageRow{account->id, day, account->primary_address, account->tenant_name, 0, 0};
   }
   row.messages += 1;
   row.recipients += static_cast<int64_t>(message.recipients.size());

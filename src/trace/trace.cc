@@ -76,8 +76,8 @@ absl::string_view StatusName(Status status) {
 }
 
 std::optional<Status> ParseStatus(absl::string_view name) {
-  for (Status status : {Status::kPending, Status::kDelivered, Status::kDeferred, Status::kFailed,
-                        Status::kDead}) {
+  for (Status status :
+       {Status::kPending, Status::kDelivered, Status::kDeferred, Status::kFailed, Status::kDead}) {
     if (StatusName(status) == name) {
       return status;
     }
@@ -89,8 +89,7 @@ Store::Store(std::unique_ptr<directory::Database> db) : db_(std::move(db)) {}
 Store::~Store() = default;
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, bool create) {
-  absl::StatusOr<std::unique_ptr<directory::Database>> db =
-      directory::Database::Open(path, create);
+  absl::StatusOr<std::unique_ptr<directory::Database>> db = directory::Database::Open(path, create);
   if (!db.ok()) {
     return db.status();
   }
@@ -111,8 +110,8 @@ absl::Status Store::Append(const std::vector<Event>& events) {
   if (!status.ok()) {
     return status;
   }
-  absl::StatusOr<directory::Statement> message = db_->Prepare(
-      "INSERT OR IGNORE INTO messages VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+  absl::StatusOr<directory::Statement> message =
+      db_->Prepare("INSERT OR IGNORE INTO messages VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
   absl::StatusOr<directory::Statement> recipient = db_->Prepare(
       "INSERT OR IGNORE INTO recipients (queue_id, recipient, status, updated_us) "
       "VALUES (?1, ?2, 'pending', ?3)");
@@ -286,10 +285,10 @@ absl::StatusOr<int64_t> Store::Prune(int64_t before_us, int64_t messages_max) {
   }
   int64_t pruned = 0;
   if (status.ok()) {
-    status.Update(db_->Exec(
-        "DELETE FROM events WHERE queue_id IN (SELECT queue_id FROM doomed);"
-        "DELETE FROM recipients WHERE queue_id IN (SELECT queue_id FROM doomed);"
-        "DELETE FROM messages WHERE queue_id IN (SELECT queue_id FROM doomed);"));
+    status.Update(
+        db_->Exec("DELETE FROM events WHERE queue_id IN (SELECT queue_id FROM doomed);"
+                  "DELETE FROM recipients WHERE queue_id IN (SELECT queue_id FROM doomed);"
+                  "DELETE FROM messages WHERE queue_id IN (SELECT queue_id FROM doomed);"));
     pruned = db_->Changes();
   }
   if (!status.ok()) {

@@ -162,7 +162,7 @@ class Writer {
   absl::CondVar wake_;
   std::vector<Event> pending_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  int64_t next_prune_us_ = 0;   // Run's thread only
+  int64_t next_prune_us_ = 0;  // Run's thread only
   std::thread thread_;
 };
 

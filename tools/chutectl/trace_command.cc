@@ -89,10 +89,10 @@ std::optional<absl::Time> ParseTime(const std::string& text, absl::Time now) {
 // "-Name:value" works as PowerShell writes it.
 const std::map<std::string, std::string>& CmdletParameters() {
   static const auto* map = new std::map<std::string, std::string>{
-      {"-senderaddress", "--sender"},   {"-recipientaddress", "--recipient"},
-      {"-messageid", "--message-id"},   {"-startdate", "--from"},
-      {"-enddate", "--to"},             {"-status", "--status"},
-      {"-resultsize", "--limit"},       {"-messagetraceid", "--queue-id"}};
+      {"-senderaddress", "--sender"}, {"-recipientaddress", "--recipient"},
+      {"-messageid", "--message-id"}, {"-startdate", "--from"},
+      {"-enddate", "--to"},           {"-status", "--status"},
+      {"-resultsize", "--limit"},     {"-messagetraceid", "--queue-id"}};
   return *map;
 }
 
@@ -115,7 +115,8 @@ std::optional<int> ParseArgs(const std::vector<std::string>& words, absl::Time n
       auto it = CmdletParameters().find(name);
       if (it == CmdletParameters().end()) {
         return UsageError(absl::StrCat("Get-MessageTraceV2: unknown parameter ",
-                                       word.substr(0, colon), " (known: -SenderAddress, "
+                                       word.substr(0, colon),
+                                       " (known: -SenderAddress, "
                                        "-RecipientAddress, -MessageId, -StartDate, -EndDate, "
                                        "-Status, -ResultSize, -MessageTraceId)"));
       }
@@ -141,9 +142,9 @@ std::optional<int> ParseArgs(const std::vector<std::string>& words, absl::Time n
       args->json = true;
       continue;
     }
-    static const char* const kWithValue[] = {"--sender", "--recipient", "--message-id",
-                                             "--queue-id", "--status", "--from", "--to",
-                                             "--limit"};
+    static const char* const kWithValue[] = {"--sender",   "--recipient", "--message-id",
+                                             "--queue-id", "--status",    "--from",
+                                             "--to",       "--limit"};
     if (std::find_if(std::begin(kWithValue), std::end(kWithValue),
                      [&](const char* k) { return word == k; }) == std::end(kWithValue)) {
       return UsageError(absl::StrCat("trace: unknown argument '", words[i], "'"));
@@ -171,10 +172,10 @@ std::optional<int> ParseArgs(const std::vector<std::string>& words, absl::Time n
       } else if (std::optional<trace::Status> s = trace::ParseStatus(status)) {
         args->statuses = {*s};
       } else {
-        return UsageError(absl::StrCat(
-            "trace: ", value, " is not a status (",
-            args->cmdlet ? "Delivered, Failed, Pending" :
-                           "pending, delivered, deferred, failed, dead", ")"));
+        return UsageError(absl::StrCat("trace: ", value, " is not a status (",
+                                       args->cmdlet ? "Delivered, Failed, Pending"
+                                                    : "pending, delivered, deferred, failed, dead",
+                                       ")"));
       }
     } else if (word == "--from" || word == "--to") {
       std::optional<absl::Time> t = ParseTime(value, now);
@@ -246,8 +247,8 @@ void PrintText(const std::vector<trace::Row>& rows) {
     std::cout << "No messages match.\n";
     return;
   }
-  std::printf("%-24s %-9s %-23s %-30s %-30s %s\n", "RECEIVED (UTC)", "STATUS", "QUEUE ID",
-              "SENDER", "RECIPIENT", "MESSAGE-ID");
+  std::printf("%-24s %-9s %-23s %-30s %-30s %s\n", "RECEIVED (UTC)", "STATUS", "QUEUE ID", "SENDER",
+              "RECIPIENT", "MESSAGE-ID");
   for (const trace::Row& row : rows) {
     std::printf("%-24s %-9s %-23s %-30s %-30s %s\n", Iso(row.received_us).c_str(),
                 std::string(trace::StatusName(row.status)).c_str(), row.queue_id.c_str(),
@@ -346,11 +347,10 @@ int RunTraceCommand(const Config& config, bool json, std::vector<std::string> wo
                  "attempts,size_bytes,client\n";
     for (const trace::Row& row : rows) {
       std::cout << Iso(row.received_us) << "," << trace::StatusName(row.status) << ","
-                << row.queue_id << "," << CsvField(row.message_id) << ","
-                << CsvField(row.tenant) << "," << CsvField(row.account) << ","
-                << CsvField(row.sender) << "," << CsvField(row.recipient) << ","
-                << CsvField(row.reply) << "," << row.attempts << "," << row.size_bytes << ","
-                << row.client << "\n";
+                << row.queue_id << "," << CsvField(row.message_id) << "," << CsvField(row.tenant)
+                << "," << CsvField(row.account) << "," << CsvField(row.sender) << ","
+                << CsvField(row.recipient) << "," << CsvField(row.reply) << "," << row.attempts
+                << "," << row.size_bytes << "," << row.client << "\n";
     }
     return 0;
   }

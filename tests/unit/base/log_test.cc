@@ -9,9 +9,12 @@ namespace chute {
 namespace {
 
 TEST(LogEventTest, TextIsKeyValueWithQuotesOnlyWhereNeeded) {
-  std::string line = FormatEventText(
-      "delivery", {{"queue_id", "ABC"}, {"attempt", 3}, {"reply", "250 2.0.0 ok"},
-                   {"empty", ""}, {"quote", "a\"b\\c"}, {"eq", "a=b"}});
+  std::string line = FormatEventText("delivery", {{"queue_id", "ABC"},
+                                                  {"attempt", 3},
+                                                  {"reply", "250 2.0.0 ok"},
+                                                  {"empty", ""},
+                                                  {"quote", "a\"b\\c"},
+                                                  {"eq", "a=b"}});
   EXPECT_EQ(line,
             "event=delivery queue_id=ABC attempt=3 reply=\"250 2.0.0 ok\" empty=\"\" "
             "quote=\"a\\\"b\\\\c\" eq=\"a=b\"");
@@ -26,8 +29,8 @@ TEST(LogEventTest, ControlCharactersCannotForgeALine) {
 }
 
 TEST(LogEventTest, JsonEscapesAndCarriesLevelAndTime) {
-  std::string line = FormatEventJson(LogLevel::kWarning, "auth.failed",
-                                     {{"user", "x\"\n"}, {"code", 535}});
+  std::string line =
+      FormatEventJson(LogLevel::kWarning, "auth.failed", {{"user", "x\"\n"}, {"code", 535}});
   EXPECT_EQ(line.rfind("{\"ts\":\"", 0), 0u) << line;
   EXPECT_NE(line.find("\"level\":\"warning\",\"event\":\"auth.failed\",\"user\":\"x\\\"\\u000a\","
                       "\"code\":\"535\"}"),
@@ -37,8 +40,8 @@ TEST(LogEventTest, JsonEscapesAndCarriesLevelAndTime) {
 
 TEST(LatencyHistogramTest, BucketsAreCumulativeWithSumAndCount) {
   LatencyHistogram h;
-  h.Observe(40);         // 40 µs: the first bucket (≤ 50 µs)
-  h.Observe(1000);       // exactly 1 ms: the ≤ 0.001 bucket
+  h.Observe(40);          // 40 µs: the first bucket (≤ 50 µs)
+  h.Observe(1000);        // exactly 1 ms: the ≤ 0.001 bucket
   h.Observe(90'000'000);  // 90 s: only +Inf
   uint64_t totals[LatencyHistogram::kBuckets] = {};
   uint64_t sum_us = 0;

@@ -27,8 +27,8 @@ class TraceStoreTest : public ::testing::Test {
     ASSERT_EQ(system(command.c_str()), 0);
   }
 
-  static Event Received(const std::string& id, int64_t time_us,
-                        std::vector<std::string> recipients, const std::string& sender = "a@x.test") {
+  static Event Received(const std::string& id, int64_t time_us, std::vector<std::string> recipients,
+                        const std::string& sender = "a@x.test") {
     Event e;
     e.kind = Event::Kind::kReceived;
     e.time_us = time_us;
@@ -62,8 +62,8 @@ class TraceStoreTest : public ::testing::Test {
 
 TEST_F(TraceStoreTest, AResultThatArrivesBeforeItsReceivedEventIsKept) {
   // Delivery hands its results over at once; shards hand theirs over once a second.
-  ASSERT_TRUE(store_->Append({Attempt("Q1", 2000, "b@x.test", Status::kDelivered, "250 ok", 1)})
-                  .ok());
+  ASSERT_TRUE(
+      store_->Append({Attempt("Q1", 2000, "b@x.test", Status::kDelivered, "250 ok", 1)}).ok());
   ASSERT_TRUE(store_->Append({Received("Q1", 1000, {"b@x.test", "c@x.test"})}).ok());
   absl::StatusOr<std::vector<Row>> rows = store_->Find(Query{});
   ASSERT_TRUE(rows.ok()) << rows.status();
@@ -76,9 +76,10 @@ TEST_F(TraceStoreTest, AResultThatArrivesBeforeItsReceivedEventIsKept) {
 }
 
 TEST_F(TraceStoreTest, AnOlderResultDoesNotOverwriteANewerOne) {
-  ASSERT_TRUE(store_->Append({Received("Q1", 1000, {"b@x.test"}),
-                              Attempt("Q1", 3000, "b@x.test", Status::kDelivered, "250 ok", 2),
-                              Attempt("Q1", 2000, "b@x.test", Status::kDeferred, "451 later", 1)})
+  ASSERT_TRUE(store_
+                  ->Append({Received("Q1", 1000, {"b@x.test"}),
+                            Attempt("Q1", 3000, "b@x.test", Status::kDelivered, "250 ok", 2),
+                            Attempt("Q1", 2000, "b@x.test", Status::kDeferred, "451 later", 1)})
                   .ok());
   absl::StatusOr<std::vector<Row>> rows = store_->Find(Query{});
   ASSERT_TRUE(rows.ok());
@@ -94,10 +95,11 @@ TEST_F(TraceStoreTest, AnOlderResultDoesNotOverwriteANewerOne) {
 }
 
 TEST_F(TraceStoreTest, FiltersCombineAndTheNewestComeFirst) {
-  ASSERT_TRUE(store_->Append({Received("Q1", 1000, {"b@x.test"}, "s1@x.test"),
-                              Received("Q2", 2000, {"b@x.test", "c@x.test"}, "s2@x.test"),
-                              Received("Q3", 3000, {"c@x.test"}, "s1@x.test"),
-                              Attempt("Q2", 2500, "c@x.test", Status::kFailed, "550 no", 1)})
+  ASSERT_TRUE(store_
+                  ->Append({Received("Q1", 1000, {"b@x.test"}, "s1@x.test"),
+                            Received("Q2", 2000, {"b@x.test", "c@x.test"}, "s2@x.test"),
+                            Received("Q3", 3000, {"c@x.test"}, "s1@x.test"),
+                            Attempt("Q2", 2500, "c@x.test", Status::kFailed, "550 no", 1)})
                   .ok());
   Query by_sender;
   by_sender.sender = "S1@x.test";  // addresses match whatever their case
@@ -134,11 +136,12 @@ TEST_F(TraceStoreTest, FiltersCombineAndTheNewestComeFirst) {
 }
 
 TEST_F(TraceStoreTest, PruneRemovesOldMessagesWithTheirRecipientsAndEvents) {
-  ASSERT_TRUE(store_->Append({Received("OLD1", 1000, {"b@x.test"}),
-                              Received("OLD2", 1100, {"b@x.test"}),
-                              Attempt("OLD1", 1200, "b@x.test", Status::kDelivered, "250", 1),
-                              Received("NEW", 5000, {"b@x.test"})})
-                  .ok());
+  ASSERT_TRUE(
+      store_
+          ->Append({Received("OLD1", 1000, {"b@x.test"}), Received("OLD2", 1100, {"b@x.test"}),
+                    Attempt("OLD1", 1200, "b@x.test", Status::kDelivered, "250", 1),
+                    Received("NEW", 5000, {"b@x.test"})})
+          .ok());
   absl::StatusOr<int64_t> pruned = store_->Prune(2000, 1);  // at most one per pass
   ASSERT_TRUE(pruned.ok()) << pruned.status();
   EXPECT_EQ(*pruned, 1);
@@ -173,8 +176,9 @@ TEST_F(TraceStoreTest, TheWriterWritesEverythingSubmittedBeforeStop) {
 TEST_F(TraceStoreTest, TheWriterPrunesWhatIsOlderThanTheRetentionPeriod) {
   int64_t now_us = absl::ToUnixMicros(absl::Now());
   int64_t day_us = int64_t{86400} * 1000000;
-  ASSERT_TRUE(store_->Append({Received("OLD", now_us - 8 * day_us, {"b@x.test"}),
-                              Received("KEPT", now_us - 6 * day_us, {"b@x.test"})})
+  ASSERT_TRUE(store_
+                  ->Append({Received("OLD", now_us - 8 * day_us, {"b@x.test"}),
+                            Received("KEPT", now_us - 6 * day_us, {"b@x.test"})})
                   .ok());
   absl::StatusOr<std::unique_ptr<Store>> own = Store::Open(dir_ + "/trace.db", true);
   ASSERT_TRUE(own.ok());
@@ -190,8 +194,8 @@ TEST_F(TraceStoreTest, TheWriterPrunesWhatIsOlderThanTheRetentionPeriod) {
 }
 
 TEST(TraceStatusTest, NamesRoundTrip) {
-  for (Status s : {Status::kPending, Status::kDelivered, Status::kDeferred, Status::kFailed,
-                   Status::kDead}) {
+  for (Status s :
+       {Status::kPending, Status::kDelivered, Status::kDeferred, Status::kFailed, Status::kDead}) {
     EXPECT_EQ(ParseStatus(StatusName(s)), s);
   }
   EXPECT_FALSE(ParseStatus("lost").has_value());
