@@ -701,7 +701,8 @@ std::string Server::DeliveryLabels() const {
       escaped.push_back(c);
     }
   }
-  return absl::StrCat("backend=\"", DeliveryBackendName(d.backend), "\",target=\"", escaped, "\"");
+  return absl::StrCat("backend=\"", DeliveryBackendName(d.backend), "\",target=\"", escaped,
+                      "\"");
 }
 
 void Server::AppendTraffic(std::string* out) const {
@@ -754,7 +755,9 @@ void Server::AppendTraffic(std::string* out) const {
   absl::flat_hash_map<std::string, UsageLog::Totals> tenants =
       shared_.usage.TenantTotals();
   std::map<std::string, UsageLog::Totals> sorted(tenants.begin(), tenants.end());
-  absl::StrAppend(out, "# HELP chute_tenant_messages_total Messages accepted per tenant (shards hand their counts over once a second).\n",
+  absl::StrAppend(out,
+                  "# HELP chute_tenant_messages_total Messages accepted per tenant (shards hand "
+                  "their counts over once a second).\n",
                   "# TYPE chute_tenant_messages_total counter\n");
   for (const auto& [tenant, totals] : sorted) {
     absl::StrAppend(out, "chute_tenant_messages_total{tenant=\"", tenant, "\"} ",
