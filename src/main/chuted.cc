@@ -6,17 +6,20 @@
 #include <mimalloc.h>
 #include <signal.h>
 #include <sys/resource.h>
-#include <systemd/sd-daemon.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <iostream>
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "base/config.h"
 #include "base/log.h"
 #include "base/memory.h"
+#include "main/service_notifier.h"
 #include "server/server.h"
 
 namespace chute {
@@ -33,7 +36,7 @@ mailboxes (Maildir). It runs in the foreground and logs to stderr (journald-read
 
 Options:
   --config FILE       the TOML configuration (default /etc/chute/chute.toml); every key is
-                      optional and documented in DESIGN.md §3
+                      optional and documented in chute.toml(5)
   --check-config      load and check the configuration and what it refers to (certificate
                       and key, the directory database, authenticate_as accounts), print the
                       resolved paths, and exit
@@ -66,6 +69,40 @@ void RaiseFileLimit() {
   LOG_INFO("file descriptors: %d (soft limit raised from %d; hard limit %d)",
            static_cast<int64_t>(limit.rlim_cur), static_cast<int64_t>(before),
            static_cast<int64_t>(limit.rlim_max));
+}
+
+// PollDirectory: the periodic work of the main thread: usage counts to SQLite, and the
+// directory reloaded when chutectl changed it.
+void PollDirectory(server::Server& server) {
+  absl::Status usage = server.FlushUsage();
+  if (!usage.ok()) {
+    LOG_WARNING("usage counts not saved yet: %s", usage.message());
+  }
+  absl::Status reload = server.ReloadDirectory(false);
+  if (!reload.ok()) {
+    LOG_WARNING("directory reload failed, keeping the current one: %s", reload.message());
+  }
+}
+
+// Reload: SIGHUP: the directory (forced), the configuration and the certificate. A part that
+// fails to load is logged and the running one kept.
+void Reload(server::Server& server, const std::string& config_path) {
+  absl::Status usage = server.FlushUsage();
+  if (!usage.ok()) {
+    LOG_WARNING("usage counts not saved yet: %s", usage.message());
+  }
+  absl::Status reload = server.ReloadDirectory(true);
+  if (!reload.ok()) {
+    LOG_WARNING("directory reload failed, keeping the current one: %s", reload.message());
+  }
+  absl::Status config = server.ReloadConfig(config_path);
+  if (!config.ok()) {
+    LOG_ERROR("configuration reload failed, keeping the running one: %s", config.message());
+  }
+  absl::Status tls = server.ReloadTls();
+  if (!tls.ok()) {
+    LOG_ERROR("certificate reload failed, keeping the current one: %s", tls.message());
+  }
 }
 
 int Main(int argc, char** argv) {
@@ -141,10 +178,15 @@ int Main(int argc, char** argv) {
     LOG_ERROR("chuted: %s", status.message());
     return 2;
   }
-  sd_notify(0, "READY=1");
+  ServiceNotifier notifier(&server);
+  notifier.Ready();
   int exit_code = 0;
+  absl::Time next_poll = absl::Now();
   while (true) {
-    timespec timeout{kDirectoryPollSeconds, 0};
+    // Wake for the next signal, the next directory poll, or what the notifier has due.
+    absl::Duration wait =
+        std::max(std::min(next_poll, notifier.NextDue()) - absl::Now(), absl::ZeroDuration());
+    timespec timeout = absl::ToTimespec(wait);
     int signal_number = sigtimedwait(&signals, nullptr, &timeout);
     if (server.Failed()) {
       LOG_ERROR("chuted: a shard failed; stopping");
@@ -155,26 +197,20 @@ int Main(int argc, char** argv) {
       LOG_INFO("chuted: %s: stopping", strsignal(signal_number));
       break;
     }
-    absl::Status usage = server.FlushUsage();
-    if (!usage.ok()) {
-      LOG_WARNING("usage counts not saved yet: %s", usage.message());
-    }
-    absl::Status reload = server.ReloadDirectory(signal_number == SIGHUP);
-    if (!reload.ok()) {
-      LOG_WARNING("directory reload failed, keeping the current one: %s", reload.message());
-    }
+    absl::Time now = absl::Now();
+    notifier.Tick(now);
     if (signal_number == SIGHUP) {
-      absl::Status config = server.ReloadConfig(config_path);
-      if (!config.ok()) {
-        LOG_ERROR("configuration reload failed, keeping the running one: %s", config.message());
-      }
-      absl::Status tls = server.ReloadTls();
-      if (!tls.ok()) {
-        LOG_ERROR("certificate reload failed, keeping the current one: %s", tls.message());
-      }
+      notifier.Reloading();
+      Reload(server, config_path);
+      notifier.Reloaded();
+    } else if (now >= next_poll) {
+      PollDirectory(server);
+    }
+    if (now >= next_poll) {
+      next_poll = now + absl::Seconds(kDirectoryPollSeconds);
     }
   }
-  sd_notify(0, "STOPPING=1");
+  notifier.Stopping();
   server.Stop();
   LOG_INFO("chuted: stopped");
   return exit_code;

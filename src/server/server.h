@@ -80,6 +80,9 @@ struct ShardCounters {
   ShardCounter accept_pauses;  // accepts paused for want of file descriptors
   ShardCounter recv_starved;         // receives that found no free buffer (ENOBUFS)
   ShardCounter recv_starved_max_ms;  // the longest a connection waited for a buffer  // MAIL refused with 452 4.3.1: the spool is at a bound
+  // Turns of the shard's event loop: the systemd watchdog's heartbeat. An idle shard still
+  // turns once per tick (kTickInterval), so a value that stops moving means a stuck loop.
+  ShardCounter loop_turns;
 };
 
 // UsageLog: usage counts on their way from the shards (which add to their own maps and hand
@@ -166,6 +169,9 @@ class Server {
   bool Failed() const;
 
   int shard_count() const { return static_cast<int>(shards_.size()); }
+  // connections_open, queued_messages: for the service status line. Any thread.
+  int64_t connections_open() const { return shared_.connections_open.load(); }
+  int64_t queued_messages() const;
   const ShardCounters& counters(int shard) const;
 
  private:

@@ -157,6 +157,7 @@ void Shard::Run() {
   }
   now_ = absl::Now();
   while (!(stopping_ && live_connections_ == 0)) {
+    counters_.loop_turns.Add(1);  // the watchdog's heartbeat (chuted's service notifier)
     int rc = ring_->SubmitAndWait(1);
     if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EAGAIN && rc != -EBUSY) {
       LOG_ERROR("shard %d: io_uring_submit_and_wait: %s", index_, std::strerror(-rc));

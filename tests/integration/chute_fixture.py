@@ -63,6 +63,8 @@ class ChutedFixture(unittest.TestCase):
     # More TOML tables appended to the configuration, e.g. a [delivery] table. A subclass may
     # also set self.extra_config before calling setUp() (ports known only at run time).
     extra_config = ""
+    # More environment variables for chuted (e.g. NOTIFY_SOCKET); set before setUp().
+    extra_env = {}
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="chute-it-")
@@ -122,7 +124,8 @@ address = "127.0.0.1:{self.admin_port}"
         self.log_path = os.path.join(self.dir, "chuted.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([CHUTED, "--config", self.config], stdout=self.log,
-                                     stderr=subprocess.STDOUT, preexec_fn=self._limits)
+                                     stderr=subprocess.STDOUT, preexec_fn=self._limits,
+                                     env={**os.environ, **self.extra_env})
         self.addCleanup(self._stop)
         wait_for_port("127.0.0.1", self.port)
 
