@@ -21,6 +21,8 @@ test_packages=(
   clang libclang-rt-14-dev
   # test and benchmark peers
   python3 swaks libnet-ssleay-perl libio-socket-ssl-perl postfix curl dovecot-lmtpd
+  # man pages (scdoc) and the Debian package (dpkg-shlibdeps, systemd-analyze)
+  scdoc dpkg-dev systemd
 )
 
 case "${1:-all}" in
