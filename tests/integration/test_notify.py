@@ -6,6 +6,7 @@ once the listener accepts connections, STATUS= lines, repeated WATCHDOG=1, RELOA
 MONOTONIC_USEC=) then READY=1 around SIGHUP, and STOPPING=1 on SIGTERM.
 """
 
+import ctypes
 import os
 import signal
 import socket
@@ -19,6 +20,10 @@ from chute_fixture import ChutedFixture
 # event loops have turned (an idle shard turns once a second).
 WATCHDOG_USEC = 4_000_000
 DEADLINE_S = 20
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_DETACH = 0x4206, 0x4207, 0x11
+WALL = 0x40000000  # waitpid's __WALL: wait for a thread, not only a child
 
 
 class NotifyTest(ChutedFixture):
@@ -84,6 +89,52 @@ class NotifyTest(ChutedFixture):
         for _ in range(3):
             self.wait_for(lambda m: "WATCHDOG=1" in m)
         self.assertNotIn("has not turned", self.read_log())
+
+    def test_watchdog_withheld_while_shards_are_stopped(self):
+        # Every thread but the main one is stopped (ptrace: PTRACE_SEIZE + PTRACE_INTERRUPT
+        # stops one thread, not the process), so the shards' loops stop turning while the main
+        # thread, which pings, runs on.
+        threads = [int(t) for t in os.listdir(f"/proc/{self.proc.pid}/task")
+                   if int(t) != self.proc.pid]
+        stopped = []
+        self.drain(0)  # what was sent before the stop
+        self.received.clear()
+        try:
+            for tid in threads:
+                if libc.ptrace(PTRACE_SEIZE, tid, None, None) != 0:
+                    self.skipTest(f"ptrace: {os.strerror(ctypes.get_errno())}")
+                stopped.append(tid)
+                libc.ptrace(PTRACE_INTERRUPT, tid, None, None)
+                os.waitpid(tid, WALL)
+            # Two checks in a row find the shards stuck and say which ones.
+            end = time.monotonic() + DEADLINE_S
+            while self.read_log().count("shard 0: its event loop has not turned") < 2:
+                self.assertLess(time.monotonic(), end, self.read_log())
+                self.drain(0.2)
+            self.assertIn("shard 1: its event loop has not turned", self.read_log())
+            self.drain(0)
+            # At most one ping: a check just after the stop may still see the turns before it.
+            pings = sum("WATCHDOG=1" in m for m in self.received)
+            self.assertLessEqual(pings, 1, self.received)
+        finally:
+            for tid in stopped:
+                libc.ptrace(PTRACE_DETACH, tid, None, None)
+        # Running again: the pings come back.
+        self.wait_for(lambda m: "WATCHDOG=1" in m)
+
+    def drain(self, timeout_s):
+        """Reads the notifications that arrive within timeout_s (0: those already there)."""
+        end = time.monotonic() + timeout_s
+        while True:
+            self.sock.settimeout(max(end - time.monotonic(), 0) or None)
+            if timeout_s == 0:
+                self.sock.setblocking(False)
+            try:
+                self.received.append(self.sock.recv(4096).decode().split("\n"))
+            except (BlockingIOError, socket.timeout):
+                return
+            finally:
+                self.sock.setblocking(True)
 
     def test_sighup_reloading_then_ready(self):
         self.proc.send_signal(signal.SIGHUP)
