@@ -63,10 +63,13 @@ if(SCDOC_EXECUTABLE)
   set(_chute_man_outputs "")
   foreach(page IN LISTS _chute_man_pages)
     string(REGEX REPLACE ".*\\.([0-9])$" "\\1" section "${page}")
-    set(out "${CMAKE_BINARY_DIR}/man/${page}")
+    # Compressed, as Debian installs man pages (gzip -n: no name or time, reproducible).
+    set(out "${CMAKE_BINARY_DIR}/man/${page}.gz")
     add_custom_command(OUTPUT "${out}"
       COMMAND ${CMAKE_COMMAND} -E make_directory "${CMAKE_BINARY_DIR}/man"
-      COMMAND ${SCDOC_EXECUTABLE} < "${CMAKE_SOURCE_DIR}/docs/man/${page}.scd" > "${out}"
+      COMMAND sh -c "\"$0\" < \"$1\" > \"$2.tmp\" && gzip -9n < \"$2.tmp\" > \"$2\" && rm \"$2.tmp\""
+              "${SCDOC_EXECUTABLE}"
+              "${CMAKE_SOURCE_DIR}/docs/man/${page}.scd" "${out}"
       DEPENDS "${CMAKE_SOURCE_DIR}/docs/man/${page}.scd"
       COMMENT "scdoc ${page}" VERBATIM)
     list(APPEND _chute_man_outputs "${out}")

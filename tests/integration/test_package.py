@@ -34,9 +34,9 @@ PACKAGE_FILES = {
     "/usr/lib/sysusers.d/chute.conf": (0o644, "root", "root"),
     "/usr/lib/tmpfiles.d/chute.conf": (0o644, "root", "root"),
     "/etc/chute/chute.toml": (0o644, "root", "root"),
-    "/usr/share/man/man8/chuted.8": (0o644, "root", "root"),
-    "/usr/share/man/man8/chutectl.8": (0o644, "root", "root"),
-    "/usr/share/man/man5/chute.toml.5": (0o644, "root", "root"),
+    "/usr/share/man/man8/chuted.8.gz": (0o644, "root", "root"),
+    "/usr/share/man/man8/chutectl.8.gz": (0o644, "root", "root"),
+    "/usr/share/man/man5/chute.toml.5.gz": (0o644, "root", "root"),
     "/usr/share/doc/chute/operations.md": (0o644, "root", "root"),
 }
 # What the maintainer scripts make.
