@@ -39,12 +39,16 @@ set_target_properties(chuted chutectl PROPERTIES INSTALL_RPATH "${_chute_borings
 install(TARGETS chuted DESTINATION "${CMAKE_INSTALL_SBINDIR}")
 install(TARGETS chutectl DESTINATION "${CMAKE_INSTALL_BINDIR}")
 
-# The unit names /usr/sbin/chuted; another prefix gets a copy that names its own path.
+# The unit names /usr/sbin/chuted and /etc/chute/chute.toml; another prefix (chosen when
+# configuring: -DCMAKE_INSTALL_PREFIX=...) gets a copy that names its own paths.
 set(_chute_unit "${CMAKE_SOURCE_DIR}/deploy/chuted.service")
-if(NOT CMAKE_INSTALL_FULL_SBINDIR STREQUAL "/usr/sbin")
+if(NOT CMAKE_INSTALL_FULL_SBINDIR STREQUAL "/usr/sbin" OR
+   NOT CMAKE_INSTALL_FULL_SYSCONFDIR STREQUAL "/etc")
   file(READ "${_chute_unit}" _chute_unit_text)
   string(REPLACE "/usr/sbin/chuted" "${CMAKE_INSTALL_FULL_SBINDIR}/chuted" _chute_unit_text
          "${_chute_unit_text}")
+  string(REPLACE "/etc/chute/chute.toml" "${CMAKE_INSTALL_FULL_SYSCONFDIR}/chute/chute.toml"
+         _chute_unit_text "${_chute_unit_text}")
   set(_chute_unit "${CMAKE_BINARY_DIR}/deploy/chuted.service")
   file(WRITE "${_chute_unit}" "${_chute_unit_text}")
 endif()
