@@ -49,6 +49,10 @@ certificate paths apply to new sessions; other changed keys are logged as needin
 the TLS certificate and the directory (which is also reloaded by itself within seconds of a
 chutectl change). A bad file is logged and the running one kept.
 
+Under systemd (Type=notify, NOTIFY_SOCKET set) it reports READY=1 once the spool is replayed
+and the listeners are open, RELOADING=1/READY=1 around a reload, STOPPING=1, a STATUS= line
+(connections, queued messages), and WATCHDOG=1 only while every shard's event loop turns.
+
 Exit status: 0 clean stop, 1 usage error, 2 failure (explained on stderr).
 )";
 

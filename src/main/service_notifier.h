@@ -18,6 +18,7 @@
 // Threads: main thread only.
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/time/time.h"
