@@ -219,5 +219,24 @@ class PackageTest(unittest.TestCase):
         self.assertIn("ExecStart=/usr/sbin/chuted ", unit)
 
 
+class ManPageTest(unittest.TestCase):
+    """chute.toml(5) documents every key the configuration loader reads."""
+
+    def test_every_configuration_key_is_documented(self):
+        source = os.path.join(HERE, "..", "..")
+        with open(os.path.join(source, "src", "base", "config.cc")) as f:
+            loader = f.read()
+        with open(os.path.join(source, "docs", "man", "chute.toml.5.scd")) as f:
+            page = f.read()
+        keys = set(re.findall(r'r\.(?:Int|String|Bool|CidrList|Enum<[^>]+>)\(\s*"([a-z0-9_]+)"',
+                              loader))
+        self.assertGreater(len(keys), 50)
+        tables = re.findall(r"TableReader r\(table, \"([a-z]+)\"", loader)
+        for table in tables:
+            self.assertRegex(page, rf"# \[\[?{table}\]\]?", table)
+        missing = sorted(k for k in keys if f"*{k}* = " not in page)
+        self.assertEqual(missing, [], "keys missing from chute.toml(5)")
+
+
 if __name__ == "__main__":
     unittest.main()
