@@ -25,6 +25,8 @@ test_packages=(
   chromium
   # promtool (in Debian's prometheus package) lints the /metrics exposition
   prometheus
+  # man pages (scdoc) and the Debian package (dpkg-shlibdeps, systemd-analyze)
+  scdoc dpkg-dev systemd
 )
 
 case "${1:-all}" in

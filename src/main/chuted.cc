@@ -6,18 +6,21 @@
 #include <mimalloc.h>
 #include <signal.h>
 #include <sys/resource.h>
-#include <systemd/sd-daemon.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <iostream>
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "base/config.h"
 #include "base/log.h"
 #include "base/version.h"
 #include "base/memory.h"
+#include "main/service_notifier.h"
 #include "server/server.h"
 
 namespace chute {
@@ -48,6 +51,10 @@ certificate paths apply to new sessions; other changed keys are logged as needin
 the TLS certificate and the directory (which is also reloaded by itself within seconds of a
 chutectl change). A bad file is logged and the running one kept.
 
+Under systemd (Type=notify, NOTIFY_SOCKET set) it reports READY=1 once the spool is replayed
+and the listeners are open, RELOADING=1/READY=1 around a reload, STOPPING=1, a STATUS= line
+(connections, queued messages), and WATCHDOG=1 only while every shard's event loop turns.
+
 Exit status: 0 clean stop, 1 usage error, 2 failure (explained on stderr).
 )";
 
@@ -68,6 +75,40 @@ void RaiseFileLimit() {
   LOG_INFO("file descriptors: %d (soft limit raised from %d; hard limit %d)",
            static_cast<int64_t>(limit.rlim_cur), static_cast<int64_t>(before),
            static_cast<int64_t>(limit.rlim_max));
+}
+
+// PollDirectory: the periodic work of the main thread: usage counts to SQLite, and the
+// directory reloaded when chutectl changed it.
+void PollDirectory(server::Server& server) {
+  absl::Status usage = server.FlushUsage();
+  if (!usage.ok()) {
+    LOG_WARNING("usage counts not saved yet: %s", usage.message());
+  }
+  absl::Status reload = server.ReloadDirectory(false);
+  if (!reload.ok()) {
+    LOG_WARNING("directory reload failed, keeping the current one: %s", reload.message());
+  }
+}
+
+// Reload: SIGHUP: the directory (forced), the configuration and the certificate. A part that
+// fails to load is logged and the running one kept.
+void Reload(server::Server& server, const std::string& config_path) {
+  absl::Status usage = server.FlushUsage();
+  if (!usage.ok()) {
+    LOG_WARNING("usage counts not saved yet: %s", usage.message());
+  }
+  absl::Status reload = server.ReloadDirectory(true);
+  if (!reload.ok()) {
+    LOG_WARNING("directory reload failed, keeping the current one: %s", reload.message());
+  }
+  absl::Status config = server.ReloadConfig(config_path);
+  if (!config.ok()) {
+    LOG_ERROR("configuration reload failed, keeping the running one: %s", config.message());
+  }
+  absl::Status tls = server.ReloadTls();
+  if (!tls.ok()) {
+    LOG_ERROR("certificate reload failed, keeping the current one: %s", tls.message());
+  }
 }
 
 int Main(int argc, char** argv) {
@@ -148,10 +189,15 @@ int Main(int argc, char** argv) {
     LOG_ERROR("chuted: %s", status.message());
     return 2;
   }
-  sd_notify(0, "READY=1");
+  ServiceNotifier notifier(&server);
+  notifier.Ready();
   int exit_code = 0;
+  absl::Time next_poll = absl::Now();
   while (true) {
-    timespec timeout{kDirectoryPollSeconds, 0};
+    // Wake for the next signal, the next directory poll, or what the notifier has due.
+    absl::Duration wait =
+        std::max(std::min(next_poll, notifier.NextDue()) - absl::Now(), absl::ZeroDuration());
+    timespec timeout = absl::ToTimespec(wait);
     int signal_number = sigtimedwait(&signals, nullptr, &timeout);
     if (server.Failed()) {
       LOG_ERROR("chuted: a shard failed; stopping");
@@ -162,26 +208,20 @@ int Main(int argc, char** argv) {
       LOG_INFO("chuted: %s: stopping", strsignal(signal_number));
       break;
     }
-    absl::Status usage = server.FlushUsage();
-    if (!usage.ok()) {
-      LOG_WARNING("usage counts not saved yet: %s", usage.message());
-    }
-    absl::Status reload = server.ReloadDirectory(signal_number == SIGHUP);
-    if (!reload.ok()) {
-      LOG_WARNING("directory reload failed, keeping the current one: %s", reload.message());
-    }
+    absl::Time now = absl::Now();
+    notifier.Tick(now);
     if (signal_number == SIGHUP) {
-      absl::Status config = server.ReloadConfig(config_path);
-      if (!config.ok()) {
-        LOG_ERROR("configuration reload failed, keeping the running one: %s", config.message());
-      }
-      absl::Status tls = server.ReloadTls();
-      if (!tls.ok()) {
-        LOG_ERROR("certificate reload failed, keeping the current one: %s", tls.message());
-      }
+      notifier.Reloading();
+      Reload(server, config_path);
+      notifier.Reloaded();
+    } else if (now >= next_poll) {
+      PollDirectory(server);
+    }
+    if (now >= next_poll) {
+      next_poll = now + absl::Seconds(kDirectoryPollSeconds);
     }
   }
-  sd_notify(0, "STOPPING=1");
+  notifier.Stopping();
   server.Stop();
   LOG_INFO("chuted: stopped");
   return exit_code;

@@ -892,4 +892,8 @@ bool Server::Failed() const {
 
 const ShardCounters& Server::counters(int shard) const { return shards_[shard]->counters(); }
 
+int64_t Server::queued_messages() const {
+  return gauges_ != nullptr ? gauges_->messages.load() : 0;
+}
+
 }  // namespace chute::server

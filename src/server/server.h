@@ -89,6 +89,9 @@ struct ShardCounters {
   LatencyHistogram end_of_data_latency;
   // A group commit, from its write SQEs to the last completion (writes, fdatasync).
   LatencyHistogram spool_commit_latency;
+  // Turns of the shard's event loop: the systemd watchdog's heartbeat. An idle shard still
+  // turns once per tick (kTickInterval), so a value that stops moving means a stuck loop.
+  ShardCounter loop_turns;
 };
 
 // ReplyCounts: how many of each refusal (4xx/5xx reply code and enhanced status code) a shard
@@ -215,6 +218,9 @@ class Server {
   bool Failed() const;
 
   int shard_count() const { return static_cast<int>(shards_.size()); }
+  // connections_open, queued_messages: for the service status line. Any thread.
+  int64_t connections_open() const { return shared_.connections_open.load(); }
+  int64_t queued_messages() const;
   const ShardCounters& counters(int shard) const;
 
  private:

@@ -162,6 +162,7 @@ void Shard::Run() {
   now_ = absl::Now();
   int64_t busy_since_us = MonotonicMicros();
   while (!(stopping_ && live_connections_ == 0)) {
+    counters_.loop_turns.Add(1);  // the watchdog's heartbeat (chuted's service notifier)
     int64_t waiting_since_us = MonotonicMicros();
     counters_.busy_us.Add(waiting_since_us - busy_since_us);
     int rc = ring_->SubmitAndWait(1);

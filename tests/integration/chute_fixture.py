@@ -63,6 +63,8 @@ class ChutedFixture(unittest.TestCase):
     # More TOML tables appended to the configuration, e.g. a [delivery] table. A subclass may
     # also set self.extra_config before calling setUp() (ports known only at run time).
     extra_config = ""
+    # More environment variables for chuted (e.g. NOTIFY_SOCKET); set before setUp().
+    extra_env = {}
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="chute-it-")
@@ -121,9 +123,9 @@ address = "127.0.0.1:{self.admin_port}"
                  "--primary-smtp-address", "hve2@example.test")
         self.log_path = os.path.join(self.dir, "chuted.log")
         self.log = open(self.log_path, "w")
-        env = dict(os.environ, **self.extra_env()) if self.extra_env() else None
         self.proc = subprocess.Popen([CHUTED, "--config", self.config], stdout=self.log,
-                                     stderr=subprocess.STDOUT, preexec_fn=self._limits, env=env)
+                                     stderr=subprocess.STDOUT, preexec_fn=self._limits,
+                                     env={**os.environ, **self.environment()})
         self.addCleanup(self._stop)
         wait_for_port("127.0.0.1", self.port)
 
@@ -140,9 +142,10 @@ address = "127.0.0.1:{self.admin_port}"
             import resource
             resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
 
-    def extra_env(self):
-        """More environment variables for chuted (subclasses; computed after the log opens)."""
-        return {}
+    def environment(self):
+        """chuted's extra environment: extra_env, plus what a subclass computes once the log
+        is open (override and extend)."""
+        return dict(self.extra_env)
 
     def extra_listeners(self):
         """More [[listener]] tables for the configuration (subclasses)."""

@@ -253,9 +253,9 @@ class JournalTest(TraceFixture):
         self.addCleanup(self.journal.close)
         super().setUp()
 
-    def extra_env(self):
+    def environment(self):
         st = os.fstat(self.log.fileno())
-        return {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
+        return {**super().environment(), "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
                 "CHUTE_JOURNAL_SOCKET": self.sock_path}
 
     def entries(self):
