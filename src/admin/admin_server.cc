@@ -31,8 +31,15 @@ constexpr int kPollIntervalMs = 200;
 
 std::string Response(int status, absl::string_view reason, absl::string_view type,
                      absl::string_view body) {
+  // Pages (/usage) load nothing from anywhere and run no script: say so to the browser.
+  absl::string_view policy =
+      absl::StartsWith(type, "text/html")
+          ? "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; "
+            "img-src data:; form-action 'self'\r\nX-Content-Type-Options: nosniff\r\n"
+          : "";
   return absl::StrCat("HTTP/1.1 ", status, " ", reason, "\r\nContent-Type: ", type,
-                      "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
+                      "\r\nContent-Length: ", body.size(), "\r\n", policy,
+                      "Connection: close\r\n\r\n", body);
 }
 
 }  // namespace

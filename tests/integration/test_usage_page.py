@@ -211,6 +211,9 @@ authenticate_as = "hve2@example.test"
     def test_names_are_escaped(self):
         with urllib.request.urlopen(self.url(), timeout=10) as r:
             self.assertEqual(r.headers["Content-Type"], "text/html; charset=utf-8")
+            # Nothing loaded from elsewhere and no script may run, should a name slip through.
+            self.assertIn("default-src 'none'", r.headers["Content-Security-Policy"])
+            self.assertEqual(r.headers["X-Content-Type-Options"], "nosniff")
             body = r.read().decode()
         self.assertIn("o&#39;hara&amp;co@corp.test", body)
         self.assertNotIn(ODD_ACCOUNT, body)
