@@ -36,16 +36,22 @@ std::optional<std::string> ToALabels(absl::string_view domain) {
   return absl::AsciiStrToLower(result);
 }
 
-// HasValidALabels: every "xn--" label decodes (a typo in Punycode is not a domain).
-bool HasValidALabels(absl::string_view domain) {
-  if (!absl::StrContains(absl::AsciiStrToLower(domain), "xn--")) {
+// HasValidALabels: every "xn--" label of a lower-cased ASCII domain decodes, and encodes back
+// to itself through the same IDNA2008 lookup that U-labels take (a mistyped or disallowed
+// A-label is not a domain, and would never match its U-label spelling).
+bool HasValidALabels(const std::string& domain) {
+  if (!absl::StrContains(domain, "xn--")) {
     return true;
   }
-  std::string input(domain);
-  char* output = nullptr;
-  int rc = idn2_to_unicode_8z8z(input.c_str(), &output, 0);
-  idn2_free(output);
-  return rc == IDN2_OK;
+  char* unicode = nullptr;
+  int rc = idn2_to_unicode_8z8z(domain.c_str(), &unicode, 0);
+  if (rc != IDN2_OK) {
+    idn2_free(unicode);
+    return false;
+  }
+  std::optional<std::string> again = ToALabels(unicode);
+  idn2_free(unicode);
+  return again.has_value() && *again == domain;
 }
 
 }  // namespace
