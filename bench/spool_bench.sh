@@ -93,7 +93,7 @@ address = "127.0.0.1:$admin"
 TOML
   "$bin/chutectl" --config "$dir/chute.toml" tenant add example.test --domain example.test >/dev/null
   "$bin/chutectl" --config "$dir/chute.toml" account new --tenant example.test --name App \
-    --primary-smtp-address app@example.test >/dev/null
+    --primary-smtp-address app@example.test --no-password >/dev/null
   "$bin/chuted" --config "$dir/chute.toml" --log-level warning &
   pid=$!
   pids+=("$pid")
