@@ -97,6 +97,13 @@ absl::StatusOr<std::string> NormalizeAddress(absl::string_view address) {
   return absl::StrCat(parts.local, "@", *domain);
 }
 
+bool SameAddress(absl::string_view given, absl::string_view stored) {
+  if (absl::EqualsIgnoreCase(given, stored)) {
+    return true;
+  }
+  return !IsAscii(given) && AddressKey(given) == AddressKey(stored);
+}
+
 bool IsSingleLabel(absl::string_view domain) { return !absl::StrContains(domain, '.'); }
 
 std::string DomainKey(absl::string_view domain) {

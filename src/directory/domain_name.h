@@ -34,4 +34,9 @@ bool IsSingleLabel(absl::string_view domain);
 std::string DomainKey(absl::string_view domain);
 std::string AddressKey(absl::string_view address);
 
+// SameAddress: whether `given` (as a client typed it: MAIL FROM, a From: header) is the
+// stored address `stored`, case-insensitively and with the domain in either IDN form. ASCII
+// input costs one case-insensitive comparison, as before.
+bool SameAddress(absl::string_view given, absl::string_view stored);
+
 }  // namespace chute::directory
