@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 
@@ -54,28 +55,45 @@ std::string ReplaceWord(absl::string_view text, absl::string_view from, absl::st
   return out;
 }
 
-// NoEcho: turns terminal echo off for its lifetime.
+// The terminal's settings while echo is off, for the signal handler below.
+termios g_saved_terminal{};
+volatile sig_atomic_t g_echo_off = 0;
+
+// RestoreAndReraise: Ctrl-C at a password prompt must not leave the terminal without echo.
+void RestoreAndReraise(int signal_number) {
+  if (g_echo_off != 0) {
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_saved_terminal);
+  }
+  std::signal(signal_number, SIG_DFL);
+  std::raise(signal_number);
+}
+
+// NoEcho: turns terminal echo off for its lifetime (and on again if interrupted).
 class NoEcho {
  public:
   NoEcho() {
-    if (tcgetattr(STDIN_FILENO, &saved_) == 0) {
-      termios quiet = saved_;
-      quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
-      quiet.c_lflag |= ECHONL;  // the newline the user types still shows
-      active_ = tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0;
+    if (tcgetattr(STDIN_FILENO, &g_saved_terminal) != 0) {
+      return;
     }
+    termios quiet = g_saved_terminal;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    quiet.c_lflag |= ECHONL;  // the newline the user types still shows
+    for (int signal_number : {SIGINT, SIGTERM, SIGQUIT, SIGHUP}) {
+      std::signal(signal_number, RestoreAndReraise);
+    }
+    g_echo_off = tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0 ? 1 : 0;
   }
   ~NoEcho() {
-    if (active_) {
-      tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_);
+    if (g_echo_off != 0) {
+      tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_saved_terminal);
+      g_echo_off = 0;
+    }
+    for (int signal_number : {SIGINT, SIGTERM, SIGQUIT, SIGHUP}) {
+      std::signal(signal_number, SIG_DFL);
     }
   }
   NoEcho(const NoEcho&) = delete;
   NoEcho& operator=(const NoEcho&) = delete;
-
- private:
-  termios saved_{};
-  bool active_ = false;
 };
 
 // ReadLine: one line from standard input without its newline; nullopt at end of input.
