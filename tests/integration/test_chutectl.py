@@ -253,6 +253,10 @@ class Terminal:
     def type(self, line):
         os.write(self.fd, line.encode() + b"\n")
 
+    def echo_is_on(self):
+        import termios
+        return bool(termios.tcgetattr(self.fd)[3] & termios.ECHO)
+
     def finish(self, deadline_s=60):
         end = time.monotonic() + deadline_s
         while time.monotonic() < end and self._read(end - time.monotonic()):
@@ -432,6 +436,19 @@ INSERT INTO addresses VALUES ('app@old.test', 'app@old.test', 1, 1);
         code, output = term.finish()
         self.assertEqual(code, 2, output)
         self.assertIn("too short", output)
+
+    def test_ctrl_c_at_the_password_prompt_turns_echo_back_on(self):
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.com")
+        term = Terminal(self.config, "account", "new", "--name", "A", "--primary-smtp-address",
+                        "a@contoso.com")
+        term.read_until("New password for ")
+        self.assertFalse(term.echo_is_on())
+        os.write(term.fd, b"\x03")  # Ctrl-C: SIGINT from the terminal
+        _, status = os.waitpid(term.pid, 0)
+        self.assertTrue(os.WIFSIGNALED(status))
+        self.assertTrue(term.echo_is_on())
+        os.close(term.fd)
+        self.assertEqual(json.loads(self.ok("--json", "account", "list").stdout), [])
 
     def test_account_new_without_a_password_source_needs_no_password(self):
         # Was: it silently made an account that can never authenticate.
