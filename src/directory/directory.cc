@@ -102,9 +102,10 @@ bool IsTenantName(absl::string_view name) {
 absl::StatusOr<std::string> NormalizeTenantDomain(absl::string_view domain) {
   ASSIGN_OR_RETURN(std::string normalized, NormalizeDomain(domain));
   if (IsSingleLabel(normalized)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", domain, "' is a single-label domain: an accepted domain needs at least two "
-        "labels (like contoso.com)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", domain,
+                     "' is a single-label domain: an accepted domain needs at least two "
+                     "labels (like contoso.com)"));
   }
   return normalized;
 }
@@ -136,8 +137,8 @@ absl::StatusOr<const Account*> ResolveAccount(const Snapshot& snapshot,
   bool ambiguous = false;
   const Account* account = snapshot.FindAccountByIdentity(identity, &ambiguous);
   if (account == nullptr) {
-    return ambiguous ? absl::InvalidArgumentError(absl::StrCat(
-                           "'", identity, "' names several accounts; use the address"))
+    return ambiguous ? absl::InvalidArgumentError(
+                           absl::StrCat("'", identity, "' names several accounts; use the address"))
                      : absl::NotFoundError(absl::StrCat("no account '", identity, "'"));
   }
   return account;
@@ -237,15 +238,16 @@ struct Store::Impl {
   }
 
   absl::Status Migrate() {
-    RETURN_IF_ERROR(db->Exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"));
+    RETURN_IF_ERROR(
+        db->Exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"));
     ASSIGN_OR_RETURN(Statement select, db->Prepare("SELECT version FROM schema_version"));
     ASSIGN_OR_RETURN(bool has_row, select.Step());
     int64_t version = has_row ? select.Int(0) : 0;
     int64_t latest = static_cast<int64_t>(std::size(kMigrations));
     if (version > latest) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the directory database has schema version ", version, ", newer than this build's ",
-          latest, "; upgrade chute"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("the directory database has schema version ", version,
+                       ", newer than this build's ", latest, "; upgrade chute"));
     }
     for (int64_t v = version; v < latest; ++v) {
       RETURN_IF_ERROR(InTransaction([&]() -> absl::Status {
@@ -279,8 +281,8 @@ struct Store::Impl {
   absl::Status InsertAddress(int64_t account_id, absl::string_view address, bool primary,
                              const Snapshot& snapshot) {
     if (const Account* owner = snapshot.FindAccount(address)) {
-      return absl::AlreadyExistsError(absl::StrCat("the address ", address, " is already used by ",
-                                                   owner->primary_address));
+      return absl::AlreadyExistsError(
+          absl::StrCat("the address ", address, " is already used by ", owner->primary_address));
     }
     ASSIGN_OR_RETURN(Statement insert,
                      db->Prepare("INSERT INTO addresses (address_key, address, account_id, "
@@ -324,12 +326,18 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
       PasswordPolicy policy;
       policy.min_length = tenants.Int(7);
       // An unknown spelling (a newer chutectl's) is read as the stricter rule.
-      policy.complexity = ParseComplexity(tenants.Text(8)).value_or(
-          PasswordComplexity::kThreeOfFour);
+      policy.complexity =
+          ParseComplexity(tenants.Text(8)).value_or(PasswordComplexity::kThreeOfFour);
       policy.history = tenants.Int(9);
-      snapshot->tenants_.push_back(Tenant{tenants.Int(0), tenants.Text(1), tenants.Int(2) != 0,
-                                          tenants.Text(3), tenants.Text(4), tenants.Text(5),
-                                          tenants.Text(6), {}, policy});
+      snapshot->tenants_.push_back(Tenant{tenants.Int(0),
+                                          tenants.Text(1),
+                                          tenants.Int(2) != 0,
+                                          tenants.Text(3),
+                                          tenants.Text(4),
+                                          tenants.Text(5),
+                                          tenants.Text(6),
+                                          {},
+                                          policy});
     }));
     ASSIGN_OR_RETURN(Statement domains,
                      db.Prepare("SELECT domain, tenant_id FROM domains ORDER BY domain"));
@@ -348,9 +356,15 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
     absl::flat_hash_map<int64_t, size_t> index_by_id;
     RETURN_IF_ERROR(ForEachRow(accounts, [&] {
       index_by_id[accounts.Int(0)] = snapshot->accounts_.size();
-      snapshot->accounts_.push_back(Account{accounts.Int(0), accounts.Int(1), accounts.Text(2),
-                                            accounts.Text(3), accounts.Text(4), {},
-                                            accounts.Text(5), accounts.Text(6), {}});
+      snapshot->accounts_.push_back(Account{accounts.Int(0),
+                                            accounts.Int(1),
+                                            accounts.Text(2),
+                                            accounts.Text(3),
+                                            accounts.Text(4),
+                                            {},
+                                            accounts.Text(5),
+                                            accounts.Text(6),
+                                            {}});
     }));
     ASSIGN_OR_RETURN(Statement addresses,
                      db.Prepare("SELECT address_key, address, account_id, is_primary FROM "
@@ -382,9 +396,9 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
 absl::StatusOr<Tenant> Store::AddTenant(absl::string_view name,
                                         const std::vector<std::string>& domains) {
   if (!IsTenantName(name)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", name, "' is not a tenant name (1..", kTenantNameBytesMax,
-        " letters, digits, '.', '-', '_')"));
+    return absl::InvalidArgumentError(absl::StrCat("'", name, "' is not a tenant name (1..",
+                                                   kTenantNameBytesMax,
+                                                   " letters, digits, '.', '-', '_')"));
   }
   if (domains.empty()) {
     return absl::InvalidArgumentError("a tenant needs at least one accepted domain (--domain)");
@@ -417,9 +431,8 @@ absl::StatusOr<Tenant> Store::UpdateTenant(absl::string_view name, const TenantC
   for (const std::string& domain : change.add_domains) {
     ASSIGN_OR_RETURN(std::string normalized, NormalizeTenantDomain(domain));
     if (const Tenant* owner = snapshot->FindTenantByDomain(normalized)) {
-      return absl::AlreadyExistsError(absl::StrCat("the domain ", normalized,
-                                                   " already belongs to the tenant '",
-                                                   owner->name, "'"));
+      return absl::AlreadyExistsError(absl::StrCat(
+          "the domain ", normalized, " already belongs to the tenant '", owner->name, "'"));
     }
     if (std::find(add_domains.begin(), add_domains.end(), normalized) == add_domains.end()) {
       add_domains.push_back(std::move(normalized));
@@ -450,9 +463,8 @@ absl::StatusOr<Tenant> Store::UpdateTenant(absl::string_view name, const TenantC
   if (change.password_min_length.has_value() &&
       (*change.password_min_length < kPasswordMinLengthMin ||
        *change.password_min_length > kPasswordMinLengthMax)) {
-    return absl::InvalidArgumentError(absl::StrCat("the minimum password length is ",
-                                                   kPasswordMinLengthMin, "..",
-                                                   kPasswordMinLengthMax));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the minimum password length is ", kPasswordMinLengthMin, "..", kPasswordMinLengthMax));
   }
   if (change.password_history.has_value() &&
       (*change.password_history < 0 || *change.password_history > kPasswordHistoryMax)) {
@@ -490,8 +502,8 @@ absl::StatusOr<Tenant> Store::UpdateTenant(absl::string_view name, const TenantC
       RETURN_IF_ERROR(set_column("password_history", *change.password_history));
     }
     for (const std::string& domain : add_domains) {
-      ASSIGN_OR_RETURN(Statement insert, impl_->db->Prepare(
-                                             "INSERT INTO domains (domain, tenant_id) VALUES (?, ?)"));
+      ASSIGN_OR_RETURN(Statement insert,
+                       impl_->db->Prepare("INSERT INTO domains (domain, tenant_id) VALUES (?, ?)"));
       absl::Status status = insert.Bind(1, domain).Bind(2, id).Run();
       if (absl::IsAlreadyExists(status)) {
         return absl::AlreadyExistsError(
@@ -500,8 +512,9 @@ absl::StatusOr<Tenant> Store::UpdateTenant(absl::string_view name, const TenantC
       RETURN_IF_ERROR(status);
     }
     for (const std::string& domain : remove_domains) {
-      ASSIGN_OR_RETURN(Statement remove,
-                       impl_->db->Prepare("DELETE FROM domains WHERE domain = ? AND tenant_id = ?"));
+      ASSIGN_OR_RETURN(
+          Statement remove,
+          impl_->db->Prepare("DELETE FROM domains WHERE domain = ? AND tenant_id = ?"));
       RETURN_IF_ERROR(remove.Bind(1, domain).Bind(2, id).Run());
     }
     return absl::OkStatus();
@@ -538,19 +551,19 @@ absl::StatusOr<Account> Store::AddAccount(const NewAccount& given, int64_t accou
   }
   if (account.display_name.empty() || account.display_name.size() > kDisplayNameBytesMax ||
       HasControl(account.display_name)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a display name is 1..", kDisplayNameBytesMax, " bytes without control characters"));
+    return absl::InvalidArgumentError(absl::StrCat("a display name is 1..", kDisplayNameBytesMax,
+                                                   " bytes without control characters"));
   }
   smtp::AddressParts parts = smtp::SplitAddress(account.primary_address);
   if (!snapshot->IsAcceptedDomain(tenant->id, parts.domain)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the domain of ", account.primary_address, " is not an accepted domain of tenant '",
-        tenant->name, "'"));
+    return absl::InvalidArgumentError(absl::StrCat("the domain of ", account.primary_address,
+                                                   " is not an accepted domain of tenant '",
+                                                   tenant->name, "'"));
   }
   if (snapshot->AccountCount(tenant->id) >= accounts_max) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "tenant '", tenant->name, "' already has ", accounts_max,
-        " accounts (limits.accounts_per_tenant)"));
+    return absl::FailedPreconditionError(absl::StrCat("tenant '", tenant->name, "' already has ",
+                                                      accounts_max,
+                                                      " accounts (limits.accounts_per_tenant)"));
   }
   bool ambiguous = false;
   if (snapshot->FindAccountByIdentity(account.display_name, &ambiguous) != nullptr || ambiguous) {
@@ -584,12 +597,13 @@ absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
   ASSIGN_OR_RETURN(const Account* account, ResolveAccount(*snapshot, identity));
   // Every address in the change must be in one of the tenant's domains; its domain is stored
   // as A-labels.
-  auto in_tenant = [&](const std::string& address, absl::string_view what) -> absl::StatusOr<std::string> {
+  auto in_tenant = [&](const std::string& address,
+                       absl::string_view what) -> absl::StatusOr<std::string> {
     ASSIGN_OR_RETURN(std::string normalized, NormalizeAddress(address));
     if (!snapshot->IsAcceptedDomain(account->tenant_id, smtp::SplitAddress(normalized).domain)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the domain of ", address, " is not an accepted domain of tenant '",
-          account->tenant_name, "'", what));
+      return absl::InvalidArgumentError(absl::StrCat("the domain of ", address,
+                                                     " is not an accepted domain of tenant '",
+                                                     account->tenant_name, "'", what));
     }
     return normalized;
   };
@@ -617,7 +631,8 @@ absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
   std::vector<std::string> apps = account->allowed_apps;
   for (const std::string& app : change.add_apps) {
     if (!IsAppId(app)) {
-      return absl::InvalidArgumentError(absl::StrCat("'", app, "' is not an application id (GUID)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", app, "' is not an application id (GUID)"));
     }
     if (std::find(apps.begin(), apps.end(), ToLower(app)) == apps.end()) {
       apps.push_back(ToLower(app));
@@ -626,14 +641,14 @@ absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
   for (const std::string& app : change.remove_apps) {
     auto it = std::find(apps.begin(), apps.end(), ToLower(app));
     if (it == apps.end()) {
-      return absl::NotFoundError(absl::StrCat("application ", app, " is not allowed for ",
-                                              account->primary_address));
+      return absl::NotFoundError(
+          absl::StrCat("application ", app, " is not allowed for ", account->primary_address));
     }
     apps.erase(it);
   }
   if (apps.size() > kAllowedAppsPerAccountMax) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "an account allows at most ", kAllowedAppsPerAccountMax, " applications"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("an account allows at most ", kAllowedAppsPerAccountMax, " applications"));
   }
   int64_t id = account->id;
   std::string old_primary = account->primary_address;
@@ -661,8 +676,8 @@ absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
     }
     if (change.primary_address.has_value() &&
         AddressKey(*change.primary_address) != AddressKey(old_primary)) {
-      ASSIGN_OR_RETURN(Statement remove, impl_->db->Prepare(
-                                             "DELETE FROM addresses WHERE address_key = ?"));
+      ASSIGN_OR_RETURN(Statement remove,
+                       impl_->db->Prepare("DELETE FROM addresses WHERE address_key = ?"));
       RETURN_IF_ERROR(remove.Bind(1, AddressKey(old_primary)).Run());
       RETURN_IF_ERROR(impl_->InsertAddress(id, *change.primary_address, true, *snapshot));
       RETURN_IF_ERROR(set_column("primary_address", *change.primary_address));
@@ -679,11 +694,13 @@ absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
     for (const std::string& alias : change.add_aliases) {
       RETURN_IF_ERROR(impl_->InsertAddress(id, alias, false, *snapshot));
     }
-    ASSIGN_OR_RETURN(Statement clear, impl_->db->Prepare("DELETE FROM allowed_apps WHERE account_id = ?"));
+    ASSIGN_OR_RETURN(Statement clear,
+                     impl_->db->Prepare("DELETE FROM allowed_apps WHERE account_id = ?"));
     RETURN_IF_ERROR(clear.Bind(1, id).Run());
     for (const std::string& app : apps) {
-      ASSIGN_OR_RETURN(Statement insert, impl_->db->Prepare(
-                                             "INSERT INTO allowed_apps (account_id, app_id) VALUES (?, ?)"));
+      ASSIGN_OR_RETURN(
+          Statement insert,
+          impl_->db->Prepare("INSERT INTO allowed_apps (account_id, app_id) VALUES (?, ?)"));
       RETURN_IF_ERROR(insert.Bind(1, id).Bind(2, app).Run());
     }
     return absl::OkStatus();
@@ -703,13 +720,13 @@ absl::Status Store::RecordUsage(const std::vector<UsageRow>& rows) {
   }
   return impl_->InTransaction([&]() -> absl::Status {
     for (const UsageRow& row : rows) {
-      ASSIGN_OR_RETURN(Statement upsert,
-                       impl_->db->Prepare(
-                           "INSERT INTO usage (account_id, day, address, tenant, messages, "
-                           "recipients) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, day) "
-                           "DO UPDATE SET messages = messages + excluded.messages, recipients = "
-                           "recipients + excluded.recipients, address = excluded.address, "
-                           "tenant = excluded.tenant"));
+      ASSIGN_OR_RETURN(
+          Statement upsert,
+          impl_->db->Prepare("INSERT INTO usage (account_id, day, address, tenant, messages, "
+                             "recipients) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, day) "
+                             "DO UPDATE SET messages = messages + excluded.messages, recipients = "
+                             "recipients + excluded.recipients, address = excluded.address, "
+                             "tenant = excluded.tenant"));
       RETURN_IF_ERROR(upsert.Bind(1, row.account_id)
                           .Bind(2, row.day)
                           .Bind(3, row.address)
@@ -726,18 +743,18 @@ absl::StatusOr<std::vector<UsageRow>> Store::QueryUsage(absl::string_view from,
                                                         absl::string_view to,
                                                         absl::string_view tenant,
                                                         absl::string_view address) {
-  ASSIGN_OR_RETURN(Statement query,
-                   impl_->db->Prepare(
-                       "SELECT account_id, day, address, tenant, messages, recipients FROM usage "
-                       "WHERE day >= ? AND day <= ? AND (? = '' OR tenant = ?) AND "
-                       "(? = '' OR lower(address) = lower(?)) ORDER BY day, tenant, address "
-                       "LIMIT ?"));
+  ASSIGN_OR_RETURN(
+      Statement query,
+      impl_->db->Prepare("SELECT account_id, day, address, tenant, messages, recipients FROM usage "
+                         "WHERE day >= ? AND day <= ? AND (? = '' OR tenant = ?) AND "
+                         "(? = '' OR lower(address) = lower(?)) ORDER BY day, tenant, address "
+                         "LIMIT ?"));
   query.Bind(1, from).Bind(2, to).Bind(3, tenant).Bind(4, tenant).Bind(5, address).Bind(6, address);
   query.Bind(7, static_cast<int64_t>(kUsageRowsMax));
   std::vector<UsageRow> rows;
   RETURN_IF_ERROR(ForEachRow(query, [&] {
-    rows.push_back(UsageRow{query.Int(0), query.Text(1), query.Text(2), query.Text(3),
-                            query.Int(4), query.Int(5)});
+    rows.push_back(UsageRow{query.Int(0), query.Text(1), query.Text(2), query.Text(3), query.Int(4),
+                            query.Int(5)});
   }));
   return rows;
 }
@@ -756,8 +773,7 @@ absl::Status Store::RemoveAccount(absl::string_view identity) {
 
 namespace chute::directory {
 
-absl::StatusOr<std::vector<std::string>> Store::PasswordHashes(int64_t account_id,
-                                                               int64_t count) {
+absl::StatusOr<std::vector<std::string>> Store::PasswordHashes(int64_t account_id, int64_t count) {
   std::vector<std::string> hashes;
   if (count <= 0) {
     return hashes;
@@ -782,9 +798,9 @@ absl::StatusOr<std::vector<std::string>> Store::PasswordHashes(int64_t account_i
 }
 
 absl::StatusOr<bool> Store::HasUsage(absl::string_view address) {
-  ASSIGN_OR_RETURN(Statement query, impl_->db->Prepare(
-                                        "SELECT 1 FROM usage WHERE lower(address) = lower(?) "
-                                        "LIMIT 1"));
+  ASSIGN_OR_RETURN(Statement query,
+                   impl_->db->Prepare("SELECT 1 FROM usage WHERE lower(address) = lower(?) "
+                                      "LIMIT 1"));
   query.Bind(1, address);
   return query.Step();
 }

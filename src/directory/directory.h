@@ -77,7 +77,7 @@ class Snapshot {
   std::vector<Tenant> tenants_;
   std::vector<Account> accounts_;
   absl::flat_hash_map<std::string, size_t> account_by_address_;  // lower-cased -> index
-  absl::flat_hash_map<std::string, int64_t> tenant_by_domain_;    // lower-cased -> tenant id
+  absl::flat_hash_map<std::string, int64_t> tenant_by_domain_;   // lower-cased -> tenant id
 };
 
 struct TenantChange {

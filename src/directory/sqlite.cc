@@ -30,14 +30,15 @@ absl::Status CreatePrivately(const std::string& path) {
     if (errno == EEXIST) {
       return absl::OkStatus();
     }
-    return absl::NotFoundError(absl::StrCat(path, ": cannot create the directory database: ",
-                                            std::strerror(errno)));
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot create the directory database: ", std::strerror(errno)));
   }
   int rc = ::fchmod(fd, kDatabaseMode);
   int saved = errno;
   ::close(fd);
   if (rc != 0) {
-    return absl::InternalError(absl::StrCat(path, ": cannot set mode 0600: ", std::strerror(saved)));
+    return absl::InternalError(
+        absl::StrCat(path, ": cannot set mode 0600: ", std::strerror(saved)));
   }
   return absl::OkStatus();
 }
@@ -57,17 +58,21 @@ void TightenExisting(const std::string& path) {
     if ((mode & 0007) != 0) {
       mode_t tightened = mode & ~mode_t{0007};
       if (::chmod(file.c_str(), tightened) == 0) {
-        LOG_WARNING("%s was readable by every user (mode %04o): changed to %04o; it holds "
-                    "password hashes", file, mode, tightened);
+        LOG_WARNING(
+            "%s was readable by every user (mode %04o): changed to %04o; it holds "
+            "password hashes",
+            file, mode, tightened);
       } else {
-        LOG_WARNING("%s is readable by every user (mode %04o) and could not be changed (%s): "
-                    "run chmod o-rwx on it; it holds password hashes",
-                    file, mode, std::strerror(errno));
+        LOG_WARNING(
+            "%s is readable by every user (mode %04o) and could not be changed (%s): "
+            "run chmod o-rwx on it; it holds password hashes",
+            file, mode, std::strerror(errno));
       }
     } else if ((mode & 0070) != 0) {
-      LOG_WARNING("%s is accessible to its group (mode %04o); it holds password hashes: "
-                  "chmod 0600 it unless the group is meant to administer chute",
-                  file, mode);
+      LOG_WARNING(
+          "%s is accessible to its group (mode %04o); it holds password hashes: "
+          "chmod 0600 it unless the group is meant to administer chute",
+          file, mode);
     }
   }
 }
@@ -113,8 +118,9 @@ absl::Status Statement::Run() {
 std::string Statement::Text(int column) const {
   const unsigned char* text = sqlite3_column_text(stmt_, column);
   int bytes = sqlite3_column_bytes(stmt_, column);
-  return text == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(text),
-                                                       static_cast<size_t>(bytes));
+  return text == nullptr
+             ? std::string()
+             : std::string(reinterpret_cast<const char*>(text), static_cast<size_t>(bytes));
 }
 
 absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path, bool create) {

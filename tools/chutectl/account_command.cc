@@ -83,10 +83,9 @@ Hashed NewPassword(Context& context, const Args& args, const directory::Tenant& 
     }
     for (const std::string& hash : *previous) {
       if (auth::VerifyPassword(hash, *password)) {
-        return {"", context.Fail(absl::StrCat(
-                        "the password was used before: tenant '", tenant.name,
-                        "' does not allow reusing any of the last ", policy.history,
-                        " passwords (password-history)"))};
+        return {"", context.Fail(absl::StrCat("the password was used before: tenant '", tenant.name,
+                                              "' does not allow reusing any of the last ",
+                                              policy.history, " passwords (password-history)"))};
       }
     }
   }

@@ -82,7 +82,8 @@ std::optional<bool> SwitchValue(const std::optional<std::string>& value) {
 
 }  // namespace
 
-extern const absl::string_view kCmdletHelp = R"(The Exchange Online cmdlet spellings work too, for example:
+extern const absl::string_view kCmdletHelp =
+    R"(The Exchange Online cmdlet spellings work too, for example:
   chutectl New-MailUser -HVEAccount -Name "HVE account" -PrimarySmtpAddress hve@contoso.com
   chutectl Get-MailUser -HVEAccount [-Identity ID]
   chutectl Set-MailUser -HVEAccount -Identity ID [-DisplayName X] [-PrimarySmtpAddress A]

@@ -28,8 +28,7 @@ constexpr const char* kDefaultConfigPath = "/etc/chute/chute.toml";
 // The command groups, in the order --help lists them. A new group is one file that defines
 // its CommandGroup (declared in commands.h) and one line here.
 const CommandGroup* const kGroups[] = {
-    &kTenantGroup,    &kAccountGroup, &kSettingsGroup,
-    &kAppAccessGroup, &kReportGroup,  &kQueueGroup,
+    &kTenantGroup, &kAccountGroup, &kSettingsGroup, &kAppAccessGroup, &kReportGroup, &kQueueGroup,
 };
 
 constexpr absl::string_view kIntro = R"(Usage: chutectl [--config FILE] [--json] COMMAND ...

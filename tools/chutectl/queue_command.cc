@@ -26,7 +26,8 @@ namespace {
 constexpr int kTimeoutMs = 10000;
 constexpr size_t kResponseBytesMax = 64 << 20;
 
-constexpr absl::string_view kHelp = R"(Delivery queue of the running chuted (through [admin] address):
+constexpr absl::string_view kHelp =
+    R"(Delivery queue of the running chuted (through [admin] address):
   queue list                  queued messages: id, age, sender, recipients pending, attempts,
                               next attempt, last reply      (Postfix: mailq, postqueue -p)
   queue show ID               one message
@@ -63,9 +64,9 @@ absl::StatusOr<HttpResult> Request(const Config& config, const std::string& meth
     if (fd >= 0) {
       close(fd);
     }
-    return absl::UnavailableError(absl::StrCat(
-        "cannot reach chuted's admin listener at ", config.admin.address,
-        " (is chuted running with this configuration?)"));
+    return absl::UnavailableError(absl::StrCat("cannot reach chuted's admin listener at ",
+                                               config.admin.address,
+                                               " (is chuted running with this configuration?)"));
   }
   std::string request = absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: chute\r\n",
                                      "Content-Length: 0\r\nConnection: close\r\n\r\n");
@@ -110,8 +111,8 @@ void PrintList(const nlohmann::json& list) {
   std::printf("%-22s %8s %-28s %4s %-20s %s\n", "ID", "AGE_S", "SENDER", "TRY", "NEXT ATTEMPT",
               "RECIPIENTS PENDING (LAST REPLY)");
   for (const nlohmann::json& m : list) {
-    std::string next = m["held"].is_boolean() && m["held"].get<bool>() ? "held"
-                                                                         : Str(m, "next_attempt");
+    std::string next =
+        m["held"].is_boolean() && m["held"].get<bool>() ? "held" : Str(m, "next_attempt");
     std::vector<std::string> recipients;
     for (const nlohmann::json& r : m["recipients_pending"]) {
       std::string reply = Str(r, "last_reply");

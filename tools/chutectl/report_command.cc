@@ -52,9 +52,9 @@ absl::StatusOr<Range> DayRange(const Args& args) {
     count = std::stoi(*days);
   }
   absl::Time now = absl::Now();
-  return Range{absl::FormatTime("%Y-%m-%d", now - absl::Hours(24 * (count - 1)),
-                                absl::UTCTimeZone()),
-               absl::FormatTime("%Y-%m-%d", now, absl::UTCTimeZone())};
+  return Range{
+      absl::FormatTime("%Y-%m-%d", now - absl::Hours(24 * (count - 1)), absl::UTCTimeZone()),
+      absl::FormatTime("%Y-%m-%d", now, absl::UTCTimeZone())};
 }
 
 struct Columns {
@@ -65,7 +65,9 @@ struct Columns {
 void PrintJsonReport(const Range& range, const std::vector<directory::UsageRow>& rows,
                      const std::map<std::string, std::pair<int64_t, int64_t>>& totals,
                      Columns columns) {
-  nlohmann::json out{{"from", range.from}, {"to", range.to}, {"rows", nlohmann::json::array()},
+  nlohmann::json out{{"from", range.from},
+                     {"to", range.to},
+                     {"rows", nlohmann::json::array()},
                      {"tenants", nlohmann::json::array()}};
   for (const directory::UsageRow& row : rows) {
     nlohmann::json item{{"day", row.day}, {"tenant", row.tenant}, {"account", row.address}};
@@ -106,8 +108,7 @@ void PrintCsv(const std::vector<directory::UsageRow>& rows, Columns columns) {
 }
 
 void PrintTable(const Range& range, const std::vector<directory::UsageRow>& rows,
-                const std::map<std::string, std::pair<int64_t, int64_t>>& totals,
-                Columns columns) {
+                const std::map<std::string, std::pair<int64_t, int64_t>>& totals, Columns columns) {
   std::cout << "Usage from " << range.from << " to " << range.to << " (UTC days)\n";
   std::printf("%-10s  %-20s  %-32s%s%s\n", "DAY", "TENANT", "ACCOUNT",
               columns.messages ? "  MESSAGES" : "", columns.recipients ? "  RECIPIENTS" : "");
@@ -163,9 +164,9 @@ absl::StatusOr<std::string> AccountAddress(directory::Store& store, const std::s
 
 int Run(Context& context, const std::vector<std::string>& words) {
   Args args;
-  if (std::optional<std::string> error = ParseArgs(
-          words, 1, {"--csv"}, {"--tenant", "--account", "--days", "--from", "--to", "--volume"},
-          &args)) {
+  if (std::optional<std::string> error =
+          ParseArgs(words, 1, {"--csv"},
+                    {"--tenant", "--account", "--days", "--from", "--to", "--volume"}, &args)) {
     return context.Usage(*error);
   }
   if (!args.positional.empty()) {

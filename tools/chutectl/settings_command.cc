@@ -42,8 +42,8 @@ int Run(Context& context, const std::vector<std::string>& words) {
     return context.Fail(account.status());
   }
   if (context.json()) {
-    PrintJson(nlohmann::json{{"identity", account->primary_address},
-                             {"reply_to", account->reply_to}});
+    PrintJson(
+        nlohmann::json{{"identity", account->primary_address}, {"reply_to", account->reply_to}});
   } else {
     std::cout << "Identity: " << account->primary_address << "\nReplyTo:  " << account->reply_to
               << "\n";

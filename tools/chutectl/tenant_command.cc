@@ -32,19 +32,18 @@ constexpr absl::string_view kHelp = R"(Tenants:
 
 nlohmann::json TenantJson(const directory::Tenant& t, int64_t accounts) {
   const directory::PasswordPolicy& p = t.password_policy;
-  return nlohmann::json{
-      {"name", t.name},
-      {"domains", t.domains},
-      {"accounts", accounts},
-      {"basic_auth", t.basic_auth},
-      {"oauth_issuer", t.oauth_issuer},
-      {"oauth_audience", t.oauth_audience},
-      {"oauth_tenant_id", t.oauth_tenant_id},
-      {"oauth_jwks_file", t.oauth_jwks_file},
-      {"password_policy",
-       {{"min_length", p.min_length},
-        {"complexity", std::string(directory::ComplexityName(p.complexity))},
-        {"history", p.history}}}};
+  return nlohmann::json{{"name", t.name},
+                        {"domains", t.domains},
+                        {"accounts", accounts},
+                        {"basic_auth", t.basic_auth},
+                        {"oauth_issuer", t.oauth_issuer},
+                        {"oauth_audience", t.oauth_audience},
+                        {"oauth_tenant_id", t.oauth_tenant_id},
+                        {"oauth_jwks_file", t.oauth_jwks_file},
+                        {"password_policy",
+                         {{"min_length", p.min_length},
+                          {"complexity", std::string(directory::ComplexityName(p.complexity))},
+                          {"history", p.history}}}};
 }
 
 void PrintTenant(const Context& context, const directory::Tenant& t, int64_t accounts) {
@@ -114,8 +113,7 @@ std::optional<int> OAuthChange(const Context& context, const Args& args,
   change->oauth_tenant_id = args.Get("--oauth-tenant-id");
   if (const std::optional<std::string>& issuer = change->oauth_issuer;
       issuer && !issuer->empty() &&
-      (!absl::StartsWith(*issuer, "https://") || issuer->size() <= 8 ||
-       (*issuer)[8] == '/')) {
+      (!absl::StartsWith(*issuer, "https://") || issuer->size() <= 8 || (*issuer)[8] == '/')) {
     return context.Usage(absl::StrCat("--oauth-issuer must be an https:// URL, not '", *issuer,
                                       "' (\"\" clears it)"));
   }
@@ -138,8 +136,8 @@ std::optional<int> OAuthChange(const Context& context, const Args& args,
 std::optional<int> PolicyChange(const Context& context, const Args& args,
                                 directory::TenantChange* change) {
   if (std::optional<std::string> text = args.Get("--password-min-length")) {
-    change->password_min_length = ParseCount(*text, directory::kPasswordMinLengthMin,
-                                             directory::kPasswordMinLengthMax);
+    change->password_min_length =
+        ParseCount(*text, directory::kPasswordMinLengthMin, directory::kPasswordMinLengthMax);
     if (!change->password_min_length) {
       return context.Usage(absl::StrCat("--password-min-length is ",
                                         directory::kPasswordMinLengthMin, "..",
@@ -211,8 +209,8 @@ int Remove(Context& context, directory::Store& store, const Args& args) {
         std::cerr << "  " << address << "\n";
       }
       if (IsTerminal() && !args.Has("--yes") &&
-          !Confirm(absl::StrCat("Remove tenant ", name, " and its ", accounts.size(),
-                                " account(s)?"))) {
+          !Confirm(
+              absl::StrCat("Remove tenant ", name, " and its ", accounts.size(), " account(s)?"))) {
         return context.Declined(absl::StrCat("tenant ", name, " not removed"));
       }
     }
@@ -240,12 +238,12 @@ int Run(Context& context, const std::vector<std::string>& words) {
   }
   const std::string& verb = words[1];
   Args args;
-  if (std::optional<std::string> error = ParseArgs(
-          words, 2, {"--force", "--yes"},
-          {"--domain", "--basic-auth", "--oauth-issuer", "--oauth-audience", "--oauth-tenant-id",
-           "--oauth-jwks", "--add-domain", "--remove-domain", "--password-min-length",
-           "--password-complexity", "--password-history"},
-          &args)) {
+  if (std::optional<std::string> error =
+          ParseArgs(words, 2, {"--force", "--yes"},
+                    {"--domain", "--basic-auth", "--oauth-issuer", "--oauth-audience",
+                     "--oauth-tenant-id", "--oauth-jwks", "--add-domain", "--remove-domain",
+                     "--password-min-length", "--password-complexity", "--password-history"},
+                    &args)) {
     return context.Usage(*error);
   }
   if (verb != "add" && verb != "list" && verb != "show" && verb != "set" && verb != "remove") {
