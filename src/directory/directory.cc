@@ -7,6 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/log.h"
 #include "base/status_macros.h"
 #include "directory/domain_name.h"
 #include "directory/sqlite.h"
@@ -84,6 +85,10 @@ CREATE TABLE password_history (
 CREATE INDEX password_history_by_account ON password_history(account_id, id);
 )sql",
 };
+
+// The schema version from which domains are stored as A-labels (Impl::NormalizeStoredNames
+// rewrites older rows when it is reached).
+constexpr int64_t kSchemaALabels = 3;
 
 static_assert(PasswordPolicy{}.min_length == 12 && PasswordPolicy{}.history == 5,
               "migration 3's column defaults are PasswordPolicy's");
@@ -252,10 +257,80 @@ struct Store::Impl {
     for (int64_t v = version; v < latest; ++v) {
       RETURN_IF_ERROR(InTransaction([&]() -> absl::Status {
         RETURN_IF_ERROR(db->Exec(kMigrations[v]));
+        if (v + 1 == kSchemaALabels) {
+          RETURN_IF_ERROR(NormalizeStoredNames());
+        }
         RETURN_IF_ERROR(db->Exec("DELETE FROM schema_version"));
         ASSIGN_OR_RETURN(Statement insert, db->Prepare("INSERT INTO schema_version VALUES (?)"));
         return insert.Bind(1, v + 1).Run();
       }));
+    }
+    return absl::OkStatus();
+  }
+
+  // NormalizeStoredNames (with migration kSchemaALabels): domains, and the domains of
+  // addresses, stored before the directory kept them as A-labels are rewritten, so that the
+  // look-ups (which use A-labels) still find them. A name whose other spelling is stored too
+  // (the defect this fixes), or that does not normalize, is left as it was, with a warning.
+  absl::Status NormalizeStoredNames() {
+    std::vector<std::string> domains;
+    ASSIGN_OR_RETURN(Statement select_domains, db->Prepare("SELECT domain FROM domains"));
+    RETURN_IF_ERROR(ForEachRow(select_domains, [&] { domains.push_back(select_domains.Text(0)); }));
+    for (const std::string& domain : domains) {
+      absl::StatusOr<std::string> normalized = NormalizeDomain(domain);
+      if (normalized.ok() && *normalized == domain) {
+        continue;
+      }
+      ASSIGN_OR_RETURN(Statement update, db->Prepare("UPDATE OR IGNORE domains SET domain = ? "
+                                                     "WHERE domain = ?"));
+      if (!normalized.ok() || !update.Bind(1, *normalized).Bind(2, domain).Run().ok() ||
+          db->Changes() == 0) {
+        LOG_WARNING(
+            "directory: the domain %s could not be stored as A-labels (another tenant "
+            "has its other spelling, or it is not a domain name): remove one of them",
+            domain);
+      }
+    }
+    struct Row {
+      std::string key;
+      std::string address;
+    };
+    std::vector<Row> addresses;
+    ASSIGN_OR_RETURN(Statement select_addresses,
+                     db->Prepare("SELECT address_key, address FROM addresses"));
+    RETURN_IF_ERROR(ForEachRow(select_addresses, [&] {
+      addresses.push_back(Row{select_addresses.Text(0), select_addresses.Text(1)});
+    }));
+    for (const Row& row : addresses) {
+      absl::StatusOr<std::string> normalized = NormalizeAddress(row.address);
+      if (!normalized.ok() || *normalized == row.address) {
+        continue;
+      }
+      ASSIGN_OR_RETURN(Statement update,
+                       db->Prepare("UPDATE OR IGNORE addresses SET address_key = ?, address = ? "
+                                   "WHERE address_key = ?"));
+      RETURN_IF_ERROR(
+          update.Bind(1, AddressKey(*normalized)).Bind(2, *normalized).Bind(3, row.key).Run());
+      if (db->Changes() == 0) {
+        LOG_WARNING("directory: the address %s is stored twice in two spellings: remove one",
+                    row.address);
+      }
+    }
+    for (const char* column : {"primary_address", "reply_to"}) {
+      std::vector<std::pair<int64_t, std::string>> values;
+      ASSIGN_OR_RETURN(Statement select,
+                       db->Prepare(absl::StrCat("SELECT id, ", column, " FROM accounts")));
+      RETURN_IF_ERROR(
+          ForEachRow(select, [&] { values.emplace_back(select.Int(0), select.Text(1)); }));
+      for (const auto& [id, value] : values) {
+        absl::StatusOr<std::string> normalized = NormalizeAddress(value);
+        if (value.empty() || !normalized.ok() || *normalized == value) {
+          continue;
+        }
+        ASSIGN_OR_RETURN(Statement update, db->Prepare(absl::StrCat("UPDATE accounts SET ", column,
+                                                                    " = ? WHERE id = ?")));
+        RETURN_IF_ERROR(update.Bind(1, *normalized).Bind(2, id).Run());
+      }
     }
     return absl::OkStatus();
   }

@@ -391,13 +391,24 @@ INSERT INTO tenants (id, name, created_at) VALUES (1, 'old', 0);
 INSERT INTO domains VALUES ('old.test', 1);
 INSERT INTO accounts VALUES (1, 1, 'Old', 'old', 'app@old.test', '', '', 0);
 INSERT INTO addresses VALUES ('app@old.test', 'app@old.test', 1, 1);
+INSERT INTO domains VALUES ('bücher.example', 1);
+INSERT INTO accounts VALUES (2, 1, 'Books', 'books', 'Info@bücher.example', '',
+                             'sales@bücher.example', 0);
+INSERT INTO addresses VALUES ('info@bücher.example', 'Info@bücher.example', 2, 1);
 """)
         db.commit()
         db.close()
         shown = json.loads(self.ok("--json", "tenant", "show", "old").stdout)
         self.assertEqual(shown["password_policy"],
                          {"min_length": 12, "complexity": "3-of-4", "history": 5})
-        self.assertEqual(shown["accounts"], 1)
+        self.assertEqual(shown["accounts"], 2)
+        # An IDN stored before domains were kept as A-labels is rewritten, and still found
+        # in either spelling.
+        self.assertEqual(shown["domains"], ["old.test", "xn--bcher-kva.example"])
+        books = json.loads(self.ok("--json", "account", "show", "info@BÜCHER.example").stdout)
+        self.assertEqual(books["primary_smtp_address"], "Info@xn--bcher-kva.example")
+        self.assertEqual(books["reply_to"], "sales@xn--bcher-kva.example")
+        self.ok("account", "show", "info@xn--bcher-kva.example")
         (version,) = sqlite3.connect(self.db()).execute(
             "SELECT version FROM schema_version").fetchone()
         self.assertEqual(version, 3)
