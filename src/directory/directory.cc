@@ -335,6 +335,40 @@ struct Store::Impl {
     return absl::OkStatus();
   }
 
+  // WriteTenantSettings: the tenant's columns that `change` sets (in the caller's
+  // transaction).
+  absl::Status WriteTenantSettings(int64_t id, const TenantChange& change) {
+    auto set_column = [&](absl::string_view column, auto value) -> absl::Status {
+      ASSIGN_OR_RETURN(Statement update, db->Prepare(absl::StrCat("UPDATE tenants SET ", column,
+                                                                  " = ? WHERE id = ?")));
+      return update.Bind(1, value).Bind(2, id).Run();
+    };
+    if (change.basic_auth.has_value()) {
+      RETURN_IF_ERROR(set_column("basic_auth", int64_t{*change.basic_auth ? 1 : 0}));
+    }
+    const std::pair<const char*, const std::optional<std::string>*> texts[] = {
+        {"oauth_issuer", &change.oauth_issuer},
+        {"oauth_audience", &change.oauth_audience},
+        {"oauth_tenant_id", &change.oauth_tenant_id},
+        {"oauth_jwks_file", &change.oauth_jwks_file}};
+    for (const auto& [column, value] : texts) {
+      if (value->has_value()) {
+        RETURN_IF_ERROR(set_column(column, absl::string_view(**value)));
+      }
+    }
+    if (change.password_min_length.has_value()) {
+      RETURN_IF_ERROR(set_column("password_min_length", *change.password_min_length));
+    }
+    if (change.password_complexity.has_value()) {
+      RETURN_IF_ERROR(
+          set_column("password_complexity", ComplexityName(*change.password_complexity)));
+    }
+    if (change.password_history.has_value()) {
+      RETURN_IF_ERROR(set_column("password_history", *change.password_history));
+    }
+    return absl::OkStatus();
+  }
+
   // KeepPreviousPassword: remembers a replaced password hash for the history rule, keeping at
   // most kPasswordHistoryMax - 1 previous hashes per account (with the current one, the
   // longest history a tenant may ask for).
@@ -496,45 +530,58 @@ absl::StatusOr<Tenant> Store::AddTenant(absl::string_view name,
   return tenant;
 }
 
-absl::StatusOr<Tenant> Store::UpdateTenant(absl::string_view name, const TenantChange& change) {
-  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
-  const Tenant* tenant = snapshot->FindTenantByName(name);
-  if (tenant == nullptr) {
-    return absl::NotFoundError(absl::StrCat("no tenant '", name, "'"));
-  }
-  std::vector<std::string> add_domains;
-  for (const std::string& domain : change.add_domains) {
+namespace {
+
+// DomainsToAdd: `given` as A-labels, each a tenant domain that no tenant has yet.
+absl::StatusOr<std::vector<std::string>> DomainsToAdd(const Snapshot& snapshot,
+                                                      const Tenant& tenant,
+                                                      const std::vector<std::string>& given) {
+  std::vector<std::string> domains;
+  for (const std::string& domain : given) {
     ASSIGN_OR_RETURN(std::string normalized, NormalizeTenantDomain(domain));
-    if (const Tenant* owner = snapshot->FindTenantByDomain(normalized)) {
+    if (const Tenant* owner = snapshot.FindTenantByDomain(normalized)) {
       return absl::AlreadyExistsError(absl::StrCat(
           "the domain ", normalized, " already belongs to the tenant '", owner->name, "'"));
     }
-    if (std::find(add_domains.begin(), add_domains.end(), normalized) == add_domains.end()) {
-      add_domains.push_back(std::move(normalized));
+    if (std::find(domains.begin(), domains.end(), normalized) == domains.end()) {
+      domains.push_back(std::move(normalized));
     }
   }
-  if (tenant->domains.size() + add_domains.size() > kDomainsPerTenantMax) {
+  if (tenant.domains.size() + domains.size() > kDomainsPerTenantMax) {
     return absl::FailedPreconditionError(
         absl::StrCat("a tenant has at most ", kDomainsPerTenantMax, " domains"));
   }
-  std::vector<std::string> remove_domains;
-  for (const std::string& given : change.remove_domains) {
-    std::string domain = DomainKey(given);
-    for (const Account& account : snapshot->accounts()) {
-      bool uses = absl::EndsWithIgnoreCase(account.primary_address, absl::StrCat("@", domain));
+  return domains;
+}
+
+// DomainsToRemove: `given` as A-labels, each a domain of the tenant that none of its
+// accounts uses.
+absl::StatusOr<std::vector<std::string>> DomainsToRemove(const Snapshot& snapshot,
+                                                         const Tenant& tenant,
+                                                         const std::vector<std::string>& given) {
+  std::vector<std::string> domains;
+  for (const std::string& name : given) {
+    std::string domain = DomainKey(name);
+    std::string suffix = absl::StrCat("@", domain);
+    for (const Account& account : snapshot.accounts()) {
+      bool uses = absl::EndsWithIgnoreCase(account.primary_address, suffix);
       for (const std::string& alias : account.aliases) {
-        uses = uses || absl::EndsWithIgnoreCase(alias, absl::StrCat("@", domain));
+        uses = uses || absl::EndsWithIgnoreCase(alias, suffix);
       }
-      if (account.tenant_id == tenant->id && uses) {
+      if (account.tenant_id == tenant.id && uses) {
         return absl::FailedPreconditionError(absl::StrCat(
             "the domain ", domain, " is used by the account ", account.primary_address));
       }
     }
-    if (!snapshot->IsAcceptedDomain(tenant->id, domain)) {
-      return absl::NotFoundError(absl::StrCat("tenant '", name, "' has no domain ", given));
+    if (!snapshot.IsAcceptedDomain(tenant.id, domain)) {
+      return absl::NotFoundError(absl::StrCat("tenant '", tenant.name, "' has no domain ", name));
     }
-    remove_domains.push_back(std::move(domain));
+    domains.push_back(std::move(domain));
   }
+  return domains;
+}
+
+absl::Status CheckPolicyRanges(const TenantChange& change) {
   if (change.password_min_length.has_value() &&
       (*change.password_min_length < kPasswordMinLengthMin ||
        *change.password_min_length > kPasswordMinLengthMax)) {
@@ -546,36 +593,25 @@ absl::StatusOr<Tenant> Store::UpdateTenant(absl::string_view name, const TenantC
     return absl::InvalidArgumentError(
         absl::StrCat("the password history is 0..", kPasswordHistoryMax, " passwords"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Tenant> Store::UpdateTenant(absl::string_view name, const TenantChange& change) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
+  const Tenant* tenant = snapshot->FindTenantByName(name);
+  if (tenant == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no tenant '", name, "'"));
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> add_domains,
+                   DomainsToAdd(*snapshot, *tenant, change.add_domains));
+  ASSIGN_OR_RETURN(std::vector<std::string> remove_domains,
+                   DomainsToRemove(*snapshot, *tenant, change.remove_domains));
+  RETURN_IF_ERROR(CheckPolicyRanges(change));
   int64_t id = tenant->id;
   RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
-    auto set_column = [&](absl::string_view column, auto value) -> absl::Status {
-      ASSIGN_OR_RETURN(Statement update, impl_->db->Prepare(absl::StrCat(
-                                             "UPDATE tenants SET ", column, " = ? WHERE id = ?")));
-      return update.Bind(1, value).Bind(2, id).Run();
-    };
-    if (change.basic_auth.has_value()) {
-      RETURN_IF_ERROR(set_column("basic_auth", int64_t{*change.basic_auth ? 1 : 0}));
-    }
-    const std::pair<const char*, const std::optional<std::string>*> texts[] = {
-        {"oauth_issuer", &change.oauth_issuer},
-        {"oauth_audience", &change.oauth_audience},
-        {"oauth_tenant_id", &change.oauth_tenant_id},
-        {"oauth_jwks_file", &change.oauth_jwks_file}};
-    for (const auto& [column, value] : texts) {
-      if (value->has_value()) {
-        RETURN_IF_ERROR(set_column(column, absl::string_view(**value)));
-      }
-    }
-    if (change.password_min_length.has_value()) {
-      RETURN_IF_ERROR(set_column("password_min_length", *change.password_min_length));
-    }
-    if (change.password_complexity.has_value()) {
-      RETURN_IF_ERROR(
-          set_column("password_complexity", ComplexityName(*change.password_complexity)));
-    }
-    if (change.password_history.has_value()) {
-      RETURN_IF_ERROR(set_column("password_history", *change.password_history));
-    }
+    RETURN_IF_ERROR(impl_->WriteTenantSettings(id, change));
     for (const std::string& domain : add_domains) {
       ASSIGN_OR_RETURN(Statement insert,
                        impl_->db->Prepare("INSERT INTO domains (domain, tenant_id) VALUES (?, ?)"));
