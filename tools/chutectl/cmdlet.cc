@@ -96,12 +96,75 @@ extern const absl::string_view kCmdletHelp =
   terminal; otherwise give -PasswordStdin (read from standard input) or -NoPassword.
 )";
 
+namespace {
+
+// Translation: the chutectl words made so far from a cmdlet's parameters.
+struct Translation {
+  std::vector<std::string> words;
+  std::optional<std::string> identity;
+  bool hve = false;
+};
+
+// TranslateParameter: words[*i] (a "-Parameter", with its value) into `out`, advancing *i past
+// a value given as the next word. The message of a usage error otherwise.
+std::optional<std::string> TranslateParameter(const Cmdlet& cmdlet,
+                                              const std::vector<std::string>& words, size_t* i,
+                                              Translation* out) {
+  const std::string& word = words[*i];
+  // "-Name:value" (PowerShell's colon form) or "-Name value".
+  std::string name = absl::AsciiStrToLower(word);
+  std::optional<std::string> value;
+  if (size_t colon = word.find(':'); colon != std::string::npos) {
+    name = absl::AsciiStrToLower(word.substr(0, colon));
+    value = word.substr(colon + 1);
+  }
+  std::optional<absl::string_view> switch_to = Lookup(kSwitches, name);
+  if (name == "-hveaccount" || name == "-confirm" || switch_to.has_value()) {
+    std::optional<bool> on = SwitchValue(value);
+    if (!on.has_value()) {
+      return absl::StrCat(cmdlet.spelling, ": ", word, " takes $true or $false");
+    }
+    if (name == "-hveaccount") {
+      out->hve = *on;
+    } else if (name == "-confirm" && !*on) {
+      out->words.push_back("--yes");  // -Confirm:$false: no question asked
+    } else if (switch_to.has_value() && *on) {
+      out->words.push_back(std::string(*switch_to));
+    }
+    return std::nullopt;
+  }
+  std::optional<absl::string_view> mapped = Lookup(kValued, name);
+  if (name != "-identity" && !mapped.has_value()) {
+    return absl::StrCat(cmdlet.spelling, ": unsupported parameter ", word);
+  }
+  if (!value.has_value()) {
+    if (*i + 1 >= words.size()) {
+      return absl::StrCat(cmdlet.spelling, ": ", word, " needs a value");
+    }
+    value = words[++*i];
+  }
+  if (name == "-identity") {
+    out->identity = *value;
+  } else if (*mapped != "--app-id") {
+    out->words.push_back(std::string(*mapped));
+    out->words.push_back(*value);
+  } else {
+    // -AppId takes a comma-separated list in PowerShell.
+    for (absl::string_view app : absl::StrSplit(*value, ',', absl::SkipEmpty())) {
+      out->words.push_back("--app-id");
+      out->words.push_back(std::string(absl::StripAsciiWhitespace(app)));
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::optional<std::string> TranslateCmdlet(std::vector<std::string>* words, Context* context) {
   if (words->empty() || absl::StartsWith((*words)[0], "-")) {
     return std::nullopt;
   }
-  std::string typed = (*words)[0];
-  std::string lower_name = absl::AsciiStrToLower(typed);
+  std::string lower_name = absl::AsciiStrToLower((*words)[0]);
   const Cmdlet* match = nullptr;
   for (const Cmdlet& candidate : kCmdlets) {
     if (lower_name == candidate.name) {
@@ -112,84 +175,27 @@ std::optional<std::string> TranslateCmdlet(std::vector<std::string>* words, Cont
     return std::nullopt;
   }
   context->SetCmdlet(match->spelling, absl::StrJoin(match->command, " "));
-  std::vector<std::string> out = match->command;
-  std::optional<std::string> identity;
-  bool hve = false;
+  Translation out;
+  out.words = match->command;
   for (size_t i = 1; i < words->size(); ++i) {
     const std::string& word = (*words)[i];
     if (!absl::StartsWith(word, "-") || absl::StartsWith(word, "--")) {
-      out.push_back(word);
-      continue;
-    }
-    // "-Name:value" (PowerShell's colon form) or "-Name value".
-    std::string name = absl::AsciiStrToLower(word);
-    std::optional<std::string> value;
-    if (size_t colon = word.find(':'); colon != std::string::npos) {
-      name = absl::AsciiStrToLower(word.substr(0, colon));
-      value = word.substr(colon + 1);
-    }
-    auto take_value = [&]() -> std::optional<std::string> {
-      if (value.has_value()) {
-        return value;
-      }
-      if (i + 1 < words->size()) {
-        return (*words)[++i];
-      }
-      return std::nullopt;
-    };
-    if (name == "-hveaccount" || name == "-confirm" || Lookup(kSwitches, name)) {
-      std::optional<bool> on = SwitchValue(value);
-      if (!on.has_value()) {
-        return absl::StrCat(match->spelling, ": ", word, " takes $true or $false");
-      }
-      if (name == "-hveaccount") {
-        hve = *on;
-      } else if (name == "-confirm") {
-        if (!*on) {
-          out.push_back("--yes");  // -Confirm:$false: no question asked
-        }
-      } else if (*on) {
-        out.push_back(std::string(*Lookup(kSwitches, name)));
-      }
-      continue;
-    }
-    if (name == "-identity") {
-      identity = take_value();
-      if (!identity.has_value()) {
-        return absl::StrCat(match->spelling, ": -Identity needs a value");
-      }
-      continue;
-    }
-    std::optional<absl::string_view> mapped = Lookup(kValued, name);
-    if (!mapped.has_value()) {
-      return absl::StrCat(match->spelling, ": unsupported parameter ", word);
-    }
-    std::optional<std::string> given = take_value();
-    if (!given.has_value()) {
-      return absl::StrCat(match->spelling, ": ", word, " needs a value");
-    }
-    if (*mapped != "--app-id") {
-      out.push_back(std::string(*mapped));
-      out.push_back(*given);
-      continue;
-    }
-    // -AppId takes a comma-separated list in PowerShell.
-    for (absl::string_view app : absl::StrSplit(*given, ',', absl::SkipEmpty())) {
-      out.push_back("--app-id");
-      out.push_back(std::string(absl::StripAsciiWhitespace(app)));
+      out.words.push_back(word);
+    } else if (std::optional<std::string> error = TranslateParameter(*match, *words, &i, &out)) {
+      return error;
     }
   }
-  if (match->needs_hve_switch && !hve) {
+  if (match->needs_hve_switch && !out.hve) {
     return absl::StrCat(match->spelling, " manages HVE accounts only: add -HVEAccount");
   }
-  if (identity.has_value()) {
-    if (out[1] == "list") {
-      out[1] = "show";  // Get-MailUser -Identity X
+  if (out.identity.has_value()) {
+    if (out.words[1] == "list") {
+      out.words[1] = "show";  // Get-MailUser -Identity X
       context->SetCmdlet(match->spelling, "account show");
     }
-    out.insert(out.begin() + 2, *identity);
+    out.words.insert(out.words.begin() + 2, *out.identity);
   }
-  *words = std::move(out);
+  *words = std::move(out.words);
   return std::nullopt;
 }
 
