@@ -26,7 +26,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "bin")
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 8.0
-PASSWORD = "bench password"
+PASSWORD = "Bench password 1"  # satisfies the default password policy
 
 
 def free_port():

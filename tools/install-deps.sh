@@ -12,7 +12,7 @@ run_packages=(
   # libraries
   liburing-dev android-libboringssl-dev libabsl-dev libmimalloc-dev libgtest-dev libgmock-dev
   libbenchmark-dev libsqlite3-dev libargon2-dev libtomlplusplus-dev nlohmann-json3-dev
-  libsystemd-dev
+  libsystemd-dev libidn2-dev
   # the demo certificate
   openssl
 )

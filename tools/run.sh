@@ -46,7 +46,9 @@ private_key = "$var/tls/key.pem"
 [admin]
 address = "127.0.0.1:9587"            # /metrics and /healthz
 TOML
-  password=$(openssl rand -base64 18 | tr -d '/+=' | cut -c1-20)
+  # 16 random letters and digits, then one of each kind of character, so that the password
+  # satisfies the default password policy (12 characters, 3 of lower, upper, digit, symbol).
+  password="$(openssl rand -base64 18 | tr -d '/+=' | cut -c1-16)-Aa1"
   umask 077
   printf '%s\n' "$password" >"$var/demo-password"
   umask 022

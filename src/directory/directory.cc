@@ -7,7 +7,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/log.h"
 #include "base/status_macros.h"
+#include "directory/domain_name.h"
 #include "directory/sqlite.h"
 #include "smtp/parser.h"
 
@@ -67,7 +69,29 @@ CREATE TABLE usage (
   PRIMARY KEY (account_id, day)
 );
 )sql",
+    // 3: the tenant's password policy, and each account's previous password hashes (for the
+    // history rule; bounded by kPasswordHistoryMax in Store). Existing tenants get the
+    // defaults of PasswordPolicy; existing passwords stay valid until they are changed.
+    R"sql(
+ALTER TABLE tenants ADD COLUMN password_min_length INTEGER NOT NULL DEFAULT 12;
+ALTER TABLE tenants ADD COLUMN password_complexity TEXT NOT NULL DEFAULT '3-of-4';
+ALTER TABLE tenants ADD COLUMN password_history INTEGER NOT NULL DEFAULT 5;
+CREATE TABLE password_history (
+  id INTEGER PRIMARY KEY,            -- increasing: newest has the largest id
+  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+  password_hash TEXT NOT NULL,       -- argon2id, never plaintext
+  replaced_at INTEGER NOT NULL
+);
+CREATE INDEX password_history_by_account ON password_history(account_id, id);
+)sql",
 };
+
+// The schema version from which domains are stored as A-labels (Impl::NormalizeStoredNames
+// rewrites older rows when it is reached).
+constexpr int64_t kSchemaALabels = 3;
+
+static_assert(PasswordPolicy{}.min_length == 12 && PasswordPolicy{}.history == 5,
+              "migration 3's column defaults are PasswordPolicy's");
 
 bool IsTenantName(absl::string_view name) {
   if (name.empty() || name.size() > kTenantNameBytesMax) {
@@ -78,9 +102,17 @@ bool IsTenantName(absl::string_view name) {
   });
 }
 
-bool IsDomain(absl::string_view domain) {
-  std::string probe = absl::StrCat("x@", domain);
-  return !domain.empty() && domain.front() != '[' && smtp::IsValidMailbox(probe);
+// NormalizeTenantDomain: the A-label form of a domain a tenant may accept: valid, and not a
+// single label ("localhost").
+absl::StatusOr<std::string> NormalizeTenantDomain(absl::string_view domain) {
+  ASSIGN_OR_RETURN(std::string normalized, NormalizeDomain(domain));
+  if (IsSingleLabel(normalized)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", domain,
+                     "' is a single-label domain: an accepted domain needs at least two "
+                     "labels (like contoso.com)"));
+  }
+  return normalized;
 }
 
 bool IsAppId(absl::string_view id) {
@@ -110,8 +142,8 @@ absl::StatusOr<const Account*> ResolveAccount(const Snapshot& snapshot,
   bool ambiguous = false;
   const Account* account = snapshot.FindAccountByIdentity(identity, &ambiguous);
   if (account == nullptr) {
-    return ambiguous ? absl::InvalidArgumentError(absl::StrCat(
-                           "'", identity, "' names several accounts; use the address"))
+    return ambiguous ? absl::InvalidArgumentError(
+                           absl::StrCat("'", identity, "' names several accounts; use the address"))
                      : absl::NotFoundError(absl::StrCat("no account '", identity, "'"));
   }
   return account;
@@ -139,7 +171,7 @@ std::string ToLower(absl::string_view text) { return absl::AsciiStrToLower(text)
 // --- Snapshot ---------------------------------------------------------------------------------
 
 const Account* Snapshot::FindAccount(absl::string_view address) const {
-  auto it = account_by_address_.find(ToLower(address));
+  auto it = account_by_address_.find(AddressKey(address));
   return it == account_by_address_.end() ? nullptr : &accounts_[it->second];
 }
 
@@ -180,8 +212,13 @@ const Tenant* Snapshot::FindTenantByName(absl::string_view name) const {
 }
 
 bool Snapshot::IsAcceptedDomain(int64_t tenant_id, absl::string_view domain) const {
-  auto it = tenant_by_domain_.find(ToLower(domain));
+  auto it = tenant_by_domain_.find(DomainKey(domain));
   return it != tenant_by_domain_.end() && it->second == tenant_id;
+}
+
+const Tenant* Snapshot::FindTenantByDomain(absl::string_view domain) const {
+  auto it = tenant_by_domain_.find(DomainKey(domain));
+  return it == tenant_by_domain_.end() ? nullptr : FindTenant(it->second);
 }
 
 int64_t Snapshot::AccountCount(int64_t tenant_id) const {
@@ -206,19 +243,23 @@ struct Store::Impl {
   }
 
   absl::Status Migrate() {
-    RETURN_IF_ERROR(db->Exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"));
+    RETURN_IF_ERROR(
+        db->Exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"));
     ASSIGN_OR_RETURN(Statement select, db->Prepare("SELECT version FROM schema_version"));
     ASSIGN_OR_RETURN(bool has_row, select.Step());
     int64_t version = has_row ? select.Int(0) : 0;
     int64_t latest = static_cast<int64_t>(std::size(kMigrations));
     if (version > latest) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the directory database has schema version ", version, ", newer than this build's ",
-          latest, "; upgrade chute"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("the directory database has schema version ", version,
+                       ", newer than this build's ", latest, "; upgrade chute"));
     }
     for (int64_t v = version; v < latest; ++v) {
       RETURN_IF_ERROR(InTransaction([&]() -> absl::Status {
         RETURN_IF_ERROR(db->Exec(kMigrations[v]));
+        if (v + 1 == kSchemaALabels) {
+          RETURN_IF_ERROR(NormalizeStoredNames());
+        }
         RETURN_IF_ERROR(db->Exec("DELETE FROM schema_version"));
         ASSIGN_OR_RETURN(Statement insert, db->Prepare("INSERT INTO schema_version VALUES (?)"));
         return insert.Bind(1, v + 1).Run();
@@ -227,17 +268,139 @@ struct Store::Impl {
     return absl::OkStatus();
   }
 
+  // NormalizeStoredNames (with migration kSchemaALabels): domains, and the domains of
+  // addresses, stored before the directory kept them as A-labels are rewritten, so that the
+  // look-ups (which use A-labels) still find them. A name whose other spelling is stored too
+  // (the defect this fixes), or that does not normalize, is left as it was, with a warning.
+  absl::Status NormalizeStoredNames() {
+    std::vector<std::string> domains;
+    ASSIGN_OR_RETURN(Statement select_domains, db->Prepare("SELECT domain FROM domains"));
+    RETURN_IF_ERROR(ForEachRow(select_domains, [&] { domains.push_back(select_domains.Text(0)); }));
+    for (const std::string& domain : domains) {
+      absl::StatusOr<std::string> normalized = NormalizeDomain(domain);
+      if (normalized.ok() && *normalized == domain) {
+        continue;
+      }
+      ASSIGN_OR_RETURN(Statement update, db->Prepare("UPDATE OR IGNORE domains SET domain = ? "
+                                                     "WHERE domain = ?"));
+      if (!normalized.ok() || !update.Bind(1, *normalized).Bind(2, domain).Run().ok() ||
+          db->Changes() == 0) {
+        LOG_WARNING(
+            "directory: the domain %s could not be stored as A-labels (another tenant "
+            "has its other spelling, or it is not a domain name): remove one of them",
+            domain);
+      }
+    }
+    struct Row {
+      std::string key;
+      std::string address;
+    };
+    std::vector<Row> addresses;
+    ASSIGN_OR_RETURN(Statement select_addresses,
+                     db->Prepare("SELECT address_key, address FROM addresses"));
+    RETURN_IF_ERROR(ForEachRow(select_addresses, [&] {
+      addresses.push_back(Row{select_addresses.Text(0), select_addresses.Text(1)});
+    }));
+    for (const Row& row : addresses) {
+      absl::StatusOr<std::string> normalized = NormalizeAddress(row.address);
+      if (!normalized.ok() || *normalized == row.address) {
+        continue;
+      }
+      ASSIGN_OR_RETURN(Statement update,
+                       db->Prepare("UPDATE OR IGNORE addresses SET address_key = ?, address = ? "
+                                   "WHERE address_key = ?"));
+      RETURN_IF_ERROR(
+          update.Bind(1, AddressKey(*normalized)).Bind(2, *normalized).Bind(3, row.key).Run());
+      if (db->Changes() == 0) {
+        LOG_WARNING("directory: the address %s is stored twice in two spellings: remove one",
+                    row.address);
+      }
+    }
+    for (const char* column : {"primary_address", "reply_to"}) {
+      std::vector<std::pair<int64_t, std::string>> values;
+      ASSIGN_OR_RETURN(Statement select,
+                       db->Prepare(absl::StrCat("SELECT id, ", column, " FROM accounts")));
+      RETURN_IF_ERROR(
+          ForEachRow(select, [&] { values.emplace_back(select.Int(0), select.Text(1)); }));
+      for (const auto& [id, value] : values) {
+        absl::StatusOr<std::string> normalized = NormalizeAddress(value);
+        if (value.empty() || !normalized.ok() || *normalized == value) {
+          continue;
+        }
+        ASSIGN_OR_RETURN(Statement update, db->Prepare(absl::StrCat("UPDATE accounts SET ", column,
+                                                                    " = ? WHERE id = ?")));
+        RETURN_IF_ERROR(update.Bind(1, *normalized).Bind(2, id).Run());
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // WriteTenantSettings: the tenant's columns that `change` sets (in the caller's
+  // transaction).
+  absl::Status WriteTenantSettings(int64_t id, const TenantChange& change) {
+    auto set_column = [&](absl::string_view column, auto value) -> absl::Status {
+      ASSIGN_OR_RETURN(Statement update, db->Prepare(absl::StrCat("UPDATE tenants SET ", column,
+                                                                  " = ? WHERE id = ?")));
+      return update.Bind(1, value).Bind(2, id).Run();
+    };
+    if (change.basic_auth.has_value()) {
+      RETURN_IF_ERROR(set_column("basic_auth", int64_t{*change.basic_auth ? 1 : 0}));
+    }
+    const std::pair<const char*, const std::optional<std::string>*> texts[] = {
+        {"oauth_issuer", &change.oauth_issuer},
+        {"oauth_audience", &change.oauth_audience},
+        {"oauth_tenant_id", &change.oauth_tenant_id},
+        {"oauth_jwks_file", &change.oauth_jwks_file}};
+    for (const auto& [column, value] : texts) {
+      if (value->has_value()) {
+        RETURN_IF_ERROR(set_column(column, absl::string_view(**value)));
+      }
+    }
+    if (change.password_min_length.has_value()) {
+      RETURN_IF_ERROR(set_column("password_min_length", *change.password_min_length));
+    }
+    if (change.password_complexity.has_value()) {
+      RETURN_IF_ERROR(
+          set_column("password_complexity", ComplexityName(*change.password_complexity)));
+    }
+    if (change.password_history.has_value()) {
+      RETURN_IF_ERROR(set_column("password_history", *change.password_history));
+    }
+    return absl::OkStatus();
+  }
+
+  // KeepPreviousPassword: remembers a replaced password hash for the history rule, keeping at
+  // most kPasswordHistoryMax - 1 previous hashes per account (with the current one, the
+  // longest history a tenant may ask for).
+  absl::Status KeepPreviousPassword(int64_t account_id, absl::string_view hash) {
+    if (hash.empty()) {
+      return absl::OkStatus();
+    }
+    ASSIGN_OR_RETURN(Statement insert,
+                     db->Prepare("INSERT INTO password_history (account_id, password_hash, "
+                                 "replaced_at) VALUES (?, ?, ?)"));
+    RETURN_IF_ERROR(insert.Bind(1, account_id).Bind(2, hash).Bind(3, Now()).Run());
+    ASSIGN_OR_RETURN(Statement trim,
+                     db->Prepare("DELETE FROM password_history WHERE account_id = ? AND id NOT "
+                                 "IN (SELECT id FROM password_history WHERE account_id = ? "
+                                 "ORDER BY id DESC LIMIT ?)"));
+    return trim.Bind(1, account_id).Bind(2, account_id).Bind(3, kPasswordHistoryMax - 1).Run();
+  }
+
   absl::Status InsertAddress(int64_t account_id, absl::string_view address, bool primary,
                              const Snapshot& snapshot) {
     if (const Account* owner = snapshot.FindAccount(address)) {
-      return absl::AlreadyExistsError(absl::StrCat("the address ", address, " is already used by ",
-                                                   owner->primary_address));
+      return absl::AlreadyExistsError(
+          absl::StrCat("the address ", address, " is already used by ", owner->primary_address));
     }
     ASSIGN_OR_RETURN(Statement insert,
                      db->Prepare("INSERT INTO addresses (address_key, address, account_id, "
                                  "is_primary) VALUES (?, ?, ?, ?)"));
-    absl::Status status =
-        insert.Bind(1, ToLower(address)).Bind(2, address).Bind(3, account_id).Bind(4, primary ? 1 : 0).Run();
+    absl::Status status = insert.Bind(1, AddressKey(address))
+                              .Bind(2, address)
+                              .Bind(3, account_id)
+                              .Bind(4, int64_t{primary ? 1 : 0})
+                              .Run();
     if (absl::IsAlreadyExists(status)) {
       return absl::AlreadyExistsError(absl::StrCat("the address ", address, " is already used"));
     }
@@ -265,11 +428,25 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(Statement tenants,
                      db.Prepare("SELECT id, name, basic_auth, oauth_issuer, oauth_audience, "
-                                "oauth_tenant_id, oauth_jwks_file FROM tenants ORDER BY name"));
+                                "oauth_tenant_id, oauth_jwks_file, password_min_length, "
+                                "password_complexity, password_history FROM tenants ORDER BY "
+                                "name"));
     RETURN_IF_ERROR(ForEachRow(tenants, [&] {
-      snapshot->tenants_.push_back(Tenant{tenants.Int(0), tenants.Text(1), tenants.Int(2) != 0,
-                                          tenants.Text(3), tenants.Text(4), tenants.Text(5),
-                                          tenants.Text(6), {}});
+      PasswordPolicy policy;
+      policy.min_length = tenants.Int(7);
+      // An unknown spelling (a newer chutectl's) is read as the stricter rule.
+      policy.complexity =
+          ParseComplexity(tenants.Text(8)).value_or(PasswordComplexity::kThreeOfFour);
+      policy.history = tenants.Int(9);
+      snapshot->tenants_.push_back(Tenant{tenants.Int(0),
+                                          tenants.Text(1),
+                                          tenants.Int(2) != 0,
+                                          tenants.Text(3),
+                                          tenants.Text(4),
+                                          tenants.Text(5),
+                                          tenants.Text(6),
+                                          {},
+                                          policy});
     }));
     ASSIGN_OR_RETURN(Statement domains,
                      db.Prepare("SELECT domain, tenant_id FROM domains ORDER BY domain"));
@@ -288,9 +465,15 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
     absl::flat_hash_map<int64_t, size_t> index_by_id;
     RETURN_IF_ERROR(ForEachRow(accounts, [&] {
       index_by_id[accounts.Int(0)] = snapshot->accounts_.size();
-      snapshot->accounts_.push_back(Account{accounts.Int(0), accounts.Int(1), accounts.Text(2),
-                                            accounts.Text(3), accounts.Text(4), {},
-                                            accounts.Text(5), accounts.Text(6), {}});
+      snapshot->accounts_.push_back(Account{accounts.Int(0),
+                                            accounts.Int(1),
+                                            accounts.Text(2),
+                                            accounts.Text(3),
+                                            accounts.Text(4),
+                                            {},
+                                            accounts.Text(5),
+                                            accounts.Text(6),
+                                            {}});
     }));
     ASSIGN_OR_RETURN(Statement addresses,
                      db.Prepare("SELECT address_key, address, account_id, is_primary FROM "
@@ -322,9 +505,9 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
 absl::StatusOr<Tenant> Store::AddTenant(absl::string_view name,
                                         const std::vector<std::string>& domains) {
   if (!IsTenantName(name)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", name, "' is not a tenant name (1..", kTenantNameBytesMax,
-        " letters, digits, '.', '-', '_')"));
+    return absl::InvalidArgumentError(absl::StrCat("'", name, "' is not a tenant name (1..",
+                                                   kTenantNameBytesMax,
+                                                   " letters, digits, '.', '-', '_')"));
   }
   if (domains.empty()) {
     return absl::InvalidArgumentError("a tenant needs at least one accepted domain (--domain)");
@@ -347,69 +530,103 @@ absl::StatusOr<Tenant> Store::AddTenant(absl::string_view name,
   return tenant;
 }
 
+namespace {
+
+// DomainsToAdd: `given` as A-labels, each a tenant domain that no tenant has yet.
+absl::StatusOr<std::vector<std::string>> DomainsToAdd(const Snapshot& snapshot,
+                                                      const Tenant& tenant,
+                                                      const std::vector<std::string>& given) {
+  std::vector<std::string> domains;
+  for (const std::string& domain : given) {
+    ASSIGN_OR_RETURN(std::string normalized, NormalizeTenantDomain(domain));
+    if (const Tenant* owner = snapshot.FindTenantByDomain(normalized)) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "the domain ", normalized, " already belongs to the tenant '", owner->name, "'"));
+    }
+    if (std::find(domains.begin(), domains.end(), normalized) == domains.end()) {
+      domains.push_back(std::move(normalized));
+    }
+  }
+  if (tenant.domains.size() + domains.size() > kDomainsPerTenantMax) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("a tenant has at most ", kDomainsPerTenantMax, " domains"));
+  }
+  return domains;
+}
+
+// DomainsToRemove: `given` as A-labels, each a domain of the tenant that none of its
+// accounts uses.
+absl::StatusOr<std::vector<std::string>> DomainsToRemove(const Snapshot& snapshot,
+                                                         const Tenant& tenant,
+                                                         const std::vector<std::string>& given) {
+  std::vector<std::string> domains;
+  for (const std::string& name : given) {
+    std::string domain = DomainKey(name);
+    std::string suffix = absl::StrCat("@", domain);
+    for (const Account& account : snapshot.accounts()) {
+      bool uses = absl::EndsWithIgnoreCase(account.primary_address, suffix);
+      for (const std::string& alias : account.aliases) {
+        uses = uses || absl::EndsWithIgnoreCase(alias, suffix);
+      }
+      if (account.tenant_id == tenant.id && uses) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "the domain ", domain, " is used by the account ", account.primary_address));
+      }
+    }
+    if (!snapshot.IsAcceptedDomain(tenant.id, domain)) {
+      return absl::NotFoundError(absl::StrCat("tenant '", tenant.name, "' has no domain ", name));
+    }
+    domains.push_back(std::move(domain));
+  }
+  return domains;
+}
+
+absl::Status CheckPolicyRanges(const TenantChange& change) {
+  if (change.password_min_length.has_value() &&
+      (*change.password_min_length < kPasswordMinLengthMin ||
+       *change.password_min_length > kPasswordMinLengthMax)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the minimum password length is ", kPasswordMinLengthMin, "..", kPasswordMinLengthMax));
+  }
+  if (change.password_history.has_value() &&
+      (*change.password_history < 0 || *change.password_history > kPasswordHistoryMax)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the password history is 0..", kPasswordHistoryMax, " passwords"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<Tenant> Store::UpdateTenant(absl::string_view name, const TenantChange& change) {
   ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
   const Tenant* tenant = snapshot->FindTenantByName(name);
   if (tenant == nullptr) {
     return absl::NotFoundError(absl::StrCat("no tenant '", name, "'"));
   }
-  for (const std::string& domain : change.add_domains) {
-    if (!IsDomain(domain)) {
-      return absl::InvalidArgumentError(absl::StrCat("'", domain, "' is not a domain name"));
-    }
-  }
-  if (tenant->domains.size() + change.add_domains.size() > kDomainsPerTenantMax) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("a tenant has at most ", kDomainsPerTenantMax, " domains"));
-  }
-  for (const std::string& domain : change.remove_domains) {
-    for (const Account& account : snapshot->accounts()) {
-      bool uses = absl::EndsWithIgnoreCase(account.primary_address, absl::StrCat("@", domain));
-      for (const std::string& alias : account.aliases) {
-        uses = uses || absl::EndsWithIgnoreCase(alias, absl::StrCat("@", domain));
-      }
-      if (account.tenant_id == tenant->id && uses) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "the domain ", domain, " is used by the account ", account.primary_address));
-      }
-    }
-    if (!snapshot->IsAcceptedDomain(tenant->id, domain)) {
-      return absl::NotFoundError(absl::StrCat("tenant '", name, "' has no domain ", domain));
-    }
-  }
+  ASSIGN_OR_RETURN(std::vector<std::string> add_domains,
+                   DomainsToAdd(*snapshot, *tenant, change.add_domains));
+  ASSIGN_OR_RETURN(std::vector<std::string> remove_domains,
+                   DomainsToRemove(*snapshot, *tenant, change.remove_domains));
+  RETURN_IF_ERROR(CheckPolicyRanges(change));
   int64_t id = tenant->id;
   RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
-    auto set_text = [&](absl::string_view column, const std::optional<std::string>& value) -> absl::Status {
-      if (!value.has_value()) {
-        return absl::OkStatus();
-      }
-      ASSIGN_OR_RETURN(Statement update, impl_->db->Prepare(absl::StrCat(
-                                             "UPDATE tenants SET ", column, " = ? WHERE id = ?")));
-      return update.Bind(1, *value).Bind(2, id).Run();
-    };
-    if (change.basic_auth.has_value()) {
-      ASSIGN_OR_RETURN(Statement update,
-                       impl_->db->Prepare("UPDATE tenants SET basic_auth = ? WHERE id = ?"));
-      RETURN_IF_ERROR(update.Bind(1, int64_t{*change.basic_auth ? 1 : 0}).Bind(2, id).Run());
-    }
-    RETURN_IF_ERROR(set_text("oauth_issuer", change.oauth_issuer));
-    RETURN_IF_ERROR(set_text("oauth_audience", change.oauth_audience));
-    RETURN_IF_ERROR(set_text("oauth_tenant_id", change.oauth_tenant_id));
-    RETURN_IF_ERROR(set_text("oauth_jwks_file", change.oauth_jwks_file));
-    for (const std::string& domain : change.add_domains) {
-      ASSIGN_OR_RETURN(Statement insert, impl_->db->Prepare(
-                                             "INSERT INTO domains (domain, tenant_id) VALUES (?, ?)"));
-      absl::Status status = insert.Bind(1, ToLower(domain)).Bind(2, id).Run();
+    RETURN_IF_ERROR(impl_->WriteTenantSettings(id, change));
+    for (const std::string& domain : add_domains) {
+      ASSIGN_OR_RETURN(Statement insert,
+                       impl_->db->Prepare("INSERT INTO domains (domain, tenant_id) VALUES (?, ?)"));
+      absl::Status status = insert.Bind(1, domain).Bind(2, id).Run();
       if (absl::IsAlreadyExists(status)) {
         return absl::AlreadyExistsError(
-            absl::StrCat("the domain ", ToLower(domain), " already belongs to a tenant"));
+            absl::StrCat("the domain ", domain, " already belongs to a tenant"));
       }
       RETURN_IF_ERROR(status);
     }
-    for (const std::string& domain : change.remove_domains) {
-      ASSIGN_OR_RETURN(Statement remove,
-                       impl_->db->Prepare("DELETE FROM domains WHERE domain = ? AND tenant_id = ?"));
-      RETURN_IF_ERROR(remove.Bind(1, ToLower(domain)).Bind(2, id).Run());
+    for (const std::string& domain : remove_domains) {
+      ASSIGN_OR_RETURN(
+          Statement remove,
+          impl_->db->Prepare("DELETE FROM domains WHERE domain = ? AND tenant_id = ?"));
+      RETURN_IF_ERROR(remove.Bind(1, domain).Bind(2, id).Run());
     }
     return absl::OkStatus();
   }));
@@ -435,31 +652,29 @@ absl::Status Store::RemoveTenant(absl::string_view name, bool force) {
   });
 }
 
-absl::StatusOr<Account> Store::AddAccount(const NewAccount& account, int64_t accounts_max) {
+absl::StatusOr<Account> Store::AddAccount(const NewAccount& given, int64_t accounts_max) {
   ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
+  NewAccount account = given;
+  ASSIGN_OR_RETURN(account.primary_address, NormalizeAddress(given.primary_address));
   const Tenant* tenant = snapshot->FindTenantByName(account.tenant);
   if (tenant == nullptr) {
     return absl::NotFoundError(absl::StrCat("no tenant '", account.tenant, "'"));
   }
   if (account.display_name.empty() || account.display_name.size() > kDisplayNameBytesMax ||
       HasControl(account.display_name)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a display name is 1..", kDisplayNameBytesMax, " bytes without control characters"));
-  }
-  if (!smtp::IsValidMailbox(account.primary_address)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", account.primary_address, "' is not an email address"));
+    return absl::InvalidArgumentError(absl::StrCat("a display name is 1..", kDisplayNameBytesMax,
+                                                   " bytes without control characters"));
   }
   smtp::AddressParts parts = smtp::SplitAddress(account.primary_address);
   if (!snapshot->IsAcceptedDomain(tenant->id, parts.domain)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the domain of ", account.primary_address, " is not an accepted domain of tenant '",
-        tenant->name, "'"));
+    return absl::InvalidArgumentError(absl::StrCat("the domain of ", account.primary_address,
+                                                   " is not an accepted domain of tenant '",
+                                                   tenant->name, "'"));
   }
   if (snapshot->AccountCount(tenant->id) >= accounts_max) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "tenant '", tenant->name, "' already has ", accounts_max,
-        " accounts (limits.accounts_per_tenant)"));
+    return absl::FailedPreconditionError(absl::StrCat("tenant '", tenant->name, "' already has ",
+                                                      accounts_max,
+                                                      " accounts (limits.accounts_per_tenant)"));
   }
   bool ambiguous = false;
   if (snapshot->FindAccountByIdentity(account.display_name, &ambiguous) != nullptr || ambiguous) {
@@ -488,33 +703,36 @@ absl::StatusOr<Account> Store::AddAccount(const NewAccount& account, int64_t acc
 }
 
 absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
-                                             const AccountChange& change) {
+                                             const AccountChange& given) {
   ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
   ASSIGN_OR_RETURN(const Account* account, ResolveAccount(*snapshot, identity));
-  auto check_address = [&](absl::string_view address) -> absl::Status {
-    if (!smtp::IsValidMailbox(address)) {
-      return absl::InvalidArgumentError(absl::StrCat("'", address, "' is not an email address"));
+  // Every address in the change must be in one of the tenant's domains; its domain is stored
+  // as A-labels.
+  auto in_tenant = [&](const std::string& address,
+                       absl::string_view what) -> absl::StatusOr<std::string> {
+    ASSIGN_OR_RETURN(std::string normalized, NormalizeAddress(address));
+    if (!snapshot->IsAcceptedDomain(account->tenant_id, smtp::SplitAddress(normalized).domain)) {
+      return absl::InvalidArgumentError(absl::StrCat("the domain of ", address,
+                                                     " is not an accepted domain of tenant '",
+                                                     account->tenant_name, "'", what));
     }
-    if (!snapshot->IsAcceptedDomain(account->tenant_id, smtp::SplitAddress(address).domain)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the domain of ", address, " is not an accepted domain of tenant '",
-          account->tenant_name, "'"));
-    }
-    return absl::OkStatus();
+    return normalized;
   };
+  AccountChange change = given;
   if (change.primary_address.has_value()) {
-    RETURN_IF_ERROR(check_address(*change.primary_address));
+    ASSIGN_OR_RETURN(*change.primary_address, in_tenant(*given.primary_address, ""));
   }
-  for (const std::string& alias : change.add_aliases) {
-    RETURN_IF_ERROR(check_address(alias));
+  for (std::string& alias : change.add_aliases) {
+    ASSIGN_OR_RETURN(alias, in_tenant(alias, ""));
   }
   if (account->aliases.size() + change.add_aliases.size() > kAliasesPerAccountMax) {
     return absl::FailedPreconditionError(
         absl::StrCat("an account has at most ", kAliasesPerAccountMax, " aliases"));
   }
-  if (change.reply_to.has_value() && !change.reply_to->empty() &&
-      !smtp::IsValidMailbox(*change.reply_to)) {
-    return absl::InvalidArgumentError(absl::StrCat("'", *change.reply_to, "' is not an email address"));
+  if (change.reply_to.has_value() && !change.reply_to->empty()) {
+    // A Reply-To outside the organisation would send the answers to HVE mail elsewhere.
+    ASSIGN_OR_RETURN(*change.reply_to,
+                     in_tenant(*given.reply_to, " (a ReplyTo must be in one of them)"));
   }
   if (change.display_name.has_value() &&
       (change.display_name->empty() || change.display_name->size() > kDisplayNameBytesMax ||
@@ -524,7 +742,8 @@ absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
   std::vector<std::string> apps = account->allowed_apps;
   for (const std::string& app : change.add_apps) {
     if (!IsAppId(app)) {
-      return absl::InvalidArgumentError(absl::StrCat("'", app, "' is not an application id (GUID)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", app, "' is not an application id (GUID)"));
     }
     if (std::find(apps.begin(), apps.end(), ToLower(app)) == apps.end()) {
       apps.push_back(ToLower(app));
@@ -533,14 +752,14 @@ absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
   for (const std::string& app : change.remove_apps) {
     auto it = std::find(apps.begin(), apps.end(), ToLower(app));
     if (it == apps.end()) {
-      return absl::NotFoundError(absl::StrCat("application ", app, " is not allowed for ",
-                                              account->primary_address));
+      return absl::NotFoundError(
+          absl::StrCat("application ", app, " is not allowed for ", account->primary_address));
     }
     apps.erase(it);
   }
   if (apps.size() > kAllowedAppsPerAccountMax) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "an account allows at most ", kAllowedAppsPerAccountMax, " applications"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("an account allows at most ", kAllowedAppsPerAccountMax, " applications"));
   }
   int64_t id = account->id;
   std::string old_primary = account->primary_address;
@@ -560,16 +779,17 @@ absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
       RETURN_IF_ERROR(status);
     }
     if (change.password_hash.has_value()) {
+      RETURN_IF_ERROR(impl_->KeepPreviousPassword(id, account->password_hash));
       RETURN_IF_ERROR(set_column("password_hash", *change.password_hash));
     }
     if (change.reply_to.has_value()) {
       RETURN_IF_ERROR(set_column("reply_to", *change.reply_to));
     }
     if (change.primary_address.has_value() &&
-        ToLower(*change.primary_address) != ToLower(old_primary)) {
-      ASSIGN_OR_RETURN(Statement remove, impl_->db->Prepare(
-                                             "DELETE FROM addresses WHERE address_key = ?"));
-      RETURN_IF_ERROR(remove.Bind(1, ToLower(old_primary)).Run());
+        AddressKey(*change.primary_address) != AddressKey(old_primary)) {
+      ASSIGN_OR_RETURN(Statement remove,
+                       impl_->db->Prepare("DELETE FROM addresses WHERE address_key = ?"));
+      RETURN_IF_ERROR(remove.Bind(1, AddressKey(old_primary)).Run());
       RETURN_IF_ERROR(impl_->InsertAddress(id, *change.primary_address, true, *snapshot));
       RETURN_IF_ERROR(set_column("primary_address", *change.primary_address));
     }
@@ -577,7 +797,7 @@ absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
       ASSIGN_OR_RETURN(Statement remove,
                        impl_->db->Prepare("DELETE FROM addresses WHERE address_key = ? AND "
                                           "account_id = ? AND is_primary = 0"));
-      RETURN_IF_ERROR(remove.Bind(1, ToLower(alias)).Bind(2, id).Run());
+      RETURN_IF_ERROR(remove.Bind(1, AddressKey(alias)).Bind(2, id).Run());
       if (impl_->db->Changes() == 0) {
         return absl::NotFoundError(absl::StrCat(alias, " is not an alias of ", old_primary));
       }
@@ -585,11 +805,13 @@ absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
     for (const std::string& alias : change.add_aliases) {
       RETURN_IF_ERROR(impl_->InsertAddress(id, alias, false, *snapshot));
     }
-    ASSIGN_OR_RETURN(Statement clear, impl_->db->Prepare("DELETE FROM allowed_apps WHERE account_id = ?"));
+    ASSIGN_OR_RETURN(Statement clear,
+                     impl_->db->Prepare("DELETE FROM allowed_apps WHERE account_id = ?"));
     RETURN_IF_ERROR(clear.Bind(1, id).Run());
     for (const std::string& app : apps) {
-      ASSIGN_OR_RETURN(Statement insert, impl_->db->Prepare(
-                                             "INSERT INTO allowed_apps (account_id, app_id) VALUES (?, ?)"));
+      ASSIGN_OR_RETURN(
+          Statement insert,
+          impl_->db->Prepare("INSERT INTO allowed_apps (account_id, app_id) VALUES (?, ?)"));
       RETURN_IF_ERROR(insert.Bind(1, id).Bind(2, app).Run());
     }
     return absl::OkStatus();
@@ -609,13 +831,13 @@ absl::Status Store::RecordUsage(const std::vector<UsageRow>& rows) {
   }
   return impl_->InTransaction([&]() -> absl::Status {
     for (const UsageRow& row : rows) {
-      ASSIGN_OR_RETURN(Statement upsert,
-                       impl_->db->Prepare(
-                           "INSERT INTO usage (account_id, day, address, tenant, messages, "
-                           "recipients) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, day) "
-                           "DO UPDATE SET messages = messages + excluded.messages, recipients = "
-                           "recipients + excluded.recipients, address = excluded.address, "
-                           "tenant = excluded.tenant"));
+      ASSIGN_OR_RETURN(
+          Statement upsert,
+          impl_->db->Prepare("INSERT INTO usage (account_id, day, address, tenant, messages, "
+                             "recipients) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, day) "
+                             "DO UPDATE SET messages = messages + excluded.messages, recipients = "
+                             "recipients + excluded.recipients, address = excluded.address, "
+                             "tenant = excluded.tenant"));
       RETURN_IF_ERROR(upsert.Bind(1, row.account_id)
                           .Bind(2, row.day)
                           .Bind(3, row.address)
@@ -632,18 +854,18 @@ absl::StatusOr<std::vector<UsageRow>> Store::QueryUsage(absl::string_view from,
                                                         absl::string_view to,
                                                         absl::string_view tenant,
                                                         absl::string_view address) {
-  ASSIGN_OR_RETURN(Statement query,
-                   impl_->db->Prepare(
-                       "SELECT account_id, day, address, tenant, messages, recipients FROM usage "
-                       "WHERE day >= ? AND day <= ? AND (? = '' OR tenant = ?) AND "
-                       "(? = '' OR lower(address) = lower(?)) ORDER BY day, tenant, address "
-                       "LIMIT ?"));
+  ASSIGN_OR_RETURN(
+      Statement query,
+      impl_->db->Prepare("SELECT account_id, day, address, tenant, messages, recipients FROM usage "
+                         "WHERE day >= ? AND day <= ? AND (? = '' OR tenant = ?) AND "
+                         "(? = '' OR lower(address) = lower(?)) ORDER BY day, tenant, address "
+                         "LIMIT ?"));
   query.Bind(1, from).Bind(2, to).Bind(3, tenant).Bind(4, tenant).Bind(5, address).Bind(6, address);
   query.Bind(7, static_cast<int64_t>(kUsageRowsMax));
   std::vector<UsageRow> rows;
   RETURN_IF_ERROR(ForEachRow(query, [&] {
-    rows.push_back(UsageRow{query.Int(0), query.Text(1), query.Text(2), query.Text(3),
-                            query.Int(4), query.Int(5)});
+    rows.push_back(UsageRow{query.Int(0), query.Text(1), query.Text(2), query.Text(3), query.Int(4),
+                            query.Int(5)});
   }));
   return rows;
 }
@@ -656,6 +878,42 @@ absl::Status Store::RemoveAccount(absl::string_view identity) {
     ASSIGN_OR_RETURN(Statement remove, impl_->db->Prepare("DELETE FROM accounts WHERE id = ?"));
     return remove.Bind(1, id).Run();
   });
+}
+
+}  // namespace chute::directory
+
+namespace chute::directory {
+
+absl::StatusOr<std::vector<std::string>> Store::PasswordHashes(int64_t account_id, int64_t count) {
+  std::vector<std::string> hashes;
+  if (count <= 0) {
+    return hashes;
+  }
+  ASSIGN_OR_RETURN(Statement current,
+                   impl_->db->Prepare("SELECT password_hash FROM accounts WHERE id = ?"));
+  current.Bind(1, account_id);
+  RETURN_IF_ERROR(ForEachRow(current, [&] {
+    if (!current.Text(0).empty()) {
+      hashes.push_back(current.Text(0));
+    }
+  }));
+  ASSIGN_OR_RETURN(Statement previous,
+                   impl_->db->Prepare("SELECT password_hash FROM password_history WHERE "
+                                      "account_id = ? ORDER BY id DESC LIMIT ?"));
+  previous.Bind(1, account_id).Bind(2, std::min(count, kPasswordHistoryMax));
+  RETURN_IF_ERROR(ForEachRow(previous, [&] { hashes.push_back(previous.Text(0)); }));
+  if (static_cast<int64_t>(hashes.size()) > count) {
+    hashes.resize(static_cast<size_t>(count));
+  }
+  return hashes;
+}
+
+absl::StatusOr<bool> Store::HasUsage(absl::string_view address) {
+  ASSIGN_OR_RETURN(Statement query,
+                   impl_->db->Prepare("SELECT 1 FROM usage WHERE lower(address) = lower(?) "
+                                      "LIMIT 1"));
+  query.Bind(1, address);
+  return query.Step();
 }
 
 }  // namespace chute::directory

@@ -18,6 +18,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "directory/password_policy.h"
 
 namespace chute::directory {
 
@@ -37,7 +38,8 @@ struct Tenant {
   std::string oauth_audience;
   std::string oauth_tenant_id;
   std::string oauth_jwks_file;
-  std::vector<std::string> domains;  // lower-cased, sorted
+  std::vector<std::string> domains;  // A-labels, lower-cased, sorted
+  PasswordPolicy password_policy;
 };
 
 struct Account {
@@ -61,6 +63,8 @@ class Snapshot {
   const Account* FindAccountByIdentity(absl::string_view identity, bool* ambiguous) const;
   const Tenant* FindTenant(int64_t id) const;
   const Tenant* FindTenantByName(absl::string_view name) const;
+  // FindTenantByDomain: the tenant that owns `domain` (any case, U- or A-labels), or nullptr.
+  const Tenant* FindTenantByDomain(absl::string_view domain) const;
   // IsAcceptedDomain: whether `domain` (any case) is an accepted domain of the tenant.
   bool IsAcceptedDomain(int64_t tenant_id, absl::string_view domain) const;
 
@@ -73,7 +77,7 @@ class Snapshot {
   std::vector<Tenant> tenants_;
   std::vector<Account> accounts_;
   absl::flat_hash_map<std::string, size_t> account_by_address_;  // lower-cased -> index
-  absl::flat_hash_map<std::string, int64_t> tenant_by_domain_;    // lower-cased -> tenant id
+  absl::flat_hash_map<std::string, int64_t> tenant_by_domain_;   // lower-cased -> tenant id
 };
 
 struct TenantChange {
@@ -84,13 +88,16 @@ struct TenantChange {
   std::optional<std::string> oauth_jwks_file;
   std::vector<std::string> add_domains;
   std::vector<std::string> remove_domains;
+  std::optional<int64_t> password_min_length;
+  std::optional<PasswordComplexity> password_complexity;
+  std::optional<int64_t> password_history;
 };
 
 struct NewAccount {
   std::string tenant;
   std::string display_name;
   std::string primary_address;
-  std::string password_hash;  // may be ""
+  std::string password_hash;  // may be "": the account cannot authenticate by password
 };
 
 struct AccountChange {
@@ -138,6 +145,16 @@ class Store {
   absl::StatusOr<Account> AddAccount(const NewAccount& account, int64_t accounts_max);
   absl::StatusOr<Account> UpdateAccount(absl::string_view identity, const AccountChange& change);
   absl::Status RemoveAccount(absl::string_view identity);
+
+  // PasswordHashes: the account's current password hash (when it has one) followed by its
+  // previous ones, newest first, at most `count` in all (count <= kPasswordHistoryMax): what a
+  // new password is compared with to enforce the tenant's password history. A password change
+  // (AccountChange::password_hash) keeps the replaced hash, up to kPasswordHistoryMax - 1
+  // previous hashes per account; older ones are deleted.
+  absl::StatusOr<std::vector<std::string>> PasswordHashes(int64_t account_id, int64_t count);
+
+  // HasUsage: whether usage was ever recorded for `address` (a removed account's too).
+  absl::StatusOr<bool> HasUsage(absl::string_view address);
 
   // RecordUsage: adds the rows' counts to what is stored for each (account, day).
   absl::Status RecordUsage(const std::vector<UsageRow>& rows);

@@ -51,7 +51,10 @@ class Statement {
 class Database {
  public:
   // Open: opens (creating when `create`) the database at `path` in WAL mode with foreign keys
-  // on and a busy timeout, so chutectl and chuted can share it.
+  // on and a busy timeout, so chutectl and chuted can share it. With `create`, a new database
+  // (and so its -wal and -shm files) is made 0600 whatever the umask, and an existing one that
+  // every user may read loses its "other" bits (a warning is logged; group bits are warned
+  // about only). Both chutectl and chuted open it this way.
   static absl::StatusOr<std::unique_ptr<Database>> Open(const std::string& path, bool create);
   ~Database();
 

@@ -2,17 +2,19 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "directory/domain_name.h"
 #include "smtp/parser.h"
 
 namespace chute::policy {
 
 std::optional<smtp::Reply> CheckSender(const directory::Account& account,
                                        absl::string_view address) {
-  if (absl::EqualsIgnoreCase(address, account.primary_address)) {
+  // Stored domains are A-labels; a sender may spell its domain as U-labels (SMTPUTF8).
+  if (directory::SameAddress(address, account.primary_address)) {
     return std::nullopt;
   }
   for (const std::string& alias : account.aliases) {
-    if (absl::EqualsIgnoreCase(address, alias)) {
+    if (directory::SameAddress(address, alias)) {
       return std::nullopt;
     }
   }

@@ -51,7 +51,8 @@ def make_certificate(directory, name="relay.example.test", algorithm="ec"):
     return cert, key
 
 
-APP_PASSWORD = "correct horse battery staple"
+# Satisfies the default password policy (12 characters, 3 of lower, upper, digit, symbol).
+APP_PASSWORD = "Correct horse battery staple 9"
 
 
 class ChutedFixture(unittest.TestCase):
@@ -120,7 +121,7 @@ address = "127.0.0.1:{self.admin_port}"
                  stdin=APP_PASSWORD)
         self.ctl("account", "set", "app@example.test", "--add-alias", "alias@example.test")
         self.ctl("account", "new", "--tenant", "example.test", "--name", "Other HVE",
-                 "--primary-smtp-address", "hve2@example.test")
+                 "--primary-smtp-address", "hve2@example.test", "--no-password")
         self.log_path = os.path.join(self.dir, "chuted.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([CHUTED, "--config", self.config], stdout=self.log,

@@ -118,7 +118,7 @@ class TenantCapTest(ChutedFixture):
     def test_250_sessions_per_tenant_across_shards(self):
         self.ctl("tenant", "add", "fabrikam", "--domain", "fabrikam.test")
         self.ctl("account", "new", "--tenant", "fabrikam", "--name", "Fab",
-                 "--primary-smtp-address", "fab@fabrikam.test", "--password-stdin", stdin="fabpw")
+                 "--primary-smtp-address", "fab@fabrikam.test", "--password-stdin", stdin="Fab-password-1")
         sessions = []
         for i in range(250):
             source = f"127.0.1.{1 + i % 4}"  # under the per-address cap
@@ -133,7 +133,7 @@ class TenantCapTest(ChutedFixture):
                                b"try again later\r\n")
         tls.sendall(b"MAIL FROM:<app@example.test>\r\n")  # still unauthenticated, still open
         self.assertEqual(tls.recv(1024), b"530 5.7.57 Client not authenticated to send mail\r\n")
-        other, line = self.auth("127.0.1.9", "fab@fabrikam.test", "fabpw")
+        other, line = self.auth("127.0.1.9", "fab@fabrikam.test", "Fab-password-1")
         self.assertEqual(line, b"235 2.7.0 Authentication successful\r\n")
         sessions.pop().close()
         self.wait_metric('chute_gate_tenant_connections{tenant="example.test"}', 249)

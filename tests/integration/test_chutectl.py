@@ -3,15 +3,28 @@ with their exit codes (0 success, 1 usage, 2 failure)."""
 
 import json
 import os
+import pty
+import select
 import shutil
+import sqlite3
+import stat
 import subprocess
 import tempfile
+import time
 import unittest
 
 from chute_fixture import CHUTECTL
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+COMPLETION = os.path.join(HERE, "..", "..", "tools", "chutectl", "chutectl.bash")
+GOOD = "Good-Password-1"  # satisfies the default policy
 
-class ChutectlTest(unittest.TestCase):
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+class CtlCase(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="chutectl-")
         self.config = os.path.join(self.dir, "c.toml")
@@ -33,6 +46,8 @@ class ChutectlTest(unittest.TestCase):
         self.assertEqual(out.returncode, code, (args, out.stdout, out.stderr))
         self.assertIn(message, out.stderr)
 
+
+class ChutectlTest(CtlCase):
     def test_help(self):
         out = subprocess.run([CHUTECTL, "--help"], capture_output=True, text=True)
         self.assertEqual(out.returncode, 0)
@@ -51,9 +66,9 @@ class ChutectlTest(unittest.TestCase):
         listed = json.loads(self.ok("--json", "tenant", "list").stdout)
         self.assertEqual([t["name"] for t in listed], ["contoso"])
         self.fails(2, "already exists", "tenant", "add", "contoso", "--domain", "other.test")
-        self.fails(2, "already belongs to a tenant", "tenant", "add", "second",
+        self.fails(2, "already belongs to the tenant 'contoso'", "tenant", "add", "second",
                    "--domain", "contoso.test")
-        self.fails(2, "at least one accepted domain", "tenant", "add", "third")
+        self.fails(1, "at least one accepted domain", "tenant", "add", "third")
         self.fails(2, "not a tenant name", "tenant", "add", "bad name", "--domain", "x.test")
         self.fails(2, "not a domain name", "tenant", "set", "contoso", "--add-domain", "no_way")
         self.fails(1, "--basic-auth takes on or off", "tenant", "set", "contoso", "--basic-auth", "maybe")
@@ -64,24 +79,24 @@ class ChutectlTest(unittest.TestCase):
         self.ok("tenant", "add", "contoso", "--domain", "contoso.test", "--domain", "fabrikam.test")
         created = json.loads(self.ok("--json", "account", "new", "--tenant", "contoso", "--name",
                                      "HVE account", "--primary-smtp-address", "hve@contoso.test",
-                                     "--password-stdin", stdin="s3cret\n").stdout)
+                                     "--password-stdin", stdin="S3cret-enough\n").stdout)
         self.assertTrue(created["has_password"])
         self.fails(2, "already used", "account", "new", "--tenant", "contoso", "--name", "Dup",
-                   "--primary-smtp-address", "HVE@contoso.test")
+                   "--primary-smtp-address", "HVE@contoso.test", "--no-password")
         self.fails(2, "already exists", "account", "new", "--tenant", "contoso", "--name",
-                   "hve ACCOUNT", "--primary-smtp-address", "x@contoso.test")
+                   "hve ACCOUNT", "--primary-smtp-address", "x@contoso.test", "--no-password")
         self.fails(2, "not an accepted domain", "account", "new", "--tenant", "contoso", "--name",
-                   "Out", "--primary-smtp-address", "out@elsewhere.test")
+                   "Out", "--primary-smtp-address", "out@elsewhere.test", "--no-password")
         self.fails(2, "not an email address", "account", "new", "--tenant", "contoso", "--name",
-                   "Bad", "--primary-smtp-address", "not-an-address")
+                   "Bad", "--primary-smtp-address", "not-an-address", "--no-password")
         self.fails(1, "needs --name and --primary-smtp-address", "account", "new",
                    "--tenant", "contoso")
         self.ok("account", "new", "--tenant", "contoso", "--name", "Two",
-                "--primary-smtp-address", "two@contoso.test")
+                "--primary-smtp-address", "two@contoso.test", "--no-password")
         self.ok("account", "new", "--tenant", "contoso", "--name", "Three",
-                "--primary-smtp-address", "three@contoso.test")
+                "--primary-smtp-address", "three@contoso.test", "--no-password")
         self.fails(2, "already has 3 accounts", "account", "new", "--tenant", "contoso", "--name",
-                   "Four", "--primary-smtp-address", "four@contoso.test")
+                   "Four", "--primary-smtp-address", "four@contoso.test", "--no-password")
         # ID by display name, set, aliases, settings, app access.
         self.ok("account", "set", "HVE account", "--display-name", "Renamed",
                 "--primary-smtp-address", "hve@fabrikam.test", "--add-alias", "alias@contoso.test")
@@ -99,7 +114,7 @@ class ChutectlTest(unittest.TestCase):
         self.fails(2, "at most 10 applications", "app-access", "add", "Renamed", "--app-id", apps[10])
         self.fails(2, "not an application id", "app-access", "add", "Renamed", "--app-id", "nope")
         self.ok("app-access", "remove", "Renamed", "--app-id", apps[0])
-        self.ok("account", "password", "two@contoso.test", "--password-stdin", stdin="new-pass\n")
+        self.ok("account", "password", "two@contoso.test", "--password-stdin", stdin="New-pass-word\n")
         self.fails(2, "must be 1..", "account", "password", "two@contoso.test",
                    "--password-stdin", stdin="")
         listed = json.loads(self.ok("--json", "account", "list", "--tenant", "contoso").stdout)
@@ -117,7 +132,7 @@ class ChutectlTest(unittest.TestCase):
     def test_cmdlet_aliases(self):
         self.ok("tenant", "add", "contoso", "--domain", "contoso.com")
         self.ok("New-MailUser", "-HVEAccount", "-Name", "HVE, account",
-                "-PrimarySmtpAddress", "hve@contoso.com")
+                "-PrimarySmtpAddress", "hve@contoso.com", "-NoPassword")
         shown = json.loads(self.ok("--json", "Get-MailUser", "-HVEAccount", "-Identity",
                                    "hve@contoso.com").stdout)
         self.assertEqual(shown["display_name"], "HVE, account")
@@ -140,7 +155,8 @@ class ChutectlTest(unittest.TestCase):
                    "x@contoso.com")
         self.fails(1, "unsupported parameter -Bogus", "Set-MailUser", "-HVEAccount", "-Identity",
                    "Renamed", "-Bogus", "1")
-        self.fails(1, "needs --yes", "Remove-MailUser", "-Identity", "Renamed")
+        self.fails(1, "Remove-MailUser needs -Confirm:$false", "Remove-MailUser", "-Identity",
+                   "Renamed")
         self.ok("Remove-MailUser", "-Identity", "Renamed", "-Confirm:$false")
         self.assertEqual(json.loads(self.ok("--json", "account", "list").stdout), [])
 
@@ -149,7 +165,7 @@ class ChutectlTest(unittest.TestCase):
             f.write("[passwords]\nargon2_memory_kib = 8192\nargon2_passes = 3\n")
         self.ok("tenant", "add", "contoso", "--domain", "contoso.test")
         self.ok("account", "new", "--name", "A", "--primary-smtp-address", "a@contoso.test",
-                "--password-stdin", stdin="pw")
+                "--password-stdin", stdin="Pass-word-123")
         import sqlite3
         db = sqlite3.connect(os.path.join(self.dir, "directory.db"))
         (stored,) = db.execute("SELECT password_hash FROM accounts").fetchone()
@@ -160,7 +176,8 @@ class ChutectlTest(unittest.TestCase):
         import sqlite3
         self.ok("tenant", "add", "contoso", "--domain", "contoso.test")
         self.ok("tenant", "add", "fabrikam", "--domain", "fabrikam.test")
-        self.ok("account", "new", "--name", "A", "--primary-smtp-address", "a@contoso.test")
+        self.ok("account", "new", "--name", "A", "--primary-smtp-address", "a@contoso.test",
+                "--no-password")
         today = datetime.datetime.now(datetime.timezone.utc).date()
         old = today - datetime.timedelta(days=10)
         db = sqlite3.connect(os.path.join(self.dir, "directory.db"))
@@ -203,6 +220,439 @@ class ChutectlTest(unittest.TestCase):
                              capture_output=True, text=True)
         self.assertEqual(out.returncode, 2)
         self.assertIn("/nonexistent/c.toml", out.stderr)
+
+
+class Terminal:
+    """chutectl on a pseudo-terminal (python's pty), as an operator types at it: a prompt is
+    awaited, then answered."""
+
+    def __init__(self, config, *args):
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.umask(0o022)
+            os.execv(CHUTECTL, [CHUTECTL, "--config", config, *args])
+        self.output = b""
+
+    def read_until(self, text, deadline_s=30):
+        end = time.monotonic() + deadline_s
+        while text.encode() not in self.output:
+            if time.monotonic() > end or not self._read(end - time.monotonic()):
+                raise AssertionError(f"no {text!r} in {self.output!r}")
+
+    def _read(self, timeout):
+        ready, _, _ = select.select([self.fd], [], [], max(timeout, 0))
+        if not ready:
+            return False
+        try:
+            data = os.read(self.fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            return False
+        self.output += data
+        return bool(data)
+
+    def type(self, line):
+        os.write(self.fd, line.encode() + b"\n")
+
+    def echo_is_on(self):
+        import termios
+        return bool(termios.tcgetattr(self.fd)[3] & termios.ECHO)
+
+    def finish(self, deadline_s=60):
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end and self._read(end - time.monotonic()):
+            pass
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.fd)
+        return os.waitstatus_to_exitcode(status), self.output.decode(errors="replace")
+
+
+class ChutectlAdminTest(CtlCase):
+    """The points of issue 10: permissions, password policy, and the defects an admin found."""
+
+    def db(self):
+        return os.path.join(self.dir, "directory.db")
+
+    def test_database_and_wal_files_are_0600_under_umask_022(self):
+        out = subprocess.run([CHUTECTL, "--config", self.config, "tenant", "add", "contoso",
+                              "--domain", "contoso.test"], capture_output=True, text=True,
+                             preexec_fn=lambda: os.umask(0o022))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(mode(self.db()), 0o600)
+        # SQLite removes -wal and -shm at the last close: look at them while chutectl holds
+        # the database open, waiting at its password prompt (it has read the tenants).
+        term = Terminal(self.config, "account", "new", "--name", "A",
+                        "--primary-smtp-address", "a@contoso.test")
+        term.read_until("New password for a@contoso.test: ")
+        for suffix in ("-wal", "-shm"):
+            self.assertTrue(os.path.exists(self.db() + suffix), suffix)
+            self.assertEqual(mode(self.db() + suffix), 0o600, suffix)
+        term.type(GOOD)
+        term.read_until("Again: ")
+        term.type(GOOD)
+        code, output = term.finish()
+        self.assertEqual(code, 0, output)
+        self.assertEqual(mode(self.db()), 0o600)
+
+    def test_a_world_readable_database_is_tightened_with_a_warning(self):
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.test")
+        os.chmod(self.db(), 0o644)
+        out = self.ok("tenant", "list")
+        self.assertEqual(mode(self.db()), 0o640)
+        self.assertIn("was readable by every user (mode 0644): changed to 0640", out.stderr)
+        out = self.ok("tenant", "list")
+        self.assertIn("accessible to its group", out.stderr)  # warned, left as it is
+        self.assertEqual(mode(self.db()), 0o640)
+
+    def test_password_policy_defaults_and_rules(self):
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.test")
+        shown = json.loads(self.ok("--json", "tenant", "show", "contoso").stdout)
+        self.assertEqual(shown["password_policy"],
+                         {"min_length": 12, "complexity": "3-of-4", "history": 5})
+        text = self.ok("tenant", "show", "contoso").stdout
+        self.assertIn("Password min length: 12", text)
+        self.assertIn("Password complexity: 3-of-4", text)
+        self.assertIn("Password history:    5", text)
+        new = ["account", "new", "--name", "A", "--primary-smtp-address", "a@contoso.test",
+               "--password-stdin"]
+        self.fails(2, "too short: tenant 'contoso' requires at least 12 characters", *new,
+                   stdin="Sh0rt-pw")
+        self.fails(2, "not complex enough", *new, stdin="onlylowercaseletters")
+        self.fails(2, "this one has lower-case, digit", *new, stdin="lowercaseand1234")
+        self.fails(2, "too short", "New-MailUser", "-HVEAccount", "-Name", "A",
+                   "-PrimarySmtpAddress", "a@contoso.test", "-PasswordStdin", stdin="x")
+        self.ok(*new, stdin="lowercase, 1234")  # lower, symbol, digit
+        # account password: the same rules, and the history (current + previous hashes).
+        change = ["account", "password", "a@contoso.test", "--password-stdin"]
+        self.fails(2, "not complex enough", *change, stdin="nouppernodigits")
+        self.fails(2, "used before: tenant 'contoso' does not allow reusing any of the last 5",
+                   *change, stdin="lowercase, 1234")
+        for i in range(1, 5):
+            self.ok(*change, stdin=f"{GOOD}{i}")
+        self.fails(2, "used before", *change, stdin=f"{GOOD}1")  # 4 back: still remembered
+        self.ok(*change, stdin=f"{GOOD}5")
+        self.ok(*change, stdin="lowercase, 1234")  # 6 back: forgotten
+        # The policy is set per tenant and checked for range.
+        out = json.loads(self.ok("--json", "tenant", "set", "contoso", "--password-min-length",
+                                 "4", "--password-complexity", "none", "--password-history",
+                                 "0").stdout)
+        self.assertEqual(out["password_policy"],
+                         {"min_length": 4, "complexity": "none", "history": 0})
+        self.ok(*change, stdin="abcd")
+        self.ok(*change, stdin="abcd")  # no history: reuse allowed
+        self.fails(2, "too short: tenant 'contoso' requires at least 4", *change, stdin="abc")
+        self.fails(1, "--password-min-length is 1..256", "tenant", "set", "contoso",
+                   "--password-min-length", "0")
+        self.fails(1, "--password-complexity is none or 3-of-4", "tenant", "set", "contoso",
+                   "--password-complexity", "high")
+        self.fails(1, "--password-history is 0..24", "tenant", "set", "contoso",
+                   "--password-history", "25")
+
+    def test_password_history_is_bounded_and_holds_hashes_only(self):
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.test")
+        self.ok("tenant", "set", "contoso", "--password-history", "24")
+        self.ok("account", "new", "--name", "A", "--primary-smtp-address", "a@contoso.test",
+                "--password-stdin", stdin=GOOD)
+        with open(self.config, "a") as f:  # the cheapest argon2id, to keep this test short
+            f.write("[passwords]\nargon2_memory_kib = 8192\nargon2_passes = 1\n")
+        for i in range(30):
+            self.ok("account", "password", "A", "--password-stdin", stdin=f"{GOOD}-{i}")
+        db = sqlite3.connect(self.db())
+        hashes = [h for (h,) in db.execute("SELECT password_hash FROM password_history")]
+        self.assertEqual(len(hashes), 23)  # with the current one, the longest history: 24
+        self.assertTrue(all(h.startswith("$argon2id$") for h in hashes))
+        self.assertFalse(any(GOOD in h for h in hashes))
+
+    def test_an_older_database_upgrades_in_place(self):
+        # A schema-2 directory as the previous release made it.
+        db = sqlite3.connect(self.db())
+        db.executescript("""
+CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (2);
+CREATE TABLE tenants (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+  basic_auth INTEGER NOT NULL DEFAULT 1, oauth_issuer TEXT NOT NULL DEFAULT '',
+  oauth_audience TEXT NOT NULL DEFAULT '', oauth_tenant_id TEXT NOT NULL DEFAULT '',
+  oauth_jwks_file TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL);
+CREATE TABLE domains (domain TEXT PRIMARY KEY,
+  tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE);
+CREATE TABLE accounts (id INTEGER PRIMARY KEY,
+  tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+  display_name TEXT NOT NULL, display_name_key TEXT NOT NULL UNIQUE,
+  primary_address TEXT NOT NULL, password_hash TEXT NOT NULL DEFAULT '',
+  reply_to TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL);
+CREATE TABLE addresses (address_key TEXT PRIMARY KEY, address TEXT NOT NULL,
+  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+  is_primary INTEGER NOT NULL);
+CREATE INDEX addresses_by_account ON addresses(account_id);
+CREATE TABLE allowed_apps (account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+  app_id TEXT NOT NULL, PRIMARY KEY (account_id, app_id));
+CREATE TABLE usage (account_id INTEGER NOT NULL, day TEXT NOT NULL, address TEXT NOT NULL,
+  tenant TEXT NOT NULL, messages INTEGER NOT NULL DEFAULT 0,
+  recipients INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (account_id, day));
+INSERT INTO tenants (id, name, created_at) VALUES (1, 'old', 0);
+INSERT INTO domains VALUES ('old.test', 1);
+INSERT INTO accounts VALUES (1, 1, 'Old', 'old', 'app@old.test', '', '', 0);
+INSERT INTO addresses VALUES ('app@old.test', 'app@old.test', 1, 1);
+INSERT INTO domains VALUES ('bücher.example', 1);
+INSERT INTO accounts VALUES (2, 1, 'Books', 'books', 'Info@bücher.example', '',
+                             'sales@bücher.example', 0);
+INSERT INTO addresses VALUES ('info@bücher.example', 'Info@bücher.example', 2, 1);
+""")
+        db.commit()
+        db.close()
+        shown = json.loads(self.ok("--json", "tenant", "show", "old").stdout)
+        self.assertEqual(shown["password_policy"],
+                         {"min_length": 12, "complexity": "3-of-4", "history": 5})
+        self.assertEqual(shown["accounts"], 2)
+        # An IDN stored before domains were kept as A-labels is rewritten, and still found
+        # in either spelling.
+        self.assertEqual(shown["domains"], ["old.test", "xn--bcher-kva.example"])
+        books = json.loads(self.ok("--json", "account", "show", "info@BÜCHER.example").stdout)
+        self.assertEqual(books["primary_smtp_address"], "Info@xn--bcher-kva.example")
+        self.assertEqual(books["reply_to"], "sales@xn--bcher-kva.example")
+        self.ok("account", "show", "info@xn--bcher-kva.example")
+        (version,) = sqlite3.connect(self.db()).execute(
+            "SELECT version FROM schema_version").fetchone()
+        self.assertEqual(version, 3)
+        self.fails(2, "too short", "account", "password", "app@old.test", "--password-stdin",
+                   stdin="short")
+        self.ok("account", "password", "app@old.test", "--password-stdin", stdin=GOOD)
+
+    def test_account_new_on_a_terminal_prompts_twice_without_echo(self):
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.com")
+        for command in (["account", "new", "--name", "A", "--primary-smtp-address",
+                         "a@contoso.com"],
+                        ["New-MailUser", "-HVEAccount", "-Name", "B", "-PrimarySmtpAddress",
+                         "b@contoso.com"]):
+            term = Terminal(self.config, *command)
+            term.read_until("New password for ")
+            term.type("Typed-Secret-42")
+            term.read_until("Again: ")
+            term.type("Typed-Secret-42")
+            code, output = term.finish()
+            self.assertEqual(code, 0, output)
+            self.assertNotIn("Typed-Secret-42", output)  # never echoed
+            self.assertIn("Password:           set", output)
+        term = Terminal(self.config, "account", "password", "a@contoso.com")
+        term.read_until("New password for a@contoso.com: ")
+        term.type("Other-Secret-42")
+        term.read_until("Again: ")
+        term.type("Other-Secret-43")
+        code, output = term.finish()
+        self.assertEqual(code, 2, output)
+        self.assertIn("the two passwords differ", output)
+        term = Terminal(self.config, "account", "password", "a@contoso.com")
+        term.read_until("New password for a@contoso.com: ")
+        term.type("short")
+        term.read_until("Again: ")
+        term.type("short")
+        code, output = term.finish()
+        self.assertEqual(code, 2, output)
+        self.assertIn("too short", output)
+
+    def test_ctrl_c_at_the_password_prompt_turns_echo_back_on(self):
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.com")
+        term = Terminal(self.config, "account", "new", "--name", "A", "--primary-smtp-address",
+                        "a@contoso.com")
+        term.read_until("New password for ")
+        self.assertFalse(term.echo_is_on())
+        os.write(term.fd, b"\x03")  # Ctrl-C: SIGINT from the terminal
+        _, status = os.waitpid(term.pid, 0)
+        self.assertTrue(os.WIFSIGNALED(status))
+        self.assertTrue(term.echo_is_on())
+        os.close(term.fd)
+        self.assertEqual(json.loads(self.ok("--json", "account", "list").stdout), [])
+
+    def test_account_new_without_a_password_source_needs_no_password(self):
+        # Was: it silently made an account that can never authenticate.
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.com")
+        self.fails(1, "needs --password-stdin", "account", "new", "--name", "A",
+                   "--primary-smtp-address", "a@contoso.com")
+        self.fails(1, "New-MailUser needs -PasswordStdin", "New-MailUser", "-HVEAccount",
+                   "-Name", "A", "-PrimarySmtpAddress", "a@contoso.com")
+        self.assertEqual(json.loads(self.ok("--json", "account", "list").stdout), [])
+        out = self.ok("account", "new", "--name", "A", "--primary-smtp-address", "a@contoso.com",
+                      "--no-password")
+        self.assertIn("cannot authenticate by password until one is set", out.stderr)
+        self.fails(1, "not both", "account", "new", "--name", "B", "--primary-smtp-address",
+                   "b@contoso.com", "--no-password", "--password-stdin", stdin=GOOD)
+
+    def test_tenant_set_shows_the_account_count(self):
+        # Was: "Accounts: -1".
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.com")
+        self.ok("account", "new", "--name", "A", "--primary-smtp-address", "a@contoso.com",
+                "--no-password")
+        out = self.ok("tenant", "set", "contoso", "--basic-auth", "off").stdout
+        self.assertIn("Accounts:            1\n", out)
+        self.assertEqual(json.loads(self.ok("--json", "tenant", "set", "contoso", "--basic-auth",
+                                            "on").stdout)["accounts"], 1)
+
+    def test_tenant_remove_force_names_the_accounts_and_asks_on_a_terminal(self):
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.com")
+        for name in ("a", "b"):
+            self.ok("account", "new", "--name", name, "--primary-smtp-address",
+                    f"{name}@contoso.com", "--no-password")
+        term = Terminal(self.config, "tenant", "remove", "contoso", "--force")
+        term.read_until("[y/N] ")
+        term.type("n")
+        code, output = term.finish()
+        self.assertEqual(code, 1, output)  # declined: nothing done, and not a success
+        self.assertIn("has 2 account(s) that will be removed with it", output)
+        self.assertIn("a@contoso.com", output)
+        self.assertEqual(len(json.loads(self.ok("--json", "account", "list").stdout)), 2)
+        out = self.ok("--json", "tenant", "remove", "contoso", "--force")  # not a terminal
+        self.assertIn("b@contoso.com", out.stderr)
+        self.assertEqual(json.loads(out.stdout),
+                         {"removed": "contoso", "accounts_removed": ["a@contoso.com",
+                                                                     "b@contoso.com"]})
+
+    def test_a_declined_confirmation_exits_1(self):
+        # Was: exit 0 although nothing was removed.
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.com")
+        self.ok("account", "new", "--name", "A", "--primary-smtp-address", "a@contoso.com",
+                "--no-password")
+        for command in (["account", "remove", "a@contoso.com"],
+                        ["Remove-MailUser", "-Identity", "a@contoso.com"]):
+            term = Terminal(self.config, *command)
+            term.read_until("[y/N] ")
+            term.type("no")
+            code, output = term.finish()
+            self.assertEqual(code, 1, output)
+            self.assertIn("not removed", output)
+        term = Terminal(self.config, "account", "remove", "a@contoso.com")
+        term.read_until("[y/N] ")
+        term.type("y")
+        code, output = term.finish()
+        self.assertEqual(code, 0, output)
+        self.assertEqual(json.loads(self.ok("--json", "account", "list").stdout), [])
+
+    def test_an_idn_and_its_a_label_form_are_one_domain(self):
+        self.ok("tenant", "add", "books", "--domain", "Bücher.example")
+        shown = json.loads(self.ok("--json", "tenant", "show", "books").stdout)
+        self.assertEqual(shown["domains"], ["xn--bcher-kva.example"])
+        self.fails(2, "already belongs to the tenant 'books'", "tenant", "add", "other",
+                   "--domain", "xn--bcher-kva.example")
+        self.fails(2, "already belongs to the tenant 'books'", "tenant", "add", "third",
+                   "--domain", "BÜCHER.example")
+        created = json.loads(self.ok("--json", "account", "new", "--name", "A",
+                                     "--primary-smtp-address", "info@bücher.example",
+                                     "--no-password").stdout)
+        self.assertEqual(created["primary_smtp_address"], "info@xn--bcher-kva.example")
+        self.assertEqual(created["tenant"], "books")  # the owner found from the U-label
+        self.ok("account", "show", "INFO@Bücher.example")
+        self.fails(2, "already used", "account", "new", "--name", "B",
+                   "--primary-smtp-address", "info@xn--bcher-kva.example", "--no-password")
+        self.fails(2, "not a domain name", "tenant", "add", "bad", "--domain",
+                   "xn--zz-invalid.example")
+        self.fails(2, "is used by the account", "tenant", "set", "books", "--remove-domain",
+                   "bücher.example")
+
+    def test_single_label_domains_are_refused(self):
+        self.fails(2, "'localhost' is a single-label domain", "tenant", "add", "t",
+                   "--domain", "localhost")
+        self.ok("tenant", "add", "t", "--domain", "t.example")
+        self.fails(2, "single-label", "tenant", "set", "t", "--add-domain", "corp")
+
+    def test_oauth_settings_are_checked(self):
+        self.ok("tenant", "add", "t", "--domain", "t.example")
+        self.fails(1, "--oauth-issuer must be an https:// URL", "tenant", "set", "t",
+                   "--oauth-issuer", "http://login.example/v2.0")
+        self.fails(1, "--oauth-issuer must be an https:// URL", "tenant", "set", "t",
+                   "--oauth-issuer", "login.example")
+        self.fails(2, "--oauth-jwks /nonexistent/jwks.json", "tenant", "set", "t",
+                   "--oauth-jwks", "/nonexistent/jwks.json")
+        bad = os.path.join(self.dir, "bad.json")
+        with open(bad, "w") as f:
+            f.write('{"not": "a jwks"}')
+        out = self.ctl("tenant", "set", "t", "--oauth-jwks", bad)
+        self.assertEqual(out.returncode, 2, out.stderr)
+        import jwt_mint
+        keys = jwt_mint.Keys(self.dir)
+        shown = json.loads(self.ok("--json", "tenant", "set", "t", "--oauth-issuer",
+                                   "https://login.example/t/v2.0", "--oauth-jwks",
+                                   os.path.relpath(keys.jwks_path)).stdout)
+        self.assertEqual(shown["oauth_jwks_file"], os.path.realpath(keys.jwks_path))
+        self.ok("tenant", "set", "t", "--oauth-issuer", "", "--oauth-jwks", "")  # cleared
+
+    def test_report_refuses_an_unknown_account_and_csv_with_json(self):
+        self.ok("tenant", "add", "t", "--domain", "t.example")
+        self.fails(2, "no account 'nobody@t.example'", "report", "--account", "nobody@t.example")
+        self.fails(1, "--csv or --json, not both", "--json", "report", "--csv")
+
+    def test_cmdlets_speak_their_own_words(self):
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.com")
+        self.ok("New-MailUser", "-HVEAccount", "-Name:HVE", "-PrimarySmtpAddress:hve@contoso.com",
+                "-NoPassword")
+        out = self.ctl("Remove-MailUser", "-Identity", "hve@contoso.com")
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("Remove-MailUser needs -Confirm:$false", out.stderr)
+        self.assertNotIn("--yes", out.stderr)
+        out = self.ctl("Get-HVEAccountSettings")
+        self.assertIn("Get-HVEAccountSettings needs -Identity", out.stderr)
+        self.assertNotIn(" ID", out.stderr)
+        # PowerShell's colon syntax.
+        got = json.loads(self.ok("--json", "Set-HVEAccountSettings", "-Identity:hve@contoso.com",
+                                 "-ReplyTo:marketing@contoso.com").stdout)
+        self.assertEqual(got["reply_to"], "marketing@contoso.com")
+        self.ok("Remove-MailUser", "-Identity:HVE", "-Confirm:$false")
+        self.fails(1, "-Confirm:maybe takes $true or $false", "Remove-MailUser", "-Identity", "x",
+                   "-Confirm:maybe")
+
+    def test_usage_errors_and_json_errors(self):
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.com")
+        self.fails(1, "needs at least one accepted domain", "tenant", "add", "x")
+        out = self.ctl("--json", "tenant", "show", "nope")
+        self.assertEqual(out.returncode, 2)
+        self.assertEqual(json.loads(out.stdout), {"error": "no tenant 'nope'"})
+        self.assertIn("no tenant 'nope'", out.stderr)
+        out = self.ctl("--json", "tenant", "frob")
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("unknown tenant subcommand", json.loads(out.stdout)["error"])
+
+    def test_reply_to_must_be_in_the_tenant(self):
+        self.ok("tenant", "add", "contoso", "--domain", "contoso.com")
+        self.ok("tenant", "add", "other", "--domain", "other.com")
+        self.ok("account", "new", "--name", "A", "--primary-smtp-address", "a@contoso.com",
+                "--no-password")
+        self.fails(2, "not an accepted domain of tenant 'contoso'", "settings", "set", "A",
+                   "--reply-to", "x@other.com")
+        self.fails(2, "not an accepted domain", "Set-HVEAccountSettings", "-Identity", "A",
+                   "-ReplyTo", "x@gmail.example")
+        self.ok("settings", "set", "A", "--reply-to", "x@contoso.com")
+
+    def test_help_of_each_group(self):
+        full = self.ok("--help").stdout
+        for group, line in (("tenant", "tenant set NAME"), ("account", "account new"),
+                            ("settings", "settings set ID --reply-to"),
+                            ("app-access", "app-access add ID"), ("report", "report [--tenant"),
+                            ("queue", "queue list")):
+            own = self.ok(group, "--help").stdout
+            self.assertIn(line, own)
+            self.assertIn(own, full)
+        self.assertIn("--password-history N", full)
+        self.assertIn("New-MailUser -HVEAccount", full)
+
+    def test_bash_completion(self):
+        def complete(*words):
+            line = " ".join(["chutectl", *words])
+            script = (f"source {COMPLETION}\n"
+                      f"COMP_WORDS=(chutectl {' '.join(words)}); COMP_CWORD={len(words)}\n"
+                      f"COMP_LINE='{line}'; COMP_POINT=${{#COMP_LINE}}\n"
+                      "_chutectl; printf '%s\\n' \"${COMPREPLY[@]}\"\n")
+            out = subprocess.run(["bash", "--norc", "--noprofile", "-c", script],
+                                 capture_output=True, text=True, timeout=30)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            return out.stdout.split()
+        self.assertIn("tenant", complete(""))
+        self.assertIn("New-MailUser", complete("New"))
+        self.assertEqual(complete("acc"), ["account"])
+        self.assertEqual(sorted(complete("tenant", "")),
+                         ["add", "list", "remove", "set", "show"])
+        self.assertIn("--password-min-length", complete("tenant", "set", "t", "--password-m"))
+        self.assertEqual(complete("tenant", "set", "t", "--password-complexity", ""),
+                         ["none", "3-of-4"])
+        self.assertIn("--no-password", complete("account", "new", "--no"))
+        out = subprocess.run(["bash", "-c", f"source {COMPLETION}; complete -p chutectl"],
+                             capture_output=True, text=True)
+        self.assertIn("_chutectl", out.stdout)
 
 
 if __name__ == "__main__":

@@ -303,7 +303,7 @@ class DirectoryReloadTest(ChutedFixture):
             c.mail("app@example.test")
             self.assertEqual(c.rcpt("newbie@example.test")[0], 250)
         self.ctl("account", "new", "--tenant", "example.test", "--name", "Newbie",
-                 "--primary-smtp-address", "newbie@example.test")
+                 "--primary-smtp-address", "newbie@example.test", "--no-password")
         self.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -439,7 +439,7 @@ class CommandLineTest(unittest.TestCase):
         self.assertEqual(out.returncode, 2)
         self.assertIn("authenticate_as app@example.test is not an account", out.stderr)
         subprocess.run(ctl + ["account", "new", "--name", "App", "--primary-smtp-address",
-                              "app@example.test"], check=True, capture_output=True)
+                              "app@example.test", "--no-password"], check=True, capture_output=True)
         out = self.run_chuted("--config", config, "--check-config")
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn(": OK", out.stdout)

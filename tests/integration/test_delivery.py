@@ -747,7 +747,10 @@ class QueueDeleteShowTest(QueueControlFixture):
                 result = self.ctl(*json_flag, *words, check=False)
                 self.assertEqual(result.returncode, 2, (words, result.stdout, result.stderr))
                 self.assertIn(UNKNOWN_ID, result.stderr, words)
-                self.assertEqual(result.stdout, "", words)
+                if json_flag:  # with --json, the error is also a JSON document on stdout
+                    self.assertIn(UNKNOWN_ID, json.loads(result.stdout)["error"], words)
+                else:
+                    self.assertEqual(result.stdout, "", words)
 
     def test_usage_errors_exit_1(self):
         for words in (["queue"], ["queue", "frobnicate", UNKNOWN_ID], ["queue", "show"],

@@ -145,7 +145,7 @@ class ReplacedDatabaseTest(ChutedFixture):
         with sqlite3.connect(database) as live, sqlite3.connect(backup) as copy:
             live.backup(copy)
         self.ctl("account", "new", "--tenant", "example.test", "--name", "Late",
-                 "--primary-smtp-address", "late@example.test")
+                 "--primary-smtp-address", "late@example.test", "--no-password")
         self.wait_rcpt("late@example.test", b"550")  # an HVE account: no mailbox
         for suffix in ("-wal", "-shm"):
             if os.path.exists(database + suffix):
@@ -154,7 +154,7 @@ class ReplacedDatabaseTest(ChutedFixture):
         self.wait_rcpt("late@example.test", b"250")  # gone with the restore
         self.assertIn("was replaced", self.read_log())
         self.ctl("account", "new", "--tenant", "example.test", "--name", "After",
-                 "--primary-smtp-address", "after@example.test")
+                 "--primary-smtp-address", "after@example.test", "--no-password")
         self.wait_rcpt("after@example.test", b"550")  # changes to the new file are seen
 
 

@@ -69,7 +69,7 @@ class TlsAuthTest(ChutedFixture):
     def test_password_change_invalidates_the_cached_credential(self):
         with self.starttls() as c:
             c.login("app@example.test", APP_PASSWORD)  # now cached
-        self.ctl("account", "password", "app@example.test", "--password-stdin", stdin="new one")
+        self.ctl("account", "password", "app@example.test", "--password-stdin", stdin="New one, 2nd")
         self.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
         while True:
@@ -79,7 +79,7 @@ class TlsAuthTest(ChutedFixture):
             self.assertLess(time.monotonic(), deadline, "the old password still works")
             time.sleep(0.2)
         with self.starttls() as c:
-            self.assertEqual(c.docmd("AUTH", self.plain("app@example.test", "new one"))[0], 235)
+            self.assertEqual(c.docmd("AUTH", self.plain("app@example.test", "New one, 2nd"))[0], 235)
 
     def test_large_messages_and_concurrent_senders_over_tls(self):
         import hashlib

@@ -1,4 +1,6 @@
-#include "tools/chutectl/queue_command.h"
+// chutectl queue: the running chuted's delivery queue, through its admin listener
+// ([admin] address; JSON over HTTP, endpoints in src/admin/queue_api.h). It does not open the
+// directory database.
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -16,14 +18,16 @@
 #include "absl/strings/str_join.h"
 #include "base/net_address.h"
 #include "net/socket.h"
+#include "tools/chutectl/commands.h"
 
-namespace chute {
+namespace chute::ctl {
 namespace {
 
 constexpr int kTimeoutMs = 10000;
 constexpr size_t kResponseBytesMax = 64 << 20;
 
-constexpr const char* kQueueUsage = R"(queue commands (through the running chuted's admin listener):
+constexpr absl::string_view kHelp =
+    R"(Delivery queue of the running chuted (through [admin] address):
   queue list                  queued messages: id, age, sender, recipients pending, attempts,
                               next attempt, last reply      (Postfix: mailq, postqueue -p)
   queue show ID               one message
@@ -33,6 +37,8 @@ constexpr const char* kQueueUsage = R"(queue commands (through the running chute
   queue delete ID             drop it for good              (Postfix: postsuper -d ID)
   queue dead                  the dead-letter area: why each message was given up
   queue requeue ID            from the dead-letter area back to delivery (postsuper -r ID)
+  (Postfix spellings: mailq, postqueue -p, postqueue -f, postqueue -i ID,
+   postsuper -d|-h|-H|-r ID)
 )";
 
 struct HttpResult {
@@ -58,9 +64,9 @@ absl::StatusOr<HttpResult> Request(const Config& config, const std::string& meth
     if (fd >= 0) {
       close(fd);
     }
-    return absl::UnavailableError(absl::StrCat(
-        "cannot reach chuted's admin listener at ", config.admin.address,
-        " (is chuted running with this configuration?)"));
+    return absl::UnavailableError(absl::StrCat("cannot reach chuted's admin listener at ",
+                                               config.admin.address,
+                                               " (is chuted running with this configuration?)"));
   }
   std::string request = absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: chute\r\n",
                                      "Content-Length: 0\r\nConnection: close\r\n\r\n");
@@ -105,8 +111,8 @@ void PrintList(const nlohmann::json& list) {
   std::printf("%-22s %8s %-28s %4s %-20s %s\n", "ID", "AGE_S", "SENDER", "TRY", "NEXT ATTEMPT",
               "RECIPIENTS PENDING (LAST REPLY)");
   for (const nlohmann::json& m : list) {
-    std::string next = m["held"].is_boolean() && m["held"].get<bool>() ? "held"
-                                                                         : Str(m, "next_attempt");
+    std::string next =
+        m["held"].is_boolean() && m["held"].get<bool>() ? "held" : Str(m, "next_attempt");
     std::vector<std::string> recipients;
     for (const nlohmann::json& r : m["recipients_pending"]) {
       std::string reply = Str(r, "last_reply");
@@ -166,18 +172,14 @@ std::vector<std::string> Translate(std::vector<std::string> words) {
   return words;
 }
 
-}  // namespace
-
-bool IsQueueCommand(const std::vector<std::string>& words) {
-  return !words.empty() && (words[0] == "queue" || words[0] == "mailq" ||
-                            words[0] == "postqueue" || words[0] == "postsuper");
-}
-
-int RunQueueCommand(const Config& config, bool json, std::vector<std::string> words) {
-  words = Translate(std::move(words));
-  auto usage = [](absl::string_view why) {
-    std::cerr << "chutectl: " << why << "\n" << kQueueUsage;
-    return 1;
+int Run(Context& context, const std::vector<std::string>& given) {
+  std::vector<std::string> words = Translate(given);
+  const Config& config = context.config();
+  bool json = context.json();
+  auto usage = [&](absl::string_view why) {
+    int exit = context.Usage(why);
+    std::cerr << kHelp;
+    return exit;
   };
   if (words.size() < 2 || words[0] != "queue") {
     return usage("which queue command?");
@@ -209,14 +211,11 @@ int RunQueueCommand(const Config& config, bool json, std::vector<std::string> wo
   }
   absl::StatusOr<HttpResult> result = Request(config, method, path);
   if (!result.ok()) {
-    std::cerr << "chutectl: " << result.status().message() << "\n";
-    return 2;
+    return context.Fail(result.status());
   }
   nlohmann::json body = nlohmann::json::parse(result->body, nullptr, false);
   if (result->status != 200) {
-    std::cerr << "chutectl: "
-              << (body.is_object() ? Str(body, "error") : std::string("request failed")) << "\n";
-    return 2;
+    return context.Fail(body.is_object() ? Str(body, "error") : std::string("request failed"));
   }
   if (json || body.is_discarded()) {
     std::cout << result->body;
@@ -232,7 +231,11 @@ int RunQueueCommand(const Config& config, bool json, std::vector<std::string> wo
                 << "\n";
     }
   }
-  return 0;
+  return kExitOk;
 }
 
-}  // namespace chute
+}  // namespace
+
+extern const CommandGroup kQueueGroup{"queue mailq postqueue postsuper", Run, kHelp};
+
+}  // namespace chute::ctl

@@ -1,4 +1,8 @@
-#include "tools/chutectl/trace_command.h"
+// chutectl trace: the message trace (what happened to each message: received, each
+// recipient's delivery result), read from the trace database chuted keeps in
+// <data_dir>/trace.db for [trace] retention_days. Get-MessageTraceV2 is an alias.
+
+#include "tools/chutectl/commands.h"
 
 #include <sys/stat.h>
 
@@ -19,9 +23,10 @@
 #include "absl/time/time.h"
 #include "trace/trace.h"
 
-namespace chute {
+namespace chute::ctl {
+namespace {
 
-const char* const kTraceUsage = R"(trace: what happened to each message (Get-MessageTraceV2)
+constexpr const char* kTraceUsage = R"(trace: what happened to each message (Get-MessageTraceV2)
   trace [--sender ADDR] [--recipient ADDR] [--message-id ID] [--queue-id ID]
         [--status pending|delivered|deferred|failed|dead] [--from TIME] [--to TIME]
         [--limit N] [--details] [--json | --csv]
@@ -38,8 +43,6 @@ const char* const kTraceUsage = R"(trace: what happened to each message (Get-Mes
         -EndDate T -Status Delivered|Failed|Pending -ResultSize N   (the same, cmdlet words;
         Failed = failed and dead, Pending = pending and deferred)
 )";
-
-namespace {
 
 constexpr absl::Duration kDefaultWindow = absl::Hours(48);
 
@@ -96,14 +99,9 @@ const std::map<std::string, std::string>& CmdletParameters() {
   return *map;
 }
 
-// Usage error: the message, in the words the user typed (the cmdlet's or the native ones).
-int UsageError(const std::string& message) {
-  std::cerr << "chutectl: " << message << "\nRun 'chutectl trace --help' for usage.\n";
-  return 1;
-}
-
-std::optional<int> ParseArgs(const std::vector<std::string>& words, absl::Time now,
-                             TraceArgs* args) {
+std::optional<int> ParseTraceArgs(const Context& context, const std::vector<std::string>& words,
+                                  absl::Time now, TraceArgs* args) {
+  auto UsageError = [&](const std::string& message) { return context.Usage(message); };
   args->cmdlet = absl::EqualsIgnoreCase(words[0], "Get-MessageTraceV2");
   for (size_t i = 1; i < words.size(); ++i) {
     std::string word = words[i];
@@ -128,7 +126,7 @@ std::optional<int> ParseArgs(const std::vector<std::string>& words, absl::Time n
     }
     if (word == "--help" || word == "-h") {
       std::cout << kTraceUsage;
-      return 0;
+      return kExitOk;
     }
     if (word == "--details") {
       args->details = true;
@@ -261,30 +259,23 @@ void PrintText(const std::vector<trace::Row>& rows) {
   std::printf("%zu row(s)\n", rows.size());
 }
 
-}  // namespace
-
-bool IsTraceCommand(const std::vector<std::string>& words) {
-  return !words.empty() &&
-         (words[0] == "trace" || absl::EqualsIgnoreCase(words[0], "Get-MessageTraceV2"));
-}
-
-int RunTraceCommand(const Config& config, bool json, std::vector<std::string> words) {
+int Run(Context& context, const std::vector<std::string>& words) {
+  const Config& config = context.config();
   TraceArgs args;
-  args.json = json;
-  if (std::optional<int> exit = ParseArgs(words, absl::Now(), &args)) {
+  args.json = context.json();
+  if (std::optional<int> exit = ParseTraceArgs(context, words, absl::Now(), &args)) {
     return *exit;
   }
   std::string path = absl::StrCat(config.server.data_dir, "/trace.db");
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) {
-    std::cerr << "chutectl: no message trace at " << path
-              << " (chuted creates it when it starts; is [server] data_dir right?)\n";
-    return 2;
+    return context.Fail(absl::StrCat("no message trace at ", path,
+                                     " (chuted creates it when it starts; is [server] data_dir "
+                                     "right?)"));
   }
   absl::StatusOr<std::unique_ptr<trace::Store>> store = trace::Store::Open(path, false);
   if (!store.ok()) {
-    std::cerr << "chutectl: " << store.status().message() << "\n";
-    return 2;
+    return context.Fail(store.status());
   }
   // One status or a pair (the cmdlet's Failed, Pending): a query per status, merged.
   std::vector<trace::Row> rows;
@@ -300,8 +291,7 @@ int RunTraceCommand(const Config& config, bool json, std::vector<std::string> wo
     query.status = status;
     absl::StatusOr<std::vector<trace::Row>> found = (*store)->Find(query);
     if (!found.ok()) {
-      std::cerr << "chutectl: " << path << ": " << found.status().message() << "\n";
-      return 2;
+      return context.Fail(absl::StrCat(path, ": ", found.status().message()));
     }
     rows.insert(rows.end(), found->begin(), found->end());
   }
@@ -317,8 +307,7 @@ int RunTraceCommand(const Config& config, bool json, std::vector<std::string> wo
       if (events.count(row.queue_id) == 0) {
         absl::StatusOr<std::vector<trace::EventRow>> e = (*store)->Events(row.queue_id);
         if (!e.ok()) {
-          std::cerr << "chutectl: " << path << ": " << e.status().message() << "\n";
-          return 2;
+          return context.Fail(absl::StrCat(path, ": ", e.status().message()));
         }
         events[row.queue_id] = *std::move(e);
       }
@@ -340,7 +329,7 @@ int RunTraceCommand(const Config& config, bool json, std::vector<std::string> wo
       out.push_back(std::move(j));
     }
     std::cout << out.dump(2) << "\n";
-    return 0;
+    return kExitOk;
   }
   if (args.csv) {
     std::cout << "received,status,queue_id,message_id,tenant,account,sender,recipient,reply,"
@@ -367,4 +356,8 @@ int RunTraceCommand(const Config& config, bool json, std::vector<std::string> wo
   return 0;
 }
 
-}  // namespace chute
+}  // namespace
+
+extern const CommandGroup kTraceGroup{"trace Get-MessageTraceV2", Run, kTraceUsage};
+
+}  // namespace chute::ctl

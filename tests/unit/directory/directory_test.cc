@@ -1,10 +1,13 @@
 #include "directory/directory.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <string>
+
+#include "absl/strings/match.h"
 
 namespace chute::directory {
 namespace {
@@ -53,7 +56,8 @@ TEST_F(StoreTest, SnapshotLooksUpAddressesCaseInsensitively) {
   ASSERT_TRUE(snapshot.ok());
   const Account* account = (*snapshot)->FindAccount("app@CONTOSO.TEST");
   ASSERT_NE(account, nullptr);
-  EXPECT_EQ(account->primary_address, "App@Contoso.test");  // stored as given
+  // The local part is stored as given, the domain in its normalized (A-label) form.
+  EXPECT_EQ(account->primary_address, "App@contoso.test");
   EXPECT_EQ((*snapshot)->FindAccount("ALIAS@fabrikam.test"), account);
   EXPECT_TRUE((*snapshot)->IsAcceptedDomain(account->tenant_id, "FABRIKAM.TEST"));
   EXPECT_FALSE((*snapshot)->IsAcceptedDomain(account->tenant_id, "other.test"));
@@ -99,6 +103,127 @@ TEST_F(StoreTest, DataVersionMovesWhenAnotherConnectionWrites) {
   absl::StatusOr<int64_t> after = (*reader)->DataVersion();
   ASSERT_TRUE(before.ok() && after.ok());
   EXPECT_NE(*before, *after);
+}
+
+mode_t ModeOf(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(stat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 07777;
+}
+
+TEST_F(StoreTest, DatabaseAndItsWalAndShmAre0600WhateverTheUmask) {
+  mode_t saved = umask(0);  // the widest: nothing filtered
+  std::string path = dir_ + "/new.db";
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(path, true);
+  umask(saved);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->AddTenant("t", {"t.example"}).ok());
+  // -wal and -shm exist while a connection is open (SQLite removes them at the last close).
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    EXPECT_EQ(ModeOf(path + suffix), 0600u) << suffix;
+  }
+}
+
+TEST_F(StoreTest, AWorldReadableDatabaseLosesItsOtherBitsWhenOpenedForWriting) {
+  std::string path = dir_ + "/d.db";
+  ASSERT_EQ(chmod(path.c_str(), 0644), 0);
+  ASSERT_TRUE(Store::Open(path, true).ok());
+  EXPECT_EQ(ModeOf(path), 0640u);              // group bits are only warned about
+  ASSERT_TRUE(Store::Open(path, false).ok());  // a reader (chuted's reopen) changes nothing
+  EXPECT_EQ(ModeOf(path), 0640u);
+}
+
+TEST_F(StoreTest, AnIdnAndItsALabelFormAreOneDomain) {
+  absl::StatusOr<Tenant> books = store_->AddTenant("books", {"Bücher.example"});
+  ASSERT_TRUE(books.ok()) << books.status();
+  EXPECT_EQ(books->domains, std::vector<std::string>{"xn--bcher-kva.example"});
+  absl::StatusOr<Tenant> again = store_->AddTenant("again", {"XN--bcher-kva.example"});
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(absl::StrContains(again.status().message(), "the tenant 'books'")) << again.status();
+  ASSERT_TRUE(store_->AddAccount({"books", "Info", "Info@bücher.example", ""}, 100).ok());
+  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = store_->LoadSnapshot();
+  ASSERT_TRUE(snapshot.ok());
+  const Account* account = (*snapshot)->FindAccount("info@BÜCHER.example");
+  ASSERT_NE(account, nullptr);
+  EXPECT_EQ(account->primary_address, "Info@xn--bcher-kva.example");
+  EXPECT_EQ((*snapshot)->FindAccount("INFO@xn--bcher-kva.example"), account);
+  EXPECT_TRUE((*snapshot)->IsAcceptedDomain(books->id, "bücher.example"));
+  EXPECT_EQ((*snapshot)->FindTenantByDomain("BÜCHER.EXAMPLE")->name, "books");
+}
+
+TEST_F(StoreTest, ATakenDomainNamesItsTenant) {
+  absl::StatusOr<Tenant> other = store_->AddTenant("other", {"contoso.test"});
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(absl::StrContains(other.status().message(), "tenant 'contoso'")) << other.status();
+}
+
+TEST_F(StoreTest, SingleLabelDomainsAreRefused) {
+  EXPECT_EQ(store_->AddTenant("local", {"localhost"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  TenantChange change;
+  change.add_domains = {"corp"};
+  EXPECT_EQ(store_->UpdateTenant("contoso", change).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(StoreTest, ReplyToMustBeInOneOfTheTenantsDomains) {
+  ASSERT_TRUE(store_->AddTenant("other", {"other.test"}).ok());
+  ASSERT_TRUE(store_->AddAccount({"contoso", "A", "a@contoso.test", ""}, 100).ok());
+  AccountChange change;
+  change.reply_to = "x@other.test";
+  EXPECT_EQ(store_->UpdateAccount("A", change).status().code(), absl::StatusCode::kInvalidArgument);
+  change.reply_to = "x@FABRIKAM.test";  // the tenant's second domain
+  absl::StatusOr<Account> updated = store_->UpdateAccount("A", change);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->reply_to, "x@fabrikam.test");
+  change.reply_to = "";  // clears
+  EXPECT_TRUE(store_->UpdateAccount("A", change).ok());
+}
+
+TEST_F(StoreTest, PasswordPolicyIsPerTenantAndRangeChecked) {
+  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = store_->LoadSnapshot();
+  ASSERT_TRUE(snapshot.ok());
+  const PasswordPolicy& defaults = (*snapshot)->FindTenantByName("contoso")->password_policy;
+  EXPECT_EQ(defaults.min_length, 12);
+  EXPECT_EQ(defaults.complexity, PasswordComplexity::kThreeOfFour);
+  EXPECT_EQ(defaults.history, 5);
+  TenantChange change;
+  change.password_min_length = 20;
+  change.password_complexity = PasswordComplexity::kNone;
+  change.password_history = 0;
+  absl::StatusOr<Tenant> tenant = store_->UpdateTenant("contoso", change);
+  ASSERT_TRUE(tenant.ok()) << tenant.status();
+  EXPECT_EQ(tenant->password_policy.min_length, 20);
+  EXPECT_EQ(tenant->password_policy.complexity, PasswordComplexity::kNone);
+  EXPECT_EQ(tenant->password_policy.history, 0);
+  TenantChange bad;
+  bad.password_history = kPasswordHistoryMax + 1;
+  EXPECT_EQ(store_->UpdateTenant("contoso", bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  bad = TenantChange();
+  bad.password_min_length = 0;
+  EXPECT_EQ(store_->UpdateTenant("contoso", bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(StoreTest, PasswordHistoryIsNewestFirstAndBounded) {
+  absl::StatusOr<Account> account =
+      store_->AddAccount({"contoso", "A", "a@contoso.test", "h0"}, 100);
+  ASSERT_TRUE(account.ok());
+  for (int i = 1; i < 30; ++i) {
+    AccountChange change;
+    change.password_hash = "h" + std::to_string(i);
+    ASSERT_TRUE(store_->UpdateAccount("A", change).ok());
+  }
+  absl::StatusOr<std::vector<std::string>> last5 = store_->PasswordHashes(account->id, 5);
+  ASSERT_TRUE(last5.ok());
+  EXPECT_EQ(*last5, (std::vector<std::string>{"h29", "h28", "h27", "h26", "h25"}));
+  absl::StatusOr<std::vector<std::string>> all = store_->PasswordHashes(account->id, 1000);
+  ASSERT_TRUE(all.ok());
+  // The current hash and kPasswordHistoryMax - 1 previous ones: older ones were deleted.
+  ASSERT_EQ(all->size(), static_cast<size_t>(kPasswordHistoryMax));
+  EXPECT_EQ(all->back(), "h6");
+  EXPECT_TRUE(store_->PasswordHashes(account->id, 0)->empty());
 }
 
 }  // namespace

@@ -1,0 +1,319 @@
+// chutectl account: HVE accounts (New-/Get-/Set-/Remove-MailUser -HVEAccount), and their
+// passwords, which must satisfy the tenant's password policy.
+
+#include <cstdio>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "auth/password.h"
+#include "directory/password_policy.h"
+#include "smtp/parser.h"
+#include "tools/chutectl/commands.h"
+
+namespace chute::ctl {
+namespace {
+
+constexpr absl::string_view kHelp = R"(HVE accounts (ID = primary address or display name):
+  account new [--tenant NAME] --name DISPLAY --primary-smtp-address ADDR
+              [--password-stdin | --no-password]
+                      the tenant defaults to the domain's owner; the password is asked twice
+                      on a terminal, read from standard input with --password-stdin, and
+                      --no-password makes an account that cannot authenticate by password
+                      until one is set (it can still send through a trusted listener)
+  account list [--tenant NAME]
+  account show ID
+  account set ID [--display-name X] [--primary-smtp-address A]
+                 [--add-alias A]... [--remove-alias A]...
+  account password ID [--password-stdin]         asked twice on a terminal otherwise
+  account remove ID [--yes]                      asked on a terminal unless --yes
+  A password must satisfy the tenant's password policy (tenant show NAME): its minimum
+  length, its complexity, and not be one of its last N passwords.
+)";
+
+nlohmann::json AccountJson(const directory::Account& a) {
+  return nlohmann::json{{"display_name", a.display_name},
+                        {"primary_smtp_address", a.primary_address},
+                        {"tenant", a.tenant_name},
+                        {"aliases", a.aliases},
+                        {"has_password", !a.password_hash.empty()},
+                        {"reply_to", a.reply_to},
+                        {"allowed_apps", a.allowed_apps}};
+}
+
+void PrintAccount(const Context& context, const directory::Account& a) {
+  if (context.json()) {
+    PrintJson(AccountJson(a));
+    return;
+  }
+  std::cout << "DisplayName:        " << a.display_name << "\n"
+            << "PrimarySmtpAddress: " << a.primary_address << "\n"
+            << "Tenant:             " << a.tenant_name << "\n"
+            << "Aliases:            " << absl::StrJoin(a.aliases, ", ") << "\n"
+            << "Password:           " << (a.password_hash.empty() ? "not set" : "set") << "\n"
+            << "ReplyTo:            " << a.reply_to << "\n"
+            << "AllowedApps:        " << absl::StrJoin(a.allowed_apps, ", ") << "\n";
+}
+
+// NewPassword: the password from standard input or, on a terminal, typed twice; checked
+// against the tenant's length and complexity rules and, for an existing account, its history
+// (the last N argon2id hashes). Returns the hash, or the exit status after saying why.
+struct Hashed {
+  std::string hash;
+  int exit = kExitOk;
+};
+
+Hashed NewPassword(Context& context, const Args& args, const directory::Tenant& tenant,
+                   absl::string_view who, int64_t account_id) {
+  absl::StatusOr<std::string> password =
+      args.Has("--password-stdin") ? ReadPasswordStdin() : PromptNewPassword(who);
+  if (!password.ok()) {
+    return {"", context.Fail(password.status())};
+  }
+  const directory::PasswordPolicy& policy = tenant.password_policy;
+  if (absl::Status rules = directory::CheckPasswordRules(policy, *password, tenant.name);
+      !rules.ok()) {
+    return {"", context.Fail(rules)};
+  }
+  if (account_id != 0 && policy.history > 0) {
+    absl::StatusOr<std::vector<std::string>> previous =
+        context.Store()->PasswordHashes(account_id, policy.history);
+    if (!previous.ok()) {
+      return {"", context.Fail(previous.status())};
+    }
+    for (const std::string& hash : *previous) {
+      if (auth::VerifyPassword(hash, *password)) {
+        return {"", context.Fail(absl::StrCat("the password was used before: tenant '", tenant.name,
+                                              "' does not allow reusing any of the last ",
+                                              policy.history, " passwords (password-history)"))};
+      }
+    }
+  }
+  absl::StatusOr<std::string> hash = HashPassword(context.config(), *password);
+  if (!hash.ok()) {
+    return {"", context.Fail(hash.status())};
+  }
+  return {*hash, kExitOk};
+}
+
+int New(Context& context, directory::Store& store, const Args& args) {
+  if (!args.positional.empty()) {
+    return context.Usage("account new takes options only");
+  }
+  std::optional<std::string> tenant_name = args.Get("--tenant");
+  std::optional<std::string> name = args.Get("--name");
+  std::optional<std::string> address = args.Get("--primary-smtp-address");
+  if (!name || !address) {
+    return context.Usage("account new needs --name and --primary-smtp-address");
+  }
+  bool no_password = args.Has("--no-password");
+  if (no_password && args.Has("--password-stdin")) {
+    return context.Usage("account new takes --password-stdin or --no-password, not both");
+  }
+  if (!no_password && !args.Has("--password-stdin") && !IsTerminal()) {
+    return context.Usage(
+        "account new needs --password-stdin (the password on standard input), or "
+        "--no-password for an account that cannot authenticate by password until one is set");
+  }
+  absl::StatusOr<std::shared_ptr<const directory::Snapshot>> snapshot = store.LoadSnapshot();
+  if (!snapshot.ok()) {
+    return context.Fail(snapshot.status());
+  }
+  const directory::Tenant* tenant = nullptr;
+  if (tenant_name) {
+    tenant = (*snapshot)->FindTenantByName(*tenant_name);
+    if (tenant == nullptr) {
+      return context.Fail(absl::StrCat("no tenant '", *tenant_name, "'"));
+    }
+  } else {
+    // The tenant is the one that owns the address's domain, as in Exchange Online.
+    tenant = (*snapshot)->FindTenantByDomain(smtp::SplitAddress(*address).domain);
+    if (tenant == nullptr) {
+      return context.Fail(
+          absl::StrCat("no tenant has the domain of ", *address, "; give --tenant"));
+    }
+  }
+  directory::NewAccount account{tenant->name, *name, *address, ""};
+  if (!no_password) {
+    Hashed hashed = NewPassword(context, args, *tenant, *address, 0);
+    if (hashed.exit != kExitOk) {
+      return hashed.exit;
+    }
+    account.password_hash = std::move(hashed.hash);
+  }
+  absl::StatusOr<directory::Account> created =
+      store.AddAccount(account, context.config().limits.accounts_per_tenant);
+  if (!created.ok()) {
+    return context.Fail(created.status());
+  }
+  PrintAccount(context, *created);
+  if (no_password) {
+    context.Note(absl::StrCat(created->primary_address,
+                              " has no password: it cannot authenticate by password until one "
+                              "is set (chutectl account password ",
+                              created->primary_address, ")"));
+  }
+  return kExitOk;
+}
+
+int List(Context& context, directory::Store& store, const Args& args) {
+  absl::StatusOr<std::shared_ptr<const directory::Snapshot>> snapshot = store.LoadSnapshot();
+  if (!snapshot.ok()) {
+    return context.Fail(snapshot.status());
+  }
+  std::optional<std::string> tenant = args.Get("--tenant");
+  if (tenant && (*snapshot)->FindTenantByName(*tenant) == nullptr) {
+    return context.Fail(absl::StrCat("no tenant '", *tenant, "'"));
+  }
+  nlohmann::json list = nlohmann::json::array();
+  if (!context.json()) {
+    std::printf("%-36s %-28s %s\n", "PRIMARY_SMTP_ADDRESS", "DISPLAY_NAME", "TENANT");
+  }
+  for (const directory::Account& a : (*snapshot)->accounts()) {
+    if (tenant && a.tenant_name != *tenant) {
+      continue;
+    }
+    if (context.json()) {
+      list.push_back(AccountJson(a));
+    } else {
+      std::printf("%-36s %-28s %s\n", a.primary_address.c_str(), a.display_name.c_str(),
+                  a.tenant_name.c_str());
+    }
+  }
+  if (context.json()) {
+    PrintJson(list);
+  }
+  return kExitOk;
+}
+
+// Find: the account an ID names, from a fresh snapshot (kept alive by `snapshot`).
+const directory::Account* Find(Context& context, directory::Store& store, const std::string& id,
+                               std::shared_ptr<const directory::Snapshot>* snapshot) {
+  absl::StatusOr<std::shared_ptr<const directory::Snapshot>> loaded = store.LoadSnapshot();
+  if (!loaded.ok()) {
+    context.Fail(loaded.status());
+    return nullptr;
+  }
+  *snapshot = *loaded;
+  bool ambiguous = false;
+  const directory::Account* account = (*snapshot)->FindAccountByIdentity(id, &ambiguous);
+  if (account == nullptr) {
+    context.Fail(ambiguous ? absl::StrCat("'", id, "' names several accounts; use the address")
+                           : absl::StrCat("no account '", id, "'"));
+  }
+  return account;
+}
+
+int Password(Context& context, directory::Store& store, const Args& args, const std::string& id) {
+  if (!args.Has("--password-stdin") && !IsTerminal()) {
+    return context.Usage("account password needs --password-stdin when not run on a terminal");
+  }
+  std::shared_ptr<const directory::Snapshot> snapshot;
+  const directory::Account* account = Find(context, store, id, &snapshot);
+  if (account == nullptr) {
+    return kExitFailure;
+  }
+  const directory::Tenant* tenant = snapshot->FindTenant(account->tenant_id);
+  Hashed hashed = NewPassword(context, args, *tenant, account->primary_address, account->id);
+  if (hashed.exit != kExitOk) {
+    return hashed.exit;
+  }
+  directory::AccountChange change;
+  change.password_hash = std::move(hashed.hash);
+  absl::StatusOr<directory::Account> updated = store.UpdateAccount(id, change);
+  if (!updated.ok()) {
+    return context.Fail(updated.status());
+  }
+  PrintAccount(context, *updated);
+  return kExitOk;
+}
+
+int Remove(Context& context, directory::Store& store, const Args& args, const std::string& id) {
+  if (!args.Has("--yes")) {
+    if (!IsTerminal()) {
+      return context.Usage("account remove needs --yes when not run interactively");
+    }
+    std::shared_ptr<const directory::Snapshot> snapshot;
+    if (Find(context, store, id, &snapshot) == nullptr) {
+      return kExitFailure;
+    }
+    if (!Confirm(absl::StrCat("Remove the account ", id, "?"))) {
+      return context.Declined(absl::StrCat("the account ", id, " was not removed"));
+    }
+  }
+  absl::Status status = store.RemoveAccount(id);
+  if (!status.ok()) {
+    return context.Fail(status);
+  }
+  if (context.json()) {
+    PrintJson(nlohmann::json{{"removed", id}});
+  } else {
+    std::cout << "Removed account " << id << "\n";
+  }
+  return kExitOk;
+}
+
+int Run(Context& context, const std::vector<std::string>& words) {
+  if (words.size() < 2) {
+    return context.Usage("account needs a subcommand: new, list, show, set, password, remove");
+  }
+  const std::string& verb = words[1];
+  Args args;
+  if (std::optional<std::string> error =
+          ParseArgs(words, 2, {"--password-stdin", "--no-password", "--yes"},
+                    {"--tenant", "--name", "--primary-smtp-address", "--display-name",
+                     "--add-alias", "--remove-alias"},
+                    &args)) {
+    return context.Usage(*error);
+  }
+  static const char* const kVerbs[] = {"new", "list", "show", "set", "password", "remove"};
+  if (std::find(std::begin(kVerbs), std::end(kVerbs), verb) == std::end(kVerbs)) {
+    return context.Usage(absl::StrCat("unknown account subcommand '", verb, "'"));
+  }
+  if (verb != "new" && verb != "list" && args.positional.size() != 1) {
+    return context.Usage(absl::StrCat("account ", verb, " needs ID (address or display name)"));
+  }
+  directory::Store* store = context.Store();
+  if (store == nullptr) {
+    return kExitFailure;
+  }
+  if (verb == "new") {
+    return New(context, *store, args);
+  }
+  if (verb == "list") {
+    return List(context, *store, args);
+  }
+  const std::string& id = args.positional[0];
+  if (verb == "show") {
+    std::shared_ptr<const directory::Snapshot> snapshot;
+    const directory::Account* account = Find(context, *store, id, &snapshot);
+    if (account == nullptr) {
+      return kExitFailure;
+    }
+    PrintAccount(context, *account);
+    return kExitOk;
+  }
+  if (verb == "password") {
+    return Password(context, *store, args, id);
+  }
+  if (verb == "remove") {
+    return Remove(context, *store, args, id);
+  }
+  directory::AccountChange change;
+  change.display_name = args.Get("--display-name");
+  change.primary_address = args.Get("--primary-smtp-address");
+  change.add_aliases = args.All("--add-alias");
+  change.remove_aliases = args.All("--remove-alias");
+  absl::StatusOr<directory::Account> updated = store->UpdateAccount(id, change);
+  if (!updated.ok()) {
+    return context.Fail(updated.status());
+  }
+  PrintAccount(context, *updated);
+  return kExitOk;
+}
+
+}  // namespace
+
+extern const CommandGroup kAccountGroup{"account", Run, kHelp};
+
+}  // namespace chute::ctl
