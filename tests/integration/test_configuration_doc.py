@@ -183,7 +183,7 @@ class ConfigurationDocTest(unittest.TestCase):
                 f.write(example)
             for args in (["tenant", "add", "corp", "--domain", "corp.example"],
                          ["account", "new", "--tenant", "corp", "--name", "Printers",
-                          "--primary-smtp-address", "printers@corp.example"]):
+                          "--primary-smtp-address", "printers@corp.example", "--no-password"]):
                 subprocess.run([chutectl, "--config", config, *args], check=True,
                                capture_output=True, timeout=60)
             result = subprocess.run([chuted, "--config", config, "--check-config"],

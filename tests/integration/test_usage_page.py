@@ -28,7 +28,7 @@ CHROMIUM_TIMEOUT_S = 90  # a cold start of chromium on a loaded 2-core machine
 BUILD_DIR = os.path.abspath(os.path.join(BIN, ".."))
 
 ODD_ACCOUNT = "o'hara&co@corp.test"  # '&' and "'" are atext: the page must escape them
-ODD_PASSWORD = "usage page password"
+ODD_PASSWORD = "Usage page password 1"
 
 
 class UsageDom(html.parser.HTMLParser):
