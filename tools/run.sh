@@ -24,7 +24,7 @@ if [ ! -f "$var/tls/cert.pem" ]; then
 fi
 if [ ! -f "$config" ]; then
   cat >"$config" <<TOML
-# The embedded default, made by tools/run.sh. The keys are documented in README.md.
+# The embedded default, made by tools/run.sh. Every key: docs/configuration.md (man chute.toml).
 [server]
 hostname = "relay.example.test"
 data_dir = "$var"
