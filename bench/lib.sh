@@ -2,7 +2,8 @@
 # ports, smtp-sink, a private chuted and a private Postfix instance (never the system's), and a
 # cleanup that stops everything started here, by pid, on any exit.
 #
-# The caller sets `bin` (build/bin) and `time_limit_s`, and may set CHUTE_BENCH_DELIVERY_THREADS.
+# The caller sets `bin` (build/bin) and `time_limit_s`, and may set CHUTE_BENCH_SHARDS (2) and
+# CHUTE_BENCH_DELIVERY_THREADS (4).
 
 work="$(mktemp -d /tmp/chute-bench.XXXXXX)"
 chmod 755 "$work"
@@ -62,7 +63,7 @@ start_chute() {
   cat >"$dir/chute.toml" <<TOML
 [server]
 hostname = "bench.example.test"
-shards = 2
+shards = ${CHUTE_BENCH_SHARDS:-2}
 delivery_threads = ${CHUTE_BENCH_DELIVERY_THREADS:-4}
 data_dir = "$dir"
 ${3:-}

@@ -27,6 +27,8 @@ test_packages=(
   prometheus
   # man pages (scdoc) and the Debian package (dpkg-shlibdeps, systemd-analyze)
   scdoc dpkg-dev systemd
+  # the benchmark charts (bench/run.sh, bench/shard_sweep.sh)
+  gnuplot-nox
 )
 
 case "${1:-all}" in

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# shard_sweep.sh [MESSAGES]: where adding shards (and Maildir delivery threads) stops paying,
+# on this machine. For shards = 1 .. the core count (and one past it, to show what
+# oversubscription costs) and delivery_threads = 1, 2, 4, a private chuted with Maildir
+# delivery takes MESSAGES (default 10000) 10 KB messages from chute-load over STARTTLS+AUTH
+# (20 persistent connections). Per run: acceptance messages/s and p99 end of data -> 250 (from
+# chute-load), end to end messages/s (until the spool is settled, every message in its
+# Maildir), and each shard's utilisation (chute_shard_busy_seconds_total over the run).
+# Prints a Markdown table and writes build/bench/shard_sweep.{md,json,svg}. Loopback only;
+# bounded in count and time; everything it starts it stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+messages="${1:-10000}"
+sessions=20
+size=10240
+time_limit_s=300
+bin="$PWD/build/bin"
+out="$PWD/build/bench"
+for tool in "$bin/chuted" "$bin/chutectl" "$bin/chute-load"; do
+  [ -x "$tool" ] || { echo "shard_sweep.sh: $tool is missing: cmake --build --preset release" >&2; exit 2; }
+done
+mkdir -p "$out"
+source bench/lib.sh
+printf '%s' "$BENCH_PASSWORD" >"$work/password"
+rows="$work/rows.jsonl"
+: >"$rows"
+cores=$(nproc)
+
+busy() {  # busy ADMIN_PORT: "shard=seconds ..." of chute_shard_busy_seconds_total
+  curl -s "127.0.0.1:$1/metrics" |
+    awk -F'[{}" ]+' '/^chute_shard_busy_seconds_total\{/ { printf "%s=%s ", $3, $4 }'
+}
+
+for shards in $(seq 1 $((cores + 1))); do
+  for threads in 1 2 4; do
+    CHUTE_BENCH_SHARDS=$shards CHUTE_BENCH_DELIVERY_THREADS=$threads \
+      start_chute "s${shards}d${threads}" 'backend = "maildir"'
+    before=$(busy "$admin")
+    t0=$(now)
+    j=$(timeout "$time_limit_s" "$bin/chute-load" --target "127.0.0.1:$tls_port" --tls starttls \
+        --user app@example.test --password-file "$work/password" --connections "$sessions" \
+        --messages "$messages" --size "$size" --from app@example.test --to bench@example.test \
+        --no-progress --json)
+    wait_metric_zero "$admin"
+    t1=$(now)
+    after=$(busy "$admin")
+    python3 - "$shards" "$threads" "$messages" "$t0" "$t1" "$before" "$after" "$j" >>"$rows" <<'PY'
+import json, sys
+shards, threads, messages = map(int, sys.argv[1:4])
+t0, t1 = float(sys.argv[4]), float(sys.argv[5])
+parse = lambda s: {k: float(v) for k, v in (p.split("=") for p in s.split())}
+before, after = parse(sys.argv[6]), parse(sys.argv[7])
+j = json.loads(sys.argv[8])
+if j["messages"] != messages or j["error_total"]:
+    sys.exit(f"shards={shards}: {j['messages']} of {messages} accepted, errors {j['errors']}")
+elapsed = t1 - t0
+print(json.dumps({
+    "shards": shards, "delivery_threads": threads,
+    "accept_per_s": j["messages_per_s"],
+    "p99_ms": round(j["latency_us"]["end_of_data_to_250"]["p99"] / 1000, 2),
+    "end_to_end_per_s": round(messages / elapsed, 1),
+    "utilisation": [round((after[s] - before.get(s, 0)) / elapsed, 2) for s in sorted(after)],
+}))
+PY
+    stop_chute
+  done
+done
+
+python3 - "$rows" "$out" "$messages" "$cores" <<'PY'
+import json, os, subprocess, sys
+rows_path, out, messages, cores = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+rows = [json.loads(l) for l in open(rows_path)]
+lines = [f"{messages} messages of 10 KB, chute-load STARTTLS+AUTH, 20 connections, Maildir "
+         f"delivery, {cores} cores", "",
+         "| shards | delivery threads | accepted/s | p99 end of data -> 250 | end to end/s | shard utilisation |",
+         "|---:|---:|---:|---:|---:|---|"]
+for r in rows:
+    lines.append(f"| {r['shards']} | {r['delivery_threads']} | {r['accept_per_s']:.0f} | "
+                 f"{r['p99_ms']} ms | {r['end_to_end_per_s']:.0f} | "
+                 f"{', '.join(f'{u:.0%}' for u in r['utilisation'])} |")
+table = "\n".join(lines) + "\n"
+print(table)
+open(os.path.join(out, "shard_sweep.md"), "w").write(table)
+json.dump(rows, open(os.path.join(out, "shard_sweep.json"), "w"), indent=2)
+data = os.path.join(out, "shard_sweep.dat")
+with open(data, "w") as f:
+    for threads in sorted({r["delivery_threads"] for r in rows}):
+        f.write(f'"delivery threads {threads}"\n')
+        for r in rows:
+            if r["delivery_threads"] == threads:
+                f.write(f"{r['shards']} {r['accept_per_s']} {r['end_to_end_per_s']}\n")
+        f.write("\n\n")
+script = f"""
+set terminal svg size 900,500 dynamic font "sans,11"
+set output "{os.path.join(out, 'shard_sweep.svg')}"
+set title "chuted, {messages} x 10 KB over STARTTLS+AUTH, {cores} cores"
+set xlabel "shards"
+set ylabel "messages/s"
+set xtics 1
+set yrange [0:*]
+set key outside right
+set grid
+plot for [i=0:2] "{data}" index i using 1:2 with linespoints title "accepted, ".columnheader(1), \\
+     for [i=0:2] "{data}" index i using 1:3 with linespoints dashtype 2 title "end to end, ".columnheader(1)
+"""
+try:
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    print(f"wrote {out}/shard_sweep.md, shard_sweep.json, shard_sweep.svg")
+except (OSError, subprocess.CalledProcessError) as e:
+    print(f"wrote {out}/shard_sweep.md, shard_sweep.json (no chart: gnuplot: {e})")
+PY
