@@ -280,6 +280,7 @@ void ClientSession::StartMessage(const Job& job, uint64_t size_bytes, int64_t no
   phase_ = Phase::kMessage;
   job_ = job;
   failed_ = false;
+  mail_failed_ = false;
   rcpts_accepted_ = 0;
   stats_->in_flight.fetch_add(1, std::memory_order_relaxed);
   MessageHeaders headers{config_.from, {}, config_.date, config_.run_id};
@@ -320,18 +321,22 @@ void ClientSession::OnEnvelopeReply(Expect expect, const Reply& reply, int64_t n
     case Expect::kMail:
       if (reply.code != 250) {
         Fail("mail", reply);
+        mail_failed_ = true;
       }
       break;
     case Expect::kRcpt:
       if (reply.code == 250 || reply.code == 251) {
         ++rcpts_accepted_;
-      } else {
+      } else if (!mail_failed_) {  // after a refused MAIL the 503s are its consequence
         Fail("rcpt", reply);
       }
       break;
     case Expect::kData:
       if (reply.code != 354) {
-        Fail("data", reply);
+        if (!mail_failed_ && rcpts_accepted_ > 0) {  // else the consequence of a refusal
+          Fail("data", reply);
+        }
+        failed_ = true;
       } else if (failed_ || rcpts_accepted_ == 0) {
         out_ += ".\r\n";  // nothing worth sending: end the data at once
         awaiting_.push_back(Expect::kDataAbort);
@@ -346,8 +351,10 @@ void ClientSession::OnEnvelopeReply(Expect expect, const Reply& reply, int64_t n
     case Expect::kDataEnd:
       if (reply.code == 250) {
         FinishMessage(now_us);
-      } else {
+      } else if (expect == Expect::kDataEnd || (!mail_failed_ && rcpts_accepted_ > 0)) {
         Fail(expect == Expect::kBdat ? "bdat" : "end-of-data", reply);
+      } else {
+        failed_ = true;
       }
       break;
     default:  // kDataAbort: the server's answer to an empty message is of no interest
@@ -416,6 +423,18 @@ void ClientSession::OnClosed(absl::string_view why, int64_t /*now_us*/) {
     return;
   }
   stats_->AddError(absl::StrCat(PhaseName(phase_), " ", why));
+  if (phase_ == Phase::kMessage || phase_ == Phase::kData) {
+    stats_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  }
+  awaiting_.clear();
+  phase_ = Phase::kDone;
+}
+
+}  // namespace chute::load
+
+namespace chute::load {
+
+void ClientSession::Abandon() {
   if (phase_ == Phase::kMessage || phase_ == Phase::kData) {
     stats_->in_flight.fetch_sub(1, std::memory_order_relaxed);
   }

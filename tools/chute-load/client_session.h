@@ -81,6 +81,8 @@ class ClientSession {
   // OnClosed: the connection ended (peer close, error or timeout, named by `why` for the
   // error key). Counted as an error unless the session had finished or was quitting.
   void OnClosed(absl::string_view why, int64_t now_us);
+  // Abandon: the connection ended for a reason the transport already counted (connect, TLS).
+  void Abandon();
 
   std::string* output() { return &out_; }
   bool wants_tls() const { return phase_ == Phase::kTls; }
@@ -131,6 +133,7 @@ class ClientSession {
   bool server_starttls_ = false;
   bool stop_ = false;
   bool failed_ = false;  // this message (or session) already had an unexpected reply
+  bool mail_failed_ = false;  // this message's MAIL was refused (later refusals follow from it)
   int auth_step_ = 0;
   int64_t connect_start_us_ = 0;
   int64_t auth_start_us_ = 0;

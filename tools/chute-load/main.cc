@@ -46,6 +46,9 @@ constexpr int kSettleMs = 200;
 // kCapSourcesMax: loopback source addresses the tenant-cap phase may spread over.
 constexpr int kCapSourcesMax = 250;
 
+// g_run_errors: errors over all threads, for --max-errors (the one counter threads share).
+std::atomic<uint64_t> g_run_errors{0};
+
 SessionConfig MakeSessionConfig(const Options& o) {
   SessionConfig s;
   s.tls = o.tls;
@@ -71,6 +74,8 @@ RunnerConfig BaseRunnerConfig(const Options& o, const SessionConfig& session) {
   c.tls = o.tls;
   c.timeout_us = static_cast<int64_t>(o.timeout_s * 1e6);
   c.sizes = o.sizes;
+  c.errors_max = o.errors_max;
+  c.run_errors = &g_run_errors;
   return c;
 }
 
@@ -172,7 +177,7 @@ uint64_t ReadProcKb(int pid, const char* file, absl::string_view key) {
   while (std::getline(in, line)) {
     if (absl::StartsWith(line, key) && line.size() > key.size() && line[key.size()] == ':') {
       std::vector<absl::string_view> parts =
-          absl::StrSplit(line.substr(key.size() + 1), ' ', absl::SkipEmpty());
+          absl::StrSplit(line.substr(key.size() + 1), absl::ByAnyChar(" \t"), absl::SkipEmpty());
       uint64_t kb = 0;
       if (!parts.empty() && absl::SimpleAtoi(parts[0], &kb)) {
         return kb * 1024;
@@ -224,6 +229,8 @@ bool RunIdle(const Options& o, Stats* total, double* elapsed_s, MemoryReport* me
 bool CapPhase(const Options& o, RunnerConfig c, int cap, const std::string& refusal_phase,
               bool count_auths, Stats* total, double* elapsed_s, CapReport* report) {
   report->cap = cap;
+  c.errors_max = 0;  // refusals are what this scenario is after
+  c.run_errors = nullptr;
   report->attempted = static_cast<uint64_t>(c.connections);
   std::vector<std::unique_ptr<Runner>> runners;
   runners.push_back(HoldRunner(std::move(c), [](Runner&) {
@@ -316,7 +323,8 @@ int Main(int argc, char** argv) {
       }
       break;
   }
-  report.completed = ran;
+  report.completed =
+      ran && (o.scenario == Scenario::kCaps || g_run_errors.load() < o.errors_max);
   bool failed = !ran;
   if (o.scenario == Scenario::kCaps) {
     failed |= !report.ip_cap->exact || (report.tenant_cap && !report.tenant_cap->exact);

@@ -96,6 +96,9 @@ absl::Status Finish(Options& o, bool have_password, bool have_token, const std::
   if (o.auth != AuthMech::kNone && o.user.empty()) {
     return Bad("--user", "required with --password-file or --token-file");
   }
+  if (o.auth == AuthMech::kNone && !o.user.empty()) {
+    return Bad("--user", "needs --password-file or --token-file");
+  }
   if (o.to.empty()) {
     o.to.push_back("user{n}@example.test");
   }
@@ -359,6 +362,11 @@ absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args) {
       absl::StatusOr<double> d = ParseSeconds(flag, v, 0, 3600);
       if (!d.ok()) return d.status();
       o.hold_s = *d;
+    } else if (flag == "--max-errors") {
+      CHUTE_LOAD_VALUE(v);
+      absl::StatusOr<int64_t> n = ParseInt(flag, v, 1, int64_t{1} << 40);
+      if (!n.ok()) return n.status();
+      o.errors_max = static_cast<uint64_t>(*n);
     } else if (flag == "--bdat") {
       status = boolean(&o.bdat, true);
     } else if (flag == "--no-pipelining") {

@@ -24,6 +24,9 @@ inline constexpr double kDurationMaxS = 24 * 3600;
 inline constexpr double kDefaultDurationS = 60;  // when neither --messages nor --duration
 inline constexpr size_t kSizeDistEntriesMax = 32;
 inline constexpr size_t kSecretBytesMax = 64 * 1024;
+// kDefaultErrorsMax: a run whose target keeps failing (a wrong password, a full disk) stops
+// after this many errors instead of reconnecting into the failure until its end time.
+inline constexpr uint64_t kDefaultErrorsMax = 100;
 
 enum class TlsMode { kNone, kStartTls, kImplicit };
 enum class AuthMech { kNone, kPlain, kLogin, kXoauth2 };
@@ -63,6 +66,7 @@ struct Options {
   int tenant_cap = 250;
   double timeout_s = 30;            // per reply / handshake
   double hold_s = 1;                // idle: how long to hold the sessions once open
+  uint64_t errors_max = kDefaultErrorsMax;  // the run stops early after this many errors
 };
 
 // ParseOptions: argv[1..] into Options. InvalidArgument naming the flag on any bad value;

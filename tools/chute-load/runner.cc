@@ -94,6 +94,7 @@ absl::Status Runner::Run() {
     return ring.status();
   }
   ring_ = std::move(*ring);
+  stats_.run_errors = config_.run_errors;
   if (config_.tls != TlsMode::kNone) {
     tls_context_ = net::TlsContext::NewClient();
   }
@@ -151,6 +152,17 @@ bool Runner::WantsNewConnection(int64_t now_us) const {
 }
 
 void Runner::Maintain(int64_t now_us) {
+  if (!stopping_ && config_.errors_max != 0 && config_.run_errors != nullptr &&
+      config_.run_errors->load(std::memory_order_relaxed) >= config_.errors_max) {
+    // The error budget is spent: no new messages or connections; sessions finish and quit.
+    stopping_ = true;
+    for (auto& conn : conns_) {
+      if (conn->in_use && !conn->closing) {
+        conn->session->Stop(now_us);
+        Pump(*conn, now_us);
+      }
+    }
+  }
   while (WantsNewConnection(now_us)) {
     size_t index = free_.back();
     free_.pop_back();
@@ -214,7 +226,7 @@ void Runner::Open(size_t index, int64_t now_us) {
   conn.fd = socket(conn.address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (conn.fd < 0) {
     stats_.AddError(absl::StrCat("connect ", ErrnoName(errno)));
-    conn.session->OnClosed("socket", now_us);
+    conn.session->Abandon();
     Close(conn, "socket", now_us);
     return MaybeFree(conn);
   }
@@ -227,7 +239,7 @@ void Runner::Open(size_t index, int64_t now_us) {
     socklen_t length = net::ToSockaddr(HostPort{config_.sources[source], 0}, &local);
     if (bind(conn.fd, reinterpret_cast<sockaddr*>(&local), length) != 0) {
       stats_.AddError(absl::StrCat("connect bind ", ErrnoName(errno)));
-      conn.session->OnClosed("bind", now_us);
+      conn.session->Abandon();
       Close(conn, "bind", now_us);
       return MaybeFree(conn);
     }
@@ -265,7 +277,7 @@ void Runner::OnCompletion(uint64_t user_data, int res, int64_t now_us) {
     case kOpConnect:
       if (res < 0) {
         stats_.AddError(absl::StrCat("connect ", ErrnoName(-res)));
-        conn.session->OnClosed("connect", now_us);
+        conn.session->Abandon();
         Close(conn, "connect", now_us);
         break;
       }
@@ -326,7 +338,7 @@ bool Runner::PumpTls(Conn& conn, int64_t now_us) {
     net::TlsStream::Result result = conn.tls->Handshake();
     if (result == net::TlsStream::Result::kError) {
       stats_.AddError("tls handshake failed");
-      conn.session->OnClosed("tls", now_us);
+      conn.session->Abandon();
       Close(conn, "tls", now_us);
       return false;
     }

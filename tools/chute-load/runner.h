@@ -55,6 +55,8 @@ struct RunnerConfig {
   int64_t timeout_us = 30'000'000;   // a reply, the connect, the handshake
   std::vector<SizeBucket> sizes;
   uint64_t seed = 1;
+  uint64_t errors_max = 0;                  // stop once run_errors reaches it (0 = never)
+  std::atomic<uint64_t>* run_errors = nullptr;
   std::function<void()> on_quiescent;  // hold: called once every session is ready or gone
 };
 

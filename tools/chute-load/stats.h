@@ -36,10 +36,14 @@ struct Stats {
   std::atomic<uint64_t> in_flight{0};    // messages started, not yet answered
   std::atomic<uint64_t> error_count{0};
   std::map<std::string, uint64_t> errors;
+  std::atomic<uint64_t>* run_errors = nullptr;  // the run's total over threads, if shared
 
   void AddError(const std::string& key) {
     ++errors[key];
     error_count.fetch_add(1, std::memory_order_relaxed);
+    if (run_errors != nullptr) {
+      run_errors->fetch_add(1, std::memory_order_relaxed);
+    }
   }
   // Merge: adds `other` into this one (the run's end; no session runs any more).
   void Merge(const Stats& other);

@@ -44,6 +44,8 @@ Load:
                           nor --duration a run lasts 60 s
   --rate MSG_PER_S        open loop at this rate; without it, closed loop (as fast as the
                           connections go)
+  --max-errors N          stop the run early after N errors (100): a failing target is not
+                          retried until the end time
   --threads N             threads, one ring each (default: online CPUs; idle and caps use 1)
   --server-pid PID        idle: the server process whose memory is measured
   --hold S                idle: how long to hold the sessions once all are open (1)
