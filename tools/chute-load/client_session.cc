@@ -337,8 +337,10 @@ void ClientSession::OnEnvelopeReply(Expect expect, const Reply& reply, int64_t n
           Fail("data", reply);
         }
         failed_ = true;
-      } else if (failed_ || rcpts_accepted_ == 0) {
-        out_ += ".\r\n";  // nothing worth sending: end the data at once
+      } else if (mail_failed_ || rcpts_accepted_ == 0) {
+        // Nobody to deliver to: end the data at once. (With some recipients accepted the
+        // message goes in full: an empty one would be delivered as such.)
+        out_ += ".\r\n";
         awaiting_.push_back(Expect::kDataAbort);
       } else {
         phase_ = Phase::kData;
