@@ -140,6 +140,8 @@ class ChuteLoadTest(ChutedFixture):
         self.assertEqual(report["auths"], 15)
         self.assertGreater(memory["rss_before_bytes"], 0)
         self.assertGreater(memory["rss_after_bytes"], 0)
+        self.assertGreater(memory["pss_before_bytes"], 0)
+        self.assertGreater(memory["pss_after_bytes"], 0)
         self.assertEqual(report["messages"], 0)
         self.assertEqual(report["errors"], {})
 

@@ -176,8 +176,9 @@ uint64_t ReadProcKb(int pid, const char* file, absl::string_view key) {
   std::string line;
   while (std::getline(in, line)) {
     if (absl::StartsWith(line, key) && line.size() > key.size() && line[key.size()] == ':') {
+      std::string value = line.substr(key.size() + 1);  // the views below point into it
       std::vector<absl::string_view> parts =
-          absl::StrSplit(line.substr(key.size() + 1), absl::ByAnyChar(" \t"), absl::SkipEmpty());
+          absl::StrSplit(value, absl::ByAnyChar(" \t"), absl::SkipEmpty());
       uint64_t kb = 0;
       if (!parts.empty() && absl::SimpleAtoi(parts[0], &kb)) {
         return kb * 1024;

@@ -108,7 +108,7 @@ absl::Status Runner::Run() {
   last_sweep_us_ = now_us;
   for (;;) {
     Maintain(now_us);
-    if (active_ == 0 && !WantsNewConnection(now_us)) {
+    if (active_ == 0 && !MayOpenMore(now_us)) {
       break;
     }
     int64_t wait_us = kTickUs;
@@ -127,14 +127,21 @@ absl::Status Runner::Run() {
   return absl::OkStatus();
 }
 
-bool Runner::WantsNewConnection(int64_t now_us) const {
-  if (stopping_ || free_.empty() || schedule_.Exhausted(now_us)) {
+bool Runner::MayOpenMore(int64_t now_us) const {
+  if (stopping_ || schedule_.Exhausted(now_us)) {
     return false;
   }
   if (config_.connections_total != 0 && opened_ >= config_.connections_total) {
     return false;
   }
   if (opened_ >= static_cast<uint64_t>(config_.connections) && !config_.reopen) {
+    return false;
+  }
+  return true;
+}
+
+bool Runner::WantsNewConnection(int64_t now_us) const {
+  if (free_.empty() || !MayOpenMore(now_us)) {
     return false;
   }
   if (config_.on_demand) {

@@ -86,6 +86,9 @@ class Runner : public JobSource {
   void MaybeFree(Conn& conn);
   void OnCompletion(uint64_t user_data, int res, int64_t now_us);
   void Maintain(int64_t now_us);
+  // MayOpenMore: the run may still open connections (later, if not now).
+  bool MayOpenMore(int64_t now_us) const;
+  // WantsNewConnection: a connection should be opened now.
   bool WantsNewConnection(int64_t now_us) const;
 
   RunnerConfig config_;
