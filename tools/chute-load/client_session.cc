@@ -205,18 +205,17 @@ void ClientSession::SendAuth(int64_t now_us) {
   auth_step_ = 0;
   switch (config_.auth) {
     case AuthMech::kPlain:
-      return Send(absl::StrCat("AUTH PLAIN ",
-                               absl::Base64Escape(absl::StrCat(absl::string_view("\0", 1),
-                                                               config_.user,
-                                                               absl::string_view("\0", 1),
-                                                               config_.secret))),
+      return Send(absl::StrCat("AUTH PLAIN ", absl::Base64Escape(absl::StrCat(
+                                                  absl::string_view("\0", 1), config_.user,
+                                                  absl::string_view("\0", 1), config_.secret))),
                   Expect::kAuth);
     case AuthMech::kLogin:
       return Send("AUTH LOGIN", Expect::kAuthStep);
     case AuthMech::kXoauth2:
       return Send(absl::StrCat("AUTH XOAUTH2 ",
                                absl::Base64Escape(absl::StrCat("user=", config_.user,
-                                                               "\x01" "auth=Bearer ",
+                                                               "\x01"
+                                                               "auth=Bearer ",
                                                                config_.secret, "\x01\x01"))),
                   Expect::kAuth);
     case AuthMech::kNone:
@@ -285,9 +284,9 @@ void ClientSession::StartMessage(const Job& job, uint64_t size_bytes, int64_t no
   stats_->in_flight.fetch_add(1, std::memory_order_relaxed);
   MessageHeaders headers{config_.from, {}, config_.date, config_.run_id};
   for (int k = 0; k < config_.rcpts; ++k) {
-    headers.to.push_back(ExpandAddress(config_.to[static_cast<size_t>(k) % config_.to.size()],
-                                       job.seq * static_cast<uint64_t>(config_.rcpts) +
-                                           static_cast<uint64_t>(k)));
+    headers.to.push_back(
+        ExpandAddress(config_.to[static_cast<size_t>(k) % config_.to.size()],
+                      job.seq * static_cast<uint64_t>(config_.rcpts) + static_cast<uint64_t>(k)));
   }
   message_ = BuildMessage(headers, job.seq, size_bytes);
   unsent_.clear();

@@ -61,7 +61,17 @@ struct SessionConfig {
 class ClientSession {
  public:
   enum class Phase {
-    kBanner, kEhlo, kStartTls, kTls, kEhlo2, kAuth, kReady, kMessage, kData, kQuit, kDone
+    kBanner,
+    kEhlo,
+    kStartTls,
+    kTls,
+    kEhlo2,
+    kAuth,
+    kReady,
+    kMessage,
+    kData,
+    kQuit,
+    kDone
   };
 
   // ClientSession: `source` and `stats` outlive the session; `config` is copied by reference
@@ -95,8 +105,20 @@ class ClientSession {
   uint64_t messages_done() const { return messages_done_; }
 
  private:
-  enum class Expect { kBanner, kEhlo, kStartTls, kAuth, kAuthStep, kMail, kRcpt, kData, kBdat,
-                      kDataEnd, kDataAbort, kQuit };
+  enum class Expect {
+    kBanner,
+    kEhlo,
+    kStartTls,
+    kAuth,
+    kAuthStep,
+    kMail,
+    kRcpt,
+    kData,
+    kBdat,
+    kDataEnd,
+    kDataAbort,
+    kQuit
+  };
   struct Reply {
     int code = 0;
     std::string enhanced;
@@ -132,7 +154,7 @@ class ClientSession {
   bool server_chunking_ = false;
   bool server_starttls_ = false;
   bool stop_ = false;
-  bool failed_ = false;  // this message (or session) already had an unexpected reply
+  bool failed_ = false;       // this message (or session) already had an unexpected reply
   bool mail_failed_ = false;  // this message's MAIL was refused (later refusals follow from it)
   int auth_step_ = 0;
   int64_t connect_start_us_ = 0;

@@ -23,8 +23,7 @@ size_t Histogram::BucketIndex(uint64_t value) {
   int m = Magnitude(value);
   int shift = m - (kSubBucketBits - 1);
   uint64_t sub = (value >> shift) - kHalf;  // 0..kHalf-1
-  return static_cast<size_t>(kSubBuckets + static_cast<uint64_t>(m - kSubBucketBits) * kHalf +
-                             sub);
+  return static_cast<size_t>(kSubBuckets + static_cast<uint64_t>(m - kSubBucketBits) * kHalf + sub);
 }
 
 uint64_t Histogram::BucketLow(size_t index) {

@@ -148,16 +148,15 @@ bool RunTraffic(const Options& o, Stats* total, double* elapsed_s) {
     }
   }
   int64_t start_us = MonotonicMicros();
-  int64_t end_us = o.duration_s > 0 ? start_us + static_cast<int64_t>(o.duration_s * 1e6)
-                                    : kFarFutureUs;
+  int64_t end_us =
+      o.duration_s > 0 ? start_us + static_cast<int64_t>(o.duration_s * 1e6) : kFarFutureUs;
   std::vector<std::unique_ptr<Runner>> runners;
   for (int i = 0; i < o.threads; ++i) {
     RunnerConfig c = BaseRunnerConfig(o, session);
     c.connections = static_cast<int>(Share(static_cast<uint64_t>(o.connections), o.threads, i));
     c.reopen = o.scenario != Scenario::kBurst;
     c.on_demand = o.scenario == Scenario::kReconnect && o.rate_per_s > 0;
-    c.connections_total =
-        o.scenario == Scenario::kBurst ? static_cast<uint64_t>(c.connections) : 0;
+    c.connections_total = o.scenario == Scenario::kBurst ? static_cast<uint64_t>(c.connections) : 0;
     c.seed = static_cast<uint64_t>(i) + 1;
     uint64_t share = messages != 0 ? Share(messages, o.threads, i) : 0;
     if (messages != 0 && share == 0) {
@@ -195,8 +194,8 @@ std::unique_ptr<Runner> HoldRunner(RunnerConfig c, std::function<void(Runner&)> 
   c.session.hold = true;
   c.connections_total = static_cast<uint64_t>(c.connections);
   c.on_quiescent = [slot, at_quiescent] { at_quiescent(**slot); };
-  auto runner = std::make_unique<Runner>(std::move(c), Schedule(MonotonicMicros(), kFarFutureUs,
-                                                                0, 0, 0, 1));
+  auto runner =
+      std::make_unique<Runner>(std::move(c), Schedule(MonotonicMicros(), kFarFutureUs, 0, 0, 0, 1));
   *slot = runner.get();
   return runner;
 }
@@ -258,8 +257,7 @@ bool CapPhase(const Options& o, RunnerConfig c, int cap, const std::string& refu
   return ok;
 }
 
-bool RunCaps(const Options& o, Stats* total, double* elapsed_s, CapReport* ip,
-             CapReport* tenant) {
+bool RunCaps(const Options& o, Stats* total, double* elapsed_s, CapReport* ip, CapReport* tenant) {
   int extra = o.connections;
   // Phase 1, the per-IP cap: unauthenticated sessions from one address.
   RunnerConfig c = BaseRunnerConfig(o, MakeSessionConfig(o));
@@ -324,8 +322,7 @@ int Main(int argc, char** argv) {
       }
       break;
   }
-  report.completed =
-      ran && (o.scenario == Scenario::kCaps || g_run_errors.load() < o.errors_max);
+  report.completed = ran && (o.scenario == Scenario::kCaps || g_run_errors.load() < o.errors_max);
   bool failed = !ran;
   if (o.scenario == Scenario::kCaps) {
     failed |= !report.ip_cap->exact || (report.tenant_cap && !report.tenant_cap->exact);

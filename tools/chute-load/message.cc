@@ -13,15 +13,13 @@ constexpr uint64_t kDotEvery = 7;
 }  // namespace
 
 std::string BuildMessage(const MessageHeaders& headers, uint64_t seq, uint64_t size_bytes) {
-  std::string out = absl::StrCat("From: <", headers.from, ">\r\nTo: ",
-                                 absl::StrJoin(headers.to, ", ",
-                                               [](std::string* o, const std::string& a) {
-                                                 absl::StrAppend(o, "<", a, ">");
-                                               }),
-                                 "\r\nSubject: chute-load ", headers.run_id, " #", seq,
-                                 "\r\nDate: ", headers.date, "\r\nMessage-ID: <", seq, ".",
-                                 headers.run_id, "@chute-load>\r\nMIME-Version: 1.0\r\n",
-                                 "Content-Type: text/plain; charset=us-ascii\r\n\r\n");
+  std::string out = absl::StrCat(
+      "From: <", headers.from, ">\r\nTo: ",
+      absl::StrJoin(headers.to, ", ",
+                    [](std::string* o, const std::string& a) { absl::StrAppend(o, "<", a, ">"); }),
+      "\r\nSubject: chute-load ", headers.run_id, " #", seq, "\r\nDate: ", headers.date,
+      "\r\nMessage-ID: <", seq, ".", headers.run_id, "@chute-load>\r\nMIME-Version: 1.0\r\n",
+      "Content-Type: text/plain; charset=us-ascii\r\n\r\n");
   out.reserve(size_bytes + kLineBytes + 2);
   static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
   uint64_t line = 0;

@@ -22,8 +22,8 @@ absl::StatusOr<int64_t> ParseInt(absl::string_view flag, absl::string_view text,
                                  int64_t high) {
   int64_t value = 0;
   if (!absl::SimpleAtoi(text, &value) || value < low || value > high) {
-    return Bad(flag, absl::StrCat("expected an integer in ", low, "..", high, ", got '", text,
-                                  "'"));
+    return Bad(flag,
+               absl::StrCat("expected an integer in ", low, "..", high, ", got '", text, "'"));
   }
   return value;
 }
@@ -57,8 +57,8 @@ absl::StatusOr<std::string> ReadSecret(absl::string_view flag, const std::string
 }
 
 absl::StatusOr<Scenario> ParseScenario(absl::string_view text) {
-  for (Scenario s : {Scenario::kPersistent, Scenario::kReconnect, Scenario::kBurst,
-                     Scenario::kIdle, Scenario::kCaps}) {
+  for (Scenario s : {Scenario::kPersistent, Scenario::kReconnect, Scenario::kBurst, Scenario::kIdle,
+                     Scenario::kCaps}) {
     if (text == ScenarioName(s)) {
       return s;
     }
@@ -162,8 +162,8 @@ absl::StatusOr<std::vector<SizeBucket>> ParseSizeDist(absl::string_view text) {
     uint32_t weight = 0;
     if (pair.size() != 2 || !absl::SimpleAtoi(pair[1], &weight) || weight == 0 ||
         weight > 1000000) {
-      return Bad("--size-dist", absl::StrCat("expected SIZE:WEIGHT[,SIZE:WEIGHT...], got '",
-                                             part, "'"));
+      return Bad("--size-dist",
+                 absl::StrCat("expected SIZE:WEIGHT[,SIZE:WEIGHT...], got '", part, "'"));
     }
     absl::StatusOr<uint64_t> bytes = ParseBytes(pair[0]);
     if (!bytes.ok()) {
@@ -238,9 +238,9 @@ absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args) {
       *field = set;
       return absl::OkStatus();
     };
-#define CHUTE_LOAD_VALUE(name)                        \
-  absl::StatusOr<std::string> name##_or = next();     \
-  if (!name##_or.ok()) return name##_or.status();     \
+#define CHUTE_LOAD_VALUE(name)                    \
+  absl::StatusOr<std::string> name##_or = next(); \
+  if (!name##_or.ok()) return name##_or.status(); \
   const std::string& name = *name##_or
     absl::Status status = absl::OkStatus();
     if (flag == "--help" || flag == "-h") {

@@ -49,23 +49,23 @@ struct Options {
   std::vector<std::string> to;  // templates; "{n}" expands to a counter
   std::string ehlo = "chute-load.localdomain";
   int connections = 1;
-  uint64_t messages = 0;            // 0 = bounded by duration only
+  uint64_t messages = 0;                 // 0 = bounded by duration only
   uint64_t messages_per_connection = 0;  // 0 = unlimited (persistent)
-  double duration_s = 0;            // 0 = bounded by messages only
-  double rate_per_s = 0;            // 0 = closed loop (as fast as possible)
-  std::vector<SizeBucket> sizes;    // at least one
+  double duration_s = 0;                 // 0 = bounded by messages only
+  double rate_per_s = 0;                 // 0 = closed loop (as fast as possible)
+  std::vector<SizeBucket> sizes;         // at least one
   int rcpts = 1;
-  int threads = 0;                  // 0 = online CPUs
+  int threads = 0;  // 0 = online CPUs
   bool bdat = false;
   bool pipelining = true;
   bool json = false;
   bool allow_remote = false;
-  bool progress = true;             // only on a terminal
-  int server_pid = 0;               // idle: measure this process's memory
-  int ip_cap = 100;                 // caps: the expected caps
+  bool progress = true;  // only on a terminal
+  int server_pid = 0;    // idle: measure this process's memory
+  int ip_cap = 100;      // caps: the expected caps
   int tenant_cap = 250;
-  double timeout_s = 30;            // per reply / handshake
-  double hold_s = 1;                // idle: how long to hold the sessions once open
+  double timeout_s = 30;                    // per reply / handshake
+  double hold_s = 1;                        // idle: how long to hold the sessions once open
   uint64_t errors_max = kDefaultErrorsMax;  // the run stops early after this many errors
 };
 

@@ -48,9 +48,8 @@ std::string CapJson(const CapReport& cap) {
     refused.push_back(absl::StrCat(JsonString(key), ":", count));
   }
   return absl::StrCat("{\"cap\":", cap.cap, ",\"attempted\":", cap.attempted,
-                      ",\"accepted\":", cap.accepted, ",\"refused\":{",
-                      absl::StrJoin(refused, ","), "},\"exact\":", cap.exact ? "true" : "false",
-                      "}");
+                      ",\"accepted\":", cap.accepted, ",\"refused\":{", absl::StrJoin(refused, ","),
+                      "},\"exact\":", cap.exact ? "true" : "false", "}");
 }
 
 std::string CapText(const char* name, const CapReport& cap) {
@@ -58,8 +57,8 @@ std::string CapText(const char* name, const CapReport& cap) {
   for (const auto& [key, count] : cap.refused) {
     refused.push_back(absl::StrCat(key, " x", count));
   }
-  return absl::StrFormat("%s cap %d: %d attempted, %d accepted, refused: %s -> %s\n", name,
-                         cap.cap, cap.attempted, cap.accepted,
+  return absl::StrFormat("%s cap %d: %d attempted, %d accepted, refused: %s -> %s\n", name, cap.cap,
+                         cap.attempted, cap.accepted,
                          refused.empty() ? "none" : absl::StrJoin(refused, ", "),
                          cap.exact ? "exact" : "NOT EXACT");
 }
@@ -90,8 +89,8 @@ std::string FormatJson(const RunReport& r) {
   double t = r.elapsed_s;
   uint64_t messages = s.messages.load();
   std::string out = absl::StrCat(
-      "{\"scenario\":", JsonString(ScenarioName(o.scenario)), ",\"target\":",
-      JsonString(o.target_text), ",\"tls\":\"", TlsName(o.tls), "\",\"auth\":\"",
+      "{\"scenario\":", JsonString(ScenarioName(o.scenario)),
+      ",\"target\":", JsonString(o.target_text), ",\"tls\":\"", TlsName(o.tls), "\",\"auth\":\"",
       AuthName(o.auth), "\",\"threads\":", o.threads, ",\"connections\":", o.connections,
       ",\"rate_target_per_s\":", o.rate_per_s, ",\"elapsed_s\":", absl::StrFormat("%.3f", t),
       ",\"completed\":", r.completed ? "true" : "false", ",\"messages\":", messages,
@@ -99,19 +98,19 @@ std::string FormatJson(const RunReport& r) {
       ",\"messages_per_s\":", absl::StrFormat("%.1f", PerSecond(messages, t)),
       ",\"recipients_per_s\":", absl::StrFormat("%.1f", PerSecond(s.recipients, t)),
       ",\"mb_per_s\":", absl::StrFormat("%.3f", PerSecond(s.message_bytes, t) / 1e6),
-      ",\"connections_started\":", s.connections_started, ",\"connections_established\":",
-      s.connections_established, ",\"connections_per_s\":",
-      absl::StrFormat("%.1f", PerSecond(s.connections_established, t)), ",\"banners\":",
-      s.banners, ",\"tls_handshakes\":", s.tls_handshakes, ",\"tls_handshakes_per_s\":",
-      absl::StrFormat("%.1f", PerSecond(s.tls_handshakes, t)), ",\"auths\":", s.auths,
-      ",\"sessions_ready\":", s.sessions_ready, ",\"latency_us\":{");
+      ",\"connections_started\":", s.connections_started,
+      ",\"connections_established\":", s.connections_established,
+      ",\"connections_per_s\":", absl::StrFormat("%.1f", PerSecond(s.connections_established, t)),
+      ",\"banners\":", s.banners, ",\"tls_handshakes\":", s.tls_handshakes,
+      ",\"tls_handshakes_per_s\":", absl::StrFormat("%.1f", PerSecond(s.tls_handshakes, t)),
+      ",\"auths\":", s.auths, ",\"sessions_ready\":", s.sessions_ready, ",\"latency_us\":{");
   std::vector<std::string> parts;
   for (const Latency& l : Latencies(s)) {
     const Histogram& h = *l.histogram;
     parts.push_back(absl::StrCat("\"", l.name, "\":{\"count\":", h.count(),
                                  ",\"p50\":", h.Percentile(0.5), ",\"p90\":", h.Percentile(0.9),
-                                 ",\"p99\":", h.Percentile(0.99),
-                                 ",\"p999\":", h.Percentile(0.999), ",\"max\":", h.max(), "}"));
+                                 ",\"p99\":", h.Percentile(0.99), ",\"p999\":", h.Percentile(0.999),
+                                 ",\"max\":", h.max(), "}"));
   }
   absl::StrAppend(&out, absl::StrJoin(parts, ","), "},\"errors\":{");
   parts.clear();
@@ -122,17 +121,15 @@ std::string FormatJson(const RunReport& r) {
   if (r.memory) {
     const MemoryReport& m = *r.memory;
     uint64_t n = std::max<uint64_t>(1, m.connections);
-    absl::StrAppend(&out, ",\"memory\":{\"server_pid\":", m.server_pid, ",\"connections\":",
-                    m.connections, ",\"rss_before_bytes\":", m.rss_before_bytes,
-                    ",\"rss_after_bytes\":", m.rss_after_bytes,
-                    ",\"rss_per_connection_bytes\":",
-                    m.rss_after_bytes > m.rss_before_bytes
-                        ? (m.rss_after_bytes - m.rss_before_bytes) / n : 0,
-                    ",\"pss_before_bytes\":", m.pss_before_bytes, ",\"pss_after_bytes\":",
-                    m.pss_after_bytes, ",\"pss_per_connection_bytes\":",
-                    m.pss_after_bytes > m.pss_before_bytes
-                        ? (m.pss_after_bytes - m.pss_before_bytes) / n : 0,
-                    "}");
+    absl::StrAppend(
+        &out, ",\"memory\":{\"server_pid\":", m.server_pid, ",\"connections\":", m.connections,
+        ",\"rss_before_bytes\":", m.rss_before_bytes, ",\"rss_after_bytes\":", m.rss_after_bytes,
+        ",\"rss_per_connection_bytes\":",
+        m.rss_after_bytes > m.rss_before_bytes ? (m.rss_after_bytes - m.rss_before_bytes) / n : 0,
+        ",\"pss_before_bytes\":", m.pss_before_bytes, ",\"pss_after_bytes\":", m.pss_after_bytes,
+        ",\"pss_per_connection_bytes\":",
+        m.pss_after_bytes > m.pss_before_bytes ? (m.pss_after_bytes - m.pss_before_bytes) / n : 0,
+        "}");
   }
   if (r.ip_cap || r.tenant_cap) {
     absl::StrAppend(&out, ",\"caps\":{");
@@ -175,10 +172,10 @@ std::string FormatText(const RunReport& r) {
                                         "count", "p50", "p90", "p99", "p99.9", "max", ""));
   for (const Latency& l : Latencies(s)) {
     const Histogram& h = *l.histogram;
-    absl::StrAppend(&out, absl::StrFormat("  %-18s %8d %9s %9s %9s %9s %9s\n", l.name, h.count(),
-                                          Ms(h.Percentile(0.5)), Ms(h.Percentile(0.9)),
-                                          Ms(h.Percentile(0.99)), Ms(h.Percentile(0.999)),
-                                          Ms(h.max())));
+    absl::StrAppend(
+        &out, absl::StrFormat("  %-18s %8d %9s %9s %9s %9s %9s\n", l.name, h.count(),
+                              Ms(h.Percentile(0.5)), Ms(h.Percentile(0.9)), Ms(h.Percentile(0.99)),
+                              Ms(h.Percentile(0.999)), Ms(h.max())));
   }
   if (s.errors.empty()) {
     absl::StrAppend(&out, "errors: none\n");
@@ -194,12 +191,14 @@ std::string FormatText(const RunReport& r) {
     auto per = [n](uint64_t before, uint64_t after) {
       return after > before ? (after - before) / n : 0;
     };
-    absl::StrAppend(&out, absl::StrFormat(
-        "server %d memory with %d idle connections: RSS %d -> %d bytes (%d bytes/connection), "
-        "PSS %d -> %d bytes (%d bytes/connection)\n",
-        m.server_pid, m.connections, m.rss_before_bytes, m.rss_after_bytes,
-        per(m.rss_before_bytes, m.rss_after_bytes), m.pss_before_bytes, m.pss_after_bytes,
-        per(m.pss_before_bytes, m.pss_after_bytes)));
+    absl::StrAppend(
+        &out,
+        absl::StrFormat(
+            "server %d memory with %d idle connections: RSS %d -> %d bytes (%d bytes/connection), "
+            "PSS %d -> %d bytes (%d bytes/connection)\n",
+            m.server_pid, m.connections, m.rss_before_bytes, m.rss_after_bytes,
+            per(m.rss_before_bytes, m.rss_after_bytes), m.pss_before_bytes, m.pss_after_bytes,
+            per(m.pss_before_bytes, m.pss_after_bytes)));
   }
   if (r.ip_cap) {
     absl::StrAppend(&out, CapText("per-IP", *r.ip_cap));

@@ -84,12 +84,11 @@ bool Runner::Take(int64_t now_us, Job* job, uint64_t* size_bytes) {
   return true;
 }
 
-bool Runner::Exhausted(int64_t now_us) const {
-  return stopping_ || schedule_.Exhausted(now_us);
-}
+bool Runner::Exhausted(int64_t now_us) const { return stopping_ || schedule_.Exhausted(now_us); }
 
 absl::Status Runner::Run() {
-  absl::StatusOr<std::unique_ptr<io::Ring>> ring = io::Ring::Create(RingEntries(config_.connections));
+  absl::StatusOr<std::unique_ptr<io::Ring>> ring =
+      io::Ring::Create(RingEntries(config_.connections));
   if (!ring.ok()) {
     return ring.status();
   }

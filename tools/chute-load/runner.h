@@ -46,16 +46,16 @@ struct RunnerConfig {
   HostPort target;
   SessionConfig session;
   TlsMode tls = TlsMode::kNone;
-  int connections = 1;               // this thread's concurrent connections
-  uint64_t connections_total = 0;    // 0 = no bound on connections opened (burst: N)
+  int connections = 1;             // this thread's concurrent connections
+  uint64_t connections_total = 0;  // 0 = no bound on connections opened (burst: N)
   bool reopen = false;
   bool on_demand = false;
-  std::vector<IpBytes> sources;      // bind to these source addresses in turn (empty: any)
-  int per_source_max = 0;            // connections per source before moving to the next
-  int64_t timeout_us = 30'000'000;   // a reply, the connect, the handshake
+  std::vector<IpBytes> sources;     // bind to these source addresses in turn (empty: any)
+  int per_source_max = 0;           // connections per source before moving to the next
+  int64_t timeout_us = 30'000'000;  // a reply, the connect, the handshake
   std::vector<SizeBucket> sizes;
   uint64_t seed = 1;
-  uint64_t errors_max = 0;                  // stop once run_errors reaches it (0 = never)
+  uint64_t errors_max = 0;  // stop once run_errors reaches it (0 = never)
   std::atomic<uint64_t>* run_errors = nullptr;
   std::function<void()> on_quiescent;  // hold: called once every session is ready or gone
 };

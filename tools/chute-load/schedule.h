@@ -13,18 +13,22 @@
 namespace chute::load {
 
 struct Job {
-  uint64_t seq = 0;           // unique across the run's threads
-  int64_t scheduled_us = 0;   // when it was due
+  uint64_t seq = 0;          // unique across the run's threads
+  int64_t scheduled_us = 0;  // when it was due
 };
 
 class Schedule {
  public:
   // Schedule: `count` messages (0 = unbounded) from `start_us` until `end_us`, at `rate_per_s`
   // (0 = closed loop). Sequence numbers are seq_base + i * seq_stride (one stride per thread).
-  Schedule(int64_t start_us, int64_t end_us, uint64_t count, double rate_per_s,
-           uint64_t seq_base, uint64_t seq_stride)
-      : start_us_(start_us), end_us_(end_us), count_(count), rate_per_s_(rate_per_s),
-        seq_base_(seq_base), seq_stride_(seq_stride) {}
+  Schedule(int64_t start_us, int64_t end_us, uint64_t count, double rate_per_s, uint64_t seq_base,
+           uint64_t seq_stride)
+      : start_us_(start_us),
+        end_us_(end_us),
+        count_(count),
+        rate_per_s_(rate_per_s),
+        seq_base_(seq_base),
+        seq_stride_(seq_stride) {}
 
   // Take: the next due message at `now_us`, if any; false when none is due (yet, or any more).
   bool Take(int64_t now_us, Job* job) {
@@ -45,17 +49,15 @@ class Schedule {
     return (count_ != 0 && taken_ >= count_) || now_us >= end_us_;
   }
   // NextDueUs: when the next message falls due (open loop), else now.
-  int64_t NextDueUs(int64_t now_us) const {
-    return rate_per_s_ > 0 ? DueTime(taken_) : now_us;
-  }
+  int64_t NextDueUs(int64_t now_us) const { return rate_per_s_ > 0 ? DueTime(taken_) : now_us; }
   uint64_t taken() const { return taken_; }
   // Behind: due messages not yet taken (open loop; 0 in closed loop).
   uint64_t Behind(int64_t now_us) const {
     if (rate_per_s_ <= 0 || now_us < start_us_) {
       return 0;
     }
-    uint64_t due = static_cast<uint64_t>(static_cast<double>(now_us - start_us_) * rate_per_s_ /
-                                         1e6) + 1;
+    uint64_t due =
+        static_cast<uint64_t>(static_cast<double>(now_us - start_us_) * rate_per_s_ / 1e6) + 1;
     if (count_ != 0 && due > count_) {
       due = count_;
     }

@@ -28,12 +28,12 @@ struct Stats {
   uint64_t connections_established = 0;  // TCP connected
   uint64_t banners = 0;                  // 220 greetings
   uint64_t tls_handshakes = 0;
-  uint64_t auths = 0;                    // 235s
-  uint64_t sessions_ready = 0;           // reached the point where a message may start
-  uint64_t recipients = 0;               // accepted recipients of accepted messages
-  uint64_t message_bytes = 0;            // bytes of accepted messages
-  std::atomic<uint64_t> messages{0};     // 250 after end of data
-  std::atomic<uint64_t> in_flight{0};    // messages started, not yet answered
+  uint64_t auths = 0;                  // 235s
+  uint64_t sessions_ready = 0;         // reached the point where a message may start
+  uint64_t recipients = 0;             // accepted recipients of accepted messages
+  uint64_t message_bytes = 0;          // bytes of accepted messages
+  std::atomic<uint64_t> messages{0};   // 250 after end of data
+  std::atomic<uint64_t> in_flight{0};  // messages started, not yet answered
   std::atomic<uint64_t> error_count{0};
   std::map<std::string, uint64_t> errors;
   std::atomic<uint64_t>* run_errors = nullptr;  // the run's total over threads, if shared

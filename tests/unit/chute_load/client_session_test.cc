@@ -130,9 +130,9 @@ TEST_F(ClientSessionTest, StartTlsThenAuthPlain) {
   s->OnTlsDone(100);
   EXPECT_EQ(Sent(*s), "EHLO chute-load.localdomain\r\n");
   s->OnInput(kEhlo, 200);
-  EXPECT_EQ(Sent(*s), absl::StrCat("AUTH PLAIN ",
-                                   absl::Base64Escape(std::string("\0app@example.test\0pw", 20)),
-                                   "\r\n"));
+  EXPECT_EQ(Sent(*s),
+            absl::StrCat("AUTH PLAIN ",
+                         absl::Base64Escape(std::string("\0app@example.test\0pw", 20)), "\r\n"));
   s->OnInput("235 2.7.0 Authentication successful\r\n", 700);
   EXPECT_EQ(stats_.auths, 1u);
   EXPECT_EQ(stats_.auth_us.max(), 500u);
@@ -162,7 +162,8 @@ TEST_F(ClientSessionTest, AuthLoginAndXoauth2Strings) {
   Sent(*x);
   x->OnInput(kEhlo, 0);
   EXPECT_EQ(Sent(*x), absl::StrCat("AUTH XOAUTH2 ",
-                                   absl::Base64Escape("user=u@x.test\x01" "auth=Bearer TOKEN\x01\x01"),
+                                   absl::Base64Escape("user=u@x.test\x01"
+                                                      "auth=Bearer TOKEN\x01\x01"),
                                    "\r\n"));
   // The error challenge is answered with an empty line; the final reply is what counts.
   x->OnInput("334 eyJzdGF0dXMiOiI0MDEifQ==\r\n", 0);
@@ -273,8 +274,8 @@ TEST_F(ClientSessionTest, ClosedMidMessageIsCountedAndHoldWaitsForStop) {
 }
 
 TEST(MessageTest, SizeHeadersAndDotStuffing) {
-  MessageHeaders headers{"a@x.test", {"b@x.test", "c@x.test"}, "Fri, 27 Nov 2026 09:00:00 +0000",
-                         "r1"};
+  MessageHeaders headers{
+      "a@x.test", {"b@x.test", "c@x.test"}, "Fri, 27 Nov 2026 09:00:00 +0000", "r1"};
   std::string m = BuildMessage(headers, 7, 10000);
   EXPECT_EQ(m.size(), 10000u);
   EXPECT_TRUE(absl::StrContains(m, "To: <b@x.test>, <c@x.test>\r\n"));

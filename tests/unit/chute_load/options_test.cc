@@ -31,13 +31,44 @@ TEST(OptionsTest, DefaultsBoundTheRun) {
 
 TEST(OptionsTest, EveryFlagParses) {
   std::string password = TempFile("secret\n");
-  absl::StatusOr<Options> o = Parse(
-      {"--target", "[::1]:587", "--scenario", "reconnect", "--tls", "implicit", "--user",
-       "app@example.test", "--password-file", password, "--auth", "login", "--from",
-       "app@example.test", "--to", "a{n}@example.test", "--to", "b@example.test",
-       "--connections=8", "--messages", "100", "--duration", "2.5", "--rate", "50", "--size",
-       "10k", "--rcpts", "3", "--threads", "2", "--bdat", "--no-pipelining", "--json",
-       "--timeout", "5", "--max-errors", "7"});
+  absl::StatusOr<Options> o = Parse({"--target",
+                                     "[::1]:587",
+                                     "--scenario",
+                                     "reconnect",
+                                     "--tls",
+                                     "implicit",
+                                     "--user",
+                                     "app@example.test",
+                                     "--password-file",
+                                     password,
+                                     "--auth",
+                                     "login",
+                                     "--from",
+                                     "app@example.test",
+                                     "--to",
+                                     "a{n}@example.test",
+                                     "--to",
+                                     "b@example.test",
+                                     "--connections=8",
+                                     "--messages",
+                                     "100",
+                                     "--duration",
+                                     "2.5",
+                                     "--rate",
+                                     "50",
+                                     "--size",
+                                     "10k",
+                                     "--rcpts",
+                                     "3",
+                                     "--threads",
+                                     "2",
+                                     "--bdat",
+                                     "--no-pipelining",
+                                     "--json",
+                                     "--timeout",
+                                     "5",
+                                     "--max-errors",
+                                     "7"});
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(o->scenario, Scenario::kReconnect);
   EXPECT_EQ(o->tls, TlsMode::kImplicit);
@@ -59,8 +90,8 @@ TEST(OptionsTest, EveryFlagParses) {
 
 TEST(OptionsTest, TokenFileMeansXoauth2) {
   std::string token = TempFile("eyJ.a.b");
-  absl::StatusOr<Options> o = Parse({"--target", "127.0.0.1:587", "--user", "app@example.test",
-                                     "--token-file", token});
+  absl::StatusOr<Options> o =
+      Parse({"--target", "127.0.0.1:587", "--user", "app@example.test", "--token-file", token});
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(o->auth, AuthMech::kXoauth2);
   EXPECT_EQ(o->secret, "eyJ.a.b");
@@ -91,8 +122,9 @@ TEST(OptionsTest, BadArgumentsAreRefusedNamingTheFlag) {
       {{"--target", "127.0.0.1:25", "--password-file", password}, "--user"},
       {{"--target", "127.0.0.1:25", "--user", "a@b.test"}, "--user"},
       {{"--target", "127.0.0.1:25", "--password-file", "/nonexistent"}, "--password-file"},
-      {{"--target", "127.0.0.1:25", "--user", "a@b.test", "--password-file", password,
-        "--auth", "xoauth2"}, "--auth"},
+      {{"--target", "127.0.0.1:25", "--user", "a@b.test", "--password-file", password, "--auth",
+        "xoauth2"},
+       "--auth"},
       {{"--target", "127.0.0.1:25", "--to", "a b@c"}, "--to"},
       {{"--target", "127.0.0.1:25", "--json=yes"}, "--json"},
       {{"--target", "127.0.0.1:25", "--messages"}, "--messages"},
