@@ -43,6 +43,8 @@ constexpr int64_t kFarFutureUs = int64_t{1} << 62;
 // kSettleMs: idle and caps wait this long after the last session is answered before they
 // measure (the server frees and allocates per connection on its own threads).
 constexpr int kSettleMs = 200;
+// kJoinPollMs: how often the main thread looks whether the runners are done.
+constexpr int kJoinPollMs = 20;
 // kCapSourcesMax: loopback source addresses the tenant-cap phase may spread over.
 constexpr int kCapSourcesMax = 250;
 
@@ -92,19 +94,27 @@ bool RunThreads(const Options& o, std::vector<std::unique_ptr<Runner>>& runners,
   std::vector<absl::Status> results(runners.size());
   std::vector<std::thread> threads;
   std::atomic<size_t> finished{0};
+  std::atomic<int64_t> last_finish_us{start_us};
   for (size_t i = 0; i < runners.size(); ++i) {
     threads.emplace_back([&, i] {
       results[i] = runners[i]->Run();
+      int64_t end_us = MonotonicMicros();
+      int64_t seen = last_finish_us.load();
+      while (seen < end_us && !last_finish_us.compare_exchange_weak(seen, end_us)) {
+      }
       finished.fetch_add(1);
     });
   }
   bool progress = o.progress && !o.json && isatty(STDERR_FILENO);
   uint64_t last_messages = 0;
+  int64_t last_print_us = start_us;
   while (finished.load() < runners.size()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(progress ? 1000 : 50));
-    if (!progress) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(kJoinPollMs));
+    int64_t now_us = MonotonicMicros();
+    if (!progress || now_us - last_print_us < 1'000'000) {
       continue;
     }
+    last_print_us = now_us;
     uint64_t messages = 0, in_flight = 0, errors = 0;
     for (auto& r : runners) {
       messages += r->stats().messages.load(std::memory_order_relaxed);
@@ -112,8 +122,8 @@ bool RunThreads(const Options& o, std::vector<std::unique_ptr<Runner>>& runners,
       errors += r->stats().error_count.load(std::memory_order_relaxed);
     }
     absl::FPrintF(stderr, "\r[%6.1fs] %d messages, %d/s, %d in flight, %d errors   ",
-                  static_cast<double>(MonotonicMicros() - start_us) / 1e6, messages,
-                  messages - last_messages, in_flight, errors);
+                  static_cast<double>(now_us - start_us) / 1e6, messages, messages - last_messages,
+                  in_flight, errors);
     last_messages = messages;
   }
   for (auto& t : threads) {
@@ -122,7 +132,7 @@ bool RunThreads(const Options& o, std::vector<std::unique_ptr<Runner>>& runners,
   if (progress) {
     absl::FPrintF(stderr, "\n");
   }
-  *elapsed_s = static_cast<double>(MonotonicMicros() - start_us) / 1e6;
+  *elapsed_s = static_cast<double>(last_finish_us.load() - start_us) / 1e6;
   bool ok = true;
   for (size_t i = 0; i < runners.size(); ++i) {
     total->Merge(runners[i]->stats());
