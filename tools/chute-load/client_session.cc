@@ -68,6 +68,9 @@ void ClientSession::Send(absl::string_view line, Expect expect) {
 }
 
 void ClientSession::OnInput(absl::string_view bytes, int64_t now_us) {
+  if (phase_ == Phase::kDone) {
+    return;  // whatever a server sends after the end is of no interest
+  }
   in_.append(bytes.data(), bytes.size());
   size_t start = 0;
   while (phase_ != Phase::kDone && phase_ != Phase::kTls) {

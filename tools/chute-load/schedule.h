@@ -51,6 +51,7 @@ class Schedule {
   // NextDueUs: when the next message falls due (open loop), else now.
   int64_t NextDueUs(int64_t now_us) const { return rate_per_s_ > 0 ? DueTime(taken_) : now_us; }
   uint64_t taken() const { return taken_; }
+  bool open_loop() const { return rate_per_s_ > 0; }
   // Behind: due messages not yet taken (open loop; 0 in closed loop).
   uint64_t Behind(int64_t now_us) const {
     if (rate_per_s_ <= 0 || now_us < start_us_) {
