@@ -100,7 +100,8 @@ absl::Status Finish(Options& o, bool have_password, bool have_token, const std::
     return Bad("--user", "needs --password-file or --token-file");
   }
   if (o.to.empty()) {
-    o.to.push_back("user{n}@example.test");
+    // One mailbox by default: a long run with {n} would make a Maildir per message.
+    o.to.push_back("load@example.test");
   }
   if (o.sizes.empty()) {
     o.sizes.push_back({1024, 1});

@@ -168,8 +168,8 @@ std::string FormatText(const RunReport& r) {
       PerSecond(s.message_bytes, t) / 1e6, s.connections_established,
       PerSecond(s.connections_established, t), s.connections_started, s.tls_handshakes,
       PerSecond(s.tls_handshakes, t), s.auths);
-  absl::StrAppend(&out, absl::StrFormat("latency ms           %8s %9s %9s %9s %9s %9s %9s\n",
-                                        "count", "p50", "p90", "p99", "p99.9", "max", ""));
+  absl::StrAppend(&out, absl::StrFormat("latency ms           %8s %9s %9s %9s %9s %9s\n", "count",
+                                        "p50", "p90", "p99", "p99.9", "max"));
   for (const Latency& l : Latencies(s)) {
     const Histogram& h = *l.histogram;
     absl::StrAppend(

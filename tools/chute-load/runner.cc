@@ -176,8 +176,7 @@ void Runner::Maintain(int64_t now_us) {
   }
   // Ready sessions wait only for an open-loop message to fall due or for the end (in closed
   // loop a session takes its next message itself as soon as it is free).
-  bool due = (schedule_.open_loop() && schedule_.NextDueUs(now_us) <= now_us) ||
-             Exhausted(now_us);
+  bool due = (schedule_.open_loop() && schedule_.NextDueUs(now_us) <= now_us) || Exhausted(now_us);
   bool sweep = now_us - last_sweep_us_ >= 10 * kTickUs;
   if (!due && !sweep && !(config_.session.hold && !quiescent_called_)) {
     return;

@@ -27,7 +27,7 @@ Session:
   --ehlo NAME             the EHLO name (chute-load.localdomain)
   --from ADDR             MAIL FROM and the From: header (app@example.test)
   --to ADDR               a recipient; repeatable; "{n}" expands to a counter (message
-                          number x --rcpts + recipient index) (user{n}@example.test)
+                          number x --rcpts + recipient index) (load@example.test)
   --rcpts N               recipients per message, cycling through the --to list (1; <= 1000)
   --size BYTES            message size: 512, 10k, 1m (1k; <= 64m)
   --size-dist LIST        sizes by weight: 1k:60,10k:30,1m:10
@@ -67,7 +67,9 @@ Scenarios:
   idle        hold --connections idle sessions (EHLO done, TLS established, AUTH done when
               credentials are given); with --server-pid report the server's VmRSS
               (/proc/PID/status) and PSS (/proc/PID/smaps_rollup) before and once all are
-              open, and the difference per connection.
+              open, and the difference per connection. Beyond the server's per-IP cap
+              (100) and per-tenant cap (250) sessions are refused and counted as errors:
+              raise them, or exempt 127.0.0.1 (connections_per_ip_exempt), for large runs.
   caps        exceed the caps by --connections (1) attempts each: first --ip-cap + N
               unauthenticated sessions from one address, then (with credentials)
               --tenant-cap + N authenticated sessions spread over 127.0.0.2, 127.0.0.3, ...
