@@ -10,6 +10,7 @@
 // failed (refused or dropped connections, unexpected replies: all counted in the summary), or
 // a cap was not exact, or the run could not be carried out.
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -308,6 +309,13 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
   const Options& o = *options;
+  // One descriptor per connection: take the whole hard limit (the soft default, 1024, is
+  // below what idle and burst runs open). A socket() that still fails counts as an error.
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
   Stats total;
   RunReport report;
   report.options = &o;
