@@ -139,22 +139,23 @@ bool Runner::MayOpenMore(int64_t now_us) const {
   return true;
 }
 
-bool Runner::WantsNewConnection(int64_t now_us) const {
+size_t Runner::OnTheWay() const {
+  size_t on_the_way = 0;
+  for (const auto& conn : conns_) {
+    if (conn->in_use && !conn->closing && conn->session->messages_done() == 0 &&
+        conn->session->phase() < ClientSession::Phase::kMessage) {
+      ++on_the_way;
+    }
+  }
+  return on_the_way;
+}
+
+bool Runner::WantsNewConnection(int64_t now_us, size_t on_the_way) const {
   if (free_.empty() || !MayOpenMore(now_us)) {
     return false;
   }
-  if (config_.on_demand) {
-    // Only as many connections on their way as there are due messages for them.
-    size_t on_the_way = 0;
-    for (const auto& conn : conns_) {
-      if (conn->in_use && !conn->closing && conn->session->messages_done() == 0 &&
-          conn->session->phase() < ClientSession::Phase::kMessage) {
-        ++on_the_way;
-      }
-    }
-    return schedule_.Behind(now_us) > on_the_way;
-  }
-  return true;
+  // On demand: only as many connections on their way as there are due messages for them.
+  return !config_.on_demand || schedule_.Behind(now_us) > on_the_way;
 }
 
 void Runner::Maintain(int64_t now_us) {
@@ -169,10 +170,13 @@ void Runner::Maintain(int64_t now_us) {
       }
     }
   }
-  while (WantsNewConnection(now_us)) {
+  // Counted once per pass (a scan), then kept up to date as connections open.
+  size_t on_the_way = config_.on_demand ? OnTheWay() : 0;
+  while (WantsNewConnection(now_us, on_the_way)) {
     size_t index = free_.back();
     free_.pop_back();
     Open(index, now_us);
+    ++on_the_way;
   }
   // Ready sessions wait only for an open-loop message to fall due or for the end (in closed
   // loop a session takes its next message itself as soon as it is free).
@@ -203,7 +207,7 @@ void Runner::Maintain(int64_t now_us) {
     }
   }
   if (config_.session.hold && !quiescent_called_ && all_quiet &&
-      (opened_ >= static_cast<uint64_t>(config_.connections) || !WantsNewConnection(now_us))) {
+      (opened_ >= static_cast<uint64_t>(config_.connections) || !MayOpenMore(now_us))) {
     quiescent_called_ = true;
     if (config_.on_quiescent) {
       config_.on_quiescent();

@@ -88,8 +88,10 @@ class Runner : public JobSource {
   void Maintain(int64_t now_us);
   // MayOpenMore: the run may still open connections (later, if not now).
   bool MayOpenMore(int64_t now_us) const;
-  // WantsNewConnection: a connection should be opened now.
-  bool WantsNewConnection(int64_t now_us) const;
+  // WantsNewConnection: a connection should be opened now, `on_the_way` being the ones
+  // opened that have not started a message yet (OnTheWay).
+  bool WantsNewConnection(int64_t now_us, size_t on_the_way) const;
+  size_t OnTheWay() const;
 
   RunnerConfig config_;
   Schedule schedule_;
