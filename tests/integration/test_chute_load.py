@@ -95,6 +95,11 @@ class ChuteLoadTest(ChutedFixture):
         self.assertEqual(report["auths"], 12)
         self.assertEqual(report["latency_us"]["message"]["count"], 12)
         self.assert_all_delivered(report, ["printer@example.test"])
+        # Closed loop: as fast as they go, still one connection per message and none spare.
+        report = self.load(*self.auth_args(), "--scenario", "reconnect", "--connections", "3",
+                           "--messages", "9", "--to", "printer2@example.test")
+        self.assertEqual((report["messages"], report["connections_started"]), (9, 9))
+        self.assert_all_delivered(report, ["printer2@example.test"])
 
     def test_burst_on_the_trusted_listener_with_a_size_distribution(self):
         report = self.load("--target", f"127.0.0.1:{self.port}", "--scenario", "burst",

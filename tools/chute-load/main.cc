@@ -166,7 +166,7 @@ bool RunTraffic(const Options& o, Stats* total, double* elapsed_s) {
     RunnerConfig c = BaseRunnerConfig(o, session);
     c.connections = static_cast<int>(Share(static_cast<uint64_t>(o.connections), o.threads, i));
     c.reopen = o.scenario != Scenario::kBurst;
-    c.on_demand = o.scenario == Scenario::kReconnect && o.rate_per_s > 0;
+    c.on_demand = o.scenario == Scenario::kReconnect;
     c.connections_total = o.scenario == Scenario::kBurst ? static_cast<uint64_t>(c.connections) : 0;
     c.seed = static_cast<uint64_t>(i) + 1;
     uint64_t share = messages != 0 ? Share(messages, o.threads, i) : 0;

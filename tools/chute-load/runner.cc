@@ -154,8 +154,8 @@ bool Runner::WantsNewConnection(int64_t now_us, size_t on_the_way) const {
   if (free_.empty() || !MayOpenMore(now_us)) {
     return false;
   }
-  // On demand: only as many connections on their way as there are due messages for them.
-  return !config_.on_demand || schedule_.Behind(now_us) > on_the_way;
+  // On demand: only as many connections on their way as there are messages for them.
+  return !config_.on_demand || schedule_.Available(now_us) > on_the_way;
 }
 
 void Runner::Maintain(int64_t now_us) {

@@ -8,11 +8,12 @@
 // longer than kTickUs, which also drives the open-loop schedule and the reply deadlines.
 //
 // Connection policy (RunnerConfig): `reopen` opens a new connection when one ends while
-// messages remain (persistent, reconnect); `on_demand` opens one only when a message is due
-// and no connection is already on its way to take it (reconnect with a rate: the printer
-// connects when it has something to print, so connect, TLS and AUTH count in the message's
-// latency); `hold` stops every session once it is ready and calls `on_quiescent` when no
-// session is still on its way (idle, caps), then ends them all.
+// messages remain (persistent, reconnect); `on_demand` opens one only for a message that no
+// connection on its way will take (reconnect: with a rate, the printer connects when it has
+// something to print, so connect, TLS and AUTH count in the message's latency; with a count,
+// no connection is opened for a message that another one will send); `hold` stops every session
+// once it is ready and calls `on_quiescent` when no session is still on its way (idle, caps), then
+// ends them all.
 //
 // Owned and run by one thread; Stats may be read (its atomics) from another for progress.
 

@@ -8,6 +8,7 @@
 // count (0 = none) and at the end time. The backlog of due messages is implicit (an index),
 // so it takes no memory however far behind the server falls. Pure; one thread owns one.
 
+#include <algorithm>
 #include <cstdint>
 
 namespace chute::load {
@@ -52,6 +53,14 @@ class Schedule {
   int64_t NextDueUs(int64_t now_us) const { return rate_per_s_ > 0 ? DueTime(taken_) : now_us; }
   uint64_t taken() const { return taken_; }
   bool open_loop() const { return rate_per_s_ > 0; }
+  // Available: messages a new connection could take now: the due ones (open loop) or the
+  // ones left (closed loop; UINT64_MAX when only time bounds the run).
+  uint64_t Available(int64_t now_us) const {
+    if (rate_per_s_ > 0) {
+      return Behind(now_us);
+    }
+    return count_ == 0 ? UINT64_MAX : count_ - std::min(count_, taken_);
+  }
   // Behind: due messages not yet taken (open loop; 0 in closed loop).
   uint64_t Behind(int64_t now_us) const {
     if (rate_per_s_ <= 0 || now_us < start_us_) {

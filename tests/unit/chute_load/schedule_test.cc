@@ -22,6 +22,7 @@ TEST(ScheduleTest, AStallAccumulatesABacklogMeasuredFromTheScheduledTimes) {
   ASSERT_TRUE(s.Take(0, &job));
   // The server stalls for 50 ms: 50 messages fell due meanwhile.
   EXPECT_EQ(s.Behind(50'000), 50u);
+  EXPECT_EQ(s.Available(50'000), 50u);
   for (int i = 1; i <= 50; ++i) {
     ASSERT_TRUE(s.Take(50'000, &job));
     // Latency is measured from when each was due, not from when it could be sent.
@@ -34,11 +35,13 @@ TEST(ScheduleTest, AStallAccumulatesABacklogMeasuredFromTheScheduledTimes) {
 TEST(ScheduleTest, ClosedLoopTakesAtOnceAndStampsTheTakeTime) {
   Schedule s(0, 100'000'000, 3, 0, 0, 1);
   Job job;
+  EXPECT_EQ(s.Available(0), 3u);
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(s.Take(500 + i, &job));
     EXPECT_EQ(job.scheduled_us, 500 + i);
   }
   EXPECT_FALSE(s.Take(600, &job)) << "the count bounds the run";
+  EXPECT_EQ(s.Available(600), 0u);
   EXPECT_TRUE(s.Exhausted(600));
 }
 
