@@ -6,12 +6,9 @@
 # /usr/bin, /usr/share/man and, for a /usr prefix, /etc and /var. systemd's own directories
 # (the unit, sysusers.d, tmpfiles.d) are cache variables with Debian 12's values.
 #
-#   cmake --build --preset release --target chuted chutectl man
+#   cmake --build --preset release --target chuted chutectl chute-load man
 #   cmake --install build [--prefix /usr] [DESTDIR=...]
 #   cmake --build --preset release --target deb      # build/chute_<version>_<arch>.deb
-#
-# Only targets that exist are installed: chute-load (the load generator, with its chute-load(1)
-# page) is for later.
 
 # CMake's default prefix (/usr/local) becomes /usr once, the first time a build tree sees this
 # file (also in a tree configured before it existed); a prefix given with -D stays.
@@ -34,10 +31,11 @@ set(CMAKE_SKIP_INSTALL_ALL_DEPENDENCY ON)
 # BoringSSL lives outside the loader's path (FindBoringSSL.cmake): installed binaries keep
 # that directory as their RUNPATH.
 get_filename_component(_chute_boringssl_dir "${BoringSSL_CRYPTO_LIBRARY}" DIRECTORY)
-set_target_properties(chuted chutectl PROPERTIES INSTALL_RPATH "${_chute_boringssl_dir}")
+set_target_properties(chuted chutectl chute-load PROPERTIES
+  INSTALL_RPATH "${_chute_boringssl_dir}")
 
 install(TARGETS chuted DESTINATION "${CMAKE_INSTALL_SBINDIR}")
-install(TARGETS chutectl DESTINATION "${CMAKE_INSTALL_BINDIR}")
+install(TARGETS chutectl chute-load DESTINATION "${CMAKE_INSTALL_BINDIR}")
 
 # The unit names /usr/sbin/chuted and /etc/chute/chute.toml; another prefix (chosen when
 # configuring: -DCMAKE_INSTALL_PREFIX=...) gets a copy that names its own paths.
@@ -62,7 +60,7 @@ install(FILES docs/operations.md DESTINATION "${CMAKE_INSTALL_DOCDIR}")
 
 # Man pages from docs/man/*.scd, part of `all` when scdoc is found.
 find_program(SCDOC_EXECUTABLE scdoc)
-set(_chute_man_pages chuted.8 chutectl.8 chute.toml.5)
+set(_chute_man_pages chuted.8 chutectl.8 chute.toml.5 chute-load.1)
 if(SCDOC_EXECUTABLE)
   set(_chute_man_outputs "")
   foreach(page IN LISTS _chute_man_pages)
@@ -112,7 +110,7 @@ set(CPACK_PACKAGING_INSTALL_PREFIX "${CMAKE_INSTALL_PREFIX}")
 set(CPACK_STRIP_FILES ON)
 include(CPack)
 
-set(_chute_deb_deps chuted chutectl)
+set(_chute_deb_deps chuted chutectl chute-load)
 if(SCDOC_EXECUTABLE)
   list(APPEND _chute_deb_deps man)
   add_custom_target(deb

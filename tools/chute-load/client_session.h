@@ -1,0 +1,169 @@
+#pragma once
+
+// ClientSession: one SMTP submission client session as a pure state machine (the client-side
+// twin of src/smtp's Session): plaintext bytes in (OnInput), plaintext bytes out (output()),
+// times passed in, no syscalls, no clock. The transport (runner.cc) owns the socket and the
+// TLS stream: when the session asks for TLS (wants_tls() after STARTTLS's 220) it runs the
+// handshake and calls OnTlsDone(); with implicit TLS it does so before the first byte.
+//
+// The session walks banner -> EHLO -> [STARTTLS -> EHLO] -> [AUTH] -> ready, then takes jobs
+// from its JobSource: MAIL, RCPT x N and DATA (or BDAT n LAST with the message) pipelined
+// when the server offers PIPELINING, the message after 354, and counts the 250 (Stats). After
+// `messages_max` messages, when the source is exhausted, or when asked to stop (Stop) it sends
+// QUIT. Any unexpected reply is counted by phase and code and ends the session with QUIT
+// (after the replies still owed to pipelined commands); a 421 ends it at once.
+//
+// Limits: kReplyLineBytesMax per reply line, kReplyLinesMax lines per reply, kInputBytesMax
+// of unparsed input: beyond them the server is broken and the session ends ("protocol").
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "tools/chute-load/options.h"
+#include "tools/chute-load/schedule.h"
+#include "tools/chute-load/stats.h"
+
+namespace chute::load {
+
+inline constexpr size_t kReplyLineBytesMax = 4096;
+inline constexpr size_t kReplyLinesMax = 128;
+inline constexpr size_t kInputBytesMax = kReplyLineBytesMax * 4;
+
+class JobSource {
+ public:
+  virtual ~JobSource() = default;
+  // Take: the next due job and its message size; false when none is due now.
+  virtual bool Take(int64_t now_us, Job* job, uint64_t* size_bytes) = 0;
+  // Exhausted: no job will be due any more (count reached or time up).
+  virtual bool Exhausted(int64_t now_us) const = 0;
+};
+
+struct SessionConfig {
+  TlsMode tls = TlsMode::kNone;
+  AuthMech auth = AuthMech::kNone;
+  std::string user;
+  std::string secret;
+  std::string from;
+  std::vector<std::string> to;  // templates
+  int rcpts = 1;
+  std::string ehlo = "chute-load.localdomain";
+  bool bdat = false;
+  bool pipelining = true;
+  uint64_t messages_max = 0;  // per connection; 0 = unlimited
+  bool hold = false;          // idle/caps: stop at ready and wait for Stop()
+  std::string date;
+  std::string run_id;
+};
+
+class ClientSession {
+ public:
+  enum class Phase {
+    kBanner,
+    kEhlo,
+    kStartTls,
+    kTls,
+    kEhlo2,
+    kAuth,
+    kReady,
+    kMessage,
+    kData,
+    kQuit,
+    kDone
+  };
+
+  // ClientSession: `source` and `stats` outlive the session; `config` is copied by reference
+  // (it outlives the session too).
+  ClientSession(const SessionConfig& config, JobSource* source, Stats* stats);
+
+  // Start: the TCP connect began at `connect_start_us` (for the banner latency).
+  void Start(int64_t connect_start_us);
+  // OnInput: plaintext from the server.
+  void OnInput(absl::string_view bytes, int64_t now_us);
+  // OnTlsDone: the handshake the session asked for (or implicit TLS's) completed.
+  void OnTlsDone(int64_t now_us);
+  // Poke: a ready session takes a due job, or quits when there will be none.
+  void Poke(int64_t now_us);
+  // Stop: the run is over: a ready session quits; one mid-message finishes it first.
+  void Stop(int64_t now_us);
+  // OnClosed: the connection ended (peer close, error or timeout, named by `why` for the
+  // error key). Counted as an error unless the session had finished or was quitting.
+  void OnClosed(absl::string_view why, int64_t now_us);
+  // Abandon: the connection ended for a reason the transport already counted (connect, TLS).
+  void Abandon();
+
+  std::string* output() { return &out_; }
+  bool wants_tls() const { return phase_ == Phase::kTls; }
+  bool done() const { return phase_ == Phase::kDone; }
+  bool ready() const { return phase_ == Phase::kReady; }
+  // waiting: a reply (or the handshake) is owed, so the transport's timeout applies.
+  bool waiting() const { return phase_ != Phase::kReady && phase_ != Phase::kDone; }
+  Phase phase() const { return phase_; }
+  static const char* PhaseName(Phase phase);
+  uint64_t messages_done() const { return messages_done_; }
+
+ private:
+  enum class Expect {
+    kBanner,
+    kEhlo,
+    kStartTls,
+    kAuth,
+    kAuthStep,
+    kMail,
+    kRcpt,
+    kData,
+    kBdat,
+    kDataEnd,
+    kDataAbort,
+    kQuit
+  };
+  struct Reply {
+    int code = 0;
+    std::string enhanced;
+    std::vector<std::string> lines;
+  };
+
+  void OnReply(const Reply& reply, int64_t now_us);
+  void OnEhlo(const Reply& reply, int64_t now_us);
+  void OnAuthReply(const Reply& reply, int64_t now_us);
+  void OnEnvelopeReply(Expect expect, const Reply& reply, int64_t now_us);
+  void SendAuth(int64_t now_us);
+  void BecomeReady(int64_t now_us);
+  void StartMessage(const Job& job, uint64_t size_bytes, int64_t now_us);
+  void SendBody(int64_t now_us);
+  void FinishMessage(int64_t now_us);
+  void SendNextUnpipelined();
+  void Fail(absl::string_view phase, const Reply& reply);
+  void Protocol(absl::string_view what);
+  void Quit();
+  void Send(absl::string_view line, Expect expect);
+
+  const SessionConfig& config_;
+  JobSource* source_;
+  Stats* stats_;
+  Phase phase_ = Phase::kBanner;
+  std::string in_;
+  std::string out_;
+  Reply partial_;
+  std::deque<Expect> awaiting_;
+  // Unpipelined envelope: commands not yet sent, with what each expects.
+  std::deque<std::pair<std::string, Expect>> unsent_;
+  bool server_pipelining_ = false;
+  bool server_chunking_ = false;
+  bool server_starttls_ = false;
+  bool stop_ = false;
+  bool failed_ = false;       // this message (or session) already had an unexpected reply
+  bool mail_failed_ = false;  // this message's MAIL was refused (later refusals follow from it)
+  int auth_step_ = 0;
+  int64_t connect_start_us_ = 0;
+  int64_t auth_start_us_ = 0;
+  int64_t eod_us_ = 0;
+  Job job_;
+  std::string message_;
+  int rcpts_accepted_ = 0;
+  uint64_t messages_done_ = 0;
+};
+
+}  // namespace chute::load
