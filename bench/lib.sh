@@ -3,7 +3,7 @@
 # cleanup that stops everything started here, by pid, on any exit.
 #
 # The caller sets `bin` (build/bin) and `time_limit_s`, and may set CHUTE_BENCH_SHARDS (2) and
-# CHUTE_BENCH_DELIVERY_THREADS (4).
+# CHUTE_BENCH_DELIVERY_THREADS (4) and CHUTE_BENCH_COMMIT_DELAY_US ([spool] group_commit_delay_us, 500).
 
 work="$(mktemp -d /tmp/chute-bench.XXXXXX)"
 chmod 755 "$work"
@@ -83,6 +83,7 @@ connections_per_ip = 10000
 authenticated_connections_per_tenant = 10000
 [spool]
 messages_max = 1000000
+group_commit_delay_us = ${CHUTE_BENCH_COMMIT_DELAY_US:-500}
 bytes_max = 4294967296
 [delivery]
 $2

@@ -6,7 +6,10 @@
 # (20 persistent connections). Per run: acceptance messages/s and p99 end of data -> 250 (from
 # chute-load), end to end messages/s (until the spool is settled, every message in its
 # Maildir), and each shard's utilisation (chute_shard_busy_seconds_total over the run).
-# Prints a Markdown table and writes build/bench/shard_sweep.{md,json,svg}. Loopback only;
+# Then, at shards = the core count and 2 delivery threads, the same for [spool]
+# group_commit_delay_us = 0, 200, 500 (the default), 2000: how long a record waits for company
+# before its group's fdatasync.
+# Prints Markdown tables and writes build/bench/shard_sweep.{md,json,svg}. Loopback only;
 # bounded in count and time; everything it starts it stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,45 +34,59 @@ busy() {  # busy ADMIN_PORT: "shard=seconds ..." of chute_shard_busy_seconds_tot
     awk -F'[{}" ]+' '/^chute_shard_busy_seconds_total\{/ { printf "%s=%s ", $3, $4 }'
 }
 
-for shards in $(seq 1 $((cores + 1))); do
-  for threads in 1 2 4; do
-    CHUTE_BENCH_SHARDS=$shards CHUTE_BENCH_DELIVERY_THREADS=$threads \
-      start_chute "s${shards}d${threads}" 'backend = "maildir"'
-    before=$(busy "$admin")
-    t0=$(now)
-    j=$(timeout "$time_limit_s" "$bin/chute-load" --target "127.0.0.1:$tls_port" --tls starttls \
-        --user app@example.test --password-file "$work/password" --connections "$sessions" \
-        --messages "$messages" --size "$size" --from app@example.test --to bench@example.test \
-        --no-progress --json)
-    wait_metric_zero "$admin"
-    t1=$(now)
-    after=$(busy "$admin")
-    python3 - "$shards" "$threads" "$messages" "$t0" "$t1" "$before" "$after" "$j" >>"$rows" <<'PY'
+# measure SHARDS THREADS DELAY_US: one run, one row.
+measure() {
+  local shards=$1 threads=$2 delay=$3
+  CHUTE_BENCH_SHARDS=$shards CHUTE_BENCH_DELIVERY_THREADS=$threads \
+    CHUTE_BENCH_COMMIT_DELAY_US=$delay start_chute "s${shards}d${threads}c${delay}" 'backend = "maildir"'
+  local before after t0 t1 j
+  before=$(busy "$admin")
+  t0=$(now)
+  j=$(timeout "$time_limit_s" "$bin/chute-load" --target "127.0.0.1:$tls_port" --tls starttls \
+      --user app@example.test --password-file "$work/password" --connections "$sessions" \
+      --messages "$messages" --size "$size" --from app@example.test --to bench@example.test \
+      --no-progress --json)
+  wait_metric_zero "$admin"
+  t1=$(now)
+  after=$(busy "$admin")
+  python3 - "$shards" "$threads" "$delay" "$messages" "$t0" "$t1" "$before" "$after" "$j" \
+    >>"$rows" <<'PY'
 import json, sys
-shards, threads, messages = map(int, sys.argv[1:4])
-t0, t1 = float(sys.argv[4]), float(sys.argv[5])
+shards, threads, delay, messages = map(int, sys.argv[1:5])
+t0, t1 = float(sys.argv[5]), float(sys.argv[6])
 parse = lambda s: {k: float(v) for k, v in (p.split("=") for p in s.split())}
-before, after = parse(sys.argv[6]), parse(sys.argv[7])
-j = json.loads(sys.argv[8])
+before, after = parse(sys.argv[7]), parse(sys.argv[8])
+j = json.loads(sys.argv[9])
 if j["messages"] != messages or j["error_total"]:
     sys.exit(f"shards={shards}: {j['messages']} of {messages} accepted, errors {j['errors']}")
 elapsed = t1 - t0
 print(json.dumps({
-    "shards": shards, "delivery_threads": threads,
+    "shards": shards, "delivery_threads": threads, "group_commit_delay_us": delay,
     "accept_per_s": j["messages_per_s"],
     "p99_ms": round(j["latency_us"]["end_of_data_to_250"]["p99"] / 1000, 2),
     "end_to_end_per_s": round(messages / elapsed, 1),
     "utilisation": [round((after[s] - before.get(s, 0)) / elapsed, 2) for s in sorted(after)],
 }))
 PY
-    stop_chute
+  stop_chute
+}
+
+for shards in $(seq 1 $((cores + 1))); do
+  for threads in 1 2 4; do
+    measure "$shards" "$threads" 500
   done
+done
+for delay in 0 200 2000; do
+  measure "$cores" 2 "$delay"
 done
 
 python3 - "$rows" "$out" "$messages" "$cores" <<'PY'
 import json, os, subprocess, sys
 rows_path, out, messages, cores = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-rows = [json.loads(l) for l in open(rows_path)]
+all_rows = [json.loads(l) for l in open(rows_path)]
+rows = [r for r in all_rows if r["group_commit_delay_us"] == 500]
+delays = sorted((r for r in all_rows if r["shards"] == cores and r["delivery_threads"] == 2),
+                key=lambda r: r["group_commit_delay_us"])
 lines = [f"{messages} messages of 10 KB, chute-load STARTTLS+AUTH, 20 connections, Maildir "
          f"delivery, {cores} cores", "",
          "| shards | delivery threads | accepted/s | p99 end of data -> 250 | end to end/s | shard utilisation |",
@@ -78,10 +95,16 @@ for r in rows:
     lines.append(f"| {r['shards']} | {r['delivery_threads']} | {r['accept_per_s']:.0f} | "
                  f"{r['p99_ms']} ms | {r['end_to_end_per_s']:.0f} | "
                  f"{', '.join(f'{u:.0%}' for u in r['utilisation'])} |")
+lines += ["", f"group_commit_delay_us at {cores} shards, 2 delivery threads:", "",
+          "| group_commit_delay_us | accepted/s | p99 end of data -> 250 | end to end/s |",
+          "|---:|---:|---:|---:|"]
+for r in delays:
+    lines.append(f"| {r['group_commit_delay_us']} | {r['accept_per_s']:.0f} | {r['p99_ms']} ms | "
+                 f"{r['end_to_end_per_s']:.0f} |")
 table = "\n".join(lines) + "\n"
 print(table)
 open(os.path.join(out, "shard_sweep.md"), "w").write(table)
-json.dump(rows, open(os.path.join(out, "shard_sweep.json"), "w"), indent=2)
+json.dump(all_rows, open(os.path.join(out, "shard_sweep.json"), "w"), indent=2)
 data = os.path.join(out, "shard_sweep.dat")
 with open(data, "w") as f:
     for threads in sorted({r["delivery_threads"] for r in rows}):
