@@ -731,8 +731,7 @@ void Shard::ProcessTls(Connection& conn) {
   smtp::Session& session = *conn.session;
   while (session.blocked() == smtp::Session::Blocked::kNo) {
     if (conn.plain_offset == conn.plain_in.size()) {
-      conn.plain_in.clear();
-      conn.plain_offset = 0;
+      BorrowPlaintextBuffer(conn);
       net::TlsStream::Result result = tls.ReadPlaintext(&conn.plain_in, kTlsPlaintextChunkBytes);
       if (result == net::TlsStream::Result::kWantMore) {
         break;
@@ -749,6 +748,27 @@ void Shard::ProcessTls(Connection& conn) {
     if (consumed == 0) {
       break;
     }
+  }
+  if (conn.plain_offset == conn.plain_in.size()) {
+    ReturnPlaintextBuffer(conn);
+  }
+}
+
+void Shard::BorrowPlaintextBuffer(Connection& conn) {
+  if (conn.plain_in.capacity() < plain_spare_.capacity()) {
+    conn.plain_in.swap(plain_spare_);
+  }
+  conn.plain_in.clear();
+  conn.plain_offset = 0;
+}
+
+void Shard::ReturnPlaintextBuffer(Connection& conn) {
+  conn.plain_in.clear();
+  conn.plain_offset = 0;
+  if (plain_spare_.capacity() < conn.plain_in.capacity()) {
+    conn.plain_in.swap(plain_spare_);
+  } else {
+    std::string().swap(conn.plain_in);  // the shard has one already: this one goes back
   }
 }
 
@@ -860,8 +880,7 @@ void Shard::MaybeFree(Connection& conn) {
   conn.send_offset = 0;
   conn.tls.reset();
   conn.handshake_deadline = absl::InfiniteFuture();
-  conn.plain_in.clear();
-  conn.plain_offset = 0;
+  ReturnPlaintextBuffer(conn);
   conn.auth_candidate = nullptr;
   conn.auth_user.clear();
   conn.delayed_answer.reset();
