@@ -46,7 +46,8 @@ WARMUP = 20        # sessions opened and closed before the baseline
 # connections that each shard gets some (SO_REUSEPORT spreads them by hash).
 TOUCH_CONNECTIONS = 16
 TOUCH_ROUNDS = 400
-SETTLE_S = 2.5     # > 2 ticks of the shards (1 s): mi_collect has run after the last change
+SETTLE_S = 3.5  # > 3 ticks (1 s): a quiet connection frees its buffers at its second
+#                tick, and mi_collect gives the pages back at the next one
 FDS_PER_SESSION = 1
 KINDS = ("plaintext", "starttls", "starttls+auth")
 

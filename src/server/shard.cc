@@ -356,6 +356,10 @@ void Shard::OnTick() {
       continue;
     }
     Flush(*conn);
+    if (!conn->active) {
+      ReleaseIdleBuffers(*conn);
+    }
+    conn->active = false;
   }
   ArmTick();
 }
@@ -599,6 +603,7 @@ void Shard::OnRecv(Connection& conn, const io_uring_cqe& cqe) {
     CHECK(cqe.flags & IORING_CQE_F_BUFFER);
     uint16_t buffer = static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
     Ref(buffer);
+    conn.active = true;
     counters_.bytes_in.Add(cqe.res);
     if (conn.awaiting_proxy && !conn.shut_down) {
       OnProxyHeader(conn,
@@ -754,6 +759,24 @@ void Shard::ProcessTls(Connection& conn) {
   }
 }
 
+void Shard::ReleaseIdleBuffers(Connection& conn) {
+  if (conn.send_inflight || !conn.input.empty() || conn.send_offset != conn.sending.size() ||
+      !conn.out_queue.empty()) {
+    return;
+  }
+  std::string().swap(conn.sending);
+  conn.send_offset = 0;
+  std::string().swap(conn.out_queue);
+  std::string().swap(conn.scratch);
+  if (conn.session != nullptr && conn.session->output().empty()) {
+    std::string empty;
+    conn.session->SwapOutput(empty);  // the session's old buffer leaves with `empty`
+  }
+  if (conn.tls != nullptr) {
+    conn.tls->ReleaseBuffers();
+  }
+}
+
 void Shard::BorrowPlaintextBuffer(Connection& conn) {
   if (conn.plain_in.capacity() < plain_spare_.capacity()) {
     conn.plain_in.swap(plain_spare_);
@@ -836,6 +859,7 @@ void Shard::OnSend(Connection& conn, const io_uring_cqe& cqe) {
     return;
   }
   counters_.bytes_out.Add(cqe.res);
+  conn.active = true;
   conn.send_offset += static_cast<size_t>(cqe.res);
   conn.send_started = absl::InfiniteFuture();
   if (conn.send_offset == conn.sending.size()) {
@@ -875,8 +899,8 @@ void Shard::MaybeFree(Connection& conn) {
   conn.snapshot.reset();
   conn.config.reset();
   conn.account = nullptr;
-  conn.sending.clear();
-  conn.out_queue.clear();
+  std::string().swap(conn.sending);  // a slot waiting for its next connection keeps nothing
+  std::string().swap(conn.out_queue);
   conn.send_offset = 0;
   conn.tls.reset();
   conn.handshake_deadline = absl::InfiniteFuture();

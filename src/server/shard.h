@@ -121,6 +121,9 @@ class Shard : public auth::VerifySink {
   // plain_spare_, lent to it for as long as it holds plaintext the session has not taken, so
   // that an idle TLS connection holds no buffer of kTlsPlaintextChunkBytes (a pointer swap
   // each way; a connection that keeps a remainder makes the next one allocate its own).
+  // ReleaseIdleBuffers: a connection quiet for a whole tick with nothing queued frees the
+  // capacity its output strings and TLS memory BIOs kept from their largest use.
+  void ReleaseIdleBuffers(Connection& conn);
   void BorrowPlaintextBuffer(Connection& conn);
   void ReturnPlaintextBuffer(Connection& conn);
   void MoveOutput(Connection& conn);
