@@ -83,6 +83,9 @@ TlsStream::TlsStream(std::shared_ptr<TlsContext> context) : context_(std::move(c
   in_ = NewMemBio();
   out_ = NewMemBio();
   SSL_set_bio(ssl_, in_, out_);
+  // The certificate, key and cipher configuration copied into the SSL are not needed once the
+  // handshake is done (there is no renegotiation): freed then.
+  SSL_set_shed_handshake_config(ssl_, 1);
   SSL_set_accept_state(ssl_);
 }
 
