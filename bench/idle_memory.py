@@ -10,18 +10,24 @@ before and after N (default 1000) idle sessions of that kind are opened and left
   plaintext       the trusted listener, after EHLO
   starttls        STARTTLS, the handshake (TLS 1.3), and a second EHLO
   starttls+auth   the same, then AUTH PLAIN as app@example.test
+  starttls-tls1.2 as starttls, but the client offers TLS 1.2 only
 
 What the numbers include: VmRSS (/proc/PID/status) and Pss (/proc/PID/smaps_rollup) of the
-whole chuted process, read after the server has settled (SETTLE_S, longer than the shards'
-one-second tick, on which every shard calls mi_collect(false) so that mimalloc's freed pages
-go back). The growth divided by N is everything an idle session costs the process: its
+whole chuted process, read after the server has settled (SETTLE_S: a few of the shards'
+one-second ticks; a connection quiet for a whole tick frees its buffers, and every tick calls
+mimalloc's mi_collect(true), which gives freed pages back to the system). The growth divided by N is everything an idle session costs the process: its
 connection slot (reused by later connections, never freed), the smtp::Session, the TLS
 stream (BoringSSL's SSL object, its session and memory BIOs), the per-connection strings, and
 the allocator's own overhead and fragmentation around them. It excludes the kernel's socket
 buffers (not process memory) and the shards' provided receive buffers: a fixed pool shared by
 all connections, which the kernel faults in a page at a time as receives land in it, so the
-measurement first makes it resident with a few thousand small receives. TLS 1.3 sessions are resumable by tickets, so the server's
-session cache does not grow with them.
+measurement first makes it resident with a few thousand small receives. TLS 1.3 sessions are
+resumable by tickets, so the server's session cache does not grow with them; a TLS 1.2
+handshake adds its session to that cache (BoringSSL's default: at most 20,480 sessions, for
+two hours, whether the connection is still open or not), which starttls-tls1.2 counts.
+
+RSS is the number to read. Pss also divides the pages chuted shares with other processes (the
+shared libraries) among them, so it moves when unrelated processes start or exit.
 
 Loopback only; prints, asserts nothing. Needs a release build (build/bin/chuted).
 """
@@ -49,7 +55,7 @@ TOUCH_ROUNDS = 400
 SETTLE_S = 3.5  # > 3 ticks (1 s): a quiet connection frees its buffers at its second
 #                tick, and mi_collect gives the pages back at the next one
 FDS_PER_SESSION = 1
-KINDS = ("plaintext", "starttls", "starttls+auth")
+KINDS = ("plaintext", "starttls", "starttls+auth", "starttls-tls1.2")
 
 
 class IdleChuted(chute_fixture.ChutedFixture):
@@ -140,7 +146,19 @@ def touch_receive_buffers(chuted):
         sock.close()
 
 
-def measure(kind, context):
+def client_context(kind):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if kind == "starttls-tls1.2":
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+    else:
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
+def measure(kind):
+    context = client_context(kind)
     chuted = IdleChuted()
     chuted.setUp()
     try:
@@ -165,15 +183,11 @@ def main():
     wanted = N + WARMUP + 256
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
     print(f"chuted memory per idle session, N = {N} sessions of each kind, "
           f"{IdleChuted.shards} shards, settled {SETTLE_S} s")
     print(f"{'kind':<16} {'RSS B/session':>14} {'Pss B/session':>14} {'baseline RSS':>14}")
     for kind in KINDS:
-        (rss, pss), before = measure(kind, context)
+        (rss, pss), before = measure(kind)
         print(f"{kind:<16} {rss:>14.0f} {pss:>14.0f} {before[0] / 1048576:>11.1f} MiB")
 
 
