@@ -110,8 +110,10 @@ struct Connection : public smtp::SessionHandler {
   absl::Time starved_since;      // when its receive last stopped for want of buffers
 
   // Bytes came in or went out since the shard's last tick; a connection that stays quiet for
-  // a whole tick gives back its buffers (Shard::ReleaseIdleBuffers).
+  // a whole tick gives back its buffers (Shard::ReleaseIdleBuffers), once per quiet spell
+  // (`idle` until it is active again).
   bool active = false;
+  bool idle = false;
   bool recv_armed = false;
   bool recv_cancelling = false;
   bool send_inflight = false;

@@ -356,10 +356,12 @@ void Shard::OnTick() {
       continue;
     }
     Flush(*conn);
-    if (!conn->active) {
-      ReleaseIdleBuffers(*conn);
+    if (conn->active) {
+      conn->active = false;
+      conn->idle = false;
+    } else if (!conn->idle) {
+      conn->idle = ReleaseIdleBuffers(*conn);
     }
-    conn->active = false;
   }
   ArmTick();
 }
@@ -759,10 +761,10 @@ void Shard::ProcessTls(Connection& conn) {
   }
 }
 
-void Shard::ReleaseIdleBuffers(Connection& conn) {
+bool Shard::ReleaseIdleBuffers(Connection& conn) {
   if (conn.send_inflight || !conn.input.empty() || conn.send_offset != conn.sending.size() ||
       !conn.out_queue.empty()) {
-    return;
+    return false;
   }
   std::string().swap(conn.sending);
   conn.send_offset = 0;
@@ -775,6 +777,7 @@ void Shard::ReleaseIdleBuffers(Connection& conn) {
   if (conn.tls != nullptr) {
     conn.tls->ReleaseBuffers();
   }
+  return true;
 }
 
 void Shard::BorrowPlaintextBuffer(Connection& conn) {
@@ -914,6 +917,8 @@ void Shard::MaybeFree(Connection& conn) {
   conn.awaiting_proxy = false;
   conn.proxy_header.clear();
   conn.recv_cancelling = false;
+  conn.active = false;
+  conn.idle = false;
   conn.in_use = false;
   if (conn.counted) {
     shared_->connections_open.fetch_sub(1);

@@ -122,8 +122,9 @@ class Shard : public auth::VerifySink {
   // that an idle TLS connection holds no buffer of kTlsPlaintextChunkBytes (a pointer swap
   // each way; a connection that keeps a remainder makes the next one allocate its own).
   // ReleaseIdleBuffers: a connection quiet for a whole tick with nothing queued frees the
-  // capacity its output strings and TLS memory BIOs kept from their largest use.
-  void ReleaseIdleBuffers(Connection& conn);
+  // capacity its output strings and TLS memory BIOs kept from their largest use; false when
+  // something is queued and nothing was freed.
+  bool ReleaseIdleBuffers(Connection& conn);
   void BorrowPlaintextBuffer(Connection& conn);
   void ReturnPlaintextBuffer(Connection& conn);
   void MoveOutput(Connection& conn);
