@@ -13,18 +13,19 @@ before and after N (default 1000) idle sessions of that kind are opened and left
   starttls-tls1.2 as starttls, but the client offers TLS 1.2 only
 
 What the numbers include: VmRSS (/proc/PID/status) and Pss (/proc/PID/smaps_rollup) of the
-whole chuted process, read after the server has settled (SETTLE_S: a few of the shards'
-one-second ticks; a connection quiet for a whole tick frees its buffers, and every tick calls
-mimalloc's mi_collect(true), which gives freed pages back to the system). The growth divided by N is everything an idle session costs the process: its
-connection slot (reused by later connections, never freed), the smtp::Session, the TLS
-stream (BoringSSL's SSL object, its session and memory BIOs), the per-connection strings, and
-the allocator's own overhead and fragmentation around them. It excludes the kernel's socket
-buffers (not process memory) and the shards' provided receive buffers: a fixed pool shared by
-all connections, which the kernel faults in a page at a time as receives land in it, so the
-measurement first makes it resident with a few thousand small receives. TLS 1.3 sessions are
-resumable by tickets, so the server's session cache does not grow with them; a TLS 1.2
-handshake adds its session to that cache (BoringSSL's default: at most 20,480 sessions, for
-two hours, whether the connection is still open or not), which starttls-tls1.2 counts.
+whole chuted process, read after the server has settled (RSS no longer falling, after a few of
+the shards' one-second ticks; a connection quiet for a whole tick frees its buffers, and every
+tick calls mimalloc's mi_collect(true), which gives freed pages back to the system). The growth
+divided by N is everything an idle session costs the process: its connection slot (reused by
+later connections, never freed), the smtp::Session, the TLS stream (BoringSSL's SSL object, its
+session and memory BIOs), the per-connection strings, and the allocator's own overhead and
+fragmentation around them. It excludes the kernel's socket buffers (not process memory) and the
+shards' provided receive buffers: a fixed pool shared by all connections, which the kernel
+faults in a page at a time as receives land in it, so the measurement first makes it resident
+with a few thousand small receives. TLS 1.3 sessions are resumable by tickets, so the server's
+session cache does not grow with them; a TLS 1.2 handshake adds its session to that cache
+(BoringSSL's default: at most 20,480 sessions, for two hours, whether the connection is still
+open or not), which starttls-tls1.2 counts.
 
 RSS is the number to read. Pss also divides the pages chuted shares with other processes (the
 shared libraries) among them, so it moves when unrelated processes start or exit.
@@ -52,8 +53,12 @@ WARMUP = 20        # sessions opened and closed before the baseline
 # connections that each shard gets some (SO_REUSEPORT spreads them by hash).
 TOUCH_CONNECTIONS = 16
 TOUCH_ROUNDS = 400
-SETTLE_S = 3.5  # > 3 ticks (1 s): a quiet connection frees its buffers at its second
-#                tick, and mi_collect gives the pages back at the next one
+# A quiet connection frees its buffers at its second tick (1 s) and the pages leave at a later
+# one (mimalloc decommits after a short delay): memory is read once RSS has stopped falling for
+# STABLE_READS reads a second apart, after SETTLE_S at least and SETTLE_MAX_S at most.
+SETTLE_S = 3.5
+STABLE_READS = 3
+SETTLE_MAX_S = 30
 FDS_PER_SESSION = 1
 KINDS = ("plaintext", "starttls", "starttls+auth", "starttls-tls1.2")
 
@@ -157,6 +162,20 @@ def client_context(kind):
     return context
 
 
+def settled_memory(pid):
+    """memory(pid) once RSS has stopped falling (see SETTLE_S)."""
+    time.sleep(SETTLE_S)
+    lowest = memory(pid)
+    stable = 0
+    end = time.monotonic() + SETTLE_MAX_S
+    while stable < STABLE_READS and time.monotonic() < end:
+        time.sleep(1)
+        now = memory(pid)
+        stable = stable + 1 if now[0] >= lowest[0] else 0
+        lowest = min(lowest, now)
+    return lowest
+
+
 def measure(kind):
     context = client_context(kind)
     chuted = IdleChuted()
@@ -166,11 +185,9 @@ def measure(kind):
         touch_receive_buffers(chuted)
         for sock in [open_session(chuted, kind, context) for _ in range(WARMUP)]:
             sock.close()
-        time.sleep(SETTLE_S)
-        before = memory(pid)
+        before = settled_memory(pid)
         sessions = [open_session(chuted, kind, context) for _ in range(N)]
-        time.sleep(SETTLE_S)
-        after = memory(pid)
+        after = settled_memory(pid)
         for sock in sessions:
             sock.close()
         return [(a - b) / N for a, b in zip(after, before)], before
@@ -184,7 +201,7 @@ def main():
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
     print(f"chuted memory per idle session, N = {N} sessions of each kind, "
-          f"{IdleChuted.shards} shards, settled {SETTLE_S} s")
+          f"{IdleChuted.shards} shards")
     print(f"{'kind':<16} {'RSS B/session':>14} {'Pss B/session':>14} {'baseline RSS':>14}")
     for kind in KINDS:
         (rss, pss), before = measure(kind)
