@@ -16,6 +16,18 @@ std::string OpenSslError() {
   return code == 0 ? "unknown error" : text;
 }
 
+// MemBioCapacity: the bytes a memory BIO has allocated for its contents.
+size_t MemBioCapacity(BIO* bio) {
+  BUF_MEM* memory = nullptr;
+  return BIO_get_mem_ptr(bio, &memory) == 1 && memory != nullptr ? memory->max : 0;
+}
+
+BIO* NewMemBio() {
+  BIO* bio = BIO_new(BIO_s_mem());
+  CHECK(bio != nullptr);
+  return bio;
+}
+
 constexpr const char* kServerCiphers =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
@@ -68,10 +80,12 @@ TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
 TlsStream::TlsStream(std::shared_ptr<TlsContext> context) : context_(std::move(context)) {
   ssl_ = SSL_new(context_->ctx());
   CHECK(ssl_ != nullptr);
-  in_ = BIO_new(BIO_s_mem());
-  out_ = BIO_new(BIO_s_mem());
-  CHECK(in_ != nullptr && out_ != nullptr);
+  in_ = NewMemBio();
+  out_ = NewMemBio();
   SSL_set_bio(ssl_, in_, out_);
+  // The certificate, key and cipher configuration copied into the SSL are not needed once the
+  // handshake is done (there is no renegotiation): freed then.
+  SSL_set_shed_handshake_config(ssl_, 1);
   SSL_set_accept_state(ssl_);
 }
 
@@ -147,6 +161,21 @@ void TlsStream::TakeCiphertext(std::string* out) {
   int read = BIO_read(out_, out->data() + old_size, static_cast<int>(pending));
   out->resize(old_size + static_cast<size_t>(read > 0 ? read : 0));
 }
+
+void TlsStream::ReleaseBuffers() {
+  // A fresh BIO in place of an empty one: mem BIOs have no call that frees their buffer, and
+  // SSL_set0_*bio frees the old one.
+  if (BIO_pending(in_) == 0 && MemBioCapacity(in_) > 0) {
+    in_ = NewMemBio();
+    SSL_set0_rbio(ssl_, in_);
+  }
+  if (BIO_pending(out_) == 0 && MemBioCapacity(out_) > 0) {
+    out_ = NewMemBio();
+    SSL_set0_wbio(ssl_, out_);
+  }
+}
+
+size_t TlsStream::BufferedBytes() const { return MemBioCapacity(in_) + MemBioCapacity(out_); }
 
 const char* TlsStream::Cipher() const {
   const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_);

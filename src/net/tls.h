@@ -67,6 +67,13 @@ class TlsStream {
   Result Write(absl::string_view plaintext);
   // TakeCiphertext: appends what must be sent to the peer to `out`.
   void TakeCiphertext(std::string* out);
+  // ReleaseBuffers: frees the memory BIOs' buffers when they hold nothing (a memory BIO keeps
+  // the capacity of the most it ever held: the handshake's flights, the largest burst). For a
+  // connection gone idle; the next bytes allocate again. BoringSSL frees its own record
+  // buffers whenever they are empty.
+  void ReleaseBuffers();
+  // BufferedBytes: the capacity the memory BIOs hold now, in bytes (empty or not).
+  size_t BufferedBytes() const;
 
   std::string Error() const { return error_; }
   const char* Version() const { return SSL_get_version(ssl_); }

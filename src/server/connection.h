@@ -109,6 +109,11 @@ struct Connection : public smtp::SessionHandler {
   int32_t feeding_buffer = -1;  // the receive buffer being fed to the session right now
   absl::Time starved_since;      // when its receive last stopped for want of buffers
 
+  // Bytes came in or went out since the shard's last tick; a connection that stays quiet for
+  // a whole tick gives back its buffers (Shard::ReleaseIdleBuffers), once per quiet spell
+  // (`idle` until it is active again).
+  bool active = false;
+  bool idle = false;
   bool recv_armed = false;
   bool recv_cancelling = false;
   bool send_inflight = false;

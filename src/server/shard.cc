@@ -356,6 +356,12 @@ void Shard::OnTick() {
       continue;
     }
     Flush(*conn);
+    if (conn->active) {
+      conn->active = false;
+      conn->idle = false;
+    } else if (!conn->idle) {
+      conn->idle = ReleaseIdleBuffers(*conn);
+    }
   }
   ArmTick();
 }
@@ -599,6 +605,7 @@ void Shard::OnRecv(Connection& conn, const io_uring_cqe& cqe) {
     CHECK(cqe.flags & IORING_CQE_F_BUFFER);
     uint16_t buffer = static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
     Ref(buffer);
+    conn.active = true;
     counters_.bytes_in.Add(cqe.res);
     if (conn.awaiting_proxy && !conn.shut_down) {
       OnProxyHeader(conn,
@@ -731,8 +738,7 @@ void Shard::ProcessTls(Connection& conn) {
   smtp::Session& session = *conn.session;
   while (session.blocked() == smtp::Session::Blocked::kNo) {
     if (conn.plain_offset == conn.plain_in.size()) {
-      conn.plain_in.clear();
-      conn.plain_offset = 0;
+      BorrowPlaintextBuffer(conn);
       net::TlsStream::Result result = tls.ReadPlaintext(&conn.plain_in, kTlsPlaintextChunkBytes);
       if (result == net::TlsStream::Result::kWantMore) {
         break;
@@ -749,6 +755,46 @@ void Shard::ProcessTls(Connection& conn) {
     if (consumed == 0) {
       break;
     }
+  }
+  if (conn.plain_offset == conn.plain_in.size()) {
+    ReturnPlaintextBuffer(conn);
+  }
+}
+
+bool Shard::ReleaseIdleBuffers(Connection& conn) {
+  if (conn.send_inflight || !conn.input.empty() || conn.send_offset != conn.sending.size() ||
+      !conn.out_queue.empty()) {
+    return false;
+  }
+  std::string().swap(conn.sending);
+  conn.send_offset = 0;
+  std::string().swap(conn.out_queue);
+  std::string().swap(conn.scratch);
+  if (conn.session != nullptr && conn.session->output().empty()) {
+    std::string empty;
+    conn.session->SwapOutput(empty);  // the session's old buffer leaves with `empty`
+  }
+  if (conn.tls != nullptr) {
+    conn.tls->ReleaseBuffers();
+  }
+  return true;
+}
+
+void Shard::BorrowPlaintextBuffer(Connection& conn) {
+  if (conn.plain_in.capacity() < plain_spare_.capacity()) {
+    conn.plain_in.swap(plain_spare_);
+  }
+  conn.plain_in.clear();
+  conn.plain_offset = 0;
+}
+
+void Shard::ReturnPlaintextBuffer(Connection& conn) {
+  conn.plain_in.clear();
+  conn.plain_offset = 0;
+  if (plain_spare_.capacity() < conn.plain_in.capacity()) {
+    conn.plain_in.swap(plain_spare_);
+  } else {
+    std::string().swap(conn.plain_in);  // the shard has one already: this one goes back
   }
 }
 
@@ -816,6 +862,7 @@ void Shard::OnSend(Connection& conn, const io_uring_cqe& cqe) {
     return;
   }
   counters_.bytes_out.Add(cqe.res);
+  conn.active = true;
   conn.send_offset += static_cast<size_t>(cqe.res);
   conn.send_started = absl::InfiniteFuture();
   if (conn.send_offset == conn.sending.size()) {
@@ -855,13 +902,12 @@ void Shard::MaybeFree(Connection& conn) {
   conn.snapshot.reset();
   conn.config.reset();
   conn.account = nullptr;
-  conn.sending.clear();
-  conn.out_queue.clear();
+  std::string().swap(conn.sending);  // a slot waiting for its next connection keeps nothing
+  std::string().swap(conn.out_queue);
   conn.send_offset = 0;
   conn.tls.reset();
   conn.handshake_deadline = absl::InfiniteFuture();
-  conn.plain_in.clear();
-  conn.plain_offset = 0;
+  ReturnPlaintextBuffer(conn);
   conn.auth_candidate = nullptr;
   conn.auth_user.clear();
   conn.delayed_answer.reset();
@@ -871,6 +917,8 @@ void Shard::MaybeFree(Connection& conn) {
   conn.awaiting_proxy = false;
   conn.proxy_header.clear();
   conn.recv_cancelling = false;
+  conn.active = false;
+  conn.idle = false;
   conn.in_use = false;
   if (conn.counted) {
     shared_->connections_open.fetch_sub(1);

@@ -117,6 +117,16 @@ class Shard : public auth::VerifySink {
   void ProcessPlain(Connection& conn);
   void ProcessTls(Connection& conn);
   void StartTls(Connection& conn);
+  // ReleaseIdleBuffers: a connection quiet for a whole tick with nothing queued frees the
+  // capacity its output strings and TLS memory BIOs kept from their largest use; false when
+  // something is queued and nothing was freed.
+  bool ReleaseIdleBuffers(Connection& conn);
+  // BorrowPlaintextBuffer / ReturnPlaintextBuffer: a TLS connection decrypts into
+  // plain_spare_, lent to it for as long as it holds plaintext the session has not taken, so
+  // that an idle TLS connection holds no buffer of kTlsPlaintextChunkBytes (a pointer swap
+  // each way; a connection that keeps a remainder makes the next one allocate its own).
+  void BorrowPlaintextBuffer(Connection& conn);
+  void ReturnPlaintextBuffer(Connection& conn);
   void MoveOutput(Connection& conn);
   void Flush(Connection& conn);
   void Shutdown(Connection& conn);
@@ -159,6 +169,7 @@ class Shard : public auth::VerifySink {
   std::vector<uint32_t> free_slots_;
   std::deque<uint32_t> starved_;  // slots whose receive stopped for want of buffers
   size_t live_connections_ = 0;
+  std::string plain_spare_;  // see BorrowPlaintextBuffer
   int wake_fd_ = -1;
   uint64_t wake_value_ = 0;
   __kernel_timespec tick_{};
