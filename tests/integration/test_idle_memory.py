@@ -24,6 +24,10 @@ SESSIONS = 400
 WARMUP_SESSIONS = 20
 IDLE_TLS_SESSION_BYTES_MAX = 10 * 1024
 BURST_SESSIONS = 200
+# After a burst the allocator's pages are more fragmented than after a quiet start, and the
+# figure lands near 10 KB (10.4 KB seen once in a full run): this test asks only that the
+# first wave's buffers were freed, and without that release it measures about 160 KB.
+BURST_SESSION_BYTES_MAX = 24 * 1024
 BURST_COMMANDS = 3000  # pipelined NOOPs: 18 KB in, 42 KB of replies out
 # A quiet connection frees its buffers at its second tick and the pages leave at a later one
 # (mimalloc decommits after a short delay): RSS is read once it has stopped falling for
@@ -158,7 +162,7 @@ class IdleMemoryTest(ChutedFixture):
         before = settled_rss_bytes(self.proc.pid)
         second = self.burst_sessions()
         per_session = (settled_rss_bytes(self.proc.pid) - before) / BURST_SESSIONS
-        self.assertLess(per_session, IDLE_TLS_SESSION_BYTES_MAX,
+        self.assertLess(per_session, BURST_SESSION_BYTES_MAX,
                         f"a STARTTLS session quiet after a burst costs {per_session:.0f} bytes")
         for sock in first + second:
             command(sock, "QUIT", "221")
