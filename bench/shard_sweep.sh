@@ -5,7 +5,9 @@
 # delivery takes MESSAGES (default 10000) 10 KB messages from chute-load over STARTTLS+AUTH
 # (20 persistent connections). Per run: acceptance messages/s and p99 end of data -> 250 (from
 # chute-load), end to end messages/s (until the spool is settled, every message in its
-# Maildir), and each shard's utilisation (chute_shard_busy_seconds_total over the run).
+# Maildir), and each shard's utilisation: its loop's busy time (chute_shard_busy_seconds_total,
+# the time spent handling completions in user space) and its thread's CPU time (user + system,
+# from /proc: also the kernel work io_uring does for it while it waits), over the run.
 # Then, at shards = the core count and 2 delivery threads, the same for [spool]
 # group_commit_delay_us = 0, 200, 500 (the default), 2000: how long a record waits for company
 # before its group's fdatasync.
@@ -33,6 +35,19 @@ busy() {  # busy ADMIN_PORT: "shard=seconds ..." of chute_shard_busy_seconds_tot
   curl -s "127.0.0.1:$1/metrics" |
     awk -F'[{}" ]+' '/^chute_shard_busy_seconds_total\{/ { printf "%s=%s ", $3, $4 }'
 }
+cpu() {  # cpu PID: "shard=seconds ..." of CPU time (user + system) of each chute-shard-N thread
+  python3 - "$1" <<'PY'
+import glob, os, sys
+tick = os.sysconf("SC_CLK_TCK")
+out = []
+for task in glob.glob(f"/proc/{sys.argv[1]}/task/*"):
+    name = open(f"{task}/comm").read().strip()
+    if name.startswith("chute-shard-"):
+        fields = open(f"{task}/stat").read().rsplit(")", 1)[1].split()
+        out.append(f"{name[len('chute-shard-'):]}={(int(fields[11]) + int(fields[12])) / tick}")
+print(" ".join(out))
+PY
+}
 
 # measure SHARDS THREADS DELAY_US: one run, one row.
 measure() {
@@ -41,6 +56,7 @@ measure() {
     CHUTE_BENCH_COMMIT_DELAY_US=$delay start_chute "s${shards}d${threads}c${delay}" 'backend = "maildir"'
   local before after t0 t1 j
   before=$(busy "$admin")
+  cpu_before=$(cpu "$pid")
   t0=$(now)
   j=$(timeout "$time_limit_s" "$bin/chute-load" --target "127.0.0.1:$tls_port" --tls starttls \
       --user app@example.test --password-file "$work/password" --connections "$sessions" \
@@ -49,14 +65,16 @@ measure() {
   wait_metric_zero "$admin"
   t1=$(now)
   after=$(busy "$admin")
+  cpu_after=$(cpu "$pid")
   python3 - "$shards" "$threads" "$delay" "$messages" "$t0" "$t1" "$before" "$after" "$j" \
-    >>"$rows" <<'PY'
+    "$cpu_before" "$cpu_after" >>"$rows" <<'PY'
 import json, sys
 shards, threads, delay, messages = map(int, sys.argv[1:5])
 t0, t1 = float(sys.argv[5]), float(sys.argv[6])
 parse = lambda s: {k: float(v) for k, v in (p.split("=") for p in s.split())}
 before, after = parse(sys.argv[7]), parse(sys.argv[8])
 j = json.loads(sys.argv[9])
+cpu_before, cpu_after = parse(sys.argv[10]), parse(sys.argv[11])
 if j["messages"] != messages or j["error_total"]:
     sys.exit(f"shards={shards}: {j['messages']} of {messages} accepted, errors {j['errors']}")
 elapsed = t1 - t0
@@ -66,6 +84,7 @@ print(json.dumps({
     "p99_ms": round(j["latency_us"]["end_of_data_to_250"]["p99"] / 1000, 2),
     "end_to_end_per_s": round(messages / elapsed, 1),
     "utilisation": [round((after[s] - before.get(s, 0)) / elapsed, 2) for s in sorted(after)],
+    "cpu": [round((cpu_after[s] - cpu_before.get(s, 0)) / elapsed, 2) for s in sorted(cpu_after)],
 }))
 PY
   stop_chute
@@ -89,12 +108,13 @@ delays = sorted((r for r in all_rows if r["shards"] == cores and r["delivery_thr
                 key=lambda r: r["group_commit_delay_us"])
 lines = [f"{messages} messages of 10 KB, chute-load STARTTLS+AUTH, 20 connections, Maildir "
          f"delivery, {cores} cores", "",
-         "| shards | delivery threads | accepted/s | p99 end of data -> 250 | end to end/s | shard utilisation |",
-         "|---:|---:|---:|---:|---:|---|"]
+         "| shards | delivery threads | accepted/s | p99 end of data -> 250 | end to end/s | shard loop busy | shard CPU |",
+         "|---:|---:|---:|---:|---:|---|---|"]
 for r in rows:
     lines.append(f"| {r['shards']} | {r['delivery_threads']} | {r['accept_per_s']:.0f} | "
                  f"{r['p99_ms']} ms | {r['end_to_end_per_s']:.0f} | "
-                 f"{', '.join(f'{u:.0%}' for u in r['utilisation'])} |")
+                 f"{', '.join(f'{u:.0%}' for u in r['utilisation'])} | "
+                 f"{', '.join(f'{u:.0%}' for u in r['cpu'])} |")
 lines += ["", f"group_commit_delay_us at {cores} shards, 2 delivery threads:", "",
           "| group_commit_delay_us | accepted/s | p99 end of data -> 250 | end to end/s |",
           "|---:|---:|---:|---:|"]
