@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 os.environ.setdefault("CHUTE_BIN_DIR", os.path.join(ROOT, "build", "bin"))
 
 import chute_fixture  # noqa: E402  (after the path is set)
+from test_idle_memory import command, read_reply  # noqa: E402,F401  (the same SMTP helpers)
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 WARMUP = 20        # sessions opened and closed before the baseline
@@ -75,28 +76,6 @@ class IdleChuted(chute_fixture.ChutedFixture):
 
     def runTest(self):  # unittest wants one; unused
         pass
-
-
-def read_reply(sock):
-    """One SMTP reply (all its lines) as text; raises on EOF."""
-    data = b""
-    while True:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("connection closed; so far: " + data.decode(errors="replace"))
-        data += chunk
-        lines = data.split(b"\r\n")
-        for line in lines[:-1]:
-            if len(line) >= 4 and line[3:4] == b" ":
-                return data.decode()
-
-
-def command(sock, line, expect):
-    sock.sendall(line.encode() + b"\r\n")
-    reply = read_reply(sock)
-    if not reply.startswith(expect):
-        raise RuntimeError(f"{line!r}: expected {expect}, got {reply!r}")
-    return reply
 
 
 def connect(port):

@@ -18,6 +18,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# require_built TOOL...: each build/bin/TOOL exists, or say how to build it and exit 2.
+require_built() {
+  for tool in "$@"; do
+    [ -x "$bin/$tool" ] || { echo "$0: $bin/$tool is missing: cmake --build --preset release" >&2; exit 2; }
+  done
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 1 100); do

@@ -27,11 +27,9 @@ size=10240
 time_limit_s=300
 bin="$PWD/build/bin"
 out="$PWD/build/bench"
-for tool in "$bin/chuted" "$bin/chutectl" "$bin/chute-load"; do
-  [ -x "$tool" ] || { echo "run.sh: $tool is missing: cmake --build --preset release" >&2; exit 2; }
-done
 mkdir -p "$out"
 source bench/lib.sh
+require_built chuted chutectl chute-load
 
 rows="$work/rows.jsonl"  # one JSON object per run
 : >"$rows"

@@ -18,6 +18,7 @@ size=10240
 time_limit_s=300
 bin="$PWD/build/bin"
 source bench/lib.sh
+require_built chuted chutectl
 send() {  # send PORT: smtp-source, bounded in time
   timeout "$time_limit_s" /usr/sbin/smtp-source -d -s "$sessions" -m "$messages" -l "$size" \
     -f app@example.test -t bench@example.test "127.0.0.1:$1"

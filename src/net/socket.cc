@@ -18,68 +18,69 @@ bool IsMappedIpv4(const IpBytes& ip) {
   return std::memcmp(ip.data(), kPrefix, sizeof(kPrefix)) == 0;
 }
 
+// BindSocket: a TCP socket of `address`'s family bound to it, with SO_REUSEADDR (a socket in
+// TIME_WAIT does not count) and, when `reuse_port`, SO_REUSEPORT. The bind's errno on failure.
+absl::StatusOr<int> BindSocket(const HostPort& address, bool reuse_port, int* bind_errno) {
+  bool v4 = IsMappedIpv4(address.ip);
+  int fd = socket(v4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return io::ErrnoStatus(errno, "socket");
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (reuse_port) {
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  }
+  if (!v4) {
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  }
+  sockaddr_storage storage{};
+  socklen_t length = ToSockaddr(address, &storage);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0) {
+    *bind_errno = errno;
+    close(fd);
+    return io::ErrnoStatus(*bind_errno, absl::StrCat("bind ", FormatIp(address.ip), ":",
+                                                     address.port));
+  }
+  return fd;
+}
+
 }  // namespace
 
 absl::Status CheckAddressFree(const HostPort& address) {
   if (address.port == 0) {
     return absl::OkStatus();
   }
-  bool v4 = IsMappedIpv4(address.ip);
-  int fd = socket(v4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return io::ErrnoStatus(errno, "socket");
-  }
-  // SO_REUSEADDR only: a socket in TIME_WAIT does not count, a listening one does.
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (!v4) {
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-  }
-  sockaddr_storage storage{};
-  socklen_t length = ToSockaddr(address, &storage);
-  int result = bind(fd, reinterpret_cast<sockaddr*>(&storage), length);
-  int error = errno;
-  close(fd);
-  std::string where = absl::StrCat(FormatIp(address.ip), ":", address.port);
-  if (result == 0) {
+  // Without SO_REUSEPORT: a listening socket of another process makes the bind fail.
+  int bind_errno = 0;
+  absl::StatusOr<int> fd = BindSocket(address, /*reuse_port=*/false, &bind_errno);
+  if (fd.ok()) {
+    close(*fd);
     return absl::OkStatus();
   }
-  if (error == EADDRINUSE) {
+  if (bind_errno == EADDRINUSE) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "listener ", where,
+        "listener ", FormatIp(address.ip), ":", address.port,
         ": the address is in use by another process (another chuted, or another mail server); "
         "stop it or choose another address (see: ss -ltnp 'sport = :",
         address.port, "')"));
   }
-  return io::ErrnoStatus(error, absl::StrCat("bind ", where));
+  return fd.status();
 }
 
 absl::StatusOr<int> OpenListener(const HostPort& address) {
-  bool v4 = IsMappedIpv4(address.ip);
-  int fd = socket(v4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return io::ErrnoStatus(errno, "socket");
+  int bind_errno = 0;
+  absl::StatusOr<int> fd = BindSocket(address, /*reuse_port=*/true, &bind_errno);
+  if (!fd.ok()) {
+    return fd.status();
   }
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-  if (!v4) {
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-  }
-  sockaddr_storage storage{};
-  socklen_t length = ToSockaddr(address, &storage);
-  std::string where = absl::StrCat(FormatIp(address.ip), ":", address.port);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0) {
+  if (listen(*fd, kListenBacklog) != 0) {
     int error = errno;
-    close(fd);
-    return io::ErrnoStatus(error, absl::StrCat("bind ", where));
+    close(*fd);
+    return io::ErrnoStatus(error, absl::StrCat("listen ", FormatIp(address.ip), ":",
+                                               address.port));
   }
-  if (listen(fd, kListenBacklog) != 0) {
-    int error = errno;
-    close(fd);
-    return io::ErrnoStatus(error, absl::StrCat("listen ", where));
-  }
-  return fd;
+  return *fd;
 }
 
 socklen_t ToSockaddr(const HostPort& address, sockaddr_storage* out) {
