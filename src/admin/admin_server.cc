@@ -50,7 +50,7 @@ AdminServer::AdminServer(Render metrics, Route routes)
 AdminServer::~AdminServer() { Stop(); }
 
 absl::Status AdminServer::Start(const HostPort& address) {
-  absl::StatusOr<int> fd = net::OpenListener(address);
+  absl::StatusOr<int> fd = net::OpenSoleListener(address);  // one admin listener per address
   if (!fd.ok()) {
     return fd.status();
   }

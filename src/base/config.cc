@@ -411,6 +411,33 @@ absl::Status ReadTrace(const toml::table& table, absl::string_view source, Trace
   return r.Finish();
 }
 
+// CheckDistinctAddresses: no two listeners, and not the admin listener and a listener, on one
+// address. With SO_REUSEPORT both would bind, and connections would go to either at random.
+absl::Status CheckDistinctAddresses(const Config& config, absl::string_view source) {
+  auto same = [](const HostPort& a, const HostPort& b) { return a.ip == b.ip && a.port == b.port; };
+  for (size_t i = 0; i < config.listeners.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (same(config.listeners[i].host_port, config.listeners[j].host_port)) {
+        return absl::InvalidArgumentError(absl::StrCat(source, ": [[listener]] address ",
+                                                       config.listeners[i].address,
+                                                       " is given twice"));
+      }
+    }
+  }
+  if (config.admin.address.empty()) {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<HostPort> admin = ParseHostPort(config.admin.address);
+  for (const ListenerConfig& listener : config.listeners) {
+    if (admin.ok() && same(*admin, listener.host_port)) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": [admin] address ",
+                                                     config.admin.address,
+                                                     " is also a [[listener]] address"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 void ResolvePaths(Config* config) {
   const std::string& data_dir = config->server.data_dir;
   if (config->spool.dir.empty()) {
@@ -490,6 +517,7 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view sou
   RETURN_IF_ERROR(ReadLog(*table, source_name, &config.log));
   ASSIGN_OR_RETURN(table, SubTable(root, "trace", source_name));
   RETURN_IF_ERROR(ReadTrace(*table, source_name, &config.trace));
+  RETURN_IF_ERROR(CheckDistinctAddresses(config, source_name));
   ResolvePaths(&config);
   return config;
 }

@@ -45,6 +45,22 @@ absl::StatusOr<int> BindSocket(const HostPort& address, bool reuse_port, int* bi
   return fd;
 }
 
+// Listen: BindSocket, then listen(2).
+absl::StatusOr<int> Listen(const HostPort& address, bool reuse_port) {
+  int bind_errno = 0;
+  absl::StatusOr<int> fd = BindSocket(address, reuse_port, &bind_errno);
+  if (!fd.ok()) {
+    return fd.status();
+  }
+  if (listen(*fd, kListenBacklog) != 0) {
+    int error = errno;
+    close(*fd);
+    return io::ErrnoStatus(error, absl::StrCat("listen ", FormatIp(address.ip), ":",
+                                               address.port));
+  }
+  return *fd;
+}
+
 }  // namespace
 
 absl::Status CheckAddressFree(const HostPort& address) {
@@ -69,18 +85,11 @@ absl::Status CheckAddressFree(const HostPort& address) {
 }
 
 absl::StatusOr<int> OpenListener(const HostPort& address) {
-  int bind_errno = 0;
-  absl::StatusOr<int> fd = BindSocket(address, /*reuse_port=*/true, &bind_errno);
-  if (!fd.ok()) {
-    return fd.status();
-  }
-  if (listen(*fd, kListenBacklog) != 0) {
-    int error = errno;
-    close(*fd);
-    return io::ErrnoStatus(error, absl::StrCat("listen ", FormatIp(address.ip), ":",
-                                               address.port));
-  }
-  return *fd;
+  return Listen(address, /*reuse_port=*/true);
+}
+
+absl::StatusOr<int> OpenSoleListener(const HostPort& address) {
+  return Listen(address, /*reuse_port=*/false);
 }
 
 socklen_t ToSockaddr(const HostPort& address, sockaddr_storage* out) {

@@ -16,6 +16,9 @@ inline constexpr int kListenBacklog = 4096;
 // OpenListener: a TCP socket bound to `address` with SO_REUSEPORT (one per shard, the kernel
 // spreads connections across them) and listening. Returns the fd; the caller closes it.
 absl::StatusOr<int> OpenListener(const HostPort& address);
+// OpenSoleListener: the same without SO_REUSEPORT, for a socket that must be the only one on
+// its address (the admin listener): another process's socket there makes it fail.
+absl::StatusOr<int> OpenSoleListener(const HostPort& address);
 
 // CheckAddressFree: whether another socket (another chuted, Postfix) already listens on
 // `address`. SO_REUSEPORT would otherwise let a second server bind the same address and

@@ -22,10 +22,20 @@ CHUTED = os.path.join(BIN, "chuted")
 CHUTECTL = os.path.join(BIN, "chutectl")
 
 
+_ports_given = set()
+
+
 def free_port(host="127.0.0.1"):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A free port, never one this process handed out before: the kernel may give the same
+    ephemeral port to two bind(0) calls in a row once the first socket is closed, and a
+    listener and the admin listener on one port was a test that hung."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def wait_for_port(host, port, deadline_s=15.0):

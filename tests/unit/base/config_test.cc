@@ -115,6 +115,26 @@ TEST(ConfigTest, ErrorsNameFileLineAndKey) {
   EXPECT_TRUE(absl::StartsWith(ErrorOf("[server\n"), "test.toml:1: "));
 }
 
+TEST(ConfigTest, AnAddressServesOneListenerOnly) {
+  // With SO_REUSEPORT both would bind and share the connections at random (a test hung so).
+  absl::StatusOr<Config> twice = ParseConfig(
+      "[[listener]]\naddress = \"127.0.0.1:2525\"\n"
+      "[[listener]]\naddress = \"127.0.0.1:2525\"\ntls = \"implicit\"\n",
+      "t.toml");
+  ASSERT_FALSE(twice.ok());
+  EXPECT_EQ(twice.status().message(), "t.toml: [[listener]] address 127.0.0.1:2525 is given twice");
+  absl::StatusOr<Config> admin = ParseConfig(
+      "[[listener]]\naddress = \"127.0.0.1:2525\"\n[admin]\naddress = \"127.0.0.1:2525\"\n",
+      "t.toml");
+  ASSERT_FALSE(admin.ok());
+  EXPECT_EQ(admin.status().message(),
+            "t.toml: [admin] address 127.0.0.1:2525 is also a [[listener]] address");
+  EXPECT_TRUE(ParseConfig("[[listener]]\naddress = \"127.0.0.1:2525\"\n"
+                          "[admin]\naddress = \"127.0.0.1:2526\"\n",
+                          "t.toml")
+                  .ok());
+}
+
 TEST(ConfigTest, RangesAtTheEdges) {
   EXPECT_TRUE(Parse("[limits]\nrecipients_per_message = 1000\n").ok());
   EXPECT_FALSE(Parse("[limits]\nrecipients_per_message = 1001\n").ok());
