@@ -25,7 +25,18 @@ require_built() {
   done
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() {  # a free loopback port, never one handed out before in this run
+  # ($(free_port) runs in a subshell: the ports given are kept in a file.)
+  local port
+  while :; do
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    if ! grep -qx "$port" "$work/ports" 2>/dev/null; then
+      echo "$port" >>"$work/ports"
+      echo "$port"
+      return
+    fi
+  done
+}
 wait_port() {
   for _ in $(seq 1 100); do
     if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),1).close()" 2>/dev/null; then return 0; fi
