@@ -1,5 +1,6 @@
 #include "base/log.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -45,6 +46,42 @@ void WriteAll(const char* data, size_t size) {
 }
 
 std::atomic<bool> g_json{false};
+std::atomic<uint64_t> g_dropped{0};
+// Whether stderr is a socket (systemd's stream to the journal): then lines are sent without
+// waiting. Set by ProbeLogSink.
+std::atomic<bool> g_stderr_socket{false};
+// A line cut short by a full socket is finished within this long, or given up.
+constexpr int kFinishLineWaitMs = 100;
+
+// WriteLogLine: one log line to stderr. On a socket it never waits for room: a journal that
+// does not read must not stall a shard's loop. A line the socket has no room for is dropped
+// and counted (LogLinesDropped); a line cut short is finished with a short wait.
+void WriteLogLine(const char* data, size_t size) {
+  if (!g_stderr_socket.load(std::memory_order_relaxed)) {
+    WriteAll(data, size);
+    return;
+  }
+  size_t sent = 0;
+  while (sent < size) {
+    ssize_t n = send(STDERR_FILENO, data + sent, size - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd room{STDERR_FILENO, POLLOUT, 0};
+      if (sent == 0 || poll(&room, 1, kFinishLineWaitMs) <= 0) {
+        g_dropped.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      continue;
+    }
+    return;  // a broken stderr has nowhere to report to
+  }
+}
 
 // The journal, when stderr is connected to it: systemd sets JOURNAL_STREAM to the device and
 // inode of the stream it gave us. The socket path can be moved for tests
@@ -131,8 +168,15 @@ bool SendJournal(LogLevel level, absl::string_view message, absl::string_view ev
   if (datagram.size() > kJournalDatagramBytesMax) {
     return false;
   }
-  ssize_t sent = sendto(journal.fd, datagram.data(), datagram.size(), MSG_NOSIGNAL,
-                        reinterpret_cast<const sockaddr*>(&journal.address), journal.address_bytes);
+  // Without waiting, as on stderr: a journal that is not reading drops the entry (counted),
+  // it does not stall the caller.
+  ssize_t sent =
+      sendto(journal.fd, datagram.data(), datagram.size(), MSG_NOSIGNAL | MSG_DONTWAIT,
+             reinterpret_cast<const sockaddr*>(&journal.address), journal.address_bytes);
+  if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    g_dropped.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
   return sent == static_cast<ssize_t>(datagram.size());
 }
 
@@ -216,10 +260,17 @@ void WriteLine(LogLevel level, absl::string_view body) {
   }
   line.append(body.data(), body.size());
   line.push_back('\n');
-  WriteAll(line.data(), line.size());
+  WriteLogLine(line.data(), line.size());
 }
 
 }  // namespace
+
+void ProbeLogSink() {
+  struct stat st {};
+  g_stderr_socket.store(fstat(STDERR_FILENO, &st) == 0 && S_ISSOCK(st.st_mode));
+}
+
+uint64_t LogLinesDropped() { return g_dropped.load(std::memory_order_relaxed); }
 
 int64_t MonotonicMicros() {
   timespec ts{};

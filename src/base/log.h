@@ -30,6 +30,14 @@ void LogLine(LogLevel level, absl::string_view message);
 // bytes: longer names are cut).
 void NameThisThread(absl::string_view name);
 
+// ProbeLogSink: looks at what stderr is. When it is a socket (systemd's stream to the journal),
+// lines are sent without waiting for room: a journal that stops reading must not stall the
+// thread that logs (a shard's loop); such lines are dropped and counted. chuted calls it at
+// start, tests after they redirect stderr. Until then stderr is written as a file.
+void ProbeLogSink();
+// LogLinesDropped: lines (and journal entries) dropped for want of room since start.
+uint64_t LogLinesDropped();
+
 // SetLogJson: JSON lines instead of text from now on ([log] json). Set once at start.
 void SetLogJson(bool json);
 

@@ -112,6 +112,7 @@ void Reload(server::Server& server, const std::string& config_path) {
 }
 
 int Main(int argc, char** argv) {
+  ProbeLogSink();
   std::string config_path = kDefaultConfigPath;
   bool check_only = false;
   for (int i = 1; i < argc; ++i) {

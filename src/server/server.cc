@@ -783,6 +783,11 @@ void Server::AppendTraffic(std::string* out) const {
       "# HELP chute_dead_letters Dead letters in the dead-letter area now.\n"
       "# TYPE chute_dead_letters gauge\nchute_dead_letters ",
       queue_->DeadCount(), "\n");
+  absl::StrAppend(out,
+                  "# HELP chute_log_lines_dropped_total Log lines and journal entries dropped "
+                  "because the journal was not reading (chuted never waits for it).\n"
+                  "# TYPE chute_log_lines_dropped_total counter\nchute_log_lines_dropped_total ",
+                  LogLinesDropped(), "\n");
   if (trace_ != nullptr) {
     absl::StrAppend(
         out,

@@ -1,5 +1,8 @@
 #include "base/log.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <string>
 
 #include "base/histogram.h"
@@ -36,6 +39,35 @@ TEST(LogEventTest, JsonEscapesAndCarriesLevelAndTime) {
                       "\"code\":\"535\"}"),
             std::string::npos)
       << line;
+}
+
+TEST(LogSinkTest, AJournalThatDoesNotReadDropsLinesInsteadOfStallingTheLogger) {
+  // stderr becomes a socket nobody reads, as systemd's journal stream is when journald stalls.
+  int pair[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+  int small = 4096;
+  setsockopt(pair[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+  int saved = dup(STDERR_FILENO);
+  ASSERT_GE(saved, 0);
+  ASSERT_EQ(dup2(pair[0], STDERR_FILENO), STDERR_FILENO);
+  ProbeLogSink();
+  uint64_t dropped_before = LogLinesDropped();
+  const std::string line(200, 'x');
+  for (int i = 0; i < 5000; ++i) {
+    LogLine(LogLevel::kError, line);  // would block for ever on a blocking write
+  }
+  uint64_t dropped = LogLinesDropped() - dropped_before;
+  ASSERT_EQ(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+  close(saved);
+  ProbeLogSink();
+  EXPECT_GT(dropped, 0u);
+  EXPECT_LT(dropped, 5000u);  // the lines that had room went out
+  // What went out starts with whole lines.
+  char first[210] = {};
+  ASSERT_EQ(read(pair[1], first, 205), 205);
+  EXPECT_EQ(std::string(first, 205), "<3>" + line + "\n<");
+  close(pair[0]);
+  close(pair[1]);
 }
 
 TEST(LatencyHistogramTest, BucketsAreCumulativeWithSumAndCount) {
