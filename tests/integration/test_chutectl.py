@@ -185,6 +185,7 @@ class ChutectlTest(CtlCase):
             (1, today.isoformat(), "a@contoso.test", "contoso", 3, 6),
             (1, old.isoformat(), "a@contoso.test", "contoso", 5, 50),
             (9, today.isoformat(), "gone@fabrikam.test", "fabrikam", 1, 1),
+            (8, old.isoformat(), '"x,y"@fabrikam.test', "fabrikam", 1, 1),
         ])
         db.commit()
         week = json.loads(self.ok("--json", "report").stdout)
@@ -203,6 +204,11 @@ class ChutectlTest(CtlCase):
         csv = self.ok("report", "--csv", "--volume", "messages").stdout.splitlines()
         self.assertEqual(csv[0], "day,tenant,account,messages")
         self.assertEqual(len(csv), 3)
+        # A quoted local part with a comma is one CSV field (was: split into two).
+        import csv as csv_module
+        month = self.ok("report", "--csv", "--days", "30", "--tenant", "fabrikam").stdout
+        rows = list(csv_module.reader(month.splitlines()))
+        self.assertIn([old.isoformat(), "fabrikam", '"x,y"@fabrikam.test', "1", "1"], rows)
         table = self.ok("report", "--account", "gone@fabrikam.test").stdout
         self.assertIn("gone@fabrikam.test", table)  # a removed account still reports
         self.fails(1, "--days is 7, 30 or 90", "report", "--days", "8")

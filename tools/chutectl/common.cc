@@ -290,4 +290,19 @@ std::optional<int64_t> ParseCount(absl::string_view text, int64_t min, int64_t m
   return value;
 }
 
+std::string CsvField(absl::string_view text) {
+  if (text.find_first_of(",\"\r\n") == absl::string_view::npos) {
+    return std::string(text);
+  }
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"') {
+      out += "\"\"";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out + "\"";
+}
+
 }  // namespace chute::ctl

@@ -85,6 +85,9 @@ std::optional<std::string> ParseArgs(const std::vector<std::string>& words, size
                                      const std::vector<std::string>& flags,
                                      const std::vector<std::string>& valued, Args* out);
 
+// CsvField: `text` as one CSV field (RFC 4180): quoted, with quotes doubled, when it holds a
+// comma, a quote or a line break.
+std::string CsvField(absl::string_view text);
 // PrintJson: one JSON document on stdout.
 void PrintJson(const nlohmann::json& value);
 

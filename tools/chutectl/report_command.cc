@@ -55,7 +55,8 @@ void PrintCsv(const std::vector<directory::UsageRow>& rows, Columns columns) {
   std::cout << "day,tenant,account" << (columns.messages ? ",messages" : "")
             << (columns.recipients ? ",recipients" : "") << "\n";
   for (const directory::UsageRow& row : rows) {
-    std::cout << row.day << "," << row.tenant << "," << row.address;
+    // An address may hold a comma or a quote in its quoted local part.
+    std::cout << row.day << "," << CsvField(row.tenant) << "," << CsvField(row.address);
     if (columns.messages) {
       std::cout << "," << row.messages;
     }

@@ -209,21 +209,6 @@ std::string Iso(int64_t us) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMicros(us), absl::UTCTimeZone());
 }
 
-std::string CsvField(absl::string_view text) {
-  if (text.find_first_of(",\"\r\n") == absl::string_view::npos) {
-    return std::string(text);
-  }
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"') {
-      out += "\"\"";
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out + "\"";
-}
-
 nlohmann::json RowJson(const trace::Row& row) {
   return nlohmann::json{{"received", Iso(row.received_us)},
                         {"queue_id", row.queue_id},
