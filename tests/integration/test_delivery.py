@@ -224,8 +224,12 @@ def delivery_config(backend, target, **keys):
 class DeliveryFixture(ChutedFixture):
     """ChutedFixture plus helpers to send tagged messages and read the queue."""
 
-    def send(self, recipients, tag):
-        """Submits one message; returns its queue id from the 250 reply."""
+    def send(self, recipients, tag, message_id=None):
+        """Submits one message (with that Message-ID: when given); returns its queue id from the
+        250 reply."""
+        body = message_body(tag)
+        if message_id is not None:
+            body = f"Message-ID: {message_id}\r\n".encode() + body
         with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
             c.ehlo("client.example.test")
             code, reply = c.mail("app@example.test")
@@ -233,7 +237,7 @@ class DeliveryFixture(ChutedFixture):
             for r in recipients:
                 code, reply = c.rcpt(r)
                 self.assertEqual(code, 250, (r, reply))
-            code, reply = c.data(message_body(tag))
+            code, reply = c.data(body)
             self.assertEqual(code, 250, reply)
             match = QUEUED_AS.search(reply)
             self.assertIsNotNone(match, reply)

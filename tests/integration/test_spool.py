@@ -177,6 +177,28 @@ retry_max_s = 3600
             self.ctl("queue", "delete", entry)
         self.wait_metric("chute_spool_messages", 0)
 
+    def test_sighup_applies_a_raised_messages_max_to_the_next_mail(self):
+        # Was: the reload kept the running [spool] table whole, and said nothing about it.
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=20) as c:
+            c.ehlo("fill")
+            for i in range(16):
+                self.assertEqual(c.sendmail("app@example.test", ["held@example.test"],
+                                            b"Subject: fill\r\n\r\nx\r\n"), {}, i)
+            self.assertEqual(c.mail("app@example.test")[0], 452)
+        with open(self.config) as f:
+            text = f.read()
+        with open(self.config, "w") as f:
+            f.write(text.replace("messages_max = 16", "messages_max = 32"))
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "configuration reloaded" not in self.read_log():
+            self.assertLess(time.monotonic(), deadline, "no reload logged")
+            time.sleep(0.05)
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=20) as c:
+            self.assertEqual(c.sendmail("app@example.test", ["held@example.test"],
+                                        b"Subject: after\r\n\r\nx\r\n"), {})
+        self.wait_metric("chute_spool_messages", 17)
+
     def settle(self, deadline_s=30):
         pass  # nothing here is ever delivered
 
