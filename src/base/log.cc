@@ -285,12 +285,22 @@ void NameThisThread(absl::string_view name) {
 
 void SetLogJson(bool json) { g_json.store(json); }
 
-std::string FormatEventText(absl::string_view event, std::initializer_list<LogField> fields) {
-  std::string out = absl::StrCat("event=", event);
+namespace {
+
+void AppendEventText(std::string* out, absl::string_view event,
+                     std::initializer_list<LogField> fields) {
+  absl::StrAppend(out, "event=", event);
   for (const LogField& field : fields) {
-    absl::StrAppend(&out, " ", field.key, "=");
-    AppendTextValue(&out, field.value);
+    absl::StrAppend(out, " ", field.key, "=");
+    AppendTextValue(out, field.value);
   }
+}
+
+}  // namespace
+
+std::string FormatEventText(absl::string_view event, std::initializer_list<LogField> fields) {
+  std::string out;
+  AppendEventText(&out, event, fields);
   return out;
 }
 
@@ -313,15 +323,19 @@ void LogEvent(LogLevel level, absl::string_view event, std::initializer_list<Log
   if (!LogEnabled(level)) {
     return;
   }
-  std::string text = FormatEventText(event, fields);
-  if (SendJournal(level, text, event, fields)) {
+  if (TheJournal().fd >= 0 && SendJournal(level, FormatEventText(event, fields), event, fields)) {
     return;
   }
   if (g_json.load(std::memory_order_relaxed)) {
     WriteLine(level, FormatEventJson(level, event, fields));
-  } else {
-    WriteLine(level, text);
+    return;
   }
+  // One buffer per event (a few per message): the priority prefix, the line, the newline.
+  std::string line = {'<', static_cast<char>('0' + static_cast<int>(level)), '>'};
+  line.reserve(256);
+  AppendEventText(&line, event, fields);
+  line.push_back('\n');
+  WriteLogLine(line.data(), line.size());
 }
 
 void SetLogLevel(LogLevel level) { g_log_level.store(static_cast<int>(level)); }
