@@ -1,5 +1,6 @@
 #include "trace/trace.h"
 
+#include <sys/stat.h>
 #include <time.h>
 
 #include <utility>
@@ -85,7 +86,19 @@ std::optional<Status> ParseStatus(absl::string_view name) {
   return std::nullopt;
 }
 
-Store::Store(std::unique_ptr<directory::Database> db) : db_(std::move(db)) {}
+Store::Store(std::unique_ptr<directory::Database> db, std::string path)
+    : db_(std::move(db)), path_(std::move(path)) {
+  struct stat st {};
+  if (stat(path_.c_str(), &st) == 0) {
+    dev_ = st.st_dev;
+    ino_ = st.st_ino;
+  }
+}
+
+bool Store::Replaced() const {
+  struct stat st {};
+  return stat(path_.c_str(), &st) != 0 || st.st_dev != dev_ || st.st_ino != ino_;
+}
 Store::~Store() = default;
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, bool create) {
@@ -102,7 +115,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, bool
   if (!status.ok()) {
     return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
   }
-  return std::unique_ptr<Store>(new Store(*std::move(db)));
+  return std::unique_ptr<Store>(new Store(*std::move(db), path));
 }
 
 absl::Status Store::Append(const std::vector<Event>& events) {
@@ -359,6 +372,7 @@ void Writer::Run() {
       stopping = stopping_;
       batch.swap(pending_);
     }
+    ReopenIfReplaced();
     for (size_t begin = 0; begin < batch.size(); begin += kBatchEventsMax) {
       std::vector<Event> part;
       size_t end = std::min(batch.size(), begin + kBatchEventsMax);
@@ -390,6 +404,20 @@ void Writer::Run() {
     // Let a batch gather: fewer, larger transactions.
     absl::SleepFor(kBatchDelay);
   }
+}
+
+void Writer::ReopenIfReplaced() {
+  if (!store_->Replaced()) {
+    return;
+  }
+  absl::StatusOr<std::unique_ptr<Store>> fresh = Store::Open(store_->path(), true);
+  if (!fresh.ok()) {
+    LOG_ERROR_EVERY(60, "message trace: %s was removed or replaced and cannot be made again: %s",
+                    store_->path(), fresh.status().message());
+    return;  // the old file takes the events meanwhile; the next batch tries again
+  }
+  LOG_WARNING("message trace: %s was removed or replaced; writing to it anew", store_->path());
+  store_ = *std::move(fresh);
 }
 
 void Writer::PruneIfDue(int64_t now_us) {

@@ -16,6 +16,8 @@
 // with its latest status and reply), events (every received/attempt/dead event, for the
 // details of one message).
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -122,10 +124,17 @@ class Store {
   // Prune: deletes up to `messages_max` messages received before `before_us` with their
   // recipients and events; returns how many messages went.
   absl::StatusOr<int64_t> Prune(int64_t before_us, int64_t messages_max);
+  // Replaced: whether the file at the path it was opened from is gone or another one (deleted
+  // or restored by an operator): writing on would go to a file nobody can read. One stat(2).
+  bool Replaced() const;
+  const std::string& path() const { return path_; }
 
  private:
-  explicit Store(std::unique_ptr<directory::Database> db);
+  Store(std::unique_ptr<directory::Database> db, std::string path);
   std::unique_ptr<directory::Database> db_;
+  std::string path_;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
 };
 
 // Writer: the server's trace thread. Submit from any thread.
@@ -155,6 +164,9 @@ class Writer {
  private:
   void Run();
   void PruneIfDue(int64_t now_us);
+  // ReopenIfReplaced: a trace.db deleted or restored under the running server is opened (or
+  // made) again before the next batch, instead of writing on into the unlinked file.
+  void ReopenIfReplaced();
 
   std::unique_ptr<Store> store_;
   std::atomic<int64_t> retention_days_;

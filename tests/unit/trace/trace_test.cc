@@ -193,6 +193,33 @@ TEST_F(TraceStoreTest, TheWriterPrunesWhatIsOlderThanTheRetentionPeriod) {
   EXPECT_EQ((*rows)[1].queue_id, "KEPT");
 }
 
+TEST_F(TraceStoreTest, ADatabaseRemovedUnderTheWriterIsMadeAgain) {
+  // Was: SQLite went on writing into the unlinked file, and chutectl trace found nothing.
+  store_.reset();
+  absl::StatusOr<std::unique_ptr<Store>> own = Store::Open(dir_ + "/trace.db", true);
+  ASSERT_TRUE(own.ok());
+  Writer writer(*std::move(own), 90);
+  int64_t now_us = absl::ToUnixMicros(absl::Now());
+  std::vector<Event> first = {Received("BEFORE", now_us, {"b@x.test"})};
+  ASSERT_TRUE(writer.Submit(first));
+  for (int i = 0; i < 200 && writer.events_written.load() < 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ(writer.events_written.load(), 1u);
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    unlink((dir_ + "/trace.db" + suffix).c_str());
+  }
+  std::vector<Event> second = {Received("AFTER", now_us + 1, {"b@x.test"})};
+  ASSERT_TRUE(writer.Submit(second));
+  writer.Stop();
+  absl::StatusOr<std::unique_ptr<Store>> reread = Store::Open(dir_ + "/trace.db", false);
+  ASSERT_TRUE(reread.ok()) << reread.status();
+  absl::StatusOr<std::vector<Row>> rows = (*reread)->Find(Query{});
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].queue_id, "AFTER");
+}
+
 TEST(TraceStatusTest, NamesRoundTrip) {
   for (Status s :
        {Status::kPending, Status::kDelivered, Status::kDeferred, Status::kFailed, Status::kDead}) {
