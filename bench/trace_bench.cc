@@ -63,9 +63,8 @@ void BM_AppendMessages(benchmark::State& state) {
     }
   }
   state.SetItemsProcessed(state.iterations() * batch_messages);
-  state.counters["messages/s"] =
-      benchmark::Counter(static_cast<double>(state.iterations() * batch_messages),
-                         benchmark::Counter::kIsRate);
+  state.counters["messages/s"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * batch_messages), benchmark::Counter::kIsRate);
   store->reset();
   std::string command = "rm -rf " + dir;
   (void)system(command.c_str());

@@ -8,12 +8,12 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <vector>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "admin/usage_page.h"
@@ -120,8 +120,8 @@ void AdminServer::Serve() {
         }
       }
       if (!finished && !c.out.empty() && (ready & (POLLOUT | POLLERR | POLLHUP))) {
-        ssize_t n = send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent,
-                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t n =
+            send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n > 0) {
           progressed = true;
           c.sent += static_cast<size_t>(n);
@@ -136,9 +136,9 @@ void AdminServer::Serve() {
         c.fd = -1;
       }
     }
-    clients.erase(std::remove_if(clients.begin(), clients.end(),
-                                 [](const Client& c) { return c.fd < 0; }),
-                  clients.end());
+    clients.erase(
+        std::remove_if(clients.begin(), clients.end(), [](const Client& c) { return c.fd < 0; }),
+        clients.end());
     if (accepting && (fds[0].revents & POLLIN)) {
       while (clients.size() < kConnectionsMax) {
         int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);

@@ -30,8 +30,8 @@ class AdminServer {
     std::string body;
     std::string content_type = "application/json";
   };
-  using Route = std::function<std::optional<Answer>(absl::string_view method,
-                                                    absl::string_view path)>;
+  using Route =
+      std::function<std::optional<Answer>(absl::string_view method, absl::string_view path)>;
 
   // AdminServer: `metrics` renders /metrics; `routes` answers the other paths (queue control).
   // Both are called on the admin thread.

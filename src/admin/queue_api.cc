@@ -2,7 +2,6 @@
 
 #define JSON_NOEXCEPTION 1
 #include <nlohmann/json.hpp>
-
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -29,13 +28,14 @@ nlohmann::json EntryJson(const delivery::QueueEntry& e, absl::Time now) {
                      {"size_bytes", e.size_bytes},
                      {"held", e.held},
                      {"in_flight", e.in_flight}};
-  out["next_attempt"] = e.held ? nlohmann::json(nullptr) : nlohmann::json(delivery::IsoUtc(e.next_attempt));
+  out["next_attempt"] =
+      e.held ? nlohmann::json(nullptr) : nlohmann::json(delivery::IsoUtc(e.next_attempt));
   return out;
 }
 
 HttpAnswer Json(int status, const nlohmann::json& body) {
-  return HttpAnswer{status, body.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
-                                "\n"};
+  return HttpAnswer{status,
+                    body.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"};
 }
 
 HttpAnswer FromStatus(const absl::Status& status, nlohmann::json ok_body) {

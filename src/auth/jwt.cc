@@ -16,8 +16,8 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/escaping.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
 namespace chute::auth {
@@ -78,8 +78,7 @@ bool VerifyRs256(EVP_PKEY* pkey, absl::string_view signed_part, const std::strin
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   bool ok = EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, pkey) == 1 &&
             EVP_DigestVerify(ctx, reinterpret_cast<const uint8_t*>(signature.data()),
-                             signature.size(),
-                             reinterpret_cast<const uint8_t*>(signed_part.data()),
+                             signature.size(), reinterpret_cast<const uint8_t*>(signed_part.data()),
                              signed_part.size()) == 1;
   EVP_MD_CTX_free(ctx);
   return ok;
@@ -197,7 +196,8 @@ absl::StatusOr<std::shared_ptr<const Jwks>> Jwks::Load(const std::string& path) 
   file.read(text.data(), static_cast<std::streamsize>(text.size()));
   text.resize(static_cast<size_t>(file.gcount()));
   if (text.size() > kJwksBytesMax) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": larger than ", kJwksBytesMax, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": larger than ", kJwksBytesMax, " bytes"));
   }
   absl::StatusOr<std::shared_ptr<const Jwks>> jwks = Parse(text);
   if (!jwks.ok()) {
@@ -232,9 +232,8 @@ TokenVerdict VerifyToken(absl::string_view token, const Jwks& jwks, const TokenP
   if (alg != "RS256" && alg != "ES256") {
     return Invalid(why, absl::StrCat("algorithm ", alg, " is not accepted"));
   }
-  std::string kid = header.contains("kid") && header["kid"].is_string()
-                        ? header["kid"].get<std::string>()
-                        : "";
+  std::string kid =
+      header.contains("kid") && header["kid"].is_string() ? header["kid"].get<std::string>() : "";
   absl::string_view signed_part(parts[0].data(), parts[0].size() + 1 + parts[1].size());
   bool verified = false;
   for (const Jwks::Key& key : jwks.keys()) {

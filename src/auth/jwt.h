@@ -56,10 +56,10 @@ struct TokenPolicy {
 
 enum class TokenVerdict {
   kOk,
-  kInvalid,         // malformed, bad signature, wrong iss/aud/tid, not yet valid: 535 5.7.3
-  kExpired,         // 535 5.7.143
-  kNoPermission,    // neither role SMTP.SendAsApp nor scope SMTP.Send: 535 5.7.144
-  kAppNotAllowed,   // the app id is not in AllowedApps: 550 5.7.240
+  kInvalid,        // malformed, bad signature, wrong iss/aud/tid, not yet valid: 535 5.7.3
+  kExpired,        // 535 5.7.143
+  kNoPermission,   // neither role SMTP.SendAsApp nor scope SMTP.Send: 535 5.7.144
+  kAppNotAllowed,  // the app id is not in AllowedApps: 550 5.7.240
 };
 
 // VerifyToken: checks signature, iss, aud, exp/nbf (with kClockSkew), tid, role or scope, and

@@ -36,7 +36,8 @@ absl::StatusOr<std::string> HashPassword(absl::string_view password, PasswordCos
 }
 
 bool VerifyPassword(absl::string_view encoded, absl::string_view password) {
-  if (encoded.empty() || encoded.size() >= kEncodedBytesMax || password.size() > kPasswordBytesMax) {
+  if (encoded.empty() || encoded.size() >= kEncodedBytesMax ||
+      password.size() > kPasswordBytesMax) {
     return false;
   }
   std::string encoded_z(encoded);  // argon2 wants a NUL-terminated string

@@ -10,8 +10,7 @@ namespace chute::auth {
 namespace {
 
 std::string IpKey(const IpBytes& ip) {
-  return absl::StrCat("i", absl::string_view(reinterpret_cast<const char*>(ip.data()),
-                                             ip.size()));
+  return absl::StrCat("i", absl::string_view(reinterpret_cast<const char*>(ip.data()), ip.size()));
 }
 
 // UserKey: a fixed-size key for a user name of any length (a guesser's 9 KB names must not
@@ -37,9 +36,8 @@ int64_t AuthThrottle::Add(const std::string& key, absl::Time now) {
     if (entries_.size() >= limits_.entries_max && now >= next_sweep_) {
       // At most one sweep a second: a flood of new keys cannot make every AUTH a full scan.
       next_sweep_ = now + absl::Seconds(1);
-      absl::erase_if(entries_, [&](const auto& kv) {
-        return now - kv.second.window_start >= limits_.window;
-      });
+      absl::erase_if(
+          entries_, [&](const auto& kv) { return now - kv.second.window_start >= limits_.window; });
     }
     if (entries_.size() >= limits_.entries_max) {
       return 0;  // full of live entries: not tracked (fail open, never grow)

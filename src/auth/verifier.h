@@ -28,7 +28,7 @@
 
 namespace chute::auth {
 
-inline constexpr size_t kVerifyQueueMax = 1024;       // beyond: 454 4.7.0, try again later
+inline constexpr size_t kVerifyQueueMax = 1024;  // beyond: 454 4.7.0, try again later
 inline constexpr absl::Duration kCacheTtl = absl::Minutes(15);
 inline constexpr int kVerifierThreadsMax = 16;
 

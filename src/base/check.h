@@ -17,11 +17,11 @@ namespace chute::base_internal {
 
 }  // namespace chute::base_internal
 
-#define CHECK_MSG(condition, message)                                                  \
-  do {                                                                                 \
-    if (ABSL_PREDICT_FALSE(!(condition))) {                                            \
+#define CHECK_MSG(condition, message)                                                 \
+  do {                                                                                \
+    if (ABSL_PREDICT_FALSE(!(condition))) {                                           \
       ::chute::base_internal::CheckFailed(__FILE__, __LINE__, #condition, (message)); \
-    }                                                                                  \
+    }                                                                                 \
   } while (false)
 
 #define CHECK(condition) CHECK_MSG(condition, "")

@@ -102,8 +102,7 @@ class TableReader {
       }
       quoted.push_back(absl::StrCat("\"", name, "\""));
     }
-    Fail(*node, key,
-         absl::StrCat("\"", text, "\" is not one of ", absl::StrJoin(quoted, ", ")));
+    Fail(*node, key, absl::StrCat("\"", text, "\" is not one of ", absl::StrJoin(quoted, ", ")));
   }
 
   void CidrList(absl::string_view key, std::vector<Cidr>* out) {
@@ -153,8 +152,8 @@ class TableReader {
     }
     for (const auto& [key, node] : table_) {
       if (!taken_.contains(Absl(key.str()))) {
-        return absl::InvalidArgumentError(absl::StrCat(Where(node), "unknown key '",
-                                                       Qualified(Absl(key.str())), "'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(Where(node), "unknown key '", Qualified(Absl(key.str())), "'"));
       }
     }
     return absl::OkStatus();
@@ -231,8 +230,7 @@ absl::Status ReadServer(const toml::table& table, absl::string_view source, Serv
   return r.Finish();
 }
 
-absl::Status ReadListener(const toml::table& table, absl::string_view source,
-                          ListenerConfig* out) {
+absl::Status ReadListener(const toml::table& table, absl::string_view source, ListenerConfig* out) {
   TableReader r(table, "listener", source);
   r.String("address", false, &out->address);
   if (r.ok()) {
@@ -277,8 +275,8 @@ absl::Status ReadListeners(const toml::table& root, absl::string_view source,
   }
   const toml::array* array = node->as_array();
   if (array == nullptr || !array->is_array_of_tables()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ":", node->source().begin.line, ": listener: expected [[listener]] tables"));
+    return absl::InvalidArgumentError(absl::StrCat(source, ":", node->source().begin.line,
+                                                   ": listener: expected [[listener]] tables"));
   }
   if (static_cast<int64_t>(array->size()) > kListenersMax) {
     return absl::InvalidArgumentError(absl::StrCat(source, ":", node->source().begin.line,
@@ -338,8 +336,7 @@ absl::Status ReadSpool(const toml::table& table, absl::string_view source, Spool
   return r.Finish();
 }
 
-absl::Status ReadDelivery(const toml::table& table, absl::string_view source,
-                          DeliveryConfig* out) {
+absl::Status ReadDelivery(const toml::table& table, absl::string_view source, DeliveryConfig* out) {
   TableReader r(table, "delivery", source);
   r.Enum<DeliveryBackend>("backend",
                           {{"maildir", DeliveryBackend::kMaildir},
@@ -418,9 +415,8 @@ absl::Status CheckDistinctAddresses(const Config& config, absl::string_view sour
   for (size_t i = 0; i < config.listeners.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
       if (same(config.listeners[i].host_port, config.listeners[j].host_port)) {
-        return absl::InvalidArgumentError(absl::StrCat(source, ": [[listener]] address ",
-                                                       config.listeners[i].address,
-                                                       " is given twice"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            source, ": [[listener]] address ", config.listeners[i].address, " is given twice"));
       }
     }
   }
@@ -430,9 +426,8 @@ absl::Status CheckDistinctAddresses(const Config& config, absl::string_view sour
   absl::StatusOr<HostPort> admin = ParseHostPort(config.admin.address);
   for (const ListenerConfig& listener : config.listeners) {
     if (admin.ok() && same(*admin, listener.host_port)) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": [admin] address ",
-                                                     config.admin.address,
-                                                     " is also a [[listener]] address"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": [admin] address ", config.admin.address, " is also a [[listener]] address"));
     }
   }
   return absl::OkStatus();
@@ -481,14 +476,14 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view sou
   toml::parse_result parsed = toml::parse(Std(text), Std(source_name));
   if (!parsed) {
     const toml::parse_error& error = parsed.error();
-    return absl::InvalidArgumentError(absl::StrCat(source_name, ":", error.source().begin.line,
-                                                   ": ", Absl(error.description())));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name, ":", error.source().begin.line, ": ", Absl(error.description())));
   }
   const toml::table& root = parsed.table();
   Config config;
-  static constexpr absl::string_view kTables[] = {
-      "server",    "listener",  "tls",   "limits", "spool", "delivery",
-      "directory", "passwords", "admin", "log",    "trace"};
+  static constexpr absl::string_view kTables[] = {"server", "listener", "tls",       "limits",
+                                                  "spool",  "delivery", "directory", "passwords",
+                                                  "admin",  "log",      "trace"};
   for (const auto& [key, node] : root) {
     if (std::find(std::begin(kTables), std::end(kTables), Absl(key.str())) == std::end(kTables)) {
       return absl::InvalidArgumentError(absl::StrCat(source_name, ":", node.source().begin.line,

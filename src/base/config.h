@@ -9,10 +9,10 @@
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "base/net_address.h"
 
 namespace chute {
@@ -59,26 +59,26 @@ struct LimitsConfig {
   int64_t message_size_bytes = 10485760;
   int64_t accounts_per_tenant = 100;
   int64_t command_timeout_s = 300;
-  int64_t first_command_timeout_s = 30;  // a connection that sends no command is dropped
+  int64_t first_command_timeout_s = 30;     // a connection that sends no command is dropped
   int64_t data_rate_min_bytes_per_s = 500;  // over 30 s windows; 0 = off
   int64_t data_timeout_s = 600;
   int64_t session_timeout_s = 3600;
   int64_t errors_per_session = 10;
   int64_t auth_failures_per_session = 3;
   // The brake on password guessing (README: "Authentication failures").
-  int64_t auth_failures_per_ip = 10;        // per window; then 550 5.2.251 until it ends
-  int64_t auth_failures_per_account = 30;   // per window, for addresses that failed before
+  int64_t auth_failures_per_ip = 10;       // per window; then 550 5.2.251 until it ends
+  int64_t auth_failures_per_account = 30;  // per window, for addresses that failed before
   int64_t auth_failure_window_s = 900;
-  int64_t auth_failure_delay_max_s = 8;     // the longest wait before a 535
-  int64_t auth_cache_entries = 16384;  // recently verified credentials kept; 0 = no cache
+  int64_t auth_failure_delay_max_s = 8;  // the longest wait before a 535
+  int64_t auth_cache_entries = 16384;    // recently verified credentials kept; 0 = no cache
 };
 
 struct SpoolConfig {
   std::string dir;  // resolved: "" = <data_dir>/spool
   int64_t group_commit_delay_us = 500;
   int64_t bytes_max = 1073741824;
-  int64_t messages_max = 100000;       // messages accepted and not yet settled, all shards
-  int64_t segment_bytes = 67108864;    // a segment file is closed for appends past this size
+  int64_t messages_max = 100000;     // messages accepted and not yet settled, all shards
+  int64_t segment_bytes = 67108864;  // a segment file is closed for appends past this size
 };
 
 struct DeliveryConfig {

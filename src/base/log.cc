@@ -170,9 +170,8 @@ bool SendJournal(LogLevel level, absl::string_view message, absl::string_view ev
   }
   // Without waiting, as on stderr: a journal that is not reading drops the entry (counted),
   // it does not stall the caller.
-  ssize_t sent =
-      sendto(journal.fd, datagram.data(), datagram.size(), MSG_NOSIGNAL | MSG_DONTWAIT,
-             reinterpret_cast<const sockaddr*>(&journal.address), journal.address_bytes);
+  ssize_t sent = sendto(journal.fd, datagram.data(), datagram.size(), MSG_NOSIGNAL | MSG_DONTWAIT,
+                        reinterpret_cast<const sockaddr*>(&journal.address), journal.address_bytes);
   if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
     g_dropped.fetch_add(1, std::memory_order_relaxed);
     return true;

@@ -53,9 +53,8 @@ std::string FormatIp(const IpBytes& ip) {
 
 absl::StatusOr<HostPort> ParseHostPort(absl::string_view text) {
   auto bad = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", text, "' is not an address: ", why,
-                     " (expected \"a.b.c.d:port\" or \"[v6]:port\")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", text, "' is not an address: ", why, " (expected \"a.b.c.d:port\" or \"[v6]:port\")"));
   };
   size_t colon = text.rfind(':');
   if (colon == absl::string_view::npos) {

@@ -13,12 +13,12 @@
 #define CHUTE_STATUS_CONCAT_INNER(a, b) a##b
 #define CHUTE_STATUS_CONCAT(a, b) CHUTE_STATUS_CONCAT_INNER(a, b)
 
-#define RETURN_IF_ERROR(expr)                       \
-  do {                                              \
-    ::absl::Status chute_status_ = (expr);          \
-    if (ABSL_PREDICT_FALSE(!chute_status_.ok())) {  \
-      return chute_status_;                         \
-    }                                               \
+#define RETURN_IF_ERROR(expr)                      \
+  do {                                             \
+    ::absl::Status chute_status_ = (expr);         \
+    if (ABSL_PREDICT_FALSE(!chute_status_.ok())) { \
+      return chute_status_;                        \
+    }                                              \
   } while (false)
 
 #define CHUTE_ASSIGN_OR_RETURN_IMPL(statusor, lhs, expr) \

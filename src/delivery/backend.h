@@ -32,10 +32,10 @@ struct RecipientResult {
 
 // OutboundMessage: one message as a backend sees it.
 struct OutboundMessage {
-  std::string id;                       // the queue id: names Maildir files, logged
-  int64_t received_unix_s = 0;          // when chute accepted it
-  std::string sender;                   // envelope sender (may be empty: null sender)
-  std::vector<std::string> recipients;  // the recipients to attempt now, byte for byte
+  std::string id;                           // the queue id: names Maildir files, logged
+  int64_t received_unix_s = 0;              // when chute accepted it
+  std::string sender;                       // envelope sender (may be empty: null sender)
+  std::vector<std::string> recipients;      // the recipients to attempt now, byte for byte
   std::vector<uint32_t> recipient_indexes;  // each one's index in the original envelope
   // The whole message as it is to be delivered: the headers chute added, then what the client
   // sent after DATA/BDAT, dot-unstuffed, CRLF line endings, without the terminating ".".

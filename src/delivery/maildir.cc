@@ -61,8 +61,8 @@ bool InCur(const std::string& cur_dir, absl::string_view name) {
   bool found = false;
   while (dirent* entry = readdir(d)) {
     absl::string_view candidate(entry->d_name);
-    if (candidate == name || (absl::StartsWith(candidate, name) &&
-                              candidate.size() > name.size() && candidate[name.size()] == ':')) {
+    if (candidate == name || (absl::StartsWith(candidate, name) && candidate.size() > name.size() &&
+                              candidate[name.size()] == ':')) {
       found = true;
       break;
     }
@@ -95,13 +95,13 @@ MaildirBackend::MaildirBackend(std::string root, std::string hostname)
 RecipientResult MaildirBackend::WriteCopy(const OutboundMessage& message, size_t i, Copy* copy) {
   std::string maildir = MaildirPath(root_, message.recipients[i]);
   std::string name = absl::StrCat(message.received_unix_s, ".", message.id, "R",
-                                   message.recipient_indexes[i], ".", hostname_);
+                                  message.recipient_indexes[i], ".", hostname_);
   copy->tmp = absl::StrCat(maildir, "/tmp/", name);
   copy->target = absl::StrCat(maildir, "/new/", name);
   copy->cur_dir = absl::StrCat(maildir, "/cur");
   if (message.replayed) {
     // An earlier run may have delivered it before it could settle the record.
-    struct stat st{};
+    struct stat st {};
     if (stat(copy->target.c_str(), &st) == 0 || InCur(copy->cur_dir, name)) {
       return RecipientResult{Outcome::kDelivered, "250 2.0.0 already in the mailbox"};
     }
@@ -129,8 +129,7 @@ RecipientResult MaildirBackend::WriteCopy(const OutboundMessage& message, size_t
   return RecipientResult{Outcome::kDelivered, "250 2.0.0 delivered to maildir"};
 }
 
-void MaildirBackend::Deliver(const std::vector<OutboundMessage*>& batch,
-                             const MessageDone& done) {
+void MaildirBackend::Deliver(const std::vector<OutboundMessage*>& batch, const MessageDone& done) {
   (void)done;  // a batch is durable only as a whole: the caller settles it after this returns
   // Pass 1: write every copy to tmp/.
   std::vector<std::vector<Copy>> copies(batch.size());
@@ -230,7 +229,7 @@ size_t CleanMaildirTmp(const std::string& root, const std::string& hostname, abs
       std::string tmp = absl::StrCat(root, "/", domain, "/", mailbox, "/tmp");
       ForEachEntry(tmp, [&](const std::string& name) {
         std::string path = absl::StrCat(tmp, "/", name);
-        struct stat st{};
+        struct stat st {};
         if (lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
           return;
         }

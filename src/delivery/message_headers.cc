@@ -120,13 +120,15 @@ void AppendWithoutField(absl::string_view header, absl::string_view name, std::s
   bool dropping = false;
   while (!header.empty()) {
     size_t end = header.find('\n');
-    absl::string_view line = header.substr(0, end == absl::string_view::npos ? header.size() : end + 1);
+    absl::string_view line =
+        header.substr(0, end == absl::string_view::npos ? header.size() : end + 1);
     header.remove_prefix(line.size());
     bool continuation = line.front() == ' ' || line.front() == '\t';
     if (!continuation) {
       size_t colon = line.find(':');
-      dropping = colon != absl::string_view::npos &&
-                 absl::EqualsIgnoreCase(absl::StripTrailingAsciiWhitespace(line.substr(0, colon)), name);
+      dropping =
+          colon != absl::string_view::npos &&
+          absl::EqualsIgnoreCase(absl::StripTrailingAsciiWhitespace(line.substr(0, colon)), name);
     }
     if (!dropping) {
       out->append(line.data(), line.size());

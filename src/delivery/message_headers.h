@@ -72,12 +72,12 @@ std::vector<std::string> FromAddresses(absl::string_view value);
 std::string FormatRfc5322Date(absl::Time time);
 
 struct TraceInfo {
-  absl::string_view helo;         // the client's EHLO/HELO name
-  absl::string_view client_ip;    // its address
-  absl::string_view hostname;     // ours
-  absl::string_view protocol;     // "ESMTP", "ESMTPA", "ESMTPS", "ESMTPSA" (RFC 3848)
-  absl::string_view id;           // the message id
-  absl::string_view recipient;    // "" unless there is exactly one
+  absl::string_view helo;       // the client's EHLO/HELO name
+  absl::string_view client_ip;  // its address
+  absl::string_view hostname;   // ours
+  absl::string_view protocol;   // "ESMTP", "ESMTPA", "ESMTPS", "ESMTPSA" (RFC 3848)
+  absl::string_view id;         // the message id
+  absl::string_view recipient;  // "" unless there is exactly one
   absl::Time time;
 };
 

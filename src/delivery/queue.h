@@ -71,7 +71,7 @@ struct QueuedMessage {
   int64_t account_id = 0;
   std::string sender;
   std::vector<std::string> recipients;
-  std::vector<spool::Mark> marks;  // one per recipient
+  std::vector<spool::Mark> marks;    // one per recipient
   std::vector<std::string> replies;  // the last reply per recipient ("" before any attempt)
   // Content: in a spool segment, or (requeued from the dead-letter area) in `dead_path`.
   std::shared_ptr<spool::Segment> segment;

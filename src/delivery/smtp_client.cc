@@ -47,7 +47,6 @@ Outcome OutcomeOf(const ServerReply& reply) {
   return reply.Class() == 5 ? Outcome::kPermanent : Outcome::kTransient;
 }
 
-
 struct SocketAddress {
   sockaddr_storage storage{};
   socklen_t length = 0;
@@ -152,8 +151,7 @@ absl::StatusOr<std::unique_ptr<SmtpClient::Connection>> SmtpClient::Connection::
   if (fd < 0) {
     return LocalFailure("4.4.1", absl::StrCat("connect to ", target, ": ", strerror(errno)));
   }
-  std::unique_ptr<Connection> connection(
-      new Connection(fd, target, io_timeout, stop_at_unix_ms));
+  std::unique_ptr<Connection> connection(new Connection(fd, target, io_timeout, stop_at_unix_ms));
   if (family != AF_UNIX) {
     // Commands and data always go out as whole units, so Nagle would only add a delay.
     int one = 1;
@@ -187,13 +185,13 @@ absl::Status SmtpClient::Connection::WaitFor(int16_t events, absl::Time deadline
     }
     int64_t stop_at = stop_at_ != nullptr ? stop_at_->load(std::memory_order_relaxed) : 0;
     if (stop_at != 0 && absl::ToUnixMillis(absl::Now()) >= stop_at) {
-      return LocalFailure(enhanced_code, absl::StrCat("chuted is stopping: gave up ", what, " ",
-                                                      peer_));
+      return LocalFailure(enhanced_code,
+                          absl::StrCat("chuted is stopping: gave up ", what, " ", peer_));
     }
     // In slices, so that a stop is noticed within kStopCheckInterval.
     left = std::min(left, kStopCheckInterval);
-    int timeout_ms = static_cast<int>(
-        absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))));
+    int timeout_ms =
+        static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))));
     pollfd entry{fd_, events, 0};
     int ready = poll(&entry, 1, timeout_ms);
     if (ready > 0) {
@@ -435,7 +433,7 @@ absl::Status SmtpClient::Connect() {
 absl::Status SmtpClient::OpenSession(bool try_tls, bool* handshake_failed) {
   CHECK(connection_ == nullptr);
   ASSIGN_OR_RETURN(connection_, Connection::Open(options_.target, options_.io_timeout,
-                                                    options_.stop_at_unix_ms.get()));
+                                                 options_.stop_at_unix_ms.get()));
   ++connections_opened_;
   messages_on_connection_ = 0;
   absl::Status status = Greet(try_tls, handshake_failed);

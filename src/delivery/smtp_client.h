@@ -26,9 +26,9 @@
 // - If no recipient was accepted, or a transaction fails before its data was sent, RSET ends
 //   it; a completed transaction needs none.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>

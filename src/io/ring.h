@@ -28,9 +28,7 @@ inline uint64_t PackUserData(uint8_t op, uint64_t cookie) {
   return (static_cast<uint64_t>(op) << 56) | (cookie & ((uint64_t{1} << 56) - 1));
 }
 inline uint8_t UserDataOp(uint64_t user_data) { return static_cast<uint8_t>(user_data >> 56); }
-inline uint64_t UserDataCookie(uint64_t user_data) {
-  return user_data & ((uint64_t{1} << 56) - 1);
-}
+inline uint64_t UserDataCookie(uint64_t user_data) { return user_data & ((uint64_t{1} << 56) - 1); }
 
 class Ring {
  public:

@@ -18,8 +18,8 @@
 #include "absl/time/time.h"
 #include "base/config.h"
 #include "base/log.h"
-#include "base/version.h"
 #include "base/memory.h"
+#include "base/version.h"
 #include "main/service_notifier.h"
 #include "server/server.h"
 

@@ -39,8 +39,8 @@ absl::StatusOr<int> BindSocket(const HostPort& address, bool reuse_port, int* bi
   if (bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0) {
     *bind_errno = errno;
     close(fd);
-    return io::ErrnoStatus(*bind_errno, absl::StrCat("bind ", FormatIp(address.ip), ":",
-                                                     address.port));
+    return io::ErrnoStatus(*bind_errno,
+                           absl::StrCat("bind ", FormatIp(address.ip), ":", address.port));
   }
   return fd;
 }
@@ -55,8 +55,7 @@ absl::StatusOr<int> Listen(const HostPort& address, bool reuse_port) {
   if (listen(*fd, kListenBacklog) != 0) {
     int error = errno;
     close(*fd);
-    return io::ErrnoStatus(error, absl::StrCat("listen ", FormatIp(address.ip), ":",
-                                               address.port));
+    return io::ErrnoStatus(error, absl::StrCat("listen ", FormatIp(address.ip), ":", address.port));
   }
   return *fd;
 }

@@ -59,8 +59,8 @@ absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::Load(const std::string& 
         absl::StrCat(private_key_path, ": cannot load the private key: ", OpenSslError()));
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(private_key_path, " does not match ",
-                                                   certificate_path, ": ", OpenSslError()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(private_key_path, " does not match ", certificate_path, ": ", OpenSslError()));
   }
   return context;
 }

@@ -42,7 +42,7 @@ struct Message {
   std::vector<BodyPiece> pieces;
   std::vector<iovec> body_iov;  // the pieces as the spool writes them
   int64_t received_unix_us = 0;
-  std::vector<uint16_t> pinned;  // distinct receive buffers the pieces point into
+  std::vector<uint16_t> pinned;   // distinct receive buffers the pieces point into
   std::deque<std::string> arena;  // blocks of kArenaBlockBytes capacity, never reallocated
   delivery::HeaderScanner headers;
   // When the account has a ReplyTo, the header section is kept here (a copy) so that any
@@ -80,9 +80,7 @@ struct Connection : public smtp::SessionHandler {
   // DecideMail: OnMail's answer (OnMail logs a refusal).
   std::optional<smtp::Reply> DecideMail(const smtp::MailArgs& mail);
   // cookie: names this connection (slot and generation) in completions that come back later.
-  uint64_t cookie() const {
-    return (static_cast<uint64_t>(generation & 0xffffff) << 32) | slot;
-  }
+  uint64_t cookie() const { return (static_cast<uint64_t>(generation & 0xffffff) << 32) | slot; }
   // AdmitAuthenticated: good credentials for `candidate`: takes a place in its tenant's cap
   // and authenticates the session (235), or answers 454 when the tenant is at its cap.
   smtp::Reply AdmitAuthenticated(const directory::Account* candidate);
@@ -107,7 +105,7 @@ struct Connection : public smtp::SessionHandler {
   std::unique_ptr<smtp::Session> session;
   std::deque<InputChunk> input;
   int32_t feeding_buffer = -1;  // the receive buffer being fed to the session right now
-  absl::Time starved_since;      // when its receive last stopped for want of buffers
+  absl::Time starved_since;     // when its receive last stopped for want of buffers
 
   // Bytes came in or went out since the shard's last tick; a connection that stays quiet for
   // a whole tick gives back its buffers (Shard::ReleaseIdleBuffers), once per quiet spell
@@ -117,17 +115,17 @@ struct Connection : public smtp::SessionHandler {
   bool recv_armed = false;
   bool recv_cancelling = false;
   bool send_inflight = false;
-  bool shut_down = false;        // shutdown(2) done: waiting for the receive to end
-  bool peer_eof = false;         // the peer finished sending; never receive again
-  bool awaiting_proxy = false;   // a proxy_protocol listener: no session before the header
-  std::string proxy_header;      // the header's bytes so far (bounded)
+  bool shut_down = false;          // shutdown(2) done: waiting for the receive to end
+  bool peer_eof = false;           // the peer finished sending; never receive again
+  bool awaiting_proxy = false;     // a proxy_protocol listener: no session before the header
+  std::string proxy_header;        // the header's bytes so far (bounded)
   bool delivery_inflight = false;  // its message is in a spool group commit
-  bool counted = false;          // holds one of SharedState::connections_open
+  bool counted = false;            // holds one of SharedState::connections_open
   policy::ConnectionGate::Handle ip_slot;      // this connection's place in the per-IP cap
   policy::ConnectionGate::Handle tenant_slot;  // its place in its tenant's cap, once authenticated
-  bool auth_inflight = false;    // a password check is out on the verifier pool
+  bool auth_inflight = false;                  // a password check is out on the verifier pool
   const directory::Account* auth_candidate = nullptr;  // whom that check is for
-  std::string auth_user;         // the user name of the AUTH in progress (for the throttle)
+  std::string auth_user;  // the user name of the AUTH in progress (for the throttle)
   // The AUTH in progress, for its log line: set by OnAuth, cleared by its answer.
   bool auth_attempting = false;
   smtp::Mechanism auth_mechanism = smtp::Mechanism::kPlain;

@@ -6,27 +6,27 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <map>
 #include <cstring>
+#include <map>
 
 #include "absl/strings/str_cat.h"
-#include "base/log.h"
-#include "base/version.h"
-#include "base/status_macros.h"
 #include "admin/admin_server.h"
 #include "admin/queue_api.h"
 #include "auth/jwt.h"
 #include "auth/throttle.h"
 #include "auth/verifier.h"
+#include "base/log.h"
+#include "base/status_macros.h"
+#include "base/version.h"
 #include "delivery/maildir.h"
 #include "delivery/queue.h"
 #include "delivery/smtp_client.h"
-#include "spool/spool.h"
 #include "net/socket.h"
-#include "trace/trace.h"
 #include "net/tls.h"
 #include "policy/connection_gate.h"
 #include "server/shard.h"
+#include "spool/spool.h"
+#include "trace/trace.h"
 
 namespace chute::server {
 
@@ -70,9 +70,9 @@ void ReplyCounts::Count(uint16_t code, absl::string_view text) {
   absl::string_view enhanced = text.substr(0, text.find(' '));
   bool valid = enhanced.size() >= 5 && enhanced.size() <= kEnhancedBytesMax &&
                (enhanced[0] == '2' || enhanced[0] == '4' || enhanced[0] == '5') &&
-               enhanced[1] == '.' &&
-               std::all_of(enhanced.begin(), enhanced.end(),
-                           [](char c) { return c == '.' || (c >= '0' && c <= '9'); });
+               enhanced[1] == '.' && std::all_of(enhanced.begin(), enhanced.end(), [](char c) {
+                 return c == '.' || (c >= '0' && c <= '9');
+               });
   if (!valid) {
     enhanced = {};
   }
@@ -151,12 +151,11 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
       }
       return false;
     };
-    listeners_differ = a.address != b.address || a.tls != b.tls ||
-                       a.authenticate_as != b.authenticate_as ||
-                       a.proxy_protocol != b.proxy_protocol ||
-                       a.bare_lf_normalize != b.bare_lf_normalize ||
-                       cidrs_differ(a.allowed_networks, b.allowed_networks) ||
-                       cidrs_differ(a.trusted_proxies, b.trusted_proxies);
+    listeners_differ =
+        a.address != b.address || a.tls != b.tls || a.authenticate_as != b.authenticate_as ||
+        a.proxy_protocol != b.proxy_protocol || a.bare_lf_normalize != b.bare_lf_normalize ||
+        cidrs_differ(a.allowed_networks, b.allowed_networks) ||
+        cidrs_differ(a.trusted_proxies, b.trusted_proxies);
   }
   check(listeners_differ, "[[listener]]");
   check(running.log.json != loaded.log.json, "log.json");
@@ -266,8 +265,8 @@ absl::Status CheckReferences(const Config& config) {
       directory::Store::Open(config.directory.database, false);
   if (!store.ok()) {
     return absl::NotFoundError(absl::StrCat(
-        config.directory.database, " cannot be opened (create it with chutectl tenant add): ",
-        store.status().message()));
+        config.directory.database,
+        " cannot be opened (create it with chutectl tenant add): ", store.status().message()));
   }
   absl::StatusOr<std::shared_ptr<const directory::Snapshot>> snapshot = (*store)->LoadSnapshot();
   if (!snapshot.ok()) {
@@ -280,10 +279,10 @@ absl::Status CheckListenerAccounts(const Config& config, const directory::Snapsh
   for (const ListenerConfig& listener : config.listeners) {
     if (!listener.authenticate_as.empty() &&
         snapshot.FindAccount(listener.authenticate_as) == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "listener ", listener.address, ": authenticate_as ", listener.authenticate_as,
-          " is not an account in the directory (", config.directory.database,
-          "); create it with chutectl account new"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("listener ", listener.address, ": authenticate_as ",
+                       listener.authenticate_as, " is not an account in the directory (",
+                       config.directory.database, "); create it with chutectl account new"));
     }
   }
   return absl::OkStatus();
@@ -309,7 +308,7 @@ absl::Status Server::Start() {
     return store.status();
   }
   store_ = std::move(*store);
-  struct stat database_stat{};
+  struct stat database_stat {};
   if (stat(config.directory.database.c_str(), &database_stat) == 0) {
     database_dev_ = database_stat.st_dev;
     database_ino_ = database_stat.st_ino;
@@ -326,7 +325,8 @@ absl::Status Server::Start() {
   policy::ConnectionGate::Limits gate_limits;
   gate_limits.per_ip = static_cast<uint64_t>(config.limits.connections_per_ip);
   gate_limits.per_ip_exempt = config.limits.connections_per_ip_exempt;
-  gate_limits.per_tenant = static_cast<uint64_t>(config.limits.authenticated_connections_per_tenant);
+  gate_limits.per_tenant =
+      static_cast<uint64_t>(config.limits.authenticated_connections_per_tenant);
   gate_limits.ip_slots = static_cast<size_t>(config.limits.ip_table_slots);
   shared_.gate = std::make_unique<policy::ConnectionGate>(gate_limits);
   int shards = static_cast<int>(config.server.shards);
@@ -445,15 +445,16 @@ void Server::LimitConnectionsToDescriptors(int shards) {
   int64_t delivery = config.delivery.backend == DeliveryBackend::kMaildir
                          ? config.server.delivery_threads * 4
                          : config.delivery.connections_max;
-  int64_t reserve = kDescriptorHeadroom + delivery +
-                    shards * (8 + static_cast<int64_t>(config.listeners.size()));
+  int64_t reserve =
+      kDescriptorHeadroom + delivery + shards * (8 + static_cast<int64_t>(config.listeners.size()));
   int64_t cap = std::max<int64_t>(static_cast<int64_t>(limit.rlim_cur) - reserve, 1);
   shared_.connections_fd_cap = cap;
   if (cap < config.limits.connections_max) {
     // Informational: the embedded default meets this on most machines (ulimit -n 1024..20000).
-    LOG_INFO("client connections: at most %d, as %d file descriptors allow (connections_max is "
-             "%d; raise LimitNOFILE= / ulimit -n for more)",
-             cap, static_cast<int64_t>(limit.rlim_cur), config.limits.connections_max);
+    LOG_INFO(
+        "client connections: at most %d, as %d file descriptors allow (connections_max is "
+        "%d; raise LimitNOFILE= / ulimit -n for more)",
+        cap, static_cast<int64_t>(limit.rlim_cur), config.limits.connections_max);
   }
 }
 
@@ -499,26 +500,29 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
   options.trace = trace_.get();
   if (config.delivery.backend == DeliveryBackend::kMaildir) {
     absl::Time started = absl::Now();
-    size_t removed = delivery::CleanMaildirTmp(config.delivery.maildir_root,
-                                               config.server.hostname, started);
+    size_t removed =
+        delivery::CleanMaildirTmp(config.delivery.maildir_root, config.server.hostname, started);
     if (removed > 0) {
-      LOG_INFO("maildir: removed %d file(s) left in tmp/ (crash leftovers, or older than 36 h) "
-               "in %d ms", static_cast<int64_t>(removed),
-               absl::ToInt64Milliseconds(absl::Now() - started));
+      LOG_INFO(
+          "maildir: removed %d file(s) left in tmp/ (crash leftovers, or older than 36 h) "
+          "in %d ms",
+          static_cast<int64_t>(removed), absl::ToInt64Milliseconds(absl::Now() - started));
     }
   }
   queue_ = std::make_unique<delivery::DeliveryQueue>(std::move(options));
   shared_.queue = queue_.get();
   size_t replayed = 0;
-  ASSIGN_OR_RETURN(replayed_segments_,
-                   spool::Replay(config.spool.dir, gauges_.get(),
-                                 [&](spool::ReplayedRecord record) {
-                                   queue_->Enqueue(QueuedFromReplay(std::move(record)));
-                                   ++replayed;
-                                 }));
-  LOG_INFO("spool %s: %d message(s) to deliver from an earlier run, in %d segment(s); "
-           "delivery to %s", config.spool.dir, static_cast<int64_t>(replayed),
-           static_cast<int64_t>(replayed_segments_.size()), queue_->destination());
+  ASSIGN_OR_RETURN(
+      replayed_segments_,
+      spool::Replay(config.spool.dir, gauges_.get(), [&](spool::ReplayedRecord record) {
+        queue_->Enqueue(QueuedFromReplay(std::move(record)));
+        ++replayed;
+      }));
+  LOG_INFO(
+      "spool %s: %d message(s) to deliver from an earlier run, in %d segment(s); "
+      "delivery to %s",
+      config.spool.dir, static_cast<int64_t>(replayed),
+      static_cast<int64_t>(replayed_segments_.size()), queue_->destination());
   (void)shards;
   return absl::OkStatus();
 }
@@ -527,7 +531,7 @@ absl::Status Server::ReopenIfReplaced(bool* reopened) {
   // A restore from backup replaces the file: the open handle would go on reading the deleted
   // copy, and later changes (a password change, basic auth turned off) would be ignored.
   const std::string& path = shared_.config.directory.database;
-  struct stat st{};
+  struct stat st {};
   if (stat(path.c_str(), &st) != 0) {
     return absl::NotFoundError(absl::StrCat(path, " is missing: ", std::strerror(errno)));
   }
@@ -537,12 +541,12 @@ absl::Status Server::ReopenIfReplaced(bool* reopened) {
   }
   absl::StatusOr<std::unique_ptr<directory::Store>> store = directory::Store::Open(path, false);
   if (!store.ok()) {
-    return absl::Status(store.status().code(),
-                        absl::StrCat(path, " was replaced and cannot be opened: ",
-                                     store.status().message()));
+    return absl::Status(
+        store.status().code(),
+        absl::StrCat(path, " was replaced and cannot be opened: ", store.status().message()));
   }
-  LOG_WARNING("%s was replaced (inode %d, was %d): reopened", path,
-              static_cast<int64_t>(st.st_ino), static_cast<int64_t>(database_ino_));
+  LOG_WARNING("%s was replaced (inode %d, was %d): reopened", path, static_cast<int64_t>(st.st_ino),
+              static_cast<int64_t>(database_ino_));
   store_ = std::move(*store);
   database_dev_ = st.st_dev;
   database_ino_ = st.st_ino;
@@ -645,12 +649,12 @@ std::string Server::MetricsText() const {
   const auth::AuthThrottle& throttle = *shared_.throttle;
   absl::StrAppend(
       &out, "# HELP chute_auth_throttled_total AUTHs refused by the failure throttle.\n",
-      "# TYPE chute_auth_throttled_total counter\n",
-      "chute_auth_throttled_total{reason=\"ip\"} ", throttle.refused_ip.load(), "\n",
-      "chute_auth_throttled_total{reason=\"account\"} ", throttle.refused_account.load(), "\n",
+      "# TYPE chute_auth_throttled_total counter\n", "chute_auth_throttled_total{reason=\"ip\"} ",
+      throttle.refused_ip.load(), "\n", "chute_auth_throttled_total{reason=\"account\"} ",
+      throttle.refused_account.load(), "\n",
       "# HELP chute_auth_delayed_total Failed AUTHs whose 535 was held back.\n",
-      "# TYPE chute_auth_delayed_total counter\nchute_auth_delayed_total ",
-      throttle.delayed.load(), "\n");
+      "# TYPE chute_auth_delayed_total counter\nchute_auth_delayed_total ", throttle.delayed.load(),
+      "\n");
   absl::StrAppend(&out, "# HELP chute_connections_open Connections open now.\n",
                   "# TYPE chute_connections_open gauge\n");
   for (size_t i = 0; i < shards_.size(); ++i) {
@@ -663,10 +667,10 @@ std::string Server::MetricsText() const {
       "# TYPE chute_gate_refused_total counter\n", "chute_gate_refused_total{reason=\"ip_cap\"} ",
       gate.refused_ip_cap.load(), "\n", "chute_gate_refused_total{reason=\"tenant_cap\"} ",
       gate.refused_tenant_cap.load(), "\n", "chute_gate_refused_total{reason=\"table_full\"} ",
-      gate.refused_table_full.load(), "\n",
-      "chute_gate_refused_total{reason=\"connections_max\"} ",
+      gate.refused_table_full.load(), "\n", "chute_gate_refused_total{reason=\"connections_max\"} ",
       shared_.refused_connections_max.load(), "\n");
-  absl::StrAppend(&out, "# HELP chute_gate_ip_connections Connections counted per client address.\n",
+  absl::StrAppend(&out,
+                  "# HELP chute_gate_ip_connections Connections counted per client address.\n",
                   "# TYPE chute_gate_ip_connections gauge\n");
   gate.ips().ForEach([&](uint64_t key, uint64_t count) {
     std::optional<IpBytes> ip = policy::ConnectionGate::KeyToIp(key);
@@ -674,8 +678,7 @@ std::string Server::MetricsText() const {
                     ip.has_value() ? FormatIp(*ip) : absl::StrCat("ipv6-", key), "\"} ", count,
                     "\n");
   });
-  absl::StrAppend(&out,
-                  "# HELP chute_gate_tenant_connections Authenticated sessions per tenant.\n",
+  absl::StrAppend(&out, "# HELP chute_gate_tenant_connections Authenticated sessions per tenant.\n",
                   "# TYPE chute_gate_tenant_connections gauge\n");
   std::shared_ptr<const directory::Snapshot> snapshot = shared_.snapshot.load();
   for (const directory::Tenant& tenant : snapshot->tenants()) {
@@ -701,8 +704,7 @@ std::string Server::DeliveryLabels() const {
       escaped.push_back(c);
     }
   }
-  return absl::StrCat("backend=\"", DeliveryBackendName(d.backend), "\",target=\"", escaped,
-                      "\"");
+  return absl::StrCat("backend=\"", DeliveryBackendName(d.backend), "\",target=\"", escaped, "\"");
 }
 
 void Server::AppendTraffic(std::string* out) const {
@@ -731,16 +733,14 @@ void Server::AppendTraffic(std::string* out) const {
     absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " histogram\n");
     LatencyHistogram::AppendSeries(out, name, "", totals, sum_us);
   };
-  histogram("chute_end_of_data_to_reply_seconds",
-            "From the end of a message's data to its final reply (250 once fsynced, or 451).",
-            [](const ShardCounters& c) -> const LatencyHistogram& {
-              return c.end_of_data_latency;
-            });
-  histogram("chute_spool_commit_seconds",
-            "One spool group commit: its writes and fdatasync (and the directory's fsync).",
-            [](const ShardCounters& c) -> const LatencyHistogram& {
-              return c.spool_commit_latency;
-            });
+  histogram(
+      "chute_end_of_data_to_reply_seconds",
+      "From the end of a message's data to its final reply (250 once fsynced, or 451).",
+      [](const ShardCounters& c) -> const LatencyHistogram& { return c.end_of_data_latency; });
+  histogram(
+      "chute_spool_commit_seconds",
+      "One spool group commit: its writes and fdatasync (and the directory's fsync).",
+      [](const ShardCounters& c) -> const LatencyHistogram& { return c.spool_commit_latency; });
   {
     uint64_t totals[LatencyHistogram::kBuckets] = {};
     uint64_t sum_us = 0;
@@ -748,20 +748,18 @@ void Server::AppendTraffic(std::string* out) const {
     absl::StrAppend(out,
                     "# HELP chute_delivery_seconds How long the delivery backend took over one "
                     "batch.\n# TYPE chute_delivery_seconds histogram\n");
-    LatencyHistogram::AppendSeries(out, "chute_delivery_seconds", DeliveryLabels(), totals,
-                                   sum_us);
+    LatencyHistogram::AppendSeries(out, "chute_delivery_seconds", DeliveryLabels(), totals, sum_us);
   }
   // Per tenant (a bounded label set: tenants, never accounts).
-  absl::flat_hash_map<std::string, UsageLog::Totals> tenants =
-      shared_.usage.TenantTotals();
+  absl::flat_hash_map<std::string, UsageLog::Totals> tenants = shared_.usage.TenantTotals();
   std::map<std::string, UsageLog::Totals> sorted(tenants.begin(), tenants.end());
   absl::StrAppend(out,
                   "# HELP chute_tenant_messages_total Messages accepted per tenant (shards hand "
                   "their counts over once a second).\n",
                   "# TYPE chute_tenant_messages_total counter\n");
   for (const auto& [tenant, totals] : sorted) {
-    absl::StrAppend(out, "chute_tenant_messages_total{tenant=\"", tenant, "\"} ",
-                    totals.messages, "\n");
+    absl::StrAppend(out, "chute_tenant_messages_total{tenant=\"", tenant, "\"} ", totals.messages,
+                    "\n");
   }
   absl::StrAppend(out, "# HELP chute_tenant_recipients_total Recipients accepted per tenant.\n",
                   "# TYPE chute_tenant_recipients_total counter\n");
@@ -771,9 +769,9 @@ void Server::AppendTraffic(std::string* out) const {
   }
   int64_t oldest_us = queue_->OldestReceivedUnixUs();
   double oldest_age_s =
-      oldest_us == 0 ? 0.0
-                     : std::max(0.0, static_cast<double>(absl::ToUnixMicros(absl::Now()) -
-                                                         oldest_us) / 1e6);
+      oldest_us == 0
+          ? 0.0
+          : std::max(0.0, static_cast<double>(absl::ToUnixMicros(absl::Now()) - oldest_us) / 1e6);
   absl::StrAppend(
       out,
       "# HELP chute_queue_oldest_age_seconds Age of the oldest message waiting for delivery "
@@ -804,7 +802,8 @@ void Server::AppendTraffic(std::string* out) const {
 void Server::AppendSpoolMetrics(std::string* out) const {
   const spool::SpoolGauges& g = *gauges_;
   absl::StrAppend(
-      out, "# HELP chute_spool_bytes Bytes of spool segment files.\n# TYPE chute_spool_bytes gauge\n",
+      out,
+      "# HELP chute_spool_bytes Bytes of spool segment files.\n# TYPE chute_spool_bytes gauge\n",
       "chute_spool_bytes ", g.bytes.load(), "\n",
       "# HELP chute_spool_messages Messages committed and not yet settled by delivery.\n",
       "# TYPE chute_spool_messages gauge\nchute_spool_messages ", g.messages.load(), "\n",
@@ -827,8 +826,8 @@ void Server::AppendSpoolMetrics(std::string* out) const {
   const delivery::QueueCounters& q = queue_->counters();
   auto line = [&](absl::string_view name, absl::string_view type, absl::string_view help,
                   uint64_t value) {
-    absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name,
-                    "{", DeliveryLabels(), "} ", value, "\n");
+    absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name, "{",
+                    DeliveryLabels(), "} ", value, "\n");
   };
   line("chute_delivery_recipients_delivered_total", "counter", "Recipients delivered (2xx).",
        q.recipients_delivered.load());

@@ -3,7 +3,8 @@
 // Server: chuted's engine (DESIGN.md §2). N shards, each one thread with one io_uring and its
 // own SO_REUSEPORT listening sockets, accept connections and run smtp::Session for them; a
 // shard answers 250 once the message is fsynced in its spool segment, and hands it to the
-// delivery stage (Maildir, LMTP or SMTP), which settles it in the spool when delivered. The directory snapshot is shared read-only and swapped atomically on reload.
+// delivery stage (Maildir, LMTP or SMTP), which settles it in the spool when delivered. The
+// directory snapshot is shared read-only and swapped atomically on reload.
 //
 // Threads: Start/Stop/Reload/Wait from the main thread; everything else happens on shard and
 // delivery threads.
@@ -32,7 +33,7 @@ namespace chute::auth {
 class AuthThrottle;
 class PasswordVerifier;
 class Jwks;
-}
+}  // namespace chute::auth
 namespace chute::net {
 class TlsContext;
 }
@@ -81,10 +82,10 @@ struct ShardCounters {
   ShardCounter auth_successes;
   ShardCounter auth_failures;
   ShardCounter spool_full;
-  ShardCounter accept_pauses;  // accepts paused for want of file descriptors
+  ShardCounter accept_pauses;        // accepts paused for want of file descriptors
   ShardCounter recv_starved;         // receives that found no free buffer (ENOBUFS)
   ShardCounter recv_starved_max_ms;  // the longest a connection waited for a buffer
-  ShardCounter busy_us;  // time the loop spent handling completions (not waiting)
+  ShardCounter busy_us;              // time the loop spent handling completions (not waiting)
   // End of data to the final reply (250 or 451): mostly the group commit's wait and sync.
   LatencyHistogram end_of_data_latency;
   // A group commit, from its write SQEs to the last completion (writes, fdatasync).

@@ -18,8 +18,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "auth/verifier.h"
-#include "delivery/queue.h"
 #include "delivery/message_headers.h"
+#include "delivery/queue.h"
 #include "io/ring.h"
 #include "server/server.h"
 #include "smtp/session.h"
@@ -88,7 +88,14 @@ class Shard : public auth::VerifySink {
  private:
   friend struct Connection;
   enum Op : uint8_t {
-    kOpAccept = 1, kOpRecv, kOpSend, kOpTick, kOpWake, kOpIgnore, kOpSpool, kOpCommitTimer,
+    kOpAccept = 1,
+    kOpRecv,
+    kOpSend,
+    kOpTick,
+    kOpWake,
+    kOpIgnore,
+    kOpSpool,
+    kOpCommitTimer,
     kOpAcceptRetry
   };
 
@@ -182,13 +189,13 @@ class Shard : public auth::VerifySink {
   bool commit_timer_armed_ = false;
   __kernel_timespec accept_pause_{};
   __kernel_timespec commit_wait_{};
-  size_t group_cqes_pending_ = 0;             // CQEs of the group chain still to come
-  std::vector<uint64_t> group_write_bytes_;   // what each SQE of the chain must return
+  size_t group_cqes_pending_ = 0;            // CQEs of the group chain still to come
+  std::vector<uint64_t> group_write_bytes_;  // what each SQE of the chain must return
   absl::Status group_status_;
   delivery::DeliveryQueue::Ring* handover_ = nullptr;
   std::deque<std::unique_ptr<delivery::QueuedMessage>> handover_backlog_;
   bool handed_over_ = false;  // something was pushed since the last Notify
-  UsageLog::Map usage_;  // this shard's counts since the last tick
+  UsageLog::Map usage_;       // this shard's counts since the last tick
   // Trace events of accepted messages, handed to the trace writer at each tick or when
   // kTraceHandOverEvents have gathered (one short lock per hand-over, not per message).
   std::vector<trace::Event> trace_pending_;

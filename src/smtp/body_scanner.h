@@ -17,9 +17,9 @@
 
 #include <cstddef>
 #include <cstdint>
-#include "absl/strings/string_view.h"
 
 #include "absl/functional/function_ref.h"
+#include "absl/strings/string_view.h"
 
 namespace chute::smtp {
 

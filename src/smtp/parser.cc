@@ -182,7 +182,9 @@ std::optional<Reply> ParsePath(absl::string_view text, const PathRules& rules,
   return std::nullopt;
 }
 
-bool IsKeywordChar(char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-'; }
+bool IsKeywordChar(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-';
+}
 
 // NextParameter: splits the next "KEY[=VALUE]" off `rest` (which starts with spaces).
 // Returns false at the end; sets *bad on a malformed parameter.
@@ -428,8 +430,8 @@ bool DecodeBase64(absl::string_view text, std::string* out) {
     return false;
   }
   for (char c : text) {
-    bool ok = absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/' ||
-              c == '=';
+    bool ok =
+        absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/' || c == '=';
     if (!ok) {
       return false;
     }
@@ -443,7 +445,8 @@ bool ParsePlain(absl::string_view decoded, SaslPlain* out) {
     return false;
   }
   size_t second = decoded.find('\0', first + 1);
-  if (second == absl::string_view::npos || decoded.find('\0', second + 1) != absl::string_view::npos) {
+  if (second == absl::string_view::npos ||
+      decoded.find('\0', second + 1) != absl::string_view::npos) {
     return false;
   }
   out->authzid = std::string(decoded.substr(0, first));

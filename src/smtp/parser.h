@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 
+#include "absl/strings/string_view.h"
 #include "smtp/reply.h"
 
 namespace chute::smtp {
@@ -23,11 +23,11 @@ inline constexpr size_t kSizeDigitsMax = 19;
 enum class BodyType : uint8_t { kUnspecified, k7Bit, k8BitMime };
 
 struct MailArgs {
-  absl::string_view address;        // "" for the null reverse-path <>
-  std::optional<uint64_t> size;    // SIZE=; saturates at UINT64_MAX when too long
+  absl::string_view address;     // "" for the null reverse-path <>
+  std::optional<uint64_t> size;  // SIZE=; saturates at UINT64_MAX when too long
   BodyType body = BodyType::kUnspecified;
   bool smtputf8 = false;
-  absl::string_view auth;           // AUTH= as sent (xtext), "" when absent
+  absl::string_view auth;  // AUTH= as sent (xtext), "" when absent
 };
 
 struct RcptArgs {

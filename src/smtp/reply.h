@@ -7,6 +7,7 @@
 // (RFC 2034 §3); every other reply does.
 
 #include <cstdint>
+
 #include "absl/strings/string_view.h"
 
 namespace chute::smtp {
@@ -44,8 +45,7 @@ inline constexpr Reply kReplyAuthOk{235, "2.7.0 Authentication successful"};
 
 // TLS and authentication (DESIGN.md §1).
 inline constexpr Reply kReplyStartTlsFirst{530, "5.7.0 Must issue a STARTTLS command first"};
-inline constexpr Reply kReplyNotAuthenticated{530,
-                                              "5.7.57 Client not authenticated to send mail"};
+inline constexpr Reply kReplyNotAuthenticated{530, "5.7.57 Client not authenticated to send mail"};
 inline constexpr Reply kReplyAuthFailed{535, "5.7.3 Authentication unsuccessful"};
 inline constexpr Reply kReplyBasicAuthDisabled{
     535, "5.7.139 Authentication unsuccessful, basic authentication is disabled"};
@@ -61,8 +61,7 @@ inline constexpr Reply kReplyAuthBadData{501, "5.5.2 Invalid base64 or malformed
 inline constexpr Reply kReplyAlreadyAuthenticated{503, "5.5.1 Already authenticated"};
 inline constexpr Reply kReplyAuthInTransaction{503,
                                                "5.5.1 AUTH not permitted during a transaction"};
-inline constexpr Reply kReplyAuthNotOffered{502,
-                                            "5.5.1 AUTH is not offered on this connection"};
+inline constexpr Reply kReplyAuthNotOffered{502, "5.5.1 AUTH is not offered on this connection"};
 inline constexpr Reply kReplyTlsAlreadyActive{503, "5.5.1 TLS already active"};
 inline constexpr Reply kReplyTlsNotOffered{502, "5.5.1 STARTTLS is not offered on this listener"};
 
@@ -70,20 +69,17 @@ inline constexpr Reply kReplyTlsNotOffered{502, "5.5.1 STARTTLS is not offered o
 inline constexpr Reply kReplyTenantCap{
     454, "4.7.0 Too many authenticated connections for this tenant, try again later"};
 inline constexpr Reply kReplyIpCap{421, "4.7.0 Too many concurrent connections from this IP"};
-inline constexpr Reply kReplyIpTableFull{421,
-                                         "4.7.0 Too many concurrent clients, try again later"};
+inline constexpr Reply kReplyIpTableFull{421, "4.7.0 Too many concurrent clients, try again later"};
 // A trusted-listener session counts as authenticated from its start, so its refusal closes.
 // A trusted (tls = "none") session's first MAIL when its tenant is at its cap.
 inline constexpr Reply kReplyTenantCapAtMail{
     451, "4.7.0 Too many authenticated connections for this tenant, try again later"};
-inline constexpr Reply kReplyConnectionsMax{421,
-                                            "4.7.0 Too many connections, try again later"};
+inline constexpr Reply kReplyConnectionsMax{421, "4.7.0 Too many connections, try again later"};
 inline constexpr Reply kReplyStorageFull{452, "4.3.1 Insufficient system storage"};
 inline constexpr Reply kReplyLocalError{451, "4.3.0 Local delivery failed, try again later"};
 // The spool write or its fsync failed: the message is not stored; the client keeps it.
 inline constexpr Reply kReplySpoolFailed{451, "4.3.0 Could not store the message, try again later"};
-inline constexpr Reply kReplyNetworkNotAllowed{554,
-                                               "5.7.1 Your address may not use this listener"};
+inline constexpr Reply kReplyNetworkNotAllowed{554, "5.7.1 Your address may not use this listener"};
 inline constexpr Reply kReplyListenerMisconfigured{
     421, "4.3.5 This listener's account is missing from the directory, try again later"};
 inline constexpr Reply kReplyAuthUnavailable{454, "4.7.0 Temporary authentication failure"};
@@ -99,28 +95,26 @@ inline constexpr Reply kReplyHttpRefused{421, "4.7.0 HTTP is not spoken here, cl
 // The HVE envelope rules (DESIGN.md §1).
 inline constexpr Reply kReplySendAsDenied{
     550, "5.7.60 Client does not have permissions to send as this sender"};
-inline constexpr Reply kReplyRelayDenied{
-    550, "5.7.54 Unable to relay recipient in non-accepted domain"};
+inline constexpr Reply kReplyRelayDenied{550,
+                                         "5.7.54 Unable to relay recipient in non-accepted domain"};
 inline constexpr Reply kReplyRecipientIsHve{
     550, "5.1.10 Recipient not found: HVE accounts have no mailbox"};
 inline constexpr Reply kReplyTooManyRecipients{452, "4.5.3 Too many recipients"};
 // After the end of data: the header From: is not the account's address or an alias.
 inline constexpr Reply kReplyFromMismatch{550,
                                           "5.6.241 From header does not match the sending account"};
-inline constexpr Reply kReplyMessageTooBig{
-    552, "5.3.4 Message size exceeds fixed maximum message size"};
-inline constexpr Reply kReplyBareLineEnding{
-    550, "5.5.2 Bare line feed or carriage return not allowed"};
-inline constexpr Reply kReplyTextLineTooLong{554,
-                                             "5.6.0 Message has a text line over 1000 octets"};
+inline constexpr Reply kReplyMessageTooBig{552,
+                                           "5.3.4 Message size exceeds fixed maximum message size"};
+inline constexpr Reply kReplyBareLineEnding{550,
+                                            "5.5.2 Bare line feed or carriage return not allowed"};
+inline constexpr Reply kReplyTextLineTooLong{554, "5.6.0 Message has a text line over 1000 octets"};
 inline constexpr Reply kReplyNonAsciiAddress{553, "5.6.7 Non-ASCII address requires SMTPUTF8"};
 
 // Protocol errors; each counts toward errors_per_session.
 inline constexpr Reply kReplyCommandUnrecognized{500, "5.5.2 Command unrecognized"};
 inline constexpr Reply kReplyLineTooLong{500, "5.5.2 Line too long"};
 inline constexpr Reply kReplySyntax{501, "5.5.4 Syntax error in parameters or arguments"};
-inline constexpr Reply kReplyControlInParameter{501,
-                                                "5.5.2 Control character in parameter"};
+inline constexpr Reply kReplyControlInParameter{501, "5.5.2 Control character in parameter"};
 inline constexpr Reply kReplyHeloSyntax{501, "5.5.4 Syntax: EHLO hostname"};
 inline constexpr Reply kReplyBadSenderSyntax{501, "5.1.7 Bad sender address syntax"};
 inline constexpr Reply kReplyBadRecipientSyntax{501, "5.1.3 Bad recipient address syntax"};

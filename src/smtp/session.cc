@@ -13,8 +13,22 @@ namespace chute::smtp {
 namespace {
 
 enum class Verb : uint8_t {
-  kUnknown, kHelo, kEhlo, kMail, kRcpt, kData, kBdat, kRset, kNoop, kQuit, kVrfy, kExpn, kHelp,
-  kStartTls, kAuth, kHttp,
+  kUnknown,
+  kHelo,
+  kEhlo,
+  kMail,
+  kRcpt,
+  kData,
+  kBdat,
+  kRset,
+  kNoop,
+  kQuit,
+  kVrfy,
+  kExpn,
+  kHelp,
+  kStartTls,
+  kAuth,
+  kHttp,
 };
 
 struct VerbName {
@@ -23,14 +37,26 @@ struct VerbName {
 };
 
 constexpr VerbName kVerbs[] = {
-    {"MAIL", Verb::kMail},   {"RCPT", Verb::kRcpt},         {"BDAT", Verb::kBdat},
-    {"DATA", Verb::kData},   {"EHLO", Verb::kEhlo},         {"HELO", Verb::kHelo},
-    {"RSET", Verb::kRset},   {"NOOP", Verb::kNoop},         {"QUIT", Verb::kQuit},
-    {"AUTH", Verb::kAuth},   {"STARTTLS", Verb::kStartTls}, {"VRFY", Verb::kVrfy},
-    {"EXPN", Verb::kExpn},   {"HELP", Verb::kHelp},
+    {"MAIL", Verb::kMail},
+    {"RCPT", Verb::kRcpt},
+    {"BDAT", Verb::kBdat},
+    {"DATA", Verb::kData},
+    {"EHLO", Verb::kEhlo},
+    {"HELO", Verb::kHelo},
+    {"RSET", Verb::kRset},
+    {"NOOP", Verb::kNoop},
+    {"QUIT", Verb::kQuit},
+    {"AUTH", Verb::kAuth},
+    {"STARTTLS", Verb::kStartTls},
+    {"VRFY", Verb::kVrfy},
+    {"EXPN", Verb::kExpn},
+    {"HELP", Verb::kHelp},
     // An HTTP request on the SMTP port is a cross-protocol attack or a lost browser: close.
-    {"GET", Verb::kHttp},    {"POST", Verb::kHttp},         {"HEAD", Verb::kHttp},
-    {"PUT", Verb::kHttp},    {"CONNECT", Verb::kHttp},
+    {"GET", Verb::kHttp},
+    {"POST", Verb::kHttp},
+    {"HEAD", Verb::kHttp},
+    {"PUT", Verb::kHttp},
+    {"CONNECT", Verb::kHttp},
 };
 
 Verb LookupVerb(absl::string_view word) {
@@ -43,9 +69,8 @@ Verb LookupVerb(absl::string_view word) {
 }
 
 bool HasControl(absl::string_view text) {
-  return std::any_of(text.begin(), text.end(), [](char c) {
-    return static_cast<unsigned char>(c) < 32 || c == 127;
-  });
+  return std::any_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 32 || c == 127; });
 }
 
 }  // namespace
@@ -190,7 +215,8 @@ void Session::OnLine(absl::string_view line) {
 void Session::Dispatch(absl::string_view line) {
   size_t space = line.find(' ');
   absl::string_view word = line.substr(0, space);
-  absl::string_view args = space == absl::string_view::npos ? absl::string_view() : line.substr(space + 1);
+  absl::string_view args =
+      space == absl::string_view::npos ? absl::string_view() : line.substr(space + 1);
   switch (LookupVerb(word)) {
     case Verb::kHelo:
       return DoHelo(args, false);
@@ -541,9 +567,7 @@ void Session::OnSaslResponse(absl::string_view response) {
   SubmitAuth(AuthRequest{Mechanism::kLogin, "", std::move(sasl_username_), std::move(decoded)});
 }
 
-void Session::SubmitAuth(AuthRequest request) {
-  Decide(Pending::kAuth, handler_->OnAuth(request));
-}
+void Session::SubmitAuth(AuthRequest request) { Decide(Pending::kAuth, handler_->OnAuth(request)); }
 
 void Session::DoStartTls(absl::string_view args) {
   if (!args.empty()) {

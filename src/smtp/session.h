@@ -31,9 +31,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "smtp/body_scanner.h"
 #include "smtp/parser.h"
@@ -60,9 +60,9 @@ struct SessionOptions {
   absl::Duration first_command_timeout = absl::Seconds(30);
   absl::Duration data_timeout = absl::Seconds(600);
   absl::Duration session_timeout = absl::Seconds(3600);
-  bool starttls_offered = true;  // the listener can do STARTTLS
-  bool tls_active = false;       // implicit TLS: the session starts inside TLS
-  bool tls_required = true;      // AUTH, MAIL, RCPT, DATA and BDAT need TLS
+  bool starttls_offered = true;    // the listener can do STARTTLS
+  bool tls_active = false;         // implicit TLS: the session starts inside TLS
+  bool tls_required = true;        // AUTH, MAIL, RCPT, DATA and BDAT need TLS
   bool normalize_bare_lf = false;  // DATA: a bare LF becomes CR LF instead of 550 5.5.2
   // A message body must arrive at least this fast, measured over kDataRateWindow; 0 = off.
   uint64_t data_rate_min_bytes_per_s = 500;
@@ -241,7 +241,7 @@ class Session {
   Phase phase_ = Phase::kCommand;
   Pending pending_ = Pending::kNone;
   std::string output_;
-  std::string line_;            // a command line split across inputs
+  std::string line_;              // a command line split across inputs
   bool discarding_line_ = false;  // an over-long line: skip to its LF, then reply
 
   std::string helo_;  // bounded by the command line limit

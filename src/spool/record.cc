@@ -83,14 +83,14 @@ uint32_t ReadU32(const char* p) {
 }  // namespace
 
 absl::StatusOr<RecordPrefix> EncodeRecordPrefix(const Envelope& envelope,
-                                               absl::string_view added_headers,
-                                               std::span<const iovec> body) {
+                                                absl::string_view added_headers,
+                                                std::span<const iovec> body) {
   if (envelope.recipients.empty() || envelope.recipients.size() > kRecipientsMax) {
     return absl::InvalidArgumentError("a record needs 1 to 4096 recipients");
   }
-  for (absl::string_view field : {absl::string_view(envelope.id), absl::string_view(envelope.client),
-                                  absl::string_view(envelope.listener),
-                                  absl::string_view(envelope.sender)}) {
+  for (absl::string_view field :
+       {absl::string_view(envelope.id), absl::string_view(envelope.client),
+        absl::string_view(envelope.listener), absl::string_view(envelope.sender)}) {
     if (field.size() > kFieldBytesMax) {
       return absl::InvalidArgumentError("a record field is over 4096 bytes");
     }
@@ -117,8 +117,8 @@ absl::StatusOr<RecordPrefix> EncodeRecordPrefix(const Envelope& envelope,
   uint32_t crc = Crc32cExtend(0, absl::string_view(out).substr(payload_start));
   uint64_t payload = out.size() - payload_start;
   for (const iovec& piece : body) {
-    crc = Crc32cExtend(crc, absl::string_view(static_cast<const char*>(piece.iov_base),
-                                              piece.iov_len));
+    crc = Crc32cExtend(crc,
+                       absl::string_view(static_cast<const char*>(piece.iov_base), piece.iov_len));
     payload += piece.iov_len;
   }
   if (payload > kPayloadBytesMax) {

@@ -71,17 +71,17 @@ struct RecordPrefix {
 // `added_headers`; the CRC covers the payload, `body` included (read, not copied).
 // InvalidArgument when a field or the recipient list is over its bound.
 absl::StatusOr<RecordPrefix> EncodeRecordPrefix(const Envelope& envelope,
-                                               absl::string_view added_headers,
-                                               std::span<const iovec> body);
+                                                absl::string_view added_headers,
+                                                std::span<const iovec> body);
 
 // DecodedRecord: a record parsed from its bytes; offsets are relative to the record start.
 struct DecodedRecord {
   Envelope envelope;
   RecordState state = RecordState::kLive;
-  std::vector<Mark> marks;        // one per recipient
-  uint64_t record_bytes = 0;      // header + marks + payload
-  uint64_t content_offset = 0;    // where the added headers begin
-  uint64_t content_bytes = 0;     // added headers + body
+  std::vector<Mark> marks;      // one per recipient
+  uint64_t record_bytes = 0;    // header + marks + payload
+  uint64_t content_offset = 0;  // where the added headers begin
+  uint64_t content_bytes = 0;   // added headers + body
 };
 
 enum class DecodeResult { kOk, kIncomplete, kCorrupt };

@@ -164,15 +164,14 @@ void SegmentWriter::FinishGroup(const absl::Status& status, std::vector<Committe
     // The group's records got 451: none may come back at replay, though some may have
     // reached the file whole (a short write, a failed sync). Cut the file back to where the
     // group began; if even that fails, what is left is at least never appended to.
-    if (ftruncate(group->fd, static_cast<off_t>(group->offset)) == 0 &&
-        fdatasync(group->fd) == 0) {
+    if (ftruncate(group->fd, static_cast<off_t>(group->offset)) == 0 && fdatasync(group->fd) == 0) {
       group->segment->bytes = group->offset;
       gauges_->bytes.fetch_sub(static_cast<int64_t>(group->bytes), std::memory_order_relaxed);
     } else {
-      LOG_ERROR("spool: cannot cut %s back to %d after a failed group (%s): its records may "
-                "be delivered after a restart although they got 451",
-                group->segment->path(), static_cast<int64_t>(group->offset),
-                std::strerror(errno));
+      LOG_ERROR(
+          "spool: cannot cut %s back to %d after a failed group (%s): its records may "
+          "be delivered after a restart although they got 451",
+          group->segment->path(), static_cast<int64_t>(group->offset), std::strerror(errno));
     }
     group->segment->retired = true;
     gauges_->group_failures.fetch_add(1, std::memory_order_relaxed);
@@ -219,16 +218,14 @@ size_t SegmentWriter::Reclaim() {
       return false;
     }
     if (unlink(segment->path().c_str()) != 0 && errno != ENOENT) {
-      LOG_WARNING_EVERY(60, "spool: cannot remove %s: %s", segment->path(),
-                        std::strerror(errno));
+      LOG_WARNING_EVERY(60, "spool: cannot remove %s: %s", segment->path(), std::strerror(errno));
       return false;
     }
     gauges_->bytes.fetch_sub(static_cast<int64_t>(segment->bytes), std::memory_order_relaxed);
     ++removed;
     return true;
   };
-  segments_.erase(std::remove_if(segments_.begin(), segments_.end(), reclaimable),
-                  segments_.end());
+  segments_.erase(std::remove_if(segments_.begin(), segments_.end(), reclaimable), segments_.end());
   return removed;
 }
 
@@ -252,8 +249,8 @@ absl::Status WriteGroupNow(const Group& group) {
     for (size_t j = i; j < i + n; ++j) {
       want += group.iov[j].iov_len;
     }
-    ssize_t wrote = pwritev(group.fd, &group.iov[i], static_cast<int>(n),
-                            static_cast<off_t>(offset));
+    ssize_t wrote =
+        pwritev(group.fd, &group.iov[i], static_cast<int>(n), static_cast<off_t>(offset));
     if (wrote < 0) {
       return io::ErrnoStatus(errno, "spool write");
     }
@@ -290,10 +287,10 @@ absl::StatusOr<int> LockSpool(const std::string& dir) {
     close(lock_fd);
     close(dir_fd);
     if (error == EWOULDBLOCK) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the spool ", dir, " is in use by another chuted (pid ",
-          n > 0 ? absl::StripAsciiWhitespace(holder) : "unknown",
-          "); two servers must never share a spool"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("the spool ", dir, " is in use by another chuted (pid ",
+                       n > 0 ? absl::StripAsciiWhitespace(holder) : "unknown",
+                       "); two servers must never share a spool"));
     }
     return io::ErrnoStatus(error, absl::StrCat("lock ", lock_path));
   }
@@ -314,26 +311,29 @@ absl::StatusOr<int64_t> ReplaySegment(const std::shared_ptr<Segment>& segment,
   while (offset < segment->bytes) {
     uint64_t left = segment->bytes - offset;
     if (left < kRecordHeaderBytes) {
-      LOG_WARNING("spool: %s: %d bytes of a torn record at offset %d dropped (never "
-                  "acknowledged)", segment->path(), static_cast<int64_t>(left),
-                  static_cast<int64_t>(offset));
+      LOG_WARNING(
+          "spool: %s: %d bytes of a torn record at offset %d dropped (never "
+          "acknowledged)",
+          segment->path(), static_cast<int64_t>(left), static_cast<int64_t>(offset));
       break;
     }
     ASSIGN_OR_RETURN(std::string header, segment->Read(offset, kRecordHeaderBytes));
     uint64_t record_bytes = PeekRecordBytes(header);
     if (record_bytes == 0 || record_bytes > left) {
-      LOG_WARNING("spool: %s: %s at offset %d; the %d bytes from there are dropped (never "
-                  "acknowledged)", segment->path(),
-                  record_bytes == 0 ? "no record header" : "a torn record",
-                  static_cast<int64_t>(offset), static_cast<int64_t>(left));
+      LOG_WARNING(
+          "spool: %s: %s at offset %d; the %d bytes from there are dropped (never "
+          "acknowledged)",
+          segment->path(), record_bytes == 0 ? "no record header" : "a torn record",
+          static_cast<int64_t>(offset), static_cast<int64_t>(left));
       break;
     }
     ASSIGN_OR_RETURN(std::string bytes, segment->Read(offset, record_bytes));
     ReplayedRecord replayed;
     if (DecodeRecord(bytes, &replayed.record) != DecodeResult::kOk) {
-      LOG_WARNING("spool: %s: record at offset %d fails its CRC; the %d bytes from there are "
-                  "dropped (never acknowledged)", segment->path(), static_cast<int64_t>(offset),
-                  static_cast<int64_t>(left));
+      LOG_WARNING(
+          "spool: %s: record at offset %d fails its CRC; the %d bytes from there are "
+          "dropped (never acknowledged)",
+          segment->path(), static_cast<int64_t>(offset), static_cast<int64_t>(left));
       break;
     }
     if (replayed.record.state == RecordState::kLive) {
@@ -350,8 +350,7 @@ absl::StatusOr<int64_t> ReplaySegment(const std::shared_ptr<Segment>& segment,
 }  // namespace
 
 absl::StatusOr<std::vector<std::shared_ptr<Segment>>> Replay(
-    const std::string& dir, SpoolGauges* gauges,
-    const std::function<void(ReplayedRecord)>& sink) {
+    const std::string& dir, SpoolGauges* gauges, const std::function<void(ReplayedRecord)>& sink) {
   std::vector<std::string> names;
   DIR* d = opendir(dir.c_str());
   if (d == nullptr) {
@@ -369,7 +368,7 @@ absl::StatusOr<std::vector<std::shared_ptr<Segment>>> Replay(
   for (const std::string& name : names) {
     std::string path = absl::StrCat(dir, "/", name);
     int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-    struct stat st{};
+    struct stat st {};
     if (fd < 0 || fstat(fd, &st) != 0) {
       absl::Status status = io::ErrnoStatus(errno, absl::StrCat("open ", path));
       if (fd >= 0) {

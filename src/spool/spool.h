@@ -93,7 +93,7 @@ class Segment {
 
 // Committed: a record that is on disk, with where to find it again.
 struct Committed {
-  uint64_t cookie = 0;                // the submitter's
+  uint64_t cookie = 0;  // the submitter's
   std::shared_ptr<Segment> segment;
   uint64_t record_offset = 0;
   uint64_t content_offset = 0;  // absolute, in the segment file
@@ -195,7 +195,6 @@ struct ReplayedRecord {
 // segments with none are removed; the others are returned (retired, `live` counted) for
 // the shards to adopt. Gauges are credited with what remains.
 absl::StatusOr<std::vector<std::shared_ptr<Segment>>> Replay(
-    const std::string& dir, SpoolGauges* gauges,
-    const std::function<void(ReplayedRecord)>& sink);
+    const std::string& dir, SpoolGauges* gauges, const std::function<void(ReplayedRecord)>& sink);
 
 }  // namespace chute::spool

@@ -26,12 +26,12 @@ using chute::smtp::Session;
 using chute::smtp::SessionHandler;
 using chute::smtp::SessionOptions;
 
-#define FUZZ_CHECK(condition)                                           \
-  do {                                                                  \
-    if (!(condition)) {                                                 \
+#define FUZZ_CHECK(condition)                                                     \
+  do {                                                                            \
+    if (!(condition)) {                                                           \
       __builtin_printf("invariant failed: %s (line %d)\n", #condition, __LINE__); \
-      std::abort();                                                     \
-    }                                                                   \
+      std::abort();                                                               \
+    }                                                                             \
   } while (false)
 
 // Choices: a byte source for the harness's own decisions, taken from the input's front.

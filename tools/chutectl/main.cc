@@ -1,6 +1,6 @@
 // chutectl: administration of chute's directory, mirroring Microsoft's HVE cmdlets
-// (README.md, Administration), and of the running chuted's delivery queue. It writes the SQLite directory;
-// a running chuted picks the change up on SIGHUP or within seconds by itself.
+// (README.md, Administration), and of the running chuted's delivery queue. It writes the SQLite
+// directory; a running chuted picks the change up on SIGHUP or within seconds by itself.
 //
 // This file is the dispatcher only: global options, the configuration, and the table of
 // command groups. Each group is its own file (commands.h); what they share is common.h.
@@ -29,8 +29,8 @@ constexpr const char* kDefaultConfigPath = "/etc/chute/chute.toml";
 // The command groups, in the order --help lists them. A new group is one file that defines
 // its CommandGroup (declared in commands.h) and one line here.
 const CommandGroup* const kGroups[] = {
-    &kTenantGroup, &kAccountGroup,  &kSettingsGroup, &kAppAccessGroup,
-    &kReportGroup, &kQueueGroup,    &kTraceGroup,
+    &kTenantGroup, &kAccountGroup, &kSettingsGroup, &kAppAccessGroup,
+    &kReportGroup, &kQueueGroup,   &kTraceGroup,
 };
 
 constexpr absl::string_view kIntro = R"(Usage: chutectl [--config FILE] [--json] COMMAND ...

@@ -68,8 +68,7 @@ void PrintCsv(const std::vector<directory::UsageRow>& rows, Columns columns) {
 }
 
 void PrintTable(const directory::UsageReport& report, Columns columns) {
-  std::cout << "Usage from " << report.range.from << " to " << report.range.to
-            << " (UTC days)\n";
+  std::cout << "Usage from " << report.range.from << " to " << report.range.to << " (UTC days)\n";
   std::printf("%-10s  %-20s  %-32s%s%s\n", "DAY", "TENANT", "ACCOUNT",
               columns.messages ? "  MESSAGES" : "", columns.recipients ? "  RECIPIENTS" : "");
   for (const directory::UsageRow& row : report.rows) {

@@ -2,14 +2,14 @@
 // recipient's delivery result), read from the trace database chuted keeps in
 // <data_dir>/trace.db for [trace] retention_days. Get-MessageTraceV2 is an alias.
 
-#include "tools/chutectl/commands.h"
-
 #include <sys/stat.h>
 
 #include <cstdio>
 #include <iostream>
 #include <map>
 #include <optional>
+
+#include "tools/chutectl/commands.h"
 
 #define JSON_NOEXCEPTION 1
 #include <nlohmann/json.hpp>

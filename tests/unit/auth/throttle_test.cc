@@ -33,8 +33,7 @@ TEST(AuthThrottleTest, DelaysGrowThenTheAddressIsRefused) {
   EXPECT_EQ(throttle.Check(Ip(1), "anyone@x", now), AuthThrottle::Verdict::kBlocked);
   EXPECT_EQ(throttle.Check(Ip(2), "a@x", now), AuthThrottle::Verdict::kClean);
   // The window ends: the address starts over.
-  EXPECT_EQ(throttle.Check(Ip(1), "a@x", now + limits.window),
-            AuthThrottle::Verdict::kClean);
+  EXPECT_EQ(throttle.Check(Ip(1), "a@x", now + limits.window), AuthThrottle::Verdict::kClean);
 }
 
 TEST(AuthThrottleTest, AnAccountUnderAttackStaysOpenToCleanAddresses) {
@@ -64,8 +63,7 @@ TEST(AuthThrottleTest, TrackedKeysAreBounded) {
   EXPECT_EQ(throttle.Check(Ip(1), "u@x", now), AuthThrottle::Verdict::kSuspect);
   // Once the window passed, expired entries make room again.
   throttle.RecordFailure(Ip(10), "u@x", now + limits.window);
-  EXPECT_EQ(throttle.Check(Ip(10), "u@x", now + limits.window),
-            AuthThrottle::Verdict::kSuspect);
+  EXPECT_EQ(throttle.Check(Ip(10), "u@x", now + limits.window), AuthThrottle::Verdict::kSuspect);
 }
 
 }  // namespace

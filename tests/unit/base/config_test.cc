@@ -108,10 +108,12 @@ TEST(ConfigTest, ErrorsNameFileLineAndKey) {
             "test.toml:3: limits.recipients_per_message: 0 is out of range 1..1000");
   EXPECT_EQ(ErrorOf("[limits]\nrecipient_per_message = 5\n"),
             "test.toml:2: unknown key 'limits.recipient_per_message'");
-  EXPECT_EQ(ErrorOf("[server]\nshards = \"two\"\n"), "test.toml:2: server.shards: expected an integer");
+  EXPECT_EQ(ErrorOf("[server]\nshards = \"two\"\n"),
+            "test.toml:2: server.shards: expected an integer");
   EXPECT_EQ(ErrorOf("[bogus]\nx = 1\n"), "test.toml:1: unknown key 'bogus'");
-  EXPECT_EQ(ErrorOf("[delivery]\nbackend = \"mbox\"\n"),
-            "test.toml:2: delivery.backend: \"mbox\" is not one of \"maildir\", \"lmtp\", \"smtp\"");
+  EXPECT_EQ(
+      ErrorOf("[delivery]\nbackend = \"mbox\"\n"),
+      "test.toml:2: delivery.backend: \"mbox\" is not one of \"maildir\", \"lmtp\", \"smtp\"");
   EXPECT_TRUE(absl::StartsWith(ErrorOf("[server\n"), "test.toml:1: "));
 }
 
@@ -147,22 +149,21 @@ TEST(ConfigTest, RangesAtTheEdges) {
 }
 
 TEST(ConfigTest, ListenerRules) {
-  EXPECT_TRUE(absl::StrContains(ErrorOf("[[listener]]\naddress = \"127.0.0.1:25\"\ntls = \"none\"\n"),
-                                "needs allowed_networks"));
-  EXPECT_TRUE(absl::StrContains(
-      ErrorOf("[[listener]]\naddress = \"127.0.0.1:25\"\ntls = \"none\"\n"
-              "allowed_networks = [\"127.0.0.0/8\"]\n"),
-      "needs authenticate_as"));
-  EXPECT_TRUE(absl::StrContains(
-      ErrorOf("[[listener]]\nallowed_networks = [\"127.0.0.0/8\"]\n"),
-      "only a listener with tls = \"none\""));
-  EXPECT_TRUE(absl::StrContains(ErrorOf("[[listener]]\naddress = \"localhost:25\"\n"),
-                                "listener.address"));
+  EXPECT_TRUE(
+      absl::StrContains(ErrorOf("[[listener]]\naddress = \"127.0.0.1:25\"\ntls = \"none\"\n"),
+                        "needs allowed_networks"));
+  EXPECT_TRUE(absl::StrContains(ErrorOf("[[listener]]\naddress = \"127.0.0.1:25\"\ntls = \"none\"\n"
+                                        "allowed_networks = [\"127.0.0.0/8\"]\n"),
+                                "needs authenticate_as"));
+  EXPECT_TRUE(absl::StrContains(ErrorOf("[[listener]]\nallowed_networks = [\"127.0.0.0/8\"]\n"),
+                                "only a listener with tls = \"none\""));
+  EXPECT_TRUE(
+      absl::StrContains(ErrorOf("[[listener]]\naddress = \"localhost:25\"\n"), "listener.address"));
   EXPECT_TRUE(absl::StrContains(ErrorOf("[[listener]]\naddress = \"127.0.0.1:0\"\n"), "port"));
-  EXPECT_TRUE(absl::StrContains(ErrorOf("[[listener]]\nproxy_protocol = true\n"),
-                                "needs trusted_proxies"));
-  EXPECT_TRUE(absl::StrContains(
-      ErrorOf("[limits]\nconnections_per_ip_exempt = [\"10.1.0.0/8\"]\n"), "host bits"));
+  EXPECT_TRUE(
+      absl::StrContains(ErrorOf("[[listener]]\nproxy_protocol = true\n"), "needs trusted_proxies"));
+  EXPECT_TRUE(absl::StrContains(ErrorOf("[limits]\nconnections_per_ip_exempt = [\"10.1.0.0/8\"]\n"),
+                                "host bits"));
   EXPECT_TRUE(absl::StrContains(ErrorOf("[delivery]\nbackend = \"smtp\"\n"), "need target"));
 }
 

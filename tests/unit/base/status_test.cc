@@ -7,9 +7,7 @@
 namespace chute {
 namespace {
 
-absl::Status FailIf(bool fail) {
-  return fail ? absl::InternalError("boom") : absl::OkStatus();
-}
+absl::Status FailIf(bool fail) { return fail ? absl::InternalError("boom") : absl::OkStatus(); }
 
 absl::StatusOr<int> ValueOr(bool fail) {
   if (fail) {

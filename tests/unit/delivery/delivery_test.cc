@@ -39,16 +39,20 @@ TEST(HeaderScannerTest, FeedSaysWhereTheHeaderEnds) {
 
 TEST(AppendWithoutFieldTest, DropsEveryInstanceWithItsFoldedLines) {
   std::string out;
-  AppendWithoutField(
-      "From: a\r\nreply-to: x@y,\r\n\tz@w\r\nSubject: s\r\nReply-To : q\r\n\r\n", "Reply-To",
-      &out);
+  AppendWithoutField("From: a\r\nreply-to: x@y,\r\n\tz@w\r\nSubject: s\r\nReply-To : q\r\n\r\n",
+                     "Reply-To", &out);
   EXPECT_EQ(out, "From: a\r\nSubject: s\r\n\r\n");
 }
 
 TEST(AddedHeadersTest, ReceivedAlwaysDateAndMessageIdWhenMissing) {
   HeaderScanner scanner;
   scanner.Feed("Subject: x\r\n\r\n");
-  TraceInfo trace{"client.test", "192.0.2.1", "relay.test", "ESMTP", "ABC123", "bob@x.test",
+  TraceInfo trace{"client.test",
+                  "192.0.2.1",
+                  "relay.test",
+                  "ESMTP",
+                  "ABC123",
+                  "bob@x.test",
                   absl::FromUnixSeconds(1795737361)};
   std::string out;
   AppendAddedHeaders(trace, scanner, &out);
@@ -60,7 +64,8 @@ TEST(AddedHeadersTest, ReceivedAlwaysDateAndMessageIdWhenMissing) {
 
 TEST(HeaderScannerTest, CapturesTheFromFieldUnfoldedAcrossSlices) {
   HeaderScanner scanner;
-  std::string header = "Subject: x\r\nFrom: \"App, Inc\" \r\n <app@example.test>\r\nTo: b@c\r\n\r\n";
+  std::string header =
+      "Subject: x\r\nFrom: \"App, Inc\" \r\n <app@example.test>\r\nTo: b@c\r\n\r\n";
   for (char c : header) {
     scanner.Feed(absl::string_view(&c, 1));
   }
@@ -186,7 +191,7 @@ TEST(MaildirBackendTest, CleanTmpRemovesOwnLeftoversAndOldForeignFiles) {
   auto touch = [&](const std::string& name) { std::ofstream(tmp + "/" + name) << "x"; };
   touch("1790000000.6613C92C8C6B7000000001R0.relay.test");  // ours: a crash leftover
   touch("1790000000.6613C92C8C6B7000000001R0.other.test");  // another host's: young
-  touch("1790000000.M1P2.mua");                              // a mail reader's: young
+  touch("1790000000.M1P2.mua");                             // a mail reader's: young
   EXPECT_EQ(CleanMaildirTmp(root, "relay.test", absl::Now()), 1u);
   EXPECT_EQ(List(tmp).size(), 2u);
   EXPECT_EQ(CleanMaildirTmp(root, "relay.test", absl::Now() + absl::Hours(37)), 2u);

@@ -35,7 +35,7 @@ TEST(RetryDelayTest, DoublesFromTheInitialDelayUpToTheCap) {
 // ScriptedBackend: answers each recipient from a table (address -> outcome); counts calls.
 struct Script {
   std::mutex mu;
-  std::map<std::string, RecipientResult> answers;  // missing: delivered
+  std::map<std::string, RecipientResult> answers;              // missing: delivered
   std::vector<std::pair<std::string, std::string>> delivered;  // (message id, recipient)
   int attempts = 0;
 };
@@ -75,8 +75,8 @@ class QueueTest : public ::testing::Test {
     char tmpl[] = "/tmp/chute-queue-test-XXXXXX";
     dir_ = mkdtemp(tmpl);
     dir_fd_ = *spool::LockSpool(dir_ + "/spool");
-    writer_ = std::make_unique<spool::SegmentWriter>(dir_ + "/spool", dir_fd_, 0, 1, 1 << 20,
-                                                     &gauges_);
+    writer_ =
+        std::make_unique<spool::SegmentWriter>(dir_ + "/spool", dir_fd_, 0, 1, 1 << 20, &gauges_);
   }
   void TearDown() override {
     queue_.reset();
@@ -112,8 +112,7 @@ class QueueTest : public ::testing::Test {
     envelope.recipients = recipients;
     std::string body = "Subject: t\r\n\r\nhello\r\n";
     iovec iov{body.data(), body.size()};
-    writer_->Stage(*spool::EncodeRecordPrefix(envelope, "", {&iov, 1}), {&iov, 1}, body.size(),
-                   0);
+    writer_->Stage(*spool::EncodeRecordPrefix(envelope, "", {&iov, 1}), {&iov, 1}, body.size(), 0);
     std::vector<spool::Committed> committed;
     std::vector<uint64_t> failed;
     const spool::Group* group = *writer_->TakeGroup(&failed);
@@ -151,9 +150,8 @@ class QueueTest : public ::testing::Test {
   }
 
   spool::DecodedRecord ReadRecord(const spool::Segment& segment, uint64_t offset) {
-    std::string bytes = *segment.Read(offset, 4096 < segment.bytes - offset
-                                                  ? 4096
-                                                  : segment.bytes - offset);
+    std::string bytes =
+        *segment.Read(offset, 4096 < segment.bytes - offset ? 4096 : segment.bytes - offset);
     spool::DecodedRecord record;
     EXPECT_EQ(spool::DecodeRecord(bytes, &record), spool::DecodeResult::kOk);
     return record;

@@ -46,11 +46,13 @@ TEST(ProxyProtocolTest, IncompleteThenInvalid) {
   size_t consumed = 0;
   std::string full = "PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n";
   for (size_t i = 1; i < full.size(); ++i) {
-    EXPECT_EQ(ParseProxyHeader(full.substr(0, i), &header, &consumed), ProxyParse::kIncomplete) << i;
+    EXPECT_EQ(ParseProxyHeader(full.substr(0, i), &header, &consumed), ProxyParse::kIncomplete)
+        << i;
   }
-  for (const char* bad : {"EHLO x\r\n", "PROXY TCP4 192.0.2.7 127.0.0.1 40000\r\n",
-                          "PROXY TCP4 ::1 ::1 1 2\r\n", "PROXY TCP6 192.0.2.1 127.0.0.1 1 2\r\n",
-                          "PROXY TCP4 192.0.2.7 127.0.0.1 70000 25\r\n", "PROXY UDP4 a b 1 2\r\n"}) {
+  for (const char* bad :
+       {"EHLO x\r\n", "PROXY TCP4 192.0.2.7 127.0.0.1 40000\r\n", "PROXY TCP4 ::1 ::1 1 2\r\n",
+        "PROXY TCP6 192.0.2.1 127.0.0.1 1 2\r\n", "PROXY TCP4 192.0.2.7 127.0.0.1 70000 25\r\n",
+        "PROXY UDP4 a b 1 2\r\n"}) {
     EXPECT_EQ(ParseProxyHeader(bad, &header, &consumed), ProxyParse::kInvalid) << bad;
   }
   EXPECT_EQ(ParseProxyHeader("PROXY " + std::string(200, 'x'), &header, &consumed),

@@ -26,8 +26,7 @@ class PolicyTest : public ::testing::Test {
     ASSERT_TRUE((*store)->AddTenant("contoso", {"contoso.test", "fabrikam.test"}).ok());
     ASSERT_TRUE((*store)->AddTenant("other", {"other.test"}).ok());
     ASSERT_TRUE((*store)->AddAccount({"contoso", "App", "app@contoso.test", ""}, 100).ok());
-    ASSERT_TRUE(
-        (*store)->UpdateAccount("App", WithAlias("alias@fabrikam.test")).ok());
+    ASSERT_TRUE((*store)->UpdateAccount("App", WithAlias("alias@fabrikam.test")).ok());
     ASSERT_TRUE((*store)->AddAccount({"contoso", "Hve2", "hve2@contoso.test", ""}, 100).ok());
     auto snapshot = (*store)->LoadSnapshot();
     ASSERT_TRUE(snapshot.ok());

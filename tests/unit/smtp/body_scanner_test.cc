@@ -103,8 +103,8 @@ TEST(BodyScannerTest, NormalizeTurnsBareLfIntoCrLfAtEverySplit) {
 
 TEST(BodyScannerTest, NormalizeNeverEndsDataAfterABareLf) {
   // Smuggling through normalization: "\n.\r\n" and "\n.\n" are text, not the end.
-  for (absl::string_view input : {"x\n.\r\nMAIL FROM:<a@b>\r\n.\r\n",
-                                  "x\n.\nMAIL FROM:<a@b>\r\n.\r\n"}) {
+  for (absl::string_view input :
+       {"x\n.\r\nMAIL FROM:<a@b>\r\n.\r\n", "x\n.\nMAIL FROM:<a@b>\r\n.\r\n"}) {
     Result r = ScanAll(BodyScanner::Mode::kData, input, 0, true);
     EXPECT_TRUE(r.done);
     EXPECT_EQ(r.consumed, input.size());
@@ -158,8 +158,7 @@ TEST(BodyScannerTest, ChunkModeTakesDotsAsIs) {
 }
 
 TEST(BodyScannerTest, ChunkModeTrailingCrAndLongLastLine) {
-  EXPECT_EQ(ScanAll(BodyScanner::Mode::kChunk, "abc\r").fault,
-            BodyScanner::Fault::kBareLineEnding);
+  EXPECT_EQ(ScanAll(BodyScanner::Mode::kChunk, "abc\r").fault, BodyScanner::Fault::kBareLineEnding);
   EXPECT_EQ(ScanAll(BodyScanner::Mode::kChunk, "abc").fault, BodyScanner::Fault::kNone);
   EXPECT_EQ(ScanAll(BodyScanner::Mode::kChunk, std::string(998, 'a')).fault,
             BodyScanner::Fault::kNone);

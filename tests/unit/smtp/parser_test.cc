@@ -99,8 +99,8 @@ TEST(ParseBdatArgsTest, DigitsOnlyNoOverflow) {
   EXPECT_EQ(ParseBdatArgs("1234567890123456789", &b), std::nullopt);
   EXPECT_EQ(b.size_bytes, 1234567890123456789u);
   EXPECT_FALSE(b.last);
-  for (const char* bad : {"", " 1", "1 ", "1  LAST", "12345678901234567890", "0x10", "1 last x",
-                          "-0", "1e3"}) {
+  for (const char* bad :
+       {"", " 1", "1 ", "1  LAST", "12345678901234567890", "0x10", "1 last x", "-0", "1e3"}) {
     EXPECT_NE(ParseBdatArgs(bad, &b), std::nullopt) << bad;
   }
   EXPECT_EQ(ParseBdatArgs("7 last", &b), std::nullopt);
@@ -138,15 +138,34 @@ TEST(SaslTest, Plain) {
 
 TEST(SaslTest, Xoauth2) {
   SaslXoauth2 x;
-  EXPECT_TRUE(ParseXoauth2("user=a@b\x01" "auth=Bearer t.o.k\x01\x01", &x));
+  EXPECT_TRUE(
+      ParseXoauth2("user=a@b\x01"
+                   "auth=Bearer t.o.k\x01\x01",
+                   &x));
   EXPECT_EQ(x.user, "a@b");
   EXPECT_EQ(x.token, "t.o.k");
   EXPECT_TRUE(ParseXoauth2("auth=bearer t\x01user=a\x01\x01", &x));
-  EXPECT_FALSE(ParseXoauth2("user=a\x01" "auth=Bearer t\x01", &x));
-  EXPECT_FALSE(ParseXoauth2("user=a\x01" "auth=Bearer \x01\x01", &x));
-  EXPECT_FALSE(ParseXoauth2("user=\x01" "auth=Bearer t\x01\x01", &x));
-  EXPECT_FALSE(ParseXoauth2("user=a\x01user=b\x01" "auth=Bearer t\x01\x01", &x));
-  EXPECT_FALSE(ParseXoauth2("user=a\x01" "auth=Bearer t\x01" "extra=1\x01\x01", &x));
+  EXPECT_FALSE(
+      ParseXoauth2("user=a\x01"
+                   "auth=Bearer t\x01",
+                   &x));
+  EXPECT_FALSE(
+      ParseXoauth2("user=a\x01"
+                   "auth=Bearer \x01\x01",
+                   &x));
+  EXPECT_FALSE(
+      ParseXoauth2("user=\x01"
+                   "auth=Bearer t\x01\x01",
+                   &x));
+  EXPECT_FALSE(
+      ParseXoauth2("user=a\x01user=b\x01"
+                   "auth=Bearer t\x01\x01",
+                   &x));
+  EXPECT_FALSE(
+      ParseXoauth2("user=a\x01"
+                   "auth=Bearer t\x01"
+                   "extra=1\x01\x01",
+                   &x));
   EXPECT_FALSE(ParseXoauth2("\x01\x01", &x));
 }
 

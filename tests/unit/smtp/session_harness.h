@@ -27,8 +27,8 @@ class RecordingHandler : public SessionHandler {
   // Replies to give, in order, for each kind; when a queue is empty the default applies.
   std::deque<Reply> auth_replies, mail_replies, rcpt_replies, end_replies;
 
-  std::vector<std::string> events;  // "AUTH PLAIN user pass", "MAIL <a>", "RCPT <b>", ...
-  std::string body;                 // concatenated slices of the current/last message
+  std::vector<std::string> events;    // "AUTH PLAIN user pass", "MAIL <a>", "RCPT <b>", ...
+  std::string body;                   // concatenated slices of the current/last message
   std::vector<std::string> messages;  // bodies handed over by OnBodyEnd
   size_t slices = 0;
 
@@ -79,8 +79,8 @@ class RecordingHandler : public SessionHandler {
 };
 
 // Drive: feeds `input` in pieces of `piece_bytes` (0 = all at once), answering asynchronous
-// decisions with what the handler deferred and completing STARTTLS handshakes at once, exactly as an engine
-// would: unconsumed input is kept and fed again. Returns all output.
+// decisions with what the handler deferred and completing STARTTLS handshakes at once, exactly as
+// an engine would: unconsumed input is kept and fed again. Returns all output.
 inline std::string Drive(Session& session, RecordingHandler& handler, absl::string_view input,
                          size_t piece_bytes = 0) {
   std::string out;

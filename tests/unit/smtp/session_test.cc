@@ -17,7 +17,8 @@ using testing::Drive;
 using testing::RecordingHandler;
 using testing::TestTime;
 
-constexpr absl::string_view kPlainCredentials = "AGFwcEBleGFtcGxlLnRlc3QAc2VjcmV0";  // \0app@..\0secret
+constexpr absl::string_view kPlainCredentials =
+    "AGFwcEBleGFtcGxlLnRlc3QAc2VjcmV0";  // \0app@..\0secret
 
 class SessionTest : public ::testing::Test {
  protected:
@@ -173,8 +174,7 @@ TEST_F(SessionTest, TrustedSessionSendsWithoutTlsOrAuth) {
 
 TEST_F(SessionTest, FullTransactionWithDotUnstuffing) {
   OpenAuthenticated();
-  EXPECT_EQ(Run(absl::StrCat(kEnvelope,
-                             "Subject: t\r\n\r\n..leading dot\r\n..\r\nlast\r\n.\r\n")),
+  EXPECT_EQ(Run(absl::StrCat(kEnvelope, "Subject: t\r\n\r\n..leading dot\r\n..\r\nlast\r\n.\r\n")),
             absl::StrCat(kEnvelopeReplies, kAccepted));
   ASSERT_EQ(handler_.messages.size(), 1u);
   EXPECT_EQ(handler_.messages[0], "Subject: t\r\n\r\n.leading dot\r\n.\r\nlast\r\n");
@@ -355,8 +355,9 @@ TEST_F(SessionTest, TextLineLimitInData) {
   EXPECT_EQ(Run(absl::StrCat(kEnvelope, line_1000, ".\r\n")),
             absl::StrCat(kEnvelopeReplies, kAccepted));
   std::string line_1001 = std::string(999, 'a') + "\r\n";
-  EXPECT_EQ(Run(absl::StrCat(kEnvelope, line_1001, "more\r\n.\r\n")),
-            absl::StrCat(kEnvelopeReplies, "554 5.6.0 Message has a text line over 1000 octets\r\n"));
+  EXPECT_EQ(
+      Run(absl::StrCat(kEnvelope, line_1001, "more\r\n.\r\n")),
+      absl::StrCat(kEnvelopeReplies, "554 5.6.0 Message has a text line over 1000 octets\r\n"));
   EXPECT_EQ(handler_.messages.size(), 1u);
 }
 
@@ -402,13 +403,14 @@ TEST_F(SessionTest, ErrorLimitClosesWith421) {
   EXPECT_EQ(Run("X1\r\nX2\r\n"),
             "500 5.5.2 Command unrecognized\r\n500 5.5.2 Command unrecognized\r\n");
   EXPECT_FALSE(session_->closed());
-  EXPECT_EQ(Run("X3\r\nNOOP\r\n"), "500 5.5.2 Command unrecognized\r\n421 4.7.0 Too many errors\r\n");
+  EXPECT_EQ(Run("X3\r\nNOOP\r\n"),
+            "500 5.5.2 Command unrecognized\r\n421 4.7.0 Too many errors\r\n");
   EXPECT_TRUE(session_->closed());
 }
 
 TEST_F(SessionTest, HttpVerbsCloseTheSession) {
-  for (const char* request : {"GET / HTTP/1.1\r\n", "POST /x HTTP/1.1\r\n",
-                              "CONNECT mx:25 HTTP/1.1\r\n"}) {
+  for (const char* request :
+       {"GET / HTTP/1.1\r\n", "POST /x HTTP/1.1\r\n", "CONNECT mx:25 HTTP/1.1\r\n"}) {
     Open();
     EXPECT_EQ(Run(absl::StrCat(request, "Host: x\r\n\r\n")),
               "421 4.7.0 HTTP is not spoken here, closing\r\n");
@@ -560,19 +562,17 @@ TEST_P(SmugglingTest, FakeEndIsContentAndTheMessageIsDropped) {
                            "550 5.5.2 Bare line feed or carriage return not allowed\r\n"
                            "250 2.0.0 OK\r\n"))
         << GetParam().name << " piece " << piece;
-    EXPECT_EQ(handler_.events, (std::vector<std::string>{"MAIL <app@example.test>",
-                                                         "RCPT <bob@example.test>", "BODY",
-                                                         "ABORT"}));
+    EXPECT_EQ(handler_.events,
+              (std::vector<std::string>{"MAIL <app@example.test>", "RCPT <bob@example.test>",
+                                        "BODY", "ABORT"}));
   }
   EXPECT_TRUE(handler_.messages.empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Variants, SmugglingTest,
-    ::testing::Values(SmugglingCase{"lf_dot_lf", "\n.\n"},
-                      SmugglingCase{"lf_dot_crlf", "\n.\r\n"},
-                      SmugglingCase{"cr_dot_cr", "\r.\r"},
-                      SmugglingCase{"cr_dot_crlf", "\r.\r\n"},
+    ::testing::Values(SmugglingCase{"lf_dot_lf", "\n.\n"}, SmugglingCase{"lf_dot_crlf", "\n.\r\n"},
+                      SmugglingCase{"cr_dot_cr", "\r.\r"}, SmugglingCase{"cr_dot_crlf", "\r.\r\n"},
                       SmugglingCase{"crlf_dot_lf", "\r\n.\n"},
                       SmugglingCase{"crlf_dot_cr", "\r\n.\r"},
                       SmugglingCase{"crlf_dot_cr_cr_lf", "\r\n.\r\r\n"},
@@ -602,7 +602,8 @@ TEST_F(SessionTest, BdatZeroLastIsLegal) {
 
 TEST_F(SessionTest, BdatWithoutTransactionConsumesTheChunk) {
   OpenAuthenticated();
-  EXPECT_EQ(Run("BDAT 6 LAST\r\nNOOP\r\nNOOP\r\n"), "503 5.5.1 Need MAIL command\r\n250 2.0.0 OK\r\n");
+  EXPECT_EQ(Run("BDAT 6 LAST\r\nNOOP\r\nNOOP\r\n"),
+            "503 5.5.1 Need MAIL command\r\n250 2.0.0 OK\r\n");
   EXPECT_EQ(Run("MAIL FROM:<a@example.test>\r\nBDAT 6\r\nRSET\r\nNOOP\r\n"),
             "250 2.1.0 Sender OK\r\n503 5.5.1 Need RCPT command\r\n250 2.0.0 OK\r\n");
 }
@@ -634,7 +635,8 @@ TEST_F(SessionTest, FailedBdatChunkDiscardsTheFollowingChunks) {
   OpenAuthenticated(options);
   std::string big(2000, 'x');
   EXPECT_EQ(Run(absl::StrCat("MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n"
-                             "BDAT 2000\r\n", big, "BDAT 4 LAST\r\nabcdNOOP\r\n"),
+                             "BDAT 2000\r\n",
+                             big, "BDAT 4 LAST\r\nabcdNOOP\r\n"),
                 100),
             "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n"
             "552 5.3.4 Message size exceeds fixed maximum message size\r\n"
@@ -687,7 +689,8 @@ TEST_F(AuthTest, PlainWithInitialResponse) {
 
 TEST_F(AuthTest, PlainWithContinuation) {
   EXPECT_EQ(Run("auth plain\r\n"), "334 \r\n");
-  EXPECT_EQ(Run(absl::StrCat(kPlainCredentials, "\r\n")), "235 2.7.0 Authentication successful\r\n");
+  EXPECT_EQ(Run(absl::StrCat(kPlainCredentials, "\r\n")),
+            "235 2.7.0 Authentication successful\r\n");
   EXPECT_TRUE(session_->authenticated());
 }
 
@@ -714,8 +717,9 @@ TEST_F(AuthTest, LoginWithAndWithoutInitialResponse) {
 }
 
 TEST_F(AuthTest, Xoauth2InitialAndContinuation) {
-  std::string xoauth2 = absl::Base64Escape("user=app@example.test\x01"
-                                           "auth=Bearer eyJ.token.sig\x01\x01");
+  std::string xoauth2 = absl::Base64Escape(
+      "user=app@example.test\x01"
+      "auth=Bearer eyJ.token.sig\x01\x01");
   EXPECT_EQ(Run(absl::StrCat("AUTH XOAUTH2 ", xoauth2, "\r\n")),
             "235 2.7.0 Authentication successful\r\n");
   EXPECT_EQ(handler_.events,
@@ -745,15 +749,16 @@ TEST_F(AuthTest, Xoauth2Malformed) {
 
 TEST_F(AuthTest, CancelUnknownAndBadData) {
   EXPECT_EQ(Run("AUTH PLAIN\r\n*\r\n"), "334 \r\n501 5.7.0 Authentication cancelled\r\n");
-  EXPECT_EQ(Run("AUTH LOGIN\r\n*\r\n"), "334 VXNlcm5hbWU6\r\n501 5.7.0 Authentication cancelled\r\n");
+  EXPECT_EQ(Run("AUTH LOGIN\r\n*\r\n"),
+            "334 VXNlcm5hbWU6\r\n501 5.7.0 Authentication cancelled\r\n");
   EXPECT_EQ(Run("AUTH CRAM-MD5\r\n"), "504 5.7.4 Unrecognized authentication type\r\n");
   EXPECT_EQ(Run("AUTH\r\n"), "501 5.5.4 Syntax error in parameters or arguments\r\n");
   EXPECT_EQ(Run("AUTH PLAIN not-base64!\r\n"),
             "501 5.5.2 Invalid base64 or malformed SASL data\r\n");
   EXPECT_EQ(Run(absl::StrCat("AUTH PLAIN ", absl::Base64Escape("no-nul-here"), "\r\n")),
             "501 5.5.2 Invalid base64 or malformed SASL data\r\n");
-  EXPECT_EQ(Run(absl::StrCat("AUTH PLAIN ", absl::Base64Escape(absl::string_view("\0us\ner\0pw", 9)),
-                             "\r\n")),
+  EXPECT_EQ(Run(absl::StrCat("AUTH PLAIN ",
+                             absl::Base64Escape(absl::string_view("\0us\ner\0pw", 9)), "\r\n")),
             "501 5.5.2 Control character in parameter\r\n");
   EXPECT_TRUE(handler_.events.empty());
 }
@@ -763,8 +768,7 @@ TEST_F(AuthTest, FailuresUpToTheLimitThenClose) {
   std::string attempt = absl::StrCat("AUTH PLAIN ", kPlainCredentials, "\r\n");
   EXPECT_EQ(Run(attempt), "535 5.7.3 Authentication unsuccessful\r\n");
   EXPECT_EQ(Run(attempt), "535 5.7.3 Authentication unsuccessful\r\n");
-  EXPECT_EQ(Run(attempt),
-            "535 5.7.3 Authentication unsuccessful\r\n421 4.7.0 Too many errors\r\n");
+  EXPECT_EQ(Run(attempt), "535 5.7.3 Authentication unsuccessful\r\n421 4.7.0 Too many errors\r\n");
   EXPECT_TRUE(session_->closed());
 }
 
