@@ -19,6 +19,8 @@ run_packages=(
 test_packages=(
   # sanitizers and fuzzing
   clang libclang-rt-14-dev
+  # the format check (tools/check-format.sh)
+  clang-format
   # test and benchmark peers
   python3 swaks libnet-ssleay-perl libio-socket-ssl-perl postfix curl dovecot-lmtpd
   # the /usage page test renders it in a headless browser (chromium --headless, no driver)
