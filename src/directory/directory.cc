@@ -9,12 +9,15 @@
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
 #include "base/status_macros.h"
+#include "db/sqlite.h"
 #include "directory/domain_name.h"
-#include "directory/sqlite.h"
-#include "smtp/parser.h"
+#include "smtp/address.h"
 
 namespace chute::directory {
 namespace {
+
+using db::Database;
+using db::Statement;
 
 // Each entry migrates the schema from version i to i + 1. Never edit one that has shipped:
 // append a new one.

@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "smtp/address.h"
 #include "smtp/parser.h"
 
 namespace chute::directory {

@@ -3,7 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "directory/domain_name.h"
-#include "smtp/parser.h"
+#include "smtp/address.h"
 
 namespace chute::policy {
 

@@ -388,14 +388,6 @@ bool IsValidMailbox(absl::string_view address) {
          ValidateDomain(address.substr(at + 1), &non_ascii);
 }
 
-AddressParts SplitAddress(absl::string_view address) {
-  size_t at = address.rfind('@');
-  if (at == absl::string_view::npos) {
-    return {address, {}};
-  }
-  return {address.substr(0, at), address.substr(at + 1)};
-}
-
 absl::string_view MechanismName(Mechanism mechanism) {
   switch (mechanism) {
     case Mechanism::kPlain:

@@ -54,14 +54,6 @@ std::optional<Reply> ParseBdatArgs(absl::string_view args, BdatArgs* out);
 // angle brackets. For configuration and administration input.
 bool IsValidMailbox(absl::string_view address);
 
-// SplitAddress: the local part and the domain of "local@domain" (split at the last '@').
-// The domain is empty for "postmaster".
-struct AddressParts {
-  absl::string_view local;
-  absl::string_view domain;
-};
-AddressParts SplitAddress(absl::string_view address);
-
 // SASL (RFC 4954) ---------------------------------------------------------------------------
 
 enum class Mechanism : uint8_t { kPlain, kLogin, kXoauth2 };

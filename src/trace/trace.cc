@@ -9,7 +9,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/log.h"
-#include "directory/sqlite.h"
+#include "db/sqlite.h"
 
 namespace chute::trace {
 namespace {
@@ -86,7 +86,7 @@ std::optional<Status> ParseStatus(absl::string_view name) {
   return std::nullopt;
 }
 
-Store::Store(std::unique_ptr<directory::Database> db, std::string path)
+Store::Store(std::unique_ptr<db::Database> db, std::string path)
     : db_(std::move(db)), path_(std::move(path)) {
   struct stat st {};
   if (stat(path_.c_str(), &st) == 0) {
@@ -102,7 +102,7 @@ bool Store::Replaced() const {
 Store::~Store() = default;
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, bool create) {
-  absl::StatusOr<std::unique_ptr<directory::Database>> db = directory::Database::Open(path, create);
+  absl::StatusOr<std::unique_ptr<db::Database>> db = db::Database::Open(path, create);
   if (!db.ok()) {
     return db.status();
   }
@@ -123,21 +123,21 @@ absl::Status Store::Append(const std::vector<Event>& events) {
   if (!status.ok()) {
     return status;
   }
-  absl::StatusOr<directory::Statement> message =
+  absl::StatusOr<db::Statement> message =
       db_->Prepare("INSERT OR IGNORE INTO messages VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
-  absl::StatusOr<directory::Statement> recipient = db_->Prepare(
+  absl::StatusOr<db::Statement> recipient = db_->Prepare(
       "INSERT OR IGNORE INTO recipients (queue_id, recipient, status, updated_us) "
       "VALUES (?1, ?2, 'pending', ?3)");
   // A delivery result may arrive before its message's received event (shards hand theirs over
   // once a second; delivery is faster): it creates the row, and the received event's
   // INSERT OR IGNORE then leaves the newer status alone. Out-of-order results keep the newest.
-  absl::StatusOr<directory::Statement> update = db_->Prepare(
+  absl::StatusOr<db::Statement> update = db_->Prepare(
       "INSERT INTO recipients (queue_id, recipient, status, reply, attempts, updated_us) "
       "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (queue_id, recipient) DO UPDATE SET "
       "status = excluded.status, reply = excluded.reply, "
       "attempts = MAX(recipients.attempts, excluded.attempts), updated_us = excluded.updated_us "
       "WHERE excluded.updated_us >= recipients.updated_us");
-  absl::StatusOr<directory::Statement> event =
+  absl::StatusOr<db::Statement> event =
       db_->Prepare("INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5)");
   for (const absl::Status& prepared :
        {message.status(), recipient.status(), update.status(), event.status()}) {
@@ -204,7 +204,7 @@ absl::StatusOr<std::vector<Row>> Store::Find(const Query& query) {
     sql += " AND r.status = ?7";
   }
   sql += " ORDER BY m.received_us DESC, m.queue_id, r.recipient LIMIT ?8";
-  absl::StatusOr<directory::Statement> stmt = db_->Prepare(sql);
+  absl::StatusOr<db::Statement> stmt = db_->Prepare(sql);
   if (!stmt.ok()) {
     return stmt.status();
   }
@@ -253,7 +253,7 @@ absl::StatusOr<std::vector<Row>> Store::Find(const Query& query) {
 }
 
 absl::StatusOr<std::vector<EventRow>> Store::Events(absl::string_view queue_id) {
-  absl::StatusOr<directory::Statement> stmt = db_->Prepare(
+  absl::StatusOr<db::Statement> stmt = db_->Prepare(
       "SELECT time_us, recipient, event, detail FROM events WHERE queue_id = ?1 "
       "ORDER BY time_us, rowid");
   if (!stmt.ok()) {
@@ -279,7 +279,7 @@ absl::StatusOr<int64_t> Store::Prune(int64_t before_us, int64_t messages_max) {
     return status;
   }
   // The oldest messages first; their recipients and events go with them.
-  absl::StatusOr<directory::Statement> mark = db_->Prepare(
+  absl::StatusOr<db::Statement> mark = db_->Prepare(
       "CREATE TEMP TABLE IF NOT EXISTS doomed (queue_id TEXT PRIMARY KEY) WITHOUT ROWID");
   if (mark.ok()) {
     status.Update(mark->Run());
@@ -287,7 +287,7 @@ absl::StatusOr<int64_t> Store::Prune(int64_t before_us, int64_t messages_max) {
     status.Update(mark.status());
   }
   status.Update(db_->Exec("DELETE FROM doomed"));
-  absl::StatusOr<directory::Statement> pick = db_->Prepare(
+  absl::StatusOr<db::Statement> pick = db_->Prepare(
       "INSERT INTO doomed SELECT queue_id FROM messages WHERE received_us < ?1 "
       "ORDER BY received_us LIMIT ?2");
   if (pick.ok()) {

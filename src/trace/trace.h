@@ -31,7 +31,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 
-namespace chute::directory {
+namespace chute::db {
 class Database;
 }
 
@@ -130,8 +130,8 @@ class Store {
   const std::string& path() const { return path_; }
 
  private:
-  Store(std::unique_ptr<directory::Database> db, std::string path);
-  std::unique_ptr<directory::Database> db_;
+  Store(std::unique_ptr<db::Database> db, std::string path);
+  std::unique_ptr<db::Database> db_;
   std::string path_;
   dev_t dev_ = 0;
   ino_t ino_ = 0;

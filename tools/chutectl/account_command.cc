@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "auth/password.h"
 #include "directory/password_policy.h"
+#include "smtp/address.h"
 #include "smtp/parser.h"
 #include "tools/chutectl/commands.h"
 

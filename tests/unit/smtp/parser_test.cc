@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/escaping.h"
+#include "smtp/address.h"
 
 namespace chute::smtp {
 namespace {

@@ -1,8 +1,8 @@
 #pragma once
 
 // A thin RAII layer over the SQLite C API: a connection and prepared statements whose
-// failures come back as absl::Status. Used by the directory store only; not thread-safe (one
-// Database per thread).
+// failures come back as absl::Status. Shared by the directory store and the message trace; not
+// thread-safe (one Database per thread).
 
 #include <sqlite3.h>
 
@@ -14,7 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace chute::directory {
+namespace chute::db {
 
 class Statement {
  public:
@@ -71,4 +71,4 @@ class Database {
   sqlite3* db_;
 };
 
-}  // namespace chute::directory
+}  // namespace chute::db

@@ -1,4 +1,4 @@
-#include "directory/sqlite.h"
+#include "db/sqlite.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
 
-namespace chute::directory {
+namespace chute::db {
 namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
@@ -188,4 +188,4 @@ absl::StatusOr<int64_t> Database::DataVersion() {
   return *row ? stmt->Int(0) : 0;
 }
 
-}  // namespace chute::directory
+}  // namespace chute::db
