@@ -12,10 +12,10 @@
 
 #include "base/config.h"
 #include "base/net_address.h"
-#include "delivery/message_headers.h"
 #include "directory/directory.h"
 #include "net/tls.h"
 #include "policy/connection_gate.h"
+#include "smtp/message_headers.h"
 #include "smtp/session.h"
 #include "spool/spool.h"
 
@@ -44,7 +44,7 @@ struct Message {
   int64_t received_unix_us = 0;
   std::vector<uint16_t> pinned;   // distinct receive buffers the pieces point into
   std::deque<std::string> arena;  // blocks of kArenaBlockBytes capacity, never reallocated
-  delivery::HeaderScanner headers;
+  smtp::HeaderScanner headers;
   // When the account has a ReplyTo, the header section is kept here (a copy) so that any
   // Reply-To the submitter wrote can be left out; the configured one replaces it.
   bool rewrite_header = false;

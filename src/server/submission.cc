@@ -299,9 +299,9 @@ namespace chute::server {
 
 std::optional<smtp::Reply> Connection::OnBodyEnd() {
   Shard& s = *shard;
-  const delivery::HeaderScanner& scanned = message.headers;
+  const smtp::HeaderScanner& scanned = message.headers;
   if (std::optional<smtp::Reply> refusal = policy::CheckHeaderFrom(
-          *account, scanned.from_count(), delivery::FromAddresses(scanned.from_value()),
+          *account, scanned.from_count(), smtp::FromAddresses(scanned.from_value()),
           scanned.from_overflow())) {
     LogEvent(LogLevel::kInfo, "message.refused",
              {{"client", peer_text},
@@ -317,21 +317,21 @@ std::optional<smtp::Reply> Connection::OnBodyEnd() {
   // the shard, and a 40-bit counter (a trillion messages per shard per start).
   message.id = absl::StrFormat("%011X%02X%010X", (s.boot_us_ / 1000) & 0xfffffffffff,
                                s.index_ & 0xff, ++s.message_counter_ & 0xffffffffff);
-  delivery::TraceInfo trace;
+  smtp::TraceInfo trace;
   trace.helo = session->helo_name();
   trace.client_ip = peer_text;
   trace.hostname = config->server.hostname;
-  trace.protocol = delivery::ReceivedProtocol(session->smtputf8(), session->tls_active(),
-                                              listener->tls != TlsMode::kNone);
+  trace.protocol = smtp::ReceivedProtocol(session->smtputf8(), session->tls_active(),
+                                          listener->tls != TlsMode::kNone);
   trace.id = message.id;
   trace.recipient = message.recipients.size() == 1 ? absl::string_view(message.recipients[0])
                                                    : absl::string_view();
   trace.time = s.now_;
-  delivery::AppendAddedHeaders(trace, message.headers, &message.added_headers);
+  smtp::AppendAddedHeaders(trace, message.headers, &message.added_headers);
   if (message.rewrite_header) {
     // Exactly one Reply-To: the account's (DESIGN.md §1).
     absl::StrAppend(&message.added_headers, "Reply-To: ", account->reply_to, "\r\n");
-    delivery::AppendWithoutField(message.header_copy, "Reply-To", &message.added_headers);
+    smtp::AppendWithoutField(message.header_copy, "Reply-To", &message.added_headers);
   }
 
   spool::Envelope envelope;

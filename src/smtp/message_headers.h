@@ -12,7 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
-namespace chute::delivery {
+namespace chute::smtp {
 
 // HeaderScanner: fed the message's content in slices; looks at the field name of each header
 // line until the empty line that ends the header section.
@@ -94,4 +94,4 @@ void AppendAddedHeaders(const TraceInfo& trace, const HeaderScanner& scanner, st
 // `name` (any case), folded continuation lines included.
 void AppendWithoutField(absl::string_view header, absl::string_view name, std::string* out);
 
-}  // namespace chute::delivery
+}  // namespace chute::smtp

@@ -1,11 +1,11 @@
-#include "delivery/message_headers.h"
+#include "smtp/message_headers.h"
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 
-namespace chute::delivery {
+namespace chute::smtp {
 
 void HeaderScanner::Reset() { *this = HeaderScanner(); }
 
@@ -207,4 +207,4 @@ std::vector<std::string> FromAddresses(absl::string_view value) {
   return out;
 }
 
-}  // namespace chute::delivery
+}  // namespace chute::smtp
