@@ -1,3 +1,5 @@
+// admin_server.cc: the admin HTTP listener: /metrics, /healthz, /usage and the queue routes.
+
 #include "admin/admin_server.h"
 
 #include <fcntl.h>

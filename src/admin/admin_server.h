@@ -1,6 +1,6 @@
 #pragma once
 
-// AdminServer: the admin HTTP listener (DESIGN.md §2): GET /metrics (Prometheus text
+// AdminServer: the admin HTTP listener (docs/architecture.md, Admin): GET /metrics (Prometheus text
 // exposition), GET /healthz, GET /usage (the usage report page, admin/usage_page.h), and the
 // routes it is given (queue control, admin/queue_api.h).
 // Control plane: one thread with a small poll() loop, up to 256 clients at once, one request

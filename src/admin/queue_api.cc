@@ -1,3 +1,5 @@
+// queue_api.cc: maps the /queue and /dead HTTP requests onto DeliveryQueue control calls, as JSON.
+
 #include "admin/queue_api.h"
 
 #define JSON_NOEXCEPTION 1

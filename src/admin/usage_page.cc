@@ -1,3 +1,5 @@
+// usage_page.cc: renders the /usage page: the usage report as an SVG bar chart and a table.
+
 #include "admin/usage_page.h"
 
 #include <algorithm>

@@ -1,3 +1,5 @@
+// jwt.cc: verifies XOAUTH2 bearer tokens (RS256/ES256) against a tenant's JWKS.
+
 #include "auth/jwt.h"
 
 #include <openssl/bn.h>

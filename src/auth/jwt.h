@@ -1,8 +1,8 @@
 #pragma once
 
-// OAuth bearer tokens for XOAUTH2 (DESIGN.md §2): JWTs signed RS256 or ES256, verified with
-// BoringSSL against the tenant's JWKS. The algorithm is taken from the key, never from the
-// token alone: "none" and HS* are refused, and an RSA key only verifies RS256, a P-256 key
+// OAuth bearer tokens for XOAUTH2 (docs/architecture.md, Auth): JWTs signed RS256 or ES256,
+// verified with BoringSSL against the tenant's JWKS. The algorithm is taken from the key, never
+// from the token alone: "none" and HS* are refused, and an RSA key only verifies RS256, a P-256 key
 // only ES256.
 //
 // Jwks: the public keys of one JWKS file, immutable once loaded. VerifyToken: pure apart from

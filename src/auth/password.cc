@@ -1,3 +1,5 @@
+// password.cc: hashes and verifies HVE account passwords with argon2id (PHC strings).
+
 #include "auth/password.h"
 
 #include <argon2.h>

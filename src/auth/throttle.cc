@@ -1,3 +1,5 @@
+// throttle.cc: counts failed AUTHs per address and user name; delays 535s, blocks guessers.
+
 #include "auth/throttle.h"
 
 #include <algorithm>

@@ -1,9 +1,9 @@
 #pragma once
 
-// AuthThrottle: the brake on password guessing (DESIGN.md §1). Failed AUTHs are counted per
-// client address and per attempted user name over a window. Each failure from an address
-// makes the next 535 wait longer (1 s, 2 s, 4 s, ... up to delay_max); an address over its
-// limit, or an address that has failed before trying an account that is over its limit, is
+// AuthThrottle: the brake on password guessing (docs/architecture.md, Caps and limits). Failed
+// AUTHs are counted per client address and per attempted user name over a window. Each failure from
+// an address makes the next 535 wait longer (1 s, 2 s, 4 s, ... up to delay_max); an address over
+// its limit, or an address that has failed before trying an account that is over its limit, is
 // refused at once for the rest of the window (550 5.2.251), without an argon2 check. An
 // address with no failure is never slowed: a correct password from elsewhere gets in even
 // while an account is under attack. Addresses that have failed are verified at the back of

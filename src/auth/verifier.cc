@@ -1,3 +1,5 @@
+// verifier.cc: checks passwords on the verifier threads, behind a keyed-hash credential cache.
+
 #include "auth/verifier.h"
 
 #include <openssl/hmac.h>

@@ -1,7 +1,7 @@
 #pragma once
 
 // PasswordVerifier: checks AUTH PLAIN/LOGIN passwords against argon2id hashes on a small pool
-// of threads, so a burst of AUTH never stalls a shard's event loop (DESIGN.md §2).
+// of threads, so a burst of AUTH never stalls a shard's event loop (docs/architecture.md, Auth).
 //
 // A bounded cache remembers recently verified credentials, so an application that reconnects
 // for every message does not pay argon2 every time. Its keys are HMAC-SHA256, under a random

@@ -1,3 +1,5 @@
+// config.cc: loads and range-checks the TOML configuration, naming file, line and key on error.
+
 #include "base/config.h"
 
 #include <cerrno>

@@ -1,6 +1,7 @@
 #pragma once
 
-// The typed configuration of chuted and chutectl, loaded from TOML (DESIGN.md §3).
+// The typed configuration of chuted and chutectl, loaded from TOML
+// (docs/architecture.md, Interfaces).
 //
 // Every key is optional and has the default written below; every number carries its unit in its
 // name and is range-checked; an unknown key, a value of the wrong type or out of range is an

@@ -1,3 +1,5 @@
+// crc32c.cc: computes CRC-32C for spool records (SSE4.2 instruction, else a table).
+
 #include "base/crc32c.h"
 
 #include <array>

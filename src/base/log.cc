@@ -1,3 +1,5 @@
+// log.cc: writes log and event lines to stderr or the journal, never waiting for a reader.
+
 #include "base/log.h"
 
 #include <poll.h>

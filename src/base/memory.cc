@@ -1,3 +1,5 @@
+// memory.cc: lets idle threads hand freed memory back to the system through the installed hook.
+
 #include "base/memory.h"
 
 #include <atomic>

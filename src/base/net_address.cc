@@ -1,3 +1,5 @@
+// net_address.cc: parses and formats IP addresses, host:port pairs and CIDR blocks.
+
 #include "base/net_address.h"
 
 #include <arpa/inet.h>

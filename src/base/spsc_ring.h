@@ -1,10 +1,10 @@
 #pragma once
 
-// SpscRing: a bounded single-producer single-consumer queue without locks (DESIGN.md §2: the
-// shards hand spooled messages to delivery this way). One thread only ever pushes, one other
-// thread only ever pops; the head and tail sit on their own cache lines, and each side keeps
-// a cached copy of the other's index so that a push or pop touches the shared line only when
-// the ring looks full or empty.
+// SpscRing: a bounded single-producer single-consumer queue without locks; the shards hand
+// spooled messages to delivery this way (docs/architecture.md, The path of one message). One
+// thread only ever pushes, one other thread only ever pops; the head and tail sit on their own
+// cache lines, and each side keeps a cached copy of the other's index so that a push or pop
+// touches the shared line only when the ring looks full or empty.
 
 #include <atomic>
 #include <cstddef>

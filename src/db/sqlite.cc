@@ -1,3 +1,5 @@
+// sqlite.cc: wraps SQLite connections and prepared statements, failures as absl::Status.
+
 #include "db/sqlite.h"
 
 #include <fcntl.h>

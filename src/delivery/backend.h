@@ -1,9 +1,10 @@
 #pragma once
 
-// Backend: how a delivery worker hands a batch of messages to a destination (DESIGN.md §2).
-// One implementation per file: Maildir (maildir.h), and one SMTP/LMTP client (smtp_client.h)
-// that differs only in its greeting. The scheduler (queue.h) owns retries and dead-letters;
-// a backend only tries once and says, per recipient, what happened.
+// Backend: how a delivery worker hands a batch of messages to a destination
+// (docs/architecture.md, Delivery). One implementation per file: Maildir (maildir.h), and one
+// SMTP/LMTP client (smtp_client.h) that differs only in its greeting. The scheduler (queue.h)
+// owns retries and dead-letters; a backend only tries once and says, per recipient, what
+// happened.
 //
 // Threads: each worker thread owns its own Backend instance (made by a BackendFactory), so a
 // backend needs no locks; the factory may be called from any thread.

@@ -1,3 +1,5 @@
+// maildir.cc: delivers batches into Maildir folders (tmp/, syncfs, new/) and cleans tmp/.
+
 #include "delivery/maildir.h"
 
 #include <dirent.h>

@@ -1,8 +1,8 @@
 #pragma once
 
-// MaildirBackend: the embedded default delivery backend (DESIGN.md §2). A copy per recipient
-// goes to <root>/<domain>/<mailbox>/{tmp,new,cur}, the Maildir way: written to tmp/, made
-// durable, renamed into new/, the rename made durable. Durability is per batch, not per file:
+// MaildirBackend: the embedded default delivery backend (docs/architecture.md, Delivery). A copy
+// per recipient goes to <root>/<domain>/<mailbox>/{tmp,new,cur}, the Maildir way: written to tmp/,
+// made durable, renamed into new/, the rename made durable. Durability is per batch, not per file:
 // every copy of the batch is written, then one syncfs() covers all their data, then all are
 // renamed, then a second syncfs() covers the renames (measured on this kind of machine: one
 // filesystem sync per batch delivers about four times as many files per second as an

@@ -1,3 +1,5 @@
+// queue.cc: schedules delivery: batches, workers, retries with backoff, dead letters, control.
+
 #include "delivery/queue.h"
 
 #include <dirent.h>

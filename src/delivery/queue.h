@@ -1,6 +1,6 @@
 #pragma once
 
-// DeliveryQueue: the delivery stage's scheduler and worker pool (DESIGN.md §2, Delivery).
+// DeliveryQueue: the delivery stage's scheduler and worker pool (docs/architecture.md, Delivery).
 //
 // Shards hand over messages that are committed to the spool through one lock-free SPSC ring
 // each (AddProducer/Notify); nothing on a shard's loop waits for delivery. Workers (their own

@@ -1,3 +1,5 @@
+// reply_parser.cc: parses a downstream SMTP/LMTP server's replies and EHLO capabilities.
+
 #include "delivery/reply_parser.h"
 
 #include <cstring>

@@ -1,3 +1,5 @@
+// smtp_client.cc: delivers batches over LMTP or SMTP on one pooled connection per worker.
+
 #include "delivery/smtp_client.h"
 
 #include <netinet/in.h>

@@ -1,9 +1,9 @@
 #pragma once
 
-// SmtpClient: the one SMTP/LMTP client of the delivery stage (DESIGN.md §2). It hands messages
-// to a downstream LMTP server (RFC 2033, e.g. Dovecot) or an SMTP smarthost (RFC 5321, e.g.
-// Postfix); the two differ only in the greeting (LHLO vs EHLO) and in LMTP's one reply per
-// recipient after the data, as in Postfix's single smtp/lmtp program.
+// SmtpClient: the one SMTP/LMTP client of the delivery stage (docs/architecture.md, Delivery). It
+// hands messages to a downstream LMTP server (RFC 2033, e.g. Dovecot) or an SMTP smarthost (RFC
+// 5321, e.g. Postfix); the two differ only in the greeting (LHLO vs EHLO) and in LMTP's one reply
+// per recipient after the data, as in Postfix's single smtp/lmtp program.
 //
 // Design:
 // - One instance = one worker thread = at most one persistent connection, reused across

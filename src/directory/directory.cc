@@ -1,3 +1,5 @@
+// directory.cc: the SQLite directory: schema, migrations, checked writes, immutable snapshots.
+
 #include "directory/directory.h"
 
 #include <algorithm>

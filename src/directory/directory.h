@@ -1,6 +1,7 @@
 #pragma once
 
-// The directory: tenants, their accepted domains and their HVE accounts (DESIGN.md §1).
+// The directory: tenants, their accepted domains and their HVE accounts
+// (docs/architecture.md, Directory).
 //
 // SQLite (WAL) is the store and chutectl writes it through Store. chuted reads it as an
 // immutable Snapshot, loaded whole and swapped atomically (shared_ptr) on SIGHUP or when
@@ -114,7 +115,8 @@ struct AccountChange {
 // Store: the SQLite directory. Every write is one transaction and is checked against the
 // rules above; errors are InvalidArgument (bad input), NotFound, AlreadyExists,
 // FailedPrecondition (a rule such as the account cap) or Internal (the database).
-// UsageRow: what one account sent on one UTC day (DESIGN.md §1, the usage report).
+// UsageRow: what one account sent on one UTC day, for the usage report
+// (docs/architecture.md, Directory).
 struct UsageRow {
   int64_t account_id = 0;
   std::string day;  // YYYY-MM-DD

@@ -1,3 +1,5 @@
+// domain_name.cc: normalises domains and addresses to A-labels and compares them (libidn2).
+
 #include "directory/domain_name.h"
 
 #include <idn2.h>

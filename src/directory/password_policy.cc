@@ -1,3 +1,5 @@
+// password_policy.cc: checks a new password against its tenant's length and complexity rules.
+
 #include "directory/password_policy.h"
 
 #include <utility>

@@ -1,3 +1,5 @@
+// usage_report.cc: resolves a usage report's day range and reads its rows and tenant totals.
+
 #include "directory/usage_report.h"
 
 #include <map>

@@ -1,7 +1,7 @@
 #pragma once
 
-// The usage report (DESIGN.md §1): what each HVE account sent per UTC day, messages and
-// recipients, with tenant totals, over the last 7/30/90 days or a custom range. One
+// The usage report (docs/architecture.md, Directory): what each HVE account sent per UTC day,
+// messages and recipients, with tenant totals, over the last 7/30/90 days or a custom range. One
 // implementation for every reader, so that `chutectl report` and the admin listener's /usage
 // page show the same numbers: both resolve the range with ResolveUsageRange and read the rows
 // with BuildUsageReport (which calls Store::QueryUsage, the one SQL query of the usage table).

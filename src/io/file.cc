@@ -1,3 +1,5 @@
+// file.cc: blocking file helpers (write all, read, fsync a directory) for threads that may block.
+
 #include "io/file.h"
 
 #include <fcntl.h>

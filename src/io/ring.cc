@@ -1,3 +1,5 @@
+// ring.cc: sets up io_uring rings and provided-buffer rings; turns -errno into Status.
+
 #include "io/ring.h"
 
 #include <sys/mman.h>

@@ -1,6 +1,6 @@
 #pragma once
 
-// Ring: one io_uring, owned by one thread (DESIGN.md §2). Set up with SINGLE_ISSUER |
+// Ring: one io_uring, owned by one thread (docs/architecture.md, I/O). Set up with SINGLE_ISSUER |
 // DEFER_TASKRUN where the kernel has them, else COOP_TASKRUN, else plain; Mode() says which.
 // BufferRing: a provided-buffer ring for multishot receive: the kernel picks a buffer for each
 // completion; the owner gives it back with Recycle() once nothing refers to it.

@@ -1,3 +1,5 @@
+// service_notifier.cc: tells systemd READY, RELOADING, STOPPING and STATUS, and feeds the watchdog.
+
 #include "main/service_notifier.h"
 
 #include <systemd/sd-daemon.h>

@@ -1,3 +1,5 @@
+// proxy_protocol.cc: parses PROXY protocol v1 and v2 headers from a trusted load balancer.
+
 #include "net/proxy_protocol.h"
 
 #include <cstring>

@@ -1,3 +1,5 @@
+// socket.cc: opens SO_REUSEPORT listening sockets and converts socket addresses.
+
 #include "net/socket.h"
 
 #include <netinet/in.h>

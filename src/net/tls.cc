@@ -1,3 +1,5 @@
+// tls.cc: BoringSSL TLS contexts and streams over memory BIOs, for shards and delivery.
+
 #include "net/tls.h"
 
 #include <openssl/err.h>

@@ -1,7 +1,7 @@
 #pragma once
 
 // TLS with BoringSSL over memory BIOs, so that the io_uring engine moves the ciphertext and no
-// socket call ever blocks (DESIGN.md §2).
+// socket call ever blocks (docs/architecture.md, Network and TLS).
 //
 // TlsContext: the certificate chain and key of the [tls] section, TLS 1.2 and 1.3 only, ECDSA
 // or RSA keys. Session tickets are on; BoringSSL rotates their keys by itself. Immutable once

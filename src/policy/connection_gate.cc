@@ -1,3 +1,5 @@
+// connection_gate.cc: the lock-free per-IP and per-tenant connection caps (CountingTable).
+
 #include "policy/connection_gate.h"
 
 #include <sys/random.h>

@@ -1,8 +1,8 @@
 #pragma once
 
-// ConnectionGate: HVE's concurrency caps (DESIGN.md §1), exact under any load and shared by
-// all shards without a lock: at most `connections_per_ip` connections per client address and
-// at most `authenticated_connections_per_tenant` authenticated sessions per tenant.
+// ConnectionGate: HVE's concurrency caps (docs/architecture.md, Caps and limits), exact under any
+// load and shared by all shards without a lock: at most `connections_per_ip` connections per client
+// address and at most `authenticated_connections_per_tenant` authenticated sessions per tenant.
 //
 // Each cap lives in a CountingTable: a fixed array of 64-bit atomic words, each packing a key,
 // a state and a count, found by open addressing within a bounded probe window. The one rule

@@ -1,3 +1,5 @@
+// hve_policy.cc: the HVE rules: send-as, accepted-domain recipients, header From, networks.
+
 #include "policy/hve_policy.h"
 
 #include "absl/strings/match.h"

@@ -1,8 +1,8 @@
 #pragma once
 
-// The HVE envelope rules (DESIGN.md §1), as pure functions of a directory snapshot and the
-// account a session acts as. Each returns std::nullopt to accept, or the reply to refuse with.
-// Any thread (snapshots are immutable).
+// The HVE envelope rules (docs/architecture.md, Policy), as pure functions of a directory snapshot
+// and the account a session acts as. Each returns std::nullopt to accept, or the reply to refuse
+// with. Any thread (snapshots are immutable).
 
 #include <optional>
 #include <string>

@@ -1,3 +1,5 @@
+// server.cc: starts and stops chuted's parts, reloads config, directory and TLS, writes /metrics.
+
 #include "server/server.h"
 
 #include <sys/resource.h>

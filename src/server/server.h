@@ -1,8 +1,8 @@
 #pragma once
 
-// Server: chuted's engine (DESIGN.md §2). N shards, each one thread with one io_uring and its
-// own SO_REUSEPORT listening sockets, accept connections and run smtp::Session for them; a
-// shard answers 250 once the message is fsynced in its spool segment, and hands it to the
+// Server: chuted's engine (docs/architecture.md, Server). N shards, each one thread with one
+// io_uring and its own SO_REUSEPORT listening sockets, accept connections and run smtp::Session for
+// them; a shard answers 250 once the message is fsynced in its spool segment, and hands it to the
 // delivery stage (Maildir, LMTP or SMTP), which settles it in the spool when delivered. The
 // directory snapshot is shared read-only and swapped atomically on reload.
 //

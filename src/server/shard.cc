@@ -1,3 +1,5 @@
+// shard.cc: one shard: event loop, accept, admission, transport, TLS, group commit, hand-over.
+
 #include "server/shard.h"
 
 #include <netinet/in.h>

@@ -329,7 +329,7 @@ std::optional<smtp::Reply> Connection::OnBodyEnd() {
   trace.time = s.now_;
   smtp::AppendAddedHeaders(trace, message.headers, &message.added_headers);
   if (message.rewrite_header) {
-    // Exactly one Reply-To: the account's (DESIGN.md §1).
+    // Exactly one Reply-To: the account's (docs/architecture.md, Headers chute adds).
     absl::StrAppend(&message.added_headers, "Reply-To: ", account->reply_to, "\r\n");
     smtp::AppendWithoutField(message.header_copy, "Reply-To", &message.added_headers);
   }

@@ -1,3 +1,5 @@
+// body_scanner.cc: scans DATA/BDAT content: dot-unstuffing, end of data, bare CR/LF, line length.
+
 #include "smtp/body_scanner.h"
 
 #ifdef __SSE2__

@@ -1,7 +1,8 @@
 #pragma once
 
 // BodyScanner: checks message content as it arrives, in any split, and (for DATA) removes the
-// transparency dots and finds the end. It is the SMTP-smuggling defence of DESIGN.md §2:
+// transparency dots and finds the end. It is the SMTP-smuggling defence
+// (docs/architecture.md, Session):
 //
 // - Only CR LF "." CR LF ends DATA. A line begins only after CR LF, so "\n.\n", "\n.\r\n",
 //   "\r.\r\n" and friends never end the data.

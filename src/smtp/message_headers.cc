@@ -1,3 +1,5 @@
+// message_headers.cc: scans a message's header as it streams in; builds the headers chute adds.
+
 #include "smtp/message_headers.h"
 
 #include "absl/strings/ascii.h"

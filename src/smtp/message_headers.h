@@ -1,9 +1,9 @@
 #pragma once
 
-// The headers chute adds to a message on its way through (DESIGN.md §1): a Received: line
-// always, Date: and Message-ID: when the submitter left them out (RFC 6409 §8), and a
-// Reply-To: when the account has one configured. HeaderScanner finds out, while the body
-// streams past in slices, which fields the message already has. Pure; any thread.
+// The headers chute adds to a message on its way through (docs/architecture.md, Headers chute
+// adds): a Received: line always, Date: and Message-ID: when the submitter left them out
+// (RFC 6409 §8), and a Reply-To: when the account has one configured. HeaderScanner finds out,
+// while the body streams past in slices, which fields the message already has. Pure; any thread.
 
 #include <cstdint>
 #include <string>

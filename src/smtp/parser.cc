@@ -1,3 +1,5 @@
+// parser.cc: parses MAIL, RCPT and BDAT arguments, addresses and SASL responses.
+
 #include "smtp/parser.h"
 
 #include "absl/strings/ascii.h"

@@ -2,9 +2,9 @@
 
 // Every SMTP reply chute sends is named here, so that "where is this reply produced" is one
 // grep away: search for the constant's name. Replies that Microsoft documents for High Volume
-// Email use its codes and texts (DESIGN.md §1); the rest follow RFC 5321 and RFC 3463 enhanced
-// status codes. The greeting, the EHLO/HELO replies, 334 and 354 carry no enhanced code
-// (RFC 2034 §3); every other reply does.
+// Email use its codes and texts (docs/architecture.md, Replies); the rest follow RFC 5321 and RFC
+// 3463 enhanced status codes. The greeting, the EHLO/HELO replies, 334 and 354 carry no enhanced
+// code (RFC 2034 §3); every other reply does.
 
 #include <cstdint>
 
@@ -43,7 +43,7 @@ inline constexpr Reply kReplyAuthUsername{334, "VXNlcm5hbWU6"};  // base64 "User
 inline constexpr Reply kReplyAuthPassword{334, "UGFzc3dvcmQ6"};  // base64 "Password:"
 inline constexpr Reply kReplyAuthOk{235, "2.7.0 Authentication successful"};
 
-// TLS and authentication (DESIGN.md §1).
+// TLS and authentication (docs/architecture.md, Replies).
 inline constexpr Reply kReplyStartTlsFirst{530, "5.7.0 Must issue a STARTTLS command first"};
 inline constexpr Reply kReplyNotAuthenticated{530, "5.7.57 Client not authenticated to send mail"};
 inline constexpr Reply kReplyAuthFailed{535, "5.7.3 Authentication unsuccessful"};
@@ -65,7 +65,7 @@ inline constexpr Reply kReplyAuthNotOffered{502, "5.5.1 AUTH is not offered on t
 inline constexpr Reply kReplyTlsAlreadyActive{503, "5.5.1 TLS already active"};
 inline constexpr Reply kReplyTlsNotOffered{502, "5.5.1 STARTTLS is not offered on this listener"};
 
-// Caps and resources (DESIGN.md §1).
+// Caps and resources (docs/architecture.md, Caps and limits).
 inline constexpr Reply kReplyTenantCap{
     454, "4.7.0 Too many authenticated connections for this tenant, try again later"};
 inline constexpr Reply kReplyIpCap{421, "4.7.0 Too many concurrent connections from this IP"};
@@ -92,7 +92,7 @@ inline constexpr Reply kReplyShuttingDown{421, "4.3.2 Service shutting down"};
 inline constexpr Reply kReplyTooManyErrors{421, "4.7.0 Too many errors"};
 inline constexpr Reply kReplyHttpRefused{421, "4.7.0 HTTP is not spoken here, closing"};
 
-// The HVE envelope rules (DESIGN.md §1).
+// The HVE envelope rules (docs/architecture.md, Policy).
 inline constexpr Reply kReplySendAsDenied{
     550, "5.7.60 Client does not have permissions to send as this sender"};
 inline constexpr Reply kReplyRelayDenied{550,

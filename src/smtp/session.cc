@@ -1,3 +1,5 @@
+// session.cc: the sans-I/O SMTP server session: commands, replies, SASL, STARTTLS, limits.
+
 #include "smtp/session.h"
 
 #include <algorithm>

@@ -1,6 +1,7 @@
 #pragma once
 
-// smtp::Session: one SMTP server session as a sans-I/O state machine (DESIGN.md §2).
+// smtp::Session: one SMTP server session as a sans-I/O state machine
+// (docs/architecture.md, Session).
 //
 // Bytes go in through Feed(), in any split down to one byte at a time; replies come out in
 // order through the output buffer; decisions that belong to the layers above (AUTH, MAIL, RCPT,
@@ -15,7 +16,8 @@
 //
 // The body path. Message content reaches OnBodySlice() as slices of the very input given to
 // Feed(): for DATA one slice per input piece plus one per stuffed dot; for BDAT one per piece.
-// The caller keeps those bytes alive as long as it holds slices (DESIGN.md: zero-copy receive).
+// The caller keeps those bytes alive as long as it holds slices (zero-copy receive:
+// docs/architecture.md, The path of one message).
 //
 // STARTTLS. After "220 Ready to start TLS" the session discards the rest of that input (the
 // CVE-2011-0411 defence: nothing sent in plaintext after STARTTLS is ever acted on) and waits
@@ -96,7 +98,7 @@ class SessionHandler {
   // OnBodySlice: the next piece of content; points into the input given to Feed().
   virtual void OnBodySlice(absl::string_view slice) = 0;
   // OnBodyEnd: the whole message arrived intact and within the limits. The 2xx answer promises
-  // the message is safe (DESIGN.md: fsynced) and ends the transaction either way.
+  // the message is safe (docs/architecture.md, Group commit) and ends the transaction either way.
   virtual std::optional<Reply> OnBodyEnd() = 0;
   // OnTransactionAbort: the transaction begun by an accepted MAIL ended without OnBodyEnd
   // (RSET, EHLO, a dropped body, STARTTLS). Whatever was kept for it can go.

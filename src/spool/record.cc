@@ -1,3 +1,5 @@
+// record.cc: encodes and decodes spool records: header, marks, envelope, CRC-32C.
+
 #include "spool/record.h"
 
 #include <cstring>

@@ -1,6 +1,6 @@
 #pragma once
 
-// Spool records (DESIGN.md §2, Spool): what a segment file is made of. Like a Postfix queue
+// Spool records (docs/architecture.md, Spool): what a segment file is made of. Like a Postfix queue
 // file, a record is typed and length-prefixed, and its per-recipient "done" marks are bytes
 // written in place later without an fsync of their own (a lost mark only means a redelivery,
 // which the backends make harmless).

@@ -1,3 +1,5 @@
+// spool.cc: spool segments: staging, groups, settle marks, reclaim, the lock and replay.
+
 #include "spool/spool.h"
 
 #include <dirent.h>

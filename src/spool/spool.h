@@ -1,6 +1,6 @@
 #pragma once
 
-// The durable spool (DESIGN.md §2, Spool): where a byte is fsynced before chute says 250.
+// The durable spool (docs/architecture.md, Spool): where a byte is fsynced before chute says 250.
 //
 // Each shard appends records (record.h) to its own segment files under [spool] dir, through a
 // SegmentWriter. Records staged since the last sync form a group: the shard writes the group

@@ -1,3 +1,5 @@
+// trace.cc: the message trace: its SQLite store, its queries, and the thread that writes it.
+
 #include "trace/trace.h"
 
 #include <sys/stat.h>

@@ -1,3 +1,5 @@
+// client_session.cc: chute-load's pure client session: EHLO, STARTTLS, AUTH, messages, QUIT.
+
 #include "tools/chute-load/client_session.h"
 
 #include "absl/strings/ascii.h"

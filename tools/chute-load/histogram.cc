@@ -1,3 +1,5 @@
+// histogram.cc: chute-load's log-linear latency histogram: record, merge, percentiles.
+
 #include "tools/chute-load/histogram.h"
 
 #include <algorithm>

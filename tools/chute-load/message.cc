@@ -1,3 +1,5 @@
+// message.cc: builds chute-load's test messages and their dot-stuffed DATA form.
+
 #include "tools/chute-load/message.h"
 
 #include "absl/strings/str_cat.h"

@@ -1,3 +1,5 @@
+// options.cc: parses and checks chute-load's command line.
+
 #include "tools/chute-load/options.h"
 
 #include <fstream>

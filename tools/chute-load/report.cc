@@ -1,3 +1,5 @@
+// report.cc: formats a chute-load run's summary as text or JSON.
+
 #include "tools/chute-load/report.h"
 
 #include "absl/strings/str_cat.h"

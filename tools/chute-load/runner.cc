@@ -1,3 +1,5 @@
+// runner.cc: one chute-load thread: an io_uring driving its connections and schedule.
+
 #include "tools/chute-load/runner.h"
 
 #include <netinet/in.h>

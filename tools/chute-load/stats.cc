@@ -1,3 +1,5 @@
+// stats.cc: merges the per-thread counters and histograms of a chute-load run.
+
 #include "tools/chute-load/stats.h"
 
 namespace chute::load {

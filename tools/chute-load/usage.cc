@@ -1,3 +1,5 @@
+// usage.cc: chute-load's --help text.
+
 #include "tools/chute-load/options.h"
 
 namespace chute::load {

@@ -1,3 +1,5 @@
+// common.cc: what chutectl commands share: context, arguments, JSON output, passwords.
+
 #include "tools/chutectl/common.h"
 
 #include <termios.h>

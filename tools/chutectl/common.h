@@ -23,7 +23,7 @@
 
 namespace chute::ctl {
 
-// Exit statuses (DESIGN.md §3), the same for every command.
+// Exit statuses (docs/architecture.md, Interfaces), the same for every command.
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitUsage = 1;    // the command line is wrong, or a confirmation declined
 inline constexpr int kExitFailure = 2;  // it could not be done; stderr says why

@@ -1,3 +1,5 @@
+// usage_page_test.cc: unit tests for the /usage page: query parsing, escaping, grouping.
+
 #include "admin/usage_page.h"
 
 #include <gtest/gtest.h>

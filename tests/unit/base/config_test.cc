@@ -1,3 +1,5 @@
+// config_test.cc: unit tests for the configuration loader: defaults, ranges, errors, listeners.
+
 #include "base/config.h"
 
 #include <gtest/gtest.h>

@@ -1,3 +1,5 @@
+// log_test.cc: unit tests for event lines (text, JSON), the journal sink and histograms.
+
 #include "base/log.h"
 
 #include <sys/socket.h>

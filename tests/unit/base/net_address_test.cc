@@ -1,3 +1,5 @@
+// net_address_test.cc: unit tests for IP, host:port and CIDR parsing and formatting.
+
 #include "base/net_address.h"
 
 #include <gtest/gtest.h>

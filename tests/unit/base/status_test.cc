@@ -1,3 +1,5 @@
+// status_test.cc: unit tests for the status macros, CHECK's abort and log line priorities.
+
 #include <gtest/gtest.h>
 
 #include "base/check.h"

@@ -1,3 +1,5 @@
+// client_session_test.cc: unit tests for chute-load's client session and message builder.
+
 #include "tools/chute-load/client_session.h"
 
 #include "absl/strings/escaping.h"

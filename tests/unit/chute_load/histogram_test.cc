@@ -1,3 +1,5 @@
+// histogram_test.cc: unit tests for chute-load's log-linear latency histogram.
+
 #include "tools/chute-load/histogram.h"
 
 #include <algorithm>

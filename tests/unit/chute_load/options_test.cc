@@ -1,3 +1,5 @@
+// options_test.cc: unit tests for chute-load's command-line options.
+
 #include "tools/chute-load/options.h"
 
 #include <cstdio>

@@ -1,3 +1,5 @@
+// schedule_test.cc: unit tests for chute-load's open- and closed-loop schedules.
+
 #include "tools/chute-load/schedule.h"
 
 #include "gtest/gtest.h"

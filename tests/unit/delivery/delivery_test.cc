@@ -1,3 +1,5 @@
+// delivery_test.cc: unit tests for added headers, the header scanner and Maildir delivery.
+
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -1,3 +1,5 @@
+// directory_test.cc: unit tests for the directory store: caps, uniqueness, modes, domains.
+
 #include "directory/directory.h"
 
 #include <gtest/gtest.h>

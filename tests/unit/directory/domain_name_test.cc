@@ -1,3 +1,5 @@
+// domain_name_test.cc: unit tests for IDN normalisation and address comparison.
+
 #include "directory/domain_name.h"
 
 #include <gtest/gtest.h>

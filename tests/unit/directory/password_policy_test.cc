@@ -1,3 +1,5 @@
+// password_policy_test.cc: unit tests for tenant password length and complexity rules.
+
 #include "directory/password_policy.h"
 
 #include <gtest/gtest.h>

@@ -1,3 +1,5 @@
+// usage_report_test.cc: unit tests for usage report ranges, rows and filters.
+
 #include "directory/usage_report.h"
 
 #include <gtest/gtest.h>

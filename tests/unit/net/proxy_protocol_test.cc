@@ -1,3 +1,5 @@
+// proxy_protocol_test.cc: unit tests for PROXY protocol v1/v2 parsing, split and malformed.
+
 #include "net/proxy_protocol.h"
 
 #include <gtest/gtest.h>

@@ -1,3 +1,5 @@
+// tls_test.cc: unit tests for TlsStream: a handshake and data both ways, buffer release.
+
 #include "net/tls.h"
 
 #include <gtest/gtest.h>

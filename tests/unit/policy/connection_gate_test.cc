@@ -1,3 +1,5 @@
+// connection_gate_test.cc: unit tests for the connection caps, including under concurrency.
+
 #include "policy/connection_gate.h"
 
 #include <gtest/gtest.h>

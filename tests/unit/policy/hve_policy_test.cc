@@ -1,3 +1,5 @@
+// hve_policy_test.cc: unit tests for the HVE sender, recipient, network and From rules.
+
 #include "policy/hve_policy.h"
 
 #include <gtest/gtest.h>

@@ -1,3 +1,5 @@
+// body_scanner_test.cc: unit tests for the body scanner: end of data, dots, bare line endings.
+
 #include "smtp/body_scanner.h"
 
 #include <gtest/gtest.h>

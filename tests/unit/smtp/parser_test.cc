@@ -1,3 +1,5 @@
+// parser_test.cc: unit tests for the MAIL/RCPT/BDAT argument and SASL parsers.
+
 #include "smtp/parser.h"
 
 #include <gtest/gtest.h>

@@ -1,3 +1,5 @@
+// session_test.cc: unit tests for smtp::Session, command by command and transaction by transaction.
+
 #include "smtp/session.h"
 
 #include <gtest/gtest.h>

@@ -1,3 +1,5 @@
+// trace_test.cc: unit tests for the message trace's store, writer, pruning and reopening.
+
 #include "trace/trace.h"
 
 #include <unistd.h>
