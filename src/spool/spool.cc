@@ -21,6 +21,7 @@
 #include "base/log.h"
 #include "base/status_macros.h"
 #include "io/ring.h"
+#include "spool/group_commit.h"
 
 namespace chute::spool {
 
@@ -244,22 +245,15 @@ absl::Status SyncFd(int fd, bool data_only, const char* what) {
 }  // namespace
 
 absl::Status WriteGroupNow(const Group& group) {
-  uint64_t offset = group.offset;
-  for (size_t i = 0; i < group.iov.size(); i += kIovPerWriteMax) {
-    size_t n = std::min(kIovPerWriteMax, group.iov.size() - i);
-    uint64_t want = 0;
-    for (size_t j = i; j < i + n; ++j) {
-      want += group.iov[j].iov_len;
-    }
+  for (const GroupWrite& w : PlanWrites(group)) {
     ssize_t wrote =
-        pwritev(group.fd, &group.iov[i], static_cast<int>(n), static_cast<off_t>(offset));
+        pwritev(group.fd, w.iov, static_cast<int>(w.count), static_cast<off_t>(w.offset));
     if (wrote < 0) {
       return io::ErrnoStatus(errno, "spool write");
     }
-    if (static_cast<uint64_t>(wrote) != want) {
+    if (static_cast<uint64_t>(wrote) != w.bytes) {
       return absl::DataLossError("spool write: short write");
     }
-    offset += want;
   }
   RETURN_IF_ERROR(SyncFd(group.fd, true, "spool fdatasync"));
   if (group.dir_fd >= 0) {

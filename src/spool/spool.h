@@ -91,8 +91,19 @@ class Segment {
   const std::string path_;
 };
 
+// RecordRef: where a record is: its segment (kept open while referred to), the record's
+// offset (for its marks and its state byte) and its content's place. The one spelling of
+// "where a record is"; Committed and ReplayedRecord give theirs with ref().
+struct RecordRef {
+  std::shared_ptr<Segment> segment;
+  uint64_t record_offset = 0;
+  uint64_t content_offset = 0;  // absolute, in the segment file
+  uint64_t content_bytes = 0;
+};
+
 // Committed: a record that is on disk, with where to find it again.
 struct Committed {
+  RecordRef ref() const { return {segment, record_offset, content_offset, content_bytes}; }
   uint64_t cookie = 0;  // the submitter's
   std::shared_ptr<Segment> segment;
   uint64_t record_offset = 0;
@@ -174,8 +185,8 @@ class SegmentWriter {
   std::unique_ptr<Group> inflight_;
 };
 
-// WriteGroupNow: writes and syncs `group` with blocking calls (tests, tools). The shard
-// uses io_uring instead (server/shard.cc).
+// WriteGroupNow: writes and syncs `group` with blocking calls (tests, tools), split into
+// writes as GroupCommitter::Issue splits them on a ring (PlanWrites, group_commit.h).
 absl::Status WriteGroupNow(const Group& group);
 
 // LockSpool: creates `dir` (0700) if needed and takes an exclusive lock on `dir`/lock for the
@@ -189,6 +200,9 @@ struct ReplayedRecord {
   DecodedRecord record;
   std::shared_ptr<Segment> segment;
   uint64_t record_offset = 0;
+  RecordRef ref() const {
+    return {segment, record_offset, record_offset + record.content_offset, record.content_bytes};
+  }
 };
 
 // Replay: reads every "*.seg" file of `dir` in name order. Unsettled records go to `sink`;
