@@ -728,4 +728,27 @@ absl::Status DeliveryQueue::Requeue(const std::string& id) {
   return absl::OkStatus();
 }
 
+std::unique_ptr<QueuedMessage> QueuedFrom(spool::Envelope envelope, std::vector<spool::Mark> marks,
+                                          const spool::RecordRef& where, bool replayed) {
+  auto message = std::make_unique<QueuedMessage>();
+  message->id = std::move(envelope.id);
+  message->received_unix_us = envelope.received_unix_us;
+  message->tenant_id = envelope.tenant_id;
+  message->account_id = envelope.account_id;
+  message->sender = std::move(envelope.sender);
+  message->recipients = std::move(envelope.recipients);
+  if (marks.empty()) {
+    marks.assign(message->recipients.size(), spool::Mark::kPending);
+  }
+  CHECK(marks.size() == message->recipients.size());
+  message->marks = std::move(marks);
+  message->replies.assign(message->recipients.size(), std::string());
+  message->segment = where.segment;
+  message->record_offset = where.record_offset;
+  message->content_offset = where.content_offset;
+  message->content_bytes = where.content_bytes;
+  message->replayed = replayed;
+  return message;
+}
+
 }  // namespace chute::delivery

@@ -89,6 +89,12 @@ struct QueuedMessage {
   bool deleted = false;
 };
 
+// QueuedFrom: the one way a spool record becomes a message for delivery, whether committed
+// just now or found unsettled at start-up (`replayed`): its envelope, its recipients' marks
+// (empty: all pending) and where it is.
+std::unique_ptr<QueuedMessage> QueuedFrom(spool::Envelope envelope, std::vector<spool::Mark> marks,
+                                          const spool::RecordRef& where, bool replayed);
+
 // QueueEntry: what `queue list` shows of a message.
 struct QueueEntry {
   std::string id;

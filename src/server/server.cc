@@ -413,26 +413,6 @@ delivery::BackendFactory MakeBackendFactory(const Config& config,
   return delivery::MakeSmtpClientFactory(options);
 }
 
-// QueuedFromReplay: a message found unsettled in the spool at start-up.
-std::unique_ptr<delivery::QueuedMessage> QueuedFromReplay(spool::ReplayedRecord replayed) {
-  auto message = std::make_unique<delivery::QueuedMessage>();
-  spool::Envelope& e = replayed.record.envelope;
-  message->id = std::move(e.id);
-  message->received_unix_us = e.received_unix_us;
-  message->tenant_id = e.tenant_id;
-  message->account_id = e.account_id;
-  message->sender = std::move(e.sender);
-  message->recipients = std::move(e.recipients);
-  message->marks = std::move(replayed.record.marks);
-  message->replies.assign(message->recipients.size(), std::string());
-  message->segment = std::move(replayed.segment);
-  message->record_offset = replayed.record_offset;
-  message->content_offset = replayed.record_offset + replayed.record.content_offset;
-  message->content_bytes = replayed.record.content_bytes;
-  message->replayed = true;
-  return message;
-}
-
 }  // namespace
 
 void Server::LimitConnectionsToDescriptors(int shards) {
@@ -517,7 +497,9 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
   ASSIGN_OR_RETURN(
       replayed_segments_,
       spool::Replay(config.spool.dir, gauges_.get(), [&](spool::ReplayedRecord record) {
-        queue_->Enqueue(QueuedFromReplay(std::move(record)));
+        spool::RecordRef where = record.ref();
+        queue_->Enqueue(delivery::QueuedFrom(std::move(record.record.envelope),
+                                             std::move(record.record.marks), where, true));
         ++replayed;
       }));
   LOG_INFO(

@@ -17,6 +17,7 @@
 #include "base/memory.h"
 #include "net/proxy_protocol.h"
 #include "net/socket.h"
+#include "policy/admission.h"
 #include "policy/hve_policy.h"
 #include "server/connection.h"
 #include "smtp/parser.h"
@@ -55,14 +56,18 @@ smtp::SessionOptions SessionOptionsFor(const Config& config, const ListenerConfi
 
 Shard::Shard(int index, SharedState* shared)
     : index_(index), shared_(shared), boot_us_(shared->boot_us) {
-  writer_ = std::make_unique<spool::SegmentWriter>(
-      shared->config.spool.dir, shared->spool_dir_fd, index, boot_us_,
-      static_cast<uint64_t>(shared->config.spool.segment_bytes), shared->gauges);
+  committer_ = std::make_unique<spool::GroupCommitter>(
+      std::make_unique<spool::SegmentWriter>(
+          shared->config.spool.dir, shared->spool_dir_fd, index, boot_us_,
+          static_cast<uint64_t>(shared->config.spool.segment_bytes), shared->gauges),
+      absl::Microseconds(shared->config.spool.group_commit_delay_us),
+      spool::QueueIdMinter(boot_us_, index));
   handover_ = shared->queue->AddProducer();
+  services_ = SubmissionServices{this, this, this, this, &counters_, &replies_, &now_};
 }
 
 void Shard::AdoptSegment(std::shared_ptr<spool::Segment> segment) {
-  writer_->Adopt(std::move(segment));
+  committer_->Adopt(std::move(segment));
 }
 
 Shard::~Shard() {
@@ -268,7 +273,7 @@ void Shard::OnWake() {
   for (const auto& [cookie, ok] : verified) {
     Connection* conn = Lookup(cookie);
     CHECK_MSG(conn != nullptr, "a password check finished for a connection that is gone");
-    conn->OnVerified(ok);
+    conn->submission.OnVerified(ok);
     Process(*conn);
     MaybeFree(*conn);
   }
@@ -301,7 +306,7 @@ void Shard::NoteStarvedWait(Connection& conn) {
 }
 
 void Shard::OnTick() {
-  writer_->Reclaim();
+  committer_->Reclaim();
   RearmStarved();
   ReleaseIdleMemory();
   if (!usage_.empty()) {
@@ -340,17 +345,11 @@ void Shard::OnTick() {
       MaybeFree(*conn);
       continue;
     }
-    if (conn->delayed_answer.has_value() && (now_ >= conn->delayed_due || stopping_)) {
-      smtp::Reply reply = *conn->delayed_answer;
-      conn->delayed_answer.reset();
-      conn->delayed_due = absl::InfiniteFuture();
-      if (conn->session->blocked() == smtp::Session::Blocked::kAwaitingAnswer) {
-        conn->session->Answer(reply);
-        Process(*conn);
-      }
+    if (conn->submission.AnswerDelayed(stopping_)) {
+      Process(*conn);
     }
     conn->session->OnDeadline(now_);
-    if (stopping_ && now_ >= drain_deadline_ && !conn->delivery_inflight) {
+    if (stopping_ && now_ >= drain_deadline_ && !conn->submission.committing()) {
       LOG_WARNING("shard %d: %s still busy after the drain timeout; closing", index_,
                   conn->peer_text);
       Shutdown(*conn);
@@ -417,7 +416,7 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
       return;
     }
     connections_.push_back(
-        std::make_unique<Connection>(this, static_cast<uint32_t>(connections_.size())));
+        std::make_unique<Connection>(this, static_cast<uint32_t>(connections_.size()), services_));
     free_slots_.push_back(static_cast<uint32_t>(connections_.size() - 1));
   }
   Connection& conn = *connections_[free_slots_.back()];
@@ -452,12 +451,14 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
 }
 
 void Shard::StartSession(Connection& conn) {
-  conn.snapshot = shared_->snapshot.load();
-  conn.config = shared_->live.load();
+  std::shared_ptr<const Config> config = shared_->live.load();
+  std::shared_ptr<const directory::Snapshot> snapshot = shared_->snapshot.load();
+  conn.submission.Begin(conn.cookie(), conn.peer, conn.peer_text, conn.listener, config, snapshot);
   conn.session =
-      std::make_unique<smtp::Session>(SessionOptionsFor(*conn.config, *conn.listener), &conn);
+      std::make_unique<smtp::Session>(SessionOptionsFor(*config, *conn.listener), &conn.submission);
+  conn.submission.set_session(conn.session.get());
   conn.session->Start(now_);
-  std::optional<smtp::Reply> refusal = Admit(conn);
+  std::optional<smtp::Reply> refusal = AdmitConnection(conn, *config, *snapshot);
   if (refusal) {
     // Instead of the greeting: the refusal, then the connection closes. On an implicit-TLS
     // listener the client expects a handshake, and plaintext would be garbage to it (and no
@@ -472,6 +473,7 @@ void Shard::StartSession(Connection& conn) {
               {"listener", conn.listener->address},
               {"code", refusal->code},
               {"reply", refusal->text}});
+    conn.submission.set_session(nullptr);
     conn.session.reset();
   } else {
     LogEvent(LogLevel::kInfo, "connection.accepted",
@@ -512,6 +514,7 @@ void Shard::OnProxyHeader(Connection& conn, absl::string_view bytes) {
   if (!early.empty() && conn.session != nullptr && conn.tls == nullptr) {
     // A client that spoke before the greeting: taken as it is, like pipelined input.
     size_t taken = conn.session->Feed(early, now_);
+    TakeUpStartTls(conn);
     if (taken < early.size()) {
       LOG_DEBUG("%s: %d bytes sent before the greeting were dropped", conn.peer_text,
                 static_cast<int>(early.size() - taken));
@@ -520,39 +523,41 @@ void Shard::OnProxyHeader(Connection& conn, absl::string_view bytes) {
   }
 }
 
-std::optional<smtp::Reply> Shard::Admit(Connection& conn) {
+bool Shard::TakeConnectionPlace(const Config& config) {
   // connections_max: a CAS loop, so the count never passes the cap even for a moment.
   int64_t open = shared_->connections_open.load();
   do {
-    if (open >= std::min(conn.config->limits.connections_max, shared_->connections_fd_cap)) {
+    if (open >= std::min(config.limits.connections_max, shared_->connections_fd_cap)) {
       shared_->refused_connections_max.fetch_add(1, std::memory_order_relaxed);
-      return smtp::kReplyConnectionsMax;
+      return false;
     }
   } while (!shared_->connections_open.compare_exchange_weak(open, open + 1));
-  conn.counted = true;
-  switch (shared_->gate->AdmitIp(conn.peer, &conn.ip_slot)) {
-    case policy::ConnectionGate::Verdict::kOverCap:
-      return smtp::kReplyIpCap;
-    case policy::ConnectionGate::Verdict::kTableFull:
-      return smtp::kReplyIpTableFull;
-    case policy::ConnectionGate::Verdict::kAdmitted:
-    case policy::ConnectionGate::Verdict::kExempt:
-      break;
+  return true;
+}
+
+std::optional<smtp::Reply> Shard::AdmitConnection(Connection& conn, const Config& config,
+                                                  const directory::Snapshot& snapshot) {
+  // The places in the caps are taken here (released in MaybeFree, on every path); the
+  // verdict is policy::Admit's.
+  policy::AdmissionFacts facts;
+  facts.peer = conn.peer;
+  facts.under_connections_max = TakeConnectionPlace(config);
+  if (facts.under_connections_max) {
+    conn.counted = true;
+    facts.ip = shared_->gate->AdmitIp(conn.peer, &conn.ip_slot);
   }
-  if (conn.listener->tls != TlsMode::kNone) {
-    return std::nullopt;
-  }
-  if (!policy::IsAllowedNetwork(conn.listener->allowed_networks, conn.peer)) {
-    return smtp::kReplyNetworkNotAllowed;
-  }
-  conn.account = conn.snapshot->FindAccount(conn.listener->authenticate_as);
-  if (conn.account == nullptr) {
+  policy::AdmissionVerdict verdict = policy::Admit(facts, *conn.listener, snapshot);
+  if (verdict.refusal.has_value() &&
+      verdict.refusal->text == smtp::kReplyListenerMisconfigured.text) {
     LOG_ERROR("listener %s: authenticate_as %s is not in the directory", conn.listener->address,
               conn.listener->authenticate_as);
-    return smtp::kReplyListenerMisconfigured;
+  }
+  if (verdict.refusal.has_value() || verdict.acting_as == nullptr) {
+    return verdict.refusal;
   }
   // A trusted session acts as its account, but takes a place in the tenant's cap only at its
   // first MAIL (submission.cc): idle connections to the trusted port lock no one out.
+  conn.submission.ActAs(verdict.acting_as);
   conn.session->MarkAuthenticated();
   return std::nullopt;
 }
@@ -568,6 +573,7 @@ void Shard::ArmRecv(Connection& conn) {
   io_uring_sqe_set_data64(sqe, io::PackUserData(kOpRecv, Cookie(conn)));
   conn.recv_armed = true;
   conn.recv_cancelling = false;
+  conn.starttls_pending = false;
 }
 
 void Shard::CancelRecv(Connection& conn) {
@@ -689,9 +695,10 @@ void Shard::ProcessPlain(Connection& conn) {
   while (!conn.input.empty() && session.blocked() == smtp::Session::Blocked::kNo) {
     InputChunk& chunk = conn.input.front();
     absl::string_view view(buffers_->Buffer(chunk.buffer) + chunk.offset, chunk.length);
-    conn.feeding_buffer = chunk.buffer;
+    conn.submission.FeedingFrom(chunk.buffer);
     size_t consumed = session.Feed(view, now_);
-    conn.feeding_buffer = -1;
+    conn.submission.FeedingFrom(-1);
+    TakeUpStartTls(conn);
     chunk.offset += static_cast<uint32_t>(consumed);
     chunk.length -= static_cast<uint32_t>(consumed);
     if (chunk.length == 0) {
@@ -800,6 +807,13 @@ void Shard::ReturnPlaintextBuffer(Connection& conn) {
   }
 }
 
+void Shard::TakeUpStartTls(Connection& conn) {
+  if (conn.starttls_pending) {
+    conn.starttls_pending = false;
+    StartTls(conn);
+  }
+}
+
 void Shard::StartTls(Connection& conn) {
   // The 220 goes out in plaintext; everything after it is TLS.
   MoveOutput(conn);
@@ -887,7 +901,7 @@ void Shard::Shutdown(Connection& conn) {
 
 void Shard::MaybeFree(Connection& conn) {
   if (!conn.in_use || !conn.shut_down || conn.recv_armed || conn.send_inflight ||
-      conn.delivery_inflight || conn.auth_inflight) {
+      conn.submission.busy()) {
     return;
   }
   while (!conn.input.empty()) {
@@ -895,25 +909,17 @@ void Shard::MaybeFree(Connection& conn) {
     conn.input.pop_front();
     Unref(buffer);
   }
-  conn.ReleaseMessage();
-  conn.tenant_slot.Reset();
+  conn.submission.End();
   conn.ip_slot.Reset();
   close(conn.fd);
   conn.fd = -1;
   conn.session.reset();
-  conn.snapshot.reset();
-  conn.config.reset();
-  conn.account = nullptr;
   std::string().swap(conn.sending);  // a slot waiting for its next connection keeps nothing
   std::string().swap(conn.out_queue);
   conn.send_offset = 0;
   conn.tls.reset();
   conn.handshake_deadline = absl::InfiniteFuture();
   ReturnPlaintextBuffer(conn);
-  conn.auth_candidate = nullptr;
-  conn.auth_user.clear();
-  conn.delayed_answer.reset();
-  conn.delayed_due = absl::InfiniteFuture();
   conn.shut_down = false;
   conn.peer_eof = false;
   conn.awaiting_proxy = false;
@@ -929,163 +935,6 @@ void Shard::MaybeFree(Connection& conn) {
   counters_.connections_open.Add(-1);
   free_slots_.push_back(conn.slot);
   --live_connections_;
-}
-
-}  // namespace chute::server
-
-namespace chute::server {
-
-// --- The spool's group commit -----------------------------------------------------------------
-
-void Shard::NoteStaged() {
-  if (first_staged_ == absl::InfiniteFuture()) {
-    first_staged_ = now_;
-  }
-}
-
-void Shard::MaybeCommit() {
-  if (writer_->staged() == 0 || writer_->group_inflight()) {
-    return;  // a group in flight: what is staged meanwhile rides the next one
-  }
-  // group_commit_delay_us: how long the oldest staged record may wait for company.
-  absl::Duration delay = absl::Microseconds(shared_->config.spool.group_commit_delay_us);
-  absl::Duration waited = now_ - first_staged_;
-  if (delay == absl::ZeroDuration() || waited >= delay || stopping_ ||
-      writer_->staged() >= spool::kGroupRecordsMax) {
-    return IssueGroup();
-  }
-  ArmCommitTimer(delay - waited);
-}
-
-void Shard::ArmCommitTimer(absl::Duration wait) {
-  if (commit_timer_armed_) {
-    return;
-  }
-  commit_wait_.tv_sec = absl::ToInt64Seconds(wait);
-  commit_wait_.tv_nsec = absl::ToInt64Nanoseconds(wait - absl::Seconds(commit_wait_.tv_sec));
-  io_uring_sqe* sqe = ring_->Sqe();
-  io_uring_prep_timeout(sqe, &commit_wait_, 0, 0);
-  io_uring_sqe_set_data64(sqe, io::PackUserData(kOpCommitTimer, 0));
-  commit_timer_armed_ = true;
-}
-
-void Shard::IssueGroup() {
-  std::vector<uint64_t> failed;
-  absl::StatusOr<const spool::Group*> taken = writer_->TakeGroup(&failed);
-  first_staged_ = writer_->staged() > 0 ? now_ : absl::InfiniteFuture();
-  if (!taken.ok()) {
-    LOG_ERROR_EVERY(10, "shard %d: spool: %s", index_, taken.status().ToString());
-    for (uint64_t cookie : failed) {
-      if (Connection* conn = Lookup(cookie)) {
-        conn->OnCommitted(nullptr);
-        Process(*conn);
-        MaybeFree(*conn);
-      }
-    }
-    return;
-  }
-  const spool::Group& group = **taken;
-  // One chain: the writes, then fdatasync, then (a new segment) the directory's fsync. A link
-  // breaks at the first failure, and every later SQE completes with -ECANCELED.
-  size_t writes = (group.iov.size() + spool::kIovPerWriteMax - 1) / spool::kIovPerWriteMax;
-  size_t sqes = writes + 1 + (group.dir_fd >= 0 ? 1 : 0);
-  ring_->Reserve(static_cast<unsigned>(sqes));
-  group_write_bytes_.clear();
-  group_status_ = absl::OkStatus();
-  uint64_t offset = group.offset;
-  for (size_t i = 0; i < group.iov.size(); i += spool::kIovPerWriteMax) {
-    size_t n = std::min(spool::kIovPerWriteMax, group.iov.size() - i);
-    uint64_t bytes = 0;
-    for (size_t j = i; j < i + n; ++j) {
-      bytes += group.iov[j].iov_len;
-    }
-    io_uring_sqe* sqe = ring_->Sqe();
-    io_uring_prep_writev(sqe, group.fd, &group.iov[i], static_cast<unsigned>(n), offset);
-    sqe->flags |= IOSQE_IO_LINK;
-    io_uring_sqe_set_data64(sqe, io::PackUserData(kOpSpool, group_write_bytes_.size()));
-    group_write_bytes_.push_back(bytes);
-    offset += bytes;
-  }
-  io_uring_sqe* sync = ring_->Sqe();
-  io_uring_prep_fsync(sync, group.fd, IORING_FSYNC_DATASYNC);
-  io_uring_sqe_set_data64(sync, io::PackUserData(kOpSpool, group_write_bytes_.size()));
-  group_write_bytes_.push_back(0);
-  if (group.dir_fd >= 0) {
-    sync->flags |= IOSQE_IO_LINK;
-    io_uring_sqe* dir_sync = ring_->Sqe();
-    io_uring_prep_fsync(dir_sync, group.dir_fd, 0);
-    io_uring_sqe_set_data64(dir_sync, io::PackUserData(kOpSpool, group_write_bytes_.size()));
-    group_write_bytes_.push_back(0);
-  }
-  group_cqes_pending_ = group_write_bytes_.size();
-  group_issued_us_ = MonotonicMicros();
-}
-
-void Shard::OnSpoolCqe(const io_uring_cqe& cqe) {
-  uint64_t index = io::UserDataCookie(cqe.user_data);
-  CHECK(index < group_write_bytes_.size() && group_cqes_pending_ > 0);
-  if (group_status_.ok()) {
-    if (cqe.res < 0) {
-      group_status_ = io::ErrnoStatus(-cqe.res, "spool write or sync");
-    } else if (static_cast<uint64_t>(cqe.res) != group_write_bytes_[index]) {
-      group_status_ = absl::DataLossError("spool write: short write");
-    }
-  }
-  if (--group_cqes_pending_ == 0) {
-    counters_.spool_commit_latency.Observe(MonotonicMicros() - group_issued_us_);
-    FinishGroup(group_status_);
-  }
-}
-
-void Shard::FinishGroup(const absl::Status& status) {
-  if (!status.ok()) {
-    LOG_ERROR_EVERY(10, "shard %d: spool group commit failed, its messages get 451: %s", index_,
-                    status.ToString());
-  }
-  std::vector<spool::Committed> committed;
-  std::vector<uint64_t> failed;
-  writer_->FinishGroup(status, &committed, &failed);
-  for (const spool::Committed& c : committed) {
-    // The connection waits for this answer (delivery_inflight keeps it), even if its peer left.
-    Connection* conn = Lookup(c.cookie);
-    CHECK_MSG(conn != nullptr, "a spool commit finished for a connection that is gone");
-    conn->OnCommitted(&c);
-    Process(*conn);
-    MaybeFree(*conn);
-  }
-  for (uint64_t cookie : failed) {
-    Connection* conn = Lookup(cookie);
-    CHECK_MSG(conn != nullptr, "a spool commit failed for a connection that is gone");
-    conn->OnCommitted(nullptr);
-    Process(*conn);
-    MaybeFree(*conn);
-  }
-}
-
-void Shard::HandOverTrace() {
-  if (!trace_pending_.empty() && shared_->trace != nullptr) {
-    shared_->trace->Submit(trace_pending_);  // empties it, whether taken or dropped
-  }
-  trace_pending_.clear();
-}
-
-void Shard::HandOver(std::unique_ptr<delivery::QueuedMessage> message) {
-  if (handover_backlog_.empty() && handover_->TryPush(message)) {
-    handed_over_ = true;
-    return;
-  }
-  handover_backlog_.push_back(std::move(message));
-}
-
-void Shard::FlushHandOver() {
-  while (!handover_backlog_.empty() && handover_->TryPush(handover_backlog_.front())) {
-    handover_backlog_.pop_front();
-    handed_over_ = true;
-  }
-  if (handed_over_) {
-    handed_over_ = false;
-    shared_->queue->Notify();  // once per turn of the loop, not per message
-  }
 }
 
 }  // namespace chute::server

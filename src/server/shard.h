@@ -21,8 +21,9 @@
 #include "delivery/queue.h"
 #include "io/ring.h"
 #include "server/server.h"
-#include "smtp/message_headers.h"
+#include "server/submission.h"
 #include "smtp/session.h"
+#include "spool/group_commit.h"
 #include "spool/spool.h"
 #include "trace/trace.h"
 
@@ -33,16 +34,9 @@ inline constexpr size_t kConnectionsPerShardMax = 1 << 20;
 // Receive buffers one connection may hold unread (pipelined input while waiting for an
 // answer); past it, receiving pauses for that connection.
 inline constexpr size_t kInputChunksMax = 16;
-// Receive buffers one message may keep pinned; past it, its body is copied to an arena.
-inline constexpr size_t kPinnedBuffersPerMessageMax = 8;
 // Messages together pin at most 1/kPinnedBufferShare of a shard's receive buffers; past it,
 // bodies are copied, so the ring never runs dry under many large uploads.
 inline constexpr size_t kPinnedBufferShare = 4;
-inline constexpr size_t kArenaBlockBytes = 64 * 1024;
-// Pieces one message may point to (each stuffed dot splits a slice); past it, the body goes to
-// the arena, where consecutive pieces merge: a body of dotted lines cannot grow the list.
-inline constexpr size_t kBodyPiecesMax = 4096;
-static_assert(kBodyPiecesMax + 1 <= spool::kGroupIovMax, "one message always fits a group");
 // How long a stopping shard lets messages in progress finish.
 inline constexpr absl::Duration kDrainTimeout = absl::Seconds(30);
 inline constexpr absl::Duration kTickInterval = absl::Seconds(1);
@@ -62,7 +56,14 @@ inline constexpr absl::Duration kTlsHandshakeTimeout = absl::Seconds(10);
 // How long a proxy_protocol listener waits for the PROXY header.
 inline constexpr absl::Duration kProxyHeaderTimeout = absl::Seconds(10);
 
-class Shard : public auth::VerifySink {
+// The shard is the Submission's SubmitSink (its group commit, hand-over, usage and trace),
+// BodyBuffers (its receive-buffer budget), TenantCap and AuthService (over SharedState);
+// those are implemented in shard_submit.cc.
+class Shard : public auth::VerifySink,
+              public SubmitSink,
+              public BodyBuffers,
+              public TenantCap,
+              public AuthService {
  public:
   Shard(int index, SharedState* shared);
   ~Shard() override;
@@ -85,8 +86,32 @@ class Shard : public auth::VerifySink {
   const ShardCounters& counters() const { return counters_; }
   const ReplyCounts& replies() const { return replies_; }
 
+  // SubmitSink
+  bool SpoolFull() override;
+  std::string NextQueueId() override { return committer_->NextQueueId(); }
+  void NoteReceiving(int delta) override;
+  void Stage(spool::RecordPrefix prefix, std::span<const iovec> body, uint64_t body_bytes,
+             uint64_t cookie) override;
+  void Accepted(std::unique_ptr<delivery::QueuedMessage> message) override;
+  void CountUsage(const directory::Account& account, size_t recipients) override;
+  void Trace(trace::Event event) override;
+  // BodyBuffers
+  bool MayPin() const override { return message_pins_ < buffers_->count() / kPinnedBufferShare; }
+  void Pin(uint16_t buffer) override;
+  void Unpin(uint16_t buffer) override;
+  // TenantCap
+  bool Admit(int64_t tenant_id, policy::ConnectionGate::Handle* slot) override;
+  // AuthService
+  auth::AuthThrottle::Verdict CheckThrottle(const IpBytes& peer, absl::string_view user,
+                                            absl::Time now) override;
+  absl::Duration RecordFailure(const IpBytes& peer, absl::string_view user,
+                               absl::Time now) override;
+  bool VerifyPassword(auth::VerifyRequest request) override;
+  auth::TokenVerdict VerifyToken(int64_t tenant_id, absl::string_view token,
+                                 const auth::TokenPolicy& policy, absl::Time now,
+                                 std::string* why) override;
+
  private:
-  friend struct Connection;
   enum Op : uint8_t {
     kOpAccept = 1,
     kOpRecv,
@@ -114,8 +139,11 @@ class Shard : public auth::VerifySink {
   void BeginStop();
 
   Connection* Lookup(uint64_t cookie);
-  // Admit: the caps and listener rules for a new connection; the refusal to send, if any.
-  std::optional<smtp::Reply> Admit(Connection& conn);
+  // AdmitConnection: takes the new connection's places in the caps and asks policy::Admit;
+  // the refusal to send, if any. TakeConnectionPlace: one of [limits] connections_max.
+  std::optional<smtp::Reply> AdmitConnection(Connection& conn, const Config& config,
+                                             const directory::Snapshot& snapshot);
+  bool TakeConnectionPlace(const Config& config);
   void ArmRecv(Connection& conn);
   void CancelRecv(Connection& conn);
   void OnRecv(Connection& conn, const io_uring_cqe& cqe);
@@ -124,6 +152,8 @@ class Shard : public auth::VerifySink {
   void ProcessPlain(Connection& conn);
   void ProcessTls(Connection& conn);
   void StartTls(Connection& conn);
+  // TakeUpStartTls: after a Feed, the STARTTLS the session accepted (its 220 still queued).
+  void TakeUpStartTls(Connection& conn);
   // ReleaseIdleBuffers: a connection quiet for a whole tick with nothing queued frees the
   // capacity its output strings and TLS memory BIOs kept from their largest use; false when
   // something is queued and nothing was freed.
@@ -139,16 +169,15 @@ class Shard : public auth::VerifySink {
   void Shutdown(Connection& conn);
   void MaybeFree(Connection& conn);
 
-  // The spool's group commit (spool.h): records staged by connections are written and
-  // fdatasync'ed as one linked chain of SQEs; the 250s go out when the chain completes.
-  void NoteStaged();
+  // The spool's group commit (spool/group_commit.h): the committer decides and builds the
+  // chain; the shard arms the timer it asks for, submits, and passes the completions back.
   void MaybeCommit();
   void IssueGroup();
   void OnSpoolCqe(const io_uring_cqe& cqe);
-  void FinishGroup(const absl::Status& status);
+  // AnswerCommit: tells the connection waiting for `cookie` how its commit ended.
+  void AnswerCommit(uint64_t cookie, const spool::Committed* committed);
   void ArmCommitTimer(absl::Duration wait);
-  // HandOver: a committed message to delivery (lock-free ring); kept here while it is full.
-  void HandOver(std::unique_ptr<delivery::QueuedMessage> message);
+  // FlushHandOver: committed messages kept while delivery's ring was full go to it now.
   void FlushHandOver();
 
   void Ref(uint16_t buffer) {
@@ -156,9 +185,6 @@ class Shard : public auth::VerifySink {
       ++buffers_out_;
     }
   }
-  // MayPin: whether a message may pin one more receive buffer (kPinnedBufferShare of the
-  // ring at most, across all messages of the shard).
-  bool MayPin() const { return message_pins_ < buffers_->count() / kPinnedBufferShare; }
   void Unref(uint16_t buffer);
 
   const int index_;
@@ -183,15 +209,13 @@ class Shard : public auth::VerifySink {
   absl::Time now_;
   absl::Time drain_deadline_ = absl::InfiniteFuture();
   bool stopping_ = false;
-  uint64_t message_counter_ = 0;
-  std::unique_ptr<spool::SegmentWriter> writer_;
-  absl::Time first_staged_ = absl::InfiniteFuture();  // when the oldest staged record came
+  SubmissionServices services_;  // what every Connection's Submission talks to: this shard
+  std::unique_ptr<spool::GroupCommitter> committer_;
+  // Messages past MAIL and not yet staged: company a staged record may wait for.
+  size_t receiving_ = 0;
   bool commit_timer_armed_ = false;
   __kernel_timespec accept_pause_{};
   __kernel_timespec commit_wait_{};
-  size_t group_cqes_pending_ = 0;            // CQEs of the group chain still to come
-  std::vector<uint64_t> group_write_bytes_;  // what each SQE of the chain must return
-  absl::Status group_status_;
   delivery::DeliveryQueue::Ring* handover_ = nullptr;
   std::deque<std::unique_ptr<delivery::QueuedMessage>> handover_backlog_;
   bool handed_over_ = false;  // something was pushed since the last Notify
@@ -201,7 +225,6 @@ class Shard : public auth::VerifySink {
   std::vector<trace::Event> trace_pending_;
   void HandOverTrace();
   ReplyCounts replies_;
-  int64_t group_issued_us_ = 0;  // monotonic time the group in flight was issued
   const uint64_t boot_us_;
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> failed_{false};

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# latency.sh [RATE] [SECONDS]: end of data -> 250 at a steady, light rate, beside the floor
+# that no durable relay can beat on this disk: one fdatasync of a 10 KB append, measured in the
+# same run in the same filesystem as the spool.
+#
+#   floor     2,000 x (append 10 KB to a file, fdatasync), p50 and p99 (python3, os.fdatasync)
+#   chuted    chute-load open loop at RATE messages/s (default 200) for SECONDS (default 20),
+#             8 connections, 10 KB messages, the trusted listener, SMTP delivery to smtp-sink;
+#             p50 and p99 from the end of data to the 250 as the client sees it, and chuted's own
+#             histograms (chute_end_of_data_seconds, chute_spool_commit_seconds) for where
+#             the time goes
+#
+# Prints one table and writes it as build/bench/latency.md. CHUTE_BENCH_COMMIT_DELAY_US sets
+# [spool] group_commit_delay_us (default 500). Loopback only; bounded in time; everything it
+# starts it stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+  exit 0
+fi
+rate="${1:-200}"
+seconds="${2:-20}"
+time_limit_s=$((seconds + 120))
+bin="${CHUTE_BENCH_BIN:-$PWD/build/bin}"
+out="$PWD/build/bench"
+mkdir -p "$out"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+require_built chuted chutectl chute-load
+
+sink_port=$(free_port)
+start_sink "$sink_port"
+start_chute latency "backend = \"smtp\"
+target = \"127.0.0.1:$sink_port\""
+dir="$work/latency"
+
+# The floor, in the spool's filesystem, before the load (the machine as quiet as it gets).
+floor=$(python3 - "$dir" <<'EOF'
+import os, sys, time
+path = os.path.join(sys.argv[1], "fdatasync-floor")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+block = b"x" * 10240
+samples = []
+for _ in range(2000):
+    t = time.perf_counter_ns()
+    os.write(fd, block)
+    os.fdatasync(fd)
+    samples.append((time.perf_counter_ns() - t) / 1e6)
+os.close(fd)
+os.unlink(path)
+samples.sort()
+print(f"{samples[len(samples) // 2]:.3f} {samples[int(len(samples) * 0.99)]:.3f}")
+EOF
+)
+floor_p50=${floor% *}
+floor_p99=${floor#* }
+
+json=$("$bin/chute-load" --target "127.0.0.1:$port" --connections 8 --size 10k \
+  --rate "$rate" --duration "$seconds" --threads 1 --no-progress --json)
+read -r p50 p99 sent <<<"$(python3 - "$json" <<'EOF2'
+import json, sys
+s = json.loads(sys.argv[1])
+lat = s["latency_us"]["end_of_data_to_250"]
+print("%.3f %.3f %d" % (lat["p50"] / 1000, lat["p99"] / 1000, s["messages"]))
+EOF2
+)"
+
+# chuted's own view: mean end of data -> 250 and mean spool commit.
+metrics=$(curl -s "http://127.0.0.1:$admin/metrics")
+mean() {
+  python3 -c '
+import sys, re
+text, name = sys.stdin.read(), sys.argv[1]
+tot = sum(float(v) for v in re.findall(rf"^{name}_sum(?:{{[^}}]*}})? (\S+)$", text, re.M))
+cnt = sum(float(v) for v in re.findall(rf"^{name}_count(?:{{[^}}]*}})? (\S+)$", text, re.M))
+print(f"{tot / cnt * 1000:.3f}" if cnt else "n/a")
+' "$1" <<<"$metrics"
+}
+eod_mean=$(mean chute_end_of_data_seconds)
+commit_mean=$(mean chute_spool_commit_seconds)
+stop_chute
+
+{
+  echo "| what | p50 ms | p99 ms | notes |"
+  echo "|---|---|---|---|"
+  echo "| fdatasync of a 10 KB append (floor) | $floor_p50 | $floor_p99 | 2,000 samples, spool filesystem |"
+  echo "| chuted end of data -> 250 at $rate/s | $p50 | $p99 | $sent messages, 8 connections, 10 KB, trusted, SMTP to smtp-sink |"
+  echo "| p50/p99 above the floor | $(python3 -c "print(f'{$p50 - $floor_p50:.3f}')") | $(python3 -c "print(f'{$p99 - $floor_p99:.3f}')") | |"
+  echo "| chuted's means: end of data -> 250 / spool commit | $eod_mean | $commit_mean | /metrics histograms |"
+  echo
+  echo "group_commit_delay_us = ${CHUTE_BENCH_COMMIT_DELAY_US:-500}; binaries: $bin"
+} | tee "$out/latency.md"

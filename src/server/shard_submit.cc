@@ -1,0 +1,196 @@
+// shard_submit.cc: the shard's side of submission: the group commit's I/O, the hand-over to
+// delivery, usage and trace batching, the receive-buffer budget, and the caps and auth the
+// Submission asks for (submission.h's interfaces, implemented over this shard and SharedState).
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/time/time.h"
+#include "auth/jwt.h"
+#include "base/check.h"
+#include "base/log.h"
+#include "server/connection.h"
+#include "server/shard.h"
+
+namespace chute::server {
+
+// --- The spool's group commit -----------------------------------------------------------------
+
+void Shard::MaybeCommit() {
+  spool::GroupCommitter::Decision decision = committer_->Decide(now_, receiving_, stopping_);
+  switch (decision.kind) {
+    case spool::GroupCommitter::Decision::Kind::kNothing:
+      return;
+    case spool::GroupCommitter::Decision::Kind::kWait:
+      return ArmCommitTimer(decision.wait);
+    case spool::GroupCommitter::Decision::Kind::kIssue:
+      return IssueGroup();
+  }
+}
+
+void Shard::ArmCommitTimer(absl::Duration wait) {
+  if (commit_timer_armed_) {
+    return;
+  }
+  commit_wait_.tv_sec = absl::ToInt64Seconds(wait);
+  commit_wait_.tv_nsec = absl::ToInt64Nanoseconds(wait - absl::Seconds(commit_wait_.tv_sec));
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_timeout(sqe, &commit_wait_, 0, 0);
+  io_uring_sqe_set_data64(sqe, io::PackUserData(kOpCommitTimer, 0));
+  commit_timer_armed_ = true;
+}
+
+void Shard::IssueGroup() {
+  std::vector<uint64_t> failed;
+  absl::Status status = committer_->Issue(*ring_, kOpSpool, now_, &failed);
+  if (!status.ok()) {
+    LOG_ERROR_EVERY(10, "shard %d: spool: %s", index_, status.ToString());
+    for (uint64_t cookie : failed) {
+      AnswerCommit(cookie, nullptr);
+    }
+  }
+}
+
+void Shard::OnSpoolCqe(const io_uring_cqe& cqe) {
+  spool::GroupCommitter::Outcome outcome;
+  if (!committer_->OnCompletion(io::UserDataCookie(cqe.user_data), cqe.res, &outcome)) {
+    return;
+  }
+  counters_.spool_commit_latency.Observe(outcome.latency_us);
+  if (!outcome.status.ok()) {
+    LOG_ERROR_EVERY(10, "shard %d: spool group commit failed, its messages get 451: %s", index_,
+                    outcome.status.ToString());
+  }
+  for (const spool::Committed& c : outcome.committed) {
+    AnswerCommit(c.cookie, &c);
+  }
+  for (uint64_t cookie : outcome.failed) {
+    AnswerCommit(cookie, nullptr);
+  }
+}
+
+void Shard::AnswerCommit(uint64_t cookie, const spool::Committed* committed) {
+  // The connection waits for this answer (delivery_inflight keeps it), even if its peer left.
+  Connection* conn = Lookup(cookie);
+  CHECK_MSG(conn != nullptr, "a spool commit ended for a connection that is gone");
+  conn->submission.OnCommitted(committed);
+  Process(*conn);
+  MaybeFree(*conn);
+}
+
+void Shard::HandOverTrace() {
+  if (!trace_pending_.empty() && shared_->trace != nullptr) {
+    shared_->trace->Submit(trace_pending_);  // empties it, whether taken or dropped
+  }
+  trace_pending_.clear();
+}
+
+// --- SubmitSink -------------------------------------------------------------------------------
+
+bool Shard::SpoolFull() {
+  const spool::SpoolGauges& gauges = *shared_->gauges;
+  const Config& config = *shared_->live.load();
+  return gauges.bytes.load(std::memory_order_relaxed) >= config.spool.bytes_max ||
+         gauges.messages.load(std::memory_order_relaxed) >= config.spool.messages_max;
+}
+
+void Shard::NoteReceiving(int delta) {
+  CHECK(delta == 1 || delta == -1);
+  CHECK(delta > 0 || receiving_ > 0);
+  receiving_ += delta;
+}
+
+void Shard::Stage(spool::RecordPrefix prefix, std::span<const iovec> body, uint64_t body_bytes,
+                  uint64_t cookie) {
+  committer_->Stage(std::move(prefix), body, body_bytes, cookie, now_);
+}
+
+void Shard::CountUsage(const directory::Account& account, size_t recipients) {
+  std::string day = absl::FormatTime("%Y-%m-%d", now_, absl::UTCTimeZone());
+  directory::UsageRow& row = usage_[{account.id, day}];
+  if (row.day.empty()) {
+    row = directory::UsageRow{account.id, day, account.primary_address, account.tenant_name, 0, 0};
+  }
+  row.messages += 1;
+  row.recipients += static_cast<int64_t>(recipients);
+}
+
+void Shard::Trace(trace::Event event) {
+  if (shared_->trace == nullptr) {
+    return;
+  }
+  trace_pending_.push_back(std::move(event));
+  if (trace_pending_.size() >= kTraceHandOverEvents) {
+    HandOverTrace();
+  }
+}
+
+void Shard::Accepted(std::unique_ptr<delivery::QueuedMessage> message) {
+  if (handover_backlog_.empty() && handover_->TryPush(message)) {
+    handed_over_ = true;
+    return;
+  }
+  handover_backlog_.push_back(std::move(message));
+}
+
+void Shard::FlushHandOver() {
+  while (!handover_backlog_.empty() && handover_->TryPush(handover_backlog_.front())) {
+    handover_backlog_.pop_front();
+    handed_over_ = true;
+  }
+  if (handed_over_) {
+    handed_over_ = false;
+    shared_->queue->Notify();  // once per turn of the loop, not per message
+  }
+}
+
+}  // namespace chute::server
+
+namespace chute::server {
+
+// --- BodyBuffers -------------------------------------------------------------------------------
+
+void Shard::Pin(uint16_t buffer) {
+  Ref(buffer);
+  ++message_pins_;
+}
+
+void Shard::Unpin(uint16_t buffer) {
+  CHECK(message_pins_ > 0);
+  --message_pins_;
+  Unref(buffer);
+}
+
+// --- TenantCap and AuthService, over SharedState -----------------------------------------------
+
+bool Shard::Admit(int64_t tenant_id, policy::ConnectionGate::Handle* slot) {
+  return shared_->gate->AdmitTenant(tenant_id, slot) ==
+         policy::ConnectionGate::Verdict::kAdmitted;
+}
+
+auth::AuthThrottle::Verdict Shard::CheckThrottle(const IpBytes& peer, absl::string_view user,
+                                                 absl::Time now) {
+  return shared_->throttle->Check(peer, user, now);
+}
+
+absl::Duration Shard::RecordFailure(const IpBytes& peer, absl::string_view user, absl::Time now) {
+  return shared_->throttle->RecordFailure(peer, user, now);
+}
+
+bool Shard::VerifyPassword(auth::VerifyRequest request) {
+  return shared_->verifier->Submit(std::move(request), this);
+}
+
+auth::TokenVerdict Shard::VerifyToken(int64_t tenant_id, absl::string_view token,
+                                      const auth::TokenPolicy& policy, absl::Time now,
+                                      std::string* why) {
+  std::shared_ptr<const SharedState::JwksByTenant> jwks = shared_->jwks.load();
+  auto it = jwks != nullptr ? jwks->find(tenant_id) : SharedState::JwksByTenant::const_iterator();
+  if (jwks == nullptr || it == jwks->end() || it->second == nullptr) {
+    *why = "the tenant has no OAuth keys loaded";
+    return auth::TokenVerdict::kInvalid;
+  }
+  return auth::VerifyToken(token, *it->second, policy, now, why);
+}
+
+}  // namespace chute::server

@@ -1,0 +1,249 @@
+#pragma once
+
+// Submission: the HVE side of one SMTP session, its smtp::SessionHandler (docs/architecture.md,
+// Submission). It answers AUTH against the directory snapshot and the auth service, MAIL and
+// RCPT with the HVE policy (src/policy), gathers the body as slices of receive buffers (pinned
+// within the shard's budget) or copies, adds the headers chute adds, and stages the record for
+// the group commit; the commit's outcome (OnCommitted) answers 250 or 451 and hands the message
+// to delivery.
+//
+// It talks only to the narrow interfaces below, which the shard implements over its own state
+// and SharedState; it never sees the shard, the ring or the connection's transport, so it is
+// unit-tested alone (tests/unit/server/submission_test.cc).
+//
+// Lifecycle: Begin when a session starts on a connection slot, End when the slot is freed; one
+// Submission object serves every connection of its slot in turn. Threads: the shard's only.
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "auth/jwt.h"
+#include "auth/throttle.h"
+#include "auth/verifier.h"
+#include "base/config.h"
+#include "base/net_address.h"
+#include "delivery/queue.h"
+#include "directory/directory.h"
+#include "policy/connection_gate.h"
+#include "smtp/message_headers.h"
+#include "smtp/session.h"
+#include "spool/record.h"
+#include "spool/spool.h"
+#include "trace/trace.h"
+
+namespace chute::server {
+
+struct ShardCounters;
+class ReplyCounts;
+
+// Receive buffers one message may keep pinned; past it, its body is copied to an arena.
+inline constexpr size_t kPinnedBuffersPerMessageMax = 8;
+inline constexpr size_t kArenaBlockBytes = 64 * 1024;
+// Pieces one message may point to (each stuffed dot splits a slice); past it, the body goes to
+// the arena, where consecutive pieces merge: a body of dotted lines cannot grow the list.
+inline constexpr size_t kBodyPiecesMax = 4096;
+static_assert(kBodyPiecesMax + 1 <= spool::kGroupIovMax, "one message always fits a group");
+
+// SubmitSink: where accepted mail goes (the shard: its group commit, hand-over, usage, trace).
+class SubmitSink {
+ public:
+  virtual ~SubmitSink() = default;
+  // SpoolFull: the spool's back-pressure (bytes or messages over their bound): 452 4.3.1.
+  virtual bool SpoolFull() = 0;
+  // NextQueueId: a fresh queue id (spool::QueueIdMinter).
+  virtual std::string NextQueueId() = 0;
+  // NoteReceiving: a message passed MAIL (+1), or was staged or dropped (-1): the group commit
+  // waits for company only while some are receiving.
+  virtual void NoteReceiving(int delta) = 0;
+  // Stage: the record for the next group commit; `body` stays valid until OnCommitted.
+  virtual void Stage(spool::RecordPrefix prefix, std::span<const iovec> body, uint64_t body_bytes,
+                     uint64_t cookie) = 0;
+  // Accepted: a committed message for delivery, its usage count and its trace event.
+  virtual void Accepted(std::unique_ptr<delivery::QueuedMessage> message) = 0;
+  virtual void CountUsage(const directory::Account& account, size_t recipients) = 0;
+  virtual void Trace(trace::Event event) = 0;
+};
+
+// BodyBuffers: the shard's budget of receive buffers that message bodies may pin.
+class BodyBuffers {
+ public:
+  virtual ~BodyBuffers() = default;
+  // MayPin: whether one more buffer may be pinned (a share of the ring at most).
+  virtual bool MayPin() const = 0;
+  // Pin / Unpin: one message's hold on a receive buffer; the buffer goes back to the kernel
+  // when its last hold (pin or unread input) ends.
+  virtual void Pin(uint16_t buffer) = 0;
+  virtual void Unpin(uint16_t buffer) = 0;
+};
+
+// TenantCap: the 250 authenticated connections per tenant (policy::ConnectionGate).
+class TenantCap {
+ public:
+  virtual ~TenantCap() = default;
+  // Admit: true and `slot` holds a place, or false: the tenant is at its cap.
+  virtual bool Admit(int64_t tenant_id, policy::ConnectionGate::Handle* slot) = 0;
+};
+
+// AuthService: password checks (off the event loop), bearer tokens and the throttle.
+class AuthService {
+ public:
+  virtual ~AuthService() = default;
+  virtual auth::AuthThrottle::Verdict CheckThrottle(const IpBytes& peer, absl::string_view user,
+                                                    absl::Time now) = 0;
+  // RecordFailure: how long the failure's answer is held back.
+  virtual absl::Duration RecordFailure(const IpBytes& peer, absl::string_view user,
+                                       absl::Time now) = 0;
+  // VerifyPassword: queues the check; false when the verifier queue is at its bound. The
+  // result comes back as Submission::OnVerified (through the shard, by the request's cookie).
+  virtual bool VerifyPassword(auth::VerifyRequest request) = 0;
+  // VerifyToken: checks an XOAUTH2 bearer token with the tenant's keys (kInvalid, with `why`,
+  // when the tenant has none loaded).
+  virtual auth::TokenVerdict VerifyToken(int64_t tenant_id, absl::string_view token,
+                                         const auth::TokenPolicy& policy, absl::Time now,
+                                         std::string* why) = 0;
+};
+
+// SessionControl: what a submission asks of the connection under it.
+class SessionControl {
+ public:
+  virtual ~SessionControl() = default;
+  virtual void StartTls() = 0;
+  virtual absl::string_view TlsVersion() const = 0;  // "none" in plaintext
+  virtual bool PeerGone() const = 0;                 // the client finished sending
+};
+
+// SubmissionServices: the interfaces, the shard's counters and its clock (read once per batch
+// of completions).
+struct SubmissionServices {
+  SubmitSink* sink = nullptr;
+  BodyBuffers* buffers = nullptr;
+  TenantCap* tenant_cap = nullptr;
+  AuthService* auth = nullptr;
+  ShardCounters* counters = nullptr;
+  ReplyCounts* replies = nullptr;
+  const absl::Time* now = nullptr;
+};
+
+// A piece of message body: inside a pinned receive buffer, or inside the arena.
+struct BodyPiece {
+  const char* data;
+  size_t length;
+};
+
+class Submission : public smtp::SessionHandler {
+ public:
+  Submission(const SubmissionServices& services, SessionControl* control);
+  ~Submission() override;
+
+  // Begin: a session starts for the client `peer` on `listener`, under the live `config` and
+  // directory `snapshot`; `cookie` names it in completions that come back later.
+  void Begin(uint64_t cookie, const IpBytes& peer, std::string peer_text,
+             const ListenerConfig* listener, std::shared_ptr<const Config> config,
+             std::shared_ptr<const directory::Snapshot> snapshot);
+  // set_session: the session this handler answers (for answers that come later).
+  void set_session(smtp::Session* session) { session_ = session; }
+  // End: releases the message, the tenant's place and the session's state. Not while busy().
+  void End();
+
+  // ActAs: a trusted listener's session acts as `account` (of the session's snapshot)
+  // without AUTH.
+  void ActAs(const directory::Account* account);
+
+  // FeedingFrom: the receive buffer whose bytes the session is being fed (-1: copied bytes,
+  // e.g. TLS plaintext): body slices pin it.
+  void FeedingFrom(int32_t buffer) { feeding_buffer_ = buffer; }
+
+  // OnVerified: the password check of this session's AUTH finished.
+  void OnVerified(bool ok);
+  // OnCommitted: the group commit that carried this message finished: on disk (`committed`:
+  // 250, and the message goes to delivery) or not (null: 451).
+  void OnCommitted(const spool::Committed* committed);
+  // AnswerDelayed: gives a throttled AUTH failure its answer once due (or when stopping);
+  // true when it answered.
+  bool AnswerDelayed(bool stopping);
+
+  // busy: a commit or a password check is out; the slot may not be freed until it returns.
+  bool busy() const { return committing_ || auth_inflight_; }
+  bool committing() const { return committing_; }
+  const directory::Account* account() const { return account_; }
+
+  // smtp::SessionHandler
+  std::optional<smtp::Reply> OnAuth(const smtp::AuthRequest& request) override;
+  std::optional<smtp::Reply> OnMail(const smtp::MailArgs& mail) override;
+  std::optional<smtp::Reply> OnRcpt(absl::string_view address) override;
+  void OnBodyBegin() override;
+  void OnBodySlice(absl::string_view slice) override;
+  std::optional<smtp::Reply> OnBodyEnd() override;
+  void OnTransactionAbort() override;
+  void OnStartTls() override;
+  void OnRefusal(const smtp::Reply& reply) override;
+
+ private:
+  struct Message {
+    bool active = false;
+    bool receiving = false;  // past MAIL, not yet staged (SubmitSink::NoteReceiving)
+    std::string id;
+    std::string sender;
+    std::vector<std::string> recipients;  // as accepted, deduplicated
+    std::vector<BodyPiece> pieces;
+    std::vector<iovec> body_iov;  // the pieces as the spool writes them
+    std::vector<uint16_t> pinned;   // distinct receive buffers the pieces point into
+    std::deque<std::string> arena;  // blocks of kArenaBlockBytes capacity, never reallocated
+    smtp::HeaderScanner headers;
+    // When the account has a ReplyTo, the header section is kept here (a copy) so that any
+    // Reply-To the submitter wrote can be left out; the configured one replaces it.
+    bool rewrite_header = false;
+    std::string header_copy;
+    std::string added_headers;
+    int64_t received_unix_us = 0;
+    int64_t body_end_us = 0;  // monotonic time of the end of data
+  };
+
+  absl::Time now() const { return *services_.now; }
+  std::optional<smtp::Reply> DecideMail(const smtp::MailArgs& mail);
+  smtp::Reply AdmitAuthenticated(const directory::Account* candidate);
+  smtp::Reply OnXoauth2(const smtp::AuthRequest& request);
+  std::optional<smtp::Reply> AuthFailed(const smtp::Reply& reply);
+  void AppendToArena(absl::string_view slice);
+  // AddHeaders: the Received line and what else chute adds, into message_.added_headers.
+  void AddHeaders();
+  // StageMessage: encodes the record and stages it; the refusal when it cannot be spooled.
+  std::optional<smtp::Reply> StageMessage();
+  void ReportAccepted(const spool::Committed& committed);
+  void ReleaseMessage();
+  void Answer(const smtp::Reply& reply);
+
+  const SubmissionServices services_;
+  SessionControl* const control_;
+  smtp::Session* session_ = nullptr;
+  uint64_t cookie_ = 0;
+  IpBytes peer_{};
+  std::string peer_text_;
+  const ListenerConfig* listener_ = nullptr;
+  std::shared_ptr<const Config> config_;  // the live configuration when the session started
+  std::shared_ptr<const directory::Snapshot> snapshot_;
+  const directory::Account* account_ = nullptr;  // the account the session acts as
+  policy::ConnectionGate::Handle tenant_slot_;   // its place in its tenant's cap
+  int32_t feeding_buffer_ = -1;
+  bool committing_ = false;      // its message is in a spool group commit
+  bool auth_inflight_ = false;   // a password check is out on the verifier pool
+  const directory::Account* auth_candidate_ = nullptr;  // whom that check is for
+  std::string auth_user_;        // the user name of the AUTH in progress (for the throttle)
+  // The AUTH in progress, for its log line: set by OnAuth, cleared by its answer.
+  bool auth_attempting_ = false;
+  smtp::Mechanism auth_mechanism_ = smtp::Mechanism::kPlain;
+  // A failed AUTH's answer held back by the throttle until `delayed_due_`.
+  std::optional<smtp::Reply> delayed_answer_;
+  absl::Time delayed_due_ = absl::InfiniteFuture();
+  Message message_;
+};
+
+}  // namespace chute::server

@@ -1,0 +1,354 @@
+// submission_test.cc: the Submission session handler without a shard: a real smtp::Session
+// fed strings, a real directory snapshot, and fakes for the sink, the buffers, the tenant cap
+// and the auth service.
+
+#include "server/submission.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "server/server.h"
+#include "smtp/session.h"
+
+namespace chute::server {
+namespace {
+
+class FakeSink : public SubmitSink {
+ public:
+  bool SpoolFull() override { return full; }
+  std::string NextQueueId() override { return "Q" + std::to_string(++ids); }
+  void NoteReceiving(int delta) override { receiving += delta; }
+  void Stage(spool::RecordPrefix prefix, std::span<const iovec> body, uint64_t body_bytes,
+             uint64_t cookie) override {
+    std::string content = prefix.bytes.substr(prefix.content_offset);
+    for (const iovec& v : body) {
+      content.append(static_cast<const char*>(v.iov_base), v.iov_len);
+    }
+    staged.push_back(content);
+    staged_bytes = body_bytes;
+    staged_cookie = cookie;
+  }
+  void Accepted(std::unique_ptr<delivery::QueuedMessage> message) override {
+    accepted.push_back(std::move(message));
+  }
+  void CountUsage(const directory::Account& account, size_t recipients) override {
+    usage[account.primary_address] += static_cast<int>(recipients);
+  }
+  void Trace(trace::Event event) override { traced.push_back(std::move(event)); }
+
+  bool full = false;
+  int ids = 0;
+  int receiving = 0;
+  std::vector<std::string> staged;
+  uint64_t staged_bytes = 0;
+  uint64_t staged_cookie = 0;
+  std::vector<std::unique_ptr<delivery::QueuedMessage>> accepted;
+  std::map<std::string, int> usage;
+  std::vector<trace::Event> traced;
+};
+
+class FakeBuffers : public BodyBuffers {
+ public:
+  bool MayPin() const override { return may_pin; }
+  void Pin(uint16_t) override { ++pins; }
+  void Unpin(uint16_t) override { --pins; }
+  bool may_pin = true;
+  int pins = 0;
+};
+
+class FakeTenantCap : public TenantCap {
+ public:
+  bool Admit(int64_t, policy::ConnectionGate::Handle*) override {
+    ++asked;
+    return room;
+  }
+  bool room = true;
+  int asked = 0;
+};
+
+class FakeAuth : public AuthService {
+ public:
+  auth::AuthThrottle::Verdict CheckThrottle(const IpBytes&, absl::string_view,
+                                            absl::Time) override {
+    return throttle;
+  }
+  absl::Duration RecordFailure(const IpBytes&, absl::string_view, absl::Time) override {
+    ++failures;
+    return failure_delay;
+  }
+  bool VerifyPassword(auth::VerifyRequest request) override {
+    requests.push_back(std::move(request));
+    return true;
+  }
+  auth::TokenVerdict VerifyToken(int64_t, absl::string_view, const auth::TokenPolicy&, absl::Time,
+                                 std::string*) override {
+    return token;
+  }
+  auth::AuthThrottle::Verdict throttle = auth::AuthThrottle::Verdict::kClean;
+  absl::Duration failure_delay = absl::ZeroDuration();
+  int failures = 0;
+  std::vector<auth::VerifyRequest> requests;
+  auth::TokenVerdict token = auth::TokenVerdict::kInvalid;
+};
+
+class FakeControl : public SessionControl {
+ public:
+  void StartTls() override { ++starttls; }
+  absl::string_view TlsVersion() const override { return "TLSv1.3"; }
+  bool PeerGone() const override { return false; }
+  int starttls = 0;
+};
+
+class SubmissionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/chute-submission-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    auto store = directory::Store::Open(dir_ + "/d.db", true);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->AddTenant("contoso", {"contoso.test"}).ok());
+    ASSERT_TRUE((*store)->AddAccount({"contoso", "App", "app@contoso.test", ""}, 100).ok());
+    auto snapshot = (*store)->LoadSnapshot();
+    ASSERT_TRUE(snapshot.ok());
+    snapshot_ = *snapshot;
+    config_ = std::make_shared<Config>();
+    config_->server.hostname = "relay.contoso.test";
+    listener_.address = "127.0.0.1:587";
+    listener_.tls = TlsMode::kImplicit;
+    services_ = SubmissionServices{&sink_, &buffers_, &cap_, &auth_, &counters_, &replies_, &now_};
+    submission_ = std::make_unique<Submission>(services_, &control_);
+  }
+  void TearDown() override {
+    session_.reset();
+    submission_.reset();
+    std::string command = "rm -rf '" + dir_ + "'";
+    ASSERT_EQ(std::system(command.c_str()), 0);
+  }
+
+  // Open: a session inside TLS (an implicit-TLS listener), greeted and EHLO'd.
+  void Open() {
+    submission_->Begin(77, IpBytes{}, "192.0.2.7", &listener_, config_, snapshot_);
+    smtp::SessionOptions options;
+    options.tls_active = true;
+    options.starttls_offered = false;
+    session_ = std::make_unique<smtp::Session>(options, submission_.get());
+    submission_->set_session(session_.get());
+    session_->Start(now_);
+    Send("EHLO client.contoso.test\r\n");
+  }
+  // Send: feeds `input` and returns what the session answered to it.
+  std::string Send(absl::string_view input) {
+    size_t taken = session_->Feed(input, now_);
+    EXPECT_EQ(taken, input.size());
+    return TakeOutput();
+  }
+  std::string TakeOutput() {
+    std::string out;
+    session_->SwapOutput(out);
+    return out;
+  }
+  void AuthenticateAsApp() {
+    std::string plain("\0app@contoso.test\0secret", 24);
+    EXPECT_EQ(Send("AUTH PLAIN " + absl::Base64Escape(plain) + "\r\n"), "");
+    ASSERT_EQ(auth_.requests.size(), 1u);
+    EXPECT_TRUE(submission_->busy());  // the slot must not be freed while the check is out
+    submission_->OnVerified(true);
+    EXPECT_TRUE(absl::StartsWith(TakeOutput(), "235 2.7.0"));
+  }
+
+  std::string dir_;
+  std::shared_ptr<const directory::Snapshot> snapshot_;
+  std::shared_ptr<Config> config_;
+  ListenerConfig listener_;
+  FakeSink sink_;
+  FakeBuffers buffers_;
+  FakeTenantCap cap_;
+  FakeAuth auth_;
+  FakeControl control_;
+  ShardCounters counters_;
+  ReplyCounts replies_;
+  absl::Time now_ = absl::FromUnixSeconds(1'790'000'000);
+  SubmissionServices services_;
+  std::unique_ptr<Submission> submission_;
+  std::unique_ptr<smtp::Session> session_;
+};
+
+TEST_F(SubmissionTest, MailBeforeAuthIsRefused) {
+  Open();
+  EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "530 5.7.57"));
+  EXPECT_EQ(sink_.receiving, 0);
+}
+
+TEST_F(SubmissionTest, WrongPasswordIs535AndCountedWithTheThrottle) {
+  Open();
+  std::string plain("\0app@contoso.test\0wrong", 23);
+  EXPECT_EQ(Send("AUTH PLAIN " + absl::Base64Escape(plain) + "\r\n"), "");
+  ASSERT_EQ(auth_.requests.size(), 1u);
+  EXPECT_EQ(auth_.requests[0].cookie, 77u);
+  submission_->OnVerified(false);
+  EXPECT_TRUE(absl::StartsWith(TakeOutput(), "535 5.7.3"));
+  EXPECT_EQ(auth_.failures, 1);
+  EXPECT_EQ(submission_->account(), nullptr);
+}
+
+TEST_F(SubmissionTest, AThrottledFailureIsAnsweredWhenDue) {
+  Open();
+  auth_.failure_delay = absl::Seconds(2);
+  std::string plain("\0app@contoso.test\0wrong", 23);
+  Send("AUTH PLAIN " + absl::Base64Escape(plain) + "\r\n");
+  submission_->OnVerified(false);
+  EXPECT_EQ(TakeOutput(), "");  // held back
+  EXPECT_FALSE(submission_->AnswerDelayed(false));
+  now_ += absl::Seconds(2);
+  EXPECT_TRUE(submission_->AnswerDelayed(false));
+  EXPECT_TRUE(absl::StartsWith(TakeOutput(), "535 5.7.3"));
+}
+
+TEST_F(SubmissionTest, TenantAtItsCapGets454AndStaysUnauthenticated) {
+  Open();
+  cap_.room = false;
+  std::string plain("\0app@contoso.test\0secret", 24);
+  Send("AUTH PLAIN " + absl::Base64Escape(plain) + "\r\n");
+  submission_->OnVerified(true);
+  EXPECT_TRUE(absl::StartsWith(TakeOutput(), "454 4.7.0"));
+  EXPECT_EQ(submission_->account(), nullptr);
+}
+
+TEST_F(SubmissionTest, SendAsAnotherAddressIsRefused) {
+  Open();
+  AuthenticateAsApp();
+  EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<ceo@contoso.test>\r\n"), "550 5.7.60"));
+}
+
+TEST_F(SubmissionTest, FullSpoolIs452) {
+  Open();
+  AuthenticateAsApp();
+  sink_.full = true;
+  EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "452 4.3.1"));
+  EXPECT_EQ(sink_.receiving, 0);
+}
+
+TEST_F(SubmissionTest, AMessageIsStagedThen250OnCommitAndHandedToDelivery) {
+  Open();
+  AuthenticateAsApp();
+  EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "250"));
+  EXPECT_EQ(sink_.receiving, 1);  // company for a group commit
+  EXPECT_TRUE(absl::StartsWith(Send("RCPT TO:<ann@contoso.test>\r\n"), "250"));
+  EXPECT_TRUE(absl::StartsWith(Send("RCPT TO:<ann@contoso.test>\r\n"), "250"));  // once
+  EXPECT_TRUE(absl::StartsWith(Send("DATA\r\n"), "354"));
+  EXPECT_EQ(Send("From: <app@contoso.test>\r\nSubject: hi\r\n\r\nhello\r\n.\r\n"), "");
+  ASSERT_EQ(sink_.staged.size(), 1u);
+  EXPECT_EQ(sink_.receiving, 0);
+  EXPECT_EQ(sink_.staged_cookie, 77u);
+  const std::string& content = sink_.staged[0];
+  EXPECT_TRUE(absl::StartsWith(content, "Received: from client.contoso.test")) << content;
+  EXPECT_TRUE(absl::StrContains(content, "Message-ID: <Q1@relay.contoso.test>"));
+  EXPECT_TRUE(absl::StrContains(content, "Subject: hi\r\n\r\nhello\r\n"));
+  EXPECT_TRUE(submission_->committing());
+
+  spool::Committed committed;
+  committed.cookie = 77;
+  committed.content_bytes = content.size();
+  submission_->OnCommitted(&committed);
+  EXPECT_EQ(TakeOutput(), "250 2.0.0 OK queued as Q1\r\n");
+  EXPECT_FALSE(submission_->busy());
+  ASSERT_EQ(sink_.accepted.size(), 1u);
+  EXPECT_EQ(sink_.accepted[0]->id, "Q1");
+  EXPECT_EQ(sink_.accepted[0]->sender, "app@contoso.test");
+  EXPECT_EQ(sink_.accepted[0]->recipients, std::vector<std::string>{"ann@contoso.test"});
+  EXPECT_EQ(sink_.accepted[0]->marks.size(), 1u);
+  EXPECT_EQ(sink_.usage["app@contoso.test"], 1);
+  ASSERT_EQ(sink_.traced.size(), 1u);
+  EXPECT_EQ(sink_.traced[0].queue_id, "Q1");
+}
+
+TEST_F(SubmissionTest, AFailedCommitIs451AndNothingIsDelivered) {
+  Open();
+  AuthenticateAsApp();
+  Send("MAIL FROM:<app@contoso.test>\r\n");
+  Send("RCPT TO:<ann@contoso.test>\r\n");
+  Send("DATA\r\n");
+  Send("From: app@contoso.test\r\n\r\nx\r\n.\r\n");
+  submission_->OnCommitted(nullptr);
+  EXPECT_TRUE(absl::StartsWith(TakeOutput(), "451"));
+  EXPECT_TRUE(sink_.accepted.empty());
+  EXPECT_TRUE(sink_.usage.empty());
+}
+
+TEST_F(SubmissionTest, HeaderFromOfAnotherAddressIsRefusedAfterTheData) {
+  Open();
+  AuthenticateAsApp();
+  Send("MAIL FROM:<app@contoso.test>\r\n");
+  Send("RCPT TO:<ann@contoso.test>\r\n");
+  Send("DATA\r\n");
+  EXPECT_TRUE(
+      absl::StartsWith(Send("From: ceo@contoso.test\r\n\r\nx\r\n.\r\n"), "550 5.6.241"));
+  EXPECT_TRUE(sink_.staged.empty());
+  EXPECT_EQ(sink_.receiving, 0);
+}
+
+TEST_F(SubmissionTest, BodySlicesPinReceiveBuffersWithinTheBudgetAndReleaseThem) {
+  Open();
+  AuthenticateAsApp();
+  Send("MAIL FROM:<app@contoso.test>\r\n");
+  Send("RCPT TO:<ann@contoso.test>\r\n");
+  Send("DATA\r\n");
+  submission_->FeedingFrom(3);
+  Send("From: app@contoso.test\r\n\r\nline one\r\n");
+  EXPECT_EQ(buffers_.pins, 1);
+  submission_->FeedingFrom(4);
+  buffers_.may_pin = false;  // the shard's budget is spent: the rest is copied
+  Send("line two\r\n");
+  EXPECT_EQ(buffers_.pins, 1);
+  Send(".\r\n");
+  submission_->FeedingFrom(-1);
+  ASSERT_EQ(sink_.staged.size(), 1u);
+  EXPECT_TRUE(absl::StrContains(sink_.staged[0], "line one\r\nline two\r\n"));
+  spool::Committed committed;
+  submission_->OnCommitted(&committed);
+  EXPECT_EQ(buffers_.pins, 0);  // given back once the record is on disk
+}
+
+TEST_F(SubmissionTest, EndReleasesTheMessageInProgress) {
+  Open();
+  AuthenticateAsApp();
+  Send("MAIL FROM:<app@contoso.test>\r\n");
+  Send("RCPT TO:<ann@contoso.test>\r\n");
+  Send("DATA\r\n");
+  submission_->FeedingFrom(5);
+  Send("From: app@contoso.test\r\n\r\npartial");
+  EXPECT_EQ(buffers_.pins, 1);
+  session_.reset();
+  submission_->End();
+  EXPECT_EQ(buffers_.pins, 0);
+  EXPECT_EQ(sink_.receiving, 0);
+}
+
+TEST_F(SubmissionTest, TrustedListenerActsAsItsAccountAndTakesTheTenantPlaceAtMail) {
+  listener_.tls = TlsMode::kNone;
+  submission_->Begin(9, IpBytes{}, "127.0.0.1", &listener_, config_, snapshot_);
+  submission_->ActAs(snapshot_->FindAccount("app@contoso.test"));
+  smtp::SessionOptions options;
+  options.tls_required = false;
+  options.starttls_offered = false;
+  session_ = std::make_unique<smtp::Session>(options, submission_.get());
+  submission_->set_session(session_.get());
+  session_->Start(now_);
+  session_->MarkAuthenticated();
+  Send("EHLO printer\r\n");
+  EXPECT_EQ(cap_.asked, 0);  // an idle trusted connection locks no one out
+  EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "250"));
+  EXPECT_EQ(cap_.asked, 1);
+}
+
+}  // namespace
+}  // namespace chute::server
