@@ -18,7 +18,7 @@ namespace chute::policy {
 
 // AdmissionFacts: a new connection as admission sees it.
 struct AdmissionFacts {
-  IpBytes peer{};                    // the client (after PROXY)
+  IpBytes peer{};                     // the client (after PROXY)
   bool under_connections_max = true;  // a place in [limits] connections_max was taken
   ConnectionGate::Verdict ip = ConnectionGate::Verdict::kAdmitted;  // the per-IP cap's verdict
 };

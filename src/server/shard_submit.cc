@@ -164,8 +164,7 @@ void Shard::Unpin(uint16_t buffer) {
 // --- TenantCap and AuthService, over SharedState -----------------------------------------------
 
 bool Shard::Admit(int64_t tenant_id, policy::ConnectionGate::Handle* slot) {
-  return shared_->gate->AdmitTenant(tenant_id, slot) ==
-         policy::ConnectionGate::Verdict::kAdmitted;
+  return shared_->gate->AdmitTenant(tenant_id, slot) == policy::ConnectionGate::Verdict::kAdmitted;
 }
 
 auth::AuthThrottle::Verdict Shard::CheckThrottle(const IpBytes& peer, absl::string_view user,

@@ -194,7 +194,7 @@ class Submission : public smtp::SessionHandler {
     std::string sender;
     std::vector<std::string> recipients;  // as accepted, deduplicated
     std::vector<BodyPiece> pieces;
-    std::vector<iovec> body_iov;  // the pieces as the spool writes them
+    std::vector<iovec> body_iov;    // the pieces as the spool writes them
     std::vector<uint16_t> pinned;   // distinct receive buffers the pieces point into
     std::deque<std::string> arena;  // blocks of kArenaBlockBytes capacity, never reallocated
     smtp::HeaderScanner headers;
@@ -233,10 +233,10 @@ class Submission : public smtp::SessionHandler {
   const directory::Account* account_ = nullptr;  // the account the session acts as
   policy::ConnectionGate::Handle tenant_slot_;   // its place in its tenant's cap
   int32_t feeding_buffer_ = -1;
-  bool committing_ = false;      // its message is in a spool group commit
-  bool auth_inflight_ = false;   // a password check is out on the verifier pool
+  bool committing_ = false;     // its message is in a spool group commit
+  bool auth_inflight_ = false;  // a password check is out on the verifier pool
   const directory::Account* auth_candidate_ = nullptr;  // whom that check is for
-  std::string auth_user_;        // the user name of the AUTH in progress (for the throttle)
+  std::string auth_user_;  // the user name of the AUTH in progress (for the throttle)
   // The AUTH in progress, for its log line: set by OnAuth, cleared by its answer.
   bool auth_attempting_ = false;
   smtp::Mechanism auth_mechanism_ = smtp::Mechanism::kPlain;

@@ -64,8 +64,8 @@ class GroupCommitter {
 
   // Stage: queues a record for the next group (SegmentWriter::Stage); `body` must stay valid
   // until the group that carries it has finished (OnCompletion said so for `cookie`).
-  void Stage(RecordPrefix prefix, std::span<const iovec> body, uint64_t body_bytes,
-             uint64_t cookie, absl::Time now);
+  void Stage(RecordPrefix prefix, std::span<const iovec> body, uint64_t body_bytes, uint64_t cookie,
+             absl::Time now);
 
   struct Decision {
     enum class Kind { kNothing, kIssue, kWait } kind = Kind::kNothing;

@@ -290,8 +290,7 @@ TEST_F(SubmissionTest, HeaderFromOfAnotherAddressIsRefusedAfterTheData) {
   Send("MAIL FROM:<app@contoso.test>\r\n");
   Send("RCPT TO:<ann@contoso.test>\r\n");
   Send("DATA\r\n");
-  EXPECT_TRUE(
-      absl::StartsWith(Send("From: ceo@contoso.test\r\n\r\nx\r\n.\r\n"), "550 5.6.241"));
+  EXPECT_TRUE(absl::StartsWith(Send("From: ceo@contoso.test\r\n\r\nx\r\n.\r\n"), "550 5.6.241"));
   EXPECT_TRUE(sink_.staged.empty());
   EXPECT_EQ(sink_.receiving, 0);
 }

@@ -86,8 +86,8 @@ class GroupCommitTest : public ::testing::Test {
       EXPECT_GE(ring_->SubmitAndWait(1), 0);
       ring_->ForEachCqe([&](const io_uring_cqe& cqe) {
         EXPECT_EQ(io::UserDataOp(cqe.user_data), kOp);
-        done = committer_->OnCompletion(io::UserDataCookie(cqe.user_data), cqe.res, &outcome) ||
-               done;
+        done =
+            committer_->OnCompletion(io::UserDataCookie(cqe.user_data), cqe.res, &outcome) || done;
       });
     }
     return outcome;
