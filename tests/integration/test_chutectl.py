@@ -219,6 +219,24 @@ class ChutectlTest(CtlCase):
         self.fails(1, "dates YYYY-MM-DD", "report", "--from", "2026-02-01", "--to", "2026-01-01")
         self.fails(1, "--volume is messages or recipients", "report", "--volume", "bytes")
 
+    def test_lists_sort_names_naturally(self):
+        # Was: as text, so bulk100@ came before bulk10@ and bulk1@ (and tenant bulk10 before
+        # bulk2).
+        for name in ["bulk10", "bulk2", "bulk100", "bulk1"]:
+            self.ok("tenant", "add", name, "--domain", f"{name}.test")
+            self.ok("account", "new", "--name", name, "--primary-smtp-address",
+                    f"{name}@{name}.test", "--no-password")
+        natural = ["bulk1", "bulk2", "bulk10", "bulk100"]
+        addresses = [f"{n}@{n}.test" for n in natural]
+        listed = json.loads(self.ok("--json", "account", "list").stdout)
+        self.assertEqual([a["primary_smtp_address"] for a in listed], addresses)
+        table = self.ok("account", "list").stdout.splitlines()[1:]
+        self.assertEqual([line.split()[0] for line in table], addresses)
+        listed = json.loads(self.ok("--json", "tenant", "list").stdout)
+        self.assertEqual([t["name"] for t in listed], natural)
+        table = self.ok("tenant", "list").stdout.splitlines()[1:]
+        self.assertEqual([line.split()[0] for line in table], natural)
+
     def test_usage_errors(self):
         self.fails(1, "unknown command", "frobnicate")
         self.fails(1, "unknown option", "tenant", "list", "--bogus")

@@ -290,6 +290,53 @@ std::optional<int64_t> ParseCount(absl::string_view text, int64_t min, int64_t m
   return value;
 }
 
+bool NaturalLess(absl::string_view a, absl::string_view b) {
+  auto digit = [](char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); };
+  size_t i = 0;
+  size_t j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (digit(a[i]) && digit(b[j])) {
+      size_t a_end = i;
+      size_t b_end = j;
+      while (a_end < a.size() && digit(a[a_end])) {
+        ++a_end;
+      }
+      while (b_end < b.size() && digit(b[b_end])) {
+        ++b_end;
+      }
+      // As numbers of any length: without leading zeros, the shorter is the smaller.
+      absl::string_view x = a.substr(i, a_end - i);
+      absl::string_view y = b.substr(j, b_end - j);
+      while (x.size() > 1 && x[0] == '0') {
+        x.remove_prefix(1);
+      }
+      while (y.size() > 1 && y[0] == '0') {
+        y.remove_prefix(1);
+      }
+      if (x.size() != y.size()) {
+        return x.size() < y.size();
+      }
+      if (x != y) {
+        return x < y;
+      }
+      i = a_end;
+      j = b_end;
+      continue;
+    }
+    char x = absl::ascii_tolower(static_cast<unsigned char>(a[i]));
+    char y = absl::ascii_tolower(static_cast<unsigned char>(b[j]));
+    if (x != y) {
+      return static_cast<unsigned char>(x) < static_cast<unsigned char>(y);
+    }
+    ++i;
+    ++j;
+  }
+  if ((i < a.size()) != (j < b.size())) {
+    return j < b.size();  // `a` ran out first: a prefix sorts first
+  }
+  return a < b;
+}
+
 std::string CsvField(absl::string_view text) {
   if (text.find_first_of(",\"\r\n") == absl::string_view::npos) {
     return std::string(text);

@@ -108,6 +108,12 @@ absl::StatusOr<std::string> PromptNewPassword(absl::string_view for_whom);
 // HashPassword: argon2id with the configured cost.
 absl::StatusOr<std::string> HashPassword(const Config& config, absl::string_view password);
 
+// NaturalLess: whether `a` sorts before `b` in natural order, as people read names: runs of
+// digits compare as numbers (bulk2 before bulk10 before bulk100), other characters ASCII
+// case-insensitively; a tie (bulk01 and bulk1, A and a) is broken by the bytes, so that the
+// order is total.
+bool NaturalLess(absl::string_view a, absl::string_view b);
+
 // ParseCount: a decimal integer in [min, max]; nullopt otherwise.
 std::optional<int64_t> ParseCount(absl::string_view text, int64_t min, int64_t max);
 
