@@ -484,6 +484,54 @@ class GlobalOptionsAnywhereWithChutedTest(GlobalOptionsMixin, DeliveryFixture):
                          "commands in --help this test does not run")
 
 
+DEFAULT_CONFIG = "/etc/chute/chute.toml"
+DEFAULT_DATABASE = "/var/lib/chute/directory.db"  # [server] data_dir's built-in default
+
+
+class NoConfigurationTest(unittest.TestCase):
+    """chutectl with no --config and no /etc/chute/chute.toml: the built-in defaults."""
+
+    def setUp(self):
+        if os.path.exists(DEFAULT_CONFIG) or os.path.exists(DEFAULT_DATABASE):
+            self.skipTest(f"{DEFAULT_CONFIG} or {DEFAULT_DATABASE} exists on this machine")
+        self.cwd = tempfile.mkdtemp(prefix="chutectl-noconfig-")
+        self.addCleanup(shutil.rmtree, self.cwd, True)
+
+    def ctl(self, *args):
+        return subprocess.run([CHUTECTL, *args], capture_output=True, text=True,
+                              cwd=self.cwd, timeout=60)
+
+    def test_a_directory_command_says_which_configuration_is_missing(self):
+        # Was: "/var/lib/chute/directory.db: cannot create the directory database: No such
+        # file or directory", which names neither the configuration nor --config.
+        for command in (["tenant", "list"], ["account", "list"],
+                        ["tenant", "add", "t", "--domain", "t.test"]):
+            out = self.ctl(*command)
+            self.assertEqual(out.returncode, 2, (command, out.stderr))
+            self.assertIn(f"no configuration file: {DEFAULT_CONFIG} does not exist and no "
+                          "--config FILE was given", out.stderr)
+            self.assertIn("chutectl --config FILE", out.stderr)
+            self.assertIn(DEFAULT_DATABASE, out.stderr)
+            self.assertNotIn("cannot create", out.stderr)
+            self.assertFalse(os.path.exists(DEFAULT_DATABASE))  # nothing made on the way
+        out = self.ctl("tenant", "list", "--json")
+        self.assertEqual(out.returncode, 2)
+        self.assertIn(f"no configuration file: {DEFAULT_CONFIG}", json.loads(out.stdout)["error"])
+
+    def test_the_queue_and_the_trace_say_so_too(self):
+        commands = [["trace"]]
+        import socket
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", 9587)) != 0:  # no chuted at the default admin port
+                commands.append(["queue", "list"])
+        for command in commands:
+            out = self.ctl(*command)
+            self.assertEqual(out.returncode, 2, (command, out.stderr))
+            self.assertIn(f"(no configuration file: {DEFAULT_CONFIG} does not exist and no "
+                          "--config FILE was given; give the configuration chuted runs with: "
+                          "chutectl --config FILE", out.stderr)
+
+
 class Terminal:
     """chutectl on a pseudo-terminal (python's pty), as an operator types at it: a prompt is
     awaited, then answered."""

@@ -124,7 +124,24 @@ absl::Status CheckPasswordBytes(absl::string_view password, absl::string_view wh
 
 }  // namespace
 
+// How to give a configuration, for the failures that its absence explains.
+constexpr absl::string_view kGiveConfig =
+    "give the configuration chuted runs with: chutectl --config FILE ... (tools/run.sh's is "
+    "var/chute.toml)";
+
+std::string Context::ConfigHint() const {
+  return no_config_.empty() ? "" : absl::StrCat(" (", no_config_, "; ", kGiveConfig, ")");
+}
+
 directory::Store* Context::Store() {
+  if (store_ == nullptr && !no_config_.empty() &&
+      access(config_.directory.database.c_str(), F_OK) != 0) {
+    // Was: "cannot create the directory database", about a default path, for a missing
+    // configuration; and a database made there would be one that no chuted reads.
+    Fail(absl::StrCat(no_config_, ", and the built-in defaults' directory database ",
+                      config_.directory.database, " does not exist; ", kGiveConfig));
+    return nullptr;
+  }
   if (store_ == nullptr) {
     absl::StatusOr<std::unique_ptr<directory::Store>> store =
         directory::Store::Open(config_.directory.database, true);

@@ -48,7 +48,7 @@ Global options (before or after the command words; the same in either place, as 
 `chutectl --config F --json queue list` is `chutectl queue list --config F --json`; a bare
 `--` ends them, for a value that is spelled like one):
   --config FILE   configuration file (default /etc/chute/chute.toml; built-in defaults when
-                  that file does not exist)
+                  that file does not exist, which do not create a directory database)
   --json          print results as JSON; errors also as {"error": "..."} on stdout
   --version       the version and the git revision it was built from
   --help          this text; with a command, its group's (chutectl queue list --help)
@@ -141,10 +141,14 @@ int Help(const std::vector<std::string>& command) {
   return kExitUsage;
 }
 
-absl::StatusOr<Config> LoadConfiguration(const std::string& path) {
+// LoadConfiguration: `path`, else the default file, else the built-in defaults; then
+// *no_config says why no file was read (Context).
+absl::StatusOr<Config> LoadConfiguration(const std::string& path, std::string* no_config) {
   if (!path.empty() || access(kDefaultConfigPath, F_OK) == 0) {
     return LoadConfig(path.empty() ? kDefaultConfigPath : path);
   }
+  *no_config = absl::StrCat("no configuration file: ", kDefaultConfigPath,
+                            " does not exist and no --config FILE was given");
   return ParseConfig("", "(built-in defaults)");
 }
 
@@ -177,7 +181,8 @@ int Main(int argc, char** argv) {
               << FullHelp();
     return kExitUsage;
   }
-  absl::StatusOr<Config> config = LoadConfiguration(options.config_path);
+  std::string no_config;
+  absl::StatusOr<Config> config = LoadConfiguration(options.config_path, &no_config);
   if (!config.ok()) {
     if (options.json) {
       PrintJson(nlohmann::json{{"error", std::string(config.status().message())}});
@@ -185,7 +190,7 @@ int Main(int argc, char** argv) {
     std::cerr << "chutectl: " << config.status().message() << "\n";
     return kExitFailure;
   }
-  Context context(*config, options.json);
+  Context context(*config, options.json, std::move(no_config));
   return Dispatch(context, std::move(options.command));
 }
 
