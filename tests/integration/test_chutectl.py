@@ -1,9 +1,11 @@
 """chutectl against a fresh directory database: every command, --json, and the error paths
 with their exit codes (0 success, 1 usage, 2 failure)."""
 
+import datetime
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import sqlite3
@@ -14,6 +16,7 @@ import time
 import unittest
 
 from chute_fixture import CHUTECTL
+from test_delivery import DeliveryFixture, FakeSmtp, delivery_config, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COMPLETION = os.path.join(HERE, "..", "..", "tools", "chutectl", "chutectl.bash")
@@ -216,6 +219,24 @@ class ChutectlTest(CtlCase):
         self.fails(1, "dates YYYY-MM-DD", "report", "--from", "2026-02-01", "--to", "2026-01-01")
         self.fails(1, "--volume is messages or recipients", "report", "--volume", "bytes")
 
+    def test_lists_sort_names_naturally(self):
+        # Was: as text, so bulk100@ came before bulk10@ and bulk1@ (and tenant bulk10 before
+        # bulk2).
+        for name in ["bulk10", "bulk2", "bulk100", "bulk1"]:
+            self.ok("tenant", "add", name, "--domain", f"{name}.test")
+            self.ok("account", "new", "--name", name, "--primary-smtp-address",
+                    f"{name}@{name}.test", "--no-password")
+        natural = ["bulk1", "bulk2", "bulk10", "bulk100"]
+        addresses = [f"{n}@{n}.test" for n in natural]
+        listed = json.loads(self.ok("--json", "account", "list").stdout)
+        self.assertEqual([a["primary_smtp_address"] for a in listed], addresses)
+        table = self.ok("account", "list").stdout.splitlines()[1:]
+        self.assertEqual([line.split()[0] for line in table], addresses)
+        listed = json.loads(self.ok("--json", "tenant", "list").stdout)
+        self.assertEqual([t["name"] for t in listed], natural)
+        table = self.ok("tenant", "list").stdout.splitlines()[1:]
+        self.assertEqual([line.split()[0] for line in table], natural)
+
     def test_usage_errors(self):
         self.fails(1, "unknown command", "frobnicate")
         self.fails(1, "unknown option", "tenant", "list", "--bogus")
@@ -226,6 +247,289 @@ class ChutectlTest(CtlCase):
                              capture_output=True, text=True)
         self.assertEqual(out.returncode, 2)
         self.assertIn("/nonexistent/c.toml", out.stderr)
+
+
+# Where the global options go: all before the command words, all after them, and split
+# (`chutectl --config F queue list --json`). Each must give the same result.
+PLACEMENTS = {
+    "before": lambda config, words: ["--config", config, "--json", *words],
+    "after": lambda config, words: [*words, "--config", config, "--json"],
+    "split": lambda config, words: ["--config", config, *words, "--json"],
+}
+VERB_GROUPS = ("tenant", "account", "settings", "app-access", "queue")
+
+
+def commands_in_help():
+    """Every command `chutectl --help` lists: "tenant add", ..., "report", "trace", and the
+    cmdlets ("New-MailUser", ..., "Get-MessageTraceV2")."""
+    text = subprocess.run([CHUTECTL, "--help"], capture_output=True, text=True).stdout
+    found = set()
+    for line in text.splitlines():
+        if m := re.match(r"  (%s) ([a-z-]+)\b" % "|".join(VERB_GROUPS), line):
+            found.add(f"{m[1]} {m[2]}")
+        elif m := re.match(r"  (report|trace) ", line):
+            found.add(m[1])
+        elif m := re.match(r"  (?:chutectl )?([A-Z][a-z]+-[A-Za-z0-9]+) -", line):
+            found.add(m[1])
+    return found
+
+
+def command_key(words):
+    return " ".join(words[:2]) if words[0] in VERB_GROUPS else words[0]
+
+
+def without_age(value):
+    """`value` without the "age_s" keys (the queue's ages tick between two runs)."""
+    if isinstance(value, dict):
+        return {k: without_age(v) for k, v in value.items() if k != "age_s"}
+    if isinstance(value, list):
+        return [without_age(v) for v in value]
+    return value
+
+
+class GlobalOptionsMixin:
+    """run_everywhere: one command with the global options in each of PLACEMENTS, each
+    against self.configs[placement]; checks the exit status, that stdout is JSON, and that
+    it is the same in every placement. `each` gives a different ID per placement for a
+    command that changes what it names ({id} in the words; the ID reads "ID" in the
+    comparison)."""
+
+    def run_everywhere(self, *words, stdin=None, code=0, each=None, before_each=None):
+        outputs = {}
+        for n, (placement, arrange) in enumerate(PLACEMENTS.items()):
+            if before_each is not None:
+                before_each()
+            typed = [w.replace("{id}", each[n]) if each else w for w in words]
+            argv = [CHUTECTL, *arrange(self.configs[placement], typed)]
+            out = subprocess.run(argv, capture_output=True, text=True, input=stdin,
+                                 timeout=60)
+            self.assertEqual(out.returncode, code, (argv, out.stdout, out.stderr))
+            try:
+                parsed = json.loads(out.stdout)
+            except json.JSONDecodeError:
+                self.fail(f"{argv}: stdout is not JSON: {out.stdout!r} (stderr: {out.stderr})")
+            text = json.dumps(without_age(parsed), sort_keys=True)
+            outputs[placement] = text.replace(each[n], "ID") if each else text
+        self.assertEqual(outputs["after"], outputs["before"], words)
+        self.assertEqual(outputs["split"], outputs["before"], words)
+        self.covered.add(command_key(words))
+        return json.loads(outputs["before"])
+
+
+class GlobalOptionsAnywhereTest(GlobalOptionsMixin, unittest.TestCase):
+    """Every directory command (and every cmdlet) takes --config FILE and --json before or
+    after its words, with the same result; was: `settings get X --json` "unknown option".
+    Each placement runs the same commands against its own directory, so that a command that
+    changes it finds the same state in each."""
+
+    def setUp(self):
+        self.configs = {}
+        self.covered = set()
+        for placement in PLACEMENTS:
+            d = tempfile.mkdtemp(prefix=f"chutectl-{placement}-")
+            self.addCleanup(shutil.rmtree, d, True)
+            self.configs[placement] = os.path.join(d, "c.toml")
+            with open(self.configs[placement], "w") as f:  # the cheapest argon2id: fast
+                f.write(f'[server]\ndata_dir = "{d}"\n'
+                        "[passwords]\nargon2_memory_kib = 8192\nargon2_passes = 1\n")
+
+    def test_every_command_takes_the_global_options_before_or_after_its_words(self):
+        run = self.run_everywhere
+        app = "11111111-0000-4000-8000-000000000000"
+        self.assertEqual(run("tenant", "add", "contoso", "--domain", "contoso.test")["name"],
+                         "contoso")
+        self.assertEqual(len(run("tenant", "list")), 1)
+        run("tenant", "show", "contoso")
+        run("tenant", "set", "contoso", "--password-min-length", "8")
+        run("account", "new", "--name", "App", "--primary-smtp-address", "app@contoso.test",
+            "--password-stdin", stdin=GOOD)
+        run("account", "new", "--name", "Two", "--primary-smtp-address", "two@contoso.test",
+            "--no-password")
+        self.assertEqual(len(run("account", "list")), 2)
+        run("account", "list", "--tenant", "contoso")
+        run("account", "show", "app@contoso.test")
+        run("account", "set", "app@contoso.test", "--display-name", "Renamed")
+        run("account", "password", "Renamed", "--password-stdin", stdin=GOOD + "2")
+        run("settings", "set", "Renamed", "--reply-to", "reply@contoso.test")
+        self.assertEqual(run("settings", "get", "Renamed")["reply_to"], "reply@contoso.test")
+        run("app-access", "add", "Renamed", "--app-id", app)
+        run("app-access", "remove", "Renamed", "--app-id", app)
+        run("report")
+        run("report", "--days", "30", "--volume", "messages")
+        # The cmdlets.
+        run("New-MailUser", "-HVEAccount", "-Name", "C", "-PrimarySmtpAddress",
+            "c@contoso.test", "-NoPassword")
+        self.assertEqual(len(run("Get-MailUser", "-HVEAccount")), 3)
+        run("Get-MailUser", "-HVEAccount", "-Identity", "c@contoso.test")
+        run("Set-MailUser", "-HVEAccount", "-Identity", "C", "-DisplayName", "C2")
+        run("Set-HVEAccountSettings", "-Identity", "C2", "-ReplyTo", "reply@contoso.test")
+        run("Get-HVEAccountSettings", "-Identity", "C2")
+        run("Add-HVEAppAccess", "-Identity", "C2", "-AppId", app)
+        run("Remove-HVEAppAccess", "-Identity", "C2", "-AppId", app)
+        run("Remove-MailUser", "-Identity", "C2", "-Confirm:$false")
+        run("account", "remove", "Two", "--yes")
+        # Errors are JSON too, with the same exit status.
+        self.assertEqual(run("tenant", "show", "nope", code=2), {"error": "no tenant 'nope'"})
+        self.assertIn("unknown tenant subcommand", run("tenant", "frob", code=1)["error"])
+        self.assertIn("unknown option --bogus",
+                      run("settings", "get", "Renamed", "--bogus", code=1)["error"])
+        run("tenant", "remove", "contoso", "--force", "--yes")
+        missing = commands_in_help() - self.covered - {"trace", "Get-MessageTraceV2"}
+        missing = {c for c in missing if not c.startswith("queue ")}  # the test below
+        self.assertEqual(missing, set(), "commands in --help this test does not run")
+
+    def test_a_bare_double_dash_ends_the_global_options(self):
+        self.run_everywhere("tenant", "add", "contoso", "--domain", "contoso.test")
+        self.run_everywhere("account", "new", "--name", "A", "--primary-smtp-address",
+                            "a@contoso.test", "--no-password")
+        out = subprocess.run([CHUTECTL, "--config", self.configs["before"], "--json", "account",
+                              "set", "A", "--display-name", "--", "--json"],
+                             capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(json.loads(out.stdout)["display_name"], "--json")
+
+    def test_help_and_version_anywhere(self):
+        def ctl(*args):
+            out = subprocess.run([CHUTECTL, *args], capture_output=True, text=True)
+            self.assertEqual(out.returncode, 0, (args, out.stderr))
+            return out.stdout
+        group = ctl("queue", "--help")
+        self.assertIn("queue list", group)
+        self.assertEqual(ctl("--help", "queue"), group)
+        self.assertEqual(ctl("queue", "list", "--help"), group)
+        self.assertEqual(ctl("help", "queue"), group)
+        self.assertIn("Get-MailUser -HVEAccount", ctl("Get-MailUser", "--help"))
+        full = ctl("--help")
+        self.assertIn("global options may go anywhere", full)
+        self.assertIn("Global options (before or after the command words", full)
+        self.assertEqual(ctl("tenant", "list", "--version"), ctl("--version"))
+
+
+class GlobalOptionsAnywhereWithChutedTest(GlobalOptionsMixin, DeliveryFixture):
+    """The same for the commands that ask the running chuted (queue and its Postfix
+    spellings) or read what it wrote (trace); was: `queue list --json` "wrong arguments".
+    One chuted; a command that changes a message is given a different message in each
+    placement. Delivery goes to FakeSmtp, which defers wait*@ (451) and refuses gone*@ (550,
+    the dead-letter area); retries are an hour apart, so the queue stands still."""
+
+    def setUp(self):
+        self.server = FakeSmtp()
+        self.addCleanup(self.server.stop)
+        for i in range(15):
+            self.server.reject[f"wait{i}@example.test"] = "451 4.2.0 Mailbox busy, try later"
+        for i in range(6):
+            self.server.reject[f"gone{i}@example.test"] = "550 5.1.1 No such user"
+        self.extra_config = delivery_config("smtp", f"127.0.0.1:{self.server.port}",
+                                            retry_initial_s=3600, retry_max_s=3600)
+        super().setUp()
+        self.configs = {placement: self.config for placement in PLACEMENTS}
+        self.covered = set()
+
+    def still(self):
+        """Waits until the queue stands still: the 6 dead letters dead, every queued message
+        attempted, none in flight, each due only in the hour."""
+        def quiet():
+            if len(self.queue("queue", "dead")) != 6:
+                return False
+            soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=30)
+            for e in self.queue("queue", "list"):
+                if e["in_flight"] or e["attempts"] < 1:
+                    return False
+                due = e["next_attempt"]
+                if due is not None and datetime.datetime.fromisoformat(
+                        due.replace("Z", "+00:00")) < soon:
+                    return False
+            return True
+        wait_until(quiet, "the queue to stand still", 30)
+
+    def test_every_queue_and_trace_command_takes_the_global_options_anywhere(self):
+        run = self.run_everywhere
+        waiting = [self.send([f"wait{i}@example.test"], f"wait-{i}") for i in range(15)]
+        dead = [self.send([f"gone{i}@example.test"], f"gone-{i}") for i in range(6)]
+        self.still()
+
+        def trace_settled():  # the trace is written in batches, behind the queue
+            rows = self.queue("trace")
+            return (len(rows) == 21 and all(r["status"] in ("deferred", "dead", "failed")
+                                            for r in rows) and rows == self.queue("trace"))
+        wait_until(trace_settled, "the trace of the 21 messages", 30)
+        self.assertEqual(len(run("queue", "list")), 15)
+        run("mailq")
+        run("postqueue", "-p")
+        run("queue", "show", waiting[0])
+        self.assertEqual(len(run("queue", "dead")), 6)
+        self.assertEqual(len(run("trace")), 21)
+        run("trace", "--recipient", "gone0@example.test", "--details")
+        run("Get-MessageTraceV2", "-Status", "Failed")
+        self.assertIn("error", run("queue", "show", "0123456789ABCDEF0123456", code=2))
+        # Commands that change a message: each placement its own.
+        run("queue", "hold", "{id}", each=waiting[0:3])
+        run("queue", "release", "{id}", each=waiting[0:3])
+        run("postsuper", "-h", "{id}", each=waiting[0:3])
+        run("postsuper", "-H", "{id}", each=waiting[0:3])
+        run("queue", "retry", "{id}", each=waiting[3:6])
+        run("postqueue", "-i", "{id}", each=waiting[6:9])
+        run("queue", "delete", "{id}", each=waiting[9:12])
+        run("postsuper", "-d", "{id}", each=waiting[12:15])
+        run("queue", "requeue", "{id}", each=dead[0:3])
+        run("postsuper", "-r", "{id}", each=dead[3:6])
+        # Every message at once: the same count each time once the queue stands still.
+        self.assertEqual(run("queue", "retry", "--all", before_each=self.still),
+                         {"retried": 9})
+        run("postqueue", "-f", before_each=self.still)
+        self.covered |= {"queue list", "queue show", "queue retry"}  # their Postfix spellings
+        missing = {c for c in commands_in_help()
+                   if c.startswith("queue ") or c in ("trace", "Get-MessageTraceV2")}
+        self.assertEqual(missing - self.covered, set(),
+                         "commands in --help this test does not run")
+
+
+DEFAULT_CONFIG = "/etc/chute/chute.toml"
+DEFAULT_DATABASE = "/var/lib/chute/directory.db"  # [server] data_dir's built-in default
+
+
+class NoConfigurationTest(unittest.TestCase):
+    """chutectl with no --config and no /etc/chute/chute.toml: the built-in defaults."""
+
+    def setUp(self):
+        if os.path.exists(DEFAULT_CONFIG) or os.path.exists(DEFAULT_DATABASE):
+            self.skipTest(f"{DEFAULT_CONFIG} or {DEFAULT_DATABASE} exists on this machine")
+        self.cwd = tempfile.mkdtemp(prefix="chutectl-noconfig-")
+        self.addCleanup(shutil.rmtree, self.cwd, True)
+
+    def ctl(self, *args):
+        return subprocess.run([CHUTECTL, *args], capture_output=True, text=True,
+                              cwd=self.cwd, timeout=60)
+
+    def test_a_directory_command_says_which_configuration_is_missing(self):
+        # Was: "/var/lib/chute/directory.db: cannot create the directory database: No such
+        # file or directory", which names neither the configuration nor --config.
+        for command in (["tenant", "list"], ["account", "list"],
+                        ["tenant", "add", "t", "--domain", "t.test"]):
+            out = self.ctl(*command)
+            self.assertEqual(out.returncode, 2, (command, out.stderr))
+            self.assertIn(f"no configuration file: {DEFAULT_CONFIG} does not exist and no "
+                          "--config FILE was given", out.stderr)
+            self.assertIn("chutectl --config FILE", out.stderr)
+            self.assertIn(DEFAULT_DATABASE, out.stderr)
+            self.assertNotIn("cannot create", out.stderr)
+            self.assertFalse(os.path.exists(DEFAULT_DATABASE))  # nothing made on the way
+        out = self.ctl("tenant", "list", "--json")
+        self.assertEqual(out.returncode, 2)
+        self.assertIn(f"no configuration file: {DEFAULT_CONFIG}", json.loads(out.stdout)["error"])
+
+    def test_the_queue_and_the_trace_say_so_too(self):
+        commands = [["trace"]]
+        import socket
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", 9587)) != 0:  # no chuted at the default admin port
+                commands.append(["queue", "list"])
+        for command in commands:
+            out = self.ctl(*command)
+            self.assertEqual(out.returncode, 2, (command, out.stderr))
+            self.assertIn(f"(no configuration file: {DEFAULT_CONFIG} does not exist and no "
+                          "--config FILE was given; give the configuration chuted runs with: "
+                          "chutectl --config FILE", out.stderr)
 
 
 class Terminal:

@@ -1,6 +1,7 @@
 // chutectl account: HVE accounts (New-/Get-/Set-/Remove-MailUser -HVEAccount), and their
 // passwords, which must satisfy the tenant's password policy.
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -170,10 +171,19 @@ int List(Context& context, directory::Store& store, const Args& args) {
   if (!context.json()) {
     std::printf("%-36s %-28s %s\n", "PRIMARY_SMTP_ADDRESS", "DISPLAY_NAME", "TENANT");
   }
+  // In natural order (bulk2 before bulk10), as people read the names.
+  std::vector<const directory::Account*> accounts;
   for (const directory::Account& a : (*snapshot)->accounts()) {
-    if (tenant && a.tenant_name != *tenant) {
-      continue;
+    if (!tenant || a.tenant_name == *tenant) {
+      accounts.push_back(&a);
     }
+  }
+  std::sort(accounts.begin(), accounts.end(),
+            [](const directory::Account* x, const directory::Account* y) {
+              return NaturalLess(x->primary_address, y->primary_address);
+            });
+  for (const directory::Account* account : accounts) {
+    const directory::Account& a = *account;
     if (context.json()) {
       list.push_back(AccountJson(a));
     } else {

@@ -85,7 +85,8 @@ _chutectl() {
     return 0
   fi
   case "$cur" in
-    -*) COMPREPLY=($(compgen -W "$(_chutectl_words "$group $verb") --help" -- "$cur")) ;;
+    -*) COMPREPLY=($(compgen -W "$(_chutectl_words "$group $verb") --json --config --help" \
+      -- "$cur")) ;;
   esac
   return 0
 }

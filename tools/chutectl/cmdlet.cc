@@ -160,6 +160,15 @@ std::optional<std::string> TranslateParameter(const Cmdlet& cmdlet,
 
 }  // namespace
 
+bool IsCmdlet(absl::string_view word) {
+  for (const Cmdlet& cmdlet : kCmdlets) {
+    if (absl::EqualsIgnoreCase(word, cmdlet.name)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 std::optional<std::string> TranslateCmdlet(std::vector<std::string>* words, Context* context) {
   if (words->empty() || absl::StartsWith((*words)[0], "-")) {
     return std::nullopt;

@@ -32,6 +32,8 @@ extern const CommandGroup kTraceGroup;      // trace_command.cc
 // into chutectl's words, with the cmdlet recorded in `context`. Words that are not a cmdlet
 // come back unchanged. The message of a usage error otherwise.
 std::optional<std::string> TranslateCmdlet(std::vector<std::string>* words, Context* context);
+// IsCmdlet (cmdlet.cc): whether `word` is one of those cmdlets' names (any case).
+bool IsCmdlet(absl::string_view word);
 extern const absl::string_view kCmdletHelp;
 
 }  // namespace chute::ctl

@@ -126,7 +126,24 @@ absl::Status CheckPasswordBytes(absl::string_view password, absl::string_view wh
 
 }  // namespace
 
+// How to give a configuration, for the failures that its absence explains.
+constexpr absl::string_view kGiveConfig =
+    "give the configuration chuted runs with: chutectl --config FILE ... (tools/run.sh's is "
+    "var/chute.toml)";
+
+std::string Context::ConfigHint() const {
+  return no_config_.empty() ? "" : absl::StrCat(" (", no_config_, "; ", kGiveConfig, ")");
+}
+
 directory::Store* Context::Store() {
+  if (store_ == nullptr && !no_config_.empty() &&
+      access(config_.directory.database.c_str(), F_OK) != 0) {
+    // Was: "cannot create the directory database", about a default path, for a missing
+    // configuration; and a database made there would be one that no chuted reads.
+    Fail(absl::StrCat(no_config_, ", and the built-in defaults' directory database ",
+                      config_.directory.database, " does not exist; ", kGiveConfig));
+    return nullptr;
+  }
   if (store_ == nullptr) {
     absl::StatusOr<std::unique_ptr<directory::Store>> store =
         directory::Store::Open(config_.directory.database, true);
@@ -290,6 +307,53 @@ std::optional<int64_t> ParseCount(absl::string_view text, int64_t min, int64_t m
     return std::nullopt;
   }
   return value;
+}
+
+bool NaturalLess(absl::string_view a, absl::string_view b) {
+  auto digit = [](char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); };
+  size_t i = 0;
+  size_t j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (digit(a[i]) && digit(b[j])) {
+      size_t a_end = i;
+      size_t b_end = j;
+      while (a_end < a.size() && digit(a[a_end])) {
+        ++a_end;
+      }
+      while (b_end < b.size() && digit(b[b_end])) {
+        ++b_end;
+      }
+      // As numbers of any length: without leading zeros, the shorter is the smaller.
+      absl::string_view x = a.substr(i, a_end - i);
+      absl::string_view y = b.substr(j, b_end - j);
+      while (x.size() > 1 && x[0] == '0') {
+        x.remove_prefix(1);
+      }
+      while (y.size() > 1 && y[0] == '0') {
+        y.remove_prefix(1);
+      }
+      if (x.size() != y.size()) {
+        return x.size() < y.size();
+      }
+      if (x != y) {
+        return x < y;
+      }
+      i = a_end;
+      j = b_end;
+      continue;
+    }
+    char x = absl::ascii_tolower(static_cast<unsigned char>(a[i]));
+    char y = absl::ascii_tolower(static_cast<unsigned char>(b[j]));
+    if (x != y) {
+      return static_cast<unsigned char>(x) < static_cast<unsigned char>(y);
+    }
+    ++i;
+    ++j;
+  }
+  if ((i < a.size()) != (j < b.size())) {
+    return j < b.size();  // `a` ran out first: a prefix sorts first
+  }
+  return a < b;
 }
 
 std::string CsvField(absl::string_view text) {

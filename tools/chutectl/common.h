@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #define JSON_NOEXCEPTION 1
@@ -32,7 +33,10 @@ inline constexpr int kExitFailure = 2;  // it could not be done; stderr says why
 // typed as ("Remove-MailUser"), "" for chutectl's own; messages then use the cmdlet's words.
 class Context {
  public:
-  Context(const Config& config, bool json) : config_(config), json_(json) {}
+  // `no_config`: why no configuration file was read (none was given and the default one
+  // does not exist: the built-in defaults apply), "" when one was.
+  Context(const Config& config, bool json, std::string no_config = "")
+      : config_(config), json_(json), no_config_(std::move(no_config)) {}
 
   const Config& config() const { return config_; }
   bool json() const { return json_; }
@@ -44,8 +48,14 @@ class Context {
   }
 
   // Store: the directory database, opened (and created) on first use; nullptr after printing
-  // why it could not be opened (the caller returns kExitFailure).
+  // why it could not be opened (the caller returns kExitFailure). Without a configuration
+  // file it is not created: the built-in defaults' database is used only when it exists, and
+  // otherwise the failure says which configuration is missing and how to give one.
   directory::Store* Store();
+  // ConfigHint: " (no configuration file: ...; give ...)" when no configuration file was read,
+  // "" otherwise; for failures that the wrong configuration explains (no chuted at the admin
+  // address, no message trace).
+  std::string ConfigHint() const;
 
   // Usage: prints a usage error (and {"error": ...} on stdout with --json); kExitUsage.
   int Usage(absl::string_view message) const;
@@ -64,6 +74,7 @@ class Context {
  private:
   const Config& config_;
   bool json_;
+  std::string no_config_;
   std::string cmdlet_;
   std::string cmdlet_command_;
   std::unique_ptr<directory::Store> store_;
@@ -107,6 +118,12 @@ absl::StatusOr<std::string> PromptNewPassword(absl::string_view for_whom);
 
 // HashPassword: argon2id with the configured cost.
 absl::StatusOr<std::string> HashPassword(const Config& config, absl::string_view password);
+
+// NaturalLess: whether `a` sorts before `b` in natural order, as people read names: runs of
+// digits compare as numbers (bulk2 before bulk10 before bulk100), other characters ASCII
+// case-insensitively; a tie (bulk01 and bulk1, A and a) is broken by the bytes, so that the
+// order is total.
+bool NaturalLess(absl::string_view a, absl::string_view b);
 
 // ParseCount: a decimal integer in [min, max]; nullopt otherwise.
 std::optional<int64_t> ParseCount(absl::string_view text, int64_t min, int64_t max);

@@ -34,6 +34,7 @@ const CommandGroup* const kGroups[] = {
 };
 
 constexpr absl::string_view kIntro = R"(Usage: chutectl [--config FILE] [--json] COMMAND ...
+       chutectl COMMAND ... [--config FILE] [--json]    (global options may go anywhere)
 
 Administers chute's directory of tenants and High Volume Email (HVE) accounts. The database is
 the one named by [directory] database in the configuration (default: <data_dir>/directory.db;
@@ -43,12 +44,14 @@ seconds, or at once on SIGHUP. `chutectl COMMAND --help` shows one command group
 )";
 
 constexpr absl::string_view kOptions = R"(
-Options (before the command):
+Global options (before or after the command words; the same in either place, as in git:
+`chutectl --config F --json queue list` is `chutectl queue list --config F --json`; a bare
+`--` ends them, for a value that is spelled like one):
   --config FILE   configuration file (default /etc/chute/chute.toml; built-in defaults when
-                  that file does not exist)
+                  that file does not exist, which do not create a directory database)
   --json          print results as JSON; errors also as {"error": "..."} on stdout
   --version       the version and the git revision it was built from
-  --help          this text
+  --help          this text; with a command, its group's (chutectl queue list --help)
 
 Exit status: 0 success, 1 usage error or a confirmation declined, 2 failure (explained on
 stderr).
@@ -74,8 +77,12 @@ const CommandGroup* FindGroup(absl::string_view word) {
   return nullptr;
 }
 
-// Global options come before the command word; after it, "-h" and "help" are arguments
-// (postsuper -h ID, account new --name help).
+// Global options may come anywhere, before or after the command words, and mean the same
+// in either place (as in git and kubectl): `chutectl --config F queue list --json` is
+// `chutectl queue list --config F --json`. This is the one place they are parsed; a command
+// never sees them. A bare "--" ends them: the words after it are the command's as typed
+// (`account set ID --display-name -- --json`). Before the command word "-h" and "help" also
+// ask for help; after it they are arguments (postsuper -h ID, account new --name help).
 struct GlobalOptions {
   std::string config_path;
   bool json = false;
@@ -87,11 +94,15 @@ struct GlobalOptions {
 
 GlobalOptions ParseGlobalOptions(const std::vector<std::string>& words) {
   GlobalOptions options;
+  bool options_ended = false;
   for (size_t i = 0; i < words.size(); ++i) {
     const std::string& word = words[i];
-    if (!options.command.empty()) {
+    bool before_command = options.command.empty();
+    if (options_ended) {
       options.command.push_back(word);
-    } else if (word == "--help" || word == "-h" || word == "help") {
+    } else if (word == "--") {
+      options_ended = true;
+    } else if (word == "--help" || (before_command && (word == "-h" || word == "help"))) {
       options.help = true;
     } else if (word == "--json") {
       options.json = true;
@@ -110,10 +121,34 @@ GlobalOptions ParseGlobalOptions(const std::vector<std::string>& words) {
   return options;
 }
 
-absl::StatusOr<Config> LoadConfiguration(const std::string& path) {
+// Help: `chutectl --help`, or with a command (`chutectl queue list --help`, `chutectl help
+// tenant`) that command's group.
+int Help(const std::vector<std::string>& command) {
+  if (command.empty()) {
+    std::cout << FullHelp();
+    return kExitOk;
+  }
+  if (const CommandGroup* group = FindGroup(command[0])) {
+    std::cout << group->help;
+    return kExitOk;
+  }
+  if (IsCmdlet(command[0])) {
+    std::cout << kCmdletHelp;
+    return kExitOk;
+  }
+  std::cerr << "chutectl: unknown command '" << command[0] << "'\n"
+            << "Run 'chutectl --help' for usage.\n";
+  return kExitUsage;
+}
+
+// LoadConfiguration: `path`, else the default file, else the built-in defaults; then
+// *no_config says why no file was read (Context).
+absl::StatusOr<Config> LoadConfiguration(const std::string& path, std::string* no_config) {
   if (!path.empty() || access(kDefaultConfigPath, F_OK) == 0) {
     return LoadConfig(path.empty() ? kDefaultConfigPath : path);
   }
+  *no_config = absl::StrCat("no configuration file: ", kDefaultConfigPath,
+                            " does not exist and no --config FILE was given");
   return ParseConfig("", "(built-in defaults)");
 }
 
@@ -125,7 +160,7 @@ int Dispatch(Context& context, std::vector<std::string> words) {
   if (group == nullptr) {
     return context.Usage(absl::StrCat("unknown command '", words[0], "'"));
   }
-  if (words.size() >= 2 && (words[1] == "--help" || (words.size() == 2 && words[1] == "help"))) {
+  if (words.size() == 2 && words[1] == "help") {  // --help anywhere is a global option
     std::cout << group->help;
     return kExitOk;
   }
@@ -135,8 +170,7 @@ int Dispatch(Context& context, std::vector<std::string> words) {
 int Main(int argc, char** argv) {
   GlobalOptions options = ParseGlobalOptions(std::vector<std::string>(argv + 1, argv + argc));
   if (options.help) {
-    std::cout << FullHelp();
-    return kExitOk;
+    return Help(options.command);
   }
   if (options.version) {
     std::cout << "chutectl " << kVersion << " (" << kRevision << ")\n";
@@ -147,7 +181,8 @@ int Main(int argc, char** argv) {
               << FullHelp();
     return kExitUsage;
   }
-  absl::StatusOr<Config> config = LoadConfiguration(options.config_path);
+  std::string no_config;
+  absl::StatusOr<Config> config = LoadConfiguration(options.config_path, &no_config);
   if (!config.ok()) {
     if (options.json) {
       PrintJson(nlohmann::json{{"error", std::string(config.status().message())}});
@@ -155,7 +190,7 @@ int Main(int argc, char** argv) {
     std::cerr << "chutectl: " << config.status().message() << "\n";
     return kExitFailure;
   }
-  Context context(*config, options.json);
+  Context context(*config, options.json, std::move(no_config));
   return Dispatch(context, std::move(options.command));
 }
 

@@ -211,7 +211,7 @@ int Run(Context& context, const std::vector<std::string>& given) {
   }
   absl::StatusOr<HttpResult> result = Request(config, method, path);
   if (!result.ok()) {
-    return context.Fail(result.status());
+    return context.Fail(absl::StrCat(result.status().message(), context.ConfigHint()));
   }
   nlohmann::json body = nlohmann::json::parse(result->body, nullptr, false);
   if (result->status != 200) {

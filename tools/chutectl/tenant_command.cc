@@ -1,5 +1,6 @@
 // chutectl tenant: tenants, their accepted domains, authentication and password policy.
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -88,7 +89,17 @@ int List(Context& context, directory::Store& store) {
   if (!context.json()) {
     std::printf("%-24s %-8s %-10s %s\n", "NAME", "ACCOUNTS", "BASIC_AUTH", "DOMAINS");
   }
+  // In natural order (bulk2 before bulk10), as people read the names.
+  std::vector<const directory::Tenant*> tenants;
   for (const directory::Tenant& t : (*snapshot)->tenants()) {
+    tenants.push_back(&t);
+  }
+  std::sort(tenants.begin(), tenants.end(),
+            [](const directory::Tenant* x, const directory::Tenant* y) {
+              return NaturalLess(x->name, y->name);
+            });
+  for (const directory::Tenant* tenant : tenants) {
+    const directory::Tenant& t = *tenant;
     int64_t accounts = (*snapshot)->AccountCount(t.id);
     if (context.json()) {
       list.push_back(TenantJson(t, accounts));
@@ -201,6 +212,8 @@ int Remove(Context& context, directory::Store& store, const Args& args) {
         accounts.push_back(a.primary_address);
       }
     }
+    std::sort(accounts.begin(), accounts.end(),
+              [](const std::string& x, const std::string& y) { return NaturalLess(x, y); });
     if (!accounts.empty()) {
       // Said before it happens, on stderr so that --json output stays one document.
       std::cerr << "Tenant " << name << " has " << accounts.size()

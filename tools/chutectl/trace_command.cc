@@ -256,7 +256,8 @@ int Run(Context& context, const std::vector<std::string>& words) {
   if (stat(path.c_str(), &st) != 0) {
     return context.Fail(absl::StrCat("no message trace at ", path,
                                      " (chuted creates it when it starts; is [server] data_dir "
-                                     "right?)"));
+                                     "right?)",
+                                     context.ConfigHint()));
   }
   absl::StatusOr<std::unique_ptr<trace::Store>> store = trace::Store::Open(path, false);
   if (!store.ok()) {
