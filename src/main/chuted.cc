@@ -59,22 +59,26 @@ Exit status: 0 clean stop, 1 usage error, 2 failure (explained on stderr).
 )";
 
 // RaiseFileLimit: the soft RLIMIT_NOFILE up to the hard one (every connection, segment and
-// delivery socket is a descriptor), logging the figure an operator will want to know.
+// delivery socket is a descriptor), logging the figure an operator will want to know: the
+// limit in force, and "raised from" only when it was raised.
 void RaiseFileLimit() {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
     return;
   }
-  rlim_t before = limit.rlim_cur;
-  if (limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = limit.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
-      limit.rlim_cur = before;
-    }
+  const auto before = static_cast<int64_t>(limit.rlim_cur);
+  const auto hard = static_cast<int64_t>(limit.rlim_max);
+  if (limit.rlim_cur >= limit.rlim_max) {
+    LOG_INFO("file descriptors: %d (the hard limit)", before);
+    return;
   }
-  LOG_INFO("file descriptors: %d (soft limit raised from %d; hard limit %d)",
-           static_cast<int64_t>(limit.rlim_cur), static_cast<int64_t>(before),
-           static_cast<int64_t>(limit.rlim_max));
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    LOG_WARNING("file descriptors: %d (the soft limit; raising it to the hard limit %d failed: %s)",
+                before, hard, std::strerror(errno));
+    return;
+  }
+  LOG_INFO("file descriptors: %d (soft limit raised from %d to the hard limit)", hard, before);
 }
 
 // PollDirectory: the periodic work of the main thread: usage counts to SQLite, and the
