@@ -14,6 +14,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/config.h"
@@ -31,6 +32,7 @@ constexpr const char* kDefaultConfigPath = "/etc/chute/chute.toml";
 constexpr int kDirectoryPollSeconds = 2;
 
 constexpr const char* kUsage = R"(Usage: chuted [--config FILE] [--check-config] [--log-level LEVEL]
+       chuted --reload PID
 
 chute's mail relay server: accepts mail over SMTP and delivers it to the organisation's
 mailboxes (Maildir). It runs in the foreground and logs to stderr (journald-ready).
@@ -42,6 +44,8 @@ Options:
                       and key, the directory database, authenticate_as accounts), print the
                       resolved paths, and exit
   --log-level LEVEL   error, warning, info (default) or debug
+  --reload PID        send the running chuted PID a SIGHUP (a reload, see below) and exit:
+                      the unit's ExecReload=, which so needs no kill(1)
   --version           the version and the git revision it was built from
   --help              this text
 
@@ -115,7 +119,26 @@ void Reload(server::Server& server, const std::string& config_path) {
   }
 }
 
+// SignalReload: --reload PID: a SIGHUP to the chuted PID (the unit's ExecReload=/usr/sbin/chuted
+// --reload $MAINPID; /bin/kill is procps', which a minimal system does not have).
+int SignalReload(const std::string& pid_text) {
+  int pid = 0;
+  if (!absl::SimpleAtoi(pid_text, &pid) || pid <= 1) {
+    std::cerr << "chuted: --reload: '" << pid_text << "' is not the process id of a chuted\n";
+    return 1;
+  }
+  if (kill(pid, SIGHUP) != 0) {
+    std::cerr << "chuted: --reload: cannot signal process " << pid << ": " << std::strerror(errno)
+              << "\n";
+    return 2;
+  }
+  return 0;
+}
+
 int Main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--reload") {
+    return SignalReload(argv[2]);
+  }
   ProbeLogSink();
   std::string config_path = kDefaultConfigPath;
   bool check_only = false;
