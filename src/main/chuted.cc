@@ -1,7 +1,8 @@
 // chuted: the chute mail relay server. See --help.
 //
 // Exit status: 0 after a clean stop (SIGTERM/SIGINT) or a good --check-config, 1 on a usage
-// error, 2 on a failure it explains on stderr.
+// error, 2 on a failure it explains on stderr that a restart would not fix (the unit's
+// RestartPreventExitStatus=), 3 when a shard failed while running (the unit restarts it).
 
 #include <mimalloc.h>
 #include <signal.h>
@@ -28,6 +29,9 @@ namespace chute {
 namespace {
 
 constexpr const char* kDefaultConfigPath = "/etc/chute/chute.toml";
+// The exit status when a shard failed while running: not 2 (a failure at start that a restart
+// does not fix, which the unit does not restart), so that systemd restarts chuted.
+constexpr int kExitShardFailed = 3;
 // How often the directory database is checked for changes made by chutectl.
 constexpr int kDirectoryPollSeconds = 2;
 
@@ -59,7 +63,9 @@ Under systemd (Type=notify, NOTIFY_SOCKET set) it reports READY=1 once the spool
 and the listeners are open, RELOADING=1/READY=1 around a reload, STOPPING=1, a STATUS= line
 (connections, queued messages), and WATCHDOG=1 only while every shard's event loop turns.
 
-Exit status: 0 clean stop, 1 usage error, 2 failure (explained on stderr).
+Exit status: 0 clean stop, 1 usage error, 2 failure explained on stderr (the configuration,
+the certificate, a port in use, a locked spool: systemd does not restart it), 3 a shard failed
+while running (systemd restarts it).
 )";
 
 // RaiseFileLimit: the soft RLIMIT_NOFILE up to the hard one (every connection, segment and
@@ -232,7 +238,7 @@ int Main(int argc, char** argv) {
     int signal_number = sigtimedwait(&signals, nullptr, &timeout);
     if (server.Failed()) {
       LOG_ERROR("chuted: a shard failed; stopping");
-      exit_code = 2;
+      exit_code = kExitShardFailed;
       break;
     }
     if (signal_number == SIGTERM || signal_number == SIGINT) {
