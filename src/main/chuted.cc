@@ -1,7 +1,8 @@
 // chuted: the chute mail relay server. See --help.
 //
 // Exit status: 0 after a clean stop (SIGTERM/SIGINT) or a good --check-config, 1 on a usage
-// error, 2 on a failure it explains on stderr.
+// error, 2 on a failure it explains on stderr that a restart would not fix (the unit's
+// RestartPreventExitStatus=), 3 when a shard failed while running (the unit restarts it).
 
 #include <mimalloc.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/config.h"
@@ -27,10 +29,14 @@ namespace chute {
 namespace {
 
 constexpr const char* kDefaultConfigPath = "/etc/chute/chute.toml";
+// The exit status when a shard failed while running: not 2 (a failure at start that a restart
+// does not fix, which the unit does not restart), so that systemd restarts chuted.
+constexpr int kExitShardFailed = 3;
 // How often the directory database is checked for changes made by chutectl.
 constexpr int kDirectoryPollSeconds = 2;
 
 constexpr const char* kUsage = R"(Usage: chuted [--config FILE] [--check-config] [--log-level LEVEL]
+       chuted --reload PID
 
 chute's mail relay server: accepts mail over SMTP and delivers it to the organisation's
 mailboxes (Maildir). It runs in the foreground and logs to stderr (journald-ready).
@@ -42,6 +48,8 @@ Options:
                       and key, the directory database, authenticate_as accounts), print the
                       resolved paths, and exit
   --log-level LEVEL   error, warning, info (default) or debug
+  --reload PID        send the running chuted PID a SIGHUP (a reload, see below) and exit:
+                      the unit's ExecReload=, which so needs no kill(1)
   --version           the version and the git revision it was built from
   --help              this text
 
@@ -55,26 +63,32 @@ Under systemd (Type=notify, NOTIFY_SOCKET set) it reports READY=1 once the spool
 and the listeners are open, RELOADING=1/READY=1 around a reload, STOPPING=1, a STATUS= line
 (connections, queued messages), and WATCHDOG=1 only while every shard's event loop turns.
 
-Exit status: 0 clean stop, 1 usage error, 2 failure (explained on stderr).
+Exit status: 0 clean stop, 1 usage error, 2 failure explained on stderr (the configuration,
+the certificate, a port in use, a locked spool: systemd does not restart it), 3 a shard failed
+while running (systemd restarts it).
 )";
 
 // RaiseFileLimit: the soft RLIMIT_NOFILE up to the hard one (every connection, segment and
-// delivery socket is a descriptor), logging the figure an operator will want to know.
+// delivery socket is a descriptor), logging the figure an operator will want to know: the
+// limit in force, and "raised from" only when it was raised.
 void RaiseFileLimit() {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
     return;
   }
-  rlim_t before = limit.rlim_cur;
-  if (limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = limit.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
-      limit.rlim_cur = before;
-    }
+  const auto before = static_cast<int64_t>(limit.rlim_cur);
+  const auto hard = static_cast<int64_t>(limit.rlim_max);
+  if (limit.rlim_cur >= limit.rlim_max) {
+    LOG_INFO("file descriptors: %d (the hard limit)", before);
+    return;
   }
-  LOG_INFO("file descriptors: %d (soft limit raised from %d; hard limit %d)",
-           static_cast<int64_t>(limit.rlim_cur), static_cast<int64_t>(before),
-           static_cast<int64_t>(limit.rlim_max));
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    LOG_WARNING("file descriptors: %d (the soft limit; raising it to the hard limit %d failed: %s)",
+                before, hard, std::strerror(errno));
+    return;
+  }
+  LOG_INFO("file descriptors: %d (soft limit raised from %d to the hard limit)", hard, before);
 }
 
 // PollDirectory: the periodic work of the main thread: usage counts to SQLite, and the
@@ -111,7 +125,26 @@ void Reload(server::Server& server, const std::string& config_path) {
   }
 }
 
+// SignalReload: --reload PID: a SIGHUP to the chuted PID (the unit's ExecReload=/usr/sbin/chuted
+// --reload $MAINPID; /bin/kill is procps', which a minimal system does not have).
+int SignalReload(const std::string& pid_text) {
+  int pid = 0;
+  if (!absl::SimpleAtoi(pid_text, &pid) || pid <= 1) {
+    std::cerr << "chuted: --reload: '" << pid_text << "' is not the process id of a chuted\n";
+    return 1;
+  }
+  if (kill(pid, SIGHUP) != 0) {
+    std::cerr << "chuted: --reload: cannot signal process " << pid << ": " << std::strerror(errno)
+              << "\n";
+    return 2;
+  }
+  return 0;
+}
+
 int Main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--reload") {
+    return SignalReload(argv[2]);
+  }
   ProbeLogSink();
   std::string config_path = kDefaultConfigPath;
   bool check_only = false;
@@ -205,7 +238,7 @@ int Main(int argc, char** argv) {
     int signal_number = sigtimedwait(&signals, nullptr, &timeout);
     if (server.Failed()) {
       LOG_ERROR("chuted: a shard failed; stopping");
-      exit_code = 2;
+      exit_code = kExitShardFailed;
       break;
     }
     if (signal_number == SIGTERM || signal_number == SIGINT) {

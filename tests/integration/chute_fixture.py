@@ -141,7 +141,9 @@ address = "127.0.0.1:{self.admin_port}"
         wait_for_port("127.0.0.1", self.port)
 
     extra_server = ""  # more [server] keys
-    fd_limit = None  # RLIMIT_NOFILE (soft and hard) for chuted, to test running out
+    # RLIMIT_NOFILE for chuted, to test running out: one number (soft and hard) or a
+    # (soft, hard) pair.
+    fd_limit = None
     # The failed-AUTH throttle slows every wrong password from 127.0.0.1; only the suites
     # that test it turn it on, so that the others stay fast and independent of each other.
     auth_throttle = False
@@ -151,7 +153,8 @@ address = "127.0.0.1:{self.admin_port}"
     def _limits(self):
         if self.fd_limit is not None:
             import resource
-            resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
+            limit = self.fd_limit if isinstance(self.fd_limit, tuple) else (self.fd_limit,) * 2
+            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
 
     def environment(self):
         """chuted's extra environment: extra_env, plus what a subclass computes once the log

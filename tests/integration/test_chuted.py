@@ -356,6 +356,19 @@ class ConfigReloadTest(ChutedFixture):
         with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
             self.assertTrue(c.ehlo("client")[1].startswith(b"new.example.test"))
 
+    def test_reload_option_sends_the_sighup(self):
+        # The unit's ExecReload= (chuted --reload $MAINPID): no /bin/kill needed.
+        done = subprocess.run([CHUTED, "--reload", str(self.proc.pid)], capture_output=True,
+                              text=True, timeout=30)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.wait_log("configuration reloaded")
+        self.assertIsNone(self.proc.poll())
+        for bad in ("0", "1", "x"):
+            done = subprocess.run([CHUTED, "--reload", bad], capture_output=True, text=True,
+                                  timeout=30)
+            self.assertEqual(done.returncode, 1, bad)
+            self.assertIn("is not the process id of a chuted", done.stderr)
+
 
 class GracefulStopTest(ChutedFixture):
     def test_sigterm_under_load_loses_nothing_that_got_250(self):

@@ -457,6 +457,16 @@ class MaildirTmpCleanupTest(ChutedFixture):
         self.assertIn("removed 1 file(s) left in tmp/", self.read_log())
 
 
+class RaisedDescriptorsTest(ChutedFixture):
+    fd_limit = (256, 512)
+
+    def test_the_soft_limit_is_raised_to_the_hard_one_and_logged(self):
+        self.assertIn("file descriptors: 512 (soft limit raised from 256 to the hard limit)",
+                      self.read_log())
+        with open(f"/proc/{self.proc.pid}/limits") as f:
+            self.assertRegex(f.read(), r"Max open files\s+512\s+512")
+
+
 class OutOfDescriptorsTest(ChutedFixture):
     fd_limit = 128
 
@@ -464,7 +474,9 @@ class OutOfDescriptorsTest(ChutedFixture):
         # Was: out of descriptors, both shards busy-looped on accept (~900,000 log lines a
         # second) and /healthz stopped answering. Now connections are capped below the
         # descriptor limit, so accepting (even to refuse) never runs out.
-        self.assertIn("file descriptors: 128", self.read_log())
+        # Soft and hard limit were both 128: nothing was raised, and the line says so.
+        self.assertIn("file descriptors: 128 (the hard limit)", self.read_log())
+        self.assertNotIn("raised from", self.read_log())
         self.assertIn("raise LimitNOFILE= / ulimit -n for more", self.read_log())
         held = []
         refused = 0
