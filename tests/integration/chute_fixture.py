@@ -22,6 +22,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("CHUTE_BIN_DIR", os.path.join(HERE, "..", "..", "build", "bin"))
 CHUTED = os.path.join(BIN, "chuted")
 CHUTECTL = os.path.join(BIN, "chutectl")
+# The sanitizers the binaries were built with (CMake's CHUTE_SANITIZE, set by ctest): "" for
+# a release build, "thread" for the tsan preset.
+SANITIZE = os.environ.get("CHUTE_SANITIZE", "")
 
 
 _ports_given = set()
