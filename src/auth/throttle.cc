@@ -54,7 +54,7 @@ int64_t AuthThrottle::Add(const std::string& key, absl::Time now) {
 
 AuthThrottle::Verdict AuthThrottle::Check(const IpBytes& ip, absl::string_view user,
                                           absl::Time now) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   int64_t ip_failures = Failures(IpKey(ip), now);
   if (ip_failures == 0) {
     return Verdict::kClean;
@@ -72,7 +72,7 @@ AuthThrottle::Verdict AuthThrottle::Check(const IpBytes& ip, absl::string_view u
 
 absl::Duration AuthThrottle::RecordFailure(const IpBytes& ip, absl::string_view user,
                                            absl::Time now) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   int64_t ip_failures = Add(IpKey(ip), now);
   Add(UserKey(user), now);
   if (ip_failures == 0) {
@@ -84,7 +84,7 @@ absl::Duration AuthThrottle::RecordFailure(const IpBytes& ip, absl::string_view 
 }
 
 void AuthThrottle::SetLimits(ThrottleLimits limits) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   limits_ = limits;
 }
 

@@ -15,12 +15,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <string>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/net_address.h"
 
@@ -60,13 +59,14 @@ class AuthThrottle {
     absl::Time window_start;
     int64_t failures = 0;
   };
-  int64_t Failures(const std::string& key, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  int64_t Add(const std::string& key, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Failures, Add: with mu_ held.
+  int64_t Failures(const std::string& key, absl::Time now);
+  int64_t Add(const std::string& key, absl::Time now);
 
-  absl::Mutex mu_;
-  ThrottleLimits limits_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
-  absl::Time next_sweep_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  std::mutex mu_;                                    // guards limits_, entries_ and next_sweep_
+  ThrottleLimits limits_;                            // guarded by mu_
+  absl::flat_hash_map<std::string, Entry> entries_;  // guarded by mu_
+  absl::Time next_sweep_ = absl::InfinitePast();     // guarded by mu_
 };
 
 }  // namespace chute::auth

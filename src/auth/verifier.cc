@@ -36,9 +36,10 @@ void PasswordVerifier::Start() {
 
 void PasswordVerifier::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
+  work_.notify_all();
   for (std::thread& thread : threads_) {
     thread.join();
   }
@@ -46,17 +47,20 @@ void PasswordVerifier::Stop() {
 }
 
 bool PasswordVerifier::Submit(VerifyRequest request, VerifySink* sink) {
-  absl::MutexLock lock(&mu_);
-  if (stopping_ || queue_.size() + low_queue_.size() >= kVerifyQueueMax) {
-    return false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ || queue_.size() + low_queue_.size() >= kVerifyQueueMax) {
+      return false;
+    }
+    bool low = request.low_priority;
+    (low ? low_queue_ : queue_).push_back(Entry{std::move(request), sink});
   }
-  bool low = request.low_priority;
-  (low ? low_queue_ : queue_).push_back(Entry{std::move(request), sink});
+  work_.notify_one();
   return true;
 }
 
 uint64_t PasswordVerifier::cache_hits() const {
-  absl::MutexLock lock(&cache_mu_);
+  std::lock_guard<std::mutex> lock(cache_mu_);
   return cache_hits_;
 }
 
@@ -89,7 +93,7 @@ bool PasswordVerifier::Verify(const VerifyRequest& request) {
   if (cache_entries_max_ > 0) {
     Key raw = CacheKey(request);
     key.assign(reinterpret_cast<const char*>(raw.data()), raw.size());
-    absl::MutexLock lock(&cache_mu_);
+    std::lock_guard<std::mutex> lock(cache_mu_);
     auto it = cache_.find(key);
     if (it != cache_.end() && it->second > now) {
       ++cache_hits_;
@@ -100,7 +104,7 @@ bool PasswordVerifier::Verify(const VerifyRequest& request) {
     return false;  // failures are never cached
   }
   if (cache_entries_max_ > 0) {
-    absl::MutexLock lock(&cache_mu_);
+    std::lock_guard<std::mutex> lock(cache_mu_);
     if (cache_.size() >= cache_entries_max_) {
       cache_.erase(cache_order_.front());  // the oldest goes first
       cache_order_.pop_front();
@@ -116,12 +120,8 @@ void PasswordVerifier::Work() {
   while (true) {
     Entry entry;
     {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](PasswordVerifier* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
-            return self->stopping_ || !self->queue_.empty() || !self->low_queue_.empty();
-          },
-          this));
+      std::unique_lock<std::mutex> lock(mu_);
+      work_.wait(lock, [this] { return stopping_ || !queue_.empty() || !low_queue_.empty(); });
       std::deque<Entry>& from = !queue_.empty() ? queue_ : low_queue_;
       if (from.empty()) {
         return;

@@ -14,16 +14,16 @@
 // Threads: Submit() from any thread; results arrive on pool threads through VerifySink.
 
 #include <array>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace chute::auth {
@@ -77,15 +77,16 @@ class PasswordVerifier {
   std::string dummy_hash_;
   std::vector<std::thread> threads_;
 
-  absl::Mutex mu_;
-  std::deque<Entry> queue_ ABSL_GUARDED_BY(mu_);
-  std::deque<Entry> low_queue_ ABSL_GUARDED_BY(mu_);  // VerifyRequest::low_priority
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::mutex mu_;                 // guards queue_, low_queue_ and stopping_
+  std::condition_variable work_;  // a request was queued, or stopping_ was set
+  std::deque<Entry> queue_;       // guarded by mu_
+  std::deque<Entry> low_queue_;   // guarded by mu_; VerifyRequest::low_priority
+  bool stopping_ = false;         // guarded by mu_
 
-  mutable absl::Mutex cache_mu_;
-  absl::flat_hash_map<std::string, absl::Time> cache_ ABSL_GUARDED_BY(cache_mu_);
-  std::deque<std::string> cache_order_ ABSL_GUARDED_BY(cache_mu_);
-  uint64_t cache_hits_ ABSL_GUARDED_BY(cache_mu_) = 0;
+  mutable std::mutex cache_mu_;  // guards cache_, cache_order_ and cache_hits_
+  absl::flat_hash_map<std::string, absl::Time> cache_;  // guarded by cache_mu_
+  std::deque<std::string> cache_order_;                 // guarded by cache_mu_
+  uint64_t cache_hits_ = 0;                             // guarded by cache_mu_
 };
 
 }  // namespace chute::auth

@@ -91,15 +91,15 @@ void DeliveryQueue::Notify() {
   // or this sees the worker asleep and wakes it.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (sleeping_.load(std::memory_order_relaxed) > 0) {
-    absl::MutexLock lock(&mu_);
-    wake_.Signal();
+    std::lock_guard<std::mutex> lock(mu_);
+    wake_.notify_one();
   }
 }
 
 void DeliveryQueue::Enqueue(std::unique_ptr<QueuedMessage> message) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   Insert(std::move(message), absl::Now());
-  wake_.Signal();
+  wake_.notify_one();
 }
 
 void DeliveryQueue::Insert(std::unique_ptr<QueuedMessage> message, absl::Time now) {
@@ -125,13 +125,13 @@ void DeliveryQueue::Start() {
 
 void DeliveryQueue::Stop(absl::Duration drain) {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
     drain_deadline_ = absl::Now() + drain;
     if (options_.stop_at_unix_ms != nullptr) {
       options_.stop_at_unix_ms->store(absl::ToUnixMillis(drain_deadline_));
     }
-    wake_.SignalAll();
+    wake_.notify_all();
   }
   for (std::thread& worker : workers_) {
     worker.join();
@@ -221,7 +221,7 @@ void DeliveryQueue::Work(int worker) {
   while (true) {
     bool close_idle = false;
     {
-      absl::MutexLock lock(&mu_);
+      std::unique_lock<std::mutex> lock(mu_);
       while (batch.empty() && !close_idle) {
         DrainProducers();
         absl::Time now = absl::Now();
@@ -231,7 +231,7 @@ void DeliveryQueue::Work(int worker) {
         PromoteDue(now);
         if (TakeBatch(now, &batch)) {
           if (!ready_.empty()) {
-            wake_.Signal();  // more than one batch is ready: another worker takes the next
+            wake_.notify_one();  // more than one batch is ready: another worker takes the next
           }
           break;
         }
@@ -240,7 +240,8 @@ void DeliveryQueue::Work(int worker) {
         bool pending = std::any_of(producers_.begin(), producers_.end(),
                                    [](const std::unique_ptr<Ring>& r) { return !r->Empty(); });
         if (!pending) {
-          wake_.WaitWithDeadline(&mu_, NextWake(now));
+          absl::Duration wait = std::max(NextWake(now) - absl::Now(), absl::ZeroDuration());
+          wake_.wait_for(lock, absl::ToChronoNanoseconds(wait));
         }
         sleeping_.fetch_sub(1, std::memory_order_relaxed);
         close_idle = absl::Now() - idle_since >= kWorkerWaitMax;
@@ -315,7 +316,7 @@ void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>&
     conclude(m);
   }
   absl::Time now = absl::Now();
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   for (size_t m = 0; m < batch.size(); ++m) {
     Reschedule(batch[m], finished[m] == 1, now);
   }
@@ -356,7 +357,7 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
   bool any_dead = std::count(marks.begin(), marks.end(), spool::Mark::kDead) > 0;
   Report(message, out, marks, replies, attempts, now);
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     message.attempts = attempts;
     message.replies = std::move(replies);
     message.marks = marks;
@@ -377,7 +378,7 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
       // Not settled: the spool keeps it, and the next attempt tries the dead letter again.
       LOG_ERROR_EVERY(10, "delivery: %s: cannot write the dead letter: %s", message.id,
                       status.ToString());
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       for (spool::Mark& mark : message.marks) {
         mark = mark == spool::Mark::kDead ? spool::Mark::kPending : mark;
       }
@@ -530,7 +531,7 @@ QueuedMessage* DeliveryQueue::Find(const std::string& id) {
 }
 
 std::vector<QueueEntry> DeliveryQueue::List() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   DrainProducers();
   std::vector<QueueEntry> entries;
   for (const auto& [id, message] : messages_) {
@@ -545,7 +546,7 @@ std::vector<QueueEntry> DeliveryQueue::List() {
 }
 
 int64_t DeliveryQueue::OldestReceivedUnixUs() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   int64_t oldest = 0;
   for (const auto& [id, message] : messages_) {
     if (!message->deleted && (oldest == 0 || message->received_unix_us < oldest)) {
@@ -569,12 +570,12 @@ size_t DeliveryQueue::DeadCount() {
 }
 
 size_t DeliveryQueue::queued() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return messages_.size();
 }
 
 absl::StatusOr<QueueEntry> DeliveryQueue::Show(const std::string& id) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   DrainProducers();
   QueuedMessage* message = Find(id);
   if (message == nullptr) {
@@ -584,7 +585,7 @@ absl::StatusOr<QueueEntry> DeliveryQueue::Show(const std::string& id) {
 }
 
 absl::Status DeliveryQueue::Retry(const std::string& id) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   DrainProducers();
   QueuedMessage* message = Find(id);
   if (message == nullptr) {
@@ -592,12 +593,12 @@ absl::Status DeliveryQueue::Retry(const std::string& id) {
   }
   message->held = false;
   MakeReady(message, absl::Now());
-  wake_.Signal();
+  wake_.notify_one();
   return absl::OkStatus();
 }
 
 size_t DeliveryQueue::RetryAll() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   DrainProducers();
   absl::Time now = absl::Now();
   size_t count = 0;
@@ -607,12 +608,12 @@ size_t DeliveryQueue::RetryAll() {
       ++count;
     }
   }
-  wake_.SignalAll();
+  wake_.notify_all();
   return count;
 }
 
 absl::Status DeliveryQueue::Hold(const std::string& id) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   DrainProducers();
   QueuedMessage* message = Find(id);
   if (message == nullptr) {
@@ -625,7 +626,7 @@ absl::Status DeliveryQueue::Hold(const std::string& id) {
 }
 
 absl::Status DeliveryQueue::Release(const std::string& id) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   QueuedMessage* message = Find(id);
   if (message == nullptr) {
     return absl::NotFoundError(absl::StrCat("no queued message ", id));
@@ -633,14 +634,14 @@ absl::Status DeliveryQueue::Release(const std::string& id) {
   if (message->held) {
     message->held = false;
     MakeReady(message, absl::Now());
-    wake_.Signal();
+    wake_.notify_one();
     LOG_INFO("queue: %s released", id);
   }
   return absl::OkStatus();
 }
 
 absl::Status DeliveryQueue::Delete(const std::string& id) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   DrainProducers();
   QueuedMessage* message = Find(id);
   if (message == nullptr) {
@@ -717,7 +718,7 @@ absl::Status DeliveryQueue::Requeue(const std::string& id) {
   message->marks.assign(message->recipients.size(), spool::Mark::kPending);
   message->replies.assign(message->recipients.size(), "");
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (messages_.contains(id)) {
       return absl::AlreadyExistsError(absl::StrCat(id, " is already queued"));
     }

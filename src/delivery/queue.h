@@ -17,7 +17,7 @@
 // (<dead_dir>/<id>.eml with the message and <id>.json with the reason and last reply,
 // fsynced). A message is settled in the spool when no recipient is left pending.
 //
-// The scheduler state is behind one absl::Mutex, taken by a worker once per batch and by the
+// The scheduler state is behind one mutex (mu_), taken by a worker once per batch and by the
 // admin thread for queue control; shards never take it (Notify signals only a sleeping
 // worker, at most once per committed group).
 //
@@ -25,21 +25,21 @@
 // control calls from any thread; Start/Stop from the main thread.
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/histogram.h"
 #include "base/spsc_ring.h"
@@ -197,20 +197,19 @@ class DeliveryQueue {
  private:
   struct Attempt;
   void Work(int worker);
-  void DrainProducers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Insert(std::unique_ptr<QueuedMessage> message, absl::Time now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void PromoteDue(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool TakeBatch(absl::Time now, std::vector<QueuedMessage*>* batch)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Time NextWake(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // DrainProducers, Insert, PromoteDue, TakeBatch, NextWake, Reschedule, Find and MakeReady:
+  // with mu_ held.
+  void DrainProducers();
+  void Insert(std::unique_ptr<QueuedMessage> message, absl::Time now);
+  void PromoteDue(absl::Time now);
+  bool TakeBatch(absl::Time now, std::vector<QueuedMessage*>* batch);
+  absl::Time NextWake(absl::Time now);
   void Attempt(Backend& backend, const std::vector<QueuedMessage*>& batch);
   // Conclude: after an attempt (no lock held): marks, dead letters and settling; returns
   // whether the message is finished.
   bool Conclude(QueuedMessage& message, const OutboundMessage& out, bool unreadable,
                 absl::Time now);
-  void Reschedule(QueuedMessage* message, bool finished, absl::Time now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Reschedule(QueuedMessage* message, bool finished, absl::Time now);
   absl::Status WriteDeadLetter(const QueuedMessage& message, absl::string_view content,
                                absl::Time now);
   // Report: one log line and one trace event per recipient attempted.
@@ -219,8 +218,8 @@ class DeliveryQueue {
               uint32_t attempts, absl::Time now);
   void Settle(QueuedMessage& message);
   QueueEntry EntryFor(const QueuedMessage& message) const;
-  QueuedMessage* Find(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void MakeReady(QueuedMessage* message, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  QueuedMessage* Find(const std::string& id);
+  void MakeReady(QueuedMessage* message, absl::Time now);
 
   const QueueOptions options_;
   QueueCounters counters_;
@@ -228,13 +227,16 @@ class DeliveryQueue {
   std::vector<std::thread> workers_;
   std::atomic<int> sleeping_{0};
 
-  absl::Mutex mu_;
-  absl::CondVar wake_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
-  absl::flat_hash_map<std::string, std::unique_ptr<QueuedMessage>> messages_ ABSL_GUARDED_BY(mu_);
-  std::deque<QueuedMessage*> ready_ ABSL_GUARDED_BY(mu_);
-  std::set<std::pair<absl::Time, QueuedMessage*>> scheduled_ ABSL_GUARDED_BY(mu_);
+  // std::mutex, not absl::Mutex: Debian's abseil is not built for ThreadSanitizer.
+  // mu_ guards stopping_, drain_deadline_, messages_, ready_ and scheduled_ (and the queue
+  // control fields of each QueuedMessage; see Conclude).
+  std::mutex mu_;
+  std::condition_variable wake_;  // a sleeping worker: work may be ready, or stopping_
+  bool stopping_ = false;         // guarded by mu_
+  absl::Time drain_deadline_ = absl::InfiniteFuture();                         // guarded by mu_
+  absl::flat_hash_map<std::string, std::unique_ptr<QueuedMessage>> messages_;  // guarded by mu_
+  std::deque<QueuedMessage*> ready_;                                           // guarded by mu_
+  std::set<std::pair<absl::Time, QueuedMessage*>> scheduled_;                  // guarded by mu_
 };
 
 }  // namespace chute::delivery

@@ -4,7 +4,6 @@
 // error, 2 on a failure it explains on stderr that a restart would not fix (the unit's
 // RestartPreventExitStatus=), 3 when a shard failed while running (the unit restarts it).
 
-#include <mimalloc.h>
 #include <signal.h>
 #include <sys/resource.h>
 
@@ -24,6 +23,10 @@
 #include "base/version.h"
 #include "main/service_notifier.h"
 #include "server/server.h"
+
+#ifndef CHUTE_NO_MIMALLOC
+#include <mimalloc.h>
+#endif
 
 namespace chute {
 namespace {
@@ -208,7 +211,9 @@ int Main(int argc, char** argv) {
   // normal collect frees empty pages into their segments but leaves them resident while the
   // segment holds live objects (400 TLS sessions quiet after a burst kept 70 KB each resident;
   // forced, 11 KB). It walks the heap's pages like a normal one, about 0.1 ms a second.
+#ifndef CHUTE_NO_MIMALLOC
   SetMemoryReleaser(+[] { mi_collect(true); });
+#endif
 
   // Every thread inherits this mask; the main thread takes the signals synchronously.
   sigset_t signals;
@@ -219,7 +224,11 @@ int Main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+#ifndef CHUTE_NO_MIMALLOC
   LOG_INFO("chuted starting (mimalloc %d)", mi_version());
+#else
+  LOG_INFO("chuted starting (no mimalloc: a sanitizer build)");
+#endif
   server::Server server(std::move(*config));
   absl::Status status = server.Start();
   if (!status.ok()) {

@@ -46,7 +46,7 @@ constexpr int64_t kDescriptorHeadroom = 32;
 }  // namespace
 
 void UsageLog::Merge(Map& rows) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   for (auto& [key, row] : rows) {
     Totals& tenant = tenant_totals_[row.tenant];
     tenant.messages += static_cast<uint64_t>(row.messages);
@@ -63,7 +63,7 @@ void UsageLog::Merge(Map& rows) {
 }
 
 absl::flat_hash_map<std::string, UsageLog::Totals> UsageLog::TenantTotals() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return tenant_totals_;
 }
 
@@ -104,7 +104,7 @@ void ReplyCounts::Count(uint16_t code, absl::string_view text) {
 std::vector<directory::UsageRow> UsageLog::Take() {
   Map taken;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     taken.swap(pending_);
   }
   std::vector<directory::UsageRow> rows;

@@ -14,11 +14,11 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "base/config.h"
 #include "base/histogram.h"
 #include "directory/directory.h"
@@ -144,9 +144,9 @@ class UsageLog {
   absl::flat_hash_map<std::string, Totals> TenantTotals() const;
 
  private:
-  mutable absl::Mutex mu_;
-  Map pending_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, Totals> tenant_totals_ ABSL_GUARDED_BY(mu_);
+  mutable std::mutex mu_;                                   // guards pending_ and tenant_totals_
+  Map pending_;                                             // guarded by mu_
+  absl::flat_hash_map<std::string, Totals> tenant_totals_;  // guarded by mu_
 };
 
 // SharedState: what all shards read. The snapshot is swapped whole; connections_open is the

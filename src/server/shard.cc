@@ -120,7 +120,7 @@ void Shard::Join() {
 
 void Shard::OnVerified(uint64_t cookie, bool ok) {
   {
-    absl::MutexLock lock(&mailbox_mu_);
+    std::lock_guard<std::mutex> lock(mailbox_mu_);
     verified_.emplace_back(cookie, ok);
   }
   Wake();
@@ -267,7 +267,7 @@ void Shard::ArmTick() {
 void Shard::OnWake() {
   std::vector<std::pair<uint64_t, bool>> verified;
   {
-    absl::MutexLock lock(&mailbox_mu_);
+    std::lock_guard<std::mutex> lock(mailbox_mu_);
     verified.swap(verified_);
   }
   for (const auto& [cookie, ok] : verified) {

@@ -9,13 +9,12 @@
 #include <atomic>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "auth/verifier.h"
 #include "delivery/queue.h"
@@ -232,8 +231,8 @@ class Shard : public auth::VerifySink,
 
   void Wake();
 
-  absl::Mutex mailbox_mu_;
-  std::vector<std::pair<uint64_t, bool>> verified_ ABSL_GUARDED_BY(mailbox_mu_);
+  std::mutex mailbox_mu_;  // guards verified_ (the verifier threads hand results over)
+  std::vector<std::pair<uint64_t, bool>> verified_;  // guarded by mailbox_mu_
 };
 
 }  // namespace chute::server

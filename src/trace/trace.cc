@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -331,7 +332,7 @@ bool Writer::Submit(std::vector<Event>& events) {
   if (events.empty()) {
     return true;
   }
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (pending_.size() + events.size() > kPendingEventsMax) {
     events_dropped.fetch_add(events.size(), std::memory_order_relaxed);
     events.clear();
@@ -339,7 +340,7 @@ bool Writer::Submit(std::vector<Event>& events) {
   }
   if (pending_.empty()) {
     pending_ = std::move(events);
-    wake_.Signal();
+    wake_.notify_one();
   } else {
     std::move(events.begin(), events.end(), std::back_inserter(pending_));
   }
@@ -349,12 +350,12 @@ bool Writer::Submit(std::vector<Event>& events) {
 
 void Writer::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) {
       return;
     }
     stopping_ = true;
-    wake_.Signal();
+    wake_.notify_one();
   }
   thread_.join();
 }
@@ -364,13 +365,10 @@ void Writer::Run() {
   while (true) {
     bool stopping = false;
     {
-      absl::MutexLock lock(&mu_);
-      while (pending_.empty() && !stopping_) {
-        wake_.WaitWithTimeout(&mu_, absl::Seconds(60));
-        if (pending_.empty()) {
-          break;  // a quiet minute: look at pruning
-        }
-      }
+      std::unique_lock<std::mutex> lock(mu_);
+      // A quiet minute ends the wait with nothing pending: then look at pruning.
+      wake_.wait_for(lock, std::chrono::seconds(60),
+                     [this] { return !pending_.empty() || stopping_; });
       stopping = stopping_;
       batch.swap(pending_);
     }
@@ -397,7 +395,7 @@ void Writer::Run() {
     batch.clear();
     PruneIfDue(NowUs());
     if (stopping) {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       if (pending_.empty()) {
         return;
       }

@@ -19,8 +19,10 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -29,7 +31,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 
 namespace chute::db {
 class Database;
@@ -170,11 +171,12 @@ class Writer {
 
   std::unique_ptr<Store> store_;
   std::atomic<int64_t> retention_days_;
-  absl::Mutex mu_;
-  absl::CondVar wake_;
-  std::vector<Event> pending_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  int64_t next_prune_us_ = 0;  // Run's thread only
+  // std::mutex, not absl::Mutex: Debian's abseil is not built for ThreadSanitizer.
+  std::mutex mu_;  // guards pending_ and stopping_
+  std::condition_variable wake_;
+  std::vector<Event> pending_;  // guarded by mu_
+  bool stopping_ = false;       // guarded by mu_
+  int64_t next_prune_us_ = 0;   // Run's thread only
   std::thread thread_;
 };
 

@@ -3,11 +3,13 @@
 ChutedFixture makes a temporary data directory, a configuration with free loopback ports,
 a directory with tenant example.test (domains example.test, corp.test) and the HVE account
 app@example.test (alias alias@example.test), starts build/bin/chuted, and stops it with
-SIGTERM in tearDown, checking that it exits 0. The binaries are found through CHUTE_BIN_DIR
-(set by ctest), else ../../build/bin.
+SIGTERM in tearDown, checking that it exits 0 and that its log holds no sanitizer report (a
+TSan or ASan build: `ctest --preset tsan`). The binaries are found through CHUTE_BIN_DIR (set
+by ctest), else ../../build/bin.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +22,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("CHUTE_BIN_DIR", os.path.join(HERE, "..", "..", "build", "bin"))
 CHUTED = os.path.join(BIN, "chuted")
 CHUTECTL = os.path.join(BIN, "chutectl")
+# The sanitizers the binaries were built with (CMake's CHUTE_SANITIZE, set by ctest): "" for
+# a release build, "thread" for the tsan preset.
+SANITIZE = os.environ.get("CHUTE_SANITIZE", "")
 
 
 _ports_given = set()
@@ -59,6 +64,27 @@ def make_certificate(directory, name="relay.example.test", algorithm="ec"):
     subprocess.run(["openssl", "req", "-x509", *key_options, "-nodes", "-days", "30", "-subj",
                     f"/CN={name}", "-keyout", key, "-out", cert], check=True, capture_output=True)
     return cert, key
+
+
+# The first line of a sanitizer's report on stderr: ThreadSanitizer's "WARNING:
+# ThreadSanitizer: data race" (and its FATAL errors), AddressSanitizer's "==PID==ERROR:
+# AddressSanitizer: ...", LeakSanitizer's, UBSan's "file:line:col: runtime error: ...".
+_SANITIZER_REPORT = re.compile(
+    r"^.*(?:WARNING: ThreadSanitizer|FATAL: ThreadSanitizer|ERROR: AddressSanitizer|"
+    r"ERROR: LeakSanitizer|: runtime error: ).*$", re.MULTILINE)
+
+
+def sanitizer_report(text, limit=12000):
+    """The sanitizer report(s) in `text` (a process's stderr), from the first one on, or None.
+    Under `ctest --preset tsan` (halt_on_error=1) the process exits 66 right after it."""
+    if not text:
+        return None
+    match = _SANITIZER_REPORT.search(text)
+    if match is None:
+        return None
+    start = text.rfind("==================", 0, match.start())
+    start = match.start() if start < 0 or match.start() - start > 200 else start
+    return text[start:start + limit]
 
 
 # Satisfies the default password policy (12 characters, 3 of lower, upper, digit, symbol).
@@ -166,17 +192,26 @@ address = "127.0.0.1:{self.admin_port}"
         return ""
 
     def _stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                code = self.proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                code = "killed after 40 s"
-            self.assertEqual(code, 0, "chuted did not stop cleanly:\n" + self.read_log())
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            code = None
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    code = self.proc.wait(timeout=40)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+                    code = "killed after 40 s"
+            # Also when the test stopped chuted itself, or chuted died under it (a sanitizer
+            # build exits at its first report).
+            report = sanitizer_report(self.read_log())
+            if report is not None:
+                self.fail(f"chuted (exit status {self.proc.returncode}) reported:\n{report}")
+            if code is not None:
+                self.assertEqual(code, 0, "chuted did not stop cleanly:\n" + self.read_log())
+        finally:
+            self.log.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def read_log(self):
         with open(self.log_path) as f:
@@ -185,6 +220,10 @@ address = "127.0.0.1:{self.admin_port}"
     def ctl(self, *args, check=True, stdin=None):
         result = subprocess.run([CHUTECTL, "--config", self.config, *args], capture_output=True,
                                 text=True, input=stdin)
+        report = sanitizer_report(result.stderr)
+        if report is not None:
+            raise AssertionError(f"chutectl {args} (exit status {result.returncode}) "
+                                 f"reported:\n{report}")
         if check and result.returncode != 0:
             raise AssertionError(f"chutectl {args} failed: {result.stderr}")
         return result

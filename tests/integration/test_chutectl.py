@@ -15,7 +15,7 @@ import tempfile
 import time
 import unittest
 
-from chute_fixture import CHUTECTL
+from chute_fixture import CHUTECTL, SANITIZE
 from test_delivery import DeliveryFixture, FakeSmtp, delivery_config, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -758,6 +758,11 @@ INSERT INTO addresses VALUES ('info@bücher.example', 'Info@bücher.example', 2,
         self.assertEqual(code, 2, output)
         self.assertIn("too short", output)
 
+    # ThreadSanitizer defers a signal's handler to a point of its own choosing; the read at
+    # the prompt, interrupted by the SIGINT, often returns first, and chutectl exits 2 ("no
+    # password was typed") before its handler restores echo and re-raises. Signal timing
+    # under TSan, not threads: the other builds test it.
+    @unittest.skipIf("thread" in SANITIZE, "ThreadSanitizer delivers SIGINT late")
     def test_ctrl_c_at_the_password_prompt_turns_echo_back_on(self):
         self.ok("tenant", "add", "contoso", "--domain", "contoso.com")
         term = Terminal(self.config, "account", "new", "--name", "A", "--primary-smtp-address",

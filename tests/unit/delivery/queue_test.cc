@@ -13,7 +13,6 @@
 #include <mutex>
 #include <sstream>
 
-#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "spool/record.h"
 #include "spool/spool.h"
