@@ -33,7 +33,7 @@ struct InputChunk {
 // chunks, output, TLS), the admission's hold on the per-IP cap, and the Submission that
 // answers its session. It is the Submission's SessionControl.
 struct Connection : public SessionControl {
-  Connection(Shard* shard, uint32_t slot, const SubmissionServices& services)
+  Connection(Shard* shard, uint32_t slot, const SubmissionServices* services)
       : shard(shard), slot(slot), submission(services, this) {}
 
   // SessionControl: STARTTLS is taken up by the shard once the session's Feed returns (the

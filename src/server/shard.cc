@@ -416,7 +416,7 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
       return;
     }
     connections_.push_back(
-        std::make_unique<Connection>(this, static_cast<uint32_t>(connections_.size()), services_));
+        std::make_unique<Connection>(this, static_cast<uint32_t>(connections_.size()), &services_));
     free_slots_.push_back(static_cast<uint32_t>(connections_.size() - 1));
   }
   Connection& conn = *connections_[free_slots_.back()];

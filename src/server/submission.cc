@@ -16,11 +16,12 @@
 
 namespace chute::server {
 
-Submission::Submission(const SubmissionServices& services, SessionControl* control)
-    : services_(services), control_(control) {
-  CHECK(services.sink != nullptr && services.buffers != nullptr);
-  CHECK(services.tenant_cap != nullptr && services.auth != nullptr);
-  CHECK(services.counters != nullptr && services.replies != nullptr && services.now != nullptr);
+Submission::Submission(const SubmissionServices* services, SessionControl* control)
+    : services_(*services), control_(control) {
+  CHECK(services->sink != nullptr && services->buffers != nullptr);
+  CHECK(services->tenant_cap != nullptr && services->auth != nullptr);
+  CHECK(services->counters != nullptr && services->replies != nullptr);
+  CHECK(services->now != nullptr);
   CHECK(control != nullptr);
 }
 

@@ -140,7 +140,9 @@ struct BodyPiece {
 
 class Submission : public smtp::SessionHandler {
  public:
-  Submission(const SubmissionServices& services, SessionControl* control);
+  // Submission: `services` (the shard's, which outlives its connections) and `control` stay
+  // valid for the Submission's life.
+  Submission(const SubmissionServices* services, SessionControl* control);
   ~Submission() override;
 
   // Begin: a session starts for the client `peer` on `listener`, under the live `config` and
@@ -221,7 +223,7 @@ class Submission : public smtp::SessionHandler {
   void ReleaseMessage();
   void Answer(const smtp::Reply& reply);
 
-  const SubmissionServices services_;
+  const SubmissionServices& services_;  // a reference: 8 bytes per connection slot
   SessionControl* const control_;
   smtp::Session* session_ = nullptr;
   uint64_t cookie_ = 0;

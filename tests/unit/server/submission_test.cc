@@ -125,7 +125,7 @@ class SubmissionTest : public ::testing::Test {
     listener_.address = "127.0.0.1:587";
     listener_.tls = TlsMode::kImplicit;
     services_ = SubmissionServices{&sink_, &buffers_, &cap_, &auth_, &counters_, &replies_, &now_};
-    submission_ = std::make_unique<Submission>(services_, &control_);
+    submission_ = std::make_unique<Submission>(&services_, &control_);
   }
   void TearDown() override {
     session_.reset();
