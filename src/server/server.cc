@@ -1,4 +1,4 @@
-// server.cc: starts and stops chuted's parts, reloads config, directory and TLS, writes /metrics.
+// server.cc: starts and stops chuted's parts, reloads config, directory and TLS.
 
 #include "server/server.h"
 
@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "admin/admin_server.h"
@@ -19,10 +18,10 @@
 #include "auth/verifier.h"
 #include "base/log.h"
 #include "base/status_macros.h"
-#include "base/version.h"
 #include "delivery/maildir.h"
 #include "delivery/queue.h"
 #include "delivery/smtp_client.h"
+#include "metrics/registry.h"
 #include "net/socket.h"
 #include "net/tls.h"
 #include "policy/connection_gate.h"
@@ -366,6 +365,7 @@ absl::Status Server::Start() {
   replayed_segments_.clear();
   queue_->Start();
   verifier_->Start();
+  RegisterMetrics();
   if (!config.admin.address.empty()) {
     admin_ = std::make_unique<admin::AdminServer>(
         [this] { return MetricsText(); },
@@ -593,257 +593,6 @@ absl::Status Server::ReloadDirectory(bool force) {
              static_cast<int>((*snapshot)->accounts().size()));
   }
   return absl::OkStatus();
-}
-
-std::string Server::MetricsText() const {
-  std::string out;
-  absl::StrAppend(&out, "# HELP chute_build_info The running chuted's version and revision.\n",
-                  "# TYPE chute_build_info gauge\nchute_build_info{version=\"", kVersion,
-                  "\",revision=\"", kRevision, "\"} 1\n");
-  auto counter = [&](absl::string_view name, absl::string_view help, auto get) {
-    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " counter\n");
-    for (size_t i = 0; i < shards_.size(); ++i) {
-      absl::StrAppend(&out, name, "{shard=\"", i, "\"} ", get(shards_[i]->counters()), "\n");
-    }
-  };
-  counter("chute_connections_accepted_total", "Connections accepted.",
-          [](const ShardCounters& c) { return c.connections_accepted.Get(); });
-  counter("chute_connections_refused_total", "Connections refused before the greeting.",
-          [](const ShardCounters& c) { return c.connections_refused.Get(); });
-  counter("chute_bytes_received_total", "Bytes received.",
-          [](const ShardCounters& c) { return c.bytes_in.Get(); });
-  counter("chute_bytes_sent_total", "Bytes sent.",
-          [](const ShardCounters& c) { return c.bytes_out.Get(); });
-  counter("chute_messages_accepted_total", "Messages delivered and answered 250.",
-          [](const ShardCounters& c) { return c.messages_accepted.Get(); });
-  counter("chute_messages_failed_total", "Messages whose delivery failed (4xx answered).",
-          [](const ShardCounters& c) { return c.messages_failed.Get(); });
-  counter("chute_tls_handshakes_total", "TLS handshakes completed.",
-          [](const ShardCounters& c) { return c.tls_handshakes.Get(); });
-  counter("chute_tls_failures_total", "TLS handshakes failed or timed out.",
-          [](const ShardCounters& c) { return c.tls_failures.Get(); });
-  counter("chute_auth_successes_total", "Successful AUTH commands.",
-          [](const ShardCounters& c) { return c.auth_successes.Get(); });
-  counter("chute_auth_failures_total", "Failed AUTH commands.",
-          [](const ShardCounters& c) { return c.auth_failures.Get(); });
-  counter("chute_recv_starved_total",
-          "Receives that found no free receive buffer (the connection waits for one).",
-          [](const ShardCounters& c) { return c.recv_starved.Get(); });
-  // A maximum, not a count: a gauge, in seconds (Prometheus base unit; promtool lints "_ms").
-  absl::StrAppend(&out, "# HELP chute_recv_starved_max_seconds The longest a connection waited ",
-                  "for a receive buffer.\n# TYPE chute_recv_starved_max_seconds gauge\n");
-  for (size_t i = 0; i < shards_.size(); ++i) {
-    absl::StrAppend(&out, "chute_recv_starved_max_seconds{shard=\"", i, "\"} ",
-                    static_cast<double>(shards_[i]->counters().recv_starved_max_ms.Get()) / 1000,
-                    "\n");
-  }
-  counter("chute_accept_pauses_total",
-          "Times a listener paused accepting for want of file descriptors (EMFILE/ENFILE).",
-          [](const ShardCounters& c) { return c.accept_pauses.Get(); });
-  counter("chute_spool_full_refusals_total", "MAIL refused with 452 4.3.1: the spool is full.",
-          [](const ShardCounters& c) { return c.spool_full.Get(); });
-  counter("chute_shard_busy_seconds_total",
-          "Time each shard's loop spent handling completions rather than waiting; its rate is "
-          "the shard's utilisation.",
-          [](const ShardCounters& c) { return static_cast<double>(c.busy_us.Get()) / 1e6; });
-  AppendSpoolMetrics(&out);
-  AppendTraffic(&out);
-  const auth::AuthThrottle& throttle = *shared_.throttle;
-  absl::StrAppend(
-      &out, "# HELP chute_auth_throttled_total AUTHs refused by the failure throttle.\n",
-      "# TYPE chute_auth_throttled_total counter\n", "chute_auth_throttled_total{reason=\"ip\"} ",
-      throttle.refused_ip.load(), "\n", "chute_auth_throttled_total{reason=\"account\"} ",
-      throttle.refused_account.load(), "\n",
-      "# HELP chute_auth_delayed_total Failed AUTHs whose 535 was held back.\n",
-      "# TYPE chute_auth_delayed_total counter\nchute_auth_delayed_total ", throttle.delayed.load(),
-      "\n");
-  absl::StrAppend(&out, "# HELP chute_connections_open Connections open now.\n",
-                  "# TYPE chute_connections_open gauge\n");
-  for (size_t i = 0; i < shards_.size(); ++i) {
-    absl::StrAppend(&out, "chute_connections_open{shard=\"", i, "\"} ",
-                    shards_[i]->counters().connections_open.Get(), "\n");
-  }
-  const policy::ConnectionGate& gate = *shared_.gate;
-  absl::StrAppend(
-      &out, "# HELP chute_gate_refused_total Connections or AUTHs refused by a cap.\n",
-      "# TYPE chute_gate_refused_total counter\n", "chute_gate_refused_total{reason=\"ip_cap\"} ",
-      gate.refused_ip_cap.load(), "\n", "chute_gate_refused_total{reason=\"tenant_cap\"} ",
-      gate.refused_tenant_cap.load(), "\n", "chute_gate_refused_total{reason=\"table_full\"} ",
-      gate.refused_table_full.load(), "\n", "chute_gate_refused_total{reason=\"connections_max\"} ",
-      shared_.refused_connections_max.load(), "\n");
-  absl::StrAppend(&out,
-                  "# HELP chute_gate_ip_connections Connections counted per client address.\n",
-                  "# TYPE chute_gate_ip_connections gauge\n");
-  gate.ips().ForEach([&](uint64_t key, uint64_t count) {
-    std::optional<IpBytes> ip = policy::ConnectionGate::KeyToIp(key);
-    absl::StrAppend(&out, "chute_gate_ip_connections{ip=\"",
-                    ip.has_value() ? FormatIp(*ip) : absl::StrCat("ipv6-", key), "\"} ", count,
-                    "\n");
-  });
-  absl::StrAppend(&out, "# HELP chute_gate_tenant_connections Authenticated sessions per tenant.\n",
-                  "# TYPE chute_gate_tenant_connections gauge\n");
-  std::shared_ptr<const directory::Snapshot> snapshot = shared_.snapshot.load();
-  for (const directory::Tenant& tenant : snapshot->tenants()) {
-    absl::StrAppend(&out, "chute_gate_tenant_connections{tenant=\"", tenant.name, "\"} ",
-                    gate.TenantCount(tenant.id), "\n");
-  }
-  return out;
-}
-
-std::string Server::DeliveryLabels() const {
-  // backend: the kind (a small set, for dashboards); target: where it goes (host:port, a
-  // socket path, the Maildir root), escaped as the exposition format wants label values.
-  const DeliveryConfig& d = shared_.config.delivery;
-  std::string target = d.backend == DeliveryBackend::kMaildir ? d.maildir_root : d.target;
-  std::string escaped;
-  for (char c : target) {
-    if (c == '\\' || c == '"') {
-      escaped.push_back('\\');
-      escaped.push_back(c);
-    } else if (c == '\n') {
-      escaped += "\\n";
-    } else {
-      escaped.push_back(c);
-    }
-  }
-  return absl::StrCat("backend=\"", DeliveryBackendName(d.backend), "\",target=\"", escaped, "\"");
-}
-
-void Server::AppendTraffic(std::string* out) const {
-  // Refusals by reply code and enhanced code, summed over the shards.
-  std::map<std::pair<uint16_t, std::string>, uint64_t> replies;
-  for (const std::unique_ptr<Shard>& shard : shards_) {
-    shard->replies().ForEach([&](uint16_t code, absl::string_view enhanced, uint64_t count) {
-      replies[{code, std::string(enhanced)}] += count;
-    });
-  }
-  absl::StrAppend(out,
-                  "# HELP chute_replies_total 4xx and 5xx replies sent, by reply code and "
-                  "enhanced status code (code=\"other\": kinds past the table's bound).\n",
-                  "# TYPE chute_replies_total counter\n");
-  for (const auto& [key, count] : replies) {
-    absl::StrAppend(out, "chute_replies_total{code=\"",
-                    key.first == 0 ? std::string("other") : absl::StrCat(key.first),
-                    "\",enhanced=\"", key.second, "\"} ", count, "\n");
-  }
-  auto histogram = [&](absl::string_view name, absl::string_view help, auto get) {
-    uint64_t totals[LatencyHistogram::kBuckets] = {};
-    uint64_t sum_us = 0;
-    for (const std::unique_ptr<Shard>& shard : shards_) {
-      get(shard->counters()).AddTo(totals, &sum_us);
-    }
-    absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " histogram\n");
-    LatencyHistogram::AppendSeries(out, name, "", totals, sum_us);
-  };
-  histogram(
-      "chute_end_of_data_to_reply_seconds",
-      "From the end of a message's data to its final reply (250 once fsynced, or 451).",
-      [](const ShardCounters& c) -> const LatencyHistogram& { return c.end_of_data_latency; });
-  histogram(
-      "chute_spool_commit_seconds",
-      "One spool group commit: its writes and fdatasync (and the directory's fsync).",
-      [](const ShardCounters& c) -> const LatencyHistogram& { return c.spool_commit_latency; });
-  {
-    uint64_t totals[LatencyHistogram::kBuckets] = {};
-    uint64_t sum_us = 0;
-    queue_->counters().batch_latency.AddTo(totals, &sum_us);
-    absl::StrAppend(out,
-                    "# HELP chute_delivery_seconds How long the delivery backend took over one "
-                    "batch.\n# TYPE chute_delivery_seconds histogram\n");
-    LatencyHistogram::AppendSeries(out, "chute_delivery_seconds", DeliveryLabels(), totals, sum_us);
-  }
-  // Per tenant (a bounded label set: tenants, never accounts).
-  absl::flat_hash_map<std::string, UsageLog::Totals> tenants = shared_.usage.TenantTotals();
-  std::map<std::string, UsageLog::Totals> sorted(tenants.begin(), tenants.end());
-  absl::StrAppend(out,
-                  "# HELP chute_tenant_messages_total Messages accepted per tenant (shards hand "
-                  "their counts over once a second).\n",
-                  "# TYPE chute_tenant_messages_total counter\n");
-  for (const auto& [tenant, totals] : sorted) {
-    absl::StrAppend(out, "chute_tenant_messages_total{tenant=\"", tenant, "\"} ", totals.messages,
-                    "\n");
-  }
-  absl::StrAppend(out, "# HELP chute_tenant_recipients_total Recipients accepted per tenant.\n",
-                  "# TYPE chute_tenant_recipients_total counter\n");
-  for (const auto& [tenant, totals] : sorted) {
-    absl::StrAppend(out, "chute_tenant_recipients_total{tenant=\"", tenant, "\"} ",
-                    totals.recipients, "\n");
-  }
-  int64_t oldest_us = queue_->OldestReceivedUnixUs();
-  double oldest_age_s =
-      oldest_us == 0
-          ? 0.0
-          : std::max(0.0, static_cast<double>(absl::ToUnixMicros(absl::Now()) - oldest_us) / 1e6);
-  absl::StrAppend(
-      out,
-      "# HELP chute_queue_oldest_age_seconds Age of the oldest message waiting for delivery "
-      "(0 when none).\n# TYPE chute_queue_oldest_age_seconds gauge\n"
-      "chute_queue_oldest_age_seconds ",
-      oldest_age_s, "\n",
-      "# HELP chute_dead_letters Dead letters in the dead-letter area now.\n"
-      "# TYPE chute_dead_letters gauge\nchute_dead_letters ",
-      queue_->DeadCount(), "\n");
-  absl::StrAppend(out,
-                  "# HELP chute_log_lines_dropped_total Log lines and journal entries dropped "
-                  "because the journal was not reading (chuted never waits for it).\n"
-                  "# TYPE chute_log_lines_dropped_total counter\nchute_log_lines_dropped_total ",
-                  LogLinesDropped(), "\n");
-  if (trace_ != nullptr) {
-    absl::StrAppend(
-        out,
-        "# HELP chute_trace_events_written_total Message trace events written.\n"
-        "# TYPE chute_trace_events_written_total counter\nchute_trace_events_written_total ",
-        trace_->events_written.load(), "\n",
-        "# HELP chute_trace_events_dropped_total Message trace events dropped (the trace "
-        "could not keep up or could not write).\n"
-        "# TYPE chute_trace_events_dropped_total counter\nchute_trace_events_dropped_total ",
-        trace_->events_dropped.load(), "\n");
-  }
-}
-
-void Server::AppendSpoolMetrics(std::string* out) const {
-  const spool::SpoolGauges& g = *gauges_;
-  absl::StrAppend(
-      out,
-      "# HELP chute_spool_bytes Bytes of spool segment files.\n# TYPE chute_spool_bytes gauge\n",
-      "chute_spool_bytes ", g.bytes.load(), "\n",
-      "# HELP chute_spool_messages Messages committed and not yet settled by delivery.\n",
-      "# TYPE chute_spool_messages gauge\nchute_spool_messages ", g.messages.load(), "\n",
-      "# HELP chute_spool_group_commit_failures_total Group commits that failed (451 sent).\n",
-      "# TYPE chute_spool_group_commit_failures_total counter\n",
-      "chute_spool_group_commit_failures_total ", g.group_failures.load(), "\n",
-      "# HELP chute_spool_group_commit_records Records per group commit (one fdatasync each).\n",
-      "# TYPE chute_spool_group_commit_records histogram\n");
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i < spool::kGroupSizeBuckets; ++i) {
-    cumulative += g.group_sizes[i].load();
-    if (i + 1 < spool::kGroupSizeBuckets) {
-      absl::StrAppend(out, "chute_spool_group_commit_records_bucket{le=\"", (uint64_t{2} << i) - 1,
-                      "\"} ", cumulative, "\n");
-    }
-  }
-  absl::StrAppend(out, "chute_spool_group_commit_records_bucket{le=\"+Inf\"} ", cumulative, "\n",
-                  "chute_spool_group_commit_records_sum ", g.records_committed.load(), "\n",
-                  "chute_spool_group_commit_records_count ", g.groups.load(), "\n");
-  const delivery::QueueCounters& q = queue_->counters();
-  auto line = [&](absl::string_view name, absl::string_view type, absl::string_view help,
-                  uint64_t value) {
-    absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name, "{",
-                    DeliveryLabels(), "} ", value, "\n");
-  };
-  line("chute_delivery_recipients_delivered_total", "counter", "Recipients delivered (2xx).",
-       q.recipients_delivered.load());
-  line("chute_delivery_recipients_deferred_total", "counter",
-       "Recipient attempts that failed transiently (retried with backoff).",
-       q.recipients_deferred.load());
-  line("chute_delivery_recipients_dead_total", "counter",
-       "Recipients that went to the dead-letter area.", q.recipients_dead.load());
-  line("chute_delivery_messages_dead_total", "counter", "Dead letters written.",
-       q.messages_dead.load());
-  line("chute_delivery_batches_total", "counter", "Batches handed to the backend.",
-       q.batches.load());
-  line("chute_delivery_queued_messages", "gauge", "Messages in the delivery queue.",
-       queue_->queued());
 }
 
 absl::Status Server::ReloadTls() {

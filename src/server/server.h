@@ -50,6 +50,9 @@ class Writer;
 namespace chute::spool {
 class Segment;
 }
+namespace chute::metrics {
+class Registry;
+}
 
 namespace chute::server {
 
@@ -209,8 +212,8 @@ class Server {
   absl::Status ReloadConfig(const std::string& path);
   // FlushUsage: writes the usage counts gathered so far to the directory database.
   absl::Status FlushUsage();
-  // MetricsText: Prometheus text exposition of the shard counters and the connection gate.
-  // Any thread.
+  // MetricsText: the Prometheus text exposition of every series (server/metrics.cc); empty
+  // before Start. Any thread.
   std::string MetricsText() const;
   // Stop: graceful: no new connections, idle sessions get 421 4.3.2, messages in progress
   // finish (within the drain timeout); returns when every shard and delivery are done.
@@ -233,7 +236,6 @@ class Server {
   ino_t database_ino_ = 0;
   absl::Status ReopenIfReplaced(bool* reopened);
   absl::Status StartSpoolAndDelivery(int shards);
-  void AppendSpoolMetrics(std::string* out) const;
   void LimitConnectionsToDescriptors(int shards);
   // Declared before the queue and the shards, which write to it: destroyed after them.
   std::unique_ptr<trace::Writer> trace_;
@@ -243,9 +245,11 @@ class Server {
   std::unique_ptr<auth::PasswordVerifier> verifier_;
   std::unique_ptr<admin::AdminServer> admin_;
   void StartTrace();
-  void AppendTraffic(std::string* out) const;
-  std::string DeliveryLabels() const;
   std::vector<std::unique_ptr<Shard>> shards_;
+  // RegisterMetrics (server/metrics.cc): every series /metrics shows, once the parts exist.
+  // Declared after what its collectors read; the admin thread that scrapes stops in Stop().
+  void RegisterMetrics();
+  std::unique_ptr<metrics::Registry> metrics_;
 };
 
 }  // namespace chute::server
