@@ -1,0 +1,16 @@
+#pragma once
+
+// Declarations shared by the server's .cc files (server.cc, compose.cc, reload.cc,
+// preflight.cc). Not the room's interface: that is server.h.
+
+#include "absl/status/status.h"
+#include "base/config.h"
+#include "directory/directory.h"
+
+namespace chute::server {
+
+// CheckListenerAccounts (preflight.cc): every listener's authenticate_as is an account in
+// `snapshot`.
+absl::Status CheckListenerAccounts(const Config& config, const directory::Snapshot& snapshot);
+
+}  // namespace chute::server
