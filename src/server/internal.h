@@ -4,6 +4,7 @@
 // preflight.cc). Not the room's interface: that is server.h.
 
 #include "absl/status/status.h"
+#include "auth/throttle.h"
 #include "base/config.h"
 #include "directory/directory.h"
 
@@ -12,5 +13,9 @@ namespace chute::server {
 // CheckListenerAccounts (preflight.cc): every listener's authenticate_as is an account in
 // `snapshot`.
 absl::Status CheckListenerAccounts(const Config& config, const directory::Snapshot& snapshot);
+
+// ThrottleLimitsFor (reload.cc): the failed-AUTH throttle's limits as `limits` set them; at
+// start and on each reload.
+auth::ThrottleLimits ThrottleLimitsFor(const LimitsConfig& limits);
 
 }  // namespace chute::server
