@@ -1,17 +1,28 @@
-// compose.cc: the composition root: builds the spool, the delivery queue and its backend, the
-// message trace, and sizes the connections to the descriptors there are.
+// compose.cc: the composition root: builds each part chuted is made of (TLS, directory, gate,
+// spool, delivery and its backend, trace, auth, shards, admin listener) for Server::Start.
 
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "admin/admin_server.h"
+#include "admin/queue_api.h"
+#include "auth/throttle.h"
+#include "auth/verifier.h"
 #include "base/log.h"
 #include "base/status_macros.h"
 #include "delivery/maildir.h"
 #include "delivery/queue.h"
 #include "delivery/smtp_client.h"
+#include "net/socket.h"
+#include "net/tls.h"
+#include "policy/connection_gate.h"
+#include "server/internal.h"
 #include "server/server.h"
+#include "server/shard.h"
 #include "spool/spool.h"
 #include "trace/trace.h"
 
@@ -19,6 +30,8 @@ namespace chute::server {
 
 namespace {
 
+// argon2id threads: each check takes ~19 MiB and tens of milliseconds of one core.
+constexpr int kVerifierThreads = 2;
 // Descriptors kept free of client connections besides the per-shard and delivery ones.
 constexpr int64_t kDescriptorHeadroom = 32;
 
@@ -64,6 +77,105 @@ std::unique_ptr<delivery::QueuedMessage> QueuedFromReplay(spool::ReplayedRecord 
 }
 
 }  // namespace
+
+int ShardCount(const Config& config) {
+  if (config.server.shards != 0) {
+    return static_cast<int>(config.server.shards);
+  }
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  return cpus > 0 ? static_cast<int>(cpus) : 1;
+}
+
+absl::Status Server::LoadTls() {
+  const Config& config = shared_.config;
+  bool needs_tls = false;
+  for (const ListenerConfig& listener : config.listeners) {
+    needs_tls |= listener.tls != TlsMode::kNone;
+  }
+  if (!needs_tls) {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::shared_ptr<net::TlsContext>> tls =
+      net::TlsContext::Load(config.tls.certificate, config.tls.private_key);
+  if (!tls.ok()) {
+    return tls.status();
+  }
+  shared_.tls_context.store(*tls);
+  return absl::OkStatus();
+}
+
+absl::Status Server::OpenDirectory() {
+  const Config& config = shared_.config;
+  absl::StatusOr<std::unique_ptr<directory::Store>> store =
+      directory::Store::Open(config.directory.database, true);
+  if (!store.ok()) {
+    return store.status();
+  }
+  store_ = std::move(*store);
+  struct stat database_stat {};
+  if (stat(config.directory.database.c_str(), &database_stat) == 0) {
+    database_dev_ = database_stat.st_dev;
+    database_ino_ = database_stat.st_ino;
+  }
+  RETURN_IF_ERROR(ReloadDirectory(true));
+  return CheckListenerAccounts(config, *shared_.snapshot.load());
+}
+
+void Server::MakeGate() {
+  const LimitsConfig& limits = shared_.config.limits;
+  policy::ConnectionGate::Limits gate_limits;
+  gate_limits.per_ip = static_cast<uint64_t>(limits.connections_per_ip);
+  gate_limits.per_ip_exempt = limits.connections_per_ip_exempt;
+  gate_limits.per_tenant = static_cast<uint64_t>(limits.authenticated_connections_per_tenant);
+  gate_limits.ip_slots = static_cast<size_t>(limits.ip_table_slots);
+  shared_.gate = std::make_unique<policy::ConnectionGate>(gate_limits);
+}
+
+void Server::MakeAuth() {
+  const LimitsConfig& limits = shared_.config.limits;
+  shared_.throttle = std::make_unique<auth::AuthThrottle>(ThrottleLimitsFor(limits));
+  verifier_ = std::make_unique<auth::PasswordVerifier>(
+      kVerifierThreads, static_cast<size_t>(limits.auth_cache_entries));
+  shared_.verifier = verifier_.get();
+}
+
+absl::Status Server::OpenShards(int shards) {
+  for (const ListenerConfig& listener : shared_.config.listeners) {
+    RETURN_IF_ERROR(net::CheckAddressFree(listener.host_port));
+  }
+  for (int i = 0; i < shards; ++i) {
+    shards_.push_back(std::make_unique<Shard>(i, &shared_));
+    absl::Status status = shards_.back()->OpenListeners();
+    if (!status.ok()) {
+      shards_.clear();
+      return status;
+    }
+  }
+  // The segments replayed at start are reclaimed by the shards like their own.
+  for (size_t i = 0; i < replayed_segments_.size(); ++i) {
+    shards_[i % shards_.size()]->AdoptSegment(std::move(replayed_segments_[i]));
+  }
+  replayed_segments_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status Server::StartAdmin() {
+  const Config& config = shared_.config;
+  if (config.admin.address.empty()) {
+    return absl::OkStatus();
+  }
+  admin_ = std::make_unique<admin::AdminServer>(
+      [this] { return MetricsText(); },
+      [this](absl::string_view method, absl::string_view path) {
+        return admin::HandleQueueRequest(*queue_, method, path);
+      });
+  admin_->ServeUsage(config.directory.database);
+  absl::Status status = admin_->Start(*ParseHostPort(config.admin.address));
+  if (!status.ok()) {
+    return absl::Status(status.code(), absl::StrCat("admin listener: ", status.message()));
+  }
+  return absl::OkStatus();
+}
 
 void Server::LimitConnectionsToDescriptors(int shards) {
   const Config& config = shared_.config;

@@ -18,4 +18,7 @@ absl::Status CheckListenerAccounts(const Config& config, const directory::Snapsh
 // start and on each reload.
 auth::ThrottleLimits ThrottleLimitsFor(const LimitsConfig& limits);
 
+// ShardCount (compose.cc): server.shards, or one shard per online CPU when it is 0.
+int ShardCount(const Config& config);
+
 }  // namespace chute::server

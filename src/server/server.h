@@ -235,8 +235,16 @@ class Server {
   dev_t database_dev_ = 0;
   ino_t database_ino_ = 0;
   absl::Status ReopenIfReplaced(bool* reopened);
-  absl::Status StartSpoolAndDelivery(int shards);
+  // The steps of Start, in its order (compose.cc): each builds one part and puts it in
+  // shared_ (or a member) for the next ones.
+  absl::Status LoadTls();
+  absl::Status OpenDirectory();
+  void MakeGate();
   void LimitConnectionsToDescriptors(int shards);
+  absl::Status StartSpoolAndDelivery(int shards);
+  void MakeAuth();
+  absl::Status OpenShards(int shards);
+  absl::Status StartAdmin();
   // Declared before the queue and the shards, which write to it: destroyed after them.
   std::unique_ptr<trace::Writer> trace_;
   std::unique_ptr<spool::SpoolGauges> gauges_;
