@@ -2,7 +2,6 @@
 // spool, delivery and its backend, trace, auth, shards, admin listener) for Server::Start.
 
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 #include "delivery/maildir.h"
 #include "delivery/queue.h"
 #include "delivery/smtp_client.h"
+#include "io/file.h"
 #include "net/socket.h"
 #include "net/tls.h"
 #include "policy/connection_gate.h"
@@ -112,11 +112,7 @@ absl::Status Server::OpenDirectory() {
     return store.status();
   }
   store_ = std::move(*store);
-  struct stat database_stat {};
-  if (stat(config.directory.database.c_str(), &database_stat) == 0) {
-    database_dev_ = database_stat.st_dev;
-    database_ino_ = database_stat.st_ino;
-  }
+  database_file_ = std::make_unique<io::WatchedFile>(config.directory.database);
   RETURN_IF_ERROR(ReloadDirectory(true));
   return CheckListenerAccounts(config, *shared_.snapshot.load());
 }

@@ -2,9 +2,6 @@
 // keys that can change live, the certificate, and the directory snapshot (reopening a
 // database file replaced under it).
 
-#include <sys/stat.h>
-
-#include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +9,7 @@
 #include "auth/throttle.h"
 #include "base/log.h"
 #include "base/status_macros.h"
+#include "io/file.h"
 #include "net/tls.h"
 #include "policy/connection_gate.h"
 #include "server/internal.h"
@@ -154,27 +152,23 @@ absl::Status Server::ReloadTls() {
 absl::Status Server::ReopenIfReplaced(bool* reopened) {
   // A restore from backup replaces the file: the open handle would go on reading the deleted
   // copy, and later changes (a password change, basic auth turned off) would be ignored.
-  const std::string& path = shared_.config.directory.database;
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat(path, " is missing: ", std::strerror(errno)));
-  }
-  *reopened = false;
-  if (st.st_dev == database_dev_ && st.st_ino == database_ino_) {
+  const std::string& path = database_file_->path();
+  auto reopen = [&](const io::WatchedFile::Found& found) -> absl::Status {
+    if (found.error != 0) {
+      return absl::NotFoundError(absl::StrCat(path, " is missing: ", std::strerror(found.error)));
+    }
+    absl::StatusOr<std::unique_ptr<directory::Store>> store = directory::Store::Open(path, false);
+    if (!store.ok()) {
+      return absl::Status(
+          store.status().code(),
+          absl::StrCat(path, " was replaced and cannot be opened: ", store.status().message()));
+    }
+    LOG_WARNING("%s was replaced (inode %d, was %d): reopened", path,
+                static_cast<int64_t>(found.inode), static_cast<int64_t>(found.was));
+    store_ = std::move(*store);
     return absl::OkStatus();
-  }
-  absl::StatusOr<std::unique_ptr<directory::Store>> store = directory::Store::Open(path, false);
-  if (!store.ok()) {
-    return absl::Status(
-        store.status().code(),
-        absl::StrCat(path, " was replaced and cannot be opened: ", store.status().message()));
-  }
-  LOG_WARNING("%s was replaced (inode %d, was %d): reopened", path, static_cast<int64_t>(st.st_ino),
-              static_cast<int64_t>(database_ino_));
-  store_ = std::move(*store);
-  database_dev_ = st.st_dev;
-  database_ino_ = st.st_ino;
-  *reopened = true;
+  };
+  ASSIGN_OR_RETURN(*reopened, database_file_->ReopenIfReplaced(reopen));
   return absl::OkStatus();
 }
 

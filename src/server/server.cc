@@ -8,6 +8,7 @@
 #include "base/log.h"
 #include "base/status_macros.h"
 #include "delivery/queue.h"
+#include "io/file.h"
 #include "metrics/registry.h"
 #include "net/tls.h"
 #include "policy/connection_gate.h"

@@ -9,8 +9,6 @@
 // Threads: Start/Stop/Reload/Wait from the main thread; everything else happens on shard and
 // delivery threads.
 
-#include <sys/types.h>
-
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -52,6 +50,9 @@ class Segment;
 }
 namespace chute::metrics {
 class Registry;
+}
+namespace chute::io {
+class WatchedFile;
 }
 
 namespace chute::server {
@@ -232,8 +233,7 @@ class Server {
   std::unique_ptr<directory::Store> store_;
   int64_t data_version_ = -1;
   // The directory database file the store has open, to notice a replaced file.
-  dev_t database_dev_ = 0;
-  ino_t database_ino_ = 0;
+  std::unique_ptr<io::WatchedFile> database_file_;
   absl::Status ReopenIfReplaced(bool* reopened);
   // The steps of Start, in its order (compose.cc): each builds one part and puts it in
   // shared_ (or a member) for the next ones.
