@@ -2,15 +2,11 @@
 
 // LatencyHistogram: a Prometheus histogram of durations with fixed buckets from 50 µs to
 // 60 s (roughly 1-2.5-5 per decade), lock-free. Observe from any thread (a relaxed atomic add
-// per call: give each shard its own to keep the cache line local); AppendText from any thread.
+// per call: give each shard its own to keep the cache line local); AddTo from any thread. The
+// exposition (cumulative buckets, le labels, seconds) is metrics/registry.h's: Scrape::AddLatency.
 
 #include <atomic>
 #include <cstdint>
-#include <string>
-
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "absl/strings/string_view.h"
 
 namespace chute {
 
@@ -37,23 +33,6 @@ class LatencyHistogram {
       totals[i] += counts_[i].load(std::memory_order_relaxed);
     }
     *sum_us += sum_us_.load(std::memory_order_relaxed);
-  }
-
-  // AppendSeries: the _bucket/_sum/_count lines of `name` with `labels` ("" or `k="v"`) from
-  // merged totals.
-  static void AppendSeries(std::string* out, absl::string_view name, absl::string_view labels,
-                           const uint64_t* totals, uint64_t sum_us) {
-    uint64_t cumulative = 0;
-    absl::string_view comma = labels.empty() ? "" : ",";
-    for (size_t i = 0; i < kBuckets; ++i) {
-      cumulative += totals[i];
-      std::string le = i + 1 < kBuckets ? absl::StrCat(kBoundsS[i]) : "+Inf";
-      absl::StrAppend(out, name, "_bucket{", labels, comma, "le=\"", le, "\"} ", cumulative, "\n");
-    }
-    std::string braces = labels.empty() ? "" : absl::StrCat("{", labels, "}");
-    absl::StrAppend(out, name, "_sum", braces, " ",
-                    absl::StrFormat("%.6f", static_cast<double>(sum_us) / 1e6), "\n", name,
-                    "_count", braces, " ", cumulative, "\n");
   }
 
  private:

@@ -1,11 +1,14 @@
-// file.cc: blocking file helpers (write all, read, fsync a directory) for threads that may block.
+// file.cc: blocking file helpers (write all, read, fsync a directory, notice a replaced file)
+// for threads that may block.
 
 #include "io/file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "io/ring.h"
@@ -61,6 +64,40 @@ absl::Status SyncDirectory(const std::string& path) {
   int error = errno;
   close(fd);
   return rc == 0 ? absl::OkStatus() : ErrnoStatus(error, absl::StrCat("fsync ", path));
+}
+
+WatchedFile::WatchedFile(std::string path) : path_(std::move(path)) { Remember(); }
+
+void WatchedFile::Remember() {
+  struct stat st {};
+  if (stat(path_.c_str(), &st) == 0) {
+    device_ = st.st_dev;
+    inode_ = st.st_ino;
+  } else {
+    device_ = 0;
+    inode_ = 0;
+  }
+}
+
+absl::StatusOr<bool> WatchedFile::ReopenIfReplaced(
+    absl::FunctionRef<absl::Status(const Found&)> reopen) {
+  struct stat st {};
+  Found found;
+  found.was = inode_;
+  if (stat(path_.c_str(), &st) != 0) {
+    found.error = errno;
+  } else if (st.st_dev == device_ && st.st_ino == inode_) {
+    return false;
+  } else {
+    found.inode = st.st_ino;
+  }
+  absl::Status status = reopen(found);
+  if (!status.ok()) {
+    return status;
+  }
+  // The file just opened (reopen may have made it), not the one stat(2) saw a moment before.
+  Remember();
+  return true;
 }
 
 }  // namespace chute::io

@@ -9,8 +9,6 @@
 // Threads: Start/Stop/Reload/Wait from the main thread; everything else happens on shard and
 // delivery threads.
 
-#include <sys/types.h>
-
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -49,6 +47,12 @@ class Writer;
 
 namespace chute::spool {
 class Segment;
+}
+namespace chute::metrics {
+class Registry;
+}
+namespace chute::io {
+class WatchedFile;
 }
 
 namespace chute::server {
@@ -209,8 +213,8 @@ class Server {
   absl::Status ReloadConfig(const std::string& path);
   // FlushUsage: writes the usage counts gathered so far to the directory database.
   absl::Status FlushUsage();
-  // MetricsText: Prometheus text exposition of the shard counters and the connection gate.
-  // Any thread.
+  // MetricsText: the Prometheus text exposition of every series (server/metrics.cc); empty
+  // before Start. Any thread.
   std::string MetricsText() const;
   // Stop: graceful: no new connections, idle sessions get 421 4.3.2, messages in progress
   // finish (within the drain timeout); returns when every shard and delivery are done.
@@ -229,12 +233,18 @@ class Server {
   std::unique_ptr<directory::Store> store_;
   int64_t data_version_ = -1;
   // The directory database file the store has open, to notice a replaced file.
-  dev_t database_dev_ = 0;
-  ino_t database_ino_ = 0;
+  std::unique_ptr<io::WatchedFile> database_file_;
   absl::Status ReopenIfReplaced(bool* reopened);
-  absl::Status StartSpoolAndDelivery(int shards);
-  void AppendSpoolMetrics(std::string* out) const;
+  // The steps of Start, in its order (compose.cc): each builds one part and puts it in
+  // shared_ (or a member) for the next ones.
+  absl::Status LoadTls();
+  absl::Status OpenDirectory();
+  void MakeGate();
   void LimitConnectionsToDescriptors(int shards);
+  absl::Status StartSpoolAndDelivery(int shards);
+  void MakeAuth();
+  absl::Status OpenShards(int shards);
+  absl::Status StartAdmin();
   // Declared before the queue and the shards, which write to it: destroyed after them.
   std::unique_ptr<trace::Writer> trace_;
   std::unique_ptr<spool::SpoolGauges> gauges_;
@@ -243,9 +253,11 @@ class Server {
   std::unique_ptr<auth::PasswordVerifier> verifier_;
   std::unique_ptr<admin::AdminServer> admin_;
   void StartTrace();
-  void AppendTraffic(std::string* out) const;
-  std::string DeliveryLabels() const;
   std::vector<std::unique_ptr<Shard>> shards_;
+  // RegisterMetrics (server/metrics.cc): every series /metrics shows, once the parts exist.
+  // Declared after what its collectors read; the admin thread that scrapes stops in Stop().
+  void RegisterMetrics();
+  std::unique_ptr<metrics::Registry> metrics_;
 };
 
 }  // namespace chute::server

@@ -2,7 +2,6 @@
 
 #include "trace/trace.h"
 
-#include <sys/stat.h>
 #include <time.h>
 
 #include <chrono>
@@ -13,6 +12,7 @@
 #include "absl/time/time.h"
 #include "base/log.h"
 #include "db/sqlite.h"
+#include "io/file.h"
 
 namespace chute::trace {
 namespace {
@@ -90,18 +90,7 @@ std::optional<Status> ParseStatus(absl::string_view name) {
 }
 
 Store::Store(std::unique_ptr<db::Database> db, std::string path)
-    : db_(std::move(db)), path_(std::move(path)) {
-  struct stat st {};
-  if (stat(path_.c_str(), &st) == 0) {
-    dev_ = st.st_dev;
-    ino_ = st.st_ino;
-  }
-}
-
-bool Store::Replaced() const {
-  struct stat st {};
-  return stat(path_.c_str(), &st) != 0 || st.st_dev != dev_ || st.st_ino != ino_;
-}
+    : db_(std::move(db)), path_(std::move(path)) {}
 Store::~Store() = default;
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, bool create) {
@@ -319,7 +308,7 @@ absl::StatusOr<int64_t> Store::Prune(int64_t before_us, int64_t messages_max) {
 }
 
 Writer::Writer(std::unique_ptr<Store> store, int64_t retention_days)
-    : store_(std::move(store)), retention_days_(retention_days) {
+    : store_(std::move(store)), file_(store_->path()), retention_days_(retention_days) {
   thread_ = std::thread([this] {
     NameThisThread("chute-trace");
     Run();
@@ -407,17 +396,23 @@ void Writer::Run() {
 }
 
 void Writer::ReopenIfReplaced() {
-  if (!store_->Replaced()) {
-    return;
-  }
-  absl::StatusOr<std::unique_ptr<Store>> fresh = Store::Open(store_->path(), true);
-  if (!fresh.ok()) {
+  auto reopen = [&](const io::WatchedFile::Found&) -> absl::Status {
+    absl::StatusOr<std::unique_ptr<Store>> fresh = Store::Open(file_.path(), true);
+    if (!fresh.ok()) {
+      return fresh.status();
+    }
+    store_ = *std::move(fresh);
+    return absl::OkStatus();
+  };
+  absl::StatusOr<bool> reopened = file_.ReopenIfReplaced(reopen);
+  if (!reopened.ok()) {
     LOG_ERROR_EVERY(60, "message trace: %s was removed or replaced and cannot be made again: %s",
-                    store_->path(), fresh.status().message());
+                    file_.path(), reopened.status().message());
     return;  // the old file takes the events meanwhile; the next batch tries again
   }
-  LOG_WARNING("message trace: %s was removed or replaced; writing to it anew", store_->path());
-  store_ = *std::move(fresh);
+  if (*reopened) {
+    LOG_WARNING("message trace: %s was removed or replaced; writing to it anew", file_.path());
+  }
 }
 
 void Writer::PruneIfDue(int64_t now_us) {

@@ -16,8 +16,6 @@
 // with its latest status and reply), events (every received/attempt/dead event, for the
 // details of one message).
 
-#include <sys/types.h>
-
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -31,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "io/file.h"
 
 namespace chute::db {
 class Database;
@@ -125,17 +124,12 @@ class Store {
   // Prune: deletes up to `messages_max` messages received before `before_us` with their
   // recipients and events; returns how many messages went.
   absl::StatusOr<int64_t> Prune(int64_t before_us, int64_t messages_max);
-  // Replaced: whether the file at the path it was opened from is gone or another one (deleted
-  // or restored by an operator): writing on would go to a file nobody can read. One stat(2).
-  bool Replaced() const;
   const std::string& path() const { return path_; }
 
  private:
   Store(std::unique_ptr<db::Database> db, std::string path);
   std::unique_ptr<db::Database> db_;
   std::string path_;
-  dev_t dev_ = 0;
-  ino_t ino_ = 0;
 };
 
 // Writer: the server's trace thread. Submit from any thread.
@@ -170,6 +164,9 @@ class Writer {
   void ReopenIfReplaced();
 
   std::unique_ptr<Store> store_;
+  // The trace.db that store_ has open: a file deleted or restored under it is noticed
+  // (writing on would go to a file nobody can read).
+  io::WatchedFile file_;
   std::atomic<int64_t> retention_days_;
   // std::mutex, not absl::Mutex: Debian's abseil is not built for ThreadSanitizer.
   std::mutex mu_;  // guards pending_ and stopping_

@@ -23,7 +23,7 @@ BIN = os.environ.get("CHUTE_BIN_DIR", os.path.join(ROOT, "build", "bin"))
 DOC = os.path.join(ROOT, "docs", "configuration.md")
 LOADER = os.path.join(ROOT, "src", "base", "config.cc")
 HEADER = os.path.join(ROOT, "src", "base", "config.h")
-RELOAD = os.path.join(ROOT, "src", "server", "server.cc")
+RELOAD = os.path.join(ROOT, "src", "server", "reload.cc")
 
 # Keys being added to the loader in the same change as this document (issue 10): documented
 # ahead of the loader. Once the loader reads them they are checked like every other key.

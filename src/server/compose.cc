@@ -1,0 +1,252 @@
+// compose.cc: the composition root: builds each part chuted is made of (TLS, directory, gate,
+// spool, delivery and its backend, trace, auth, shards, admin listener) for Server::Start.
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "admin/admin_server.h"
+#include "admin/queue_api.h"
+#include "auth/throttle.h"
+#include "auth/verifier.h"
+#include "base/log.h"
+#include "base/status_macros.h"
+#include "delivery/maildir.h"
+#include "delivery/queue.h"
+#include "delivery/smtp_client.h"
+#include "io/file.h"
+#include "net/socket.h"
+#include "net/tls.h"
+#include "policy/connection_gate.h"
+#include "server/internal.h"
+#include "server/server.h"
+#include "server/shard.h"
+#include "spool/spool.h"
+#include "trace/trace.h"
+
+namespace chute::server {
+
+namespace {
+
+// argon2id threads: each check takes ~19 MiB and tens of milliseconds of one core.
+constexpr int kVerifierThreads = 2;
+// Descriptors kept free of client connections besides the per-shard and delivery ones.
+constexpr int64_t kDescriptorHeadroom = 32;
+
+delivery::BackendFactory MakeBackendFactory(const Config& config,
+                                            std::shared_ptr<std::atomic<int64_t>> stop_at,
+                                            std::string* destination) {
+  const DeliveryConfig& d = config.delivery;
+  if (d.backend == DeliveryBackend::kMaildir) {
+    *destination = absl::StrCat("maildir:", d.maildir_root);
+    return delivery::MakeMaildirFactory(d.maildir_root, config.server.hostname);
+  }
+  delivery::SmtpClientOptions options;
+  options.lmtp = d.backend == DeliveryBackend::kLmtp;
+  options.target = d.target;
+  options.helo_name = config.server.hostname;
+  options.tls = d.tls;
+  options.messages_per_connection_max = static_cast<size_t>(d.messages_per_connection_max);
+  options.idle_timeout = absl::Seconds(d.connection_idle_s);
+  options.io_timeout = absl::Seconds(d.timeout_s);
+  options.stop_at_unix_ms = std::move(stop_at);
+  *destination = absl::StrCat(DeliveryBackendName(d.backend), ":", d.target);
+  return delivery::MakeSmtpClientFactory(options);
+}
+
+}  // namespace
+
+int ShardCount(const Config& config) {
+  if (config.server.shards != 0) {
+    return static_cast<int>(config.server.shards);
+  }
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  return cpus > 0 ? static_cast<int>(cpus) : 1;
+}
+
+absl::Status Server::LoadTls() {
+  const Config& config = shared_.config;
+  bool needs_tls = false;
+  for (const ListenerConfig& listener : config.listeners) {
+    needs_tls |= listener.tls != TlsMode::kNone;
+  }
+  if (!needs_tls) {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::shared_ptr<net::TlsContext>> tls =
+      net::TlsContext::Load(config.tls.certificate, config.tls.private_key);
+  if (!tls.ok()) {
+    return tls.status();
+  }
+  shared_.tls_context.store(*tls);
+  return absl::OkStatus();
+}
+
+absl::Status Server::OpenDirectory() {
+  const Config& config = shared_.config;
+  absl::StatusOr<std::unique_ptr<directory::Store>> store =
+      directory::Store::Open(config.directory.database, true);
+  if (!store.ok()) {
+    return store.status();
+  }
+  store_ = std::move(*store);
+  database_file_ = std::make_unique<io::WatchedFile>(config.directory.database);
+  RETURN_IF_ERROR(ReloadDirectory(true));
+  return CheckListenerAccounts(config, *shared_.snapshot.load());
+}
+
+void Server::MakeGate() {
+  const LimitsConfig& limits = shared_.config.limits;
+  policy::ConnectionGate::Limits gate_limits;
+  gate_limits.per_ip = static_cast<uint64_t>(limits.connections_per_ip);
+  gate_limits.per_ip_exempt = limits.connections_per_ip_exempt;
+  gate_limits.per_tenant = static_cast<uint64_t>(limits.authenticated_connections_per_tenant);
+  gate_limits.ip_slots = static_cast<size_t>(limits.ip_table_slots);
+  shared_.gate = std::make_unique<policy::ConnectionGate>(gate_limits);
+}
+
+void Server::MakeAuth() {
+  const LimitsConfig& limits = shared_.config.limits;
+  shared_.throttle = std::make_unique<auth::AuthThrottle>(ThrottleLimitsFor(limits));
+  verifier_ = std::make_unique<auth::PasswordVerifier>(
+      kVerifierThreads, static_cast<size_t>(limits.auth_cache_entries));
+  shared_.verifier = verifier_.get();
+}
+
+absl::Status Server::OpenShards(int shards) {
+  for (const ListenerConfig& listener : shared_.config.listeners) {
+    RETURN_IF_ERROR(net::CheckAddressFree(listener.host_port));
+  }
+  for (int i = 0; i < shards; ++i) {
+    shards_.push_back(std::make_unique<Shard>(i, &shared_));
+    absl::Status status = shards_.back()->OpenListeners();
+    if (!status.ok()) {
+      shards_.clear();
+      return status;
+    }
+  }
+  // The segments replayed at start are reclaimed by the shards like their own.
+  for (size_t i = 0; i < replayed_segments_.size(); ++i) {
+    shards_[i % shards_.size()]->AdoptSegment(std::move(replayed_segments_[i]));
+  }
+  replayed_segments_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status Server::StartAdmin() {
+  const Config& config = shared_.config;
+  if (config.admin.address.empty()) {
+    return absl::OkStatus();
+  }
+  admin_ = std::make_unique<admin::AdminServer>(
+      [this] { return MetricsText(); },
+      [this](absl::string_view method, absl::string_view path) {
+        return admin::HandleQueueRequest(*queue_, method, path);
+      });
+  admin_->ServeUsage(config.directory.database);
+  absl::Status status = admin_->Start(*ParseHostPort(config.admin.address));
+  if (!status.ok()) {
+    return absl::Status(status.code(), absl::StrCat("admin listener: ", status.message()));
+  }
+  return absl::OkStatus();
+}
+
+void Server::LimitConnectionsToDescriptors(int shards) {
+  const Config& config = shared_.config;
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+    return;
+  }
+  // What is not a client connection: a few files per shard (ring, eventfd, listeners, spool
+  // segments), one per delivery connection or Maildir file in flight, and headroom for the
+  // admin listener, the directory, dead letters and refusing connections over the cap.
+  int64_t delivery = config.delivery.backend == DeliveryBackend::kMaildir
+                         ? config.server.delivery_threads * 4
+                         : config.delivery.connections_max;
+  int64_t reserve =
+      kDescriptorHeadroom + delivery + shards * (8 + static_cast<int64_t>(config.listeners.size()));
+  int64_t cap = std::max<int64_t>(static_cast<int64_t>(limit.rlim_cur) - reserve, 1);
+  shared_.connections_fd_cap = cap;
+  if (cap < config.limits.connections_max) {
+    // Informational: the embedded default meets this on most machines (ulimit -n 1024..20000).
+    LOG_INFO(
+        "client connections: at most %d, as %d file descriptors allow (connections_max is "
+        "%d; raise LimitNOFILE= / ulimit -n for more)",
+        cap, static_cast<int64_t>(limit.rlim_cur), config.limits.connections_max);
+  }
+}
+
+void Server::StartTrace() {
+  const Config& config = shared_.config;
+  std::string path = absl::StrCat(config.server.data_dir, "/trace.db");
+  absl::StatusOr<std::unique_ptr<trace::Store>> store = trace::Store::Open(path, true);
+  if (!store.ok()) {
+    // The trace is a record, not the mail: chuted runs without it rather than not at all.
+    LOG_ERROR("message trace off: %s", store.status().message());
+    return;
+  }
+  trace_ = std::make_unique<trace::Writer>(*std::move(store), config.trace.retention_days);
+  shared_.trace = trace_.get();
+}
+
+absl::Status Server::StartSpoolAndDelivery(int shards) {
+  const Config& config = shared_.config;
+  if (config.delivery.backend != DeliveryBackend::kMaildir) {
+    delivery::SmtpClientOptions probe;
+    probe.target = config.delivery.target;
+    probe.helo_name = config.server.hostname;
+    RETURN_IF_ERROR(delivery::ValidateSmtpClientOptions(probe));
+  }
+  ASSIGN_OR_RETURN(shared_.spool_dir_fd, spool::LockSpool(config.spool.dir));
+  shared_.boot_us = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
+  gauges_ = std::make_unique<spool::SpoolGauges>();
+  shared_.gauges = gauges_.get();
+  delivery::QueueOptions options;
+  options.stop_at_unix_ms = std::make_shared<std::atomic<int64_t>>(0);
+  options.backend = MakeBackendFactory(config, options.stop_at_unix_ms, &options.destination);
+  options.workers = config.delivery.backend == DeliveryBackend::kMaildir
+                        ? static_cast<int>(config.server.delivery_threads)
+                        : static_cast<int>(config.delivery.connections_max);
+  options.batch_messages_max = static_cast<size_t>(config.delivery.batch_messages_max);
+  options.batch_delay = absl::Milliseconds(config.delivery.batch_delay_ms);
+  options.retry_initial = absl::Seconds(config.delivery.retry_initial_s);
+  options.retry_max = absl::Seconds(config.delivery.retry_max_s);
+  options.give_up_after = absl::Seconds(config.delivery.give_up_after_s);
+  options.dead_dir = absl::StrCat(config.server.data_dir, "/dead");
+  options.gauges = gauges_.get();
+  StartTrace();
+  options.trace = trace_.get();
+  if (config.delivery.backend == DeliveryBackend::kMaildir) {
+    absl::Time started = absl::Now();
+    size_t removed =
+        delivery::CleanMaildirTmp(config.delivery.maildir_root, config.server.hostname, started);
+    if (removed > 0) {
+      LOG_INFO(
+          "maildir: removed %d file(s) left in tmp/ (crash leftovers, or older than 36 h) "
+          "in %d ms",
+          static_cast<int64_t>(removed), absl::ToInt64Milliseconds(absl::Now() - started));
+    }
+  }
+  queue_ = std::make_unique<delivery::DeliveryQueue>(std::move(options));
+  shared_.queue = queue_.get();
+  size_t replayed = 0;
+  ASSIGN_OR_RETURN(
+      replayed_segments_,
+      spool::Replay(config.spool.dir, gauges_.get(), [&](spool::ReplayedRecord record) {
+        spool::RecordRef where = record.ref();
+        queue_->Enqueue(delivery::QueuedFrom(std::move(record.record.envelope),
+                                             std::move(record.record.marks), where, true));
+        ++replayed;
+      }));
+  LOG_INFO(
+      "spool %s: %d message(s) to deliver from an earlier run, in %d segment(s); "
+      "delivery to %s",
+      config.spool.dir, static_cast<int64_t>(replayed),
+      static_cast<int64_t>(replayed_segments_.size()), queue_->destination());
+  (void)shards;
+  return absl::OkStatus();
+}
+
+}  // namespace chute::server

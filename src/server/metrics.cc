@@ -1,0 +1,307 @@
+// metrics.cc: the series chuted exposes on /metrics, each family registered once with the
+// collector that reads its values where they live (shards, spool, delivery, gate, throttle).
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "auth/throttle.h"
+#include "base/log.h"
+#include "base/version.h"
+#include "delivery/queue.h"
+#include "metrics/registry.h"
+#include "policy/connection_gate.h"
+#include "server/server.h"
+#include "server/shard.h"
+#include "spool/spool.h"
+#include "trace/trace.h"
+
+namespace chute::server {
+
+namespace {
+
+using metrics::Family;
+using metrics::Registry;
+using metrics::Scrape;
+using Shards = std::vector<std::unique_ptr<Shard>>;
+
+// A per-shard counter (label shard="<index>") read straight from ShardCounters.
+struct ShardCounterSeries {
+  const char* name;
+  const char* help;
+  ShardCounter ShardCounters::*counter;
+};
+
+constexpr ShardCounterSeries kShardCounterSeries[] = {
+    {"chute_connections_accepted_total", "Connections accepted.",
+     &ShardCounters::connections_accepted},
+    {"chute_connections_refused_total", "Connections refused before the greeting.",
+     &ShardCounters::connections_refused},
+    {"chute_bytes_received_total", "Bytes received.", &ShardCounters::bytes_in},
+    {"chute_bytes_sent_total", "Bytes sent.", &ShardCounters::bytes_out},
+    {"chute_messages_accepted_total",
+     "Messages answered 250: committed to the spool (fdatasync), delivery still to come.",
+     &ShardCounters::messages_accepted},
+    {"chute_messages_failed_total",
+     "Messages refused or failed at the end of their data: the From: check (550 5.6.241) or "
+     "the spool (451 4.3.0).",
+     &ShardCounters::messages_failed},
+    {"chute_tls_handshakes_total", "TLS handshakes completed.", &ShardCounters::tls_handshakes},
+    {"chute_tls_failures_total", "TLS handshakes failed or timed out.",
+     &ShardCounters::tls_failures},
+    {"chute_auth_successes_total", "Successful AUTH commands.", &ShardCounters::auth_successes},
+    {"chute_auth_failures_total", "Failed AUTH commands.", &ShardCounters::auth_failures},
+    {"chute_recv_starved_total",
+     "Receives that found no free receive buffer (the connection waits for one).",
+     &ShardCounters::recv_starved},
+    {"chute_accept_pauses_total",
+     "Times a listener paused accepting for want of file descriptors (EMFILE/ENFILE).",
+     &ShardCounters::accept_pauses},
+    {"chute_spool_full_refusals_total", "MAIL refused with 452 4.3.1: the spool is full.",
+     &ShardCounters::spool_full},
+};
+
+void RegisterBuildInfo(Registry& registry) {
+  Family info = registry.AddGauge("chute_build_info", "The running chuted's version and revision.",
+                                  {"version", "revision"});
+  registry.AddCollector([info](Scrape& scrape) { scrape.Add(info, {kVersion, kRevision}, 1); });
+}
+
+// RegisterShardCounters: what each shard counts, one series per shard.
+void RegisterShardCounters(Registry& registry, const Shards& shards) {
+  std::vector<Family> counters;
+  for (const ShardCounterSeries& series : kShardCounterSeries) {
+    counters.push_back(registry.AddCounter(series.name, series.help, {"shard"}));
+  }
+  // A maximum, not a count: a gauge, in seconds (Prometheus base unit; promtool lints "_ms").
+  Family starved_max =
+      registry.AddGauge("chute_recv_starved_max_seconds",
+                        "The longest a connection waited for a receive buffer.", {"shard"});
+  Family busy = registry.AddCounter(
+      "chute_shard_busy_seconds_total",
+      "Time each shard's loop spent handling completions rather than waiting; its rate is "
+      "the shard's utilisation.",
+      {"shard"});
+  Family open = registry.AddGauge("chute_connections_open", "Connections open now.", {"shard"});
+  registry.AddCollector([&shards, counters, starved_max, busy, open](Scrape& scrape) {
+    for (size_t i = 0; i < shards.size(); ++i) {
+      const ShardCounters& c = shards[i]->counters();
+      std::string shard = absl::StrCat(i);
+      for (size_t j = 0; j < counters.size(); ++j) {
+        scrape.Add(counters[j], {shard}, (c.*kShardCounterSeries[j].counter).Get());
+      }
+      scrape.Add(starved_max, {shard}, static_cast<double>(c.recv_starved_max_ms.Get()) / 1000);
+      scrape.Add(busy, {shard}, static_cast<double>(c.busy_us.Get()) / 1e6);
+      scrape.Add(open, {shard}, c.connections_open.Get());
+    }
+  });
+}
+
+// RegisterShardTraffic: the refusals and latencies of all shards, summed.
+void RegisterShardTraffic(Registry& registry, const Shards& shards) {
+  Family replies = registry.AddCounter(
+      "chute_replies_total",
+      "4xx and 5xx replies sent, by reply code and enhanced status code (code=\"other\": kinds "
+      "past the table's bound).",
+      {"code", "enhanced"});
+  Family end_of_data = registry.AddHistogram(
+      "chute_end_of_data_to_reply_seconds",
+      "From the end of a message's data to its final reply (250 once fsynced, or 451).", {},
+      metrics::LatencyBounds());
+  Family commit = registry.AddHistogram(
+      "chute_spool_commit_seconds",
+      "One spool group commit: its writes and fdatasync (and the directory's fsync).", {},
+      metrics::LatencyBounds());
+  registry.AddCollector([&shards, replies, end_of_data, commit](Scrape& scrape) {
+    for (const std::unique_ptr<Shard>& shard : shards) {
+      shard->replies().ForEach([&](uint16_t code, absl::string_view enhanced, uint64_t count) {
+        std::string text = code == 0 ? std::string("other") : absl::StrCat(code);
+        scrape.Add(replies, {text, enhanced}, count);
+      });
+      scrape.AddLatency(end_of_data, {}, shard->counters().end_of_data_latency);
+      scrape.AddLatency(commit, {}, shard->counters().spool_commit_latency);
+    }
+  });
+}
+
+void RegisterSpool(Registry& registry, const spool::SpoolGauges& gauges) {
+  Family bytes = registry.AddGauge("chute_spool_bytes", "Bytes of spool segment files.");
+  Family messages = registry.AddGauge("chute_spool_messages",
+                                      "Messages committed and not yet settled by delivery.");
+  Family failures = registry.AddCounter("chute_spool_group_commit_failures_total",
+                                        "Group commits that failed (451 sent).");
+  // SpoolGauges::CountGroup's buckets: bucket i holds groups of up to 2^(i+1) - 1 records.
+  std::vector<double> bounds;
+  for (size_t i = 0; i + 1 < spool::kGroupSizeBuckets; ++i) {
+    bounds.push_back(static_cast<double>((uint64_t{2} << i) - 1));
+  }
+  Family records = registry.AddHistogram("chute_spool_group_commit_records",
+                                         "Records per group commit (one fdatasync each).", {},
+                                         std::move(bounds));
+  registry.AddCollector([&gauges, bytes, messages, failures, records](Scrape& scrape) {
+    scrape.Add(bytes, {}, gauges.bytes.load());
+    scrape.Add(messages, {}, gauges.messages.load());
+    scrape.Add(failures, {}, gauges.group_failures.load());
+    uint64_t counts[spool::kGroupSizeBuckets];
+    for (size_t i = 0; i < spool::kGroupSizeBuckets; ++i) {
+      counts[i] = gauges.group_sizes[i].load();
+    }
+    scrape.AddHistogram(records, {}, counts, gauges.records_committed.load());
+  });
+}
+
+// A delivery counter, labelled with the backend and its target.
+struct QueueCounterSeries {
+  const char* name;
+  const char* help;
+  std::atomic<uint64_t> delivery::QueueCounters::*counter;
+};
+
+constexpr QueueCounterSeries kQueueCounterSeries[] = {
+    {"chute_delivery_recipients_delivered_total", "Recipients delivered (2xx).",
+     &delivery::QueueCounters::recipients_delivered},
+    {"chute_delivery_recipients_deferred_total",
+     "Recipient attempts that failed transiently (retried with backoff).",
+     &delivery::QueueCounters::recipients_deferred},
+    {"chute_delivery_recipients_dead_total", "Recipients that went to the dead-letter area.",
+     &delivery::QueueCounters::recipients_dead},
+    {"chute_delivery_messages_dead_total", "Dead letters written.",
+     &delivery::QueueCounters::messages_dead},
+    {"chute_delivery_batches_total", "Batches handed to the backend.",
+     &delivery::QueueCounters::batches},
+};
+
+void RegisterDelivery(Registry& registry, delivery::DeliveryQueue& queue,
+                      const DeliveryConfig& config) {
+  // backend: the kind (a small set, for dashboards); target: where it goes (host:port, a
+  // socket path, the Maildir root).
+  std::string backend(DeliveryBackendName(config.backend));
+  std::string target =
+      config.backend == DeliveryBackend::kMaildir ? config.maildir_root : config.target;
+  std::vector<Family> counters;
+  for (const QueueCounterSeries& series : kQueueCounterSeries) {
+    counters.push_back(registry.AddCounter(series.name, series.help, {"backend", "target"}));
+  }
+  Family queued = registry.AddGauge("chute_delivery_queued_messages",
+                                    "Messages in the delivery queue.", {"backend", "target"});
+  Family latency = registry.AddHistogram("chute_delivery_seconds",
+                                         "How long the delivery backend took over one batch.",
+                                         {"backend", "target"}, metrics::LatencyBounds());
+  Family oldest =
+      registry.AddGauge("chute_queue_oldest_age_seconds",
+                        "Age of the oldest message waiting for delivery (0 when none).");
+  Family dead =
+      registry.AddGauge("chute_dead_letters", "Dead letters in the dead-letter area now.");
+  registry.AddCollector([&queue, backend, target, counters, queued, latency, oldest,
+                         dead](Scrape& scrape) {
+    const delivery::QueueCounters& q = queue.counters();
+    for (size_t i = 0; i < counters.size(); ++i) {
+      scrape.Add(counters[i], {backend, target}, (q.*kQueueCounterSeries[i].counter).load());
+    }
+    scrape.Add(queued, {backend, target}, queue.queued());
+    scrape.AddLatency(latency, {backend, target}, q.batch_latency);
+    int64_t oldest_us = queue.OldestReceivedUnixUs();
+    double age_s =
+        oldest_us == 0
+            ? 0.0
+            : std::max(0.0, static_cast<double>(absl::ToUnixMicros(absl::Now()) - oldest_us) / 1e6);
+    scrape.Add(oldest, {}, age_s);
+    scrape.Add(dead, {}, queue.DeadCount());
+  });
+}
+
+// RegisterTenants: per tenant (a bounded label set: tenants, never accounts), sorted by name.
+void RegisterTenants(Registry& registry, const UsageLog& usage) {
+  Family messages = registry.AddCounter(
+      "chute_tenant_messages_total",
+      "Messages accepted per tenant (shards hand their counts over once a second).", {"tenant"});
+  Family recipients = registry.AddCounter("chute_tenant_recipients_total",
+                                          "Recipients accepted per tenant.", {"tenant"});
+  registry.AddCollector([&usage, messages, recipients](Scrape& scrape) {
+    absl::flat_hash_map<std::string, UsageLog::Totals> tenants = usage.TenantTotals();
+    std::map<std::string, UsageLog::Totals> sorted(tenants.begin(), tenants.end());
+    for (const auto& [tenant, totals] : sorted) {
+      scrape.Add(messages, {tenant}, totals.messages);
+      scrape.Add(recipients, {tenant}, totals.recipients);
+    }
+  });
+}
+
+void RegisterLogAndTrace(Registry& registry, const trace::Writer* trace) {
+  Family dropped = registry.AddCounter(
+      "chute_log_lines_dropped_total",
+      "Log lines and journal entries dropped because the journal was not reading (chuted never "
+      "waits for it).");
+  registry.AddCollector([dropped](Scrape& scrape) { scrape.Add(dropped, {}, LogLinesDropped()); });
+  if (trace == nullptr) {
+    return;  // the trace is off (it could not be opened): no trace series at all
+  }
+  Family written =
+      registry.AddCounter("chute_trace_events_written_total", "Message trace events written.");
+  Family lost = registry.AddCounter(
+      "chute_trace_events_dropped_total",
+      "Message trace events dropped (the trace could not keep up or could not write).");
+  registry.AddCollector([trace, written, lost](Scrape& scrape) {
+    scrape.Add(written, {}, trace->events_written.load());
+    scrape.Add(lost, {}, trace->events_dropped.load());
+  });
+}
+
+void RegisterThrottle(Registry& registry, const auth::AuthThrottle& throttle) {
+  Family throttled = registry.AddCounter("chute_auth_throttled_total",
+                                         "AUTHs refused by the failure throttle.", {"reason"});
+  Family delayed =
+      registry.AddCounter("chute_auth_delayed_total", "Failed AUTHs whose 535 was held back.");
+  registry.AddCollector([&throttle, throttled, delayed](Scrape& scrape) {
+    scrape.Add(throttled, {"ip"}, throttle.refused_ip.load());
+    scrape.Add(throttled, {"account"}, throttle.refused_account.load());
+    scrape.Add(delayed, {}, throttle.delayed.load());
+  });
+}
+
+void RegisterGate(Registry& registry, const SharedState& shared) {
+  Family refused = registry.AddCounter("chute_gate_refused_total",
+                                       "Connections or AUTHs refused by a cap.", {"reason"});
+  Family ips = registry.AddGauge("chute_gate_ip_connections",
+                                 "Connections counted per client address.", {"ip"});
+  Family tenants = registry.AddGauge("chute_gate_tenant_connections",
+                                     "Authenticated sessions per tenant.", {"tenant"});
+  registry.AddCollector([&shared, refused, ips, tenants](Scrape& scrape) {
+    const policy::ConnectionGate& gate = *shared.gate;
+    scrape.Add(refused, {"ip_cap"}, gate.refused_ip_cap.load());
+    scrape.Add(refused, {"tenant_cap"}, gate.refused_tenant_cap.load());
+    scrape.Add(refused, {"table_full"}, gate.refused_table_full.load());
+    scrape.Add(refused, {"connections_max"}, shared.refused_connections_max.load());
+    gate.ips().ForEach([&](uint64_t key, uint64_t count) {
+      std::optional<IpBytes> ip = policy::ConnectionGate::KeyToIp(key);
+      scrape.Add(ips, {ip.has_value() ? FormatIp(*ip) : absl::StrCat("ipv6-", key)}, count);
+    });
+    std::shared_ptr<const directory::Snapshot> snapshot = shared.snapshot.load();
+    for (const directory::Tenant& tenant : snapshot->tenants()) {
+      scrape.Add(tenants, {tenant.name}, gate.TenantCount(tenant.id));
+    }
+  });
+}
+
+}  // namespace
+
+void Server::RegisterMetrics() {
+  metrics_ = std::make_unique<metrics::Registry>();
+  Registry& registry = *metrics_;
+  RegisterBuildInfo(registry);
+  RegisterShardCounters(registry, shards_);
+  RegisterSpool(registry, *gauges_);
+  RegisterDelivery(registry, *queue_, shared_.config.delivery);
+  RegisterShardTraffic(registry, shards_);
+  RegisterTenants(registry, shared_.usage);
+  RegisterLogAndTrace(registry, trace_.get());
+  RegisterThrottle(registry, *shared_.throttle);
+  RegisterGate(registry, shared_);
+}
+
+std::string Server::MetricsText() const {
+  return metrics_ == nullptr ? std::string() : metrics_->Text();
+}
+
+}  // namespace chute::server
