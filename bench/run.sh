@@ -17,15 +17,16 @@
 # directories empty), so a relay's rate includes its delivery. Prints one Markdown table
 # (messages/s, p99 end of data -> 250, ratio to smtp-sink with the same client, the exact
 # commands) and writes it with the raw figures as build/bench/run.{md,json}, and a chart as
-# build/bench/run.svg (gnuplot). Loopback only; bounded in count and time; everything it
-# starts it stops.
+# build/bench/run.svg (gnuplot). CHUTE_BENCH_BIN=DIR runs another build's chuted, chutectl and
+# chute-load (two commits compared on one machine). Loopback only; bounded in count and time;
+# everything it starts it stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 messages="${1:-20000}"
 sessions=20
 size=10240
 time_limit_s=300
-bin="$PWD/build/bin"
+bin="${CHUTE_BENCH_BIN:-$PWD/build/bin}"  # CHUTE_BENCH_BIN: another build's binaries, e.g. to compare two commits
 out="$PWD/build/bench"
 mkdir -p "$out"
 source bench/lib.sh
