@@ -19,7 +19,7 @@ messages="${1:-10000}"
 sessions=20
 size=10240
 time_limit_s=300
-bin="$PWD/build/bin"
+bin="${CHUTE_BENCH_BIN:-$PWD/build/bin}"  # CHUTE_BENCH_BIN: another build's binaries
 out="$PWD/build/bench"
 mkdir -p "$out"
 source bench/lib.sh

@@ -16,7 +16,7 @@ messages="${1:-20000}"
 sessions=20
 size=10240
 time_limit_s=300
-bin="$PWD/build/bin"
+bin="${CHUTE_BENCH_BIN:-$PWD/build/bin}"  # CHUTE_BENCH_BIN: another build's binaries
 source bench/lib.sh
 require_built chuted chutectl
 send() {  # send PORT: smtp-source, bounded in time
