@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace chute::delivery {
@@ -22,6 +23,13 @@ namespace chute::delivery {
 // Outcome of one recipient's attempt: 2xx settles it, 4xx (and timeouts, refused
 // connections) is retried with backoff, 5xx goes to the dead-letter area.
 enum class Outcome : uint8_t { kDelivered, kTransient, kPermanent };
+
+// Disposition: where a recipient stands after an attempt, in delivery's own words (its log
+// line's status=; the trace maps it to its own Status): delivered; deferred (retried with
+// backoff); failed (a 5xx: permanent, to the dead-letter area); dead (gave up after
+// give_up_after_s, to the dead-letter area).
+enum class Disposition : uint8_t { kDelivered, kDeferred, kFailed, kDead };
+absl::string_view DispositionName(Disposition disposition);
 
 // RecipientResult: a DSN-style result: the outcome and the reply that decided it, as the
 // remote server said it ("550 5.1.1 <bob@x>: user unknown") or as chute describes a local

@@ -30,6 +30,21 @@
 namespace chute::delivery {
 namespace {
 
+// TraceStatus: a recipient's disposition as the message trace names it.
+trace::Status TraceStatus(Disposition disposition) {
+  switch (disposition) {
+    case Disposition::kDelivered:
+      return trace::Status::kDelivered;
+    case Disposition::kDeferred:
+      return trace::Status::kDeferred;
+    case Disposition::kFailed:
+      return trace::Status::kFailed;
+    case Disposition::kDead:
+      return trace::Status::kDead;
+  }
+  return trace::Status::kDeferred;
+}
+
 // Jitter: ±10% of `delay`, so that messages deferred together do not retry together.
 absl::Duration Jitter(absl::Duration delay) {
   thread_local std::minstd_rand random(std::random_device{}());
@@ -399,21 +414,21 @@ void DeliveryQueue::Report(const QueuedMessage& message, const OutboundMessage& 
       absl::StrFormat("%.3f", static_cast<double>(now_us - message.received_unix_us) / 1e6);
   for (size_t k = 0; k < out.recipients.size(); ++k) {
     size_t i = out.recipient_indexes[k];
-    trace::Status status = trace::Status::kDeferred;
+    Disposition disposition = Disposition::kDeferred;
     if (marks[i] == spool::Mark::kDelivered) {
-      status = trace::Status::kDelivered;
+      disposition = Disposition::kDelivered;
     } else if (marks[i] == spool::Mark::kDead) {
-      status = out.results[k].outcome == Outcome::kPermanent ? trace::Status::kFailed
-                                                             : trace::Status::kDead;
+      disposition =
+          out.results[k].outcome == Outcome::kPermanent ? Disposition::kFailed : Disposition::kDead;
     }
-    LogEvent(status == trace::Status::kDelivered || status == trace::Status::kDeferred
+    LogEvent(disposition == Disposition::kDelivered || disposition == Disposition::kDeferred
                  ? LogLevel::kInfo
                  : LogLevel::kWarning,
              "delivery",
              {{"queue_id", message.id},
               {"recipient", message.recipients[i]},
               {"target", options_.destination},
-              {"status", trace::StatusName(status)},
+              {"status", DispositionName(disposition)},
               {"reply", replies[i]},
               {"attempt", attempts},
               {"delay_s", delay_s}});
@@ -423,7 +438,7 @@ void DeliveryQueue::Report(const QueuedMessage& message, const OutboundMessage& 
       e.time_us = now_us;
       e.queue_id = message.id;
       e.recipient = message.recipients[i];
-      e.status = status;
+      e.status = TraceStatus(disposition);
       e.reply = replies[i];
       e.target = options_.destination;
       e.attempt = attempts;
@@ -750,6 +765,20 @@ std::unique_ptr<QueuedMessage> QueuedFrom(spool::Envelope envelope, std::vector<
   message->content_bytes = where.content_bytes;
   message->replayed = replayed;
   return message;
+}
+
+absl::string_view DispositionName(Disposition disposition) {
+  switch (disposition) {
+    case Disposition::kDelivered:
+      return "delivered";
+    case Disposition::kDeferred:
+      return "deferred";
+    case Disposition::kFailed:
+      return "failed";
+    case Disposition::kDead:
+      return "dead";
+  }
+  return "deferred";
 }
 
 }  // namespace chute::delivery
