@@ -54,7 +54,8 @@ class JwtTest : public ::testing::Test {
   // Token: an ES256 JWT with `claims` (a JSON object's members), signed by the test's key.
   std::string Token(absl::string_view claims, absl::string_view alg = "ES256") {
     std::string header = absl::StrCat(R"({"alg":")", alg, R"(","kid":"k1","typ":"JWT"})");
-    std::string signing_input = absl::StrCat(B64Url(header), ".", B64Url(absl::StrCat("{", claims, "}")));
+    std::string signing_input =
+        absl::StrCat(B64Url(header), ".", B64Url(absl::StrCat("{", claims, "}")));
     uint8_t digest[SHA256_DIGEST_LENGTH];
     SHA256(reinterpret_cast<const uint8_t*>(signing_input.data()), signing_input.size(), digest);
     ECDSA_SIG* sig = ECDSA_do_sign(digest, sizeof(digest), key_);
@@ -87,7 +88,8 @@ TEST_F(JwtTest, AnAppTokenWithTheSmtpRoleIsAccepted) {
 }
 
 TEST_F(JwtTest, ADelegatedTokenWithTheSmtpScopeIsAccepted) {
-  EXPECT_EQ(Verify(Token(Claims(R"(,"scp":"openid SMTP.Send","oid":"user-1")"))), TokenVerdict::kOk);
+  EXPECT_EQ(Verify(Token(Claims(R"(,"scp":"openid SMTP.Send","oid":"user-1")"))),
+            TokenVerdict::kOk);
 }
 
 TEST_F(JwtTest, WithoutTheRoleOrScopeItIsNoPermission) {
@@ -130,9 +132,9 @@ TEST_F(JwtTest, ATamperedPayloadFailsTheSignature) {
   size_t first = token.find('.');
   size_t second = token.find('.', first + 1);
   std::string forged_claims = Claims(R"(,"roles":["SMTP.SendAsApp"],"oid":"app-9")");
-  std::string forged = absl::StrCat(token.substr(0, first + 1),
-                                    B64Url(absl::StrCat("{", forged_claims, "}")),
-                                    token.substr(second));
+  std::string forged =
+      absl::StrCat(token.substr(0, first + 1), B64Url(absl::StrCat("{", forged_claims, "}")),
+                   token.substr(second));
   EXPECT_EQ(Verify(forged), TokenVerdict::kInvalid);
 }
 
