@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# check-format.sh: fails when a tracked C++ file differs from .clang-format (includes sorted
+# check-format.sh: fails when a C++ file (tracked, or new and not ignored) differs from .clang-format (includes sorted
 # too: clang-format sorts each block of #includes). Lists the files that differ and how to fix
 # them. Run by ctest as `format_check` (so tools/test.sh fails on a difference).
 #   check-format.sh         check every tracked .cc and .h
@@ -11,7 +11,7 @@ if ! command -v clang-format >/dev/null; then
   echo "check-format: clang-format is not installed (tools/install-deps.sh installs it)" >&2
   exit 2
 fi
-mapfile -t files < <(git ls-files -- '*.cc' '*.h' 2>/dev/null || find src tools tests bench \
+mapfile -t files < <(git ls-files --cached --others --exclude-standard -- '*.cc' '*.h' 2>/dev/null || find src tools tests bench \
   -name '*.cc' -o -name '*.h')
 if [ "${1:-}" = "--fix" ]; then
   clang-format -i "${files[@]}"
