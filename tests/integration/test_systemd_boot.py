@@ -1,27 +1,29 @@
-"""chute as a service under a real systemd: the .deb installed into a minimal Debian booted with
+"""chute as a service under a real systemd: the .deb installed into a Debian booted with
 systemd-nspawn, and the whole life of the package there.
 
-The root is `debootstrap --variant=minbase bookworm` from the Debian mirror named in this
-machine's apt sources, with the package's Depends (read from the .deb) and openssl (the
-self-signed certificate) included: with --private-network nothing inside can reach the
-network, so everything dpkg -i needs is in the root before it boots. The root is made once and
-cached under CHUTE_NSPAWN_CACHE (default /var/cache/chute-test/nspawn-root), keyed by its
-package list; each run boots an overlay of it (or a copy, where overlayfs cannot be mounted),
-so the cached root stays as debootstrap made it.
+Nothing is downloaded. The container's root is this machine's own Debian, as tools/install-deps.sh
+left it (systemd, the package's Depends, openssl: Debian packages, installed with apt-get), seen
+through an overlay: the lower layer is a read-only, non-recursive bind mount of / (no /proc,
+/sys, /dev or other mounts below it), the upper layer a tmpfs, so that nothing done inside
+reaches this machine's files and everything is gone when the test ends. In the upper layer,
+before the boot: every unit this machine has enabled is masked (the container boots systemd
+and chuted only, not this machine's Postfix or PostgreSQL), /etc/machine-id is emptied (a
+machine of its own), /usr/bin/kill is hidden (a whiteout: the package must reload chuted
+without procps, as on a minimal system), and so is /usr/sbin/policy-rc.d, which Debian's
+container images carry to forbid service starts and which a Debian system does not have.
 
 The container is booted with `systemd-nspawn --boot --register=no --keep-unit
 --private-network` (no machined needed) and commands run inside through `nsenter -a` into its
 init (the child of systemd-nspawn). Mail is sent by this host's python3 in the container's
 network namespace only (nsenter -n). The container is powered off (SIGRTMIN+4 to its init;
-SIGKILL when that does not do it) in a cleanup, also when a step fails.
+SIGKILL when that does not do it) in a cleanup, also when a step fails; the mounts are undone
+after it, and the scratch directory is removed only once nothing is mounted below it.
 
-Skipped, with the reason, only when it cannot run: not root, a tool missing, no bookworm
-mirror in the apt sources, or the mirror cannot be reached to make the root.
+Skipped, with the reason, only when it cannot run: not root, a tool missing, or overlayfs
+cannot be mounted.
 """
 
-import fcntl
 import glob
-import hashlib
 import os
 import re
 import shutil
@@ -33,13 +35,16 @@ import unittest
 
 from test_package import build_package
 
-CACHE = os.environ.get("CHUTE_NSPAWN_CACHE", "/var/cache/chute-test/nspawn-root")
-SUITE = "bookworm"
-# Besides the package's Depends: systemd is also PID 1; openssl makes the certificate.
-EXTRA_PACKAGES = ["systemd", "openssl"]
-# Part of the cache key: bump it when the way the root is made changes.
-RECIPE = "minbase-1"
-TOOLS = ["debootstrap", "systemd-nspawn", "nsenter", "dpkg-deb", "mount", "umount"]
+# What the container needs of this machine besides the package's Depends: systemd as PID 1,
+# openssl for the certificate.
+REQUIRED_PACKAGES = ["systemd", "openssl"]
+TOOLS = ["systemd-nspawn", "nsenter", "dpkg-deb", "dpkg-query", "mount", "umount", "mknod"]
+# Hidden in the container (overlay whiteouts): kill, so that reload is shown to need no procps;
+# policy-rc.d, which container images of Debian ship to forbid service starts, and which a
+# Debian system does not have.
+HIDDEN = ["usr/bin/kill", "usr/sbin/policy-rc.d"]
+# Enabled units of this machine: masked in the container.
+WANTS_GLOB = "/etc/systemd/system/*.wants/*"
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 PASSWORD = "Correct horse battery staple 9"
@@ -64,43 +69,12 @@ with smtplib.SMTP("127.0.0.1", 587, timeout=30) as c:
 """
 
 
-def apt_mirror(suite=SUITE):
-    """The URI of the first apt source (one-line or deb822) for `suite` with component main."""
-    entries = []
-    for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
-        try:
-            with open(path) as f:
-                for line in f:
-                    fields = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
-                    if len(fields) >= 4 and fields[0] == "deb":
-                        entries.append(([fields[1]], [fields[2]], fields[3:]))
-        except OSError:
-            pass
-    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-        with open(path) as f:
-            stanzas = re.split(r"\n\s*\n", f.read())
-        for stanza in stanzas:
-            fields = {}
-            for line in stanza.splitlines():
-                if line.startswith("#") or ":" not in line or line[0].isspace():
-                    continue
-                key, value = line.split(":", 1)
-                fields[key.strip().lower()] = value.split()
-            if "deb" in fields.get("types", []) and fields.get("enabled", ["yes"]) != ["no"]:
-                entries.append((fields.get("uris", []), fields.get("suites", []),
-                                fields.get("components", [])))
-    for uris, suites, components in entries:
-        if suite in suites and "main" in components and uris:
-            return uris[0]
-    return None
-
-
 def package_list(deb):
-    """The packages the root needs: the .deb's Depends (the first of each set of alternatives,
-    without versions) and EXTRA_PACKAGES, sorted."""
+    """The packages the container needs of this machine: the .deb's Depends (the first of each
+    set of alternatives, without versions) and REQUIRED_PACKAGES, sorted."""
     depends = subprocess.run(["dpkg-deb", "-f", deb, "Depends"], capture_output=True, text=True,
                              check=True).stdout
-    names = set(EXTRA_PACKAGES)
+    names = set(REQUIRED_PACKAGES)
     for group in depends.split(","):
         first = group.split("|")[0].strip()
         if first:
@@ -108,34 +82,53 @@ def package_list(deb):
     return sorted(names)
 
 
-def cached_root(packages, mirror):
-    """The cached debootstrap root for `packages`, made when it is not there yet. Raises
-    unittest.SkipTest when the mirror cannot be reached."""
-    key = hashlib.sha256(f"{RECIPE} {SUITE} {' '.join(packages)}".encode()).hexdigest()[:16]
-    os.makedirs(CACHE, exist_ok=True)
-    root = os.path.join(CACHE, key)
-    with open(os.path.join(CACHE, ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.path.exists(os.path.join(root, ".chute-complete")):
-            return root, False
-        # Roots for other package lists are stale: ~250 MB each.
-        for name in os.listdir(CACHE):
-            if name != ".lock":
-                shutil.rmtree(os.path.join(CACHE, name), ignore_errors=True)
-        making = root + ".making"
-        result = subprocess.run(["debootstrap", "--variant=minbase",
-                                 "--include=" + ",".join(packages), SUITE, making, mirror],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            shutil.rmtree(making, ignore_errors=True)
-            log = result.stdout + result.stderr
-            if re.search(r"Failed getting release file|Failed to download|Could not resolve|"
-                         r"unable to connect|Connection refused|Temporary failure", log):
-                raise unittest.SkipTest(f"cannot make the root from {mirror}: {log[-500:]}")
-            raise AssertionError(f"debootstrap failed:\n{log[-3000:]}")
-        open(os.path.join(making, ".chute-complete"), "w").close()
-        os.rename(making, root)
-        return root, True
+def missing_packages(packages):
+    """Those of `packages` that dpkg does not have installed on this machine."""
+    missing = []
+    for name in packages:
+        status = subprocess.run(["dpkg-query", "-W", "-f=${Status}", name],
+                                capture_output=True, text=True).stdout
+        if "install ok installed" not in status:
+            missing.append(name)
+    return missing
+
+
+def mount(*argv):
+    result = subprocess.run(["mount", *argv], capture_output=True, text=True)
+    return result.returncode == 0, result.stderr.strip()
+
+
+def is_mounted(path):
+    """Whether something is mounted at `path`, from /proc/self/mountinfo. Not os.path.ismount:
+    a bind mount of / on a directory of the same filesystem has the parent's st_dev, and
+    ismount says False for it."""
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            # Field 5 is the mount point, with spaces and the like as octal escapes.
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if point == path:
+                return True
+    return False
+
+
+def unmount(path):
+    """Unmounts `path` (lazily when busy); True when nothing is mounted there any more."""
+    for _ in range(4):  # a path can carry stacked mounts
+        if not is_mounted(path):
+            return True
+        if subprocess.run(["umount", path], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", path], capture_output=True)
+    return not is_mounted(path)
+
+
+def remove_scratch(scratch, mountpoints):
+    """Removes `scratch` only when none of `mountpoints` is still mounted: the lower layer is a
+    bind mount of this machine's /, which must never be walked by rmtree."""
+    if all(unmount(m) for m in reversed(mountpoints)):
+        shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        print(f"left {scratch} in place: a mount below it could not be undone", flush=True)
 
 
 def bumped_version(deb, directory):
@@ -154,48 +147,65 @@ def bumped_version(deb, directory):
     return out, version, f"{version}+test1"
 
 
-@unittest.skipUnless(os.geteuid() == 0, "systemd-nspawn and debootstrap need root")
+@unittest.skipUnless(os.geteuid() == 0, "systemd-nspawn and the mounts need root")
 @unittest.skipUnless(all(shutil.which(t) for t in TOOLS),
-                     f"needs {', '.join(TOOLS)} (tools/install-deps.sh installs debootstrap "
-                     "and systemd-container)")
+                     f"needs {', '.join(TOOLS)} (tools/install-deps.sh installs "
+                     "systemd-container)")
 class SystemdBootTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.mirror = apt_mirror()
-        if cls.mirror is None:
-            raise unittest.SkipTest(f"no Debian {SUITE} mirror (component main) in the apt "
-                                    "sources")
         cls.deb = build_package()
-        started = time.monotonic()
-        cls.cached, made = cached_root(package_list(cls.deb), cls.mirror)
-        print(f"\nroot {cls.cached}: {'made' if made else 'cached'} in "
-              f"{time.monotonic() - started:.0f} s", flush=True)
+        missing = missing_packages(package_list(cls.deb))
+        if missing:
+            raise AssertionError(f"this machine lacks {', '.join(missing)}, which the container "
+                                 "takes from it: run tools/install-deps.sh")
 
     def setUp(self):
         self.started = time.monotonic()
         self.scratch = tempfile.mkdtemp(prefix="chute-nspawn-")
-        self.addCleanup(shutil.rmtree, self.scratch, True)
-        self.root = os.path.join(self.scratch, "root")
-        os.makedirs(self.root)
-        upper, work = os.path.join(self.scratch, "upper"), os.path.join(self.scratch, "work")
+        lower, layer, self.root = (os.path.join(self.scratch, d) for d in ("lower", "layer", "root"))
+        for d in (lower, layer, self.root):
+            os.makedirs(d)
+        mountpoints = [lower, layer, self.root]
+        self.addCleanup(remove_scratch, self.scratch, mountpoints)
+        # The lower layer: / alone (non-recursive), read-only.
+        ok, why = mount("--bind", "/", lower)
+        self.assertTrue(ok, f"bind mount of /: {why}")
+        ok, why = mount("-o", "remount,bind,ro", lower)
+        self.assertTrue(ok, f"read-only remount of the bind of /: {why}")
+        ok, why = mount("-t", "tmpfs", "-o", "mode=0755,size=2g", "chute-nspawn", layer)
+        self.assertTrue(ok, f"tmpfs: {why}")
+        upper, work = os.path.join(layer, "upper"), os.path.join(layer, "work")
         os.makedirs(upper)
         os.makedirs(work)
-        mounted = subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                                  f"lowerdir={self.cached},upperdir={upper},workdir={work}",
-                                  self.root], capture_output=True)
-        if mounted.returncode == 0:
-            self.addCleanup(self.unmount)
-        else:
-            os.rmdir(self.root)
-            subprocess.run(["cp", "-a", "--reflink=auto", self.cached, self.root], check=True)
+        self.prepare_upper(upper)
+        ok, why = mount("-t", "overlay", "overlay", "-o",
+                        f"lowerdir={lower},upperdir={upper},workdir={work}", self.root)
+        if not ok:
+            raise unittest.SkipTest(f"overlayfs cannot be mounted here: {why}")
         shutil.copy(self.deb, os.path.join(self.root, "root", "chute.deb"))
-        upgrade, self.version, self.new_version = bumped_version(self.deb, self.scratch)
+        upgrade, self.version, self.new_version = bumped_version(self.deb, layer)
         shutil.copy(upgrade, os.path.join(self.root, "root", "chute-upgrade.deb"))
         self.boot()
 
-    def unmount(self):
-        if subprocess.run(["umount", self.root], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", self.root], capture_output=True)
+    @staticmethod
+    def prepare_upper(upper):
+        """What the container sees differently from this machine (see the module's comment)."""
+        system = os.path.join(upper, "etc/systemd/system")
+        os.makedirs(system)
+        for wanted in glob.glob(WANTS_GLOB):
+            name = os.path.basename(wanted)
+            if not name.endswith(".target"):
+                os.symlink("/dev/null", os.path.join(system, name))
+        for name in ("systemd-timesyncd.service", "getty@tty1.service"):
+            path = os.path.join(system, name)
+            if not os.path.lexists(path):
+                os.symlink("/dev/null", path)
+        with open(os.path.join(upper, "etc/machine-id"), "w"):
+            pass
+        for hidden in HIDDEN:
+            os.makedirs(os.path.join(upper, os.path.dirname(hidden)), exist_ok=True)
+            subprocess.run(["mknod", os.path.join(upper, hidden), "c", "0", "0"], check=True)
 
     def boot(self):
         self.console = open(os.path.join(self.scratch, "console.log"), "w+")
@@ -219,8 +229,8 @@ class SystemdBootTest(unittest.TestCase):
             except OSError:
                 pass
             time.sleep(0.1)
-        # is-system-running --wait: "running", or "degraded" when a unit of the minimal system
-        # failed (not ours: nothing is installed yet).
+        # is-system-running --wait: "running", or "degraded" when a unit of this machine's
+        # system failed in a container (not ours: nothing is installed yet).
         while True:
             state = self.run_in("systemctl", "is-system-running", "--wait", check=False,
                                 timeout=120).stdout.strip()
