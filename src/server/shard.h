@@ -86,13 +86,14 @@ class Shard : public auth::VerifySink,
   const ReplyCounts& replies() const { return replies_; }
 
   // SubmitSink
-  bool SpoolFull() override;
+  bool SpoolFull(const SpoolConfig& limits) override;
   std::string NextQueueId() override { return committer_->NextQueueId(); }
   void NoteReceiving(int delta) override;
   void Stage(spool::RecordPrefix prefix, std::span<const iovec> body, uint64_t body_bytes,
              uint64_t cookie) override;
   void Accepted(std::unique_ptr<delivery::QueuedMessage> message) override;
   void CountUsage(const directory::Account& account, size_t recipients) override;
+  bool Tracing() const override { return shared_->trace != nullptr; }
   void Trace(trace::Event event) override;
   // BodyBuffers
   bool MayPin() const override { return message_pins_ < buffers_->count() / kPinnedBufferShare; }

@@ -87,11 +87,10 @@ void Shard::HandOverTrace() {
 
 // --- SubmitSink -------------------------------------------------------------------------------
 
-bool Shard::SpoolFull() {
+bool Shard::SpoolFull(const SpoolConfig& limits) {
   const spool::SpoolGauges& gauges = *shared_->gauges;
-  const Config& config = *shared_->live.load();
-  return gauges.bytes.load(std::memory_order_relaxed) >= config.spool.bytes_max ||
-         gauges.messages.load(std::memory_order_relaxed) >= config.spool.messages_max;
+  return gauges.bytes.load(std::memory_order_relaxed) >= limits.bytes_max ||
+         gauges.messages.load(std::memory_order_relaxed) >= limits.messages_max;
 }
 
 void Shard::NoteReceiving(int delta) {

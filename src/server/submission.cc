@@ -244,7 +244,7 @@ std::optional<smtp::Reply> Submission::DecideMail(const smtp::MailArgs& mail) {
   }
   // Back-pressure: a full spool (bytes or messages waiting for delivery) refuses new mail
   // until delivery drains it.
-  if (services_.sink->SpoolFull()) {
+  if (services_.sink->SpoolFull(config_->spool)) {
     services_.counters->spool_full.Add(1);
     return smtp::kReplyStorageFull;
   }
@@ -489,6 +489,9 @@ void Submission::ReportAccepted(const spool::Committed& committed) {
             {"size", committed.content_bytes},
             {"tls", control_->TlsVersion()},
             {"client", peer_text_}});
+  if (!services_.sink->Tracing()) {
+    return;
+  }
   trace::Event e;
   e.kind = trace::Event::Kind::kReceived;
   e.time_us = message_.received_unix_us;

@@ -56,8 +56,9 @@ static_assert(kBodyPiecesMax + 1 <= spool::kGroupIovMax, "one message always fit
 class SubmitSink {
  public:
   virtual ~SubmitSink() = default;
-  // SpoolFull: the spool's back-pressure (bytes or messages over their bound): 452 4.3.1.
-  virtual bool SpoolFull() = 0;
+  // SpoolFull: the spool's back-pressure (bytes or messages over `limits`' bounds, the
+  // session's configuration): 452 4.3.1.
+  virtual bool SpoolFull(const SpoolConfig& limits) = 0;
   // NextQueueId: a fresh queue id (spool::QueueIdMinter).
   virtual std::string NextQueueId() = 0;
   // NoteReceiving: a message passed MAIL (+1), or was staged or dropped (-1): the group commit
@@ -69,6 +70,8 @@ class SubmitSink {
   // Accepted: a committed message for delivery, its usage count and its trace event.
   virtual void Accepted(std::unique_ptr<delivery::QueuedMessage> message) = 0;
   virtual void CountUsage(const directory::Account& account, size_t recipients) = 0;
+  // Tracing: whether the message trace is on (when it is off, no event is built at all).
+  virtual bool Tracing() const = 0;
   virtual void Trace(trace::Event event) = 0;
 };
 

@@ -23,7 +23,10 @@ namespace {
 
 class FakeSink : public SubmitSink {
  public:
-  bool SpoolFull() override { return full; }
+  bool SpoolFull(const SpoolConfig& limits) override {
+    spool_limits_seen = limits.messages_max;
+    return full;
+  }
   std::string NextQueueId() override { return "Q" + std::to_string(++ids); }
   void NoteReceiving(int delta) override { receiving += delta; }
   void Stage(spool::RecordPrefix prefix, std::span<const iovec> body, uint64_t body_bytes,
@@ -42,9 +45,12 @@ class FakeSink : public SubmitSink {
   void CountUsage(const directory::Account& account, size_t recipients) override {
     usage[account.primary_address] += static_cast<int>(recipients);
   }
+  bool Tracing() const override { return tracing; }
   void Trace(trace::Event event) override { traced.push_back(std::move(event)); }
 
   bool full = false;
+  int64_t spool_limits_seen = -1;
+  bool tracing = true;
   int ids = 0;
   int receiving = 0;
   std::vector<std::string> staged;
@@ -234,6 +240,7 @@ TEST_F(SubmissionTest, FullSpoolIs452) {
   AuthenticateAsApp();
   sink_.full = true;
   EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "452 4.3.1"));
+  EXPECT_EQ(sink_.spool_limits_seen, config_->spool.messages_max);  // the session's limits
   EXPECT_EQ(sink_.receiving, 0);
 }
 
@@ -269,6 +276,21 @@ TEST_F(SubmissionTest, AMessageIsStagedThen250OnCommitAndHandedToDelivery) {
   EXPECT_EQ(sink_.usage["app@contoso.test"], 1);
   ASSERT_EQ(sink_.traced.size(), 1u);
   EXPECT_EQ(sink_.traced[0].queue_id, "Q1");
+}
+
+TEST_F(SubmissionTest, WithTheTraceOffNoTraceEventIsMade) {
+  sink_.tracing = false;
+  Open();
+  AuthenticateAsApp();
+  Send("MAIL FROM:<app@contoso.test>\r\n");
+  Send("RCPT TO:<ann@contoso.test>\r\n");
+  Send("DATA\r\n");
+  Send("From: app@contoso.test\r\n\r\nx\r\n.\r\n");
+  spool::Committed committed;
+  submission_->OnCommitted(&committed);
+  EXPECT_TRUE(absl::StartsWith(TakeOutput(), "250 2.0.0"));
+  EXPECT_EQ(sink_.accepted.size(), 1u);
+  EXPECT_TRUE(sink_.traced.empty());
 }
 
 TEST_F(SubmissionTest, AFailedCommitIs451AndNothingIsDelivered) {
