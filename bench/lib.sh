@@ -107,6 +107,7 @@ bytes_max = 4294967296
 $2
 [admin]
 address = "127.0.0.1:$admin"
+metrics_open = true  # a throw-away chuted on loopback: the scripts read /metrics with curl
 TOML
   "$bin/chutectl" --config "$dir/chute.toml" tenant add example.test --domain example.test >/dev/null
   printf '%s' "$BENCH_PASSWORD" | "$bin/chutectl" --config "$dir/chute.toml" account new \

@@ -30,8 +30,8 @@ Environment:
                          account); default 2587
   CHUTE_TRUSTED_PORT     the trusted listener on 127.0.0.1 (no TLS, no AUTH; clients in
                          127.0.0.0/8 act as app@example.test); default 2525
-  CHUTE_ADMIN_PORT       the admin listener on 127.0.0.1 (/metrics, /healthz, chutectl
-                         queue); default 9587
+  CHUTE_ADMIN_PORT       the admin listener on 127.0.0.1 (/metrics, /healthz, /usage);
+                         default 9587 (chutectl uses the admin socket in the state directory)
 
 The ports are written into the state directory's chute.toml when it is created. An existing
 chute.toml keeps its ports (whatever they were set to), except those given in the
@@ -157,7 +157,7 @@ certificate = "$var/tls/cert.pem"
 private_key = "$var/tls/key.pem"
 
 [admin]
-address = "127.0.0.1:${CHUTE_ADMIN_PORT:-9587}"            # /metrics and /healthz
+address = "127.0.0.1:${CHUTE_ADMIN_PORT:-9587}"  # /metrics, /healthz; token in admin.token
 TOML
   # 16 random letters and digits, then one of each kind of character, so that the password
   # satisfies the default password policy (12 characters, 3 of lower, upper, digit, symbol).
@@ -201,7 +201,9 @@ and find it in the Maildir:
 milliseconds. See the queue with: build/bin/chutectl --config $config queue list)
 
 Administer accounts with: build/bin/chutectl --config $config --help
-Metrics:                  curl -s http://127.0.0.1:$admin_port/metrics
+Metrics (the admin token is made at the first start, readable by root only):
+  curl -s -H "Authorization: Bearer \$(cat $var/admin.token)" http://127.0.0.1:$admin_port/metrics
+The usage chart in a browser: build/bin/chutectl --config $config report --link
 Stop with Ctrl-C (or kill $$).
 
 TXT

@@ -136,6 +136,9 @@ std::string Link(const UsagePageQuery& query, UsageVolume volume, absl::string_v
   if (!query.account.empty()) {
     absl::StrAppend(&link, "&account=", UrlEncode(query.account));
   }
+  if (!query.ticket.empty()) {
+    absl::StrAppend(&link, "&ticket=", UrlEncode(query.ticket));
+  }
   return link;
 }
 
@@ -398,14 +401,17 @@ std::string RenderControls(const UsagePageQuery& query) {
   absl::StrAppendFormat(
       &out,
       "</p>\n<form method=\"get\" action=\"/usage\">\n"
-      "<input type=\"hidden\" name=\"volume\" value=\"%s\">\n"
+      "<input type=\"hidden\" name=\"volume\" value=\"%s\">\n%s"
       "<label>From <input type=\"date\" name=\"from\" value=\"%s\" required></label>\n"
       "<label>To <input type=\"date\" name=\"to\" value=\"%s\" required></label>\n"
       "<label>Tenant <input type=\"text\" name=\"tenant\" value=\"%s\"></label>\n"
       "<label>Account <input type=\"text\" name=\"account\" value=\"%s\"></label>\n"
       "<button type=\"submit\">Show</button>\n</form>\n</nav>\n",
-      VolumeName(query.volume), query.range.from, query.range.to, Html(query.tenant),
-      Html(query.account));
+      VolumeName(query.volume),
+      query.ticket.empty() ? std::string()
+                           : absl::StrCat("<input type=\"hidden\" name=\"ticket\" value=\"",
+                                          Html(query.ticket), "\">\n"),
+      query.range.from, query.range.to, Html(query.tenant), Html(query.account));
   return out;
 }
 
@@ -446,10 +452,10 @@ absl::StatusOr<std::string> TakeValue(absl::string_view name, absl::string_view 
 }  // namespace
 
 absl::StatusOr<UsagePageQuery> ParseUsageQuery(absl::string_view query, absl::Time now) {
-  std::optional<std::string> volume, days, from, to, tenant, account;
+  std::optional<std::string> volume, days, from, to, tenant, account, ticket;
   const std::pair<absl::string_view, std::optional<std::string>*> known[] = {
-      {"volume", &volume}, {"days", &days},     {"from", &from},
-      {"to", &to},         {"tenant", &tenant}, {"account", &account}};
+      {"volume", &volume}, {"days", &days},       {"from", &from},    {"to", &to},
+      {"tenant", &tenant}, {"account", &account}, {"ticket", &ticket}};
   for (absl::string_view pair : absl::StrSplit(query, '&', absl::SkipEmpty())) {
     std::pair<absl::string_view, absl::string_view> parts =
         absl::StrSplit(pair, absl::MaxSplits('=', 1));
@@ -462,7 +468,7 @@ absl::StatusOr<UsagePageQuery> ParseUsageQuery(absl::string_view query, absl::Ti
     if (slot == nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat("unknown parameter '", parts.first.substr(0, 40),
-                       "' (known: volume, days, from, to, tenant, account)"));
+                       "' (known: volume, days, from, to, tenant, account, ticket)"));
     }
     absl::StatusOr<std::string> value = TakeValue(parts.first, parts.second, slot);
     if (!value.ok()) {
@@ -487,6 +493,7 @@ absl::StatusOr<UsagePageQuery> ParseUsageQuery(absl::string_view query, absl::Ti
   }
   out.tenant = tenant.value_or("");
   out.account = account.value_or("");
+  out.ticket = ticket.value_or("");
   out.days = days.value_or(from ? "" : absl::StrCat(directory::kUsageDaysDefault));
   return out;
 }

@@ -7,6 +7,7 @@
 //
 //   GET /usage?volume=recipients|messages&days=7|30|90
 //   GET /usage?from=YYYY-MM-DD&to=YYYY-MM-DD&tenant=NAME&account=ADDRESS
+//   ...&ticket=T   a browser's short-lived pass (admin/access.h); the page's links keep it
 //
 // The numbers are those of `chutectl report`: the range and the rows come from the same
 // functions (directory/usage_report.h). Bounded: at most kUsagePageDaysMax days, at most
@@ -51,6 +52,7 @@ struct UsagePageQuery {
   std::string tenant;   // "" = all tenants
   std::string account;  // "" = all accounts
   std::string days;     // the days= given, "" when none (for the page's links)
+  std::string ticket;   // the ticket= that let a browser in (admin/access.h), kept in the links
 };
 
 // ParseUsageQuery: the view the query string `query` (after '?', percent-encoded) selects,

@@ -391,10 +391,23 @@ absl::Status ReadPasswords(const toml::table& table, absl::string_view source,
 absl::Status ReadAdmin(const toml::table& table, absl::string_view source, AdminConfig* out) {
   TableReader r(table, "admin", source);
   r.String("address", true, &out->address);
+  r.String("socket", true, &out->socket);
+  r.String("token_file", true, &out->token_file);
+  r.String("metrics_token_file", true, &out->metrics_token_file);
+  r.Bool("metrics_open", &out->metrics_open);
   if (r.ok() && !out->address.empty()) {
     absl::StatusOr<HostPort> host_port = ParseHostPort(out->address);
     r.Check(host_port.ok(), "address", host_port.status().message());
+    // The listener speaks plain HTTP and its requests carry the admin token: off loopback,
+    // anyone on the path could read the token and then the queue.
+    r.Check(!host_port.ok() || IsLoopback(host_port->ip), "address",
+            absl::StrCat(out->address,
+                         " is not a loopback address; the admin listener speaks plain HTTP and "
+                         "its requests carry the admin token, so it listens on 127.0.0.0/8 or "
+                         "[::1] only: reach it from elsewhere through SSH (ssh -L 9587:",
+                         out->address, " host) or a TLS-terminating proxy on this machine"));
   }
+  r.Check(out->socket.size() < 4096, "socket", "is too long");
   return r.Finish();
 }
 
@@ -445,6 +458,12 @@ void ResolvePaths(Config* config) {
   }
   if (config->directory.database.empty()) {
     config->directory.database = absl::StrCat(data_dir, "/directory.db");
+  }
+  if (config->admin.socket.empty()) {
+    config->admin.socket = absl::StrCat(data_dir, "/admin.sock");
+  }
+  if (config->admin.token_file.empty()) {
+    config->admin.token_file = absl::StrCat(data_dir, "/admin.token");
   }
 }
 

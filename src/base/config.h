@@ -110,8 +110,15 @@ struct PasswordsConfig {
   int64_t argon2_lanes = 1;
 };
 
+// The admin listener (docs/operations.md, "The admin listener's security"): HTTP on a loopback
+// address for scripts and Prometheus, each request carrying a bearer token, and a unix socket
+// that chutectl uses, open only to root and chuted's own user (SO_PEERCRED).
 struct AdminConfig {
-  std::string address = "127.0.0.1:9587";  // "" = off
+  std::string address = "127.0.0.1:9587";  // "" = off; a loopback address only (plain HTTP)
+  std::string socket;                      // resolved: "" = <data_dir>/admin.sock
+  std::string token_file;  // resolved: "" = <data_dir>/admin.token, made 0600 at first start
+  std::string metrics_token_file;  // "" = none: a token that may read /metrics and nothing else
+  bool metrics_open = false;       // /metrics without a token (anyone who can reach the port)
 };
 
 struct LogConfig {

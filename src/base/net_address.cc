@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/numbers.h"
@@ -41,6 +42,15 @@ absl::StatusOr<IpBytes> ParseIp(absl::string_view text) {
     return ip;
   }
   return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not an IP address"));
+}
+
+bool IsLoopback(const IpBytes& ip) {
+  static constexpr uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  static constexpr uint8_t kV6Loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  if (std::equal(ip.begin(), ip.begin() + 12, kMappedPrefix)) {
+    return ip[12] == 127;
+  }
+  return std::equal(ip.begin(), ip.end(), kV6Loopback);
 }
 
 std::string FormatIp(const IpBytes& ip) {

@@ -21,6 +21,9 @@ absl::StatusOr<IpBytes> ParseIp(absl::string_view text);
 // FormatIp: the conventional text of an address: dotted quad for mapped IPv4, RFC 5952 else.
 std::string FormatIp(const IpBytes& ip);
 
+// IsLoopback: 127.0.0.0/8 (mapped) or ::1.
+bool IsLoopback(const IpBytes& ip);
+
 struct HostPort {
   IpBytes ip;
   uint16_t port = 0;

@@ -2,13 +2,18 @@
 
 #include "net/socket.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "io/ring.h"
 
@@ -91,6 +96,91 @@ absl::StatusOr<int> OpenListener(const HostPort& address) {
 
 absl::StatusOr<int> OpenSoleListener(const HostPort& address) {
   return Listen(address, /*reuse_port=*/false);
+}
+
+namespace {
+
+// WithUnixAddress: calls `use` with the sockaddr_un for `path`. A path too long for sun_path is
+// spelled /proc/self/fd/N/NAME with N an O_PATH descriptor of its directory, which both bind()
+// and connect() resolve like the original.
+template <typename Use>
+absl::StatusOr<int> WithUnixAddress(const std::string& path, Use use) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  int dir_fd = -1;
+  std::string spelled = path;
+  if (path.size() >= sizeof(address.sun_path)) {
+    size_t slash = path.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : path.substr(0, std::max<size_t>(slash, 1));
+    dir_fd = open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0) {
+      return absl::ErrnoToStatus(errno, absl::StrCat(dir, ": cannot open"));
+    }
+    spelled = absl::StrCat("/proc/self/fd/", dir_fd, "/",
+                           slash == std::string::npos ? path : path.substr(slash + 1));
+    if (spelled.size() >= sizeof(address.sun_path)) {
+      close(dir_fd);
+      return absl::InvalidArgumentError(absl::StrCat(path, ": the socket's name is too long"));
+    }
+  }
+  std::memcpy(address.sun_path, spelled.data(), spelled.size());
+  absl::StatusOr<int> result = use(reinterpret_cast<sockaddr*>(&address),
+                                   static_cast<socklen_t>(sizeof(sa_family_t) + spelled.size()));
+  if (dir_fd >= 0) {
+    close(dir_fd);
+  }
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<int> ConnectUnix(const std::string& path) {
+  return WithUnixAddress(path,
+                         [&](const sockaddr* address, socklen_t length) -> absl::StatusOr<int> {
+                           int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                           if (fd < 0) {
+                             return absl::ErrnoToStatus(errno, "socket");
+                           }
+                           if (connect(fd, address, length) != 0) {
+                             int error = errno;
+                             close(fd);
+                             return absl::ErrnoToStatus(error, path);
+                           }
+                           return fd;
+                         });
+}
+
+absl::StatusOr<int> OpenUnixListener(const std::string& path) {
+  struct stat st {};
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, " exists and is not a socket; move it away"));
+    }
+    absl::StatusOr<int> live = ConnectUnix(path);
+    if (live.ok()) {
+      close(*live);
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": another server answers on this socket (another chuted?)"));
+    }
+    unlink(path.c_str());  // left by a chuted that is gone
+  }
+  return WithUnixAddress(
+      path, [&](const sockaddr* address, socklen_t length) -> absl::StatusOr<int> {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+          return absl::ErrnoToStatus(errno, "socket");
+        }
+        // 0600 (the server checks each peer's uid as well: a connection in the moment between
+        // bind and chmod is still refused).
+        if (bind(fd, address, length) != 0 || chmod(path.c_str(), 0600) != 0 ||
+            listen(fd, 64) != 0) {
+          int error = errno;
+          close(fd);
+          return absl::ErrnoToStatus(error, absl::StrCat(path, ": cannot listen"));
+        }
+        return fd;
+      });
 }
 
 socklen_t ToSockaddr(const HostPort& address, sockaddr_storage* out) {

@@ -27,6 +27,15 @@ absl::StatusOr<int> OpenSoleListener(const HostPort& address);
 // the port is 0; FailedPrecondition naming the address when in use.
 absl::Status CheckAddressFree(const HostPort& address);
 
+// OpenUnixListener: a unix stream socket at `path`, mode 0600, listening. A socket file left
+// there by a chuted that is gone is replaced; FailedPrecondition when a live server answers
+// on it, or when something that is not a socket is there. Paths longer than sun_path are
+// reached through the directory's /proc/self/fd entry.
+absl::StatusOr<int> OpenUnixListener(const std::string& path);
+// ConnectUnix: a connected unix stream socket to `path` (blocking, close-on-exec), or the
+// errno of the failure.
+absl::StatusOr<int> ConnectUnix(const std::string& path);
+
 // ToSockaddr: `address` as a sockaddr_in (IPv4-mapped) or sockaddr_in6; returns its length.
 socklen_t ToSockaddr(const HostPort& address, sockaddr_storage* out);
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "admin/admin_server.h"
 #include "admin/queue_api.h"
+#include "admin/token_file.h"
 #include "auth/throttle.h"
 #include "auth/verifier.h"
 #include "base/log.h"
@@ -137,16 +138,35 @@ absl::Status Server::OpenShards(int shards) {
 
 absl::Status Server::StartAdmin() {
   const Config& config = shared_.config;
-  if (config.admin.address.empty()) {
-    return absl::OkStatus();
+  admin::AccessKeys keys;
+  absl::StatusOr<std::string> token = admin::LoadOrCreateAdminToken(config.admin.token_file);
+  if (!token.ok()) {
+    return absl::Status(token.status().code(),
+                        absl::StrCat("[admin] token_file: ", token.status().message()));
+  }
+  keys.admin_token = *std::move(token);
+  if (!config.admin.metrics_token_file.empty()) {
+    absl::StatusOr<std::string> metrics = admin::LoadMetricsToken(config.admin.metrics_token_file);
+    if (!metrics.ok()) {
+      return absl::Status(metrics.status().code(),
+                          absl::StrCat("[admin] metrics_token_file: ", metrics.status().message()));
+    }
+    keys.metrics_token = *std::move(metrics);
+  }
+  keys.metrics_open = config.admin.metrics_open;
+  std::optional<HostPort> address;
+  if (!config.admin.address.empty()) {
+    address = *ParseHostPort(config.admin.address);
+    keys.listener_authority = config.admin.address;
+    keys.listener_host = config.admin.address.substr(0, config.admin.address.rfind(':'));
   }
   admin_ = std::make_unique<admin::AdminServer>(
-      [this] { return MetricsText(); },
+      std::move(keys), [this] { return MetricsText(); },
       [this](absl::string_view method, absl::string_view path) {
         return admin::HandleQueueRequest(*queue_, method, path);
       });
   admin_->ServeUsage(config.directory.database);
-  absl::Status status = admin_->Start(*ParseHostPort(config.admin.address));
+  absl::Status status = admin_->Start(address, config.admin.socket);
   if (!status.ok()) {
     return absl::Status(status.code(), absl::StrCat("admin listener: ", status.message()));
   }

@@ -85,7 +85,11 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
             running.spool.segment_bytes != loaded.spool.segment_bytes,
         "[spool]");
   check(running.directory.database != loaded.directory.database, "directory.database");
-  check(running.admin.address != loaded.admin.address, "admin.address");
+  const AdminConfig& a1 = running.admin;
+  const AdminConfig& a2 = loaded.admin;
+  check(a1.address != a2.address || a1.socket != a2.socket || a1.token_file != a2.token_file ||
+            a1.metrics_token_file != a2.metrics_token_file || a1.metrics_open != a2.metrics_open,
+        "[admin]");
   return changed;
 }
 

@@ -100,6 +100,8 @@ class ChutedFixture(unittest.TestCase):
     # More TOML tables appended to the configuration, e.g. a [delivery] table. A subclass may
     # also set self.extra_config before calling setUp() (ports known only at run time).
     extra_config = ""
+    # More keys of the [admin] table.
+    extra_admin = ""
     # More environment variables for chuted (e.g. NOTIFY_SOCKET); set before setUp().
     extra_env = {}
 
@@ -148,6 +150,7 @@ authenticate_as = "app@example.test"
 
 [admin]
 address = "127.0.0.1:{self.admin_port}"
+{self.extra_admin}
 
 {self.extra_config}
 """)
@@ -228,11 +231,33 @@ address = "127.0.0.1:{self.admin_port}"
             raise AssertionError(f"chutectl {args} failed: {result.stderr}")
         return result
 
+    def admin_token(self):
+        """The admin token chuted made at its first start (<data_dir>/admin.token)."""
+        with open(os.path.join(self.dir, "admin.token")) as f:
+            return f.read().strip()
+
+    def admin_request(self, path, method="GET", token=True, headers=None):
+        """One request to the admin listener's TCP port: (status, headers, body). `token`:
+        True = the admin token, a string = that token, None = no Authorization field."""
+        import http.client
+        connection = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+        fields = dict(headers or {})
+        if token is True:
+            token = self.admin_token()
+        if token is not None:
+            fields["Authorization"] = f"Bearer {token}"
+        try:
+            connection.request(method, path, headers=fields)
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
     def metrics(self):
         """The admin endpoint's /metrics as {'name{labels}': value}."""
-        import urllib.request
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=10) as r:
-            text = r.read().decode()
+        status, _, body = self.admin_request("/metrics")
+        assert status == 200, (status, body)
+        text = body.decode()
         out = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):

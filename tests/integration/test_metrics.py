@@ -90,10 +90,10 @@ class LiveMetricsFixture(ChutedFixture):
         # Per-tenant counts reach the metrics with the shards' once-a-second hand-over.
         deadline = time.monotonic() + 10
         while True:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics",
-                                        timeout=10) as r:
-                self.content_type = r.headers["Content-Type"]
-                self.text = r.read().decode()
+            status, headers, body = self.admin_request("/metrics")
+            self.assertEqual(status, 200)
+            self.content_type = headers["Content-Type"]
+            self.text = body.decode()
             self.types, self.samples = parse_exposition(self.text)
             if ("chute_tenant_messages_total" not in self.types or
                     self.total("chute_tenant_messages_total") >= 1 or

@@ -101,7 +101,13 @@ authenticate_as = "hve2@example.test"
 """
 
     def url(self, query=""):
-        return f"http://127.0.0.1:{self.admin_port}/usage{query}"
+        """The page with `query`, as a browser opens it: with the ticket `chutectl report
+        --link` makes (the page needs the admin token or a ticket)."""
+        if not hasattr(self, "ticket"):
+            link = json.loads(self.ctl("--json", "report", "--link").stdout)["url"]
+            self.ticket = link.split("ticket=", 1)[1]
+        separator = "&" if query else "?"
+        return f"http://127.0.0.1:{self.admin_port}/usage{query}{separator}ticket={self.ticket}"
 
     def send(self, port, count, recipients, login=None):
         for i in range(count):

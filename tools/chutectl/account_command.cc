@@ -169,7 +169,7 @@ int List(Context& context, directory::Store& store, const Args& args) {
   }
   nlohmann::json list = nlohmann::json::array();
   if (!context.json()) {
-    std::printf("%-36s %-28s %s\n", "PRIMARY_SMTP_ADDRESS", "DISPLAY_NAME", "TENANT");
+    Printf("%-36s %-28s %s\n", "PRIMARY_SMTP_ADDRESS", "DISPLAY_NAME", "TENANT");
   }
   // In natural order (bulk2 before bulk10), as people read the names.
   std::vector<const directory::Account*> accounts;
@@ -187,8 +187,8 @@ int List(Context& context, directory::Store& store, const Args& args) {
     if (context.json()) {
       list.push_back(AccountJson(a));
     } else {
-      std::printf("%-36s %-28s %s\n", a.primary_address.c_str(), a.display_name.c_str(),
-                  a.tenant_name.c_str());
+      Printf("%-36s %-28s %s\n", a.primary_address.c_str(), a.display_name.c_str(),
+             a.tenant_name.c_str());
     }
   }
   if (context.json()) {

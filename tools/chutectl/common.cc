@@ -242,7 +242,11 @@ std::optional<std::string> ParseArgs(const std::vector<std::string>& words, size
   return std::nullopt;
 }
 
-void PrintJson(const nlohmann::json& value) { std::cout << value.dump(2) << "\n" << std::flush; }
+void PrintJson(const nlohmann::json& value) {
+  // Text that is not UTF-8 (a downstream's reply, an impostor's answer) must not abort.
+  std::cout << value.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n"
+            << std::flush;
+}
 
 bool IsTerminal() { return isatty(STDIN_FILENO) == 1; }
 

@@ -21,6 +21,7 @@
 #include "absl/strings/string_view.h"
 #include "base/config.h"
 #include "directory/directory.h"
+#include "tools/chutectl/safe_output.h"
 
 namespace chute::ctl {
 

@@ -168,6 +168,7 @@ int Dispatch(Context& context, std::vector<std::string> words) {
 }
 
 int Main(int argc, char** argv) {
+  InstallSafeOutput();
   GlobalOptions options = ParseGlobalOptions(std::vector<std::string>(argv + 1, argv + argc));
   if (options.help) {
     return Help(options.command);

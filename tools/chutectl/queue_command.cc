@@ -1,10 +1,6 @@
-// chutectl queue: the running chuted's delivery queue, through its admin listener
-// ([admin] address; JSON over HTTP, endpoints in src/admin/queue_api.h). It does not open the
-// directory database.
-
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+// chutectl queue: the running chuted's delivery queue, through its admin socket
+// (tools/chutectl/admin_client.h; JSON over HTTP, endpoints in src/admin/queue_api.h). It does
+// not open the directory database.
 
 #include <cstdio>
 #include <iostream>
@@ -16,18 +12,14 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "base/net_address.h"
-#include "net/socket.h"
+#include "tools/chutectl/admin_client.h"
 #include "tools/chutectl/commands.h"
 
 namespace chute::ctl {
 namespace {
 
-constexpr int kTimeoutMs = 10000;
-constexpr size_t kResponseBytesMax = 64 << 20;
-
 constexpr absl::string_view kHelp =
-    R"(Delivery queue of the running chuted (through [admin] address):
+    R"(Delivery queue of the running chuted (through [admin] socket, as root or chuted's user):
   queue list                  queued messages: id, age, sender, recipients pending, attempts,
                               next attempt, last reply      (Postfix: mailq, postqueue -p)
   queue show ID               one message
@@ -41,64 +33,6 @@ constexpr absl::string_view kHelp =
    postsuper -d|-h|-H|-r ID)
 )";
 
-struct HttpResult {
-  int status = 0;
-  std::string body;
-};
-
-// Request: one HTTP/1.1 request to the admin listener; the whole answer.
-absl::StatusOr<HttpResult> Request(const Config& config, const std::string& method,
-                                   const std::string& path) {
-  if (config.admin.address.empty()) {
-    return absl::FailedPreconditionError(
-        "[admin] address is \"\" in the configuration: queue control needs the admin listener");
-  }
-  absl::StatusOr<HostPort> target = ParseHostPort(config.admin.address);
-  if (!target.ok()) {
-    return target.status();
-  }
-  sockaddr_storage addr{};
-  socklen_t length = net::ToSockaddr(*target, &addr);
-  int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), length) != 0) {
-    if (fd >= 0) {
-      close(fd);
-    }
-    return absl::UnavailableError(absl::StrCat("cannot reach chuted's admin listener at ",
-                                               config.admin.address,
-                                               " (is chuted running with this configuration?)"));
-  }
-  std::string request = absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: chute\r\n",
-                                     "Content-Length: 0\r\nConnection: close\r\n\r\n");
-  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
-      static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return absl::UnavailableError("the admin listener closed the connection");
-  }
-  std::string response;
-  char buffer[65536];
-  while (response.size() < kResponseBytesMax) {
-    pollfd pfd{fd, POLLIN, 0};
-    if (poll(&pfd, 1, kTimeoutMs) <= 0) {
-      close(fd);
-      return absl::DeadlineExceededError("no answer from the admin listener in 10 s");
-    }
-    ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
-    if (n <= 0) {
-      break;
-    }
-    response.append(buffer, static_cast<size_t>(n));
-  }
-  close(fd);
-  size_t head_end = response.find("\r\n\r\n");
-  int status = 0;
-  if (head_end == std::string::npos || response.size() < 12 ||
-      !absl::SimpleAtoi(response.substr(9, 3), &status)) {
-    return absl::DataLossError("a malformed answer from the admin listener");
-  }
-  return HttpResult{status, response.substr(head_end + 4)};
-}
-
 std::string Str(const nlohmann::json& j, const char* key) {
   return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
 }
@@ -108,8 +42,8 @@ void PrintList(const nlohmann::json& list) {
     std::cout << "The queue is empty.\n";
     return;
   }
-  std::printf("%-22s %8s %-28s %4s %-20s %s\n", "ID", "AGE_S", "SENDER", "TRY", "NEXT ATTEMPT",
-              "RECIPIENTS PENDING (LAST REPLY)");
+  Printf("%-22s %8s %-28s %4s %-20s %s\n", "ID", "AGE_S", "SENDER", "TRY", "NEXT ATTEMPT",
+         "RECIPIENTS PENDING (LAST REPLY)");
   for (const nlohmann::json& m : list) {
     std::string next =
         m["held"].is_boolean() && m["held"].get<bool>() ? "held" : Str(m, "next_attempt");
@@ -119,10 +53,10 @@ void PrintList(const nlohmann::json& list) {
       recipients.push_back(reply.empty() ? Str(r, "address")
                                          : absl::StrCat(Str(r, "address"), " (", reply, ")"));
     }
-    std::printf("%-22s %8lld %-28s %4lld %-20s %s\n", Str(m, "id").c_str(),
-                static_cast<long long>(m.value("age_s", int64_t{0})), Str(m, "sender").c_str(),
-                static_cast<long long>(m.value("attempts", int64_t{0})), next.c_str(),
-                absl::StrJoin(recipients, ", ").c_str());
+    Printf("%-22s %8lld %-28s %4lld %-20s %s\n", Str(m, "id").c_str(),
+           static_cast<long long>(m.value("age_s", int64_t{0})), Str(m, "sender").c_str(),
+           static_cast<long long>(m.value("attempts", int64_t{0})), next.c_str(),
+           absl::StrJoin(recipients, ", ").c_str());
   }
   std::cout << list.size() << " message(s)\n";
 }
@@ -209,7 +143,7 @@ int Run(Context& context, const std::vector<std::string>& given) {
   } else {
     return usage(absl::StrCat("unknown queue command '", verb, "'"));
   }
-  absl::StatusOr<HttpResult> result = Request(config, method, path);
+  absl::StatusOr<AdminAnswer> result = AdminRequest(config, method, path);
   if (!result.ok()) {
     return context.Fail(absl::StrCat(result.status().message(), context.ConfigHint()));
   }
@@ -217,8 +151,11 @@ int Run(Context& context, const std::vector<std::string>& given) {
   if (result->status != 200) {
     return context.Fail(body.is_object() ? Str(body, "error") : std::string("request failed"));
   }
-  if (json || body.is_discarded()) {
-    std::cout << result->body;
+  if (body.is_discarded()) {
+    return context.Fail("chuted's answer is not JSON");
+  }
+  if (json) {
+    PrintJson(body);
   } else if (verb == "list") {
     PrintList(body);
   } else if (verb == "dead") {

@@ -3,10 +3,14 @@
 #include <cstdio>
 #include <iostream>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "directory/usage_report.h"
+#include "tools/chutectl/admin_client.h"
 #include "tools/chutectl/commands.h"
 
 namespace chute::ctl {
@@ -16,6 +20,10 @@ constexpr absl::string_view kHelp = R"(Usage report (what chuted counted per acc
   report [--tenant NAME] [--account ID] [--days 7|30|90 | --from YYYY-MM-DD --to YYYY-MM-DD]
          [--volume recipients|messages] [--csv]       (default: the last 7 days; --csv and
                                                        --json exclude each other)
+  report --link [--days ...|--from ... --to ...] [--tenant NAME] [--account ADDRESS]
+         [--volume ...]       a link to the /usage page (the chart) for a browser on this
+                              machine: it opens GET /usage for 15 minutes and nothing else
+                              (through the running chuted, as root or chuted's user)
 )";
 
 struct Columns {
@@ -69,28 +77,28 @@ void PrintCsv(const std::vector<directory::UsageRow>& rows, Columns columns) {
 
 void PrintTable(const directory::UsageReport& report, Columns columns) {
   std::cout << "Usage from " << report.range.from << " to " << report.range.to << " (UTC days)\n";
-  std::printf("%-10s  %-20s  %-32s%s%s\n", "DAY", "TENANT", "ACCOUNT",
-              columns.messages ? "  MESSAGES" : "", columns.recipients ? "  RECIPIENTS" : "");
+  Printf("%-10s  %-20s  %-32s%s%s\n", "DAY", "TENANT", "ACCOUNT",
+         columns.messages ? "  MESSAGES" : "", columns.recipients ? "  RECIPIENTS" : "");
   for (const directory::UsageRow& row : report.rows) {
-    std::printf("%-10s  %-20s  %-32s", row.day.c_str(), row.tenant.c_str(), row.address.c_str());
+    Printf("%-10s  %-20s  %-32s", row.day.c_str(), row.tenant.c_str(), row.address.c_str());
     if (columns.messages) {
-      std::printf("  %8lld", static_cast<long long>(row.messages));
+      Printf("  %8lld", static_cast<long long>(row.messages));
     }
     if (columns.recipients) {
-      std::printf("  %10lld", static_cast<long long>(row.recipients));
+      Printf("  %10lld", static_cast<long long>(row.recipients));
     }
-    std::printf("\n");
+    Printf("\n");
   }
   std::cout << "Tenant totals:\n";
   for (const directory::UsageTenantTotal& total : report.tenants) {
-    std::printf("  %-20s", total.tenant.c_str());
+    Printf("  %-20s", total.tenant.c_str());
     if (columns.messages) {
-      std::printf("  messages %lld", static_cast<long long>(total.messages));
+      Printf("  messages %lld", static_cast<long long>(total.messages));
     }
     if (columns.recipients) {
-      std::printf("  recipients %lld", static_cast<long long>(total.recipients));
+      Printf("  recipients %lld", static_cast<long long>(total.recipients));
     }
-    std::printf("\n");
+    Printf("\n");
   }
 }
 
@@ -121,10 +129,57 @@ absl::StatusOr<std::string> AccountAddress(directory::Store& store, const std::s
   return id;
 }
 
+// UrlEncode: `text` as a query-string value.
+std::string UrlEncode(absl::string_view text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      absl::StrAppendFormat(&out, "%%%02X", c);
+    }
+  }
+  return out;
+}
+
+// PrintLink: a ticket from the running chuted, and the /usage link with the view `args` asks for.
+int PrintLink(Context& context, const Args& args) {
+  if (args.Has("--csv")) {
+    return context.Usage("report --link draws the page; --csv is for the table");
+  }
+  absl::StatusOr<AdminAnswer> answer = AdminRequest(context.config(), "POST", "/usage/ticket");
+  if (!answer.ok()) {
+    return context.Fail(absl::StrCat(answer.status().message(), context.ConfigHint()));
+  }
+  nlohmann::json body = nlohmann::json::parse(answer->body, nullptr, false);
+  if (answer->status != 200 || !body.is_object() || !body["url"].is_string() ||
+      !body["expires"].is_string()) {
+    return context.Fail(body.is_object() && body["error"].is_string()
+                            ? body["error"].get<std::string>()
+                            : std::string("chuted made no ticket"));
+  }
+  std::string url = body["url"].get<std::string>();
+  if (absl::StartsWith(url, "http:///")) {
+    return context.Fail("[admin] address is \"\": the /usage page needs the admin listener's port");
+  }
+  for (const char* option : {"--days", "--from", "--to", "--tenant", "--account", "--volume"}) {
+    if (std::optional<std::string> value = args.Get(option)) {
+      absl::StrAppend(&url, "&", absl::string_view(option).substr(2), "=", UrlEncode(*value));
+    }
+  }
+  if (context.json()) {
+    PrintJson(nlohmann::json{{"url", url}, {"expires", body["expires"]}});
+  } else {
+    std::cout << url << "\n(opens the usage page until " << body["expires"].get<std::string>()
+              << "; anyone with the link can read it until then)\n";
+  }
+  return kExitOk;
+}
+
 int Run(Context& context, const std::vector<std::string>& words) {
   Args args;
   if (std::optional<std::string> error =
-          ParseArgs(words, 1, {"--csv"},
+          ParseArgs(words, 1, {"--csv", "--link"},
                     {"--tenant", "--account", "--days", "--from", "--to", "--volume"}, &args)) {
     return context.Usage(*error);
   }
@@ -133,6 +188,9 @@ int Run(Context& context, const std::vector<std::string>& words) {
   }
   if (args.Has("--csv") && context.json()) {
     return context.Usage("report prints --csv or --json, not both");
+  }
+  if (args.Has("--link")) {
+    return PrintLink(context, args);
   }
   absl::StatusOr<directory::UsageRange> range = directory::ResolveUsageRange(
       args.Get("--days"), args.Get("--from"), args.Get("--to"), absl::Now());

@@ -87,7 +87,7 @@ int List(Context& context, directory::Store& store) {
   }
   nlohmann::json list = nlohmann::json::array();
   if (!context.json()) {
-    std::printf("%-24s %-8s %-10s %s\n", "NAME", "ACCOUNTS", "BASIC_AUTH", "DOMAINS");
+    Printf("%-24s %-8s %-10s %s\n", "NAME", "ACCOUNTS", "BASIC_AUTH", "DOMAINS");
   }
   // In natural order (bulk2 before bulk10), as people read the names.
   std::vector<const directory::Tenant*> tenants;
@@ -104,8 +104,8 @@ int List(Context& context, directory::Store& store) {
     if (context.json()) {
       list.push_back(TenantJson(t, accounts));
     } else {
-      std::printf("%-24s %-8lld %-10s %s\n", t.name.c_str(), static_cast<long long>(accounts),
-                  t.basic_auth ? "on" : "off", absl::StrJoin(t.domains, ",").c_str());
+      Printf("%-24s %-8lld %-10s %s\n", t.name.c_str(), static_cast<long long>(accounts),
+             t.basic_auth ? "on" : "off", absl::StrJoin(t.domains, ",").c_str());
     }
   }
   if (context.json()) {

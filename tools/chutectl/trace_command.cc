@@ -230,18 +230,18 @@ void PrintText(const std::vector<trace::Row>& rows) {
     std::cout << "No messages match.\n";
     return;
   }
-  std::printf("%-24s %-9s %-23s %-30s %-30s %s\n", "RECEIVED (UTC)", "STATUS", "QUEUE ID", "SENDER",
-              "RECIPIENT", "MESSAGE-ID");
+  Printf("%-24s %-9s %-23s %-30s %-30s %s\n", "RECEIVED (UTC)", "STATUS", "QUEUE ID", "SENDER",
+         "RECIPIENT", "MESSAGE-ID");
   for (const trace::Row& row : rows) {
-    std::printf("%-24s %-9s %-23s %-30s %-30s %s\n", Iso(row.received_us).c_str(),
-                std::string(trace::StatusName(row.status)).c_str(), row.queue_id.c_str(),
-                row.sender.c_str(), row.recipient.c_str(), row.message_id.c_str());
+    Printf("%-24s %-9s %-23s %-30s %-30s %s\n", Iso(row.received_us).c_str(),
+           std::string(trace::StatusName(row.status)).c_str(), row.queue_id.c_str(),
+           row.sender.c_str(), row.recipient.c_str(), row.message_id.c_str());
     if (!row.reply.empty()) {
-      std::printf("%-24s %s (attempt %lld)\n", "", row.reply.c_str(),
-                  static_cast<long long>(row.attempts));
+      Printf("%-24s %s (attempt %lld)\n", "", row.reply.c_str(),
+             static_cast<long long>(row.attempts));
     }
   }
-  std::printf("%zu row(s)\n", rows.size());
+  Printf("%zu row(s)\n", rows.size());
 }
 
 int Run(Context& context, const std::vector<std::string>& words) {
@@ -332,10 +332,10 @@ int Run(Context& context, const std::vector<std::string>& words) {
   PrintText(rows);
   if (args.details) {
     for (const auto& [queue_id, list] : events) {
-      std::printf("\n%s:\n", queue_id.c_str());
+      Printf("\n%s:\n", queue_id.c_str());
       for (const trace::EventRow& e : list) {
-        std::printf("  %s  %-9s %s%s%s\n", Iso(e.time_us).c_str(), e.event.c_str(),
-                    e.recipient.c_str(), e.recipient.empty() ? "" : "  ", e.detail.c_str());
+        Printf("  %s  %-9s %s%s%s\n", Iso(e.time_us).c_str(), e.event.c_str(), e.recipient.c_str(),
+               e.recipient.empty() ? "" : "  ", e.detail.c_str());
       }
     }
   }
