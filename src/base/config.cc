@@ -310,6 +310,7 @@ absl::Status ReadLimits(const toml::table& table, absl::string_view source, Limi
         &out->authenticated_connections_per_tenant);
   r.Int("recipients_per_message", 1, 1000, &out->recipients_per_message);
   r.Int("message_size_bytes", 1024, 1 << 30, &out->message_size_bytes);
+  r.Int("receiving_bytes_max", int64_t{1} << 20, int64_t{1} << 40, &out->receiving_bytes_max);
   r.Int("accounts_per_tenant", 1, 100'000, &out->accounts_per_tenant);
   r.Int("command_timeout_s", 1, 3600, &out->command_timeout_s);
   r.Int("first_command_timeout_s", 1, 3600, &out->first_command_timeout_s);
@@ -325,6 +326,8 @@ absl::Status ReadLimits(const toml::table& table, absl::string_view source, Limi
   r.Int("auth_cache_entries", 0, 1'000'000, &out->auth_cache_entries);
   r.Check(out->connections_per_ip <= out->connections_max, "connections_per_ip",
           "must not exceed connections_max");
+  r.Check(out->receiving_bytes_max >= out->message_size_bytes, "receiving_bytes_max",
+          "must be at least message_size_bytes (else no message of the largest size fits)");
   return r.Finish();
 }
 

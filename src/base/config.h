@@ -58,6 +58,10 @@ struct LimitsConfig {
   int64_t authenticated_connections_per_tenant = 250;
   int64_t recipients_per_message = 50;
   int64_t message_size_bytes = 10485760;
+  // Message bodies held in memory by every message being received, all sessions and shards
+  // together (pinned receive buffers and copies): past it MAIL gets 452 4.3.1, and a body
+  // that cannot grow within it is read to its end, dropped and refused the same way.
+  int64_t receiving_bytes_max = 536870912;
   int64_t accounts_per_tenant = 100;
   int64_t command_timeout_s = 300;
   int64_t first_command_timeout_s = 30;     // a connection that sends no command is dropped

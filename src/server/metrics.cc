@@ -58,8 +58,14 @@ constexpr ShardCounterSeries kShardCounterSeries[] = {
     {"chute_accept_pauses_total",
      "Times a listener paused accepting for want of file descriptors (EMFILE/ENFILE).",
      &ShardCounters::accept_pauses},
-    {"chute_spool_full_refusals_total", "MAIL refused with 452 4.3.1: the spool is full.",
+    {"chute_spool_full_refusals_total",
+     "MAIL or the end of data refused with 452 4.3.1: the spool (with the room reserved by the "
+     "messages being received) is full.",
      &ShardCounters::spool_full},
+    {"chute_receiving_full_refusals_total",
+     "MAIL or the end of data refused with 452 4.3.1: the bodies being received are at "
+     "limits.receiving_bytes_max.",
+     &ShardCounters::body_memory_full},
 };
 
 void RegisterBuildInfo(Registry& registry) {
@@ -131,6 +137,9 @@ void RegisterSpool(Registry& registry, const spool::SpoolGauges& gauges) {
                                       "Messages committed and not yet settled by delivery.");
   Family failures = registry.AddCounter("chute_spool_group_commit_failures_total",
                                         "Group commits that failed (451 sent).");
+  Family reserved = registry.AddGauge(
+      "chute_spool_reserved_bytes",
+      "Spool room reserved by the messages being received (SIZE=, else message_size_bytes).");
   // SpoolGauges::CountGroup's buckets: bucket i holds groups of up to 2^(i+1) - 1 records.
   std::vector<double> bounds;
   for (size_t i = 0; i + 1 < spool::kGroupSizeBuckets; ++i) {
@@ -139,8 +148,9 @@ void RegisterSpool(Registry& registry, const spool::SpoolGauges& gauges) {
   Family records = registry.AddHistogram("chute_spool_group_commit_records",
                                          "Records per group commit (one fdatasync each).", {},
                                          std::move(bounds));
-  registry.AddCollector([&gauges, bytes, messages, failures, records](Scrape& scrape) {
+  registry.AddCollector([&gauges, bytes, messages, failures, reserved, records](Scrape& scrape) {
     scrape.Add(bytes, {}, gauges.bytes.load());
+    scrape.Add(reserved, {}, gauges.reserved_bytes.load());
     scrape.Add(messages, {}, gauges.messages.load());
     scrape.Add(failures, {}, gauges.group_failures.load());
     uint64_t counts[spool::kGroupSizeBuckets];
@@ -298,6 +308,12 @@ void Server::RegisterMetrics() {
   RegisterLogAndTrace(registry, trace_.get());
   RegisterThrottle(registry, *shared_.throttle);
   RegisterGate(registry, shared_);
+  Family receiving = registry.AddGauge(
+      "chute_receiving_bytes",
+      "Message body bytes held in memory by the messages being received (receiving_bytes_max).");
+  registry.AddCollector([this, receiving](Scrape& scrape) {
+    scrape.Add(receiving, {}, shared_.receiving_bytes.load());
+  });
 }
 
 std::string Server::MetricsText() const {

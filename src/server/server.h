@@ -86,6 +86,7 @@ struct ShardCounters {
   ShardCounter auth_successes;
   ShardCounter auth_failures;
   ShardCounter spool_full;
+  ShardCounter body_memory_full;     // 452 4.3.1 for limits.receiving_bytes_max
   ShardCounter accept_pauses;        // accepts paused for want of file descriptors
   ShardCounter recv_starved;         // receives that found no free buffer (ENOBUFS)
   ShardCounter recv_starved_max_ms;  // the longest a connection waited for a buffer
@@ -163,6 +164,9 @@ struct SharedState {
   std::atomic<std::shared_ptr<const Config>> live;
   std::atomic<std::shared_ptr<const directory::Snapshot>> snapshot;
   std::atomic<int64_t> connections_open{0};
+  // Message body bytes held in memory by the messages being received, all shards
+  // (Submission's charges; limits.receiving_bytes_max).
+  std::atomic<int64_t> receiving_bytes{0};
   std::atomic<uint64_t> refused_connections_max{0};
   // connections_max as the descriptor limit allows it: RLIMIT_NOFILE less what the spool,
   // delivery, the admin listener and the rings need, so that accepting (even to refuse) never

@@ -86,7 +86,8 @@ class Shard : public auth::VerifySink,
   const ReplyCounts& replies() const { return replies_; }
 
   // SubmitSink
-  bool SpoolFull(const SpoolConfig& limits) override;
+  bool ReserveSpool(const SpoolConfig& limits, uint64_t bytes, int messages) override;
+  void ReleaseSpool(uint64_t bytes, int messages) override;
   std::string NextQueueId() override { return committer_->NextQueueId(); }
   void NoteReceiving(int delta) override;
   void Stage(spool::RecordPrefix prefix, std::span<const iovec> body, uint64_t body_bytes,
@@ -99,6 +100,9 @@ class Shard : public auth::VerifySink,
   bool MayPin() const override { return message_pins_ < buffers_->count() / kPinnedBufferShare; }
   void Pin(uint16_t buffer) override;
   void Unpin(uint16_t buffer) override;
+  bool ChargeBody(size_t bytes, int64_t max) override;
+  void UnchargeBody(size_t bytes) override;
+  bool BodyMemoryFull(int64_t max) const override;
   // TenantCap
   bool Admit(int64_t tenant_id, policy::ConnectionGate::Handle* slot) override;
   // AuthService

@@ -87,10 +87,27 @@ void Shard::HandOverTrace() {
 
 // --- SubmitSink -------------------------------------------------------------------------------
 
-bool Shard::SpoolFull(const SpoolConfig& limits) {
-  const spool::SpoolGauges& gauges = *shared_->gauges;
-  return gauges.bytes.load(std::memory_order_relaxed) >= limits.bytes_max ||
-         gauges.messages.load(std::memory_order_relaxed) >= limits.messages_max;
+bool Shard::ReserveSpool(const SpoolConfig& limits, uint64_t bytes, int messages) {
+  spool::SpoolGauges& gauges = *shared_->gauges;
+  auto size = static_cast<int64_t>(bytes);
+  // Taken first, checked after: two shards racing for the last room both see each other's
+  // reservation (one may be refused needlessly, neither passes the bound).
+  int64_t reserved = gauges.reserved_bytes.fetch_add(size, std::memory_order_relaxed) + size;
+  int64_t reserved_messages =
+      gauges.reserved_messages.fetch_add(messages, std::memory_order_relaxed) + messages;
+  bool fits =
+      gauges.bytes.load(std::memory_order_relaxed) + reserved <= limits.bytes_max &&
+      gauges.messages.load(std::memory_order_relaxed) + reserved_messages <= limits.messages_max;
+  if (!fits) {
+    ReleaseSpool(bytes, messages);
+  }
+  return fits;
+}
+
+void Shard::ReleaseSpool(uint64_t bytes, int messages) {
+  spool::SpoolGauges& gauges = *shared_->gauges;
+  gauges.reserved_bytes.fetch_sub(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+  gauges.reserved_messages.fetch_sub(messages, std::memory_order_relaxed);
 }
 
 void Shard::NoteReceiving(int delta) {
@@ -158,6 +175,24 @@ void Shard::Unpin(uint16_t buffer) {
   CHECK(message_pins_ > 0);
   --message_pins_;
   Unref(buffer);
+}
+
+bool Shard::ChargeBody(size_t bytes, int64_t max) {
+  auto size = static_cast<int64_t>(bytes);
+  int64_t held = shared_->receiving_bytes.fetch_add(size, std::memory_order_relaxed) + size;
+  if (held > max) {
+    shared_->receiving_bytes.fetch_sub(size, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+void Shard::UnchargeBody(size_t bytes) {
+  shared_->receiving_bytes.fetch_sub(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+}
+
+bool Shard::BodyMemoryFull(int64_t max) const {
+  return shared_->receiving_bytes.load(std::memory_order_relaxed) >= max;
 }
 
 // --- TenantCap and AuthService, over SharedState -----------------------------------------------

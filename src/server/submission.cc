@@ -242,13 +242,25 @@ std::optional<smtp::Reply> Submission::DecideMail(const smtp::MailArgs& mail) {
       !services_.tenant_cap->Admit(account_->tenant_id, &tenant_slot_)) {
     return smtp::kReplyTenantCapAtMail;  // a trusted session's place, taken at its first MAIL
   }
-  // Back-pressure: a full spool (bytes or messages waiting for delivery) refuses new mail
-  // until delivery drains it.
-  if (services_.sink->SpoolFull(config_->spool)) {
+  ReleaseMessage();
+  // Memory: the bodies being received, all sessions together, stay under a bound; past it new
+  // mail waits (a body already begun is read to its end and refused the same way).
+  if (services_.buffers->BodyMemoryFull(config_->limits.receiving_bytes_max)) {
+    services_.counters->body_memory_full.Add(1);
+    return smtp::kReplyReceivingFull;
+  }
+  // Back-pressure: a full spool (bytes or messages waiting for delivery, and the room every
+  // message in progress reserved) refuses new mail until delivery drains it. The room is
+  // SIZE= when given, else the largest message allowed.
+  uint64_t reserve = std::min<uint64_t>(
+      mail.size.value_or(static_cast<uint64_t>(config_->limits.message_size_bytes)),
+      static_cast<uint64_t>(config_->limits.message_size_bytes));
+  if (!services_.sink->ReserveSpool(config_->spool, reserve, 1)) {
     services_.counters->spool_full.Add(1);
     return smtp::kReplyStorageFull;
   }
-  ReleaseMessage();
+  message_.spool_reserved = reserve;
+  message_.spool_reserved_message = true;
   message_.active = true;
   message_.receiving = true;
   services_.sink->NoteReceiving(+1);
@@ -281,6 +293,7 @@ std::optional<smtp::Reply> Submission::OnRcpt(absl::string_view address) {
 void Submission::OnBodyBegin() {
   message_.headers.Reset();
   message_.pieces.clear();
+  message_.body_dropped = false;
   message_.header_copy.clear();
   message_.rewrite_header = account_ != nullptr && !account_->reply_to.empty();
 }
@@ -293,6 +306,9 @@ void Submission::OnBodySlice(absl::string_view slice) {
     if (slice.empty()) {
       return;
     }
+  }
+  if (!KeepBody(slice.size())) {
+    return;
   }
   // Plaintext from TLS lives in the connection's own buffer, which is reused: it goes to the
   // arena like the overflow of a message with too many pinned receive buffers. Zero copy
@@ -312,6 +328,39 @@ void Submission::OnBodySlice(absl::string_view slice) {
     return;
   }
   AppendToArena(slice);
+}
+
+bool Submission::KeepBody(size_t bytes) {
+  if (message_.body_dropped) {
+    return false;
+  }
+  if (message_.body_held + bytes > message_.body_charged) {
+    size_t want = message_.body_held + bytes - message_.body_charged;
+    size_t step = (want + kBodyChargeStep - 1) / kBodyChargeStep * kBodyChargeStep;
+    if (!services_.buffers->ChargeBody(step, config_->limits.receiving_bytes_max)) {
+      DropBody();
+      return false;
+    }
+    message_.body_charged += step;
+  }
+  message_.body_held += bytes;
+  return true;
+}
+
+// DropBody: the message cannot be kept within receiving_bytes_max: what it holds goes now,
+// the rest of its body is read and dropped, and its end of data is refused (452 4.3.1).
+void Submission::DropBody() {
+  for (uint16_t buffer : message_.pinned) {
+    services_.buffers->Unpin(buffer);
+  }
+  message_.pinned.clear();
+  message_.pieces.clear();
+  message_.arena.clear();
+  message_.header_copy.clear();
+  services_.buffers->UnchargeBody(message_.body_charged);
+  message_.body_charged = 0;
+  message_.body_held = 0;
+  message_.body_dropped = true;
 }
 
 void Submission::AppendToArena(absl::string_view slice) {
@@ -341,6 +390,15 @@ void Submission::ReleaseMessage() {
     services_.buffers->Unpin(buffer);
   }
   message_.pinned.clear();
+  services_.buffers->UnchargeBody(message_.body_charged);
+  message_.body_charged = 0;
+  message_.body_held = 0;
+  message_.body_dropped = false;
+  if (message_.spool_reserved > 0 || message_.spool_reserved_message) {
+    services_.sink->ReleaseSpool(message_.spool_reserved, message_.spool_reserved_message ? 1 : 0);
+    message_.spool_reserved = 0;
+    message_.spool_reserved_message = false;
+  }
   message_.pieces.clear();
   message_.arena.clear();
   message_.recipients.clear();
@@ -361,6 +419,30 @@ void Submission::OnTransactionAbort() {
 }
 
 std::optional<smtp::Reply> Submission::OnBodyEnd() {
+  if (message_.body_dropped) {
+    LogEvent(LogLevel::kWarning, "message.refused",
+             {{"client", peer_text_},
+              {"account", account_->primary_address},
+              {"sender", message_.sender},
+              {"code", smtp::kReplyReceivingFull.code},
+              {"reply", "receiving_bytes_max reached while the body arrived"}});
+    ReleaseMessage();
+    services_.counters->body_memory_full.Add(1);
+    services_.counters->messages_failed.Add(1);
+    return smtp::kReplyReceivingFull;
+  }
+  // The spool room reserved at MAIL is checked again against what arrived (SIZE= is a
+  // promise the client may break).
+  if (message_.body_held > message_.spool_reserved) {
+    uint64_t more = message_.body_held - message_.spool_reserved;
+    if (!services_.sink->ReserveSpool(config_->spool, more, 0)) {
+      ReleaseMessage();
+      services_.counters->spool_full.Add(1);
+      services_.counters->messages_failed.Add(1);
+      return smtp::kReplyStorageFull;
+    }
+    message_.spool_reserved += more;
+  }
   const smtp::HeaderScanner& scanned = message_.headers;
   if (std::optional<smtp::Reply> refusal = policy::CheckHeaderFrom(
           *account_, scanned.from_count(), smtp::FromAddresses(scanned.from_value()),

@@ -50,15 +50,22 @@ inline constexpr size_t kArenaBlockBytes = 64 * 1024;
 // Pieces one message may point to (each stuffed dot splits a slice); past it, the body goes to
 // the arena, where consecutive pieces merge: a body of dotted lines cannot grow the list.
 inline constexpr size_t kBodyPiecesMax = 4096;
+// A message's body memory is charged to the shared bound (BodyBuffers::ChargeBody) in steps of
+// this much, so that the shared counter is touched a few times per message, not per slice.
+inline constexpr size_t kBodyChargeStep = 256 * 1024;
 static_assert(kBodyPiecesMax + 1 <= spool::kGroupIovMax, "one message always fits a group");
 
 // SubmitSink: where accepted mail goes (the shard: its group commit, hand-over, usage, trace).
 class SubmitSink {
  public:
   virtual ~SubmitSink() = default;
-  // SpoolFull: the spool's back-pressure (bytes or messages over `limits`' bounds, the
-  // session's configuration): 452 4.3.1.
-  virtual bool SpoolFull(const SpoolConfig& limits) = 0;
+  // ReserveSpool: room in the spool for one more message of up to `bytes`, held from MAIL
+  // until the message is committed or dropped, so that sessions in progress together cannot
+  // take the spool past `limits` (the session's configuration). False, and nothing
+  // reserved, when the spool's bytes or messages with every reservation would pass a bound:
+  // 452 4.3.1. `messages` is 1 at MAIL, 0 when a body grows past its reservation.
+  virtual bool ReserveSpool(const SpoolConfig& limits, uint64_t bytes, int messages) = 0;
+  virtual void ReleaseSpool(uint64_t bytes, int messages) = 0;
   // NextQueueId: a fresh queue id (spool::QueueIdMinter).
   virtual std::string NextQueueId() = 0;
   // NoteReceiving: a message passed MAIL (+1), or was staged or dropped (-1): the group commit
@@ -85,6 +92,13 @@ class BodyBuffers {
   // when its last hold (pin or unread input) ends.
   virtual void Pin(uint16_t buffer) = 0;
   virtual void Unpin(uint16_t buffer) = 0;
+  // ChargeBody: `bytes` more message body held in memory (pinned or copied) by the messages
+  // being received, all shards together; false, and nothing charged, when that would pass
+  // `max` (limits.receiving_bytes_max). UnchargeBody gives them back.
+  virtual bool ChargeBody(size_t bytes, int64_t max) = 0;
+  virtual void UnchargeBody(size_t bytes) = 0;
+  // BodyMemoryFull: whether the bodies being received are at `max` already.
+  virtual bool BodyMemoryFull(int64_t max) const = 0;
 };
 
 // TenantCap: the 250 authenticated connections per tenant (policy::ConnectionGate).
@@ -194,7 +208,12 @@ class Submission : public smtp::SessionHandler {
  private:
   struct Message {
     bool active = false;
-    bool receiving = false;  // past MAIL, not yet staged (SubmitSink::NoteReceiving)
+    bool receiving = false;       // past MAIL, not yet staged (SubmitSink::NoteReceiving)
+    uint64_t spool_reserved = 0;  // SubmitSink::ReserveSpool bytes (with one message) held
+    bool spool_reserved_message = false;
+    size_t body_held = 0;       // body bytes kept (pinned pieces and arena)
+    size_t body_charged = 0;    // charged to BodyBuffers::ChargeBody, >= body_held
+    bool body_dropped = false;  // past receiving_bytes_max: the rest is read and dropped
     std::string id;
     std::string sender;
     std::vector<std::string> recipients;  // as accepted, deduplicated
@@ -218,6 +237,10 @@ class Submission : public smtp::SessionHandler {
   smtp::Reply OnXoauth2(const smtp::AuthRequest& request);
   std::optional<smtp::Reply> AuthFailed(const smtp::Reply& reply);
   void AppendToArena(absl::string_view slice);
+  // KeepBody: charges room for `bytes` more body; false when the shared bound says no (then
+  // what the message held is given back and the rest of it is dropped).
+  bool KeepBody(size_t bytes);
+  void DropBody();
   // AddHeaders: the Received line and what else chute adds, into message_.added_headers.
   void AddHeaders();
   // StageMessage: encodes the record and stages it; the refusal when it cannot be spooled.

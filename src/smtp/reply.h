@@ -76,6 +76,10 @@ inline constexpr Reply kReplyTenantCapAtMail{
     451, "4.7.0 Too many authenticated connections for this tenant, try again later"};
 inline constexpr Reply kReplyConnectionsMax{421, "4.7.0 Too many connections, try again later"};
 inline constexpr Reply kReplyStorageFull{452, "4.3.1 Insufficient system storage"};
+// limits.receiving_bytes_max: the bodies being received, all sessions together, are at their
+// bound (at MAIL, or at the end of a body that could not be kept).
+inline constexpr Reply kReplyReceivingFull{
+    452, "4.3.1 Insufficient system storage: too many messages being received, try again later"};
 inline constexpr Reply kReplyLocalError{451, "4.3.0 Local delivery failed, try again later"};
 // The spool write or its fsync failed: the message is not stored; the client keeps it.
 inline constexpr Reply kReplySpoolFailed{451, "4.3.0 Could not store the message, try again later"};

@@ -54,6 +54,10 @@ inline constexpr size_t kGroupSizeBuckets = 10;
 struct SpoolGauges {
   std::atomic<int64_t> bytes{0};     // bytes of segment files that exist
   std::atomic<int64_t> messages{0};  // messages committed and not yet settled
+  // Room reserved by messages being received (from MAIL to commit or drop), counted against
+  // bytes_max and messages_max beside the two above.
+  std::atomic<int64_t> reserved_bytes{0};
+  std::atomic<int64_t> reserved_messages{0};
   std::atomic<uint64_t> groups{0};
   std::atomic<uint64_t> group_failures{0};
   std::atomic<uint64_t> records_committed{0};

@@ -23,9 +23,18 @@ namespace {
 
 class FakeSink : public SubmitSink {
  public:
-  bool SpoolFull(const SpoolConfig& limits) override {
+  bool ReserveSpool(const SpoolConfig& limits, uint64_t bytes, int messages) override {
     spool_limits_seen = limits.messages_max;
-    return full;
+    if (full) {
+      return false;
+    }
+    reserved_bytes += static_cast<int64_t>(bytes);
+    reserved_messages += messages;
+    return true;
+  }
+  void ReleaseSpool(uint64_t bytes, int messages) override {
+    reserved_bytes -= static_cast<int64_t>(bytes);
+    reserved_messages -= messages;
   }
   std::string NextQueueId() override { return "Q" + std::to_string(++ids); }
   void NoteReceiving(int delta) override { receiving += delta; }
@@ -50,6 +59,8 @@ class FakeSink : public SubmitSink {
 
   bool full = false;
   int64_t spool_limits_seen = -1;
+  int64_t reserved_bytes = 0;
+  int reserved_messages = 0;
   bool tracing = true;
   int ids = 0;
   int receiving = 0;
@@ -66,8 +77,18 @@ class FakeBuffers : public BodyBuffers {
   bool MayPin() const override { return may_pin; }
   void Pin(uint16_t) override { ++pins; }
   void Unpin(uint16_t) override { --pins; }
+  bool ChargeBody(size_t bytes, int64_t max) override {
+    if (charged + static_cast<int64_t>(bytes) > max) {
+      return false;
+    }
+    charged += static_cast<int64_t>(bytes);
+    return true;
+  }
+  void UnchargeBody(size_t bytes) override { charged -= static_cast<int64_t>(bytes); }
+  bool BodyMemoryFull(int64_t max) const override { return charged >= max; }
   bool may_pin = true;
   int pins = 0;
+  int64_t charged = 0;
 };
 
 class FakeTenantCap : public TenantCap {
@@ -242,6 +263,37 @@ TEST_F(SubmissionTest, FullSpoolIs452) {
   EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "452 4.3.1"));
   EXPECT_EQ(sink_.spool_limits_seen, config_->spool.messages_max);  // the session's limits
   EXPECT_EQ(sink_.receiving, 0);
+}
+
+TEST_F(SubmissionTest, MailReservesSpoolRoomUntilTheMessageEnds) {
+  Open();
+  AuthenticateAsApp();
+  EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test> SIZE=1000\r\n"), "250"));
+  EXPECT_EQ(sink_.reserved_bytes, 1000);
+  EXPECT_EQ(sink_.reserved_messages, 1);
+  EXPECT_TRUE(absl::StartsWith(Send("RSET\r\n"), "250"));
+  EXPECT_EQ(sink_.reserved_bytes, 0);
+  EXPECT_EQ(sink_.reserved_messages, 0);
+  // Without SIZE=: the largest message allowed.
+  EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "250"));
+  EXPECT_EQ(sink_.reserved_bytes, config_->limits.message_size_bytes);
+}
+
+TEST_F(SubmissionTest, ABodyPastReceivingBytesMaxIsDroppedAndRefusedWith452) {
+  Open();
+  AuthenticateAsApp();
+  buffers_.charged = config_->limits.receiving_bytes_max - 1;  // others hold nearly all
+  EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "250"));
+  EXPECT_TRUE(absl::StartsWith(Send("RCPT TO:<ann@contoso.test>\r\n"), "250"));
+  EXPECT_TRUE(absl::StartsWith(Send("DATA\r\n"), "354"));
+  std::string reply = Send("From: <app@contoso.test>\r\n\r\nhello\r\n.\r\n");
+  EXPECT_TRUE(absl::StartsWith(reply, "452 4.3.1")) << reply;
+  EXPECT_TRUE(sink_.staged.empty());
+  EXPECT_EQ(buffers_.charged, config_->limits.receiving_bytes_max - 1);  // nothing kept
+  EXPECT_EQ(sink_.reserved_bytes, 0);
+  // At the bound, MAIL itself waits.
+  buffers_.charged = config_->limits.receiving_bytes_max;
+  EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "452 4.3.1"));
 }
 
 TEST_F(SubmissionTest, AMessageIsStagedThen250OnCommitAndHandedToDelivery) {
