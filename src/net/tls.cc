@@ -2,10 +2,21 @@
 
 #include "net/tls.h"
 
+#include <fcntl.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "base/check.h"
+#include "base/log.h"
 
 namespace chute::net {
 namespace {
@@ -30,12 +41,101 @@ BIO* NewMemBio() {
   return bio;
 }
 
+// GroupIsOurs: whether this process runs with group `gid` (effective or supplementary).
+bool GroupIsOurs(gid_t gid) {
+  if (gid == getegid()) {
+    return true;
+  }
+  int count = getgroups(0, nullptr);
+  std::vector<gid_t> groups(count > 0 ? static_cast<size_t>(count) : 0);
+  count = groups.empty() ? 0 : getgroups(count, groups.data());
+  if (count <= 0) {
+    return false;
+  }
+  auto end = groups.begin() + std::min<size_t>(static_cast<size_t>(count), groups.size());
+  return std::find(groups.begin(), end, gid) != end;
+}
+
+// ReadPrivateKey: the key at `path`, read through one descriptor whose mode is checked first
+// (CheckPrivateKeyMode; its warning is logged), so that the file checked is the file read.
+absl::StatusOr<bssl::UniquePtr<EVP_PKEY>> ReadPrivateKey(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": cannot read the private key: ", std::strerror(errno)));
+  }
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, ": the private key is not a file"));
+  }
+  std::string warning;
+  absl::Status mode = CheckPrivateKeyMode(path, st.st_mode, GroupIsOurs(st.st_gid), &warning);
+  if (!mode.ok()) {
+    close(fd);
+    return mode;
+  }
+  if (!warning.empty()) {
+    LOG_WARNING("%s", warning);
+  }
+  std::string pem(kPrivateKeyFileBytesMax + 1, '\0');
+  size_t length = 0;
+  while (length < pem.size()) {
+    ssize_t got = read(fd, pem.data() + length, pem.size() - length);
+    if (got < 0 && errno == EINTR) {
+      continue;
+    }
+    if (got <= 0) {
+      break;
+    }
+    length += static_cast<size_t>(got);
+  }
+  close(fd);
+  bssl::UniquePtr<EVP_PKEY> key;
+  if (length <= kPrivateKeyFileBytesMax) {
+    bssl::UniquePtr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(length)));
+    CHECK(bio != nullptr);
+    key.reset(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  }
+  OPENSSL_cleanse(pem.data(), pem.size());
+  if (length > kPrivateKeyFileBytesMax) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": the private key file is larger than ",
+                                                   kPrivateKeyFileBytesMax, " bytes"));
+  }
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": cannot load the private key: ", OpenSslError()));
+  }
+  return key;
+}
+
 constexpr const char* kServerCiphers =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
 
 }  // namespace
+
+absl::Status CheckPrivateKeyMode(absl::string_view path, uint32_t mode, bool group_is_ours,
+                                 std::string* warning) {
+  warning->clear();
+  std::string octal = absl::StrFormat("%04o", mode & 07777);
+  if ((mode & (S_IROTH | S_IWOTH)) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        path, ": the private key is ", (mode & S_IROTH) != 0 ? "readable" : "writable",
+        " by every user (mode ", octal,
+        "); refusing it: chmod o-rwx it (0640 root:chute, or 0600 for chuted's user)"));
+  }
+  if ((mode & S_IWGRP) != 0) {
+    *warning = absl::StrCat(path, ": the private key is writable by its group (mode ", octal,
+                            "); chmod g-w it");
+  } else if ((mode & S_IRGRP) != 0 && !group_is_ours) {
+    *warning = absl::StrCat(path, ": the private key is readable by its group (mode ", octal,
+                            "), which is not a group chuted runs with; chgrp it to chuted's "
+                            "group or chmod g-r it");
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::Load(const std::string& certificate_path,
                                                              const std::string& private_key_path) {
@@ -56,9 +156,13 @@ absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::Load(const std::string& 
     return absl::InvalidArgumentError(
         absl::StrCat(certificate_path, ": cannot load the certificate chain: ", OpenSslError()));
   }
-  if (SSL_CTX_use_PrivateKey_file(ctx, private_key_path.c_str(), SSL_FILETYPE_PEM) != 1) {
+  absl::StatusOr<bssl::UniquePtr<EVP_PKEY>> key = ReadPrivateKey(private_key_path);
+  if (!key.ok()) {
+    return key.status();
+  }
+  if (SSL_CTX_use_PrivateKey(ctx, key->get()) != 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat(private_key_path, ": cannot load the private key: ", OpenSslError()));
+        absl::StrCat(private_key_path, ": cannot use the private key: ", OpenSslError()));
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
     return absl::InvalidArgumentError(

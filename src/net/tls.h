@@ -15,6 +15,7 @@
 
 #include <openssl/ssl.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -23,10 +24,24 @@
 
 namespace chute::net {
 
+// kPrivateKeyFileBytesMax: a PEM private key is a few KiB (RSA 4096: 3.3 KiB); a larger file
+// is not one.
+inline constexpr size_t kPrivateKeyFileBytesMax = 64 * 1024;
+
+// CheckPrivateKeyMode: whether a private key file whose permission bits are `mode` may be
+// used. PermissionDenied (naming `path` and the mode) when every user may read or write it.
+// Otherwise OK with a warning in `*warning` ("" when there is none) when its group may write
+// it, or may read it and is not a group chuted runs with (`group_is_ours`): 0640 root:chute,
+// as the package installs it, is fine. Pure.
+absl::Status CheckPrivateKeyMode(absl::string_view path, uint32_t mode, bool group_is_ours,
+                                 std::string* warning);
+
 class TlsContext {
  public:
   // Load: reads the PEM chain and key; InvalidArgument (naming the file) when either is
-  // unreadable, malformed, or the key does not match the certificate.
+  // unreadable, malformed, or the key does not match the certificate; PermissionDenied when
+  // the key file's mode lets every user read or write it (CheckPrivateKeyMode, whose warning
+  // it logs).
   static absl::StatusOr<std::shared_ptr<TlsContext>> Load(const std::string& certificate_path,
                                                           const std::string& private_key_path);
   // NewClient: a context for the client side of STARTTLS towards a downstream server

@@ -4,6 +4,7 @@
 #include "delivery/smtp_client.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <openssl/ec_key.h>
@@ -1146,7 +1147,9 @@ std::shared_ptr<net::TlsContext> SelfSignedServerContext() {
   std::string cert_path = dir + "/cert.pem";
   std::string key_path = dir + "/key.pem";
   FILE* cert_file = fopen(cert_path.c_str(), "w");
-  FILE* key_file = fopen(key_path.c_str(), "w");
+  // 0600: TlsContext::Load refuses a key every user may read.
+  int key_fd = open(key_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  FILE* key_file = key_fd < 0 ? nullptr : fdopen(key_fd, "w");
   ok = cert_file != nullptr && key_file != nullptr && PEM_write_X509(cert_file, cert.get()) &&
        PEM_write_PrivateKey(key_file, key.get(), nullptr, nullptr, 0, nullptr, nullptr);
   if (cert_file != nullptr) {
