@@ -1,5 +1,5 @@
-// tls_test.cc: unit tests for TlsStream (a handshake and data both ways, buffer release) and
-// the private key's file mode.
+// tls_test.cc: unit tests for TlsStream (a handshake and data both ways, buffer release), the
+// client's verification of a server's certificate, and the private key's file mode.
 
 #include "net/tls.h"
 
@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/nid.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -85,6 +86,14 @@ struct SelfSigned {
         X509_sign(cert.get(), key.get(), EVP_sha256()) == 0) {
       return;
     }
+    // The pin of the key, as an operator computes it from the certificate.
+    uint8_t* der = nullptr;
+    int length = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), &der);
+    if (length <= 0) {
+      return;
+    }
+    SHA256(der, static_cast<size_t>(length), pin.data());
+    OPENSSL_free(der);
     cert_path = dir.File("cert.pem");
     key_path = dir.File("key.pem");
     ok = WritePem(cert_path, 0644, [&](FILE* f) { return PEM_write_X509(f, cert.get()) == 1; }) &&
@@ -96,6 +105,7 @@ struct SelfSigned {
   TempDir dir;
   std::string cert_path;
   std::string key_path;
+  TlsPin pin{};
   bool ok = false;
 };
 
@@ -125,7 +135,7 @@ class TlsStreamTest : public ::testing::Test {
     std::shared_ptr<TlsContext> server_context = SelfSignedContext();
     ASSERT_NE(server_context, nullptr);
     server_ = std::make_unique<TlsStream>(server_context);
-    client_ = TlsStream::NewClient(TlsContext::NewClient());
+    client_ = TlsStream::NewClient(TlsContext::NewUnverifiedClient());
   }
 
   void Handshake() {
@@ -198,6 +208,153 @@ TEST_F(TlsStreamTest, ReleaseBuffersKeepsBytesNotYetTaken) {
   std::string reply;
   ASSERT_EQ(client_->ReadPlaintext(&reply, 16384), TlsStream::Result::kOk);
   EXPECT_EQ(reply, "250 2.0.0 OK\r\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A client verifying the server's certificate (self-signed, CN=localhost, no subjectAltName).
+
+constexpr const char* kSystemCaFile = "/etc/ssl/certs/ca-certificates.crt";
+
+class VerifyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(files_.ok);
+    absl::StatusOr<std::shared_ptr<TlsContext>> context =
+        TlsContext::Load(files_.cert_path, files_.key_path);
+    ASSERT_TRUE(context.ok()) << context.status();
+    server_context_ = *context;
+  }
+
+  // Handshake: a fresh client of `client_context` expecting `server_name` against a fresh
+  // server stream; the client's last result (kError as soon as it fails).
+  TlsStream::Result Handshake(std::shared_ptr<TlsContext> client_context,
+                              absl::string_view server_name) {
+    server_ = std::make_unique<TlsStream>(server_context_);
+    client_ = TlsStream::NewClient(std::move(client_context), server_name);
+    TlsStream::Result client = TlsStream::Result::kWantMore;
+    for (int round = 0; round < 10; ++round) {
+      client = client_->Handshake();
+      Pump(*client_, *server_);
+      if (client == TlsStream::Result::kError) {
+        return client;
+      }
+      TlsStream::Result server = server_->Handshake();
+      Pump(*server_, *client_);
+      if (client == TlsStream::Result::kOk && server == TlsStream::Result::kOk) {
+        return client;
+      }
+    }
+    return client;
+  }
+
+  // Client: a verifying client context trusting the server's own certificate, as `options`
+  // say otherwise.
+  std::shared_ptr<TlsContext> Client(TlsClientOptions options) {
+    absl::StatusOr<std::shared_ptr<TlsContext>> context = TlsContext::NewClient(options);
+    EXPECT_TRUE(context.ok()) << context.status();
+    return context.ok() ? *context : nullptr;
+  }
+  TlsClientOptions Trusting() {
+    TlsClientOptions options;
+    options.ca_file = files_.cert_path;
+    return options;
+  }
+  TlsClientOptions SystemStore() {
+    TlsClientOptions options;
+    options.ca_file = kSystemCaFile;
+    return options;
+  }
+
+  SelfSigned files_;
+  std::shared_ptr<TlsContext> server_context_;
+  std::unique_ptr<TlsStream> server_;
+  std::unique_ptr<TlsStream> client_;
+};
+
+TEST_F(VerifyTest, CertificateFromTheCaFileForTheExpectedNameVerifies) {
+  ASSERT_EQ(Handshake(Client(Trusting()), "localhost"), TlsStream::Result::kOk) << client_->Error();
+  EXPECT_EQ(client_->PeerUnverified(), "");
+  EXPECT_FALSE(client_->RefusedCertificate());
+}
+
+TEST_F(VerifyTest, SelfSignedCertificateIsRefusedSayingWhy) {
+  if (access(kSystemCaFile, R_OK) != 0) {
+    GTEST_SKIP() << kSystemCaFile << " is missing (Debian: ca-certificates)";
+  }
+  ASSERT_EQ(Handshake(Client(SystemStore()), "localhost"), TlsStream::Result::kError);
+  EXPECT_EQ(client_->Error(),
+            "certificate verify failed: self signed certificate (certificate for localhost)");
+  EXPECT_TRUE(client_->RefusedCertificate());
+}
+
+TEST_F(VerifyTest, NameMismatchIsRefusedNamingBothNames) {
+  ASSERT_EQ(Handshake(Client(Trusting()), "mx.example.test"), TlsStream::Result::kError);
+  EXPECT_EQ(client_->Error(),
+            "name mismatch: certificate is for localhost, expected mx.example.test");
+  EXPECT_EQ(client_->PeerUnverified(), client_->Error());
+}
+
+TEST_F(VerifyTest, AnAddressMatchesOnlyTheCertificatesIpAddresses) {
+  // The common name "localhost" is no IP address, and a name is never compared with one.
+  ASSERT_EQ(Handshake(Client(Trusting()), "127.0.0.1"), TlsStream::Result::kError);
+  EXPECT_EQ(client_->Error(), "name mismatch: certificate is for localhost, expected 127.0.0.1");
+}
+
+TEST_F(VerifyTest, NoNameChecksTheChainOnly) {
+  ASSERT_EQ(Handshake(Client(Trusting()), ""), TlsStream::Result::kOk) << client_->Error();
+  EXPECT_EQ(client_->PeerUnverified(), "");
+}
+
+TEST_F(VerifyTest, PinOfTheServersKeyVerifies) {
+  TlsClientOptions options = Trusting();
+  TlsPin other{};
+  other.fill(7);
+  options.pins = {other, files_.pin};
+  ASSERT_EQ(Handshake(Client(options), "localhost"), TlsStream::Result::kOk) << client_->Error();
+  EXPECT_EQ(client_->PeerUnverified(), "");
+}
+
+TEST_F(VerifyTest, PinMismatchIsRefusedNamingTheServersPin) {
+  TlsClientOptions options = Trusting();
+  TlsPin other{};
+  other.fill(7);
+  options.pins = {other};
+  ASSERT_EQ(Handshake(Client(options), "localhost"), TlsStream::Result::kError);
+  EXPECT_EQ(client_->Error(),
+            absl::StrCat("public key pin mismatch: the server's key is ", FormatTlsPin(files_.pin),
+                         ", not one of tls_pins (certificate for localhost)"));
+}
+
+TEST_F(VerifyTest, WithoutEnforcementTheHandshakeCompletesAndRecordsWhy) {
+  TlsClientOptions options = Trusting();
+  options.enforce = false;
+  ASSERT_EQ(Handshake(Client(options), "mx.example.test"), TlsStream::Result::kOk)
+      << client_->Error();
+  EXPECT_EQ(client_->PeerUnverified(),
+            "name mismatch: certificate is for localhost, expected mx.example.test");
+  EXPECT_FALSE(client_->RefusedCertificate());
+}
+
+TEST_F(VerifyTest, UnverifiedClientSaysItDidNotVerify) {
+  ASSERT_EQ(Handshake(TlsContext::NewUnverifiedClient(), "localhost"), TlsStream::Result::kOk);
+  EXPECT_EQ(client_->PeerUnverified(), "the server's certificate was not verified");
+}
+
+TEST(TlsClientTest, CaFileThatCannotBeReadOrHoldsNoCertificateIsAnError) {
+  TlsClientOptions options;
+  options.ca_file = "/nonexistent/ca.pem";
+  absl::StatusOr<std::shared_ptr<TlsContext>> context = TlsContext::NewClient(options);
+  ASSERT_FALSE(context.ok());
+  EXPECT_EQ(context.status().message(),
+            "/nonexistent/ca.pem: cannot read the CA certificates: No such file or directory");
+  TempDir dir;
+  options.ca_file = dir.File("garbage.pem");
+  ASSERT_TRUE(WritePem(options.ca_file, 0644, [](FILE* f) { return fputs("junk\n", f) >= 0; }));
+  context = TlsContext::NewClient(options);
+  ASSERT_FALSE(context.ok());
+  EXPECT_TRUE(absl::StartsWith(context.status().message(),
+                               absl::StrCat(options.ca_file, ": holds no CA certificate")))
+      << context.status();
 }
 
 // ---------------------------------------------------------------------------------------------
