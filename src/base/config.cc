@@ -29,6 +29,8 @@ constexpr int64_t kPathBytesMax = 4096;
 constexpr int64_t kHostnameBytesMax = 253;
 constexpr int64_t kListenersMax = 64;
 constexpr int64_t kCidrsPerListMax = 1024;
+// Pins name the keys a smarthost may have: its current one and one or two it rotates to.
+constexpr int64_t kTlsPinsMax = 16;
 constexpr size_t kConfigFileBytesMax = 1 << 20;
 
 // TableReader: reads the keys of one TOML table into typed fields, remembering the first
@@ -136,6 +138,39 @@ class TableReader {
       out->push_back(*cidr);
     }
   }
+
+  void PinList(absl::string_view key, std::vector<TlsPin>* out) {
+    const toml::node* node = Take(key);
+    if (node == nullptr) {
+      return;
+    }
+    const toml::array* array = node->as_array();
+    if (array == nullptr) {
+      Fail(*node, key, "expected an array of \"sha256/...\" strings");
+      return;
+    }
+    if (static_cast<int64_t>(array->size()) > kTlsPinsMax) {
+      Fail(*node, key, absl::StrCat("more than ", kTlsPinsMax, " entries"));
+      return;
+    }
+    out->clear();
+    for (const toml::node& element : *array) {
+      std::optional<std::string> text = element.value_exact<std::string>();
+      if (!text.has_value()) {
+        Fail(element, key, "expected an array of \"sha256/...\" strings");
+        return;
+      }
+      absl::StatusOr<TlsPin> pin = ParseTlsPin(*text);
+      if (!pin.ok()) {
+        Fail(element, key, absl::StrCat("\"", *text, "\": ", pin.status().message()));
+        return;
+      }
+      out->push_back(*pin);
+    }
+  }
+
+  // Has: whether the table sets `key` at all.
+  bool Has(absl::string_view key) const { return table_.get(Std(key)) != nullptr; }
 
   // Check: reports an error about `key` (which must be present) when `condition` is false.
   void Check(bool condition, absl::string_view key, absl::string_view why) {
@@ -341,6 +376,25 @@ absl::Status ReadSpool(const toml::table& table, absl::string_view source, Spool
   return r.Finish();
 }
 
+// CheckDeliveryTls: the keys saying how the target's certificate is verified fit `tls` and
+// the target (docs/configuration.md, [delivery]).
+void CheckDeliveryTls(TableReader& r, DeliveryConfig* out) {
+  const std::string& name = out->tls_server_name;
+  r.Check(name.empty() || IsHostname(name) || ParseIp(name).ok(), "tls_server_name",
+          "expected a DNS name or an IP address");
+  for (absl::string_view key : {"tls_ca_file", "tls_server_name", "tls_pins"}) {
+    r.Check(out->tls != DeliveryTls::kOff || !r.Has(key), key,
+            "tls = \"off\" verifies no certificate; remove the key or turn tls on");
+  }
+  r.Check(out->tls_pins.empty() || out->tls == DeliveryTls::kRequired, "tls_pins",
+          "pins are enforced only with tls = \"required\" (opportunistic TLS accepts any "
+          "certificate)");
+  r.Check(out->tls != DeliveryTls::kRequired || !out->target.starts_with("unix:") || !name.empty(),
+          "tls",
+          "tls = \"required\" with a unix: target needs tls_server_name (the name the "
+          "certificate must carry)");
+}
+
 absl::Status ReadDelivery(const toml::table& table, absl::string_view source, DeliveryConfig* out) {
   TableReader r(table, "delivery", source);
   r.Enum<DeliveryBackend>("backend",
@@ -360,6 +414,10 @@ absl::Status ReadDelivery(const toml::table& table, absl::string_view source, De
                        {"opportunistic", DeliveryTls::kOpportunistic},
                        {"required", DeliveryTls::kRequired}},
                       &out->tls);
+  r.String("tls_ca_file", false, &out->tls_ca_file);
+  r.String("tls_server_name", true, &out->tls_server_name);
+  r.PinList("tls_pins", &out->tls_pins);
+  CheckDeliveryTls(r, out);
   r.Int("connections_max", 1, 1024, &out->connections_max);
   r.Int("messages_per_connection_max", 1, 1'000'000, &out->messages_per_connection_max);
   r.Int("connection_idle_s", 1, 3600, &out->connection_idle_s);

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "base/net_address.h"
+#include "base/tls_pin.h"
 
 namespace chute {
 
@@ -96,10 +97,14 @@ struct DeliveryConfig {
   int64_t retry_max_s = 3600;
   int64_t give_up_after_s = 172800;
   DeliveryTls tls = DeliveryTls::kOpportunistic;  // lmtp/smtp: STARTTLS when offered
-  int64_t connections_max = 16;                   // lmtp/smtp: connections to target at once
-  int64_t messages_per_connection_max = 1000;     // lmtp/smtp: then QUIT and reconnect
-  int64_t connection_idle_s = 30;                 // lmtp/smtp: an idle connection is closed
-  int64_t timeout_s = 300;                        // lmtp/smtp: per command reply or write
+  // lmtp/smtp, tls != off: how the target's certificate is verified (docs/configuration.md).
+  std::string tls_ca_file = "/etc/ssl/certs/ca-certificates.crt";  // trust anchors, PEM
+  std::string tls_server_name;   // "" = the target's address; a DNS name is also sent as SNI
+  std::vector<TlsPin> tls_pins;  // tls = required: the server's key must be one of these
+  int64_t connections_max = 16;  // lmtp/smtp: connections to target at once
+  int64_t messages_per_connection_max = 1000;  // lmtp/smtp: then QUIT and reconnect
+  int64_t connection_idle_s = 30;              // lmtp/smtp: an idle connection is closed
+  int64_t timeout_s = 300;                     // lmtp/smtp: per command reply or write
 };
 
 struct DirectoryConfig {

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "base/check.h"
+#include "base/log.h"
 #include "base/net_address.h"
 #include "base/status_macros.h"
 #include "net/socket.h"
@@ -83,6 +84,17 @@ bool HasNonAscii(absl::string_view text) {
                      [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
 }
 
+// ServerName: the name the target's certificate must carry (SmtpClientOptions::tls_server_name).
+std::string ServerName(const SmtpClientOptions& options) {
+  if (!options.tls_server_name.empty()) {
+    absl::StatusOr<IpBytes> ip = ParseIp(options.tls_server_name);
+    // A name is compared and sent (SNI, RFC 6066 §3) without the root's trailing dot.
+    return ip.ok() ? FormatIp(*ip) : std::string(absl::StripSuffix(options.tls_server_name, "."));
+  }
+  absl::StatusOr<HostPort> address = ParseHostPort(options.target);
+  return address.ok() ? FormatIp(address->ip) : "";
+}
+
 // AppendBdat: the one chunk of a message (RFC 3030), ending in CRLF like DATA's content.
 void AppendBdat(absl::string_view content, std::string* out) {
   bool add_crlf = !content.empty() && !absl::EndsWith(content, "\r\n");
@@ -114,8 +126,11 @@ class SmtpClient::Connection {
   // ReadReply: the next reply. A 421 is returned as a failure whose message is the reply: the
   // server is closing the connection (RFC 5321 §3.8).
   absl::StatusOr<ServerReply> ReadReply();
-  // StartTls: the client handshake, after the server's 220 to STARTTLS.
-  absl::Status StartTls(std::shared_ptr<net::TlsContext> context);
+  // StartTls: the client handshake, after the server's 220 to STARTTLS, expecting a
+  // certificate for `server_name` (net::TlsStream::NewClient).
+  absl::Status StartTls(std::shared_ptr<net::TlsContext> context, absl::string_view server_name);
+  // tls: the TLS stream once StartTls was called, else null.
+  const net::TlsStream* tls() const { return tls_.get(); }
   // HasUnreadInput: the server sent something nobody asked for (a 421 on idle, or EOF).
   bool HasUnreadInput();
   bool reply_parser_idle() const { return parser_.idle(); }
@@ -311,9 +326,10 @@ absl::StatusOr<ServerReply> SmtpClient::Connection::ReadReply() {
   return reply;
 }
 
-absl::Status SmtpClient::Connection::StartTls(std::shared_ptr<net::TlsContext> context) {
+absl::Status SmtpClient::Connection::StartTls(std::shared_ptr<net::TlsContext> context,
+                                              absl::string_view server_name) {
   CHECK(tls_ == nullptr);
-  tls_ = net::TlsStream::NewClient(std::move(context));
+  tls_ = net::TlsStream::NewClient(std::move(context), server_name);
   absl::Time deadline = absl::Now() + io_timeout_;
   while (true) {
     net::TlsStream::Result result = tls_->Handshake();
@@ -389,11 +405,21 @@ absl::Status ValidateSmtpClientOptions(const SmtpClientOptions& options) {
   if (options.idle_timeout <= absl::ZeroDuration() || options.io_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("idle_timeout and io_timeout must be positive");
   }
+  if (absl::string_view(options.tls_server_name).find_first_of(absl::string_view(" \t\r\n\0", 5)) !=
+      absl::string_view::npos) {
+    return absl::InvalidArgumentError("tls_server_name must be one word");
+  }
+  if (options.tls == DeliveryTls::kRequired && ServerName(options).empty()) {
+    return absl::InvalidArgumentError(
+        "tls = required with a unix: target needs tls_server_name (the certificate's name)");
+  }
   return absl::OkStatus();
 }
 
 SmtpClient::SmtpClient(SmtpClientOptions options, std::shared_ptr<net::TlsContext> tls_context)
-    : options_(std::move(options)), tls_context_(std::move(tls_context)) {
+    : options_(std::move(options)),
+      tls_context_(std::move(tls_context)),
+      server_name_(ServerName(options_)) {
   absl::Status valid = ValidateSmtpClientOptions(options_);
   CHECK_MSG(valid.ok(), std::string(valid.message()).c_str());
   CHECK(options_.tls == DeliveryTls::kOff || tls_context_ != nullptr);
@@ -473,12 +499,51 @@ absl::Status SmtpClient::Greet(bool try_tls, bool* handshake_failed) {
     return LocalFailure("4.5.0", absl::StrCat("protocol error from ", options_.target,
                                               ": data after the 220 to STARTTLS"));
   }
-  absl::Status handshake = connection_->StartTls(tls_context_);
+  RETURN_IF_ERROR(Handshake(handshake_failed));
+  return Hello();  // RFC 3207 §4.2: forget what was learnt before TLS
+}
+
+absl::Status SmtpClient::Handshake(bool* handshake_failed) {
+  absl::Status handshake = connection_->StartTls(tls_context_, server_name_);
+  const net::TlsStream& tls = *connection_->tls();
+  // An enforcing context (MakeSmtpClientFactory's for tls = required) fails the handshake
+  // itself; a client given another one must not deliver over an unverified session either.
+  bool unverified_required =
+      handshake.ok() && options_.tls == DeliveryTls::kRequired && !tls.PeerUnverified().empty();
+  bool refused = unverified_required || (!handshake.ok() && tls.RefusedCertificate());
+  if (handshake.ok() || refused) {
+    LogTls(tls, refused);
+  }
   if (!handshake.ok()) {
     *handshake_failed = true;
     return handshake;
   }
-  return Hello();  // RFC 3207 §4.2: forget what was learnt before TLS
+  if (unverified_required) {
+    return LocalFailure("4.7.5",
+                        absl::StrCat("TLS with ", options_.target, ": ", tls.PeerUnverified()));
+  }
+  return absl::OkStatus();
+}
+
+void SmtpClient::LogTls(const net::TlsStream& tls, bool refused) const {
+  const std::string& unverified = tls.PeerUnverified();
+  if (refused) {
+    LogEvent(LogLevel::kWarning, "delivery.tls",
+             {{"target", options_.target},
+              {"server_name", server_name_},
+              {"verified", "no"},
+              {"reason", unverified},
+              {"result", "refused"}});
+    return;
+  }
+  LogEvent(LogLevel::kInfo, "delivery.tls",
+           {{"target", options_.target},
+            {"server_name", server_name_},
+            {"version", tls.Version()},
+            {"cipher", tls.Cipher()},
+            {"verified", unverified.empty() ? "yes" : "no"},
+            {"reason", unverified},
+            {"result", "continued"}});
 }
 
 absl::Status SmtpClient::Hello() {
@@ -756,11 +821,22 @@ void AppendDotStuffed(absl::string_view content, std::string* out) {
   out->append(".\r\n");
 }
 
-BackendFactory MakeSmtpClientFactory(SmtpClientOptions options) {
+absl::StatusOr<BackendFactory> MakeSmtpClientFactory(SmtpClientOptions options) {
   absl::Status valid = ValidateSmtpClientOptions(options);
   CHECK_MSG(valid.ok(), std::string(valid.message()).c_str());
-  std::shared_ptr<net::TlsContext> tls_context =
-      options.tls == DeliveryTls::kOff ? nullptr : net::TlsContext::NewClient();
+  std::shared_ptr<net::TlsContext> tls_context;
+  if (options.tls != DeliveryTls::kOff) {
+    net::TlsClientOptions verify;
+    verify.ca_file = options.tls_ca_file;
+    verify.pins = options.tls_pins;
+    verify.enforce = options.tls == DeliveryTls::kRequired;
+    absl::StatusOr<std::shared_ptr<net::TlsContext>> context = net::TlsContext::NewClient(verify);
+    if (!context.ok()) {
+      return absl::Status(context.status().code(),
+                          absl::StrCat("[delivery] tls_ca_file ", context.status().message()));
+    }
+    tls_context = *std::move(context);
+  }
   return [options = std::move(options), tls_context]() -> std::unique_ptr<Backend> {
     return std::make_unique<SmtpClient>(options, tls_context);
   };

@@ -13,10 +13,15 @@
 //   reply must be complete within io_timeout of starting to read it; a write must make
 //   progress at least once per io_timeout (a large message may take longer as a whole). Writes
 //   use MSG_NOSIGNAL, so a closed peer is an error, never SIGPIPE.
-// - STARTTLS (RFC 3207) through net::TlsStream (memory BIOs; this file moves the ciphertext),
-//   without certificate verification. tls = opportunistic: used when offered; a refused
-//   STARTTLS continues in plain text, a failed handshake is retried once in plain text.
-//   tls = required: no STARTTLS or no handshake = transient "451 4.7.5".
+// - STARTTLS (RFC 3207) through net::TlsStream (memory BIOs; this file moves the ciphertext).
+//   The server's certificate is verified against tls_ca_file, for the name tls_server_name
+//   (default: the target's address; a DNS name also goes out as SNI), and against tls_pins.
+//   tls = opportunistic: used when offered, whatever the certificate (the verdict is logged,
+//   event delivery.tls); a refused STARTTLS continues in plain text, a failed handshake is
+//   retried once in plain text. It protects against passive eavesdropping only.
+//   tls = required: no STARTTLS, no handshake, or a certificate that does not verify =
+//   transient "451 4.7.5" saying why ("... certificate verify failed: self signed
+//   certificate ...", "... name mismatch: certificate is for evil.invalid, expected ...").
 // - Per message: MAIL, the RCPTs and DATA (or, SMTP only, BDAT n LAST with the content) go in
 //   one write when the server offers PIPELINING (RFC 2920), else one command per round trip.
 //   Each recipient gets exactly one result: its RCPT refusal, the MAIL refusal, the (SMTP) one
@@ -34,14 +39,17 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "base/config.h"
+#include "base/tls_pin.h"
 #include "delivery/backend.h"
 #include "delivery/reply_parser.h"
 
 namespace chute::net {
 class TlsContext;
+class TlsStream;
 }  // namespace chute::net
 
 namespace chute::delivery {
@@ -56,6 +64,10 @@ struct SmtpClientOptions {
   std::string target;     // "a.b.c.d:port", "[v6]:port" or "unix:/path"
   std::string helo_name;  // our name in EHLO/LHLO/HELO
   DeliveryTls tls = DeliveryTls::kOpportunistic;
+  // How the certificate is verified when tls is not off (see the file comment).
+  std::string tls_ca_file = "/etc/ssl/certs/ca-certificates.crt";
+  std::string tls_server_name;  // a DNS name or an IP address; "" = the target's address
+  std::vector<TlsPin> tls_pins;
   size_t messages_per_connection_max = 1000;        // then QUIT and reconnect; at least 1
   absl::Duration idle_timeout = absl::Seconds(30);  // CloseIdle() closes after this
   absl::Duration io_timeout = absl::Seconds(300);   // per reply, per stalled write, connect
@@ -66,14 +78,16 @@ struct SmtpClientOptions {
 };
 
 // ValidateSmtpClientOptions: InvalidArgument naming the problem when `options` cannot work
-// (a target that is not an address or a too long unix path, a zero limit or timeout).
+// (a target that is not an address or a too long unix path, a zero limit or timeout, tls =
+// required with no name to check: a unix: target without tls_server_name).
 absl::Status ValidateSmtpClientOptions(const SmtpClientOptions& options);
 
 class SmtpClient : public Backend {
  public:
   // SmtpClient: `options` must be valid (CHECKed; see ValidateSmtpClientOptions). `tls_context`
-  // is a client context (net::TlsContext::NewClient()), shared by all clients of a factory; it
-  // may be null when options.tls is off. Does not connect yet.
+  // is a client context (net::TlsContext::NewClient(), enforcing when options.tls is
+  // required), shared by all clients of a factory; it may be null when options.tls is off.
+  // Does not connect yet.
   SmtpClient(SmtpClientOptions options, std::shared_ptr<net::TlsContext> tls_context);
   // ~SmtpClient: QUITs and closes an open connection (bounded by kQuitTimeoutMax).
   ~SmtpClient() override;
@@ -101,6 +115,11 @@ class SmtpClient : public Backend {
   absl::Status OpenSession(bool try_tls, bool* handshake_failed);
   absl::Status Greet(bool try_tls, bool* handshake_failed);
   absl::Status Hello();
+  // Handshake: TLS after the server's 220 to STARTTLS, and the verdict on its certificate;
+  // `*handshake_failed` is set when the handshake did not complete.
+  absl::Status Handshake(bool* handshake_failed);
+  // LogTls: the delivery.tls event: the handshake's verdict on the server's certificate.
+  void LogTls(const net::TlsStream& tls, bool refused) const;
   void Close(bool quit);
   // DeliverNext: one message of a batch; `setup` carries a failure to connect to the rest.
   void DeliverNext(OutboundMessage* message, absl::Status* setup);
@@ -119,6 +138,7 @@ class SmtpClient : public Backend {
 
   const SmtpClientOptions options_;
   const std::shared_ptr<net::TlsContext> tls_context_;
+  const std::string server_name_;  // the name the certificate must carry; "" = none
   std::unique_ptr<Connection> connection_;
   Capabilities capabilities_;
   size_t messages_on_connection_ = 0;
@@ -127,8 +147,9 @@ class SmtpClient : public Backend {
 };
 
 // MakeSmtpClientFactory: a factory of SmtpClients sharing one client TLS context. CHECKs that
-// `options` are valid (the config loader has checked them at start-up).
-BackendFactory MakeSmtpClientFactory(SmtpClientOptions options);
+// `options` are valid (the config loader has checked them at start-up); InvalidArgument
+// naming the file when tls is on and tls_ca_file cannot be loaded.
+absl::StatusOr<BackendFactory> MakeSmtpClientFactory(SmtpClientOptions options);
 
 // DotStuffed: `content` as it goes after DATA: each line that starts with "." gets another
 // one, a CRLF is added when the content does not end with one, then ".\r\n" (RFC 5321

@@ -2,10 +2,27 @@
 
 #include "net/tls.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "base/check.h"
+#include "base/log.h"
+#include "base/net_address.h"
 
 namespace chute::net {
 namespace {
@@ -30,12 +47,202 @@ BIO* NewMemBio() {
   return bio;
 }
 
+// A verification failure names at most this many of the certificate's names, each cut to
+// kNameBytesShownMax (what reaches a reply is bounded; a certificate may carry hundreds).
+constexpr size_t kNamesShownMax = 4;
+constexpr size_t kNameBytesShownMax = 128;
+
+// Printable: `text` with every byte outside printable ASCII as '?' (names come from the peer
+// and go into replies and the log), cut to kNameBytesShownMax.
+std::string Printable(absl::string_view text) {
+  std::string out(text.substr(0, kNameBytesShownMax));
+  for (char& c : out) {
+    if (c < 0x21 || c > 0x7e) {
+      c = '?';
+    }
+  }
+  return out;
+}
+
+// NameList: the first kNamesShownMax names added, and how many there were.
+class NameList {
+ public:
+  void Add(std::string name) {
+    if (names_.size() < kNamesShownMax) {
+      names_.push_back(std::move(name));
+    }
+    ++count_;
+  }
+  bool empty() const { return count_ == 0; }
+  std::string Text() const {
+    std::string out = absl::StrJoin(names_, ", ");
+    if (count_ > names_.size()) {
+      absl::StrAppend(&out, " and ", count_ - names_.size(), " more");
+    }
+    return out;
+  }
+
+ private:
+  std::vector<std::string> names_;
+  size_t count_ = 0;
+};
+
+// CertificateNames: the names `cert` is for, as a name check sees them: its DNS and IP
+// subjectAltNames, else the subject's common names. "no name" when it has none.
+std::string CertificateNames(const X509* cert) {
+  NameList names;
+  auto* sans =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  for (size_t i = 0; sans != nullptr && i < sk_GENERAL_NAME_num(sans); ++i) {
+    const GENERAL_NAME* name = sk_GENERAL_NAME_value(sans, i);
+    if (name->type == GEN_DNS) {
+      const ASN1_STRING* dns = name->d.dNSName;
+      names.Add(Printable(absl::string_view(
+          reinterpret_cast<const char*>(ASN1_STRING_get0_data(dns)), ASN1_STRING_length(dns))));
+    } else if (name->type == GEN_IPADD) {
+      const ASN1_OCTET_STRING* ip = name->d.iPAddress;
+      char text[INET6_ADDRSTRLEN] = "?";
+      int length = ASN1_STRING_length(ip);
+      if (length == 4 || length == 16) {
+        inet_ntop(length == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(ip), text, sizeof(text));
+      }
+      names.Add(text);
+    }
+  }
+  sk_GENERAL_NAME_pop_free(sans, GENERAL_NAME_free);
+  if (names.empty()) {
+    const X509_NAME* subject = X509_get_subject_name(cert);
+    for (int i = X509_NAME_get_index_by_NID(subject, NID_commonName, -1); i >= 0;
+         i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) {
+      unsigned char* utf8 = nullptr;
+      int length =
+          ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i)));
+      if (length >= 0) {
+        names.Add(Printable(absl::string_view(reinterpret_cast<const char*>(utf8), length)));
+      }
+      OPENSSL_free(utf8);
+    }
+  }
+  return names.empty() ? "no name" : names.Text();
+}
+
+// PinOf: the pin of `cert`'s public key (SHA-256 of its DER SubjectPublicKeyInfo).
+bool PinOf(X509* cert, TlsPin* pin) {
+  uint8_t* der = nullptr;
+  int length = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+  if (length <= 0) {
+    return false;
+  }
+  SHA256(der, static_cast<size_t>(length), pin->data());
+  OPENSSL_free(der);
+  return true;
+}
+
+// DescribeVerifyFailure: why X509_verify_cert refused the chain of `leaf`, for a reply.
+std::string DescribeVerifyFailure(int error, X509* leaf, const std::string& server_name) {
+  if (error == X509_V_ERR_HOSTNAME_MISMATCH || error == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+    return absl::StrCat("name mismatch: certificate is for ", CertificateNames(leaf), ", expected ",
+                        server_name);
+  }
+  return absl::StrCat("certificate verify failed: ", X509_verify_cert_error_string(error),
+                      " (certificate for ", CertificateNames(leaf), ")");
+}
+
+// GroupIsOurs: whether this process runs with group `gid` (effective or supplementary).
+bool GroupIsOurs(gid_t gid) {
+  if (gid == getegid()) {
+    return true;
+  }
+  int count = getgroups(0, nullptr);
+  std::vector<gid_t> groups(count > 0 ? static_cast<size_t>(count) : 0);
+  count = groups.empty() ? 0 : getgroups(count, groups.data());
+  if (count <= 0) {
+    return false;
+  }
+  auto end = groups.begin() + std::min<size_t>(static_cast<size_t>(count), groups.size());
+  return std::find(groups.begin(), end, gid) != end;
+}
+
+// ReadPrivateKey: the key at `path`, read through one descriptor whose mode is checked first
+// (CheckPrivateKeyMode; its warning is logged), so that the file checked is the file read.
+absl::StatusOr<bssl::UniquePtr<EVP_PKEY>> ReadPrivateKey(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": cannot read the private key: ", std::strerror(errno)));
+  }
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, ": the private key is not a file"));
+  }
+  std::string warning;
+  absl::Status mode = CheckPrivateKeyMode(path, st.st_mode, GroupIsOurs(st.st_gid), &warning);
+  if (!mode.ok()) {
+    close(fd);
+    return mode;
+  }
+  if (!warning.empty()) {
+    LOG_WARNING("%s", warning);
+  }
+  std::string pem(kPrivateKeyFileBytesMax + 1, '\0');
+  size_t length = 0;
+  while (length < pem.size()) {
+    ssize_t got = read(fd, pem.data() + length, pem.size() - length);
+    if (got < 0 && errno == EINTR) {
+      continue;
+    }
+    if (got <= 0) {
+      break;
+    }
+    length += static_cast<size_t>(got);
+  }
+  close(fd);
+  bssl::UniquePtr<EVP_PKEY> key;
+  if (length <= kPrivateKeyFileBytesMax) {
+    bssl::UniquePtr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(length)));
+    CHECK(bio != nullptr);
+    key.reset(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  }
+  OPENSSL_cleanse(pem.data(), pem.size());
+  if (length > kPrivateKeyFileBytesMax) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": the private key file is larger than ",
+                                                   kPrivateKeyFileBytesMax, " bytes"));
+  }
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": cannot load the private key: ", OpenSslError()));
+  }
+  return key;
+}
+
 constexpr const char* kServerCiphers =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
 
 }  // namespace
+
+absl::Status CheckPrivateKeyMode(absl::string_view path, uint32_t mode, bool group_is_ours,
+                                 std::string* warning) {
+  warning->clear();
+  std::string octal = absl::StrFormat("%04o", mode & 07777);
+  if ((mode & (S_IROTH | S_IWOTH)) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        path, ": the private key is ", (mode & S_IROTH) != 0 ? "readable" : "writable",
+        " by every user (mode ", octal,
+        "); refusing it: chmod o-rwx it (0640 root:chute, or 0600 for chuted's user)"));
+  }
+  if ((mode & S_IWGRP) != 0) {
+    *warning = absl::StrCat(path, ": the private key is writable by its group (mode ", octal,
+                            "); chmod g-w it");
+  } else if ((mode & S_IRGRP) != 0 && !group_is_ours) {
+    *warning = absl::StrCat(path, ": the private key is readable by its group (mode ", octal,
+                            "), which is not a group chuted runs with; chgrp it to chuted's "
+                            "group or chmod g-r it");
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::Load(const std::string& certificate_path,
                                                              const std::string& private_key_path) {
@@ -56,9 +263,13 @@ absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::Load(const std::string& 
     return absl::InvalidArgumentError(
         absl::StrCat(certificate_path, ": cannot load the certificate chain: ", OpenSslError()));
   }
-  if (SSL_CTX_use_PrivateKey_file(ctx, private_key_path.c_str(), SSL_FILETYPE_PEM) != 1) {
+  absl::StatusOr<bssl::UniquePtr<EVP_PKEY>> key = ReadPrivateKey(private_key_path);
+  if (!key.ok()) {
+    return key.status();
+  }
+  if (SSL_CTX_use_PrivateKey(ctx, key->get()) != 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat(private_key_path, ": cannot load the private key: ", OpenSslError()));
+        absl::StrCat(private_key_path, ": cannot use the private key: ", OpenSslError()));
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
     return absl::InvalidArgumentError(
@@ -67,7 +278,27 @@ absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::Load(const std::string& 
   return context;
 }
 
-std::shared_ptr<TlsContext> TlsContext::NewClient() {
+absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::NewClient(const TlsClientOptions& options) {
+  std::shared_ptr<TlsContext> context = NewUnverifiedClient();
+  SSL_CTX* ctx = context->ctx_;
+  if (access(options.ca_file.c_str(), R_OK) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(options.ca_file, ": cannot read the CA certificates: ", std::strerror(errno)));
+  }
+  if (SSL_CTX_load_verify_locations(ctx, options.ca_file.c_str(), nullptr) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.ca_file, ": holds no CA certificate that loads (PEM): ", OpenSslError()));
+  }
+  context->pins_ = options.pins;
+  context->enforce_ = options.enforce;
+  // SSL_VERIFY_NONE still runs VerifyServer and keeps its verdict (PeerUnverified); only
+  // SSL_VERIFY_PEER makes a failure end the handshake.
+  SSL_CTX_set_verify(ctx, options.enforce ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+  SSL_CTX_set_cert_verify_callback(ctx, &TlsContext::VerifyServer, context.get());
+  return context;
+}
+
+std::shared_ptr<TlsContext> TlsContext::NewUnverifiedClient() {
   SSL_CTX* ctx = SSL_CTX_new(TLS_method());
   CHECK(ctx != nullptr);
   std::shared_ptr<TlsContext> context(new TlsContext(ctx));
@@ -75,6 +306,38 @@ std::shared_ptr<TlsContext> TlsContext::NewClient() {
   SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
   return context;
+}
+
+// VerifyServer: BoringSSL's certificate check in place of X509_verify_cert: the chain (and
+// the name, set on the stream's X509_VERIFY_PARAM), then the pins. Records in the stream
+// why it failed; returns 1 when the server is verified, 0 otherwise.
+int TlsContext::VerifyServer(X509_STORE_CTX* store, void* arg) {
+  const auto* context = static_cast<const TlsContext*>(arg);
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  CHECK(ssl != nullptr);
+  auto* stream = static_cast<TlsStream*>(SSL_get_app_data(ssl));
+  CHECK(stream != nullptr);
+  X509* leaf = X509_STORE_CTX_get0_cert(store);
+  stream->verify_failed_ = true;
+  if (X509_verify_cert(store) != 1) {
+    stream->peer_unverified_ =
+        DescribeVerifyFailure(X509_STORE_CTX_get_error(store), leaf, stream->server_name_);
+    return 0;
+  }
+  TlsPin pin{};
+  if (!context->pins_.empty() &&
+      (!PinOf(leaf, &pin) ||
+       std::find(context->pins_.begin(), context->pins_.end(), pin) == context->pins_.end())) {
+    X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+    stream->peer_unverified_ =
+        absl::StrCat("public key pin mismatch: the server's key is ", FormatTlsPin(pin),
+                     ", not one of tls_pins (certificate for ", CertificateNames(leaf), ")");
+    return 0;
+  }
+  stream->peer_unverified_.clear();
+  stream->verify_failed_ = false;
+  return 1;
 }
 
 TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
@@ -88,12 +351,26 @@ TlsStream::TlsStream(std::shared_ptr<TlsContext> context) : context_(std::move(c
   // The certificate, key and cipher configuration copied into the SSL are not needed once the
   // handshake is done (there is no renegotiation): freed then.
   SSL_set_shed_handshake_config(ssl_, 1);
+  SSL_set_app_data(ssl_, this);  // for TlsContext::VerifyServer
   SSL_set_accept_state(ssl_);
 }
 
-std::unique_ptr<TlsStream> TlsStream::NewClient(std::shared_ptr<TlsContext> context) {
+std::unique_ptr<TlsStream> TlsStream::NewClient(std::shared_ptr<TlsContext> context,
+                                                absl::string_view server_name) {
   std::unique_ptr<TlsStream> stream(new TlsStream(std::move(context)));
-  SSL_set_connect_state(stream->ssl_);
+  SSL* ssl = stream->ssl_;
+  SSL_set_connect_state(ssl);
+  stream->server_name_ = std::string(server_name);
+  stream->peer_unverified_ = "the server's certificate was not verified";
+  if (!server_name.empty()) {
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+    if (ParseIp(server_name).ok()) {
+      CHECK(X509_VERIFY_PARAM_set1_ip_asc(param, stream->server_name_.c_str()) == 1);
+    } else {
+      CHECK(SSL_set_tlsext_host_name(ssl, stream->server_name_.c_str()) == 1);
+      CHECK(X509_VERIFY_PARAM_set1_host(param, server_name.data(), server_name.size()) == 1);
+    }
+  }
   return stream;
 }
 
@@ -115,6 +392,9 @@ TlsStream::Result TlsStream::Fail(int ret) {
     return Result::kClosed;
   }
   error_ = OpenSslError();
+  if (RefusedCertificate()) {
+    error_ = peer_unverified_;  // the alert BoringSSL sent says less than VerifyServer found
+  }
   return Result::kError;
 }
 
@@ -175,6 +455,10 @@ void TlsStream::ReleaseBuffers() {
     out_ = NewMemBio();
     SSL_set0_wbio(ssl_, out_);
   }
+}
+
+bool TlsStream::RefusedCertificate() const {
+  return !handshake_done_ && verify_failed_ && context_->enforces_verification();
 }
 
 size_t TlsStream::BufferedBytes() const { return MemBioCapacity(in_) + MemBioCapacity(out_); }

@@ -36,9 +36,8 @@ constexpr int kVerifierThreads = 2;
 // Descriptors kept free of client connections besides the per-shard and delivery ones.
 constexpr int64_t kDescriptorHeadroom = 32;
 
-delivery::BackendFactory MakeBackendFactory(const Config& config,
-                                            std::shared_ptr<std::atomic<int64_t>> stop_at,
-                                            std::string* destination) {
+absl::StatusOr<delivery::BackendFactory> MakeBackendFactory(
+    const Config& config, std::shared_ptr<std::atomic<int64_t>> stop_at, std::string* destination) {
   const DeliveryConfig& d = config.delivery;
   if (d.backend == DeliveryBackend::kMaildir) {
     *destination = absl::StrCat("maildir:", d.maildir_root);
@@ -49,6 +48,9 @@ delivery::BackendFactory MakeBackendFactory(const Config& config,
   options.target = d.target;
   options.helo_name = config.server.hostname;
   options.tls = d.tls;
+  options.tls_ca_file = d.tls_ca_file;
+  options.tls_server_name = d.tls_server_name;
+  options.tls_pins = d.tls_pins;
   options.messages_per_connection_max = static_cast<size_t>(d.messages_per_connection_max);
   options.idle_timeout = absl::Seconds(d.connection_idle_s);
   options.io_timeout = absl::Seconds(d.timeout_s);
@@ -217,6 +219,8 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
     delivery::SmtpClientOptions probe;
     probe.target = config.delivery.target;
     probe.helo_name = config.server.hostname;
+    probe.tls = config.delivery.tls;
+    probe.tls_server_name = config.delivery.tls_server_name;
     RETURN_IF_ERROR(delivery::ValidateSmtpClientOptions(probe));
   }
   ASSIGN_OR_RETURN(shared_.spool_dir_fd, spool::LockSpool(config.spool.dir));
@@ -225,7 +229,8 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
   shared_.gauges = gauges_.get();
   delivery::QueueOptions options;
   options.stop_at_unix_ms = std::make_shared<std::atomic<int64_t>>(0);
-  options.backend = MakeBackendFactory(config, options.stop_at_unix_ms, &options.destination);
+  ASSIGN_OR_RETURN(options.backend,
+                   MakeBackendFactory(config, options.stop_at_unix_ms, &options.destination));
   options.workers = config.delivery.backend == DeliveryBackend::kMaildir
                         ? static_cast<int>(config.server.delivery_threads)
                         : static_cast<int>(config.delivery.connections_max);

@@ -1,5 +1,6 @@
 // preflight.cc: what the configuration refers to, checked before anything starts (also by
-// chuted --check): the certificate, the directory database, the listeners' accounts.
+// chuted --check): the certificate, delivery's CA file, the directory database, the listeners'
+// accounts.
 
 #include "absl/strings/str_cat.h"
 #include "net/tls.h"
@@ -17,6 +18,16 @@ absl::Status CheckReferences(const Config& config) {
         return tls.status();
       }
       break;
+    }
+  }
+  const DeliveryConfig& delivery = config.delivery;
+  if (delivery.backend != DeliveryBackend::kMaildir && delivery.tls != DeliveryTls::kOff) {
+    net::TlsClientOptions verify;
+    verify.ca_file = delivery.tls_ca_file;
+    absl::StatusOr<std::shared_ptr<net::TlsContext>> client = net::TlsContext::NewClient(verify);
+    if (!client.ok()) {
+      return absl::Status(client.status().code(),
+                          absl::StrCat("[delivery] tls_ca_file ", client.status().message()));
     }
   }
   absl::StatusOr<std::unique_ptr<directory::Store>> store =

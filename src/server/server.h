@@ -195,7 +195,8 @@ struct SharedState {
 
 // CheckReferences: what the configuration refers to, checked without starting anything: the
 // delivery backend is supported, the TLS certificate and key load (when a listener needs TLS),
-// the directory database exists, and every authenticate_as names an account in it.
+// delivery's tls_ca_file loads (when delivery uses TLS), the directory database exists, and every
+// authenticate_as names an account in it.
 absl::Status CheckReferences(const Config& config);
 
 class Server {

@@ -5,10 +5,11 @@ a restart); the example passes `chuted --check-config`.
 
 The key list comes from the loader's source, src/base/config.cc: every key is read through
 one TableReader per table (`TableReader r(table, "limits", source)`) with one call per key
-(`r.Int("key", min, max, ...)`, `r.String`, `r.Bool`, `r.Enum<...>`, `r.CidrList`), and an
-unread key is an error at load time, so the calls ARE the list of accepted keys. The test
-checks that it found as many keys as there are reader calls and at least one per table, so a
-change of that shape fails loudly rather than silently finding nothing.
+(`r.Int("key", min, max, ...)`, `r.String`, `r.Bool`, `r.Enum<...>`, `r.CidrList`,
+`r.PinList`), and an unread key is an error at load time, so the calls ARE the list of
+accepted keys. The test checks that it found as many keys as there are reader calls and at
+least one per table, so a change of that shape fails loudly rather than silently finding
+nothing.
 """
 
 import os
@@ -29,8 +30,8 @@ RELOAD = os.path.join(ROOT, "src", "server", "reload.cc")
 # ahead of the loader. Once the loader reads them they are checked like every other key.
 PENDING = set()  # keys documented ahead of the loader (none now)
 SIGHUP_VALUES = {"yes", "restart", "restart (not logged)", "chutectl"}
-READER_CALL = re.compile(r'\br\.(Int|String|Bool|CidrList|Enum<[^>]*>)\(\s*"(\w+)"(.*?)\);',
-                         re.S)
+READER_CALL = re.compile(
+    r'\br\.(Int|String|Bool|CidrList|PinList|Enum<[^>]*>)\(\s*"(\w+)"(.*?)\);', re.S)
 
 
 def read(path):
@@ -67,7 +68,7 @@ def loader_keys():
                 low, high = [p.strip() for p in rest.split(",")[1:3]]
                 entry["range"] = (cpp_integer(low, constants), cpp_integer(high, constants))
             keys[(reader.group(1), key)] = entry
-    calls = len(re.findall(r"\br\.(?:Int|String|Bool|CidrList|Enum<[^>]*>)\(", source))
+    calls = len(re.findall(r"\br\.(?:Int|String|Bool|CidrList|PinList|Enum<[^>]*>)\(", source))
     return keys, calls, [r.group(1) for r in readers]
 
 

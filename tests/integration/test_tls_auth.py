@@ -12,7 +12,7 @@ import time
 import unittest
 import warnings
 
-from chute_fixture import APP_PASSWORD, ChutedFixture, make_certificate
+from chute_fixture import APP_PASSWORD, CHUTED, ChutedFixture, make_certificate
 
 MESSAGE = b"Subject: tls\r\n\r\nover TLS\r\n"
 
@@ -273,6 +273,68 @@ class TlsAuthTest(ChutedFixture):
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.1)
         self.assertTrue(peer_cn())  # the old (renewed) one stays in force
+
+
+class PrivateKeyModeTest(ChutedFixture):
+    """Issue 16, section 6: a private key every user could read loaded without a word. chuted
+    now refuses one that every user may read or write (at start: exit 2; on SIGHUP: the
+    running certificate stays), and warns about one its group may write, or read when the
+    group is not one chuted runs with."""
+    with_tls = True
+
+    def wait_log(self, text, deadline_s=10):
+        deadline = time.monotonic() + deadline_s
+        while text not in self.read_log():
+            self.assertLess(time.monotonic(), deadline, f"not in the log: {text}")
+            time.sleep(0.1)
+
+    def test_key_every_user_can_read_is_refused_at_start(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.proc.wait(timeout=40), 0)
+        os.chmod(self.key, 0o644)
+        result = subprocess.run([CHUTED, "--config", self.config], capture_output=True,
+                                text=True, timeout=30)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn(f"{self.key}: the private key is readable by every user (mode 0644)",
+                      result.stderr)
+        check = subprocess.run([CHUTED, "--config", self.config, "--check-config"],
+                               capture_output=True, text=True, timeout=60)
+        self.assertEqual(check.returncode, 2, check.stderr)
+        self.assertIn("readable by every user (mode 0644)", check.stderr)
+
+    def test_key_every_user_can_read_is_refused_on_reload_and_the_running_one_stays(self):
+        os.chmod(self.key, 0o644)
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_log("certificate reload failed, keeping the current one: "
+                      f"{self.key}: the private key is readable by every user (mode 0644)")
+        with self.starttls_session() as c:
+            self.assertEqual(c.noop()[0], 250)
+
+    def test_key_readable_by_a_group_chuted_is_not_in_warns(self):
+        try:
+            os.chown(self.key, -1, 65534)  # nogroup; chuted here runs as root (gid 0)
+        except PermissionError:
+            self.skipTest("chgrp needs root")
+        if 65534 in os.getgroups() or os.getegid() == 65534:
+            self.skipTest("this process is in group 65534")
+        os.chmod(self.key, 0o640)
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_log(f"{self.key}: the private key is readable by its group (mode 0640), "
+                      "which is not a group chuted runs with")
+        self.wait_log("certificate reloaded from")  # a warning, not a refusal
+
+    def test_key_its_group_can_write_warns(self):
+        os.chmod(self.key, 0o660)
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_log(f"{self.key}: the private key is writable by its group (mode 0660)")
+        self.wait_log("certificate reloaded from")
+
+    def starttls_session(self):
+        c = smtplib.SMTP("127.0.0.1", self.tls_port, timeout=30)
+        c.ehlo("client.example.test")
+        c.starttls(context=client_context())
+        c.ehlo("client.example.test")
+        return c
 
 
 class RsaCertificateTest(ChutedFixture):

@@ -97,7 +97,7 @@ absl::Status Runner::Run() {
   ring_ = std::move(*ring);
   stats_.run_errors = config_.run_errors;
   if (config_.tls != TlsMode::kNone) {
-    tls_context_ = net::TlsContext::NewClient();
+    tls_context_ = net::TlsContext::NewUnverifiedClient();
   }
   conns_.reserve(static_cast<size_t>(config_.connections));
   for (int i = 0; i < config_.connections; ++i) {

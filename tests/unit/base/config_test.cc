@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 
 namespace chute {
 namespace {
@@ -50,6 +51,10 @@ TEST(ConfigTest, EmptyFileGivesTheDocumentedDefaults) {
   EXPECT_EQ(config->delivery.maildir_root, "/var/lib/chute/mail");
   EXPECT_EQ(config->delivery.batch_messages_max, 64);
   EXPECT_EQ(config->delivery.give_up_after_s, 172800);
+  EXPECT_EQ(config->delivery.tls, DeliveryTls::kOpportunistic);
+  EXPECT_EQ(config->delivery.tls_ca_file, "/etc/ssl/certs/ca-certificates.crt");
+  EXPECT_EQ(config->delivery.tls_server_name, "");
+  EXPECT_TRUE(config->delivery.tls_pins.empty());
   EXPECT_EQ(config->directory.database, "/var/lib/chute/directory.db");
   EXPECT_EQ(config->admin.address, "127.0.0.1:9587");
   EXPECT_EQ(config->passwords.argon2_memory_kib, 19456);
@@ -167,6 +172,57 @@ TEST(ConfigTest, ListenerRules) {
   EXPECT_TRUE(absl::StrContains(ErrorOf("[limits]\nconnections_per_ip_exempt = [\"10.1.0.0/8\"]\n"),
                                 "host bits"));
   EXPECT_TRUE(absl::StrContains(ErrorOf("[delivery]\nbackend = \"smtp\"\n"), "need target"));
+}
+
+constexpr const char* kPinA = "sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+constexpr const char* kPinB = "sha256/BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+TEST(ConfigTest, DeliveryVerificationKeys) {
+  absl::StatusOr<Config> config = Parse(absl::StrCat(
+      "[delivery]\nbackend = \"smtp\"\ntarget = \"192.0.2.7:25\"\ntls = \"required\"\n"
+      "tls_ca_file = \"/etc/chute/smarthost-ca.pem\"\ntls_server_name = \"mx.example.test\"\n"
+      "tls_pins = [\"",
+      kPinA, "\", \"", kPinB, "\"]\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->delivery.tls_ca_file, "/etc/chute/smarthost-ca.pem");
+  EXPECT_EQ(config->delivery.tls_server_name, "mx.example.test");
+  ASSERT_EQ(config->delivery.tls_pins.size(), 2u);
+  EXPECT_EQ(config->delivery.tls_pins[0], TlsPin{});
+  TlsPin sevens;
+  sevens.fill(7);
+  EXPECT_EQ(config->delivery.tls_pins[1], sevens);
+  EXPECT_TRUE(Parse("[delivery]\ntls_server_name = \"192.0.2.7\"\n").ok());
+  EXPECT_TRUE(Parse("[delivery]\ntls_server_name = \"2001:db8::7\"\n").ok());
+}
+
+TEST(ConfigTest, DeliveryVerificationErrors) {
+  EXPECT_EQ(ErrorOf("[delivery]\ntls = \"required\"\ntls_pins = [\"sha256/abc\"]\n"),
+            "test.toml:3: delivery.tls_pins: \"sha256/abc\": after \"sha256/\" a pin is the "
+            "base64 of 32 bytes (44 characters ending in \"=\")");
+  EXPECT_TRUE(absl::StrContains(
+      ErrorOf("[delivery]\ntls = \"required\"\ntls_pins = [\"sha1/abc\"]\n"), "starts with"));
+  EXPECT_TRUE(absl::StrContains(ErrorOf("[delivery]\ntls = \"required\"\ntls_pins = [1]\n"),
+                                "expected an array"));
+  std::string many = "[delivery]\ntls = \"required\"\ntls_pins = [";
+  for (int i = 0; i < 17; ++i) {
+    absl::StrAppend(&many, i == 0 ? "" : ", ", "\"", kPinA, "\"");
+  }
+  EXPECT_TRUE(absl::StrContains(ErrorOf(many + "]\n"), "more than 16 entries"));
+  EXPECT_EQ(ErrorOf(absl::StrCat("[delivery]\ntls_pins = [\"", kPinA, "\"]\n")),
+            "test.toml:2: delivery.tls_pins: pins are enforced only with tls = \"required\" "
+            "(opportunistic TLS accepts any certificate)");
+  EXPECT_EQ(ErrorOf("[delivery]\ntls = \"off\"\ntls_ca_file = \"/ca.pem\"\n"),
+            "test.toml:3: delivery.tls_ca_file: tls = \"off\" verifies no certificate; remove the "
+            "key or turn tls on");
+  EXPECT_TRUE(absl::StrContains(ErrorOf("[delivery]\ntls_ca_file = \"\"\n"), "must not be empty"));
+  EXPECT_TRUE(absl::StrContains(ErrorOf("[delivery]\ntls_server_name = \"mx example\"\n"),
+                                "expected a DNS name or an IP address"));
+  EXPECT_TRUE(absl::StrContains(
+      ErrorOf("[delivery]\nbackend = \"lmtp\"\ntarget = \"unix:/run/lmtp\"\ntls = \"required\"\n"),
+      "needs tls_server_name"));
+  EXPECT_TRUE(Parse("[delivery]\nbackend = \"lmtp\"\ntarget = \"unix:/run/lmtp\"\n"
+                    "tls = \"required\"\ntls_server_name = \"lmtp.example.test\"\n")
+                  .ok());
 }
 
 TEST(ConfigTest, LoadConfigReadsAFileAndReportsMissingOnes) {

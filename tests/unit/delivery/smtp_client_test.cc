@@ -4,6 +4,7 @@
 #include "delivery/smtp_client.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <openssl/ec_key.h>
@@ -744,7 +745,7 @@ std::vector<Outcome> Outcomes(const OutboundMessage& message) {
 
 std::unique_ptr<SmtpClient> NewClient(SmtpClientOptions options) {
   std::shared_ptr<net::TlsContext> tls =
-      options.tls == DeliveryTls::kOff ? nullptr : net::TlsContext::NewClient();
+      options.tls == DeliveryTls::kOff ? nullptr : net::TlsContext::NewUnverifiedClient();
   return std::make_unique<SmtpClient>(std::move(options), std::move(tls));
 }
 
@@ -1117,67 +1118,94 @@ TEST(SmtpClientTest, RequiredTlsNotOfferedIsTransient) {
   EXPECT_TRUE(server.messages().empty());
 }
 
-// A fresh P-256 key and a self-signed certificate, as PEM files in a temporary directory, loaded
-// into a server context.
-std::shared_ptr<net::TlsContext> SelfSignedServerContext() {
-  bssl::UniquePtr<EC_KEY> ec(EC_KEY_new_by_curve_name(NID_X9_62_prime256v1));
-  bssl::UniquePtr<EVP_PKEY> key(EVP_PKEY_new());
-  bssl::UniquePtr<X509> cert(X509_new());
-  if (ec == nullptr || key == nullptr || cert == nullptr || !EC_KEY_generate_key(ec.get()) ||
-      !EVP_PKEY_set1_EC_KEY(key.get(), ec.get())) {
-    return nullptr;
+// SelfSignedServer: a fresh P-256 key and a self-signed certificate for CN=localhost, as PEM
+// files in a temporary directory (the key 0600: chuted refuses one every user can read),
+// loaded into a server context; the certificate's file stays, as a client's CA file, until
+// the object goes. `context` is null on failure.
+struct SelfSignedServer {
+  SelfSignedServer() {
+    bssl::UniquePtr<EC_KEY> ec(EC_KEY_new_by_curve_name(NID_X9_62_prime256v1));
+    bssl::UniquePtr<EVP_PKEY> key(EVP_PKEY_new());
+    bssl::UniquePtr<X509> cert(X509_new());
+    if (ec == nullptr || key == nullptr || cert == nullptr || !EC_KEY_generate_key(ec.get()) ||
+        !EVP_PKEY_set1_EC_KEY(key.get(), ec.get())) {
+      return;
+    }
+    X509_NAME* name = X509_get_subject_name(cert.get());
+    bool ok =
+        X509_set_version(cert.get(), 2) && ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1) &&
+        X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60) != nullptr &&
+        X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600) != nullptr &&
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                   reinterpret_cast<const uint8_t*>("localhost"), -1, -1, 0) &&
+        X509_set_issuer_name(cert.get(), name) && X509_set_pubkey(cert.get(), key.get()) &&
+        X509_sign(cert.get(), key.get(), EVP_sha256()) != 0;
+    dir = ::testing::TempDir() + "/smtp_client_test.XXXXXX";
+    if (!ok || mkdtemp(dir.data()) == nullptr) {
+      dir.clear();
+      return;
+    }
+    cert_path = dir + "/cert.pem";
+    std::string key_path = dir + "/key.pem";
+    FILE* cert_file = fopen(cert_path.c_str(), "w");
+    int key_fd = open(key_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    FILE* key_file = key_fd < 0 ? nullptr : fdopen(key_fd, "w");
+    ok = cert_file != nullptr && key_file != nullptr && PEM_write_X509(cert_file, cert.get()) &&
+         PEM_write_PrivateKey(key_file, key.get(), nullptr, nullptr, 0, nullptr, nullptr);
+    if (cert_file != nullptr) {
+      fclose(cert_file);
+    }
+    if (key_file != nullptr) {
+      fclose(key_file);
+    }
+    absl::StatusOr<std::shared_ptr<net::TlsContext>> loaded =
+        ok ? net::TlsContext::Load(cert_path, key_path)
+           : absl::StatusOr<std::shared_ptr<net::TlsContext>>(absl::InternalError("PEM"));
+    unlink(key_path.c_str());
+    if (loaded.ok()) {
+      context = *loaded;
+    }
   }
-  X509_NAME* name = X509_get_subject_name(cert.get());
-  bool ok = X509_set_version(cert.get(), 2) &&
-            ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1) &&
-            X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60) != nullptr &&
-            X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600) != nullptr &&
-            X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                       reinterpret_cast<const uint8_t*>("localhost"), -1, -1, 0) &&
-            X509_set_issuer_name(cert.get(), name) && X509_set_pubkey(cert.get(), key.get()) &&
-            X509_sign(cert.get(), key.get(), EVP_sha256()) != 0;
-  if (!ok) {
-    return nullptr;
+  ~SelfSignedServer() {
+    if (!dir.empty()) {
+      unlink(cert_path.c_str());
+      rmdir(dir.c_str());
+    }
   }
-  std::string dir = ::testing::TempDir() + "/smtp_client_test.XXXXXX";
-  if (mkdtemp(dir.data()) == nullptr) {
-    return nullptr;
-  }
-  std::string cert_path = dir + "/cert.pem";
-  std::string key_path = dir + "/key.pem";
-  FILE* cert_file = fopen(cert_path.c_str(), "w");
-  FILE* key_file = fopen(key_path.c_str(), "w");
-  ok = cert_file != nullptr && key_file != nullptr && PEM_write_X509(cert_file, cert.get()) &&
-       PEM_write_PrivateKey(key_file, key.get(), nullptr, nullptr, 0, nullptr, nullptr);
-  if (cert_file != nullptr) {
-    fclose(cert_file);
-  }
-  if (key_file != nullptr) {
-    fclose(key_file);
-  }
-  absl::StatusOr<std::shared_ptr<net::TlsContext>> context =
-      ok ? net::TlsContext::Load(cert_path, key_path)
-         : absl::StatusOr<std::shared_ptr<net::TlsContext>>(absl::InternalError("PEM"));
-  unlink(cert_path.c_str());
-  unlink(key_path.c_str());
-  rmdir(dir.c_str());
-  return context.ok() ? *context : nullptr;
+
+  std::string dir;
+  std::string cert_path;
+  std::shared_ptr<net::TlsContext> context;
+};
+
+// VerifyingClient: an SmtpClient whose TLS context verifies as MakeSmtpClientFactory's does
+// (enforcing for tls = required), trusting `server`'s certificate.
+std::unique_ptr<SmtpClient> VerifyingClient(SmtpClientOptions options,
+                                            const SelfSignedServer& server) {
+  net::TlsClientOptions verify;
+  verify.ca_file = server.cert_path;
+  verify.enforce = options.tls == DeliveryTls::kRequired;
+  absl::StatusOr<std::shared_ptr<net::TlsContext>> context = net::TlsContext::NewClient(verify);
+  EXPECT_TRUE(context.ok()) << context.status();
+  return std::make_unique<SmtpClient>(std::move(options), context.ok() ? *context : nullptr);
 }
 
 TEST(SmtpClientTest, StartTlsEncryptsAndRepeatsEhlo) {
+  SelfSignedServer tls;
+  ASSERT_NE(tls.context, nullptr);
   FakeBehavior behavior;
-  behavior.tls = SelfSignedServerContext();
-  ASSERT_NE(behavior.tls, nullptr);
+  behavior.tls = tls.context;
   behavior.extensions = {"PIPELINING", "CHUNKING"};
   FakeServer server(behavior);
   SmtpClientOptions options = Options(server.target());
   options.tls = DeliveryTls::kRequired;
-  auto client = NewClient(options);
+  options.tls_server_name = "localhost";
+  auto client = VerifyingClient(options, tls);
   OutboundMessage first = Message({"b@b.test"}, "Subject: secret\r\n\r\n.\r\n");
   OutboundMessage second = Message({"c@b.test"});
   client->Deliver({&first});
   client->Deliver({&second});
-  EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kOk}));
+  EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kOk})) << first.results[0].reply;
   EXPECT_EQ(Outcomes(second), (std::vector<Outcome>{kOk}));
   client.reset();
   ASSERT_TRUE(server.WaitClosed(1));
@@ -1189,15 +1217,90 @@ TEST(SmtpClientTest, StartTlsEncryptsAndRepeatsEhlo) {
   EXPECT_EQ(messages[0].content, first.content);
 }
 
-TEST(SmtpClientTest, OpportunisticTlsFallsBackToPlainTextWhenTheHandshakeFails) {
+// Issue 16, finding 4: with tls = required a certificate for another name got the message.
+TEST(SmtpClientTest, RequiredTlsRefusesACertificateForAnotherName) {
+  SelfSignedServer tls;
+  ASSERT_NE(tls.context, nullptr);
   FakeBehavior behavior;
-  behavior.tls = SelfSignedServerContext();
-  ASSERT_NE(behavior.tls, nullptr);
+  behavior.tls = tls.context;
+  FakeServer server(behavior);
+  SmtpClientOptions options = Options(server.target());
+  options.tls = DeliveryTls::kRequired;
+  options.tls_server_name = "mx.example.test";
+  auto client = VerifyingClient(options, tls);
+  OutboundMessage message = Message({"b@b.test", "c@b.test"});
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp, kTemp}));
+  EXPECT_EQ(message.results[0].reply,
+            absl::StrCat("451 4.7.5 TLS handshake with ", server.target(),
+                         " failed: name mismatch: certificate is for localhost, expected "
+                         "mx.example.test"));
+  ASSERT_TRUE(server.WaitClosed(1));
+  EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"EHLO", "STARTTLS"}));
+  EXPECT_TRUE(server.messages().empty());
+}
+
+TEST(SmtpClientTest, TheNameExpectedByDefaultIsTheTargetsAddress) {
+  SelfSignedServer tls;
+  ASSERT_NE(tls.context, nullptr);
+  FakeBehavior behavior;
+  behavior.tls = tls.context;
+  FakeServer server(behavior);
+  SmtpClientOptions options = Options(server.target());
+  options.tls = DeliveryTls::kRequired;
+  auto client = VerifyingClient(options, tls);
+  OutboundMessage message = Message({"b@b.test"});
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp}));
+  EXPECT_TRUE(absl::EndsWith(message.results[0].reply,
+                             "name mismatch: certificate is for localhost, expected 127.0.0.1"))
+      << message.results[0].reply;
+}
+
+TEST(SmtpClientTest, RequiredTlsDoesNotDeliverOverAContextThatDidNotVerify) {
+  SelfSignedServer tls;
+  ASSERT_NE(tls.context, nullptr);
+  FakeBehavior behavior;
+  behavior.tls = tls.context;
+  FakeServer server(behavior);
+  SmtpClientOptions options = Options(server.target());
+  options.tls = DeliveryTls::kRequired;
+  auto client = std::make_unique<SmtpClient>(options, net::TlsContext::NewUnverifiedClient());
+  OutboundMessage message = Message({"b@b.test"});
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp}));
+  EXPECT_EQ(message.results[0].reply, absl::StrCat("451 4.7.5 TLS with ", server.target(),
+                                                   ": the server's certificate was not verified"));
+  EXPECT_TRUE(server.messages().empty());
+}
+
+TEST(SmtpClientTest, OpportunisticTlsDeliversOverTlsWhateverTheCertificate) {
+  SelfSignedServer tls;
+  ASSERT_NE(tls.context, nullptr);
+  FakeBehavior behavior;
+  behavior.tls = tls.context;
+  FakeServer server(behavior);
+  SmtpClientOptions options = Options(server.target());
+  options.tls = DeliveryTls::kOpportunistic;
+  options.tls_server_name = "mx.example.test";
+  auto client = VerifyingClient(options, tls);
+  OutboundMessage message = Message({"b@b.test"});
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
+  ASSERT_EQ(server.messages().size(), 1u);
+  EXPECT_TRUE(server.messages()[0].tls);
+}
+
+TEST(SmtpClientTest, OpportunisticTlsFallsBackToPlainTextWhenTheHandshakeFails) {
+  SelfSignedServer tls;
+  ASSERT_NE(tls.context, nullptr);
+  FakeBehavior behavior;
+  behavior.tls = tls.context;
   behavior.break_tls = true;
   FakeServer server(behavior);
   SmtpClientOptions options = Options(server.target());
   options.tls = DeliveryTls::kOpportunistic;
-  auto client = NewClient(options);
+  auto client = VerifyingClient(options, tls);
   OutboundMessage message = Message({"b@b.test"});
   client->Deliver({&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
@@ -1210,14 +1313,16 @@ TEST(SmtpClientTest, OpportunisticTlsFallsBackToPlainTextWhenTheHandshakeFails) 
 }
 
 TEST(SmtpClientTest, RequiredTlsWithAFailedHandshakeIsTransient) {
+  SelfSignedServer tls;
+  ASSERT_NE(tls.context, nullptr);
   FakeBehavior behavior;
-  behavior.tls = SelfSignedServerContext();
-  ASSERT_NE(behavior.tls, nullptr);
+  behavior.tls = tls.context;
   behavior.break_tls = true;
   FakeServer server(behavior);
   SmtpClientOptions options = Options(server.target());
   options.tls = DeliveryTls::kRequired;
-  auto client = NewClient(options);
+  options.tls_server_name = "localhost";
+  auto client = VerifyingClient(options, tls);
   OutboundMessage message = Message({"b@b.test"});
   client->Deliver({&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp}));
@@ -1264,15 +1369,37 @@ TEST(SmtpClientTest, ValidateOptions) {
   options = Options("127.0.0.1:25");
   options.helo_name = "two words";
   EXPECT_FALSE(ValidateSmtpClientOptions(options).ok());
+  // tls = required needs a name to check: a unix: target has none of its own.
+  options = Options("unix:/run/lmtp");
+  options.tls = DeliveryTls::kRequired;
+  EXPECT_FALSE(ValidateSmtpClientOptions(options).ok());
+  options.tls_server_name = "lmtp.example.test";
+  EXPECT_TRUE(ValidateSmtpClientOptions(options).ok());
+  options.tls_server_name = "two words";
+  EXPECT_FALSE(ValidateSmtpClientOptions(options).ok());
 }
 
 TEST(SmtpClientTest, FactoryMakesIndependentClients) {
   FakeServer server(FakeBehavior{});
-  BackendFactory factory = MakeSmtpClientFactory(Options(server.target()));
-  std::unique_ptr<Backend> backend = factory();
+  absl::StatusOr<BackendFactory> factory = MakeSmtpClientFactory(Options(server.target()));
+  ASSERT_TRUE(factory.ok()) << factory.status();
+  std::unique_ptr<Backend> backend = (*factory)();
   OutboundMessage message = Message({"b@b.test"});
   backend->Deliver({&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
+}
+
+TEST(SmtpClientTest, FactoryRefusesACaFileThatDoesNotLoad) {
+  SmtpClientOptions options = Options("127.0.0.1:25");
+  options.tls = DeliveryTls::kOpportunistic;
+  options.tls_ca_file = "/nonexistent/ca.pem";
+  absl::StatusOr<BackendFactory> factory = MakeSmtpClientFactory(options);
+  ASSERT_FALSE(factory.ok());
+  EXPECT_EQ(factory.status().message(),
+            "[delivery] tls_ca_file /nonexistent/ca.pem: cannot read the CA certificates: No such "
+            "file or directory");
+  options.tls = DeliveryTls::kOff;  // no TLS, no CA file needed
+  EXPECT_TRUE(MakeSmtpClientFactory(options).ok());
 }
 
 }  // namespace

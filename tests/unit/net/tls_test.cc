@@ -1,70 +1,122 @@
-// tls_test.cc: unit tests for TlsStream: a handshake and data both ways, buffer release.
+// tls_test.cc: unit tests for TlsStream (a handshake and data both ways, buffer release), the
+// client's verification of a server's certificate, and the private key's file mode.
 
 #include "net/tls.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <openssl/ec_key.h>
 #include <openssl/evp.h>
 #include <openssl/nid.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 
 namespace chute::net {
 namespace {
 
-// WritePem: `write` into the file at `path`; false when it cannot be opened or written.
+// TempDir: a fresh directory under the test's temporary directory, removed with its files.
+class TempDir {
+ public:
+  TempDir() : path_(::testing::TempDir() + "/tls_test.XXXXXX") {
+    if (mkdtemp(path_.data()) == nullptr) {
+      path_.clear();
+    }
+  }
+  ~TempDir() {
+    for (const std::string& file : files_) {
+      unlink(file.c_str());
+    }
+    rmdir(path_.c_str());
+  }
+  // File: the path of `name` in it (removed with it).
+  std::string File(const std::string& name) {
+    files_.push_back(path_ + "/" + name);
+    return files_.back();
+  }
+
+ private:
+  std::string path_;
+  std::vector<std::string> files_;
+};
+
+// WritePem: `write` into the file at `path`, made with `mode`; false when it cannot be
+// opened or written.
 template <typename Write>
-bool WritePem(const std::string& path, Write write) {
-  FILE* file = fopen(path.c_str(), "w");
+bool WritePem(const std::string& path, mode_t mode, Write write) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  FILE* file = fd < 0 ? nullptr : fdopen(fd, "w");
   if (file == nullptr) {
     return false;
   }
-  bool ok = write(file);
+  bool ok = fchmod(fd, mode) == 0 && write(file);  // the umask does not decide the mode
   return fclose(file) == 0 && ok;
 }
 
-// A fresh P-256 key and a self-signed certificate for "localhost", through PEM files in a
-// temporary directory (TlsContext::Load reads files), as a server context; null on failure.
+// SelfSigned: a fresh P-256 key and a self-signed certificate for CN=localhost (no
+// subjectAltName), as PEM files in a temporary directory: the certificate, and the key with
+// `key_mode`.
+struct SelfSigned {
+  explicit SelfSigned(mode_t key_mode = 0600) {
+    bssl::UniquePtr<EC_KEY> ec(EC_KEY_new_by_curve_name(NID_X9_62_prime256v1));
+    bssl::UniquePtr<EVP_PKEY> key(EVP_PKEY_new());
+    bssl::UniquePtr<X509> cert(X509_new());
+    if (ec == nullptr || key == nullptr || cert == nullptr || !EC_KEY_generate_key(ec.get()) ||
+        !EVP_PKEY_set1_EC_KEY(key.get(), ec.get())) {
+      return;
+    }
+    X509_NAME* name = X509_get_subject_name(cert.get());
+    if (!X509_set_version(cert.get(), 2) ||
+        !ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1) ||
+        X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60) == nullptr ||
+        X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600) == nullptr ||
+        !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                    reinterpret_cast<const uint8_t*>("localhost"), -1, -1, 0) ||
+        !X509_set_issuer_name(cert.get(), name) || !X509_set_pubkey(cert.get(), key.get()) ||
+        X509_sign(cert.get(), key.get(), EVP_sha256()) == 0) {
+      return;
+    }
+    // The pin of the key, as an operator computes it from the certificate.
+    uint8_t* der = nullptr;
+    int length = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), &der);
+    if (length <= 0) {
+      return;
+    }
+    SHA256(der, static_cast<size_t>(length), pin.data());
+    OPENSSL_free(der);
+    cert_path = dir.File("cert.pem");
+    key_path = dir.File("key.pem");
+    ok = WritePem(cert_path, 0644, [&](FILE* f) { return PEM_write_X509(f, cert.get()) == 1; }) &&
+         WritePem(key_path, key_mode, [&](FILE* f) {
+           return PEM_write_PrivateKey(f, key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1;
+         });
+  }
+
+  TempDir dir;
+  std::string cert_path;
+  std::string key_path;
+  TlsPin pin{};
+  bool ok = false;
+};
+
+// A server context with a fresh self-signed certificate for "localhost"; null on failure.
 std::shared_ptr<TlsContext> SelfSignedContext() {
-  bssl::UniquePtr<EC_KEY> ec(EC_KEY_new_by_curve_name(NID_X9_62_prime256v1));
-  bssl::UniquePtr<EVP_PKEY> key(EVP_PKEY_new());
-  bssl::UniquePtr<X509> cert(X509_new());
-  if (ec == nullptr || key == nullptr || cert == nullptr || !EC_KEY_generate_key(ec.get()) ||
-      !EVP_PKEY_set1_EC_KEY(key.get(), ec.get())) {
+  SelfSigned files;
+  if (!files.ok) {
     return nullptr;
   }
-  X509_NAME* name = X509_get_subject_name(cert.get());
-  if (!X509_set_version(cert.get(), 2) || !ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1) ||
-      X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60) == nullptr ||
-      X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600) == nullptr ||
-      !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                  reinterpret_cast<const uint8_t*>("localhost"), -1, -1, 0) ||
-      !X509_set_issuer_name(cert.get(), name) || !X509_set_pubkey(cert.get(), key.get()) ||
-      X509_sign(cert.get(), key.get(), EVP_sha256()) == 0) {
-    return nullptr;
-  }
-  std::string dir = ::testing::TempDir() + "/tls_test.XXXXXX";
-  if (mkdtemp(dir.data()) == nullptr) {
-    return nullptr;
-  }
-  std::string cert_path = dir + "/cert.pem";
-  std::string key_path = dir + "/key.pem";
-  bool written =
-      WritePem(cert_path, [&](FILE* f) { return PEM_write_X509(f, cert.get()) == 1; }) &&
-      WritePem(key_path, [&](FILE* f) {
-        return PEM_write_PrivateKey(f, key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1;
-      });
   absl::StatusOr<std::shared_ptr<TlsContext>> context =
-      written ? TlsContext::Load(cert_path, key_path)
-              : absl::StatusOr<std::shared_ptr<TlsContext>>(absl::InternalError("PEM"));
-  unlink(cert_path.c_str());
-  unlink(key_path.c_str());
-  rmdir(dir.c_str());
+      TlsContext::Load(files.cert_path, files.key_path);
   return context.ok() ? *context : nullptr;
 }
 
@@ -83,7 +135,7 @@ class TlsStreamTest : public ::testing::Test {
     std::shared_ptr<TlsContext> server_context = SelfSignedContext();
     ASSERT_NE(server_context, nullptr);
     server_ = std::make_unique<TlsStream>(server_context);
-    client_ = TlsStream::NewClient(TlsContext::NewClient());
+    client_ = TlsStream::NewClient(TlsContext::NewUnverifiedClient());
   }
 
   void Handshake() {
@@ -156,6 +208,204 @@ TEST_F(TlsStreamTest, ReleaseBuffersKeepsBytesNotYetTaken) {
   std::string reply;
   ASSERT_EQ(client_->ReadPlaintext(&reply, 16384), TlsStream::Result::kOk);
   EXPECT_EQ(reply, "250 2.0.0 OK\r\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A client verifying the server's certificate (self-signed, CN=localhost, no subjectAltName).
+
+constexpr const char* kSystemCaFile = "/etc/ssl/certs/ca-certificates.crt";
+
+class VerifyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(files_.ok);
+    absl::StatusOr<std::shared_ptr<TlsContext>> context =
+        TlsContext::Load(files_.cert_path, files_.key_path);
+    ASSERT_TRUE(context.ok()) << context.status();
+    server_context_ = *context;
+  }
+
+  // Handshake: a fresh client of `client_context` expecting `server_name` against a fresh
+  // server stream; the client's last result (kError as soon as it fails).
+  TlsStream::Result Handshake(std::shared_ptr<TlsContext> client_context,
+                              absl::string_view server_name) {
+    server_ = std::make_unique<TlsStream>(server_context_);
+    client_ = TlsStream::NewClient(std::move(client_context), server_name);
+    TlsStream::Result client = TlsStream::Result::kWantMore;
+    for (int round = 0; round < 10; ++round) {
+      client = client_->Handshake();
+      Pump(*client_, *server_);
+      if (client == TlsStream::Result::kError) {
+        return client;
+      }
+      TlsStream::Result server = server_->Handshake();
+      Pump(*server_, *client_);
+      if (client == TlsStream::Result::kOk && server == TlsStream::Result::kOk) {
+        return client;
+      }
+    }
+    return client;
+  }
+
+  // Client: a verifying client context trusting the server's own certificate, as `options`
+  // say otherwise.
+  std::shared_ptr<TlsContext> Client(TlsClientOptions options) {
+    absl::StatusOr<std::shared_ptr<TlsContext>> context = TlsContext::NewClient(options);
+    EXPECT_TRUE(context.ok()) << context.status();
+    return context.ok() ? *context : nullptr;
+  }
+  TlsClientOptions Trusting() {
+    TlsClientOptions options;
+    options.ca_file = files_.cert_path;
+    return options;
+  }
+  TlsClientOptions SystemStore() {
+    TlsClientOptions options;
+    options.ca_file = kSystemCaFile;
+    return options;
+  }
+
+  SelfSigned files_;
+  std::shared_ptr<TlsContext> server_context_;
+  std::unique_ptr<TlsStream> server_;
+  std::unique_ptr<TlsStream> client_;
+};
+
+TEST_F(VerifyTest, CertificateFromTheCaFileForTheExpectedNameVerifies) {
+  ASSERT_EQ(Handshake(Client(Trusting()), "localhost"), TlsStream::Result::kOk) << client_->Error();
+  EXPECT_EQ(client_->PeerUnverified(), "");
+  EXPECT_FALSE(client_->RefusedCertificate());
+}
+
+TEST_F(VerifyTest, SelfSignedCertificateIsRefusedSayingWhy) {
+  if (access(kSystemCaFile, R_OK) != 0) {
+    GTEST_SKIP() << kSystemCaFile << " is missing (Debian: ca-certificates)";
+  }
+  ASSERT_EQ(Handshake(Client(SystemStore()), "localhost"), TlsStream::Result::kError);
+  EXPECT_EQ(client_->Error(),
+            "certificate verify failed: self signed certificate (certificate for localhost)");
+  EXPECT_TRUE(client_->RefusedCertificate());
+}
+
+TEST_F(VerifyTest, NameMismatchIsRefusedNamingBothNames) {
+  ASSERT_EQ(Handshake(Client(Trusting()), "mx.example.test"), TlsStream::Result::kError);
+  EXPECT_EQ(client_->Error(),
+            "name mismatch: certificate is for localhost, expected mx.example.test");
+  EXPECT_EQ(client_->PeerUnverified(), client_->Error());
+}
+
+TEST_F(VerifyTest, AnAddressMatchesOnlyTheCertificatesIpAddresses) {
+  // The common name "localhost" is no IP address, and a name is never compared with one.
+  ASSERT_EQ(Handshake(Client(Trusting()), "127.0.0.1"), TlsStream::Result::kError);
+  EXPECT_EQ(client_->Error(), "name mismatch: certificate is for localhost, expected 127.0.0.1");
+}
+
+TEST_F(VerifyTest, NoNameChecksTheChainOnly) {
+  ASSERT_EQ(Handshake(Client(Trusting()), ""), TlsStream::Result::kOk) << client_->Error();
+  EXPECT_EQ(client_->PeerUnverified(), "");
+}
+
+TEST_F(VerifyTest, PinOfTheServersKeyVerifies) {
+  TlsClientOptions options = Trusting();
+  TlsPin other{};
+  other.fill(7);
+  options.pins = {other, files_.pin};
+  ASSERT_EQ(Handshake(Client(options), "localhost"), TlsStream::Result::kOk) << client_->Error();
+  EXPECT_EQ(client_->PeerUnverified(), "");
+}
+
+TEST_F(VerifyTest, PinMismatchIsRefusedNamingTheServersPin) {
+  TlsClientOptions options = Trusting();
+  TlsPin other{};
+  other.fill(7);
+  options.pins = {other};
+  ASSERT_EQ(Handshake(Client(options), "localhost"), TlsStream::Result::kError);
+  EXPECT_EQ(client_->Error(),
+            absl::StrCat("public key pin mismatch: the server's key is ", FormatTlsPin(files_.pin),
+                         ", not one of tls_pins (certificate for localhost)"));
+}
+
+TEST_F(VerifyTest, WithoutEnforcementTheHandshakeCompletesAndRecordsWhy) {
+  TlsClientOptions options = Trusting();
+  options.enforce = false;
+  ASSERT_EQ(Handshake(Client(options), "mx.example.test"), TlsStream::Result::kOk)
+      << client_->Error();
+  EXPECT_EQ(client_->PeerUnverified(),
+            "name mismatch: certificate is for localhost, expected mx.example.test");
+  EXPECT_FALSE(client_->RefusedCertificate());
+}
+
+TEST_F(VerifyTest, UnverifiedClientSaysItDidNotVerify) {
+  ASSERT_EQ(Handshake(TlsContext::NewUnverifiedClient(), "localhost"), TlsStream::Result::kOk);
+  EXPECT_EQ(client_->PeerUnverified(), "the server's certificate was not verified");
+}
+
+TEST(TlsClientTest, CaFileThatCannotBeReadOrHoldsNoCertificateIsAnError) {
+  TlsClientOptions options;
+  options.ca_file = "/nonexistent/ca.pem";
+  absl::StatusOr<std::shared_ptr<TlsContext>> context = TlsContext::NewClient(options);
+  ASSERT_FALSE(context.ok());
+  EXPECT_EQ(context.status().message(),
+            "/nonexistent/ca.pem: cannot read the CA certificates: No such file or directory");
+  TempDir dir;
+  options.ca_file = dir.File("garbage.pem");
+  ASSERT_TRUE(WritePem(options.ca_file, 0644, [](FILE* f) { return fputs("junk\n", f) >= 0; }));
+  context = TlsContext::NewClient(options);
+  ASSERT_FALSE(context.ok());
+  EXPECT_TRUE(absl::StartsWith(context.status().message(),
+                               absl::StrCat(options.ca_file, ": holds no CA certificate")))
+      << context.status();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The private key's file mode.
+
+TEST(PrivateKeyModeTest, OwnerOnlyOrOurGroupIsQuiet) {
+  std::string warning = "x";
+  EXPECT_TRUE(CheckPrivateKeyMode("/k.pem", 0100600, false, &warning).ok());
+  EXPECT_EQ(warning, "");
+  EXPECT_TRUE(CheckPrivateKeyMode("/k.pem", 0100640, true, &warning).ok());
+  EXPECT_EQ(warning, "");
+  EXPECT_TRUE(CheckPrivateKeyMode("/k.pem", 0100400, false, &warning).ok());
+  EXPECT_EQ(warning, "");
+}
+
+TEST(PrivateKeyModeTest, AnotherGroupOrAWritableGroupWarns) {
+  std::string warning;
+  EXPECT_TRUE(CheckPrivateKeyMode("/k.pem", 0100640, false, &warning).ok());
+  EXPECT_EQ(warning,
+            "/k.pem: the private key is readable by its group (mode 0640), which is not a group "
+            "chuted runs with; chgrp it to chuted's group or chmod g-r it");
+  EXPECT_TRUE(CheckPrivateKeyMode("/k.pem", 0100660, true, &warning).ok());
+  EXPECT_EQ(warning, "/k.pem: the private key is writable by its group (mode 0660); chmod g-w it");
+}
+
+TEST(PrivateKeyModeTest, EveryUserReadingOrWritingIsRefused) {
+  std::string warning;
+  for (uint32_t mode : {0100644u, 0100604u, 0100444u, 0100666u}) {
+    absl::Status status = CheckPrivateKeyMode("/k.pem", mode, true, &warning);
+    EXPECT_TRUE(absl::IsPermissionDenied(status)) << mode;
+    EXPECT_TRUE(absl::StrContains(status.message(), "readable by every user")) << status;
+  }
+  absl::Status status = CheckPrivateKeyMode("/k.pem", 0100602, true, &warning);
+  EXPECT_EQ(status.message(),
+            "/k.pem: the private key is writable by every user (mode 0602); refusing it: chmod "
+            "o-rwx it (0640 root:chute, or 0600 for chuted's user)");
+}
+
+TEST(PrivateKeyModeTest, LoadRefusesAKeyEveryUserCanRead) {
+  SelfSigned files(0644);
+  ASSERT_TRUE(files.ok);
+  absl::StatusOr<std::shared_ptr<TlsContext>> context =
+      TlsContext::Load(files.cert_path, files.key_path);
+  ASSERT_FALSE(context.ok());
+  EXPECT_TRUE(absl::IsPermissionDenied(context.status()));
+  EXPECT_TRUE(absl::StartsWith(
+      context.status().message(),
+      absl::StrCat(files.key_path, ": the private key is readable by every user (mode 0644)")))
+      << context.status();
+  ASSERT_EQ(chmod(files.key_path.c_str(), 0600), 0);
+  EXPECT_TRUE(TlsContext::Load(files.cert_path, files.key_path).ok());
 }
 
 }  // namespace
