@@ -356,6 +356,8 @@ absl::Status ReadLimits(const toml::table& table, absl::string_view source, Limi
   r.Int("auth_failures_per_session", 1, 100, &out->auth_failures_per_session);
   r.Int("auth_failures_per_ip", 1, 1'000'000, &out->auth_failures_per_ip);
   r.Int("auth_failures_per_account", 1, 1'000'000, &out->auth_failures_per_account);
+  r.Int("auth_failed_users_per_ip", 1, 1'000'000, &out->auth_failed_users_per_ip);
+  r.CidrList("auth_throttle_exempt", &out->auth_throttle_exempt);
   r.Int("auth_failure_window_s", 1, 86400, &out->auth_failure_window_s);
   r.Int("auth_failure_delay_max_s", 0, 60, &out->auth_failure_delay_max_s);
   r.Int("auth_cache_entries", 0, 1'000'000, &out->auth_cache_entries);

@@ -72,8 +72,10 @@ struct LimitsConfig {
   int64_t errors_per_session = 10;
   int64_t auth_failures_per_session = 3;
   // The brake on password guessing (README: "Authentication failures").
-  int64_t auth_failures_per_ip = 10;       // per window; then 550 5.2.251 until it ends
-  int64_t auth_failures_per_account = 30;  // per window, for addresses that failed before
+  int64_t auth_failures_per_ip = 10;       // for one user name from one address, per window
+  int64_t auth_failures_per_account = 30;  // per window, for addresses that failed for it
+  int64_t auth_failed_users_per_ip = 10;   // distinct failing names from one address: spraying
+  std::vector<Cidr> auth_throttle_exempt;  // never counted, delayed or refused
   int64_t auth_failure_window_s = 900;
   int64_t auth_failure_delay_max_s = 8;  // the longest wait before a 535
   int64_t auth_cache_entries = 16384;    // recently verified credentials kept; 0 = no cache

@@ -89,6 +89,13 @@ CREATE TABLE password_history (
 );
 CREATE INDEX password_history_by_account ON password_history(account_id, id);
 )sql",
+    // 4: each account's authentication policy (basic_auth: 1 allowed, 0 not, -1 = the tenant's)
+    // and whether it is enabled. Existing accounts follow their tenant and stay enabled, as
+    // before.
+    R"sql(
+ALTER TABLE accounts ADD COLUMN basic_auth INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE accounts ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+)sql",
 };
 
 // The schema version from which domains are stored as A-labels (Impl::NormalizeStoredNames
@@ -196,6 +203,10 @@ const Account* Snapshot::FindAccountByIdentity(absl::string_view identity, bool*
     }
   }
   return found;
+}
+
+bool BasicAuthAllowed(const Account& account, const Tenant& tenant) {
+  return account.basic_auth.value_or(tenant.basic_auth);
 }
 
 const Tenant* Snapshot::FindTenant(int64_t id) const {
@@ -392,6 +403,23 @@ struct Store::Impl {
     return trim.Bind(1, account_id).Bind(2, account_id).Bind(3, kPasswordHistoryMax - 1).Run();
   }
 
+  // WriteAccountPolicy: the account's basic_auth and enabled columns that `change` sets (in the
+  // caller's transaction).
+  absl::Status WriteAccountPolicy(int64_t id, const AccountChange& change) {
+    if (change.basic_auth.has_value()) {
+      ASSIGN_OR_RETURN(Statement update,
+                       db->Prepare("UPDATE accounts SET basic_auth = ? WHERE id = ?"));
+      int64_t value = !change.basic_auth->has_value() ? -1 : (**change.basic_auth ? 1 : 0);
+      RETURN_IF_ERROR(update.Bind(1, value).Bind(2, id).Run());
+    }
+    if (change.enabled.has_value()) {
+      ASSIGN_OR_RETURN(Statement update,
+                       db->Prepare("UPDATE accounts SET enabled = ? WHERE id = ?"));
+      RETURN_IF_ERROR(update.Bind(1, int64_t{*change.enabled ? 1 : 0}).Bind(2, id).Run());
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status InsertAddress(int64_t account_id, absl::string_view address, bool primary,
                              const Snapshot& snapshot) {
     if (const Account* owner = snapshot.FindAccount(address)) {
@@ -465,20 +493,24 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
     }));
     ASSIGN_OR_RETURN(Statement accounts,
                      db.Prepare("SELECT a.id, a.tenant_id, t.name, a.display_name, "
-                                "a.primary_address, a.password_hash, a.reply_to FROM accounts a "
+                                "a.primary_address, a.password_hash, a.reply_to, a.basic_auth, "
+                                "a.enabled FROM accounts a "
                                 "JOIN tenants t ON t.id = a.tenant_id ORDER BY a.primary_address"));
     absl::flat_hash_map<int64_t, size_t> index_by_id;
     RETURN_IF_ERROR(ForEachRow(accounts, [&] {
       index_by_id[accounts.Int(0)] = snapshot->accounts_.size();
-      snapshot->accounts_.push_back(Account{accounts.Int(0),
-                                            accounts.Int(1),
-                                            accounts.Text(2),
-                                            accounts.Text(3),
-                                            accounts.Text(4),
-                                            {},
-                                            accounts.Text(5),
-                                            accounts.Text(6),
-                                            {}});
+      snapshot->accounts_.push_back(
+          Account{accounts.Int(0),
+                  accounts.Int(1),
+                  accounts.Text(2),
+                  accounts.Text(3),
+                  accounts.Text(4),
+                  {},
+                  accounts.Text(5),
+                  accounts.Text(6),
+                  {},
+                  accounts.Int(7) < 0 ? std::nullopt : std::optional<bool>(accounts.Int(7) != 0),
+                  accounts.Int(8) != 0});
     }));
     ASSIGN_OR_RETURN(Statement addresses,
                      db.Prepare("SELECT address_key, address, account_id, is_primary FROM "
@@ -790,6 +822,7 @@ absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
     if (change.reply_to.has_value()) {
       RETURN_IF_ERROR(set_column("reply_to", *change.reply_to));
     }
+    RETURN_IF_ERROR(impl_->WriteAccountPolicy(id, change));
     if (change.primary_address.has_value() &&
         AddressKey(*change.primary_address) != AddressKey(old_primary)) {
       ASSIGN_OR_RETURN(Statement remove,

@@ -53,7 +53,17 @@ struct Account {
   std::string password_hash;  // argon2id encoded; "" = no password set
   std::string reply_to;       // "" = none
   std::vector<std::string> allowed_apps;
+  // basic_auth: the account's own authentication policy for AUTH PLAIN/LOGIN, overriding the
+  // tenant's switch; nullopt = the tenant's (BasicAuthAllowed says which applies).
+  std::optional<bool> basic_auth;
+  // enabled: a disabled account authenticates by no mechanism and no trusted listener acts
+  // as it; it is kept (addresses, usage, password history) until it is enabled again.
+  bool enabled = true;
 };
+
+// BasicAuthAllowed: whether AUTH PLAIN/LOGIN may authenticate `account`: its own policy when
+// it has one, else its tenant's switch.
+bool BasicAuthAllowed(const Account& account, const Tenant& tenant);
 
 class Snapshot {
  public:
@@ -110,6 +120,9 @@ struct AccountChange {
   std::vector<std::string> remove_aliases;
   std::vector<std::string> add_apps;
   std::vector<std::string> remove_apps;
+  // basic_auth: set the account's policy; an inner nullopt = back to the tenant's.
+  std::optional<std::optional<bool>> basic_auth;
+  std::optional<bool> enabled;
 };
 
 // Store: the SQLite directory. Every write is one transaction and is checked against the

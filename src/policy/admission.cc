@@ -34,6 +34,9 @@ AdmissionVerdict Admit(const AdmissionFacts& facts, const ListenerConfig& listen
   verdict.acting_as = snapshot.FindAccount(listener.authenticate_as);
   if (verdict.acting_as == nullptr) {
     verdict.refusal = smtp::kReplyListenerMisconfigured;
+  } else if (!verdict.acting_as->enabled) {
+    verdict.refusal = smtp::kReplyListenerAccountDisabled;
+    verdict.acting_as = nullptr;
   }
   return verdict;
 }

@@ -266,6 +266,7 @@ void RegisterThrottle(Registry& registry, const auth::AuthThrottle& throttle) {
   registry.AddCollector([&throttle, throttled, delayed](Scrape& scrape) {
     scrape.Add(throttled, {"ip"}, throttle.refused_ip.load());
     scrape.Add(throttled, {"account"}, throttle.refused_account.load());
+    scrape.Add(throttled, {"spray"}, throttle.refused_spray.load());
     scrape.Add(delayed, {}, throttle.delayed.load());
   });
 }

@@ -101,6 +101,8 @@ auth::ThrottleLimits ThrottleLimitsFor(const LimitsConfig& limits) {
   auth::ThrottleLimits out;
   out.failures_per_ip = limits.auth_failures_per_ip;
   out.failures_per_account = limits.auth_failures_per_account;
+  out.users_per_ip = limits.auth_failed_users_per_ip;
+  out.exempt = limits.auth_throttle_exempt;
   out.window = absl::Seconds(limits.auth_failure_window_s);
   out.delay_max = absl::Seconds(limits.auth_failure_delay_max_s);
   return out;

@@ -107,9 +107,10 @@ class Shard : public auth::VerifySink,
   bool Admit(int64_t tenant_id, policy::ConnectionGate::Handle* slot) override;
   // AuthService
   auth::AuthThrottle::Verdict CheckThrottle(const IpBytes& peer, absl::string_view user,
-                                            absl::Time now) override;
+                                            absl::Time now, absl::string_view* reason) override;
   absl::Duration RecordFailure(const IpBytes& peer, absl::string_view user,
                                absl::Time now) override;
+  void RecordSuccess(const IpBytes& peer, absl::string_view user, absl::Time now) override;
   bool VerifyPassword(auth::VerifyRequest request) override;
   auth::TokenVerdict VerifyToken(int64_t tenant_id, absl::string_view token,
                                  const auth::TokenPolicy& policy, absl::Time now,

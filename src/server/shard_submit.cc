@@ -202,8 +202,12 @@ bool Shard::Admit(int64_t tenant_id, policy::ConnectionGate::Handle* slot) {
 }
 
 auth::AuthThrottle::Verdict Shard::CheckThrottle(const IpBytes& peer, absl::string_view user,
-                                                 absl::Time now) {
-  return shared_->throttle->Check(peer, user, now);
+                                                 absl::Time now, absl::string_view* reason) {
+  return shared_->throttle->Check(peer, user, now, reason);
+}
+
+void Shard::RecordSuccess(const IpBytes& peer, absl::string_view user, absl::Time now) {
+  shared_->throttle->RecordSuccess(peer, user, now);
 }
 
 absl::Duration Shard::RecordFailure(const IpBytes& peer, absl::string_view user, absl::Time now) {

@@ -49,6 +49,7 @@ void Submission::End() {
   account_ = nullptr;
   auth_candidate_ = nullptr;
   auth_user_.clear();
+  auth_reason_ = "";
   auth_attempting_ = false;
   delayed_answer_.reset();
   delayed_due_ = absl::InfiniteFuture();
@@ -71,23 +72,27 @@ void Submission::Answer(const smtp::Reply& reply) {
 std::optional<smtp::Reply> Submission::OnAuth(const smtp::AuthRequest& request) {
   auth_attempting_ = true;
   auth_mechanism_ = request.mechanism;
+  auth_user_ = request.username;  // for the log line of a refusal too
+  auth_reason_ = "";
   auth::AuthThrottle::Verdict verdict =
-      services_.auth->CheckThrottle(peer_, request.username, now());
+      services_.auth->CheckThrottle(peer_, request.username, now(), &auth_reason_);
   if (verdict == auth::AuthThrottle::Verdict::kBlocked) {
     services_.counters->auth_failures.Add(1);
     return smtp::kReplyAuthThrottled;  // no argon2 spent on a guesser
   }
-  auth_user_ = request.username;
   if (request.mechanism == smtp::Mechanism::kXoauth2) {
     smtp::Reply reply = OnXoauth2(request);
     return reply.code >= 500 ? AuthFailed(reply) : std::optional<smtp::Reply>(reply);
   }
+  // Every password is verified, whatever the account and its policy: a disabled account is
+  // verified as an unknown one (against a dummy hash) and answered as a wrong password, and
+  // the basic-auth policy (5.7.139) is told only to a client that gave the right password. So
+  // neither the reply nor its timing says whether an account exists, is disabled or has basic
+  // auth off (docs/operations.md, Authentication policy).
   const directory::Account* candidate = snapshot_->FindAccount(request.username);
-  if (candidate != nullptr) {
-    const directory::Tenant* tenant = snapshot_->FindTenant(candidate->tenant_id);
-    if (tenant != nullptr && !tenant->basic_auth) {
-      return smtp::kReplyBasicAuthDisabled;
-    }
+  if (candidate != nullptr && !candidate->enabled) {
+    auth_reason_ = "account disabled";
+    candidate = nullptr;
   }
   if (!request.authzid.empty() && request.authzid != request.username) {
     candidate = nullptr;  // acting for someone else is not a thing HVE accounts do
@@ -109,6 +114,7 @@ std::optional<smtp::Reply> Submission::OnAuth(const smtp::AuthRequest& request) 
 
 smtp::Reply Submission::AdmitAuthenticated(const directory::Account* candidate) {
   // The credentials are good; the tenant's cap decides (454 leaves the session unauthenticated).
+  services_.auth->RecordSuccess(peer_, auth_user_, now());
   if (!services_.tenant_cap->Admit(candidate->tenant_id, &tenant_slot_)) {
     return smtp::kReplyTenantCap;
   }
@@ -126,6 +132,10 @@ smtp::Reply Submission::AdmitAuthenticated(const directory::Account* candidate) 
 smtp::Reply Submission::OnXoauth2(const smtp::AuthRequest& request) {
   // user= must name the account; its tenant must trust an issuer and have its keys loaded.
   const directory::Account* candidate = snapshot_->FindAccount(request.username);
+  if (candidate != nullptr && !candidate->enabled) {
+    auth_reason_ = "account disabled";  // answered as an unknown account: 535 5.7.3
+    candidate = nullptr;
+  }
   const directory::Tenant* tenant =
       candidate != nullptr ? snapshot_->FindTenant(candidate->tenant_id) : nullptr;
   if (tenant == nullptr || tenant->oauth_issuer.empty()) {
@@ -161,7 +171,15 @@ void Submission::OnVerified(bool ok) {
   const directory::Account* candidate = auth_candidate_;
   auth_candidate_ = nullptr;
   std::optional<smtp::Reply> reply;
-  if (ok && candidate != nullptr) {
+  const directory::Tenant* tenant =
+      candidate != nullptr ? snapshot_->FindTenant(candidate->tenant_id) : nullptr;
+  if (ok && tenant != nullptr && !directory::BasicAuthAllowed(*candidate, *tenant)) {
+    // The right password, but the account's policy (or its tenant's) refuses basic auth:
+    // counted as a failure, like every 535.
+    services_.counters->auth_failures.Add(1);
+    auth_reason_ = "basic authentication disabled for the account";
+    reply = AuthFailed(smtp::kReplyBasicAuthDisabled);
+  } else if (ok && candidate != nullptr) {
     reply = AdmitAuthenticated(candidate);
   } else {
     services_.counters->auth_failures.Add(1);
@@ -205,12 +223,14 @@ void Submission::OnRefusal(const smtp::Reply& reply) {
     auth_attempting_ = false;
     // The user name as the client gave it (bounded by the session's line limit); never the
     // secret.
-    LogEvent(LogLevel::kWarning, "auth.failed",
-             {{"client", peer_text_},
-              {"user", auth_user_},
-              {"mechanism", smtp::MechanismName(auth_mechanism_)},
-              {"code", reply.code},
-              {"reply", reply.text}});
+    LogEvent(
+        LogLevel::kWarning, "auth.failed",
+        {{"client", peer_text_},
+         {"user", auth_user_},
+         {"mechanism", smtp::MechanismName(auth_mechanism_)},
+         {"code", reply.code},
+         {"reply", reply.text},
+         {"reason", auth_reason_.empty() ? absl::string_view("wrong credentials") : auth_reason_}});
   }
 }
 

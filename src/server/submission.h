@@ -113,11 +113,14 @@ class TenantCap {
 class AuthService {
  public:
   virtual ~AuthService() = default;
+  // CheckThrottle: the throttle's verdict; *reason says why a kBlocked was refused.
   virtual auth::AuthThrottle::Verdict CheckThrottle(const IpBytes& peer, absl::string_view user,
-                                                    absl::Time now) = 0;
+                                                    absl::Time now, absl::string_view* reason) = 0;
   // RecordFailure: how long the failure's answer is held back.
   virtual absl::Duration RecordFailure(const IpBytes& peer, absl::string_view user,
                                        absl::Time now) = 0;
+  // RecordSuccess: `user` authenticated from `peer` (known-good there for the throttle).
+  virtual void RecordSuccess(const IpBytes& peer, absl::string_view user, absl::Time now) = 0;
   // VerifyPassword: queues the check; false when the verifier queue is at its bound. The
   // result comes back as Submission::OnVerified (through the shard, by the request's cookie).
   virtual bool VerifyPassword(auth::VerifyRequest request) = 0;
@@ -264,7 +267,8 @@ class Submission : public smtp::SessionHandler {
   bool committing_ = false;     // its message is in a spool group commit
   bool auth_inflight_ = false;  // a password check is out on the verifier pool
   const directory::Account* auth_candidate_ = nullptr;  // whom that check is for
-  std::string auth_user_;  // the user name of the AUTH in progress (for the throttle)
+  std::string auth_user_;          // the user name of the AUTH in progress (for the throttle)
+  absl::string_view auth_reason_;  // why the AUTH in progress was refused (static text, log)
   // The AUTH in progress, for its log line: set by OnAuth, cleared by its answer.
   bool auth_attempting_ = false;
   smtp::Mechanism auth_mechanism_ = smtp::Mechanism::kPlain;

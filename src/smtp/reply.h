@@ -86,6 +86,10 @@ inline constexpr Reply kReplySpoolFailed{451, "4.3.0 Could not store the message
 inline constexpr Reply kReplyNetworkNotAllowed{554, "5.7.1 Your address may not use this listener"};
 inline constexpr Reply kReplyListenerMisconfigured{
     421, "4.3.5 This listener's account is missing from the directory, try again later"};
+// A trusted listener's authenticate_as account is disabled (chutectl account disable): the
+// client keeps its mail and retries; the operator may enable the account again.
+inline constexpr Reply kReplyListenerAccountDisabled{
+    421, "4.7.1 This listener's account is disabled, try again later"};
 inline constexpr Reply kReplyAuthUnavailable{454, "4.7.0 Temporary authentication failure"};
 // Too many failed AUTHs from this address (or for this account from an address that failed
 // too): refused without checking until the failure window ends.

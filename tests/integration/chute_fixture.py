@@ -177,7 +177,8 @@ address = "127.0.0.1:{self.admin_port}"
     # that test it turn it on, so that the others stay fast and independent of each other.
     auth_throttle = False
     NO_AUTH_THROTTLE = ("auth_failure_delay_max_s = 0\nauth_failures_per_ip = 1000000\n"
-                        "auth_failures_per_account = 1000000")
+                        "auth_failures_per_account = 1000000\n"
+                        "auth_failed_users_per_ip = 1000000")
 
     def _limits(self):
         if self.fd_limit is not None:

@@ -349,6 +349,8 @@ class GlobalOptionsAnywhereTest(GlobalOptionsMixin, unittest.TestCase):
         run("account", "list", "--tenant", "contoso")
         run("account", "show", "app@contoso.test")
         run("account", "set", "app@contoso.test", "--display-name", "Renamed")
+        run("account", "disable", "Renamed")
+        run("account", "enable", "Renamed")
         run("account", "password", "Renamed", "--password-stdin", stdin=GOOD + "2")
         run("settings", "set", "Renamed", "--reply-to", "reply@contoso.test")
         self.assertEqual(run("settings", "get", "Renamed")["reply_to"], "reply@contoso.test")
@@ -362,6 +364,7 @@ class GlobalOptionsAnywhereTest(GlobalOptionsMixin, unittest.TestCase):
         self.assertEqual(len(run("Get-MailUser", "-HVEAccount")), 3)
         run("Get-MailUser", "-HVEAccount", "-Identity", "c@contoso.test")
         run("Set-MailUser", "-HVEAccount", "-Identity", "C", "-DisplayName", "C2")
+        run("Set-User", "-Identity", "C2", "-AuthenticationPolicy", "BlockBasicAuthSmtp")
         run("Set-HVEAccountSettings", "-Identity", "C2", "-ReplyTo", "reply@contoso.test")
         run("Get-HVEAccountSettings", "-Identity", "C2")
         run("Add-HVEAppAccess", "-Identity", "C2", "-AppId", app)
@@ -716,10 +719,12 @@ INSERT INTO addresses VALUES ('info@bücher.example', 'Info@bücher.example', 2,
         books = json.loads(self.ok("--json", "account", "show", "info@BÜCHER.example").stdout)
         self.assertEqual(books["primary_smtp_address"], "Info@xn--bcher-kva.example")
         self.assertEqual(books["reply_to"], "sales@xn--bcher-kva.example")
+        # Accounts made before per-account policies follow their tenant and are enabled.
+        self.assertEqual((books["basic_auth"], books["enabled"]), ("tenant", True))
         self.ok("account", "show", "info@xn--bcher-kva.example")
         (version,) = sqlite3.connect(self.db()).execute(
             "SELECT version FROM schema_version").fetchone()
-        self.assertEqual(version, 3)
+        self.assertEqual(version, 4)
         self.fails(2, "too short", "account", "password", "app@old.test", "--password-stdin",
                    stdin="short")
         self.ok("account", "password", "app@old.test", "--password-stdin", stdin=GOOD)

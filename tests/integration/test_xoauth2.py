@@ -22,6 +22,10 @@ class Xoauth2Test(ChutedFixture):
 
     def setUp(self):
         super().setUp()
+        self.configure()
+
+    def configure(self):
+        """The tenant's OAuth settings, loaded (also used by test_auth_policy)."""
         self.keys = Keys(self.dir)
         self.ctl("tenant", "set", "example.test", "--oauth-issuer", ISSUER, "--oauth-audience",
                  AUDIENCE, "--oauth-tenant-id", TENANT_ID, "--oauth-jwks", self.keys.jwks_path)

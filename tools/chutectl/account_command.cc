@@ -26,12 +26,27 @@ constexpr absl::string_view kHelp = R"(HVE accounts (ID = primary address or dis
   account list [--tenant NAME]
   account show ID
   account set ID [--display-name X] [--primary-smtp-address A]
-                 [--add-alias A]... [--remove-alias A]...
+                 [--add-alias A]... [--remove-alias A]... [--basic-auth on|off|tenant]
+                      --basic-auth: the account's authentication policy for AUTH PLAIN and
+                      LOGIN, overriding its tenant's (tenant set --basic-auth); "tenant"
+                      follows the tenant's again (the default)
+  account disable ID                             no mechanism authenticates it (password or
+                                                 XOAUTH2), no trusted listener acts as it;
+                                                 it is kept, and takes effect without restart
+  account enable ID
   account password ID [--password-stdin]         asked twice on a terminal otherwise
   account remove ID [--yes]                      asked on a terminal unless --yes
   A password must satisfy the tenant's password policy (tenant show NAME): its minimum
   length, its complexity, and not be one of its last N passwords.
 )";
+
+// BasicAuthName: the account's authentication policy as `account set --basic-auth` spells it.
+const char* BasicAuthName(const directory::Account& a) {
+  if (!a.basic_auth.has_value()) {
+    return "tenant";
+  }
+  return *a.basic_auth ? "on" : "off";
+}
 
 nlohmann::json AccountJson(const directory::Account& a) {
   return nlohmann::json{{"display_name", a.display_name},
@@ -40,7 +55,9 @@ nlohmann::json AccountJson(const directory::Account& a) {
                         {"aliases", a.aliases},
                         {"has_password", !a.password_hash.empty()},
                         {"reply_to", a.reply_to},
-                        {"allowed_apps", a.allowed_apps}};
+                        {"allowed_apps", a.allowed_apps},
+                        {"basic_auth", BasicAuthName(a)},
+                        {"enabled", a.enabled}};
 }
 
 void PrintAccount(const Context& context, const directory::Account& a) {
@@ -54,7 +71,9 @@ void PrintAccount(const Context& context, const directory::Account& a) {
             << "Aliases:            " << absl::StrJoin(a.aliases, ", ") << "\n"
             << "Password:           " << (a.password_hash.empty() ? "not set" : "set") << "\n"
             << "ReplyTo:            " << a.reply_to << "\n"
-            << "AllowedApps:        " << absl::StrJoin(a.allowed_apps, ", ") << "\n";
+            << "AllowedApps:        " << absl::StrJoin(a.allowed_apps, ", ") << "\n"
+            << "BasicAuth:          " << BasicAuthName(a) << "\n"
+            << "Enabled:            " << (a.enabled ? "true" : "false") << "\n";
 }
 
 // NewPassword: the password from standard input or, on a terminal, typed twice; checked
@@ -266,18 +285,20 @@ int Remove(Context& context, directory::Store& store, const Args& args, const st
 
 int Run(Context& context, const std::vector<std::string>& words) {
   if (words.size() < 2) {
-    return context.Usage("account needs a subcommand: new, list, show, set, password, remove");
+    return context.Usage(
+        "account needs a subcommand: new, list, show, set, disable, enable, password, remove");
   }
   const std::string& verb = words[1];
   Args args;
   if (std::optional<std::string> error =
           ParseArgs(words, 2, {"--password-stdin", "--no-password", "--yes"},
                     {"--tenant", "--name", "--primary-smtp-address", "--display-name",
-                     "--add-alias", "--remove-alias"},
+                     "--add-alias", "--remove-alias", "--basic-auth"},
                     &args)) {
     return context.Usage(*error);
   }
-  static const char* const kVerbs[] = {"new", "list", "show", "set", "password", "remove"};
+  static const char* const kVerbs[] = {"new",    "list",    "show",     "set",
+                                       "enable", "disable", "password", "remove"};
   if (std::find(std::begin(kVerbs), std::end(kVerbs), verb) == std::end(kVerbs)) {
     return context.Usage(absl::StrCat("unknown account subcommand '", verb, "'"));
   }
@@ -315,6 +336,16 @@ int Run(Context& context, const std::vector<std::string>& words) {
   change.primary_address = args.Get("--primary-smtp-address");
   change.add_aliases = args.All("--add-alias");
   change.remove_aliases = args.All("--remove-alias");
+  if (verb == "enable" || verb == "disable") {
+    change.enabled = verb == "enable";
+  }
+  if (std::optional<std::string> basic = args.Get("--basic-auth")) {
+    if (*basic != "on" && *basic != "off" && *basic != "tenant") {
+      return context.Usage("--basic-auth takes on, off or tenant");
+    }
+    change.basic_auth =
+        *basic == "tenant" ? std::optional<bool>() : std::optional<bool>(*basic == "on");
+  }
   absl::StatusOr<directory::Account> updated = store->UpdateAccount(id, change);
   if (!updated.ok()) {
     return context.Fail(updated.status());

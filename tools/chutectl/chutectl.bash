@@ -13,7 +13,7 @@ _chutectl_words() {
     "tenant remove") echo "--force --yes" ;;
     "account new") echo "--tenant --name --primary-smtp-address --password-stdin --no-password" ;;
     "account list") echo "--tenant" ;;
-    "account set") echo "--display-name --primary-smtp-address --add-alias --remove-alias" ;;
+    "account set") echo "--display-name --primary-smtp-address --add-alias --remove-alias --basic-auth" ;;
     "account password") echo "--password-stdin" ;;
     "account remove") echo "--yes" ;;
     "settings set") echo "--reply-to" ;;
@@ -74,7 +74,7 @@ _chutectl() {
   if [ $((i + 1)) -eq "$COMP_CWORD" ]; then
     case "$group" in
       tenant) COMPREPLY=($(compgen -W "add list show set remove" -- "$cur")) ;;
-      account) COMPREPLY=($(compgen -W "new list show set password remove" -- "$cur")) ;;
+      account) COMPREPLY=($(compgen -W "new list show set disable enable password remove" -- "$cur")) ;;
       settings) COMPREPLY=($(compgen -W "get set" -- "$cur")) ;;
       app-access) COMPREPLY=($(compgen -W "add remove" -- "$cur")) ;;
       queue) COMPREPLY=($(compgen -W "list show retry hold release delete dead requeue" \

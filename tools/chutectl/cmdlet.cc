@@ -33,6 +33,7 @@ const Cmdlet kCmdlets[] = {
     {"get-mailuser", "Get-MailUser", {"account", "list"}, true},
     {"set-mailuser", "Set-MailUser", {"account", "set"}, true},
     {"remove-mailuser", "Remove-MailUser", {"account", "remove"}, false},
+    {"set-user", "Set-User", {"account", "set"}, false},
     {"get-hveaccountsettings", "Get-HVEAccountSettings", {"settings", "get"}, false},
     {"set-hveaccountsettings", "Set-HVEAccountSettings", {"settings", "set"}, false},
     {"add-hveappaccess", "Add-HVEAppAccess", {"app-access", "add"}, false},
@@ -88,12 +89,19 @@ extern const absl::string_view kCmdletHelp =
   chutectl Get-MailUser -HVEAccount [-Identity ID]
   chutectl Set-MailUser -HVEAccount -Identity ID [-DisplayName X] [-PrimarySmtpAddress A]
   chutectl Remove-MailUser -Identity ID [-Confirm:$false]
+  chutectl Set-MailUser -HVEAccount -Identity ID -AccountDisabled:$true|$false
+  chutectl Set-User -Identity ID -AuthenticationPolicy BlockBasicAuthSmtp|AllowBasicAuthSmtp|$null
   chutectl Get-HVEAccountSettings -Identity ID
   chutectl Set-HVEAccountSettings -Identity hve@contoso.com -ReplyTo marketing@contoso.com
   chutectl Add-HVEAppAccess -Identity ID -AppId GUID[,GUID...]
   chutectl Remove-HVEAppAccess -Identity ID -AppId GUID[,GUID...]
   Parameters take "-Name value" or "-Name:value". New-MailUser prompts for the password on a
   terminal; otherwise give -PasswordStdin (read from standard input) or -NoPassword.
+  chute has no named authentication policy objects (no New-AuthenticationPolicy): each account
+  has its own setting, and -AuthenticationPolicy takes one of two built-in names, as if made
+  with New-AuthenticationPolicy -AllowBasicAuthSmtp:$false (BlockBasicAuthSmtp) or :$true
+  (AllowBasicAuthSmtp); $null follows the tenant's switch again ("account set ID --basic-auth
+  off|on|tenant"). -AccountDisabled is "account disable ID" / "account enable ID".
 )";
 
 namespace {
@@ -102,8 +110,24 @@ namespace {
 struct Translation {
   std::vector<std::string> words;
   std::optional<std::string> identity;
+  std::optional<std::string> verb;  // replaces the command's verb (-AccountDisabled)
   bool hve = false;
 };
+
+// AuthenticationPolicyWord: -AuthenticationPolicy's value as `account set --basic-auth` takes
+// it, or nullopt for a name chute does not have.
+std::optional<std::string> AuthenticationPolicyWord(absl::string_view value) {
+  if (absl::EqualsIgnoreCase(value, "BlockBasicAuthSmtp")) {
+    return "off";
+  }
+  if (absl::EqualsIgnoreCase(value, "AllowBasicAuthSmtp")) {
+    return "on";
+  }
+  if (value.empty() || absl::EqualsIgnoreCase(value, "$null")) {
+    return "tenant";
+  }
+  return std::nullopt;
+}
 
 // TranslateParameter: words[*i] (a "-Parameter", with its value) into `out`, advancing *i past
 // a value given as the next word. The message of a usage error otherwise.
@@ -119,6 +143,14 @@ std::optional<std::string> TranslateParameter(const Cmdlet& cmdlet,
     value = word.substr(colon + 1);
   }
   std::optional<absl::string_view> switch_to = Lookup(kSwitches, name);
+  if (name == "-accountdisabled" && cmdlet.command[1] == "set") {
+    std::optional<bool> disabled = SwitchValue(value);
+    if (!disabled.has_value()) {
+      return absl::StrCat(cmdlet.spelling, ": ", word, " takes $true or $false");
+    }
+    out->verb = *disabled ? "disable" : "enable";
+    return std::nullopt;
+  }
   if (name == "-hveaccount" || name == "-confirm" || switch_to.has_value()) {
     std::optional<bool> on = SwitchValue(value);
     if (!on.has_value()) {
@@ -134,7 +166,8 @@ std::optional<std::string> TranslateParameter(const Cmdlet& cmdlet,
     return std::nullopt;
   }
   std::optional<absl::string_view> mapped = Lookup(kValued, name);
-  if (name != "-identity" && !mapped.has_value()) {
+  bool policy = name == "-authenticationpolicy" && cmdlet.command[1] == "set";
+  if (name != "-identity" && !policy && !mapped.has_value()) {
     return absl::StrCat(cmdlet.spelling, ": unsupported parameter ", word);
   }
   if (!value.has_value()) {
@@ -145,6 +178,14 @@ std::optional<std::string> TranslateParameter(const Cmdlet& cmdlet,
   }
   if (name == "-identity") {
     out->identity = *value;
+  } else if (policy) {
+    std::optional<std::string> basic = AuthenticationPolicyWord(*value);
+    if (!basic.has_value()) {
+      return absl::StrCat(cmdlet.spelling, ": -AuthenticationPolicy takes BlockBasicAuthSmtp, ",
+                          "AllowBasicAuthSmtp or $null (chute has no named policies)");
+    }
+    out->words.push_back("--basic-auth");
+    out->words.push_back(*basic);
   } else if (*mapped != "--app-id") {
     out->words.push_back(std::string(*mapped));
     out->words.push_back(*value);
@@ -196,6 +237,13 @@ std::optional<std::string> TranslateCmdlet(std::vector<std::string>* words, Cont
   }
   if (match->needs_hve_switch && !out.hve) {
     return absl::StrCat(match->spelling, " manages HVE accounts only: add -HVEAccount");
+  }
+  if (out.verb.has_value()) {
+    if (out.words.size() > 2) {
+      return absl::StrCat(match->spelling, ": -AccountDisabled goes alone (one change a command)");
+    }
+    out.words[1] = *out.verb;
+    context->SetCmdlet(match->spelling, absl::StrCat("account ", *out.verb));
   }
   if (out.identity.has_value()) {
     if (out.words[1] == "list") {

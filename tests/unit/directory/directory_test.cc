@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "db/sqlite.h"
 
 namespace chute::directory {
 namespace {
@@ -226,6 +227,60 @@ TEST_F(StoreTest, PasswordHistoryIsNewestFirstAndBounded) {
   ASSERT_EQ(all->size(), static_cast<size_t>(kPasswordHistoryMax));
   EXPECT_EQ(all->back(), "h6");
   EXPECT_TRUE(store_->PasswordHashes(account->id, 0)->empty());
+}
+
+TEST_F(StoreTest, AnAccountsPolicyOverridesItsTenantsAndCanBeCleared) {
+  ASSERT_TRUE(store_->AddAccount({"contoso", "A", "a@contoso.test", "h"}, 100).ok());
+  std::shared_ptr<const Snapshot> snapshot = *store_->LoadSnapshot();
+  const Account* a = snapshot->FindAccount("a@contoso.test");
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->basic_auth, std::nullopt);
+  EXPECT_TRUE(a->enabled);
+  EXPECT_TRUE(BasicAuthAllowed(*a, *snapshot->FindTenant(a->tenant_id)));
+  TenantChange off;
+  off.basic_auth = false;
+  ASSERT_TRUE(store_->UpdateTenant("contoso", off).ok());
+  AccountChange allow;
+  allow.basic_auth = std::optional<bool>(true);
+  allow.enabled = false;
+  absl::StatusOr<Account> updated = store_->UpdateAccount("A", allow);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->basic_auth, std::optional<bool>(true));
+  EXPECT_FALSE(updated->enabled);
+  snapshot = *store_->LoadSnapshot();
+  EXPECT_TRUE(BasicAuthAllowed(*snapshot->FindAccount("a@contoso.test"),
+                               *snapshot->FindTenantByName("contoso")));
+  AccountChange inherit;
+  inherit.basic_auth = std::optional<bool>();  // back to the tenant's (off)
+  inherit.enabled = true;
+  updated = store_->UpdateAccount("A", inherit);
+  ASSERT_TRUE(updated.ok());
+  EXPECT_EQ(updated->basic_auth, std::nullopt);
+  EXPECT_TRUE(updated->enabled);
+  snapshot = *store_->LoadSnapshot();
+  EXPECT_FALSE(BasicAuthAllowed(*snapshot->FindAccount("a@contoso.test"),
+                                *snapshot->FindTenantByName("contoso")));
+}
+
+TEST_F(StoreTest, ASchema3DatabaseMigratesWithAccountsFollowingTheirTenantAndEnabled) {
+  ASSERT_TRUE(store_->AddAccount({"contoso", "A", "a@contoso.test", "h"}, 100).ok());
+  store_.reset();
+  {
+    // Back to what schema 3 had: no policy columns.
+    absl::StatusOr<std::unique_ptr<db::Database>> db = db::Database::Open(dir_ + "/d.db", false);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Exec("ALTER TABLE accounts DROP COLUMN basic_auth").ok());
+    ASSERT_TRUE((*db)->Exec("ALTER TABLE accounts DROP COLUMN enabled").ok());
+    ASSERT_TRUE((*db)->Exec("UPDATE schema_version SET version = 3").ok());
+  }
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir_ + "/d.db", false);
+  ASSERT_TRUE(store.ok()) << store.status();
+  store_ = std::move(*store);
+  std::shared_ptr<const Snapshot> snapshot = *store_->LoadSnapshot();
+  const Account* a = snapshot->FindAccount("a@contoso.test");
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->basic_auth, std::nullopt);
+  EXPECT_TRUE(a->enabled);
 }
 
 }  // namespace

@@ -22,6 +22,10 @@ class AdmissionTest : public ::testing::Test {
     ASSERT_TRUE(store.ok());
     ASSERT_TRUE((*store)->AddTenant("contoso", {"contoso.test"}).ok());
     ASSERT_TRUE((*store)->AddAccount({"contoso", "Printer", "printer@contoso.test", ""}, 100).ok());
+    ASSERT_TRUE((*store)->AddAccount({"contoso", "Off", "off@contoso.test", ""}, 100).ok());
+    directory::AccountChange disable;
+    disable.enabled = false;
+    ASSERT_TRUE((*store)->UpdateAccount("off@contoso.test", disable).ok());
     auto snapshot = (*store)->LoadSnapshot();
     ASSERT_TRUE(snapshot.ok());
     snapshot_ = *snapshot;
@@ -88,6 +92,14 @@ TEST_F(AdmissionTest, TrustedListenerWhoseAccountIsGoneIsMisconfigured) {
   AdmissionVerdict v = Admit(From("10.1.2.3"), trusted_, *snapshot_);
   ASSERT_TRUE(v.refusal.has_value());
   EXPECT_EQ(v.refusal->text, smtp::kReplyListenerMisconfigured.text);
+}
+
+TEST_F(AdmissionTest, TrustedListenerWhoseAccountIsDisabledActsAsNoOne) {
+  trusted_.authenticate_as = "off@contoso.test";
+  AdmissionVerdict v = Admit(From("10.1.2.3"), trusted_, *snapshot_);
+  ASSERT_TRUE(v.refusal.has_value());
+  EXPECT_EQ(v.refusal->text, smtp::kReplyListenerAccountDisabled.text);
+  EXPECT_EQ(v.acting_as, nullptr);
 }
 
 }  // namespace

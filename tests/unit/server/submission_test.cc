@@ -103,10 +103,11 @@ class FakeTenantCap : public TenantCap {
 
 class FakeAuth : public AuthService {
  public:
-  auth::AuthThrottle::Verdict CheckThrottle(const IpBytes&, absl::string_view,
-                                            absl::Time) override {
+  auth::AuthThrottle::Verdict CheckThrottle(const IpBytes&, absl::string_view, absl::Time,
+                                            absl::string_view*) override {
     return throttle;
   }
+  void RecordSuccess(const IpBytes&, absl::string_view, absl::Time) override { ++successes; }
   absl::Duration RecordFailure(const IpBytes&, absl::string_view, absl::Time) override {
     ++failures;
     return failure_delay;
@@ -122,6 +123,7 @@ class FakeAuth : public AuthService {
   auth::AuthThrottle::Verdict throttle = auth::AuthThrottle::Verdict::kClean;
   absl::Duration failure_delay = absl::ZeroDuration();
   int failures = 0;
+  int successes = 0;
   std::vector<auth::VerifyRequest> requests;
   auth::TokenVerdict token = auth::TokenVerdict::kInvalid;
 };
