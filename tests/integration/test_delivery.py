@@ -570,6 +570,37 @@ class DeadLetterRequeueTest(DeliveryFixture):
         self.assertEqual(self.server.deliveries(), [])
 
 
+class LookalikeDomainTest(DeliveryFixture):
+    """A lookalike spelling of an accepted domain (fullwidth letters, U+FF0E for the dot) is
+    accepted as that domain, and passed downstream as its A-label: the downstream's MAIL FROM
+    and RCPT TO, and the trace, never see the raw spelling."""
+
+    def setUp(self):
+        self.server = FakeSmtp()
+        self.addCleanup(self.server.stop)
+        self.extra_config = delivery_config("smtp", f"127.0.0.1:{self.server.port}")
+        super().setUp()
+
+    def test_downstream_rcpt_and_mail_use_the_a_label(self):
+        fullwidth = "\uff43\uff4f\uff52\uff50.test"
+        body = message_body("lookalike-1")
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+            c.ehlo("client.example.test")
+            c.sendmail("app@example\uff0etest", [f"Bob@{fullwidth}", "carol@corp\uff0etest"],
+                       body, mail_options=["SMTPUTF8"])
+        self.settle(30)
+        with self.server.lock:
+            self.assertEqual(self.server.rcpts_seen, ["Bob@corp.test", "carol@corp.test"])
+            self.assertEqual([m[0] for m in self.server.messages], ["<app@example.test>"])
+        def delivered_rows():
+            rows = [r for r in json.loads(self.ctl("--json", "trace").stdout)
+                    if r["status"] == "delivered"]
+            return rows if len(rows) == 2 else None
+        rows = wait_until(delivered_rows, "both recipients delivered in the trace", 15)
+        self.assertEqual(sorted(r["recipient"] for r in rows), ["Bob@corp.test", "carol@corp.test"])
+        self.assertEqual({r["sender"] for r in rows}, {"app@example.test"})
+
+
 # -------------------------------------------------------------------------------------------
 # 5. Every queue command.
 
