@@ -8,22 +8,41 @@
 // filesystem sync per batch delivers about four times as many files per second as an
 // fdatasync per file). Only after that does the scheduler settle the spool record.
 //
+// Nothing below the root is reached through a symbolic link: every folder is opened one path
+// component at a time relative to its parent's descriptor with O_NOFOLLOW | O_DIRECTORY (a
+// link where a domain, mailbox, tmp/, new/ or cur/ folder should be fails the copy with a
+// transient 451 that names it), files are created with O_EXCL | O_NOFOLLOW in tmp/'s
+// descriptor, renamed and removed relative to the folders' descriptors (renameat, unlinkat).
+// A user who can write into a mailbox can therefore not make chute write, rename or delete
+// anything outside it. The root itself is the operator's path and may be a link.
+//
 // Names are derived from the message (its received time, queue id and recipient index), so
 // delivering the same message again renames over the same name in new/; a redelivery after a
 // restart also looks in cur/ (where a mail reader moves what it has seen) and does not write a
 // second copy. Mailbox folders are case-insensitive: the local part is lower-cased for the
 // folder (Alice@ and alice@ are one mailbox), while the envelope keeps it byte for byte.
 //
+// Descriptors: a batch keeps at most kMailboxesOpenMax mailboxes' folders open (two
+// descriptors each: tmp/ and new/), and opens again what it let go; with the root, the two
+// folders open while a mailbox is reached, cur/ while a replay lists it and the file being
+// written, one worker holds at most kMaildirDescriptorsMax (what chuted reserves per worker).
+//
 // Threads: one instance per delivery worker thread.
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "delivery/backend.h"
 
 namespace chute::delivery {
+
+inline constexpr size_t kMailboxesOpenMax = 4;
+inline constexpr size_t kMaildirDescriptorsMax = 2 * kMailboxesOpenMax + 8;
+static_assert(kMaildirDescriptorsMax >= 2 * kMailboxesOpenMax + 1 + 2 + 2 + 1);
 
 class MaildirBackend : public Backend {
  public:
@@ -32,8 +51,17 @@ class MaildirBackend : public Backend {
                const MessageDone& done = nullptr) override;
 
  private:
+  struct Mailbox;
   struct Copy;
-  RecipientResult WriteCopy(const OutboundMessage& message, size_t i, Copy* copy);
+  // The mailboxes a batch has open, by "<domain>/<local>" (at most kMailboxesOpenMax).
+  using Mailboxes = absl::flat_hash_map<std::string, std::unique_ptr<Mailbox>>;
+  Mailbox& OpenMailbox(int root_fd, int root_error, absl::string_view address,
+                       Mailboxes* mailboxes);
+  RecipientResult WriteCopy(const OutboundMessage& message, size_t i, int root_fd, Mailbox& mailbox,
+                            Copy* copy);
+  // AlreadyDelivered: whether a replayed copy `name` is in the mailbox's new/ or cur/.
+  bool AlreadyDelivered(int root_fd, absl::string_view address, const Mailbox& mailbox,
+                        const std::string& name);
 
   const std::string root_;
   const std::string hostname_;
@@ -44,8 +72,10 @@ BackendFactory MakeMaildirFactory(std::string root, std::string hostname);
 // CleanMaildirTmp: the Maildir convention's clean-up of tmp/ folders under `root` (two levels:
 // domain, mailbox): chute's own files there (named as MaildirBackend names them, for
 // `hostname`) are leftovers of a crash, since nothing is delivered while this runs; other
-// files are removed when older than kForeignTmpAge. Call before delivery starts. Returns how
-// many files it removed.
+// files are removed when older than kForeignTmpAge. Only regular files are removed, relative
+// to their folder's descriptor; a symbolic link where a domain, mailbox or tmp/ folder should
+// be is not followed (a warning names it). Call before delivery starts. Returns how many
+// files it removed.
 inline constexpr absl::Duration kForeignTmpAge = absl::Hours(36);
 size_t CleanMaildirTmp(const std::string& root, const std::string& hostname, absl::Time now);
 

@@ -160,11 +160,13 @@ void Server::LimitConnectionsToDescriptors(int shards) {
     return;
   }
   // What is not a client connection: a few files per shard (ring, eventfd, listeners, spool
-  // segments), one per delivery connection or Maildir file in flight, and headroom for the
-  // admin listener, the directory, dead letters and refusing connections over the cap.
-  int64_t delivery = config.delivery.backend == DeliveryBackend::kMaildir
-                         ? config.server.delivery_threads * 4
-                         : config.delivery.connections_max;
+  // segments), one per delivery connection or kMaildirDescriptorsMax per Maildir worker, and
+  // headroom for the admin listener, the directory, dead letters and refusing connections over the
+  // cap.
+  int64_t delivery =
+      config.delivery.backend == DeliveryBackend::kMaildir
+          ? config.server.delivery_threads * static_cast<int64_t>(delivery::kMaildirDescriptorsMax)
+          : config.delivery.connections_max;
   int64_t reserve =
       kDescriptorHeadroom + delivery + shards * (8 + static_cast<int64_t>(config.listeners.size()));
   int64_t cap = std::max<int64_t>(static_cast<int64_t>(limit.rlim_cur) - reserve, 1);

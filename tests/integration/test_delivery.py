@@ -12,6 +12,7 @@ Each message carries a unique X-Tag header; "delivered exactly once" means each 
 downstream once. Every process a test starts is stopped by a cleanup, also when it fails.
 """
 
+import calendar
 import json
 import os
 import pwd
@@ -26,7 +27,7 @@ import threading
 import time
 import unittest
 
-from chute_fixture import CHUTED, ChutedFixture, free_port
+from chute_fixture import CHUTED, ChutedFixture, free_port, wait_for_port
 
 DOVECOT = "/usr/sbin/dovecot"
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -599,6 +600,100 @@ class LookalikeDomainTest(DeliveryFixture):
         rows = wait_until(delivered_rows, "both recipients delivered in the trace", 15)
         self.assertEqual(sorted(r["recipient"] for r in rows), ["Bob@corp.test", "carol@corp.test"])
         self.assertEqual({r["sender"] for r in rows}, {"app@example.test"})
+
+
+class MaildirSymlinkTest(DeliveryFixture):
+    """Symbolic links planted in the Maildir tree (by anyone who can write into a mailbox)
+    pointing outside it: chute follows none of them. The start-up clean-up of tmp/ leaves what
+    the link points at alone, and a delivery through a linked folder is a transient 451 that
+    names the folder, with nothing written outside."""
+
+    def outside(self):
+        """A folder beside the Maildir root with one old file, `precious`."""
+        outside = os.path.join(self.dir, "outside")
+        os.mkdir(outside)
+        path = os.path.join(outside, "precious")
+        with open(path, "w") as f:
+            f.write("keep me")
+        os.utime(path, (0, 0))  # older than the 36 h after which tmp/ files go
+        return outside
+
+    def restart(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.proc.wait(timeout=40), 0)
+        self.proc = subprocess.Popen([CHUTED, "--config", self.config], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_for_port("127.0.0.1", self.port)
+
+    def pending_reply(self, queue_id, recipient):
+        entry = self.wait_attempted(queue_id)
+        for r in entry["recipients_pending"]:
+            if r["address"] == recipient:
+                return r["last_reply"]
+        self.fail(f"{recipient} is not pending: {entry}")
+
+    def test_startup_cleanup_does_not_follow_a_tmp_link(self):
+        outside = self.outside()
+        leftover = "1790000000.6613C92C8C6B7000000001R0.relay.example.test"  # named as ours
+        with open(os.path.join(outside, leftover), "w") as f:
+            f.write("x")
+        box = self.maildir("victim@example.test")
+        os.makedirs(os.path.join(box, "new"))
+        os.makedirs(os.path.join(box, "cur"))
+        os.symlink(outside, os.path.join(box, "tmp"))
+        self.restart()  # the clean-up runs before delivery starts
+        self.assertEqual(sorted(os.listdir(outside)), [leftover, "precious"])
+        self.assertIn(f"maildir: {box}/tmp is a symbolic link; not followed", self.read_log())
+
+        queue_id = self.send(["victim@example.test"], "link-tmp")
+        self.assertEqual(self.pending_reply(queue_id, "victim@example.test"),
+                         "451 4.3.0 maildir: open example.test/victim/tmp: "
+                         "Too many levels of symbolic links")
+        self.assertEqual(sorted(os.listdir(outside)), [leftover, "precious"])
+        self.assertRegex(self.read_log(), rf"event=delivery queue_id={queue_id} "
+                                          r"recipient=victim@example.test .*status=deferred")
+
+    def test_linked_new_or_cur_defers_the_copy_and_writes_nothing_outside(self):
+        outside = self.outside()
+        for address, folder in (("newlink@example.test", "new"), ("curlink@example.test", "cur")):
+            box = self.maildir(address)
+            for f in ("tmp", "new", "cur"):
+                if f != folder:
+                    os.makedirs(os.path.join(box, f))
+            os.symlink(outside, os.path.join(box, folder))
+        queue_id = self.send(["newlink@example.test", "curlink@example.test",
+                              "fine@example.test"], "link-new-cur")
+        for address, folder in (("newlink", "new"), ("curlink", "cur")):
+            self.assertEqual(self.pending_reply(queue_id, f"{address}@example.test"),
+                             f"451 4.3.0 maildir: open example.test/{address}/{folder}: "
+                             "Too many levels of symbolic links")
+        self.assertEqual(len(os.listdir(os.path.join(self.maildir("fine@example.test"), "new"))),
+                         1, "the recipient without a link is delivered")
+        self.assertEqual(os.listdir(outside), ["precious"])
+
+    def test_link_planted_at_the_copys_name_in_tmp_is_not_written_through(self):
+        # A copy's name in tmp/ is predictable (received time, queue id): plant a link there
+        # while the first attempt fails (new/ is a file), then retry.
+        outside = self.outside()
+        box = self.maildir("target@example.test")
+        os.makedirs(os.path.join(box, "tmp"))
+        os.makedirs(os.path.join(box, "cur"))
+        open(os.path.join(box, "new"), "w").close()
+        queue_id = self.send(["target@example.test"], "planted")
+        entry = self.wait_attempted(queue_id)
+        received_s = calendar.timegm(time.strptime(entry["received"], "%Y-%m-%dT%H:%M:%SZ"))
+        name = f"{received_s}.{queue_id}R0.relay.example.test"
+        os.remove(os.path.join(box, "new"))
+        os.mkdir(os.path.join(box, "new"))
+        os.symlink(os.path.join(outside, "precious"), os.path.join(box, "tmp", name))
+        self.ctl("queue", "retry", queue_id)
+        self.settle()
+        with open(os.path.join(outside, "precious")) as f:
+            self.assertEqual(f.read(), "keep me")
+        copy = os.path.join(box, "new", name)
+        self.assertFalse(os.path.islink(copy))
+        with open(copy, "rb") as f:
+            self.assertEqual(tags_in(f.read()), [b"planted"])
 
 
 # -------------------------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "delivery/maildir.h"
 
@@ -104,6 +107,29 @@ TEST(MaildirBackendTest, MailboxRemovedWhileRunningIsMadeAgain) {
   EXPECT_EQ(List(root + "/example.test/bob/new").size(), 1u);
 }
 
+TEST(MaildirBackendTest, MoreMailboxesThanStayOpenAreAllDeliveredAndNoDescriptorLeaks) {
+  std::string root = TempRoot() + "/mail";
+  MaildirBackend backend(root, "relay.test");
+  std::vector<std::string> recipients;
+  for (size_t i = 0; i < 3 * kMailboxesOpenMax + 1; ++i) {
+    recipients.push_back("user" + std::to_string(i) + "@example.test");
+  }
+  OutboundMessage first = Sample("ID10", recipients);
+  std::reverse(recipients.begin(), recipients.end());  // mailboxes let go, then needed again
+  OutboundMessage second = Sample("ID11", recipients);
+  size_t descriptors = List("/proc/self/fd").size();
+  backend.Deliver({&first, &second});
+  EXPECT_EQ(List("/proc/self/fd").size(), descriptors);
+  for (const OutboundMessage* m : {&first, &second}) {
+    for (const RecipientResult& r : m->results) {
+      EXPECT_EQ(r.outcome, Outcome::kDelivered) << r.reply;
+    }
+  }
+  for (const std::string& r : recipients) {
+    EXPECT_EQ(List(MaildirPath(root, r) + "/new").size(), 2u) << r;
+  }
+}
+
 TEST(MaildirBackendTest, CleanTmpRemovesOwnLeftoversAndOldForeignFiles) {
   std::string root = TempRoot() + "/mail";
   std::string tmp = root + "/example.test/bob/tmp";
@@ -116,6 +142,135 @@ TEST(MaildirBackendTest, CleanTmpRemovesOwnLeftoversAndOldForeignFiles) {
   EXPECT_EQ(List(tmp).size(), 2u);
   EXPECT_EQ(CleanMaildirTmp(root, "relay.test", absl::Now() + absl::Hours(37)), 2u);
   EXPECT_TRUE(List(tmp).empty());
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream content;
+  content << in.rdbuf();
+  return content.str();
+}
+
+// Outside: a folder beside the Maildir root holding one file, `precious`, with "keep me".
+std::string Outside(const std::string& base) {
+  std::string outside = base + "/outside";
+  EXPECT_EQ(mkdir(outside.c_str(), 0700), 0);
+  std::ofstream(outside + "/precious") << "keep me";
+  return outside;
+}
+
+TEST(MaildirSymlinkTest, CleanTmpDoesNotFollowLinkedFolders) {
+  // tmp/ (and a mailbox, and a domain) planted as links to a folder outside the root, which
+  // holds a file named like a crash leftover of ours and an old one: the clean-up used to
+  // follow tmp/ and delete them.
+  std::string base = TempRoot();
+  std::string root = base + "/mail";
+  std::string outside = Outside(base);
+  std::string own = "1790000000.6613C92C8C6B7000000001R0.relay.test";
+  std::ofstream(outside + "/" + own) << "x";
+  ASSERT_EQ(system(("mkdir -p " + root + "/example.test/bob").c_str()), 0);
+  ASSERT_EQ(symlink(outside.c_str(), (root + "/example.test/bob/tmp").c_str()), 0);
+  ASSERT_EQ(
+      system(
+          ("mkdir -p " + base + "/box/tmp && cp " + outside + "/* " + base + "/box/tmp").c_str()),
+      0);
+  ASSERT_EQ(symlink((base + "/box").c_str(), (root + "/example.test/carol").c_str()), 0);
+  ASSERT_EQ(symlink((base + "/box").c_str(), (root + "/linked.test").c_str()), 0);
+  EXPECT_EQ(CleanMaildirTmp(root, "relay.test", absl::Now() + absl::Hours(37)), 0u);
+  EXPECT_EQ(ReadAll(outside + "/precious"), "keep me");
+  EXPECT_EQ(ReadAll(outside + "/" + own), "x");
+  EXPECT_EQ(List(base + "/box/tmp").size(), 2u);
+}
+
+TEST(MaildirSymlinkTest, CleanTmpRemovesALinkInTmpNotItsTarget) {
+  std::string base = TempRoot();
+  std::string root = base + "/mail";
+  std::string outside = Outside(base);
+  std::string tmp = root + "/example.test/bob/tmp";
+  ASSERT_EQ(system(("mkdir -p " + tmp).c_str()), 0);
+  ASSERT_EQ(symlink((outside + "/precious").c_str(),
+                    (tmp + "/1790000000.6613C92C8C6B7000000001R0.relay.test").c_str()),
+            0);
+  EXPECT_EQ(CleanMaildirTmp(root, "relay.test", absl::Now() + absl::Hours(37)), 0u);
+  EXPECT_EQ(ReadAll(outside + "/precious"), "keep me");
+}
+
+TEST(MaildirSymlinkTest, LinkedFoldersFailTheCopyWithoutWritingOutside) {
+  for (const char* folder : {"tmp", "new", "cur"}) {
+    SCOPED_TRACE(folder);
+    std::string base = TempRoot();
+    std::string root = base + "/mail";
+    std::string outside = Outside(base);
+    std::string box = root + "/example.test/bob";
+    ASSERT_EQ(system(("mkdir -p " + box + "/tmp " + box + "/new " + box + "/cur").c_str()), 0);
+    ASSERT_EQ(rmdir((box + "/" + folder).c_str()), 0);
+    ASSERT_EQ(symlink(outside.c_str(), (box + "/" + folder).c_str()), 0);
+    MaildirBackend backend(root, "relay.test");
+    OutboundMessage m = Sample("ID6", {"bob@example.test", "carol@example.test"});
+    backend.Deliver({&m});
+    ASSERT_EQ(m.results.size(), 2u);
+    EXPECT_EQ(m.results[0].outcome, Outcome::kTransient);
+    EXPECT_EQ(m.results[0].reply, absl::StrCat("451 4.3.0 maildir: open example.test/bob/", folder,
+                                               ": Too many levels of symbolic links"));
+    EXPECT_EQ(m.results[1].outcome, Outcome::kDelivered);  // its neighbour is not affected
+    EXPECT_EQ(List(outside), std::vector<std::string>{"precious"});
+    EXPECT_EQ(ReadAll(outside + "/precious"), "keep me");
+  }
+}
+
+TEST(MaildirSymlinkTest, LinkedDomainOrMailboxFailsTheCopy) {
+  std::string base = TempRoot();
+  std::string root = base + "/mail";
+  std::string outside = Outside(base);
+  ASSERT_EQ(system(("mkdir -p " + root + "/example.test").c_str()), 0);
+  ASSERT_EQ(symlink(outside.c_str(), (root + "/linked.test").c_str()), 0);
+  ASSERT_EQ(symlink(outside.c_str(), (root + "/example.test/bob").c_str()), 0);
+  MaildirBackend backend(root, "relay.test");
+  OutboundMessage m = Sample("ID7", {"bob@example.test", "ann@linked.test"});
+  backend.Deliver({&m});
+  EXPECT_EQ(m.results[0].outcome, Outcome::kTransient);
+  EXPECT_NE(m.results[0].reply.find("open example.test/bob: Too many levels"), std::string::npos);
+  EXPECT_EQ(m.results[1].outcome, Outcome::kTransient);
+  EXPECT_NE(m.results[1].reply.find("open linked.test: Too many levels"), std::string::npos);
+  EXPECT_EQ(List(outside), std::vector<std::string>{"precious"});
+}
+
+TEST(MaildirSymlinkTest, ALinkPlantedAtTheCopysNameIsReplacedNotWrittenThrough) {
+  // The name of a copy is predictable (the queue id is in Received:): a link planted in tmp/
+  // at that name used to be opened with O_TRUNC, writing the message over its target.
+  std::string base = TempRoot();
+  std::string root = base + "/mail";
+  std::string outside = Outside(base);
+  std::string box = root + "/example.test/bob";
+  ASSERT_EQ(system(("mkdir -p " + box + "/tmp " + box + "/new " + box + "/cur").c_str()), 0);
+  OutboundMessage m = Sample("ID8", {"bob@example.test"});
+  std::string name = "1790000000.ID8R0.relay.test";
+  ASSERT_EQ(symlink((outside + "/precious").c_str(), (box + "/tmp/" + name).c_str()), 0);
+  MaildirBackend backend(root, "relay.test");
+  backend.Deliver({&m});
+  EXPECT_EQ(m.results[0].outcome, Outcome::kDelivered);
+  EXPECT_EQ(ReadAll(outside + "/precious"), "keep me");
+  struct stat st {};
+  ASSERT_EQ(lstat((box + "/new/" + name).c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(ReadAll(box + "/new/" + name), m.content);
+}
+
+TEST(MaildirSymlinkTest, ReplayDoesNotTakeALinkInNewForTheCopy) {
+  std::string base = TempRoot();
+  std::string root = base + "/mail";
+  std::string outside = Outside(base);
+  std::string box = root + "/example.test/bob";
+  ASSERT_EQ(system(("mkdir -p " + box + "/tmp " + box + "/new " + box + "/cur").c_str()), 0);
+  OutboundMessage m = Sample("ID9", {"bob@example.test"});
+  m.replayed = true;
+  std::string name = "1790000000.ID9R0.relay.test";
+  ASSERT_EQ(symlink((outside + "/precious").c_str(), (box + "/new/" + name).c_str()), 0);
+  MaildirBackend backend(root, "relay.test");
+  backend.Deliver({&m});
+  EXPECT_EQ(m.results[0].reply, "250 2.0.0 delivered to maildir");  // not "already there"
+  EXPECT_EQ(ReadAll(box + "/new/" + name), m.content);
+  EXPECT_EQ(ReadAll(outside + "/precious"), "keep me");
 }
 
 TEST(MaildirBackendTest, UnwritableRootIsATransientFailure) {
