@@ -890,6 +890,40 @@ class QueueDeleteShowTest(QueueControlFixture):
             self.assertIn("queue", result.stderr)
 
 
+class DeadLetterIdTest(DeliveryFixture):
+    """The id in /dead/ID/requeue is checked to be a queue id before it names a file, and no
+    error an HTTP client gets names a filesystem path (was: POST /dead/%2e%2e/requeue answered
+    404 with "open <data_dir>/dead/%2e%2e.json: No such file or directory")."""
+
+    def post(self, path):
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+        try:
+            c.request("POST", path)
+            r = c.getresponse()
+            return r.status, r.read().decode()
+        finally:
+            c.close()
+
+    def test_requeue_refuses_what_is_not_a_queue_id_and_names_no_path(self):
+        os.makedirs(os.path.join(self.dir, "dead"), exist_ok=True)
+        for raw in ("%2e%2e", "%2E%2E%2Fchute", "..%2f..%2fetc%2fpasswd", "%2e", "M3",
+                    UNKNOWN_ID.lower(), UNKNOWN_ID + "0"):
+            status, body = self.post(f"/dead/{raw}/requeue")
+            self.assertEqual((status, json.loads(body)), (400, {"error": "not a queue id"}), raw)
+        status, body = self.post(f"/dead/{UNKNOWN_ID}/requeue")
+        self.assertEqual((status, json.loads(body)), (404, {"error": f"no dead letter {UNKNOWN_ID}"}))
+        # A damaged dead letter: the path is in the log, not in the answer.
+        with open(os.path.join(self.dir, "dead", UNKNOWN_ID + ".json"), "w") as f:
+            f.write("{}")
+        status, body = self.post(f"/dead/{UNKNOWN_ID}/requeue")
+        self.assertEqual(status, 400)
+        self.assertNotIn(self.dir, body)
+        self.assertNotIn("/", json.loads(body)["error"])
+        self.assertIn(f"{self.dir}/dead/{UNKNOWN_ID}.json is not a dead-letter record",
+                      self.read_log())
+
+
 # -------------------------------------------------------------------------------------------
 # 6. One spool, one chuted.
 
