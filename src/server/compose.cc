@@ -102,6 +102,7 @@ void Server::MakeGate() {
   policy::ConnectionGate::Limits gate_limits;
   gate_limits.per_ip = static_cast<uint64_t>(limits.connections_per_ip);
   gate_limits.per_ip_exempt = limits.connections_per_ip_exempt;
+  gate_limits.ipv6_prefix_bits = static_cast<int>(limits.connections_per_ip_ipv6_prefix_bits);
   gate_limits.per_tenant = static_cast<uint64_t>(limits.authenticated_connections_per_tenant);
   gate_limits.ip_slots = static_cast<size_t>(limits.ip_table_slots);
   shared_.gate = std::make_unique<policy::ConnectionGate>(gate_limits);
