@@ -1,5 +1,5 @@
-// maildir.cc: delivers batches into Maildir folders (tmp/, syncfs, new/) and cleans tmp/,
-// never through a symbolic link below the root.
+// maildir.cc: delivers batches into Maildir folders (tmp/, one file per message and hard links,
+// syncfs, new/) and cleans tmp/, never through a symbolic link below the root.
 
 #include "delivery/maildir.h"
 
@@ -96,6 +96,23 @@ int CreateFileAt(int dir, const std::string& name) {
   }
   return fd;
 }
+
+// LinkAt: `to_name` in the folder `to_dir` as a hard link to `from_name` in `from_dir` (a
+// file, not followed if it were a link). As CreateFileAt, what is already at `to_name` is
+// removed, never written through. False and errno on failure.
+bool LinkAt(int from_dir, const std::string& from_name, int to_dir, const std::string& to_name) {
+  if (linkat(from_dir, from_name.c_str(), to_dir, to_name.c_str(), 0) == 0) {
+    return true;
+  }
+  if (errno != EEXIST || unlinkat(to_dir, to_name.c_str(), 0) != 0) {
+    return false;
+  }
+  return linkat(from_dir, from_name.c_str(), to_dir, to_name.c_str(), 0) == 0;
+}
+
+// NoHardLinkHere: a link failure that a written copy avoids: another filesystem (EXDEV), the
+// file's link count at its maximum (EMLINK), or a filesystem without hard links (EPERM).
+bool NoHardLinkHere(int error) { return error == EXDEV || error == EMLINK || error == EPERM; }
 
 // ForEachEntry: calls `f(name)` for each entry of the folder `dir` but "." and "..".
 template <typename F>
@@ -201,7 +218,12 @@ struct MaildirBackend::Mailbox {
 
 struct MaildirBackend::Copy {
   std::string name;
-  bool written = false;
+  bool written = false;  // in tmp/: written, or a hard link to the message's original
+};
+
+struct MaildirBackend::Original {
+  Fd tmp;  // its tmp/ folder: a descriptor of its own, whatever mailboxes are let go
+  std::string name;
 };
 
 std::string MaildirPath(absl::string_view root, absl::string_view address) {
@@ -271,7 +293,7 @@ bool MaildirBackend::AlreadyDelivered(int root_fd, absl::string_view address,
 }
 
 RecipientResult MaildirBackend::WriteCopy(const OutboundMessage& message, size_t i, int root_fd,
-                                          Mailbox& mailbox, Copy* copy) {
+                                          Mailbox& mailbox, Original* original, Copy* copy) {
   copy->name = absl::StrCat(message.received_unix_s, ".", message.id, "R",
                             message.recipient_indexes[i], ".", hostname_);
   if (mailbox.error != 0) {
@@ -281,6 +303,17 @@ RecipientResult MaildirBackend::WriteCopy(const OutboundMessage& message, size_t
     // An earlier run may have delivered it before it could settle the record.
     if (AlreadyDelivered(root_fd, message.recipients[i], mailbox, copy->name)) {
       return RecipientResult{Outcome::kDelivered, "250 2.0.0 already in the mailbox"};
+    }
+  }
+  if (original->tmp.ok()) {
+    // The message's other copies are hard links to the one written: one file's blocks, however
+    // many recipients (the copies are the same bytes: no per-recipient header).
+    if (LinkAt(original->tmp.get(), original->name, mailbox.tmp.get(), copy->name)) {
+      copy->written = true;
+      return RecipientResult{Outcome::kDelivered, "250 2.0.0 delivered to maildir"};
+    }
+    if (!NoHardLinkHere(errno)) {
+      return LocalFailure(absl::StrCat("link ", mailbox.name, "/tmp/", copy->name), errno);
     }
   }
   Fd fd(CreateFileAt(mailbox.tmp.get(), copy->name));
@@ -296,6 +329,10 @@ RecipientResult MaildirBackend::WriteCopy(const OutboundMessage& message, size_t
                            absl::StrCat("451 4.3.0 maildir: ", written.message())};
   }
   copy->written = true;
+  if (!original->tmp.ok()) {
+    original->tmp = Fd(fcntl(mailbox.tmp.get(), F_DUPFD_CLOEXEC, 0));
+    original->name = copy->name;
+  }
   return RecipientResult{Outcome::kDelivered, "250 2.0.0 delivered to maildir"};
 }
 
@@ -315,9 +352,10 @@ void MaildirBackend::Deliver(const std::vector<OutboundMessage*>& batch, const M
     OutboundMessage& message = *batch[m];
     message.results.assign(message.recipients.size(), RecipientResult{});
     copies[m].resize(message.recipients.size());
+    Original original;
     for (size_t i = 0; i < message.recipients.size(); ++i) {
       Mailbox& mailbox = OpenMailbox(root.get(), root_error, message.recipients[i], &mailboxes);
-      message.results[i] = WriteCopy(message, i, root.get(), mailbox, &copies[m][i]);
+      message.results[i] = WriteCopy(message, i, root.get(), mailbox, &original, &copies[m][i]);
       any_written |= copies[m][i].written;
       any_found |= message.replayed && !copies[m][i].written &&
                    message.results[i].outcome == Outcome::kDelivered;

@@ -3,10 +3,21 @@
 // MaildirBackend: the embedded default delivery backend (docs/architecture.md, Delivery). A copy
 // per recipient goes to <root>/<domain>/<mailbox>/{tmp,new,cur}, the Maildir way: written to tmp/,
 // made durable, renamed into new/, the rename made durable. Durability is per batch, not per file:
-// every copy of the batch is written, then one syncfs() covers all their data, then all are
+// every copy of the batch is in tmp/, then one syncfs() covers all their data, then all are
 // renamed, then a second syncfs() covers the renames (measured on this kind of machine: one
 // filesystem sync per batch delivers about four times as many files per second as an
 // fdatasync per file). Only after that does the scheduler settle the spool record.
+//
+// One file per message, not per recipient: a message's first copy is written, and its other
+// copies are hard links to it (linkat into each mailbox's tmp/, before the first syncfs, which
+// makes the data and every link durable), each renamed into its own new/ like any copy; a 2 MB
+// message to 50 recipients takes 2 MB of disk, not 100. This is sound because every copy is the
+// same bytes: chute adds no per-recipient header to a copy (no Delivered-To:, no Return-Path:;
+// the recipient is in the spool record, the log and the trace, and a single recipient is named
+// in Received: for all copies alike), and Maildir files are never changed in place (a reader
+// moves a file to cur/ and renames it for flags; Dovecot itself copies between folders with
+// hard links). A mailbox on another filesystem (EXDEV), a file at its link maximum (EMLINK) or
+// a filesystem without hard links (EPERM) gets a written copy instead.
 //
 // Nothing below the root is reached through a symbolic link: every folder is opened one path
 // component at a time relative to its parent's descriptor with O_NOFOLLOW | O_DIRECTORY (a
@@ -24,8 +35,9 @@
 //
 // Descriptors: a batch keeps at most kMailboxesOpenMax mailboxes' folders open (two
 // descriptors each: tmp/ and new/), and opens again what it let go; with the root, the two
-// folders open while a mailbox is reached, cur/ while a replay lists it and the file being
-// written, one worker holds at most kMaildirDescriptorsMax (what chuted reserves per worker).
+// folders open while a mailbox is reached, cur/ while a replay lists it, the file being
+// written and the tmp/ folder of the message's original, one worker holds at most
+// kMaildirDescriptorsMax (what chuted reserves per worker).
 //
 // Threads: one instance per delivery worker thread.
 
@@ -42,7 +54,7 @@ namespace chute::delivery {
 
 inline constexpr size_t kMailboxesOpenMax = 4;
 inline constexpr size_t kMaildirDescriptorsMax = 2 * kMailboxesOpenMax + 8;
-static_assert(kMaildirDescriptorsMax >= 2 * kMailboxesOpenMax + 1 + 2 + 2 + 1);
+static_assert(kMaildirDescriptorsMax >= 2 * kMailboxesOpenMax + 1 + 2 + 2 + 1 + 1);
 
 class MaildirBackend : public Backend {
  public:
@@ -53,12 +65,16 @@ class MaildirBackend : public Backend {
  private:
   struct Mailbox;
   struct Copy;
+  // Original: a message's first copy written in this batch, which its other copies link to.
+  struct Original;
   // The mailboxes a batch has open, by "<domain>/<local>" (at most kMailboxesOpenMax).
   using Mailboxes = absl::flat_hash_map<std::string, std::unique_ptr<Mailbox>>;
   Mailbox& OpenMailbox(int root_fd, int root_error, absl::string_view address,
                        Mailboxes* mailboxes);
+  // WriteCopy: recipient i's copy into its mailbox's tmp/: a hard link to *original when the
+  // message has one, else written (and then the original, when it is the first).
   RecipientResult WriteCopy(const OutboundMessage& message, size_t i, int root_fd, Mailbox& mailbox,
-                            Copy* copy);
+                            Original* original, Copy* copy);
   // AlreadyDelivered: whether a replayed copy `name` is in the mailbox's new/ or cur/.
   bool AlreadyDelivered(int root_fd, absl::string_view address, const Mailbox& mailbox,
                         const std::string& name);

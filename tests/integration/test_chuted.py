@@ -144,6 +144,31 @@ class DeliveryTest(ChutedFixture):
         self.assertIn("sender=app@example.test", log)
         self.assertNotIn("\uff45\uff58", log.split("event=message.accepted", 1)[1])
 
+    def test_message_to_50_recipients_takes_the_disk_of_one_copy(self):
+        # Was: a 2 MB message to 50 recipients took 101 MB in the Maildir, a file per
+        # recipient. Now its copies are hard links of one file.
+        line = b"x" * 98 + b"\r\n"
+        body = b"Subject: big\r\n\r\n" + line * (2 * 1024 * 1024 // len(line))
+        recipients = [f"r{i:02d}@example.test" for i in range(50)]
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as c:
+            c.ehlo("client")
+            c.sendmail("app@example.test", recipients, body)
+        self.settle()
+        inodes = {}
+        for r in recipients:
+            new = os.path.join(self.maildir(r), "new")
+            names = os.listdir(new)
+            self.assertEqual(len(names), 1, r)
+            st = os.lstat(os.path.join(new, names[0]))
+            inodes[st.st_ino] = st
+            with open(os.path.join(new, names[0]), "rb") as f:
+                self.assertTrue(f.read().endswith(body), r)
+        self.assertEqual(len(inodes), 1, "one file for the 50 copies")
+        (st,) = inodes.values()
+        self.assertEqual(st.st_nlink, 50)
+        used = sum(s.st_blocks * 512 for s in inodes.values())
+        self.assertLess(used, 3 * 1024 * 1024, f"{used} bytes on disk for a 2 MB message")
+
     def test_swaks_pipelining(self):
         out = subprocess.run(["swaks", "--server", f"127.0.0.1:{self.port}", "--pipeline",
                               "--from", "app@example.test", "--to", "dave@example.test",

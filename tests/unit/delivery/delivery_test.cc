@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -40,6 +41,13 @@ std::vector<std::string> List(const std::string& dir) {
     closedir(d);
   }
   return names;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream content;
+  content << in.rdbuf();
+  return content.str();
 }
 
 std::string TempRoot() {
@@ -130,6 +138,79 @@ TEST(MaildirBackendTest, MoreMailboxesThanStayOpenAreAllDeliveredAndNoDescriptor
   }
 }
 
+// CopiesOf: (inode, link count) of every file in the new/ folders of `addresses`.
+std::vector<std::pair<ino_t, nlink_t>> CopiesOf(const std::string& root,
+                                                const std::vector<std::string>& addresses) {
+  std::vector<std::pair<ino_t, nlink_t>> out;
+  for (const std::string& address : addresses) {
+    std::string dir = MaildirPath(root, address) + "/new";
+    for (const std::string& name : List(dir)) {
+      struct stat st {};
+      EXPECT_EQ(lstat((dir + "/" + name).c_str(), &st), 0);
+      out.emplace_back(st.st_ino, st.st_nlink);
+    }
+  }
+  return out;
+}
+
+TEST(MaildirBackendTest, ACopyPerRecipientIsOneFileHardLinked) {
+  // Was: a file per recipient (a 2 MB message to 50 recipients took 101 MB).
+  std::string root = TempRoot() + "/mail";
+  MaildirBackend backend(root, "relay.test");
+  std::vector<std::string> to = {"a@example.test", "b@example.test", "c@other.test",
+                                 "A@example.test"};  // A@ and a@ share a mailbox
+  OutboundMessage m = Sample("ID12", to);
+  OutboundMessage other = Sample("ID13", {"a@example.test", "b@example.test"});
+  other.content = "Subject: other\r\n\r\nbye\r\n";
+  backend.Deliver({&m, &other});
+  for (const RecipientResult& r : m.results) {
+    EXPECT_EQ(r.reply, "250 2.0.0 delivered to maildir");
+  }
+  std::vector<std::pair<ino_t, nlink_t>> copies =
+      CopiesOf(root, {"b@example.test", "c@other.test"});
+  std::vector<std::pair<ino_t, nlink_t>> in_a = CopiesOf(root, {"a@example.test"});
+  ASSERT_EQ(in_a.size(), 3u);  // m twice (two recipients, one mailbox) and `other` once
+  copies.insert(copies.end(), in_a.begin(), in_a.end());
+  std::map<ino_t, nlink_t> inodes(copies.begin(), copies.end());
+  ASSERT_EQ(inodes.size(), 2u);  // one file per message
+  std::vector<nlink_t> links;
+  for (const auto& [inode, count] : inodes) {
+    links.push_back(count);
+  }
+  std::sort(links.begin(), links.end());
+  EXPECT_EQ(links, (std::vector<nlink_t>{2, 4}));
+  for (const char* r : {"b@example.test", "c@other.test"}) {
+    std::string dir = MaildirPath(root, r);
+    std::vector<std::string> names = List(dir + "/new");
+    std::sort(names.begin(), names.end());
+    EXPECT_EQ(ReadAll(dir + "/new/" + names[0]), m.content);
+    EXPECT_TRUE(List(dir + "/tmp").empty());
+  }
+  // A retry renames over the same names: still one file for m.
+  backend.Deliver({&m});
+  EXPECT_EQ(List(MaildirPath(root, "b@example.test") + "/new").size(), 2u);
+}
+
+TEST(MaildirBackendTest, ReplayLinksOnlyTheCopiesNotYetInTheMailbox) {
+  std::string root = TempRoot() + "/mail";
+  MaildirBackend backend(root, "relay.test");
+  OutboundMessage m = Sample("ID14", {"a@example.test", "b@example.test", "c@example.test"});
+  backend.Deliver({&m});
+  // b's copy was read (moved to cur/), c's lost (as if the crash came before its rename).
+  std::string b = MaildirPath(root, "b@example.test");
+  std::string name_b = List(b + "/new")[0];
+  ASSERT_EQ(rename((b + "/new/" + name_b).c_str(), (b + "/cur/" + name_b + ":2,S").c_str()), 0);
+  std::string c = MaildirPath(root, "c@example.test");
+  ASSERT_EQ(unlink((c + "/new/" + List(c + "/new")[0]).c_str()), 0);
+  m.replayed = true;
+  backend.Deliver({&m});
+  EXPECT_EQ(m.results[0].reply, "250 2.0.0 already in the mailbox");
+  EXPECT_EQ(m.results[1].reply, "250 2.0.0 already in the mailbox");
+  EXPECT_EQ(m.results[2].reply, "250 2.0.0 delivered to maildir");
+  EXPECT_TRUE(List(b + "/new").empty());
+  EXPECT_EQ(ReadAll(c + "/new/" + List(c + "/new")[0]), m.content);
+}
+
 TEST(MaildirBackendTest, CleanTmpRemovesOwnLeftoversAndOldForeignFiles) {
   std::string root = TempRoot() + "/mail";
   std::string tmp = root + "/example.test/bob/tmp";
@@ -142,13 +223,6 @@ TEST(MaildirBackendTest, CleanTmpRemovesOwnLeftoversAndOldForeignFiles) {
   EXPECT_EQ(List(tmp).size(), 2u);
   EXPECT_EQ(CleanMaildirTmp(root, "relay.test", absl::Now() + absl::Hours(37)), 2u);
   EXPECT_TRUE(List(tmp).empty());
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream content;
-  content << in.rdbuf();
-  return content.str();
 }
 
 // Outside: a folder beside the Maildir root holding one file, `precious`, with "keep me".
@@ -253,6 +327,22 @@ TEST(MaildirSymlinkTest, ALinkPlantedAtTheCopysNameIsReplacedNotWrittenThrough) 
   struct stat st {};
   ASSERT_EQ(lstat((box + "/new/" + name).c_str(), &st), 0);
   EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(ReadAll(box + "/new/" + name), m.content);
+}
+
+TEST(MaildirSymlinkTest, ALinkPlantedAtAHardLinkedCopysNameIsReplaced) {
+  std::string base = TempRoot();
+  std::string root = base + "/mail";
+  std::string outside = Outside(base);
+  std::string box = root + "/example.test/bob";
+  ASSERT_EQ(system(("mkdir -p " + box + "/tmp " + box + "/new " + box + "/cur").c_str()), 0);
+  OutboundMessage m = Sample("ID15", {"ann@example.test", "bob@example.test"});
+  std::string name = "1790000000.ID15R1.relay.test";  // bob's: a link to ann's copy
+  ASSERT_EQ(symlink((outside + "/precious").c_str(), (box + "/tmp/" + name).c_str()), 0);
+  MaildirBackend backend(root, "relay.test");
+  backend.Deliver({&m});
+  EXPECT_EQ(m.results[1].outcome, Outcome::kDelivered);
+  EXPECT_EQ(ReadAll(outside + "/precious"), "keep me");
   EXPECT_EQ(ReadAll(box + "/new/" + name), m.content);
 }
 
