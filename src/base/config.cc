@@ -340,6 +340,8 @@ absl::Status ReadLimits(const toml::table& table, absl::string_view source, Limi
   // The connection gate counts up to 65535 per address or tenant (16 bits of its words).
   r.Int("connections_per_ip", 1, 65535, &out->connections_per_ip);
   r.CidrList("connections_per_ip_exempt", &out->connections_per_ip_exempt);
+  // Shorter than a /48 (a whole site's allocation) would put unrelated clients together.
+  r.Int("connections_per_ip_ipv6_prefix_bits", 48, 128, &out->connections_per_ip_ipv6_prefix_bits);
   r.Int("ip_table_slots", 1024, 1 << 24, &out->ip_table_slots);
   r.Int("authenticated_connections_per_tenant", 1, 65535,
         &out->authenticated_connections_per_tenant);

@@ -55,6 +55,9 @@ struct LimitsConfig {
   int64_t connections_max = 100000;
   int64_t connections_per_ip = 100;
   std::vector<Cidr> connections_per_ip_exempt;
+  // An IPv6 client is counted by its first this many bits (a /64 is one site: its 2^64
+  // addresses are one client's to use); IPv4 by the whole address.
+  int64_t connections_per_ip_ipv6_prefix_bits = 64;
   int64_t ip_table_slots = 131072;  // client addresses tracked at once (connection gate)
   int64_t authenticated_connections_per_tenant = 250;
   int64_t recipients_per_message = 50;

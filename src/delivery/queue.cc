@@ -25,6 +25,7 @@
 #include "base/status_macros.h"
 #include "io/file.h"
 #include "io/ring.h"
+#include "spool/group_commit.h"
 #include "trace/trace.h"
 
 namespace chute::delivery {
@@ -701,18 +702,32 @@ std::vector<DeadEntry> DeliveryQueue::Dead() {
 }
 
 absl::Status DeliveryQueue::Requeue(const std::string& id) {
-  if (id.empty() || id.find('/') != std::string::npos || id.front() == '.') {
+  // The id comes from an admin request: it names files only once it is a queue id, and what
+  // goes wrong is told to the client without a path (the log has the details).
+  if (!spool::IsQueueId(id)) {
     return absl::InvalidArgumentError("not a queue id");
   }
   std::string base = absl::StrCat(options_.dead_dir, "/", id);
-  ASSIGN_OR_RETURN(std::string json, io::ReadFile(base + ".json"));
-  nlohmann::json reason = nlohmann::json::parse(json, nullptr, false);
+  auto unreadable = [&](const absl::Status& status) {
+    LOG_WARNING("queue: dead letter %s cannot be requeued: %s", id, status.ToString());
+    if (absl::IsNotFound(status)) {
+      return absl::NotFoundError(absl::StrCat("no dead letter ", id));
+    }
+    return absl::DataLossError(absl::StrCat("dead letter ", id, " cannot be read (see the log)"));
+  };
+  absl::StatusOr<std::string> json = io::ReadFile(base + ".json");
+  if (!json.ok()) {
+    return unreadable(json.status());
+  }
+  nlohmann::json reason = nlohmann::json::parse(*json, nullptr, false);
   if (reason.is_discarded() || !reason.is_object() || !reason["recipients"].is_array()) {
-    return absl::DataLossError(absl::StrCat(base, ".json is not a dead-letter record"));
+    return unreadable(absl::DataLossError(absl::StrCat(base, ".json is not a dead-letter record")));
   }
   struct stat st {};
   if (stat((base + ".eml").c_str(), &st) != 0) {
-    return io::ErrnoStatus(errno, absl::StrCat("stat ", base, ".eml"));
+    // A reason without its message is damaged, not missing.
+    return unreadable(
+        absl::DataLossError(io::ErrnoStatus(errno, absl::StrCat("stat ", base, ".eml")).message()));
   }
   auto message = std::make_unique<QueuedMessage>();
   message->id = id;
@@ -728,7 +743,7 @@ absl::Status DeliveryQueue::Requeue(const std::string& id) {
     }
   }
   if (message->recipients.empty()) {
-    return absl::DataLossError(absl::StrCat(base, ".json names no recipient"));
+    return unreadable(absl::DataLossError(absl::StrCat(base, ".json names no recipient")));
   }
   message->marks.assign(message->recipients.size(), spool::Mark::kPending);
   message->replies.assign(message->recipients.size(), "");

@@ -183,7 +183,11 @@ class DeliveryQueue {
   absl::Status Release(const std::string& id);
   absl::Status Delete(const std::string& id);  // dropped for good, logged
   std::vector<DeadEntry> Dead();
-  absl::Status Requeue(const std::string& id);  // from the dead-letter area back to delivery
+  // Requeue: from the dead-letter area back to delivery. InvalidArgument unless `id` is a
+  // queue id (spool::IsQueueId), checked before any file is named by it; NotFound, DataLoss
+  // (a damaged dead letter) and AlreadyExists say what went wrong without a path, which the
+  // log line has: the message goes to admin clients.
+  absl::Status Requeue(const std::string& id);
 
   size_t queued();
   // OldestReceivedUnixUs: when the oldest message in the queue was accepted (0 when empty).

@@ -129,4 +129,12 @@ std::string AddressKey(absl::string_view address) {
                       DomainKey(address.substr(at + 1)));
 }
 
+std::string EnvelopeAddress(absl::string_view address) {
+  size_t at = address.rfind('@');
+  if (at == absl::string_view::npos) {
+    return std::string(address);
+  }
+  return absl::StrCat(address.substr(0, at + 1), DomainKey(address.substr(at + 1)));
+}
+
 }  // namespace chute::directory

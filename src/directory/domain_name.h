@@ -34,6 +34,13 @@ bool IsSingleLabel(absl::string_view domain);
 std::string DomainKey(absl::string_view domain);
 std::string AddressKey(absl::string_view address);
 
+// EnvelopeAddress: `address` as chute files and passes it on once it is accepted: the local
+// part as given, "@", DomainKey(domain). A lookalike spelling that maps to an accepted domain
+// (fullwidth letters, U+FF0E for the dot) is then the domain itself in Maildir paths,
+// downstream MAIL/RCPT commands, the trace and the logs, never a second spelling of it. An
+// address without '@' is returned as it is.
+std::string EnvelopeAddress(absl::string_view address);
+
 // SameAddress: whether `given` (as a client typed it: MAIL FROM, a From: header) is the
 // stored address `stored`, case-insensitively and with the domain in either IDN form. ASCII
 // input costs one case-insensitive comparison, as before.

@@ -4,6 +4,7 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
@@ -164,6 +165,7 @@ ConnectionGate::ConnectionGate(Limits limits)
       ips_(limits_.ip_slots),
       tenants_(limits_.tenant_slots) {
   SetCaps(limits_.per_ip, limits_.per_tenant);
+  CHECK(limits_.ipv6_prefix_bits >= 1 && limits_.ipv6_prefix_bits <= 128);
   CHECK(getrandom(&hash_secret_, sizeof(hash_secret_), 0) == sizeof(hash_secret_));
 }
 
@@ -181,8 +183,15 @@ uint64_t ConnectionGate::IpKey(const IpBytes& ip) const {
     std::memcpy(&v4, ip.data() + 12, 4);
     return kIpv4Flag | v4;
   }
-  uint64_t hash = Mix(hash_secret_ ^ absl::HashOf(absl::string_view(
-                                         reinterpret_cast<const char*>(ip.data()), ip.size())));
+  IpBytes prefix = ip;  // the host bits below the prefix cleared: one key per prefix
+  int bits = limits_.ipv6_prefix_bits;
+  for (size_t i = 0; i < prefix.size(); ++i) {
+    int keep = std::clamp(bits - static_cast<int>(8 * i), 0, 8);
+    prefix[i] &= static_cast<uint8_t>(0xff00 >> keep);
+  }
+  uint64_t hash =
+      Mix(hash_secret_ ^ absl::HashOf(absl::string_view(
+                             reinterpret_cast<const char*>(prefix.data()), prefix.size())));
   uint64_t key = hash & (kIpv4Flag - 1);
   return key == 0 ? 1 : key;
 }

@@ -15,8 +15,10 @@
 // entry, a full window refuses the newcomer (counted as table_full), and Release is one atomic
 // decrement of the word the handle remembers, exactly once, by the handle's destructor.
 //
-// Keys: an IPv4 address is its own key; an IPv6 address is a keyed 45-bit hash of it (two
-// IPv6 addresses share a counter with probability 2^-45); a tenant is its id.
+// Keys: an IPv4 address is its own key; an IPv6 address is counted by its first
+// `ipv6_prefix_bits` (a /64 by default: a client given a /64 picks from 2^64 addresses at will,
+// so counting whole addresses would cap nothing), as a keyed 45-bit hash of that prefix (two
+// prefixes share a counter with probability 2^-45); a tenant is its id.
 //
 // Threads: any, concurrently. Handles are moved, never copied, and must not outlive the gate.
 
@@ -85,6 +87,7 @@ class ConnectionGate {
   struct Limits {
     uint64_t per_ip = 100;
     std::vector<Cidr> per_ip_exempt;
+    int ipv6_prefix_bits = 64;  // 1..128: the bits of an IPv6 address that are its key
     uint64_t per_tenant = 250;
     size_t ip_slots = 1 << 17;
     size_t tenant_slots = 1 << 12;
@@ -133,8 +136,8 @@ class ConnectionGate {
   std::atomic<uint64_t> refused_tenant_cap{0};
   std::atomic<uint64_t> refused_table_full{0};
 
-  // IpKey: the table key of an address (exact for IPv4). KeyToIp: the address of an IPv4 key,
-  // or nullopt for a hashed IPv6 one.
+  // IpKey: the table key of an address (exact for IPv4; for IPv6, of its first
+  // ipv6_prefix_bits). KeyToIp: the address of an IPv4 key, or nullopt for a hashed IPv6 one.
   uint64_t IpKey(const IpBytes& ip) const;
   static std::optional<IpBytes> KeyToIp(uint64_t key);
   static uint64_t TenantKey(int64_t tenant_id) { return static_cast<uint64_t>(tenant_id) + 1; }

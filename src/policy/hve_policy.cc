@@ -57,7 +57,9 @@ std::optional<smtp::Reply> CheckRecipient(const directory::Snapshot& snapshot,
   if (snapshot.FindAccount(address) != nullptr) {
     return smtp::kReplyRecipientIsHve;
   }
-  deliver_to->assign(address.data(), address.size());
+  // Filed and passed on under the domain it was accepted as (its A-label), whatever spelling
+  // of it the client used.
+  *deliver_to = directory::EnvelopeAddress(address);
   return std::nullopt;
 }
 

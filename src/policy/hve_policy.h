@@ -31,7 +31,10 @@ std::optional<smtp::Reply> CheckHeaderFrom(const directory::Account& account, in
 
 // CheckRecipient: the recipient's domain must be an accepted domain of the account's tenant
 // (550 5.7.54) and it must not be an HVE account (550 5.1.10). `postmaster` without a domain
-// means postmaster@<the account's domain>; *deliver_to gets the address to deliver to.
+// means postmaster@<the account's domain>. *deliver_to gets the address to deliver to: the
+// local part as given, the domain as the A-label it was accepted as
+// (directory::EnvelopeAddress), so that bob@ followed by corp.test in fullwidth letters is
+// delivered to bob@corp.test.
 std::optional<smtp::Reply> CheckRecipient(const directory::Snapshot& snapshot,
                                           const directory::Account& account,
                                           absl::string_view address, std::string* deliver_to);

@@ -105,6 +105,7 @@ void Server::MakeGate() {
   policy::ConnectionGate::Limits gate_limits;
   gate_limits.per_ip = static_cast<uint64_t>(limits.connections_per_ip);
   gate_limits.per_ip_exempt = limits.connections_per_ip_exempt;
+  gate_limits.ipv6_prefix_bits = static_cast<int>(limits.connections_per_ip_ipv6_prefix_bits);
   gate_limits.per_tenant = static_cast<uint64_t>(limits.authenticated_connections_per_tenant);
   gate_limits.ip_slots = static_cast<size_t>(limits.ip_table_slots);
   shared_.gate = std::make_unique<policy::ConnectionGate>(gate_limits);
@@ -182,11 +183,13 @@ void Server::LimitConnectionsToDescriptors(int shards) {
     return;
   }
   // What is not a client connection: a few files per shard (ring, eventfd, listeners, spool
-  // segments), one per delivery connection or Maildir file in flight, and headroom for the
-  // admin listener, the directory, dead letters and refusing connections over the cap.
-  int64_t delivery = config.delivery.backend == DeliveryBackend::kMaildir
-                         ? config.server.delivery_threads * 4
-                         : config.delivery.connections_max;
+  // segments), one per delivery connection or kMaildirDescriptorsMax per Maildir worker, and
+  // headroom for the admin listener, the directory, dead letters and refusing connections over the
+  // cap.
+  int64_t delivery =
+      config.delivery.backend == DeliveryBackend::kMaildir
+          ? config.server.delivery_threads * static_cast<int64_t>(delivery::kMaildirDescriptorsMax)
+          : config.delivery.connections_max;
   int64_t reserve =
       kDescriptorHeadroom + delivery + shards * (8 + static_cast<int64_t>(config.listeners.size()));
   int64_t cap = std::max<int64_t>(static_cast<int64_t>(limit.rlim_cur) - reserve, 1);

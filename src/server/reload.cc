@@ -60,6 +60,9 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
   check(listeners_differ, "[[listener]]");
   check(running.log.json != loaded.log.json, "log.json");
   check(running.limits.ip_table_slots != loaded.limits.ip_table_slots, "limits.ip_table_slots");
+  check(running.limits.connections_per_ip_ipv6_prefix_bits !=
+            loaded.limits.connections_per_ip_ipv6_prefix_bits,
+        "limits.connections_per_ip_ipv6_prefix_bits");
   bool exempt_differ = running.limits.connections_per_ip_exempt.size() !=
                        loaded.limits.connections_per_ip_exempt.size();
   for (size_t i = 0; !exempt_differ && i < running.limits.connections_per_ip_exempt.size(); ++i) {
@@ -128,6 +131,8 @@ absl::Status Server::ReloadConfig(const std::string& path) {
   live->spool.messages_max = loaded->spool.messages_max;
   LimitsConfig limits = loaded->limits;
   limits.ip_table_slots = shared_.config.limits.ip_table_slots;
+  limits.connections_per_ip_ipv6_prefix_bits =
+      shared_.config.limits.connections_per_ip_ipv6_prefix_bits;
   limits.connections_per_ip_exempt = shared_.config.limits.connections_per_ip_exempt;
   limits.auth_cache_entries = shared_.config.limits.auth_cache_entries;
   live->limits = limits;

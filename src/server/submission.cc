@@ -10,6 +10,7 @@
 #include "base/check.h"
 #include "base/histogram.h"
 #include "base/log.h"
+#include "directory/domain_name.h"
 #include "policy/hve_policy.h"
 #include "server/server.h"
 #include "smtp/parser.h"
@@ -284,7 +285,9 @@ std::optional<smtp::Reply> Submission::DecideMail(const smtp::MailArgs& mail) {
   message_.active = true;
   message_.receiving = true;
   services_.sink->NoteReceiving(+1);
-  message_.sender = std::string(mail.address);
+  // Spelled as the recipients are (its domain as its A-label): the sender the spool, the
+  // downstream's MAIL FROM, the trace and the logs see.
+  message_.sender = directory::EnvelopeAddress(mail.address);
   return smtp::kReplySenderOk;
 }
 

@@ -16,6 +16,14 @@ std::string QueueIdMinter::Next() {
                          ++counter_ & 0xffffffffff);
 }
 
+bool IsQueueId(absl::string_view text) {
+  if (text.size() != kQueueIdDigits && text.size() != kQueueIdDigitsBefore) {
+    return false;
+  }
+  return std::all_of(text.begin(), text.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); });
+}
+
 std::vector<GroupWrite> PlanWrites(const Group& group) {
   std::vector<GroupWrite> writes;
   writes.reserve((group.iov.size() + kIovPerWriteMax - 1) / kIovPerWriteMax);

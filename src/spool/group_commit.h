@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "io/ring.h"
 #include "spool/record.h"
@@ -42,6 +43,14 @@ class QueueIdMinter {
   const int shard_;
   uint64_t counter_ = 0;
 };
+
+// IsQueueId: whether `text` has the syntax of a queue id: the 23 upper-case hex digits
+// QueueIdMinter makes, or the 22 that chute made before (a dead letter may be older than the
+// running chuted). Nothing else is one: not a path, "..", nor a percent-encoded name. Check it
+// before a queue id that came from outside names a file. Any thread.
+inline constexpr size_t kQueueIdDigits = 23;
+inline constexpr size_t kQueueIdDigitsBefore = 22;
+bool IsQueueId(absl::string_view text);
 
 // GroupWrite: one pwritev of a group's chain: `count` iovecs from `iov`, at `offset`, which
 // must write `bytes`. PlanWrites splits a group into them (kIovPerWriteMax iovecs each); the

@@ -121,6 +121,54 @@ class DeliveryTest(ChutedFixture):
         self.assertIn(b" with UTF8SMTP id ", texts[0])
         self.assertIn(b" with ESMTP id ", texts[1])
 
+    def test_lookalike_domain_is_filed_under_its_a_label(self):
+        # corp.test in fullwidth letters, and with a fullwidth full stop (U+FF0E): UTS #46
+        # maps both onto corp.test, which accepts them; the copies must land in corp.test's
+        # mailboxes, not in folders named after the raw spelling.
+        fullwidth = "\uff43\uff4f\uff52\uff50.test"
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+            c.ehlo("client")
+            c.sendmail("app@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.test",
+                       [f"bob@{fullwidth}"], b"Subject: one\r\n\r\nhi\r\n",
+                       mail_options=["SMTPUTF8"])
+            c.sendmail("app@example.test", ["carol@corp\uff0etest", "Dave@CORP.test"],
+                       b"Subject: two\r\n\r\nhi\r\n", mail_options=["SMTPUTF8"])
+        self.settle()
+        self.assertEqual(sorted(os.listdir(os.path.join(self.dir, "mail"))), ["corp.test"])
+        bob = self.messages("bob@corp.test")
+        self.assertEqual(len(bob), 1)
+        self.assertIn(b"\tfor <bob@corp.test>", bob[0])  # Received: names the A-label too
+        self.assertEqual(len(self.messages("carol@corp.test")), 1)
+        self.assertEqual(len(self.messages("dave@corp.test")), 1)
+        log = self.read_log()
+        self.assertIn("sender=app@example.test", log)
+        self.assertNotIn("\uff45\uff58", log.split("event=message.accepted", 1)[1])
+
+    def test_message_to_50_recipients_takes_the_disk_of_one_copy(self):
+        # Was: a 2 MB message to 50 recipients took 101 MB in the Maildir, a file per
+        # recipient. Now its copies are hard links of one file.
+        line = b"x" * 98 + b"\r\n"
+        body = b"Subject: big\r\n\r\n" + line * (2 * 1024 * 1024 // len(line))
+        recipients = [f"r{i:02d}@example.test" for i in range(50)]
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as c:
+            c.ehlo("client")
+            c.sendmail("app@example.test", recipients, body)
+        self.settle()
+        inodes = {}
+        for r in recipients:
+            new = os.path.join(self.maildir(r), "new")
+            names = os.listdir(new)
+            self.assertEqual(len(names), 1, r)
+            st = os.lstat(os.path.join(new, names[0]))
+            inodes[st.st_ino] = st
+            with open(os.path.join(new, names[0]), "rb") as f:
+                self.assertTrue(f.read().endswith(body), r)
+        self.assertEqual(len(inodes), 1, "one file for the 50 copies")
+        (st,) = inodes.values()
+        self.assertEqual(st.st_nlink, 50)
+        used = sum(s.st_blocks * 512 for s in inodes.values())
+        self.assertLess(used, 3 * 1024 * 1024, f"{used} bytes on disk for a 2 MB message")
+
     def test_swaks_pipelining(self):
         out = subprocess.run(["swaks", "--server", f"127.0.0.1:{self.port}", "--pipeline",
                               "--from", "app@example.test", "--to", "dave@example.test",

@@ -12,6 +12,7 @@ Each message carries a unique X-Tag header; "delivered exactly once" means each 
 downstream once. Every process a test starts is stopped by a cleanup, also when it fails.
 """
 
+import calendar
 import json
 import os
 import pwd
@@ -26,7 +27,7 @@ import threading
 import time
 import unittest
 
-from chute_fixture import CHUTED, ChutedFixture, free_port
+from chute_fixture import CHUTED, ChutedFixture, free_port, wait_for_port
 
 DOVECOT = "/usr/sbin/dovecot"
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -570,6 +571,131 @@ class DeadLetterRequeueTest(DeliveryFixture):
         self.assertEqual(self.server.deliveries(), [])
 
 
+class LookalikeDomainTest(DeliveryFixture):
+    """A lookalike spelling of an accepted domain (fullwidth letters, U+FF0E for the dot) is
+    accepted as that domain, and passed downstream as its A-label: the downstream's MAIL FROM
+    and RCPT TO, and the trace, never see the raw spelling."""
+
+    def setUp(self):
+        self.server = FakeSmtp()
+        self.addCleanup(self.server.stop)
+        self.extra_config = delivery_config("smtp", f"127.0.0.1:{self.server.port}")
+        super().setUp()
+
+    def test_downstream_rcpt_and_mail_use_the_a_label(self):
+        fullwidth = "\uff43\uff4f\uff52\uff50.test"
+        body = message_body("lookalike-1")
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+            c.ehlo("client.example.test")
+            c.sendmail("app@example\uff0etest", [f"Bob@{fullwidth}", "carol@corp\uff0etest"],
+                       body, mail_options=["SMTPUTF8"])
+        self.settle(30)
+        with self.server.lock:
+            self.assertEqual(self.server.rcpts_seen, ["Bob@corp.test", "carol@corp.test"])
+            self.assertEqual([m[0] for m in self.server.messages], ["<app@example.test>"])
+        def delivered_rows():
+            rows = [r for r in json.loads(self.ctl("--json", "trace").stdout)
+                    if r["status"] == "delivered"]
+            return rows if len(rows) == 2 else None
+        rows = wait_until(delivered_rows, "both recipients delivered in the trace", 15)
+        self.assertEqual(sorted(r["recipient"] for r in rows), ["Bob@corp.test", "carol@corp.test"])
+        self.assertEqual({r["sender"] for r in rows}, {"app@example.test"})
+
+
+class MaildirSymlinkTest(DeliveryFixture):
+    """Symbolic links planted in the Maildir tree (by anyone who can write into a mailbox)
+    pointing outside it: chute follows none of them. The start-up clean-up of tmp/ leaves what
+    the link points at alone, and a delivery through a linked folder is a transient 451 that
+    names the folder, with nothing written outside."""
+
+    def outside(self):
+        """A folder beside the Maildir root with one old file, `precious`."""
+        outside = os.path.join(self.dir, "outside")
+        os.mkdir(outside)
+        path = os.path.join(outside, "precious")
+        with open(path, "w") as f:
+            f.write("keep me")
+        os.utime(path, (0, 0))  # older than the 36 h after which tmp/ files go
+        return outside
+
+    def restart(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.proc.wait(timeout=40), 0)
+        self.proc = subprocess.Popen([CHUTED, "--config", self.config], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_for_port("127.0.0.1", self.port)
+
+    def pending_reply(self, queue_id, recipient):
+        entry = self.wait_attempted(queue_id)
+        for r in entry["recipients_pending"]:
+            if r["address"] == recipient:
+                return r["last_reply"]
+        self.fail(f"{recipient} is not pending: {entry}")
+
+    def test_startup_cleanup_does_not_follow_a_tmp_link(self):
+        outside = self.outside()
+        leftover = "1790000000.6613C92C8C6B7000000001R0.relay.example.test"  # named as ours
+        with open(os.path.join(outside, leftover), "w") as f:
+            f.write("x")
+        box = self.maildir("victim@example.test")
+        os.makedirs(os.path.join(box, "new"))
+        os.makedirs(os.path.join(box, "cur"))
+        os.symlink(outside, os.path.join(box, "tmp"))
+        self.restart()  # the clean-up runs before delivery starts
+        self.assertEqual(sorted(os.listdir(outside)), [leftover, "precious"])
+        self.assertIn(f"maildir: {box}/tmp is a symbolic link; not followed", self.read_log())
+
+        queue_id = self.send(["victim@example.test"], "link-tmp")
+        self.assertEqual(self.pending_reply(queue_id, "victim@example.test"),
+                         "451 4.3.0 maildir: open example.test/victim/tmp: "
+                         "Too many levels of symbolic links")
+        self.assertEqual(sorted(os.listdir(outside)), [leftover, "precious"])
+        self.assertRegex(self.read_log(), rf"event=delivery queue_id={queue_id} "
+                                          r"recipient=victim@example.test .*status=deferred")
+
+    def test_linked_new_or_cur_defers_the_copy_and_writes_nothing_outside(self):
+        outside = self.outside()
+        for address, folder in (("newlink@example.test", "new"), ("curlink@example.test", "cur")):
+            box = self.maildir(address)
+            for f in ("tmp", "new", "cur"):
+                if f != folder:
+                    os.makedirs(os.path.join(box, f))
+            os.symlink(outside, os.path.join(box, folder))
+        queue_id = self.send(["newlink@example.test", "curlink@example.test",
+                              "fine@example.test"], "link-new-cur")
+        for address, folder in (("newlink", "new"), ("curlink", "cur")):
+            self.assertEqual(self.pending_reply(queue_id, f"{address}@example.test"),
+                             f"451 4.3.0 maildir: open example.test/{address}/{folder}: "
+                             "Too many levels of symbolic links")
+        self.assertEqual(len(os.listdir(os.path.join(self.maildir("fine@example.test"), "new"))),
+                         1, "the recipient without a link is delivered")
+        self.assertEqual(os.listdir(outside), ["precious"])
+
+    def test_link_planted_at_the_copys_name_in_tmp_is_not_written_through(self):
+        # A copy's name in tmp/ is predictable (received time, queue id): plant a link there
+        # while the first attempt fails (new/ is a file), then retry.
+        outside = self.outside()
+        box = self.maildir("target@example.test")
+        os.makedirs(os.path.join(box, "tmp"))
+        os.makedirs(os.path.join(box, "cur"))
+        open(os.path.join(box, "new"), "w").close()
+        queue_id = self.send(["target@example.test"], "planted")
+        entry = self.wait_attempted(queue_id)
+        received_s = calendar.timegm(time.strptime(entry["received"], "%Y-%m-%dT%H:%M:%SZ"))
+        name = f"{received_s}.{queue_id}R0.relay.example.test"
+        os.remove(os.path.join(box, "new"))
+        os.mkdir(os.path.join(box, "new"))
+        os.symlink(os.path.join(outside, "precious"), os.path.join(box, "tmp", name))
+        self.ctl("queue", "retry", queue_id)
+        self.settle()
+        with open(os.path.join(outside, "precious")) as f:
+            self.assertEqual(f.read(), "keep me")
+        copy = os.path.join(box, "new", name)
+        self.assertFalse(os.path.islink(copy))
+        with open(copy, "rb") as f:
+            self.assertEqual(tags_in(f.read()), [b"planted"])
+
+
 # -------------------------------------------------------------------------------------------
 # 5. Every queue command.
 
@@ -762,6 +888,40 @@ class QueueDeleteShowTest(QueueControlFixture):
             result = self.ctl(*words, check=False)
             self.assertEqual(result.returncode, 1, (words, result.stderr))
             self.assertIn("queue", result.stderr)
+
+
+class DeadLetterIdTest(DeliveryFixture):
+    """The id in /dead/ID/requeue is checked to be a queue id before it names a file, and no
+    error an HTTP client gets names a filesystem path (was: POST /dead/%2e%2e/requeue answered
+    404 with "open <data_dir>/dead/%2e%2e.json: No such file or directory")."""
+
+    def post(self, path):
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+        try:
+            c.request("POST", path)
+            r = c.getresponse()
+            return r.status, r.read().decode()
+        finally:
+            c.close()
+
+    def test_requeue_refuses_what_is_not_a_queue_id_and_names_no_path(self):
+        os.makedirs(os.path.join(self.dir, "dead"), exist_ok=True)
+        for raw in ("%2e%2e", "%2E%2E%2Fchute", "..%2f..%2fetc%2fpasswd", "%2e", "M3",
+                    UNKNOWN_ID.lower(), UNKNOWN_ID + "0"):
+            status, body = self.post(f"/dead/{raw}/requeue")
+            self.assertEqual((status, json.loads(body)), (400, {"error": "not a queue id"}), raw)
+        status, body = self.post(f"/dead/{UNKNOWN_ID}/requeue")
+        self.assertEqual((status, json.loads(body)), (404, {"error": f"no dead letter {UNKNOWN_ID}"}))
+        # A damaged dead letter: the path is in the log, not in the answer.
+        with open(os.path.join(self.dir, "dead", UNKNOWN_ID + ".json"), "w") as f:
+            f.write("{}")
+        status, body = self.post(f"/dead/{UNKNOWN_ID}/requeue")
+        self.assertEqual(status, 400)
+        self.assertNotIn(self.dir, body)
+        self.assertNotIn("/", json.loads(body)["error"])
+        self.assertIn(f"{self.dir}/dead/{UNKNOWN_ID}.json is not a dead-letter record",
+                      self.read_log())
 
 
 # -------------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ def v2_header_ipv6(source):
     return V2_SIGNATURE + bytes([0x21, 0x21]) + struct.pack("!H", len(body)) + body
 
 
-class ProxyProtocolTest(ChutedFixture):
+class ProxyFixture(ChutedFixture):
+    """A second trusted listener behind a PROXY-speaking proxy on 127.0.0.1."""
     allowed_networks = '["127.0.0.1/32", "192.0.2.0/24", "2001:db8::/32"]'
 
     def setUp(self):
@@ -47,6 +48,8 @@ trusted_proxies = ["127.0.0.1/32"]
         s.sendall(header)
         return s
 
+
+class ProxyProtocolTest(ProxyFixture):
     def test_v1_client_address_is_used_for_caps_and_received(self):
         s = self.session(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n")
         f = s.makefile("rb")
@@ -113,6 +116,42 @@ trusted_proxies = ["127.0.0.1/32"]
         for h in held:
             h.close()
         self.wait_metric('chute_gate_ip_connections{ip="192.0.2.50"}', 0)
+
+    def test_per_ip_cap_counts_an_ipv6_64_as_one_client(self):
+        # Was: each IPv6 address had its own count, so one /64 opened 100 connections per
+        # address. Now the default connections_per_ip_ipv6_prefix_bits = 64 counts the /64.
+        held = []
+        for i in range(100):  # 100 different addresses of one /64
+            s = self.session(v2_header_ipv6(f"2001:db8:1:2::{i + 1:x}"))
+            self.assertTrue(s.recv(1024).startswith(b"220 "), i)
+            held.append(s)
+        s = self.session(v2_header_ipv6("2001:db8:1:2:dead:beef:0:1"))
+        self.assertEqual(s.recv(1024), b"421 4.7.0 Too many concurrent connections from this IP\r\n")
+        s.close()
+        other = self.session(v2_header_ipv6("2001:db8:1:3::1"))  # the next /64
+        self.assertTrue(other.recv(1024).startswith(b"220 "))
+        other.close()
+        for h in held:
+            h.close()
+        self.wait_metric('chute_gate_refused_total{reason="ip_cap"}', 1)
+
+
+class ProxyIpv6PrefixTest(ProxyFixture):
+    """connections_per_ip_ipv6_prefix_bits = 128: each IPv6 address counts alone again."""
+    extra_limits = "connections_per_ip = 2\nconnections_per_ip_ipv6_prefix_bits = 128"
+
+    def test_prefix_128_counts_each_ipv6_address_alone(self):
+        held = [self.session(v2_header_ipv6("2001:db8:1:2::1")) for _ in range(2)]
+        for s in held:
+            self.assertTrue(s.recv(1024).startswith(b"220 "))
+        s = self.session(v2_header_ipv6("2001:db8:1:2::1"))
+        self.assertEqual(s.recv(1024), b"421 4.7.0 Too many concurrent connections from this IP\r\n")
+        s.close()
+        neighbour = self.session(v2_header_ipv6("2001:db8:1:2::2"))
+        self.assertTrue(neighbour.recv(1024).startswith(b"220 "))
+        neighbour.close()
+        for h in held:
+            h.close()
 
 
 if __name__ == "__main__":

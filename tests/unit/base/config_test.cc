@@ -35,6 +35,7 @@ TEST(ConfigTest, EmptyFileGivesTheDocumentedDefaults) {
   EXPECT_EQ(config->tls.certificate, "/etc/chute/tls/cert.pem");
   EXPECT_EQ(config->limits.connections_max, 100000);
   EXPECT_EQ(config->limits.connections_per_ip, 100);
+  EXPECT_EQ(config->limits.connections_per_ip_ipv6_prefix_bits, 64);
   EXPECT_EQ(config->limits.authenticated_connections_per_tenant, 250);
   EXPECT_EQ(config->limits.recipients_per_message, 50);
   EXPECT_EQ(config->limits.message_size_bytes, 10485760);
@@ -152,6 +153,10 @@ TEST(ConfigTest, RangesAtTheEdges) {
   EXPECT_TRUE(Parse("[server]\nshards = 256\n").ok());
   EXPECT_FALSE(Parse("[server]\nshards = -1\n").ok());
   EXPECT_FALSE(Parse("[limits]\nconnections_max = 10\nconnections_per_ip = 11\n").ok());
+  EXPECT_TRUE(Parse("[limits]\nconnections_per_ip_ipv6_prefix_bits = 48\n").ok());
+  EXPECT_TRUE(Parse("[limits]\nconnections_per_ip_ipv6_prefix_bits = 128\n").ok());
+  EXPECT_FALSE(Parse("[limits]\nconnections_per_ip_ipv6_prefix_bits = 47\n").ok());
+  EXPECT_FALSE(Parse("[limits]\nconnections_per_ip_ipv6_prefix_bits = 129\n").ok());
   EXPECT_FALSE(Parse("[delivery]\nretry_initial_s = 100\nretry_max_s = 50\n").ok());
 }
 

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "gtest/gtest.h"
+#include "spool/group_commit.h"
 #include "spool/record.h"
 #include "spool/spool.h"
 
@@ -210,18 +211,21 @@ TEST_F(QueueTest, TransientRecipientIsRetriedAloneAndTheOtherIsMarked) {
   EXPECT_EQ(ReadRecord(*segment, offset).state, spool::RecordState::kSettled);
 }
 
+// A queue id as QueueIdMinter makes them (23 hex digits): Requeue takes nothing else.
+constexpr char kDeadId[] = "19ABCF07E2C010000000003";
+
 TEST_F(QueueTest, PermanentFailureGoesToTheDeadLetterAreaAndRequeueDelivers) {
   script_.answers["gone@x.test"] = {Outcome::kPermanent, "550 5.1.1 no such user"};
   StartQueue();
-  HandOver(Spool("M3", {"here@x.test", "gone@x.test"}));
+  HandOver(Spool(kDeadId, {"here@x.test", "gone@x.test"}));
   ASSERT_TRUE(WaitFor([&] { return gauges_.messages.load() == 0; }));
   std::vector<DeadEntry> dead = queue_->Dead();
   ASSERT_EQ(dead.size(), 1u);
-  EXPECT_EQ(dead[0].id, "M3");
+  EXPECT_EQ(dead[0].id, kDeadId);
   EXPECT_NE(dead[0].json.find("550 5.1.1 no such user"), std::string::npos);
   EXPECT_NE(dead[0].json.find("gone@x.test"), std::string::npos);
   EXPECT_EQ(dead[0].json.find("here@x.test"), std::string::npos);  // it was delivered
-  std::ifstream eml(dir_ + "/dead/M3.eml");
+  std::ifstream eml(dir_ + "/dead/" + kDeadId + ".eml");
   std::stringstream content;
   content << eml.rdbuf();
   EXPECT_EQ(content.str(), "Subject: t\r\n\r\nhello\r\n");
@@ -229,7 +233,7 @@ TEST_F(QueueTest, PermanentFailureGoesToTheDeadLetterAreaAndRequeueDelivers) {
     std::lock_guard<std::mutex> lock(script_.mu);
     script_.answers.clear();  // the cause is fixed
   }
-  ASSERT_TRUE(queue_->Requeue("M3").ok());
+  ASSERT_TRUE(queue_->Requeue(kDeadId).ok());
   ASSERT_TRUE(WaitFor([&] { return queue_->Dead().empty() && gauges_.messages.load() == 0; }));
   std::lock_guard<std::mutex> lock(script_.mu);
   int gone = 0;
@@ -237,7 +241,38 @@ TEST_F(QueueTest, PermanentFailureGoesToTheDeadLetterAreaAndRequeueDelivers) {
     gone += r == "gone@x.test";
   }
   EXPECT_EQ(gone, 1);
-  EXPECT_FALSE(std::filesystem::exists(dir_ + "/dead/M3.eml"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/dead/" + kDeadId + ".eml"));
+}
+
+TEST_F(QueueTest, RequeueTakesOnlyAQueueIdAndItsErrorsNameNoPath) {
+  // Was: POST /dead/%2e%2e/requeue answered with the absolute data directory
+  // ("open /var/lib/chute/dead/%2e%2e.json: ..."), and any string named a file.
+  StartQueue();
+  ASSERT_EQ(mkdir((dir_ + "/dead").c_str(), 0700), 0);
+  std::ofstream(dir_ + "/outside.json") << R"({"recipients": [{"address": "x@x.test"}]})";
+  std::ofstream(dir_ + "/outside.eml") << "Subject: t\r\n\r\nhello\r\n";
+  for (const char* bad :
+       {"", ".", "..", "%2e%2e", "../outside", "..%2Foutside", "%2E%2E%2Foutside",
+        "19abcf07e2c010000000003", "19ABCF07E2C010000000003/", "M3", "19ABCF07E2C0100000000033"}) {
+    absl::Status status = queue_->Requeue(bad);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(status.message(), "not a queue id") << bad;
+  }
+  EXPECT_EQ(queue_->queued(), 0u);
+  absl::Status unknown = queue_->Requeue(kDeadId);
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(unknown.message(), std::string("no dead letter ") + kDeadId);
+  // A damaged dead letter: DataLoss, still without a path.
+  std::ofstream(dir_ + "/dead/" + kDeadId + ".json") << "not json";
+  absl::Status damaged = queue_->Requeue(kDeadId);
+  EXPECT_EQ(damaged.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(damaged.message().find('/'), absl::string_view::npos) << damaged.message();
+  std::ofstream(dir_ + "/dead/" + kDeadId + ".json") << R"({"recipients": [{"address": "y"}]})";
+  damaged = queue_->Requeue(kDeadId);  // no .eml beside it
+  EXPECT_EQ(damaged.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(damaged.message().find('/'), absl::string_view::npos) << damaged.message();
+  EXPECT_TRUE(spool::IsQueueId("19ABCF07E2C01000000002A"));
+  EXPECT_TRUE(spool::IsQueueId("19ABCF07E2C0100000002A"));  // 22 digits: ids of earlier versions
 }
 
 TEST_F(QueueTest, HeldMessageWaitsUntilReleasedAndDeleteSettlesWithoutDelivery) {

@@ -42,6 +42,17 @@ TEST(DomainNameTest, SameAddressAcceptsEitherIdnSpelling) {
   EXPECT_FALSE(SameAddress("other@bücher.example", "info@xn--bcher-kva.example"));
 }
 
+TEST(DomainNameTest, EnvelopeAddressIsTheLocalPartAsGivenAtTheALabelDomain) {
+  // Lookalikes that UTS #46 maps onto corp.test: fullwidth letters, a fullwidth full stop
+  // (U+FF0E), an ideographic one (U+3002), upper case.
+  EXPECT_EQ(EnvelopeAddress("Bob@\uff43\uff4f\uff52\uff50.test"), "Bob@corp.test");
+  EXPECT_EQ(EnvelopeAddress("bob@corp\uff0etest"), "bob@corp.test");
+  EXPECT_EQ(EnvelopeAddress("bob@corp\u3002test"), "bob@corp.test");
+  EXPECT_EQ(EnvelopeAddress("Bob@CORP.Test"), "Bob@corp.test");
+  EXPECT_EQ(EnvelopeAddress("Info@B\u00fccher.example"), "Info@xn--bcher-kva.example");
+  EXPECT_EQ(EnvelopeAddress("postmaster"), "postmaster");
+}
+
 TEST(DomainNameTest, SingleLabel) {
   EXPECT_TRUE(IsSingleLabel("localhost"));
   EXPECT_FALSE(IsSingleLabel("contoso.com"));

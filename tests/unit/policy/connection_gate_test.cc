@@ -122,8 +122,50 @@ TEST(ConnectionGateTest, IpKeysAreExactForIpv4AndStableForIpv6) {
   uint64_t key = gate.IpKey(Ip("127.0.0.2"));
   EXPECT_EQ(FormatIp(*ConnectionGate::KeyToIp(key)), "127.0.0.2");
   EXPECT_EQ(gate.IpKey(Ip("2001:db8::1")), gate.IpKey(Ip("2001:db8::1")));
-  EXPECT_NE(gate.IpKey(Ip("2001:db8::1")), gate.IpKey(Ip("2001:db8::2")));
+  EXPECT_NE(gate.IpKey(Ip("2001:db8::1")), gate.IpKey(Ip("2001:db8:0:1::1")));
   EXPECT_FALSE(ConnectionGate::KeyToIp(gate.IpKey(Ip("2001:db8::1"))).has_value());
+}
+
+TEST(ConnectionGateTest, Ipv6IsCountedPerPrefixIpv4PerAddress) {
+  // Was: each IPv6 address had its own count, so one /64 (2^64 addresses for its owner to
+  // pick from) opened 100 connections per address.
+  ConnectionGate gate(SmallLimits(3, 10));  // the default prefix: /64
+  std::vector<ConnectionGate::Handle> held(3);
+  const char* same_64[] = {"2001:db8:1:2::1", "2001:db8:1:2::2",
+                           "2001:db8:1:2:ffff:ffff:ffff:ffff"};
+  for (size_t i = 0; i < held.size(); ++i) {
+    EXPECT_EQ(gate.AdmitIp(Ip(same_64[i]), &held[i]), ConnectionGate::Verdict::kAdmitted);
+  }
+  ConnectionGate::Handle fourth;
+  EXPECT_EQ(gate.AdmitIp(Ip("2001:db8:1:2:abcd::9"), &fourth), ConnectionGate::Verdict::kOverCap);
+  EXPECT_EQ(gate.IpCount(Ip("2001:db8:1:2::77")), 3u);
+  EXPECT_EQ(gate.AdmitIp(Ip("2001:db8:1:3::1"), &fourth), ConnectionGate::Verdict::kAdmitted);
+  fourth.Reset();
+  // IPv4 stays per address, neighbours apart.
+  std::vector<ConnectionGate::Handle> v4(3);
+  for (auto& handle : v4) {
+    EXPECT_EQ(gate.AdmitIp(Ip("192.0.2.1"), &handle), ConnectionGate::Verdict::kAdmitted);
+  }
+  EXPECT_EQ(gate.AdmitIp(Ip("192.0.2.2"), &fourth), ConnectionGate::Verdict::kAdmitted);
+  held[0].Reset();
+  EXPECT_EQ(gate.IpCount(Ip("2001:db8:1:2::1")), 2u);
+}
+
+TEST(ConnectionGateTest, Ipv6PrefixLengthIsConfigurable) {
+  ConnectionGate::Limits limits = SmallLimits(1, 1);
+  limits.ipv6_prefix_bits = 128;  // each address alone
+  ConnectionGate whole(limits);
+  EXPECT_NE(whole.IpKey(Ip("2001:db8::1")), whole.IpKey(Ip("2001:db8::2")));
+  limits.ipv6_prefix_bits = 48;
+  ConnectionGate site(limits);
+  EXPECT_EQ(site.IpKey(Ip("2001:db8:1:2::1")), site.IpKey(Ip("2001:db8:1:ffff::1")));
+  EXPECT_NE(site.IpKey(Ip("2001:db8:1::1")), site.IpKey(Ip("2001:db8:2::1")));
+  limits.ipv6_prefix_bits = 60;  // not on a byte boundary
+  ConnectionGate odd(limits);
+  EXPECT_EQ(odd.IpKey(Ip("2001:db8:1:20::1")), odd.IpKey(Ip("2001:db8:1:2f::1")));
+  EXPECT_NE(odd.IpKey(Ip("2001:db8:1:20::1")), odd.IpKey(Ip("2001:db8:1:30::1")));
+  // IPv4 (mapped) is never cut, whatever the IPv6 prefix.
+  EXPECT_NE(site.IpKey(Ip("192.0.2.1")), site.IpKey(Ip("192.0.2.2")));
 }
 
 // Many threads on few keys: the number of handles held at once never exceeds the cap, and

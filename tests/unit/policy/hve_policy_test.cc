@@ -55,7 +55,7 @@ TEST_F(PolicyTest, SenderIsThePrimaryAddressOrAnAlias) {
 TEST_F(PolicyTest, Recipients) {
   std::string to;
   EXPECT_EQ(CheckRecipient(*snapshot_, *account_, "Bob@Fabrikam.TEST", &to), std::nullopt);
-  EXPECT_EQ(to, "Bob@Fabrikam.TEST");
+  EXPECT_EQ(to, "Bob@fabrikam.test");  // the local part as given, the domain as stored
   EXPECT_EQ(CheckRecipient(*snapshot_, *account_, "bob@other.test", &to)->text,
             smtp::kReplyRelayDenied.text);  // another tenant's domain is not ours
   EXPECT_EQ(CheckRecipient(*snapshot_, *account_, "HVE2@contoso.test", &to)->text,
@@ -64,6 +64,21 @@ TEST_F(PolicyTest, Recipients) {
             smtp::kReplyRecipientIsHve.text);
   EXPECT_EQ(CheckRecipient(*snapshot_, *account_, "postmaster", &to), std::nullopt);
   EXPECT_EQ(to, "postmaster@contoso.test");
+}
+
+TEST_F(PolicyTest, LookalikeDomainIsDeliveredToTheDomainItMapsTo) {
+  // Fullwidth letters and a fullwidth full stop (U+FF0E) map to fabrikam.test (UTS #46): the
+  // recipient is accepted, and delivered as bob@fabrikam.test, not under the raw spelling.
+  std::string to;
+  EXPECT_EQ(CheckRecipient(*snapshot_, *account_,
+                           "Bob@\uff46\uff41\uff42\uff52\uff49\uff4b\uff41\uff4d.test", &to),
+            std::nullopt);
+  EXPECT_EQ(to, "Bob@fabrikam.test");
+  EXPECT_EQ(CheckRecipient(*snapshot_, *account_, "carol@fabrikam\uff0etest", &to), std::nullopt);
+  EXPECT_EQ(to, "carol@fabrikam.test");
+  // An HVE account spelt with lookalikes is still an HVE account.
+  EXPECT_EQ(CheckRecipient(*snapshot_, *account_, "hve2@contoso\uff0etest", &to)->text,
+            smtp::kReplyRecipientIsHve.text);
 }
 
 TEST(AllowedNetworkTest, Cidrs) {
