@@ -896,14 +896,8 @@ class DeadLetterIdTest(DeliveryFixture):
     404 with "open <data_dir>/dead/%2e%2e.json: No such file or directory")."""
 
     def post(self, path):
-        import http.client
-        c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
-        try:
-            c.request("POST", path)
-            r = c.getresponse()
-            return r.status, r.read().decode()
-        finally:
-            c.close()
+        status, _, body = self.admin_request(path, "POST")
+        return status, body.decode()
 
     def test_requeue_refuses_what_is_not_a_queue_id_and_names_no_path(self):
         os.makedirs(os.path.join(self.dir, "dead"), exist_ok=True)
