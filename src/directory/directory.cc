@@ -96,6 +96,11 @@ CREATE INDEX password_history_by_account ON password_history(account_id, id);
 ALTER TABLE accounts ADD COLUMN basic_auth INTEGER NOT NULL DEFAULT -1;
 ALTER TABLE accounts ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
 )sql",
+    // 5: which applications an app-only XOAUTH2 token may come from when an account's
+    // AllowedApps is empty. Existing tenants keep what they had: any application.
+    R"sql(
+ALTER TABLE tenants ADD COLUMN oauth_app_access TEXT NOT NULL DEFAULT 'any';
+)sql",
 };
 
 // The schema version from which domains are stored as A-labels (Impl::NormalizeStoredNames
@@ -104,6 +109,8 @@ constexpr int64_t kSchemaALabels = 3;
 
 static_assert(PasswordPolicy{}.min_length == 12 && PasswordPolicy{}.history == 5,
               "migration 3's column defaults are PasswordPolicy's");
+static_assert(Tenant{}.oauth_app_access == AppAccess::kAny,
+              "migration 5's column default is Tenant's");
 
 bool IsTenantName(absl::string_view name) {
   if (name.empty() || name.size() > kTenantNameBytesMax) {
@@ -179,6 +186,21 @@ absl::Status ForEachRow(Statement& statement, F&& row) {
 }  // namespace
 
 std::string ToLower(absl::string_view text) { return absl::AsciiStrToLower(text); }
+
+absl::StatusOr<AppAccess> ParseAppAccess(absl::string_view text) {
+  if (text == "any") {
+    return AppAccess::kAny;
+  }
+  if (text == "listed") {
+    return AppAccess::kListed;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", text, "' is not an app access (any or listed)"));
+}
+
+absl::string_view AppAccessName(AppAccess access) {
+  return access == AppAccess::kListed ? "listed" : "any";
+}
 
 // --- Snapshot ---------------------------------------------------------------------------------
 
@@ -372,6 +394,9 @@ struct Store::Impl {
         RETURN_IF_ERROR(set_column(column, absl::string_view(**value)));
       }
     }
+    if (change.oauth_app_access.has_value()) {
+      RETURN_IF_ERROR(set_column("oauth_app_access", AppAccessName(*change.oauth_app_access)));
+    }
     if (change.password_min_length.has_value()) {
       RETURN_IF_ERROR(set_column("password_min_length", *change.password_min_length));
     }
@@ -462,24 +487,24 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
     ASSIGN_OR_RETURN(Statement tenants,
                      db.Prepare("SELECT id, name, basic_auth, oauth_issuer, oauth_audience, "
                                 "oauth_tenant_id, oauth_jwks_file, password_min_length, "
-                                "password_complexity, password_history FROM tenants ORDER BY "
-                                "name"));
+                                "password_complexity, password_history, oauth_app_access FROM "
+                                "tenants ORDER BY name"));
     RETURN_IF_ERROR(ForEachRow(tenants, [&] {
-      PasswordPolicy policy;
-      policy.min_length = tenants.Int(7);
+      Tenant tenant;
+      tenant.id = tenants.Int(0);
+      tenant.name = tenants.Text(1);
+      tenant.basic_auth = tenants.Int(2) != 0;
+      tenant.oauth_issuer = tenants.Text(3);
+      tenant.oauth_audience = tenants.Text(4);
+      tenant.oauth_tenant_id = tenants.Text(5);
+      tenant.oauth_jwks_file = tenants.Text(6);
+      tenant.password_policy.min_length = tenants.Int(7);
       // An unknown spelling (a newer chutectl's) is read as the stricter rule.
-      policy.complexity =
+      tenant.password_policy.complexity =
           ParseComplexity(tenants.Text(8)).value_or(PasswordComplexity::kThreeOfFour);
-      policy.history = tenants.Int(9);
-      snapshot->tenants_.push_back(Tenant{tenants.Int(0),
-                                          tenants.Text(1),
-                                          tenants.Int(2) != 0,
-                                          tenants.Text(3),
-                                          tenants.Text(4),
-                                          tenants.Text(5),
-                                          tenants.Text(6),
-                                          {},
-                                          policy});
+      tenant.password_policy.history = tenants.Int(9);
+      tenant.oauth_app_access = ParseAppAccess(tenants.Text(10)).value_or(AppAccess::kListed);
+      snapshot->tenants_.push_back(std::move(tenant));
     }));
     ASSIGN_OR_RETURN(Statement domains,
                      db.Prepare("SELECT domain, tenant_id FROM domains ORDER BY domain"));

@@ -31,6 +31,17 @@ inline constexpr size_t kAliasesPerAccountMax = 100;
 inline constexpr size_t kAllowedAppsPerAccountMax = 10;
 inline constexpr size_t kUsageRowsMax = 1'000'000;  // a report of 100 accounts × 90 days is 9,000
 
+// AppAccess: which applications an app-only XOAUTH2 token may come from, for an account whose
+// AllowedApps list is empty (a non-empty list always decides alone).
+enum class AppAccess {
+  kAny,     // any application of the tenant, as Microsoft's HVE documents it (the default)
+  kListed,  // none: every application must be in the account's AllowedApps
+};
+
+// ParseAppAccess: "any" or "listed". InvalidArgument otherwise.
+absl::StatusOr<AppAccess> ParseAppAccess(absl::string_view text);
+absl::string_view AppAccessName(AppAccess access);
+
 struct Tenant {
   int64_t id = 0;
   std::string name;
@@ -39,6 +50,7 @@ struct Tenant {
   std::string oauth_audience;
   std::string oauth_tenant_id;
   std::string oauth_jwks_file;
+  AppAccess oauth_app_access = AppAccess::kAny;
   std::vector<std::string> domains;  // A-labels, lower-cased, sorted
   PasswordPolicy password_policy;
 };
@@ -97,6 +109,7 @@ struct TenantChange {
   std::optional<std::string> oauth_audience;
   std::optional<std::string> oauth_tenant_id;
   std::optional<std::string> oauth_jwks_file;
+  std::optional<AppAccess> oauth_app_access;
   std::vector<std::string> add_domains;
   std::vector<std::string> remove_domains;
   std::optional<int64_t> password_min_length;

@@ -1,4 +1,5 @@
-// hve_policy.cc: the HVE rules: send-as, accepted-domain recipients, header From, networks.
+// hve_policy.cc: the HVE rules: send-as, accepted-domain recipients, header From, which account
+// an OAuth token may act as, networks.
 
 #include "policy/hve_policy.h"
 
@@ -61,6 +62,37 @@ std::optional<smtp::Reply> CheckRecipient(const directory::Snapshot& snapshot,
   // of it the client used.
   *deliver_to = directory::EnvelopeAddress(address);
   return std::nullopt;
+}
+
+std::optional<smtp::Reply> CheckTokenAccount(const directory::Tenant& tenant,
+                                             const directory::Account& account,
+                                             const auth::TokenIdentity& identity,
+                                             std::string* why) {
+  bool listed_only = tenant.oauth_app_access == directory::AppAccess::kListed;
+  if (identity.delegated) {
+    if (identity.user.empty() || CheckSender(account, identity.user).has_value()) {
+      *why = identity.user.empty()
+                 ? std::string("a delegated token that names no user")
+                 : absl::StrCat("the token's ", identity.user_claim, " is ", identity.user);
+      return smtp::kReplyAuthFailed;
+    }
+    if (!account.allowed_apps.empty() || listed_only) {
+      *why = "a delegated token, and the account allows listed applications only";
+      return smtp::kReplyAppNotAllowed;
+    }
+    return std::nullopt;
+  }
+  if (account.allowed_apps.empty() && !listed_only) {
+    return std::nullopt;  // any application of the tenant, as HVE documents
+  }
+  for (const std::string& id : account.allowed_apps) {
+    if (!identity.app_id.empty() && absl::EqualsIgnoreCase(id, identity.app_id)) {
+      return std::nullopt;
+    }
+  }
+  *why = absl::StrCat("the application ", identity.app_id.empty() ? "(no oid)" : identity.app_id,
+                      " is not in the account's AllowedApps");
+  return smtp::kReplyAppNotAllowed;
 }
 
 bool IsAllowedNetwork(const std::vector<Cidr>& networks, const IpBytes& ip) {

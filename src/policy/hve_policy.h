@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "auth/jwt.h"
 #include "base/net_address.h"
 #include "directory/directory.h"
 #include "smtp/reply.h"
@@ -38,6 +39,23 @@ std::optional<smtp::Reply> CheckHeaderFrom(const directory::Account& account, in
 std::optional<smtp::Reply> CheckRecipient(const directory::Snapshot& snapshot,
                                           const directory::Account& account,
                                           absl::string_view address, std::string* deliver_to);
+
+// CheckTokenAccount: whether a verified XOAUTH2 token (auth::VerifyToken's kOk and identity)
+// may authenticate `account` of `tenant` (docs/operations.md, "XOAUTH2: which account a
+// token may authenticate"):
+// - a delegated token only the account its user claim names: the primary address or an alias,
+//   any case, the domain in either IDN form. Otherwise 535 5.7.3, the reply of every invalid
+//   token, so that a token for someone else tells nothing about the account. Where an
+//   application list applies (the account's AllowedApps is not empty, or the tenant's app
+//   access is `listed`) it is refused with 550 5.7.240: it names its app by client id only,
+//   never by the object id AllowedApps holds.
+// - an app-only token only an account whose AllowedApps has its `oid` (any case); an empty
+//   list lets any app of the tenant in, unless the tenant's app access is `listed`. Otherwise
+//   550 5.7.240.
+// `why` gets the reason for the log when it refuses.
+std::optional<smtp::Reply> CheckTokenAccount(const directory::Tenant& tenant,
+                                             const directory::Account& account,
+                                             const auth::TokenIdentity& identity, std::string* why);
 
 // IsAllowedNetwork: whether `ip` lies in one of `networks`.
 bool IsAllowedNetwork(const std::vector<Cidr>& networks, const IpBytes& ip);

@@ -114,7 +114,7 @@ class Shard : public auth::VerifySink,
   bool VerifyPassword(auth::VerifyRequest request) override;
   auth::TokenVerdict VerifyToken(int64_t tenant_id, absl::string_view token,
                                  const auth::TokenPolicy& policy, absl::Time now,
-                                 std::string* why) override;
+                                 auth::TokenIdentity* identity, std::string* why) override;
 
  private:
   enum Op : uint8_t {

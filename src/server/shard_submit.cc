@@ -220,14 +220,14 @@ bool Shard::VerifyPassword(auth::VerifyRequest request) {
 
 auth::TokenVerdict Shard::VerifyToken(int64_t tenant_id, absl::string_view token,
                                       const auth::TokenPolicy& policy, absl::Time now,
-                                      std::string* why) {
+                                      auth::TokenIdentity* identity, std::string* why) {
   std::shared_ptr<const SharedState::JwksByTenant> jwks = shared_->jwks.load();
   auto it = jwks != nullptr ? jwks->find(tenant_id) : SharedState::JwksByTenant::const_iterator();
   if (jwks == nullptr || it == jwks->end() || it->second == nullptr) {
     *why = "the tenant has no OAuth keys loaded";
     return auth::TokenVerdict::kInvalid;
   }
-  return auth::VerifyToken(token, *it->second, policy, now, why);
+  return auth::VerifyToken(token, *it->second, policy, now, identity, why);
 }
 
 }  // namespace chute::server

@@ -51,6 +51,7 @@ void Submission::End() {
   auth_candidate_ = nullptr;
   auth_user_.clear();
   auth_reason_ = "";
+  auth_detail_.clear();
   auth_attempting_ = false;
   delayed_answer_.reset();
   delayed_due_ = absl::InfiniteFuture();
@@ -75,6 +76,7 @@ std::optional<smtp::Reply> Submission::OnAuth(const smtp::AuthRequest& request) 
   auth_mechanism_ = request.mechanism;
   auth_user_ = request.username;  // for the log line of a refusal too
   auth_reason_ = "";
+  auth_detail_.clear();
   auth::AuthThrottle::Verdict verdict =
       services_.auth->CheckThrottle(peer_, request.username, now(), &auth_reason_);
   if (verdict == auth::AuthThrottle::Verdict::kBlocked) {
@@ -131,7 +133,8 @@ smtp::Reply Submission::AdmitAuthenticated(const directory::Account* candidate) 
 }
 
 smtp::Reply Submission::OnXoauth2(const smtp::AuthRequest& request) {
-  // user= must name the account; its tenant must trust an issuer and have its keys loaded.
+  // user= names the account; its tenant must trust an issuer and have its keys loaded; the
+  // token must be good, and then it must be the account's (policy::CheckTokenAccount).
   const directory::Account* candidate = snapshot_->FindAccount(request.username);
   if (candidate != nullptr && !candidate->enabled) {
     auth_reason_ = "account disabled";  // answered as an unknown account: 535 5.7.3
@@ -140,31 +143,42 @@ smtp::Reply Submission::OnXoauth2(const smtp::AuthRequest& request) {
   const directory::Tenant* tenant =
       candidate != nullptr ? snapshot_->FindTenant(candidate->tenant_id) : nullptr;
   if (tenant == nullptr || tenant->oauth_issuer.empty()) {
+    if (tenant != nullptr) {
+      auth_reason_ = "the tenant trusts no OAuth issuer";
+    }
     services_.counters->auth_failures.Add(1);
     return smtp::kReplyAuthFailed;
   }
-  auth::TokenPolicy policy{tenant->oauth_issuer, tenant->oauth_audience, tenant->oauth_tenant_id,
-                           candidate->allowed_apps};
+  auth::TokenPolicy policy{tenant->oauth_issuer, tenant->oauth_audience, tenant->oauth_tenant_id};
+  auth::TokenIdentity identity;
   std::string why;
-  auth::TokenVerdict verdict =
-      services_.auth->VerifyToken(tenant->id, request.secret, policy, now(), &why);
-  if (verdict != auth::TokenVerdict::kOk) {
-    services_.counters->auth_failures.Add(1);
-    LOG_DEBUG("%s: XOAUTH2 for %s refused: %s", peer_text_, request.username, why);
-  }
-  switch (verdict) {
+  std::optional<smtp::Reply> refusal;
+  switch (services_.auth->VerifyToken(tenant->id, request.secret, policy, now(), &identity, &why)) {
     case auth::TokenVerdict::kOk:
-      return AdmitAuthenticated(candidate);
+      refusal = policy::CheckTokenAccount(*tenant, *candidate, identity, &why);
+      if (refusal.has_value()) {
+        auth_reason_ = "the token is not the account's";
+      }
+      break;
     case auth::TokenVerdict::kExpired:
-      return smtp::kReplyTokenExpired;
+      refusal = smtp::kReplyTokenExpired;
+      break;
     case auth::TokenVerdict::kNoPermission:
-      return smtp::kReplyTokenNoPermission;
-    case auth::TokenVerdict::kAppNotAllowed:
-      return smtp::kReplyAppNotAllowed;
+      refusal = smtp::kReplyTokenNoPermission;
+      break;
     case auth::TokenVerdict::kInvalid:
-      return smtp::kReplyAuthFailed;
+      refusal = smtp::kReplyAuthFailed;
+      break;
   }
-  return smtp::kReplyAuthFailed;
+  if (!refusal.has_value()) {
+    return AdmitAuthenticated(candidate);
+  }
+  services_.counters->auth_failures.Add(1);
+  if (auth_reason_.empty()) {
+    auth_reason_ = "token refused";
+  }
+  auth_detail_ = std::move(why);  // OnRefusal logs it
+  return *refusal;
 }
 
 void Submission::OnVerified(bool ok) {
@@ -223,15 +237,17 @@ void Submission::OnRefusal(const smtp::Reply& reply) {
   if (auth_attempting_) {
     auth_attempting_ = false;
     // The user name as the client gave it (bounded by the session's line limit); never the
-    // secret.
-    LogEvent(
-        LogLevel::kWarning, "auth.failed",
-        {{"client", peer_text_},
-         {"user", auth_user_},
-         {"mechanism", smtp::MechanismName(auth_mechanism_)},
-         {"code", reply.code},
-         {"reply", reply.text},
-         {"reason", auth_reason_.empty() ? absl::string_view("wrong credentials") : auth_reason_}});
+    // secret. A refused token's reason ends with what was wrong with it.
+    absl::string_view reason =
+        auth_reason_.empty() ? absl::string_view("wrong credentials") : auth_reason_;
+    LogEvent(LogLevel::kWarning, "auth.failed",
+             {{"client", peer_text_},
+              {"user", auth_user_},
+              {"mechanism", smtp::MechanismName(auth_mechanism_)},
+              {"code", reply.code},
+              {"reply", reply.text},
+              {"reason", auth_detail_.empty() ? std::string(reason)
+                                              : absl::StrCat(reason, ": ", auth_detail_)}});
   }
 }
 

@@ -128,7 +128,7 @@ class AuthService {
   // when the tenant has none loaded).
   virtual auth::TokenVerdict VerifyToken(int64_t tenant_id, absl::string_view token,
                                          const auth::TokenPolicy& policy, absl::Time now,
-                                         std::string* why) = 0;
+                                         auth::TokenIdentity* identity, std::string* why) = 0;
 };
 
 // SessionControl: what a submission asks of the connection under it.
@@ -269,6 +269,7 @@ class Submission : public smtp::SessionHandler {
   const directory::Account* auth_candidate_ = nullptr;  // whom that check is for
   std::string auth_user_;          // the user name of the AUTH in progress (for the throttle)
   absl::string_view auth_reason_;  // why the AUTH in progress was refused (static text, log)
+  std::string auth_detail_;        // what was wrong with a refused XOAUTH2 token (log)
   // The AUTH in progress, for its log line: set by OnAuth, cleared by its answer.
   bool auth_attempting_ = false;
   smtp::Mechanism auth_mechanism_ = smtp::Mechanism::kPlain;

@@ -40,15 +40,20 @@ class Keys:
         with open(self.jwks_path, "w") as f:
             json.dump(self.jwks, f)
 
-    def token(self, claims, alg="RS256", kid=None, tamper=False, header=None):
+    def token(self, claims, alg="RS256", kid=None, tamper=False, header=None, claims_text=None,
+              header_text=None, encode=b64url, high_s=False):
+        """A signed compact JWS. `claims_text`/`header_text` are sent as they are (to repeat a
+        member name), `encode` spells the first two parts (to pad them), `high_s` gives an
+        ES256 signature its other, high-S form (r, n - s), which verifies as ECDSA too."""
         head = header or {"alg": alg, "typ": "JWT", "kid": kid or ("ec1" if alg == "ES256" else "rsa1")}
-        signing_input = (b64url(json.dumps(head).encode()) + "." +
-                         b64url(json.dumps(claims).encode())).encode()
+        head_text = header_text if header_text is not None else json.dumps(head)
+        body_text = claims_text if claims_text is not None else json.dumps(claims)
+        signing_input = (encode(head_text.encode()) + "." + encode(body_text.encode())).encode()
         if alg == "RS256":
             signature = _run("openssl", "dgst", "-sha256", "-sign", self.rsa, data=signing_input)
         elif alg == "ES256":
             der = _run("openssl", "dgst", "-sha256", "-sign", self.ec, data=signing_input)
-            signature = _der_to_raw(der)
+            signature = _der_to_raw(der, high_s)
         elif alg == "HS256":  # the classic confusion: HMAC keyed with the RSA public key
             signature = hmac.new(self.rsa_public_pem, signing_input, hashlib.sha256).digest()
         else:
@@ -61,18 +66,25 @@ class Keys:
         return token
 
 
-def _der_to_raw(der):
-    # SEQUENCE { INTEGER r, INTEGER s } -> r || s, 32 bytes each.
+# The order of P-256's group.
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _der_to_raw(der, high_s=False):
+    # SEQUENCE { INTEGER r, INTEGER s } -> r || s, 32 bytes each, with S low (s <= n/2, what
+    # chuted accepts) unless `high_s`.
     assert der[0] == 0x30
     index = 2 if der[1] < 0x80 else 3
-    out = b""
+    numbers = []
     for _ in range(2):
         assert der[index] == 0x02
         length = der[index + 1]
-        value = der[index + 2:index + 2 + length].lstrip(b"\0")
-        out += value.rjust(32, b"\0")
+        numbers.append(int.from_bytes(der[index + 2:index + 2 + length], "big"))
         index += 2 + length
-    return out
+    r, s = numbers
+    if (s > P256_N // 2) != high_s:
+        s = P256_N - s
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def xoauth2(user, token):

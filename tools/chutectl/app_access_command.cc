@@ -13,6 +13,9 @@ namespace {
 constexpr absl::string_view kHelp = R"(Application access (XOAUTH2):
   app-access add ID --app-id GUID...             at most 10 applications per account
   app-access remove ID --app-id GUID...
+  An app-only token authenticates the account only if its app (the token's oid: the
+  Enterprise application's object id, not the client id) is listed; an empty list lets any
+  application of the tenant in, unless the tenant says --oauth-app-access listed.
 )";
 
 int Run(Context& context, const std::vector<std::string>& words) {

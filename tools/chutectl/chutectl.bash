@@ -8,8 +8,8 @@ _chutectl_words() {
   case "$1" in
     "tenant add") echo "--domain" ;;
     "tenant set") echo "--basic-auth --oauth-issuer --oauth-audience --oauth-tenant-id
-      --oauth-jwks --add-domain --remove-domain --password-min-length --password-complexity
-      --password-history" ;;
+      --oauth-jwks --oauth-app-access --add-domain --remove-domain --password-min-length
+      --password-complexity --password-history" ;;
     "tenant remove") echo "--force --yes" ;;
     "account new") echo "--tenant --name --primary-smtp-address --password-stdin --no-password" ;;
     "account list") echo "--tenant" ;;
@@ -41,6 +41,7 @@ _chutectl() {
       COMPREPLY=($(compgen -f -- "$cur"))
       return 0 ;;
     --basic-auth) COMPREPLY=($(compgen -W "on off" -- "$cur")); return 0 ;;
+    --oauth-app-access) COMPREPLY=($(compgen -W "any listed" -- "$cur")); return 0 ;;
     --password-complexity) COMPREPLY=($(compgen -W "none 3-of-4" -- "$cur")); return 0 ;;
     --days) COMPREPLY=($(compgen -W "7 30 90" -- "$cur")); return 0 ;;
     --volume) COMPREPLY=($(compgen -W "recipients messages" -- "$cur")); return 0 ;;

@@ -20,12 +20,15 @@ constexpr absl::string_view kHelp = R"(Tenants:
   tenant list                                    all tenants
   tenant show NAME                               one tenant
   tenant set NAME [--basic-auth on|off] [--oauth-issuer https://...] [--oauth-audience AUD]
-                  [--oauth-tenant-id ID] [--oauth-jwks FILE]
+                  [--oauth-tenant-id ID] [--oauth-jwks FILE] [--oauth-app-access any|listed]
                   [--add-domain D]... [--remove-domain D]...
                   [--password-min-length N] [--password-complexity none|3-of-4]
                   [--password-history N]
   tenant remove NAME [--force [--yes]]           --force also removes its accounts (listed;
                                                  asked on a terminal unless --yes)
+  --oauth-app-access: which applications an app-only XOAUTH2 token may come from when an
+  HVE account's AllowedApps is empty: any application of the tenant (the default, as in
+  HVE), or none (listed: every application must be in the account's AllowedApps).
   Domains are stored as A-labels (an IDN and its xn-- form are one domain) and need at least
   two labels. Password policy defaults: 12 characters, 3-of-4 (three of lower-case, upper-case,
   digit, symbol), a history of 5 (the current and 4 previous passwords cannot be reused).
@@ -33,18 +36,20 @@ constexpr absl::string_view kHelp = R"(Tenants:
 
 nlohmann::json TenantJson(const directory::Tenant& t, int64_t accounts) {
   const directory::PasswordPolicy& p = t.password_policy;
-  return nlohmann::json{{"name", t.name},
-                        {"domains", t.domains},
-                        {"accounts", accounts},
-                        {"basic_auth", t.basic_auth},
-                        {"oauth_issuer", t.oauth_issuer},
-                        {"oauth_audience", t.oauth_audience},
-                        {"oauth_tenant_id", t.oauth_tenant_id},
-                        {"oauth_jwks_file", t.oauth_jwks_file},
-                        {"password_policy",
-                         {{"min_length", p.min_length},
-                          {"complexity", std::string(directory::ComplexityName(p.complexity))},
-                          {"history", p.history}}}};
+  return nlohmann::json{
+      {"name", t.name},
+      {"domains", t.domains},
+      {"accounts", accounts},
+      {"basic_auth", t.basic_auth},
+      {"oauth_issuer", t.oauth_issuer},
+      {"oauth_audience", t.oauth_audience},
+      {"oauth_tenant_id", t.oauth_tenant_id},
+      {"oauth_jwks_file", t.oauth_jwks_file},
+      {"oauth_app_access", std::string(directory::AppAccessName(t.oauth_app_access))},
+      {"password_policy",
+       {{"min_length", p.min_length},
+        {"complexity", std::string(directory::ComplexityName(p.complexity))},
+        {"history", p.history}}}};
 }
 
 void PrintTenant(const Context& context, const directory::Tenant& t, int64_t accounts) {
@@ -61,6 +66,7 @@ void PrintTenant(const Context& context, const directory::Tenant& t, int64_t acc
             << "OAuth audience:      " << t.oauth_audience << "\n"
             << "OAuth tenant id:     " << t.oauth_tenant_id << "\n"
             << "OAuth JWKS file:     " << t.oauth_jwks_file << "\n"
+            << "OAuth app access:    " << directory::AppAccessName(t.oauth_app_access) << "\n"
             << "Password min length: " << p.min_length << "\n"
             << "Password complexity: " << directory::ComplexityName(p.complexity) << "\n"
             << "Password history:    " << p.history << "\n";
@@ -122,6 +128,13 @@ std::optional<int> OAuthChange(const Context& context, const Args& args,
   change->oauth_issuer = args.Get("--oauth-issuer");
   change->oauth_audience = args.Get("--oauth-audience");
   change->oauth_tenant_id = args.Get("--oauth-tenant-id");
+  if (std::optional<std::string> access = args.Get("--oauth-app-access")) {
+    absl::StatusOr<directory::AppAccess> parsed = directory::ParseAppAccess(*access);
+    if (!parsed.ok()) {
+      return context.Usage("--oauth-app-access is any or listed");
+    }
+    change->oauth_app_access = *parsed;
+  }
   if (const std::optional<std::string>& issuer = change->oauth_issuer;
       issuer && !issuer->empty() &&
       (!absl::StartsWith(*issuer, "https://") || issuer->size() <= 8 || (*issuer)[8] == '/')) {
@@ -251,12 +264,12 @@ int Run(Context& context, const std::vector<std::string>& words) {
   }
   const std::string& verb = words[1];
   Args args;
-  if (std::optional<std::string> error =
-          ParseArgs(words, 2, {"--force", "--yes"},
-                    {"--domain", "--basic-auth", "--oauth-issuer", "--oauth-audience",
-                     "--oauth-tenant-id", "--oauth-jwks", "--add-domain", "--remove-domain",
-                     "--password-min-length", "--password-complexity", "--password-history"},
-                    &args)) {
+  if (std::optional<std::string> error = ParseArgs(
+          words, 2, {"--force", "--yes"},
+          {"--domain", "--basic-auth", "--oauth-issuer", "--oauth-audience", "--oauth-tenant-id",
+           "--oauth-jwks", "--oauth-app-access", "--add-domain", "--remove-domain",
+           "--password-min-length", "--password-complexity", "--password-history"},
+          &args)) {
     return context.Usage(*error);
   }
   if (verb != "add" && verb != "list" && verb != "show" && verb != "set" && verb != "remove") {

@@ -209,6 +209,30 @@ TEST_F(StoreTest, PasswordPolicyIsPerTenantAndRangeChecked) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(StoreTest, OAuthAppAccessIsAnyUntilSetAndAnUnknownSpellingReadsAsListed) {
+  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = store_->LoadSnapshot();
+  ASSERT_TRUE(snapshot.ok());
+  EXPECT_EQ((*snapshot)->FindTenantByName("contoso")->oauth_app_access, AppAccess::kAny);
+  TenantChange change;
+  change.oauth_app_access = AppAccess::kListed;
+  absl::StatusOr<Tenant> tenant = store_->UpdateTenant("contoso", change);
+  ASSERT_TRUE(tenant.ok()) << tenant.status();
+  EXPECT_EQ(tenant->oauth_app_access, AppAccess::kListed);
+  change.oauth_app_access = AppAccess::kAny;
+  EXPECT_EQ(store_->UpdateTenant("contoso", change)->oauth_app_access, AppAccess::kAny);
+  // A value this build does not know (a newer chutectl's) is read as the stricter one.
+  absl::StatusOr<std::unique_ptr<db::Database>> raw = db::Database::Open(dir_ + "/d.db", false);
+  ASSERT_TRUE(raw.ok());
+  ASSERT_TRUE((*raw)->Exec("UPDATE tenants SET oauth_app_access = 'some'").ok());
+  snapshot = store_->LoadSnapshot();
+  ASSERT_TRUE(snapshot.ok());
+  EXPECT_EQ((*snapshot)->FindTenantByName("contoso")->oauth_app_access, AppAccess::kListed);
+  EXPECT_EQ(ParseAppAccess("listed").value(), AppAccess::kListed);
+  EXPECT_EQ(ParseAppAccess("any").value(), AppAccess::kAny);
+  EXPECT_FALSE(ParseAppAccess("Any").ok());
+  EXPECT_EQ(AppAccessName(AppAccess::kListed), "listed");
+}
+
 TEST_F(StoreTest, PasswordHistoryIsNewestFirstAndBounded) {
   absl::StatusOr<Account> account =
       store_->AddAccount({"contoso", "A", "a@contoso.test", "h0"}, 100);
@@ -266,9 +290,10 @@ TEST_F(StoreTest, ASchema3DatabaseMigratesWithAccountsFollowingTheirTenantAndEna
   ASSERT_TRUE(store_->AddAccount({"contoso", "A", "a@contoso.test", "h"}, 100).ok());
   store_.reset();
   {
-    // Back to what schema 3 had: no policy columns.
+    // Back to what schema 3 had: no policy columns, no app access.
     absl::StatusOr<std::unique_ptr<db::Database>> db = db::Database::Open(dir_ + "/d.db", false);
     ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Exec("ALTER TABLE tenants DROP COLUMN oauth_app_access").ok());
     ASSERT_TRUE((*db)->Exec("ALTER TABLE accounts DROP COLUMN basic_auth").ok());
     ASSERT_TRUE((*db)->Exec("ALTER TABLE accounts DROP COLUMN enabled").ok());
     ASSERT_TRUE((*db)->Exec("UPDATE schema_version SET version = 3").ok());
@@ -281,6 +306,7 @@ TEST_F(StoreTest, ASchema3DatabaseMigratesWithAccountsFollowingTheirTenantAndEna
   ASSERT_NE(a, nullptr);
   EXPECT_EQ(a->basic_auth, std::nullopt);
   EXPECT_TRUE(a->enabled);
+  EXPECT_EQ(snapshot->FindTenantByName("contoso")->oauth_app_access, AppAccess::kAny);
 }
 
 }  // namespace

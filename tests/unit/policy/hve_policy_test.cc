@@ -105,5 +105,90 @@ TEST(HveHeaderFromTest, OnlyTheAccountsOwnAddressesPass) {
   EXPECT_TRUE(CheckHeaderFrom(account, 1, V{"app@example.test"}, true));   // too long to check
 }
 
+// Designated initializers would trip -Wmissing-field-initializers.
+auth::TokenIdentity Delegated(std::string user, std::string claim = "upn") {
+  auth::TokenIdentity identity;
+  identity.delegated = true;
+  identity.user = std::move(user);
+  identity.user_claim = std::move(claim);
+  return identity;
+}
+auth::TokenIdentity AppOnly(std::string oid) {
+  auth::TokenIdentity identity;
+  identity.app_id = std::move(oid);
+  return identity;
+}
+
+class TokenAccountTest : public PolicyTest {
+ protected:
+  std::optional<smtp::Reply> Check(const auth::TokenIdentity& identity) {
+    return CheckTokenAccount(tenant_, account_copy_, identity, &why_);
+  }
+  void SetUp() override {
+    PolicyTest::SetUp();
+    tenant_ = *snapshot_->FindTenant(account_->tenant_id);
+    account_copy_ = *account_;
+  }
+  directory::Tenant tenant_;
+  directory::Account account_copy_;
+  std::string why_;
+};
+
+constexpr absl::string_view kApp = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+
+TEST_F(TokenAccountTest, ADelegatedTokenAuthenticatesOnlyTheAccountItsUserClaimNames) {
+  EXPECT_EQ(Check(Delegated("app@contoso.test")), std::nullopt);
+  EXPECT_EQ(Check(Delegated("APP@Contoso.TEST", "preferred_username")), std::nullopt);
+  EXPECT_EQ(Check(Delegated("alias@fabrikam.test")), std::nullopt);  // an alias names it too
+  // The measured attack: a token for another account of the tenant.
+  EXPECT_EQ(Check(Delegated("hve2@contoso.test"))->text, smtp::kReplyAuthFailed.text);
+  EXPECT_EQ(why_, "the token's upn is hve2@contoso.test");
+  EXPECT_EQ(Check(Delegated("app@contoso.test.evil"))->text, smtp::kReplyAuthFailed.text);
+  EXPECT_EQ(Check(Delegated("app"))->text, smtp::kReplyAuthFailed.text);
+  EXPECT_EQ(Check(Delegated(""))->text, smtp::kReplyAuthFailed.text);
+  EXPECT_EQ(why_, "a delegated token that names no user");
+  // Its oid is the user's: never an application's.
+  auth::TokenIdentity with_oid = Delegated("hve2@contoso.test");
+  with_oid.app_id = std::string(kApp);
+  account_copy_.allowed_apps = {std::string(kApp)};
+  EXPECT_EQ(Check(with_oid)->text, smtp::kReplyAuthFailed.text);
+}
+
+TEST_F(TokenAccountTest, TheUserClaimIsComparedWithTheDomainInEitherIdnForm) {
+  account_copy_.primary_address = "info@xn--bcher-kva.example";
+  EXPECT_EQ(Check(Delegated("Info@bücher.example")), std::nullopt);
+  EXPECT_EQ(Check(Delegated("info@XN--BCHER-KVA.example")), std::nullopt);
+  EXPECT_EQ(Check(Delegated("info@bucher.example"))->text, smtp::kReplyAuthFailed.text);
+}
+
+TEST_F(TokenAccountTest, ADelegatedTokenIsRefusedWhereAnAppListApplies) {
+  account_copy_.allowed_apps = {std::string(kApp)};
+  EXPECT_EQ(Check(Delegated("app@contoso.test"))->text, smtp::kReplyAppNotAllowed.text);
+  account_copy_.allowed_apps.clear();
+  tenant_.oauth_app_access = directory::AppAccess::kListed;
+  EXPECT_EQ(Check(Delegated("app@contoso.test"))->text, smtp::kReplyAppNotAllowed.text);
+  // Someone else's token still gets the reply of an invalid one.
+  EXPECT_EQ(Check(Delegated("hve2@contoso.test"))->text, smtp::kReplyAuthFailed.text);
+}
+
+TEST_F(TokenAccountTest, AnAppOnlyTokenNeedsItsOidInAllowedAppsOrAnEmptyListOnAnAnyTenant) {
+  // The default tenant and an empty list: any app of the tenant, as HVE documents.
+  EXPECT_EQ(Check(AppOnly(std::string(kApp))), std::nullopt);
+  EXPECT_EQ(Check(AppOnly("")), std::nullopt);
+  account_copy_.allowed_apps = {"12345678-0000-4000-8000-000000000000"};
+  EXPECT_EQ(Check(AppOnly(std::string(kApp)))->text, smtp::kReplyAppNotAllowed.text);
+  EXPECT_EQ(why_, absl::StrCat("the application ", kApp, " is not in the account's AllowedApps"));
+  EXPECT_EQ(Check(AppOnly(""))->text, smtp::kReplyAppNotAllowed.text);
+  EXPECT_EQ(Check(AppOnly("12345678-0000-4000-8000-000000000000")), std::nullopt);
+  account_copy_.allowed_apps = {std::string(kApp)};
+  EXPECT_EQ(Check(AppOnly("AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE")), std::nullopt) << "any case";
+  account_copy_.allowed_apps = {"12345678-0000-4000-8000-000000000000"};
+  // A listed tenant: an empty list lets no app in; a list decides as before.
+  tenant_.oauth_app_access = directory::AppAccess::kListed;
+  EXPECT_EQ(Check(AppOnly("12345678-0000-4000-8000-000000000000")), std::nullopt);
+  account_copy_.allowed_apps.clear();
+  EXPECT_EQ(Check(AppOnly(std::string(kApp)))->text, smtp::kReplyAppNotAllowed.text);
+}
+
 }  // namespace
 }  // namespace chute::policy

@@ -117,7 +117,8 @@ class FakeAuth : public AuthService {
     return true;
   }
   auth::TokenVerdict VerifyToken(int64_t, absl::string_view, const auth::TokenPolicy&, absl::Time,
-                                 std::string*) override {
+                                 auth::TokenIdentity* identity_out, std::string*) override {
+    *identity_out = identity;
     return token;
   }
   auth::AuthThrottle::Verdict throttle = auth::AuthThrottle::Verdict::kClean;
@@ -126,6 +127,7 @@ class FakeAuth : public AuthService {
   int successes = 0;
   std::vector<auth::VerifyRequest> requests;
   auth::TokenVerdict token = auth::TokenVerdict::kInvalid;
+  auth::TokenIdentity identity;
 };
 
 class FakeControl : public SessionControl {
@@ -146,6 +148,10 @@ class SubmissionTest : public ::testing::Test {
     ASSERT_TRUE(store.ok());
     ASSERT_TRUE((*store)->AddTenant("contoso", {"contoso.test"}).ok());
     ASSERT_TRUE((*store)->AddAccount({"contoso", "App", "app@contoso.test", ""}, 100).ok());
+    ASSERT_TRUE((*store)->AddAccount({"contoso", "Hve2", "hve2@contoso.test", ""}, 100).ok());
+    directory::TenantChange oauth;
+    oauth.oauth_issuer = "https://login.contoso.test/v2.0";
+    ASSERT_TRUE((*store)->UpdateTenant("contoso", oauth).ok());
     auto snapshot = (*store)->LoadSnapshot();
     ASSERT_TRUE(snapshot.ok());
     snapshot_ = *snapshot;
@@ -240,6 +246,27 @@ TEST_F(SubmissionTest, AThrottledFailureIsAnsweredWhenDue) {
   now_ += absl::Seconds(2);
   EXPECT_TRUE(submission_->AnswerDelayed(false));
   EXPECT_TRUE(absl::StartsWith(TakeOutput(), "535 5.7.3"));
+}
+
+TEST_F(SubmissionTest, AGoodTokenForAnotherAccountIs535AndCountedWithTheThrottle) {
+  Open();
+  auth_.token = auth::TokenVerdict::kOk;
+  auth_.identity.delegated = true;
+  auth_.identity.user = "app@contoso.test";
+  auth_.identity.user_claim = "upn";
+  auto xoauth2 = [](absl::string_view user) {
+    return absl::StrCat("AUTH XOAUTH2 ",
+                        absl::Base64Escape(absl::StrCat("user=", user,
+                                                        "\x01"
+                                                        "auth=Bearer a.b.c\x01\x01")),
+                        "\r\n");
+  };
+  std::string reply = Send(xoauth2("hve2@contoso.test"));
+  EXPECT_TRUE(absl::StartsWith(reply, "535 5.7.3 ")) << reply;
+  EXPECT_EQ(auth_.failures, 1);
+  EXPECT_EQ(submission_->account(), nullptr);
+  EXPECT_TRUE(absl::StartsWith(Send(xoauth2("app@contoso.test")), "235 2.7.0"));
+  EXPECT_EQ(submission_->account()->primary_address, "app@contoso.test");
 }
 
 TEST_F(SubmissionTest, TenantAtItsCapGets454AndStaysUnauthenticated) {
