@@ -203,7 +203,7 @@ bool DeliveryQueue::TakeBatch(absl::Time now, std::vector<QueuedMessage*>* batch
   uint64_t batch_bytes = 0;
   while (!ready_.empty() && batch->size() < options_.batch_messages_max) {
     QueuedMessage* message = ready_.front();
-    if (!batch->empty() && batch_bytes + message->content_bytes > kBatchBytesMax) {
+    if (!batch->empty() && batch_bytes + message->content_bytes() > kBatchBytesMax) {
       break;  // a worker holds a batch's content in memory: large messages make small batches
     }
     ready_.pop_front();
@@ -212,7 +212,7 @@ bool DeliveryQueue::TakeBatch(absl::Time now, std::vector<QueuedMessage*>* batch
       continue;
     }
     message->in_flight = true;
-    batch_bytes += message->content_bytes;
+    batch_bytes += message->content_bytes();
     batch->push_back(message);
   }
   return !batch->empty();
@@ -293,10 +293,9 @@ void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>&
         o.recipient_indexes.push_back(static_cast<uint32_t>(i));
       }
     }
-    absl::StatusOr<std::string> content =
-        message.segment != nullptr
-            ? message.segment->Read(message.content_offset, message.content_bytes)
-            : io::ReadFile(message.dead_path + ".eml");
+    absl::StatusOr<std::string> content = message.record.in_spool()
+                                              ? message.record.ReadContent()
+                                              : io::ReadFile(message.dead_path + ".eml");
     if (!content.ok()) {
       unreadable[m] = true;
       o.results.assign(
@@ -380,10 +379,10 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
   }
   if (pending) {
     // Marks of recipients settled this time, so that a restart does not try them again.
-    for (size_t k = 0; k < out.recipients.size() && message.segment != nullptr; ++k) {
+    for (size_t k = 0; k < out.recipients.size() && message.record.in_spool(); ++k) {
       size_t i = out.recipient_indexes[k];
       if (marks[i] != spool::Mark::kPending) {
-        (void)message.segment->SetMark(message.record_offset, i, marks[i]);
+        (void)message.record.Mark(i, marks[i]);
       }
     }
     return false;
@@ -485,17 +484,16 @@ absl::Status DeliveryQueue::WriteDeadLetter(const QueuedMessage& message, absl::
 
 void DeliveryQueue::Settle(QueuedMessage& message) {
   counters_.messages_settled.fetch_add(1, std::memory_order_relaxed);
-  if (message.segment != nullptr) {
-    absl::Status status = message.segment->Settle(message.record_offset, options_.gauges);
+  if (message.record.in_spool()) {
+    absl::Status status = message.record.Settle();
     if (!status.ok()) {
       LOG_WARNING_EVERY(10, "delivery: %s: %s (it may be delivered again after a restart)",
                         message.id, status.ToString());
     }
-    message.segment.reset();
     return;
   }
   // Requeued from the dead-letter area: its files go once nothing of it is dead any more.
-  options_.gauges->messages.fetch_sub(1, std::memory_order_relaxed);
+  options_.gauges->RemoveOutside();
   bool dead_again = std::any_of(message.marks.begin(), message.marks.end(),
                                 [](spool::Mark m) { return m == spool::Mark::kDead; });
   if (!dead_again) {
@@ -537,7 +535,7 @@ QueueEntry DeliveryQueue::EntryFor(const QueuedMessage& message) const {
   entry.next_attempt = message.next_attempt;
   entry.held = message.held;
   entry.in_flight = message.in_flight;
-  entry.size_bytes = message.content_bytes;
+  entry.size_bytes = message.content_bytes();
   return entry;
 }
 
@@ -736,7 +734,7 @@ absl::Status DeliveryQueue::Requeue(const std::string& id) {
   message->account_id = reason.value("account_id", int64_t{0});
   message->received_unix_us = absl::ToUnixMicros(absl::Now());  // give_up_after starts again
   message->dead_path = base;
-  message->content_bytes = static_cast<uint64_t>(st.st_size);
+  message->record.content_bytes = static_cast<uint64_t>(st.st_size);
   for (const nlohmann::json& r : reason["recipients"]) {
     if (r.is_object() && r["address"].is_string()) {
       message->recipients.push_back(r["address"].get<std::string>());
@@ -753,14 +751,14 @@ absl::Status DeliveryQueue::Requeue(const std::string& id) {
       return absl::AlreadyExistsError(absl::StrCat(id, " is already queued"));
     }
   }
-  options_.gauges->messages.fetch_add(1, std::memory_order_relaxed);
+  options_.gauges->AddOutside();
   LOG_INFO("queue: %s requeued from the dead-letter area", id);
   Enqueue(std::move(message));
   return absl::OkStatus();
 }
 
 std::unique_ptr<QueuedMessage> QueuedFrom(spool::Envelope envelope, std::vector<spool::Mark> marks,
-                                          const spool::RecordRef& where, bool replayed) {
+                                          spool::RecordRef where, bool replayed) {
   auto message = std::make_unique<QueuedMessage>();
   message->id = std::move(envelope.id);
   message->received_unix_us = envelope.received_unix_us;
@@ -774,10 +772,7 @@ std::unique_ptr<QueuedMessage> QueuedFrom(spool::Envelope envelope, std::vector<
   CHECK(marks.size() == message->recipients.size());
   message->marks = std::move(marks);
   message->replies.assign(message->recipients.size(), std::string());
-  message->segment = where.segment;
-  message->record_offset = where.record_offset;
-  message->content_offset = where.content_offset;
-  message->content_bytes = where.content_bytes;
+  message->record = std::move(where);
   message->replayed = replayed;
   return message;
 }

@@ -73,11 +73,10 @@ struct QueuedMessage {
   std::vector<std::string> recipients;
   std::vector<spool::Mark> marks;    // one per recipient
   std::vector<std::string> replies;  // the last reply per recipient ("" before any attempt)
-  // Content: in a spool segment, or (requeued from the dead-letter area) in `dead_path`.
-  std::shared_ptr<spool::Segment> segment;
-  uint64_t record_offset = 0;
-  uint64_t content_offset = 0;
-  uint64_t content_bytes = 0;
+  // Content: in a spool record (`record`, through which it is read, marked and settled), or
+  // (requeued from the dead-letter area: `record` refers to no segment) in `dead_path`.
+  spool::RecordRef record;
+  uint64_t content_bytes() const { return record.content_bytes; }
   std::string dead_path;
   bool replayed = false;
   // Scheduling (behind the queue's mutex).
@@ -93,7 +92,7 @@ struct QueuedMessage {
 // just now or found unsettled at start-up (`replayed`): its envelope, its recipients' marks
 // (empty: all pending) and where it is.
 std::unique_ptr<QueuedMessage> QueuedFrom(spool::Envelope envelope, std::vector<spool::Mark> marks,
-                                          const spool::RecordRef& where, bool replayed);
+                                          spool::RecordRef where, bool replayed);
 
 // QueueEntry: what `queue list` shows of a message.
 struct QueueEntry {
@@ -139,6 +138,8 @@ struct QueueOptions {
   absl::Duration retry_max = absl::Seconds(3600);
   absl::Duration give_up_after = absl::Hours(48);
   std::string dead_dir;
+  // The spool's gauges, for a requeued dead letter (SpoolGauges::AddOutside); records are
+  // settled through their RecordRef, which counts them out itself.
   spool::SpoolGauges* gauges = nullptr;
   // Set by Stop() to the end of the drain (Unix ms); backends that wait on the network share
   // it (SmtpClientOptions::stop_at_unix_ms) so that no wait outlasts the drain.

@@ -263,9 +263,9 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
   ASSIGN_OR_RETURN(
       replayed_segments_,
       spool::Replay(config.spool.dir, gauges_.get(), [&](spool::ReplayedRecord record) {
-        spool::RecordRef where = record.ref();
         queue_->Enqueue(delivery::QueuedFrom(std::move(record.record.envelope),
-                                             std::move(record.record.marks), where, true));
+                                             std::move(record.record.marks), std::move(record.ref),
+                                             /*replayed=*/true));
         ++replayed;
       }));
   LOG_INFO(

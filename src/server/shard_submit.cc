@@ -88,16 +88,10 @@ void Shard::HandOverTrace() {
 // --- SubmitSink -------------------------------------------------------------------------------
 
 bool Shard::ReserveSpool(const SpoolConfig& limits, uint64_t bytes, int messages) {
-  spool::SpoolGauges& gauges = *shared_->gauges;
-  auto size = static_cast<int64_t>(bytes);
   // Taken first, checked after: two shards racing for the last room both see each other's
   // reservation (one may be refused needlessly, neither passes the bound).
-  int64_t reserved = gauges.reserved_bytes.fetch_add(size, std::memory_order_relaxed) + size;
-  int64_t reserved_messages =
-      gauges.reserved_messages.fetch_add(messages, std::memory_order_relaxed) + messages;
-  bool fits =
-      gauges.bytes.load(std::memory_order_relaxed) + reserved <= limits.bytes_max &&
-      gauges.messages.load(std::memory_order_relaxed) + reserved_messages <= limits.messages_max;
+  bool fits = shared_->gauges->Reserve(static_cast<int64_t>(bytes), messages, limits.bytes_max,
+                                       limits.messages_max);
   if (!fits) {
     ReleaseSpool(bytes, messages);
   }
@@ -105,9 +99,7 @@ bool Shard::ReserveSpool(const SpoolConfig& limits, uint64_t bytes, int messages
 }
 
 void Shard::ReleaseSpool(uint64_t bytes, int messages) {
-  spool::SpoolGauges& gauges = *shared_->gauges;
-  gauges.reserved_bytes.fetch_sub(static_cast<int64_t>(bytes), std::memory_order_relaxed);
-  gauges.reserved_messages.fetch_sub(messages, std::memory_order_relaxed);
+  shared_->gauges->Unreserve(static_cast<int64_t>(bytes), messages);
 }
 
 void Shard::NoteReceiving(int delta) {

@@ -581,7 +581,7 @@ void Submission::OnCommitted(const spool::Committed* committed) {
     envelope.sender = std::move(message_.sender);
     envelope.recipients = std::move(message_.recipients);
     services_.sink->Accepted(
-        delivery::QueuedFrom(std::move(envelope), {}, committed->ref(), /*replayed=*/false));
+        delivery::QueuedFrom(std::move(envelope), {}, committed->ref, /*replayed=*/false));
   } else {
     services_.counters->messages_failed.Add(1);
     LogEvent(LogLevel::kWarning, "message.failed",
@@ -607,7 +607,7 @@ void Submission::ReportAccepted(const spool::Committed& committed) {
             {"tenant", account_->tenant_name},
             {"sender", message_.sender},
             {"recipients", message_.recipients.size()},
-            {"size", committed.content_bytes},
+            {"size", committed.ref.content_bytes},
             {"tls", control_->TlsVersion()},
             {"client", peer_text_}});
   if (!services_.sink->Tracing()) {
@@ -623,7 +623,7 @@ void Submission::ReportAccepted(const spool::Committed& committed) {
   e.message_id = std::move(message_id);
   e.client = peer_text_;
   e.recipients = message_.recipients;
-  e.size_bytes = committed.content_bytes;
+  e.size_bytes = committed.ref.content_bytes;
   services_.sink->Trace(std::move(e));
 }
 

@@ -34,7 +34,41 @@ void SpoolGauges::CountGroup(size_t records) {
 
 // --- Segment ----------------------------------------------------------------------------------
 
-Segment::Segment(int fd, std::string path, uint64_t size) : bytes(size), fd_(fd), path_(path) {}
+Segment::Segment(int fd, std::string path, uint64_t size, SpoolGauges* gauges)
+    : bytes(size), fd_(fd), path_(std::move(path)), gauges_(gauges) {
+  CHECK(gauges_ != nullptr);
+}
+
+bool SpoolGauges::Reserve(int64_t size, int64_t count, int64_t bytes_max, int64_t messages_max) {
+  int64_t all_bytes = reserved_bytes.fetch_add(size, std::memory_order_relaxed) + size;
+  int64_t all_messages = reserved_messages.fetch_add(count, std::memory_order_relaxed) + count;
+  return bytes.load(std::memory_order_relaxed) + all_bytes <= bytes_max &&
+         messages.load(std::memory_order_relaxed) + all_messages <= messages_max;
+}
+
+void SpoolGauges::Unreserve(int64_t size, int64_t count) {
+  reserved_bytes.fetch_sub(size, std::memory_order_relaxed);
+  reserved_messages.fetch_sub(count, std::memory_order_relaxed);
+}
+
+// --- RecordRef --------------------------------------------------------------------------------
+
+absl::StatusOr<std::string> RecordRef::ReadContent() const {
+  CHECK(segment != nullptr);
+  return segment->Read(content_offset, content_bytes);
+}
+
+absl::Status RecordRef::Mark(size_t index, spool::Mark mark) const {
+  CHECK(segment != nullptr);
+  return segment->SetMark(record_offset, index, mark);
+}
+
+absl::Status RecordRef::Settle() {
+  CHECK(segment != nullptr);
+  absl::Status status = segment->Settle(record_offset);
+  segment.reset();
+  return status;
+}
 
 Segment::~Segment() { close(fd_); }
 
@@ -64,7 +98,7 @@ absl::Status Segment::SetMark(uint64_t record_offset, size_t index, Mark mark) {
   return absl::OkStatus();
 }
 
-absl::Status Segment::Settle(uint64_t record_offset, SpoolGauges* gauges) {
+absl::Status Segment::Settle(uint64_t record_offset) {
   char byte = static_cast<char>(RecordState::kSettled);
   absl::Status status;
   if (pwrite(fd_, &byte, 1, static_cast<off_t>(record_offset + kStateOffset)) != 1) {
@@ -72,7 +106,7 @@ absl::Status Segment::Settle(uint64_t record_offset, SpoolGauges* gauges) {
     status = io::ErrnoStatus(errno, absl::StrCat("settle in ", path_));
   }
   live.fetch_sub(1, std::memory_order_acq_rel);
-  gauges->messages.fetch_sub(1, std::memory_order_relaxed);
+  gauges_->messages.fetch_sub(1, std::memory_order_relaxed);
   return status;
 }
 
@@ -110,7 +144,7 @@ absl::Status SegmentWriter::OpenSegment() {
   if (fd < 0) {
     return io::ErrnoStatus(errno, absl::StrCat("create ", path));
   }
-  current_ = std::make_shared<Segment>(fd, std::move(path), 0);
+  current_ = std::make_shared<Segment>(fd, std::move(path), 0, gauges_);
   segments_.push_back(current_);
   return absl::OkStatus();
 }
@@ -192,13 +226,9 @@ void SegmentWriter::FinishGroup(const absl::Status& status, std::vector<Committe
                               std::memory_order_relaxed);
   gauges_->CountGroup(group->entries.size());
   for (Group::Entry& entry : group->entries) {
-    Committed c;
-    c.cookie = entry.cookie;
-    c.segment = group->segment;
-    c.record_offset = entry.record_offset;
-    c.content_offset = entry.content_offset;
-    c.content_bytes = entry.content_bytes;
-    committed->push_back(std::move(c));
+    committed->push_back(
+        {entry.cookie,
+         {group->segment, entry.record_offset, entry.content_offset, entry.content_bytes}});
   }
 }
 
@@ -334,8 +364,8 @@ absl::StatusOr<int64_t> ReplaySegment(const std::shared_ptr<Segment>& segment,
     }
     if (replayed.record.state == RecordState::kLive) {
       ++live;
-      replayed.segment = segment;
-      replayed.record_offset = offset;
+      replayed.ref = {segment, offset, offset + replayed.record.content_offset,
+                      replayed.record.content_bytes};
       sink(std::move(replayed));
     }
     offset += record_bytes;
@@ -372,7 +402,7 @@ absl::StatusOr<std::vector<std::shared_ptr<Segment>>> Replay(
       }
       return status;
     }
-    auto segment = std::make_shared<Segment>(fd, path, static_cast<uint64_t>(st.st_size));
+    auto segment = std::make_shared<Segment>(fd, path, static_cast<uint64_t>(st.st_size), gauges);
     ASSIGN_OR_RETURN(int64_t live, ReplaySegment(segment, sink));
     if (live == 0) {
       if (unlink(path.c_str()) != 0) {

@@ -50,10 +50,14 @@ inline constexpr size_t kGroupIovMax = 64 * kIovPerWriteMax;
 // Group sizes are counted in buckets 1, 2-3, 4-7, ... 256+ for /metrics.
 inline constexpr size_t kGroupSizeBuckets = 10;
 
-// SpoolGauges: the spool's totals across shards, behind the 452 4.3.1 back-pressure.
+// SpoolGauges: the spool's totals across shards, behind the 452 4.3.1 back-pressure. The spool
+// is their one owner: segments, the writer and Replay change `bytes` and `messages` as records
+// are committed, settled and removed; a message being received takes its room with Reserve
+// and gives it back with Unreserve; a message queued from outside the spool (a dead letter
+// requeued) is counted with AddOutside/RemoveOutside. Everyone else only reads them.
 struct SpoolGauges {
   std::atomic<int64_t> bytes{0};     // bytes of segment files that exist
-  std::atomic<int64_t> messages{0};  // messages committed and not yet settled
+  std::atomic<int64_t> messages{0};  // messages committed (or requeued) and not yet settled
   // Room reserved by messages being received (from MAIL to commit or drop), counted against
   // bytes_max and messages_max beside the two above.
   std::atomic<int64_t> reserved_bytes{0};
@@ -63,13 +67,26 @@ struct SpoolGauges {
   std::atomic<uint64_t> records_committed{0};
   std::array<std::atomic<uint64_t>, kGroupSizeBuckets> group_sizes{};
   void CountGroup(size_t records);
+
+  // Reserve: takes room for `messages` messages of `bytes` bytes; true when the spool's
+  // contents and every reservation, this one included, fit within `bytes_max` and
+  // `messages_max`. The room is taken either way: give it back with Unreserve (the caller
+  // refuses the message when it is false). Any thread.
+  bool Reserve(int64_t bytes, int64_t messages, int64_t bytes_max, int64_t messages_max);
+  void Unreserve(int64_t bytes, int64_t messages);
+  // AddOutside / RemoveOutside: a message whose content is not in a segment (a dead letter
+  // requeued) counted among the spool's messages while it is queued.
+  void AddOutside() { messages.fetch_add(1, std::memory_order_relaxed); }
+  void RemoveOutside() { messages.fetch_sub(1, std::memory_order_relaxed); }
 };
 
 // Segment: one segment file. Shared (shared_ptr) by its shard and by every queued message
 // that points into it; the descriptor closes with the last reference.
 class Segment {
  public:
-  Segment(int fd, std::string path, uint64_t bytes);
+  // Segment: the open file `fd` at `path` of `bytes` bytes, whose settles are counted out of
+  // `gauges` (which outlive it).
+  Segment(int fd, std::string path, uint64_t bytes, SpoolGauges* gauges);
   ~Segment();
   Segment(const Segment&) = delete;
   Segment& operator=(const Segment&) = delete;
@@ -79,8 +96,8 @@ class Segment {
   // SetMark: marks recipient `index` of the record at `record_offset`, in place, no sync.
   absl::Status SetMark(uint64_t record_offset, size_t index, Mark mark);
   // Settle: marks the record at `record_offset` settled (in place, no sync), then counts it
-  // out of `live` and of `gauges`. Any thread; at most once per record.
-  absl::Status Settle(uint64_t record_offset, SpoolGauges* gauges);
+  // out of `live` and of the spool's gauges. Any thread; at most once per record.
+  absl::Status Settle(uint64_t record_offset);
 
   int fd() const { return fd_; }
   const std::string& path() const { return path_; }
@@ -93,26 +110,34 @@ class Segment {
  private:
   const int fd_;
   const std::string path_;
+  SpoolGauges* const gauges_;
 };
 
 // RecordRef: where a record is: its segment (kept open while referred to), the record's
 // offset (for its marks and its state byte) and its content's place. The one spelling of
-// "where a record is"; Committed and ReplayedRecord give theirs with ref().
+// "where a record is", and the one handle through which a record's content is read, its
+// recipients marked and the record settled. A RecordRef without a segment refers to nothing
+// (a message whose content is elsewhere); its operations must not be called then.
 struct RecordRef {
   std::shared_ptr<Segment> segment;
   uint64_t record_offset = 0;
   uint64_t content_offset = 0;  // absolute, in the segment file
   uint64_t content_bytes = 0;
+
+  bool in_spool() const { return segment != nullptr; }
+  // ReadContent: the message's content. Any thread.
+  absl::StatusOr<std::string> ReadContent() const;
+  // Mark: recipient `index`'s mark, in place, no sync. Any thread.
+  absl::Status Mark(size_t index, spool::Mark mark) const;
+  // Settle: the record is settled (Segment::Settle) and this reference lets go of its
+  // segment. Any thread; once.
+  absl::Status Settle();
 };
 
 // Committed: a record that is on disk, with where to find it again.
 struct Committed {
-  RecordRef ref() const { return {segment, record_offset, content_offset, content_bytes}; }
   uint64_t cookie = 0;  // the submitter's
-  std::shared_ptr<Segment> segment;
-  uint64_t record_offset = 0;
-  uint64_t content_offset = 0;  // absolute, in the segment file
-  uint64_t content_bytes = 0;
+  RecordRef ref;
 };
 
 // Group: what one commit writes: the iovecs at `offset` of `fd`, then fdatasync, then an
@@ -202,11 +227,7 @@ absl::StatusOr<int> LockSpool(const std::string& dir);
 // ReplayedRecord: an unsettled record found at start-up.
 struct ReplayedRecord {
   DecodedRecord record;
-  std::shared_ptr<Segment> segment;
-  uint64_t record_offset = 0;
-  RecordRef ref() const {
-    return {segment, record_offset, record_offset + record.content_offset, record.content_bytes};
-  }
+  RecordRef ref;
 };
 
 // Replay: reads every "*.seg" file of `dir` in name order. Unsettled records go to `sink`;

@@ -124,10 +124,7 @@ class QueueTest : public ::testing::Test {
     message->recipients = recipients;
     message->marks.assign(recipients.size(), spool::Mark::kPending);
     message->replies.assign(recipients.size(), "");
-    message->segment = committed[0].segment;
-    message->record_offset = committed[0].record_offset;
-    message->content_offset = committed[0].content_offset;
-    message->content_bytes = committed[0].content_bytes;
+    message->record = committed[0].ref;
     return message;
   }
 
@@ -169,8 +166,8 @@ class QueueTest : public ::testing::Test {
 TEST_F(QueueTest, DeliveredMessageIsSettledInTheSpool) {
   StartQueue();
   std::unique_ptr<QueuedMessage> message = Spool("M1", {"a@x.test", "b@x.test"});
-  std::shared_ptr<spool::Segment> segment = message->segment;
-  uint64_t offset = message->record_offset;
+  std::shared_ptr<spool::Segment> segment = message->record.segment;
+  uint64_t offset = message->record.record_offset;
   HandOver(std::move(message));
   ASSERT_TRUE(WaitFor([&] { return gauges_.messages.load() == 0; }));
   EXPECT_EQ(segment->live.load(), 0);
@@ -183,8 +180,8 @@ TEST_F(QueueTest, TransientRecipientIsRetriedAloneAndTheOtherIsMarked) {
   script_.answers["slow@x.test"] = {Outcome::kTransient, "451 4.2.0 try later"};
   StartQueue();
   std::unique_ptr<QueuedMessage> message = Spool("M2", {"ok@x.test", "slow@x.test"});
-  std::shared_ptr<spool::Segment> segment = message->segment;
-  uint64_t offset = message->record_offset;
+  std::shared_ptr<spool::Segment> segment = message->record.segment;
+  uint64_t offset = message->record.record_offset;
   HandOver(std::move(message));
   ASSERT_TRUE(WaitFor([&] { return queue_->counters().recipients_deferred.load() >= 2; }));
   // The delivered recipient is marked in place (a restart would not try it again); the

@@ -345,7 +345,7 @@ TEST_F(SubmissionTest, AMessageIsStagedThen250OnCommitAndHandedToDelivery) {
 
   spool::Committed committed;
   committed.cookie = 77;
-  committed.content_bytes = content.size();
+  committed.ref.content_bytes = content.size();
   submission_->OnCommitted(&committed);
   EXPECT_EQ(TakeOutput(), "250 2.0.0 OK queued as Q1\r\n");
   EXPECT_FALSE(submission_->busy());

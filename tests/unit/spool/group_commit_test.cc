@@ -152,8 +152,8 @@ TEST_F(GroupCommitTest, ChainCommitsEveryStagedRecordAndTheStagedMeanwhileRideTh
   EXPECT_EQ(first.committed[1].cookie, 2u);
   EXPECT_TRUE(first.failed.empty());
   EXPECT_FALSE(committer_->group_inflight());
-  absl::StatusOr<std::string> content = first.committed[1].segment->Read(
-      first.committed[1].content_offset, first.committed[1].content_bytes);
+  absl::StatusOr<std::string> content = first.committed[1].ref.segment->Read(
+      first.committed[1].ref.content_offset, first.committed[1].ref.content_bytes);
   ASSERT_TRUE(content.ok());
   EXPECT_EQ(*content, "Subject: 2\r\n\r\nhello\r\n");
 

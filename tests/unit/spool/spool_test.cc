@@ -179,10 +179,64 @@ TEST(SegmentWriter, GroupCommitAndReadBack) {
   EXPECT_EQ(gauges.messages.load(), 5);
   EXPECT_EQ(gauges.groups.load(), 1u);  // five staged records ride one group
   EXPECT_EQ(committed[3].cookie, 3u);
-  absl::StatusOr<std::string> content =
-      committed[3].segment->Read(committed[3].content_offset, committed[3].content_bytes);
+  absl::StatusOr<std::string> content = committed[3].ref.segment->Read(
+      committed[3].ref.content_offset, committed[3].ref.content_bytes);
   ASSERT_TRUE(content.ok());
   EXPECT_EQ(*content, "Subject: x\r\n\r\nhello\r\n");
+}
+
+TEST(RecordRef, ReadsMarksAndSettlesTheRecordItRefersTo) {
+  TempDir dir;
+  int dir_fd = *LockSpool(dir.path());
+  SpoolGauges gauges;
+  SegmentWriter writer(dir.path(), dir_fd, 0, 1, 1 << 20, &gauges);
+  std::vector<Committed> committed = CommitSome(writer, 2, "Subject: r\r\n\r\nref\r\n");
+  RecordRef ref = committed[1].ref;
+  EXPECT_TRUE(ref.in_spool());
+  EXPECT_EQ(ref.ReadContent().value(), "Subject: r\r\n\r\nref\r\n");
+  ASSERT_TRUE(ref.Mark(0, Mark::kDelivered).ok());
+  std::shared_ptr<Segment> segment = ref.segment;
+  EXPECT_EQ(segment->live.load(), 2);
+  ASSERT_TRUE(ref.Settle().ok());
+  // Settled through the reference: counted out of the segment and the spool's gauges by the
+  // spool itself, and the reference lets go of the segment.
+  EXPECT_FALSE(ref.in_spool());
+  EXPECT_EQ(segment->live.load(), 1);
+  EXPECT_EQ(gauges.messages.load(), 1);
+  ASSERT_TRUE(committed[0].ref.Settle().ok());
+  EXPECT_EQ(gauges.messages.load(), 0);
+  segment.reset();
+  committed.clear();
+  EXPECT_EQ(writer.Reclaim(), 1u);
+  EXPECT_EQ(gauges.bytes.load(), 0);
+  // Replay finds nothing live: both records were settled in place.
+  std::vector<std::string> replayed;
+  absl::StatusOr<std::vector<std::shared_ptr<Segment>>> kept = Replay(
+      dir.path(), &gauges, [&](ReplayedRecord r) { replayed.push_back(r.record.envelope.id); });
+  ASSERT_TRUE(kept.ok());
+  EXPECT_TRUE(replayed.empty());
+}
+
+TEST(SpoolGauges, AReservationCountsAgainstTheBoundsUntilItIsGivenBack) {
+  SpoolGauges gauges;
+  gauges.bytes = 600;
+  gauges.messages = 1;
+  EXPECT_TRUE(gauges.Reserve(300, 1, 1000, 3));
+  // The second does not fit beside the first (600 + 300 + 300 > 1000); its room is taken all
+  // the same, and given back by the caller that refuses.
+  EXPECT_FALSE(gauges.Reserve(300, 1, 1000, 3));
+  EXPECT_EQ(gauges.reserved_bytes.load(), 600);
+  gauges.Unreserve(300, 1);
+  EXPECT_FALSE(gauges.Reserve(100, 2, 1000, 3));  // 1 + 1 + 2 messages > 3
+  gauges.Unreserve(100, 2);
+  gauges.Unreserve(300, 1);
+  EXPECT_EQ(gauges.reserved_bytes.load(), 0);
+  EXPECT_EQ(gauges.reserved_messages.load(), 0);
+  EXPECT_TRUE(gauges.Reserve(400, 2, 1000, 3));  // exactly at both bounds
+  gauges.AddOutside();
+  EXPECT_EQ(gauges.messages.load(), 2);
+  gauges.RemoveOutside();
+  EXPECT_EQ(gauges.messages.load(), 1);
 }
 
 TEST(SegmentWriter, SettledSegmentsAreReclaimed) {
@@ -195,12 +249,12 @@ TEST(SegmentWriter, SettledSegmentsAreReclaimed) {
   std::vector<Committed> b = CommitSome(writer, 1, "b\r\n", 10);
   EXPECT_EQ(writer.segments(), 2u);
   EXPECT_EQ(writer.Reclaim(), 0u);  // nothing settled yet
-  ASSERT_TRUE(a[0].segment->Settle(a[0].record_offset, &gauges).ok());
+  ASSERT_TRUE(a[0].ref.segment->Settle(a[0].ref.record_offset).ok());
   EXPECT_EQ(writer.Reclaim(), 0u);  // one message of the first segment is still live
-  ASSERT_TRUE(a[1].segment->Settle(a[1].record_offset, &gauges).ok());
+  ASSERT_TRUE(a[1].ref.segment->Settle(a[1].ref.record_offset).ok());
   EXPECT_EQ(writer.Reclaim(), 1u);
-  EXPECT_FALSE(std::filesystem::exists(a[0].segment->path()));
-  ASSERT_TRUE(b[0].segment->Settle(b[0].record_offset, &gauges).ok());
+  EXPECT_FALSE(std::filesystem::exists(a[0].ref.segment->path()));
+  ASSERT_TRUE(b[0].ref.segment->Settle(b[0].ref.record_offset).ok());
   EXPECT_EQ(writer.Reclaim(), 1u);  // the current one, idle and settled, is retired too
   EXPECT_EQ(gauges.bytes.load(), 0);
   EXPECT_EQ(gauges.messages.load(), 0);
@@ -213,8 +267,8 @@ TEST(Replay, UnsettledRecordsComeBackWithTheirMarks) {
     SpoolGauges gauges;
     SegmentWriter writer(dir.path() + "/s", dir_fd, 1, 2, 1 << 20, &gauges);
     std::vector<Committed> c = CommitSome(writer, 3, "x\r\n");
-    ASSERT_TRUE(c[0].segment->Settle(c[0].record_offset, &gauges).ok());
-    ASSERT_TRUE(c[1].segment->SetMark(c[1].record_offset, 1, Mark::kDelivered).ok());
+    ASSERT_TRUE(c[0].ref.segment->Settle(c[0].ref.record_offset).ok());
+    ASSERT_TRUE(c[1].ref.segment->SetMark(c[1].ref.record_offset, 1, Mark::kDelivered).ok());
     close(dir_fd);
   }
   SpoolGauges gauges;
@@ -240,7 +294,7 @@ TEST(Replay, TornTailIsDroppedAndEarlierRecordsKept) {
     SpoolGauges gauges;
     SegmentWriter writer(dir.path(), dir_fd, 0, 3, 1 << 20, &gauges);
     std::vector<Committed> c = CommitSome(writer, 2, "hello\r\n");
-    path = c[0].segment->path();
+    path = c[0].ref.segment->path();
     close(dir_fd);
   }
   // A crash in the middle of a third record: half of it reached the file.
@@ -268,7 +322,7 @@ TEST(SegmentWriter, AFailedGroupIsCutOffSoThatReplayNeverDeliversIt) {
     SpoolGauges gauges;
     SegmentWriter writer(dir.path(), dir_fd, 0, 5, 1 << 20, &gauges);
     std::vector<Committed> good = CommitSome(writer, 1, "kept\r\n");
-    path = good[0].segment->path();
+    path = good[0].ref.segment->path();
     std::vector<std::string> pieces = {"failed\r\n"};
     std::vector<iovec> iov = Body(pieces);
     writer.Stage(*EncodeRecordPrefix(SampleEnvelope("F1"), "", iov), iov, pieces[0].size(), 7);
@@ -297,8 +351,8 @@ TEST(Replay, FullySettledSegmentsAreRemoved) {
     SpoolGauges gauges;
     SegmentWriter writer(dir.path(), dir_fd, 0, 4, 1 << 20, &gauges);
     std::vector<Committed> c = CommitSome(writer, 1, "x\r\n");
-    ASSERT_TRUE(c[0].segment->Settle(c[0].record_offset, &gauges).ok());
-    path = c[0].segment->path();
+    ASSERT_TRUE(c[0].ref.segment->Settle(c[0].ref.record_offset).ok());
+    path = c[0].ref.segment->path();
     close(dir_fd);
   }
   SpoolGauges gauges;
