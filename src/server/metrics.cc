@@ -1,21 +1,24 @@
-// metrics.cc: the series chuted exposes on /metrics, each family registered once with the
-// collector that reads its values where they live (shards, spool, delivery, gate, throttle).
+// metrics.cc: /metrics's registry: the server's own series (build, shards, tenants, log, the
+// gate and the bodies in memory) and, in exposition order, each room's (spool/metrics.h,
+// delivery/metrics.h, trace/metrics.h, auth/metrics.h), which read their values where they
+// live.
+
+#include "auth/metrics.h"
 
 #include <map>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "auth/throttle.h"
 #include "base/log.h"
 #include "base/version.h"
-#include "delivery/queue.h"
+#include "delivery/metrics.h"
 #include "metrics/registry.h"
 #include "policy/connection_gate.h"
 #include "server/server.h"
 #include "server/shard.h"
-#include "spool/spool.h"
-#include "trace/trace.h"
+#include "spool/metrics.h"
+#include "trace/metrics.h"
 
 namespace chute::server {
 
@@ -131,96 +134,6 @@ void RegisterShardTraffic(Registry& registry, const Shards& shards) {
   });
 }
 
-void RegisterSpool(Registry& registry, const spool::SpoolGauges& gauges) {
-  Family bytes = registry.AddGauge("chute_spool_bytes", "Bytes of spool segment files.");
-  Family messages = registry.AddGauge("chute_spool_messages",
-                                      "Messages committed and not yet settled by delivery.");
-  Family failures = registry.AddCounter("chute_spool_group_commit_failures_total",
-                                        "Group commits that failed (451 sent).");
-  Family reserved = registry.AddGauge(
-      "chute_spool_reserved_bytes",
-      "Spool room reserved by the messages being received (SIZE=, else message_size_bytes).");
-  // SpoolGauges::CountGroup's buckets: bucket i holds groups of up to 2^(i+1) - 1 records.
-  std::vector<double> bounds;
-  for (size_t i = 0; i + 1 < spool::kGroupSizeBuckets; ++i) {
-    bounds.push_back(static_cast<double>((uint64_t{2} << i) - 1));
-  }
-  Family records = registry.AddHistogram("chute_spool_group_commit_records",
-                                         "Records per group commit (one fdatasync each).", {},
-                                         std::move(bounds));
-  registry.AddCollector([&gauges, bytes, messages, failures, reserved, records](Scrape& scrape) {
-    scrape.Add(bytes, {}, gauges.bytes.load());
-    scrape.Add(reserved, {}, gauges.reserved_bytes.load());
-    scrape.Add(messages, {}, gauges.messages.load());
-    scrape.Add(failures, {}, gauges.group_failures.load());
-    uint64_t counts[spool::kGroupSizeBuckets];
-    for (size_t i = 0; i < spool::kGroupSizeBuckets; ++i) {
-      counts[i] = gauges.group_sizes[i].load();
-    }
-    scrape.AddHistogram(records, {}, counts, gauges.records_committed.load());
-  });
-}
-
-// A delivery counter, labelled with the backend and its target.
-struct QueueCounterSeries {
-  const char* name;
-  const char* help;
-  std::atomic<uint64_t> delivery::QueueCounters::*counter;
-};
-
-constexpr QueueCounterSeries kQueueCounterSeries[] = {
-    {"chute_delivery_recipients_delivered_total", "Recipients delivered (2xx).",
-     &delivery::QueueCounters::recipients_delivered},
-    {"chute_delivery_recipients_deferred_total",
-     "Recipient attempts that failed transiently (retried with backoff).",
-     &delivery::QueueCounters::recipients_deferred},
-    {"chute_delivery_recipients_dead_total", "Recipients that went to the dead-letter area.",
-     &delivery::QueueCounters::recipients_dead},
-    {"chute_delivery_messages_dead_total", "Dead letters written.",
-     &delivery::QueueCounters::messages_dead},
-    {"chute_delivery_batches_total", "Batches handed to the backend.",
-     &delivery::QueueCounters::batches},
-};
-
-void RegisterDelivery(Registry& registry, delivery::DeliveryQueue& queue,
-                      const DeliveryConfig& config) {
-  // backend: the kind (a small set, for dashboards); target: where it goes (host:port, a
-  // socket path, the Maildir root).
-  std::string backend(DeliveryBackendName(config.backend));
-  std::string target =
-      config.backend == DeliveryBackend::kMaildir ? config.maildir_root : config.target;
-  std::vector<Family> counters;
-  for (const QueueCounterSeries& series : kQueueCounterSeries) {
-    counters.push_back(registry.AddCounter(series.name, series.help, {"backend", "target"}));
-  }
-  Family queued = registry.AddGauge("chute_delivery_queued_messages",
-                                    "Messages in the delivery queue.", {"backend", "target"});
-  Family latency = registry.AddHistogram("chute_delivery_seconds",
-                                         "How long the delivery backend took over one batch.",
-                                         {"backend", "target"}, metrics::LatencyBounds());
-  Family oldest =
-      registry.AddGauge("chute_queue_oldest_age_seconds",
-                        "Age of the oldest message waiting for delivery (0 when none).");
-  Family dead =
-      registry.AddGauge("chute_dead_letters", "Dead letters in the dead-letter area now.");
-  registry.AddCollector([&queue, backend, target, counters, queued, latency, oldest,
-                         dead](Scrape& scrape) {
-    const delivery::QueueCounters& q = queue.counters();
-    for (size_t i = 0; i < counters.size(); ++i) {
-      scrape.Add(counters[i], {backend, target}, (q.*kQueueCounterSeries[i].counter).load());
-    }
-    scrape.Add(queued, {backend, target}, queue.queued());
-    scrape.AddLatency(latency, {backend, target}, q.batch_latency);
-    int64_t oldest_us = queue.OldestReceivedUnixUs();
-    double age_s =
-        oldest_us == 0
-            ? 0.0
-            : std::max(0.0, static_cast<double>(absl::ToUnixMicros(absl::Now()) - oldest_us) / 1e6);
-    scrape.Add(oldest, {}, age_s);
-    scrape.Add(dead, {}, queue.DeadCount());
-  });
-}
-
 // RegisterTenants: per tenant (a bounded label set: tenants, never accounts), sorted by name.
 void RegisterTenants(Registry& registry, const UsageLog& usage) {
   Family messages = registry.AddCounter(
@@ -238,37 +151,12 @@ void RegisterTenants(Registry& registry, const UsageLog& usage) {
   });
 }
 
-void RegisterLogAndTrace(Registry& registry, const trace::Writer* trace) {
+void RegisterLog(Registry& registry) {
   Family dropped = registry.AddCounter(
       "chute_log_lines_dropped_total",
       "Log lines and journal entries dropped because the journal was not reading (chuted never "
       "waits for it).");
   registry.AddCollector([dropped](Scrape& scrape) { scrape.Add(dropped, {}, LogLinesDropped()); });
-  if (trace == nullptr) {
-    return;  // the trace is off (it could not be opened): no trace series at all
-  }
-  Family written =
-      registry.AddCounter("chute_trace_events_written_total", "Message trace events written.");
-  Family lost = registry.AddCounter(
-      "chute_trace_events_dropped_total",
-      "Message trace events dropped (the trace could not keep up or could not write).");
-  registry.AddCollector([trace, written, lost](Scrape& scrape) {
-    scrape.Add(written, {}, trace->events_written.load());
-    scrape.Add(lost, {}, trace->events_dropped.load());
-  });
-}
-
-void RegisterThrottle(Registry& registry, const auth::AuthThrottle& throttle) {
-  Family throttled = registry.AddCounter("chute_auth_throttled_total",
-                                         "AUTHs refused by the failure throttle.", {"reason"});
-  Family delayed =
-      registry.AddCounter("chute_auth_delayed_total", "Failed AUTHs whose 535 was held back.");
-  registry.AddCollector([&throttle, throttled, delayed](Scrape& scrape) {
-    scrape.Add(throttled, {"ip"}, throttle.refused_ip.load());
-    scrape.Add(throttled, {"account"}, throttle.refused_account.load());
-    scrape.Add(throttled, {"spray"}, throttle.refused_spray.load());
-    scrape.Add(delayed, {}, throttle.delayed.load());
-  });
 }
 
 void RegisterGate(Registry& registry, const SharedState& shared) {
@@ -302,12 +190,13 @@ void Server::RegisterMetrics() {
   Registry& registry = *metrics_;
   RegisterBuildInfo(registry);
   RegisterShardCounters(registry, shards_);
-  RegisterSpool(registry, *gauges_);
-  RegisterDelivery(registry, *queue_, shared_.config.delivery);
+  spool::RegisterMetrics(registry, *gauges_);
+  delivery::RegisterMetrics(registry, *queue_, shared_.config.delivery);
   RegisterShardTraffic(registry, shards_);
   RegisterTenants(registry, shared_.usage);
-  RegisterLogAndTrace(registry, trace_.get());
-  RegisterThrottle(registry, *shared_.throttle);
+  RegisterLog(registry);
+  trace::RegisterMetrics(registry, trace_.get());
+  auth::RegisterMetrics(registry, *shared_.throttle);
   RegisterGate(registry, shared_);
   Family receiving = registry.AddGauge(
       "chute_receiving_bytes",
