@@ -24,6 +24,17 @@ import urllib.request
 from chute_fixture import BIN, ChutedFixture, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Chromium talks to nobody but the page's loopback listener: no component updates, variations,
+# safe browsing, sync, metrics, crash reports or DNS prefetch; any other name resolves to
+# nothing, and anything that would still go out goes to a closed loopback port.
+OFFLINE = ["--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-default-apps", "--disable-extensions", "--disable-domain-reliability",
+           "--disable-client-side-phishing-detection", "--disable-breakpad", "--no-pings",
+           "--no-default-browser-check", "--metrics-recording-only", "--disable-quic",
+           "--disable-features=OptimizationHints,MediaRouter,Translate,NetworkPrediction,"
+           "AutofillServerCommunication,CertificateTransparencyComponentUpdater",
+           "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+           "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1;localhost"]
 CHROMIUM_TIMEOUT_S = 90  # a cold start of chromium on a loaded 2-core machine
 BUILD_DIR = os.path.abspath(os.path.join(BIN, ".."))
 
@@ -158,7 +169,7 @@ authenticate_as = "hve2@example.test"
         profile = tempfile.mkdtemp(prefix="chromium-", dir=self.dir)
         command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
                    "--disable-dev-shm-usage", "--no-first-run", "--hide-scrollbars",
-                   f"--user-data-dir={profile}", *args]
+                   f"--user-data-dir={profile}", *OFFLINE, *args]
         return subprocess.run(command, capture_output=True, text=True, check=True,
                               timeout=CHROMIUM_TIMEOUT_S)
 
