@@ -15,6 +15,8 @@ run_packages=(
   libsystemd-dev libidn2-dev
   # the demo certificate
   openssl
+  # delivery TLS verifies against the system's CAs by default ([delivery] tls_ca_file)
+  ca-certificates
 )
 test_packages=(
   # sanitizers and fuzzing
