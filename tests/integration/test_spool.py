@@ -339,5 +339,62 @@ class VersionTest(unittest.TestCase):
         self.assertRegex(out.stdout, r"^chuted \d+\.\d+\.\d+ \((unknown|[0-9a-f]{12}(-dirty)?)\)\n$")
 
 
+class DroppedSessionsGiveBackWhatTheyTookTest(ChutedFixture):
+    """A session that leaves mid-DATA, mid-BDAT or after RSET gives back its spool reservation
+    and its body memory: both gauges return to 0 (a leak would refuse every MAIL in time)."""
+
+    def gauges(self):
+        m = self.metrics()
+        return m.get("chute_spool_reserved_bytes", -1), m.get("chute_receiving_bytes", -1)
+
+    def wait_for_zero(self):
+        deadline = time.monotonic() + 10
+        while self.gauges() != (0, 0):
+            self.assertLess(time.monotonic(), deadline, f"still held: {self.gauges()}")
+            time.sleep(0.1)
+
+    def start(self, size):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO client\r\n")
+        while f.readline()[3:4] == b"-":
+            pass
+        s.sendall(b"MAIL FROM:<app@example.test> SIZE=%d\r\n" % size)
+        self.assertTrue(f.readline().startswith(b"250"))
+        s.sendall(b"RCPT TO:<user@example.test>\r\n")
+        self.assertTrue(f.readline().startswith(b"250"))
+        return s, f
+
+    def test_mid_data_mid_bdat_and_rset(self):
+        body = b"Subject: big\r\n\r\n" + b"x" * 998 + b"\r\n"
+        s, f = self.start(4_000_000)
+        s.sendall(b"DATA\r\n")
+        self.assertTrue(f.readline().startswith(b"354"))
+        s.sendall(body * 1500)  # about 1.5 MB of the promised 4 MB, then gone
+        deadline = time.monotonic() + 10
+        while self.gauges()[1] <= 0:  # the body is being held: charged
+            self.assertLess(time.monotonic(), deadline, f"never charged: {self.gauges()}")
+            time.sleep(0.05)
+        self.assertGreater(self.gauges()[0], 0)
+        f.close()  # the makefile holds the descriptor open too
+        s.close()
+        self.wait_for_zero()
+        s, f = self.start(3_000_000)
+        s.sendall(b"BDAT 3000000\r\n" + body * 1000)  # a third of the chunk, then gone
+        time.sleep(0.2)
+        f.close()  # the makefile holds the descriptor open too
+        s.close()
+        self.wait_for_zero()
+        s, f = self.start(2_000_000)
+        self.assertGreater(self.gauges()[0], 0)
+        s.sendall(b"RSET\r\n")
+        self.assertTrue(f.readline().startswith(b"250"))
+        self.wait_for_zero()
+        s.sendall(b"QUIT\r\n")
+        f.close()
+        s.close()
+
+
 if __name__ == "__main__":
     unittest.main()
