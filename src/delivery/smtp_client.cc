@@ -2,12 +2,8 @@
 
 #include "delivery/smtp_client.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -23,6 +19,7 @@
 #include "base/net_address.h"
 #include "base/status_macros.h"
 #include "net/socket.h"
+#include "net/stream.h"
 #include "net/tls.h"
 
 namespace chute::delivery {
@@ -32,9 +29,6 @@ namespace {
 // parser and so how many replies can wait in it (reply_parser.h).
 constexpr size_t kReadChunkBytes = kReplyFeedBytesMax;
 static_assert(kReadChunkBytes / kReplyBytesMin <= kRepliesQueuedMax);
-// Plaintext is encrypted this much at a time, so that a large message is not held twice more
-// (as ciphertext in the BIO and as the copy taken out of it).
-constexpr size_t kTlsWriteChunkBytes = 64 * 1024;
 
 // LocalFailure: a failure chute describes itself. Its message is the whole reply a recipient
 // gets ("451 4.4.1 connect to 127.0.0.1:24: Connection refused"); RFC 3463 codes: 4.4.1 no
@@ -107,14 +101,10 @@ void AppendBdat(absl::string_view content, std::string* out) {
 
 }  // namespace
 
-// How often a wait looks whether chuted is stopping.
-constexpr absl::Duration kStopCheckInterval = absl::Milliseconds(200);
-
-// Connection: one socket to the target, plain or TLS, and the parser of its replies. Every
-// wait is bounded by io_timeout; every failure is a LocalFailure naming the peer.
+// Connection: one stream to the target, plain or TLS (net::Stream), and the parser of its
+// replies. Every wait is bounded by io_timeout; every failure is a LocalFailure naming the peer.
 class SmtpClient::Connection {
  public:
-  ~Connection() { close(fd_); }
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
@@ -122,37 +112,35 @@ class SmtpClient::Connection {
       const std::string& target, absl::Duration io_timeout,
       const std::atomic<int64_t>* stop_at_unix_ms);
   // Write: sends all of `bytes` (encrypted once TLS is on).
-  absl::Status Write(absl::string_view bytes);
+  absl::Status Write(absl::string_view bytes) { return Local(stream_->Write(bytes)); }
   // ReadReply: the next reply. A 421 is returned as a failure whose message is the reply: the
   // server is closing the connection (RFC 5321 §3.8).
   absl::StatusOr<ServerReply> ReadReply();
   // StartTls: the client handshake, after the server's 220 to STARTTLS, expecting a
   // certificate for `server_name` (net::TlsStream::NewClient).
-  absl::Status StartTls(std::shared_ptr<net::TlsContext> context, absl::string_view server_name);
+  absl::Status StartTls(std::shared_ptr<net::TlsContext> context, absl::string_view server_name) {
+    return Local(stream_->StartTls(std::move(context), server_name));
+  }
   // tls: the TLS stream once StartTls was called, else null.
-  const net::TlsStream* tls() const { return tls_.get(); }
+  const net::TlsStream* tls() const { return stream_->tls(); }
   // HasUnreadInput: the server sent something nobody asked for (a 421 on idle, or EOF).
-  bool HasUnreadInput();
+  bool HasUnreadInput() const { return !parser_.idle() || stream_->HasUnreadInput(); }
   bool reply_parser_idle() const { return parser_.idle(); }
-  void set_io_timeout(absl::Duration io_timeout) { io_timeout_ = io_timeout; }
+  void set_io_timeout(absl::Duration io_timeout) {
+    io_timeout_ = io_timeout;
+    stream_->set_io_timeout(io_timeout);
+  }
 
  private:
-  Connection(int fd, std::string peer, absl::Duration io_timeout,
-             const std::atomic<int64_t>* stop_at_unix_ms)
-      : fd_(fd), peer_(std::move(peer)), io_timeout_(io_timeout), stop_at_(stop_at_unix_ms) {}
-  absl::Status WaitFor(int16_t events, absl::Time deadline, absl::string_view enhanced_code,
-                       absl::string_view what);
-  absl::Status SendRaw(absl::string_view bytes);
-  absl::Status RecvRaw(std::string* out, absl::Time deadline);
-  absl::Status ReadPlaintext(std::string* out, absl::Time deadline);
-  absl::Status FlushCiphertext();
+  Connection(std::unique_ptr<net::Stream> stream, absl::Duration io_timeout)
+      : stream_(std::move(stream)), io_timeout_(io_timeout) {}
+  // Local: a stream failure as the reply its recipients get: 4.4.1 when the connection could
+  // not be made, 4.7.5 a TLS failure, 4.4.2 any other.
+  absl::Status Local(absl::Status status) const;
 
-  int fd_;
-  std::string peer_;  // the target as configured, for messages
+  std::unique_ptr<net::Stream> stream_;
   absl::Duration io_timeout_;
-  const std::atomic<int64_t>* stop_at_;  // may be null; see SmtpClientOptions
   ReplyParser parser_;
-  std::unique_ptr<net::TlsStream> tls_;
 };
 
 absl::StatusOr<std::unique_ptr<SmtpClient::Connection>> SmtpClient::Connection::Open(
@@ -163,149 +151,31 @@ absl::StatusOr<std::unique_ptr<SmtpClient::Connection>> SmtpClient::Connection::
     return LocalFailure("4.3.5",
                         absl::StrCat("bad target ", target, ": ", address.status().message()));
   }
-  int family = address->storage.ss_family;
-  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return LocalFailure("4.4.1", absl::StrCat("connect to ", target, ": ", strerror(errno)));
+  net::StreamOptions options;
+  options.io_timeout = io_timeout;
+  options.stop_at_unix_ms = stop_at_unix_ms;
+  absl::StatusOr<std::unique_ptr<net::Stream>> stream =
+      net::Stream::Connect(address->storage, address->length, target, options);
+  if (!stream.ok()) {
+    return LocalFailure("4.4.1", stream.status().message());
   }
-  std::unique_ptr<Connection> connection(new Connection(fd, target, io_timeout, stop_at_unix_ms));
-  if (family != AF_UNIX) {
-    // Commands and data always go out as whole units, so Nagle would only add a delay.
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  }
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&address->storage), address->length) != 0) {
-    if (errno != EINPROGRESS) {
-      return LocalFailure("4.4.1", absl::StrCat("connect to ", target, ": ", strerror(errno)));
-    }
-    RETURN_IF_ERROR(
-        connection->WaitFor(POLLOUT, absl::Now() + io_timeout, "4.4.1", "connecting to"));
-    int error = 0;
-    socklen_t length = sizeof(error);
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) {
-      error = errno;
-    }
-    if (error != 0) {
-      return LocalFailure("4.4.1", absl::StrCat("connect to ", target, ": ", strerror(error)));
-    }
-  }
-  return connection;
+  return std::unique_ptr<Connection>(new Connection(*std::move(stream), io_timeout));
 }
 
-absl::Status SmtpClient::Connection::WaitFor(int16_t events, absl::Time deadline,
-                                             absl::string_view enhanced_code,
-                                             absl::string_view what) {
-  while (true) {
-    absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) {
-      return LocalFailure(enhanced_code, absl::StrCat("timeout ", what, " ", peer_));
-    }
-    int64_t stop_at = stop_at_ != nullptr ? stop_at_->load(std::memory_order_relaxed) : 0;
-    if (stop_at != 0 && absl::ToUnixMillis(absl::Now()) >= stop_at) {
-      return LocalFailure(enhanced_code,
-                          absl::StrCat("chuted is stopping: gave up ", what, " ", peer_));
-    }
-    // In slices, so that a stop is noticed within kStopCheckInterval.
-    left = std::min(left, kStopCheckInterval);
-    int timeout_ms =
-        static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))));
-    pollfd entry{fd_, events, 0};
-    int ready = poll(&entry, 1, timeout_ms);
-    if (ready > 0) {
-      return absl::OkStatus();  // readable, writable, or an error that the next call reports
-    }
-    if (ready < 0 && errno != EINTR) {
-      return LocalFailure("4.4.2", absl::StrCat("poll for ", peer_, ": ", strerror(errno)));
-    }
+absl::Status SmtpClient::Connection::Local(absl::Status status) const {
+  if (status.ok()) {
+    return status;
   }
-}
-
-absl::Status SmtpClient::Connection::SendRaw(absl::string_view bytes) {
-  while (!bytes.empty()) {
-    ssize_t sent = send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (sent > 0) {
-      bytes.remove_prefix(static_cast<size_t>(sent));
-    } else if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      // The timeout bounds a stall, not the whole message: it restarts after each progress.
-      RETURN_IF_ERROR(WaitFor(POLLOUT, absl::Now() + io_timeout_, "4.4.2", "writing to"));
-    } else if (sent < 0 && errno != EINTR) {
-      return LocalFailure("4.4.2",
-                          absl::StrCat("lost connection to ", peer_, ": ", strerror(errno)));
-    }
+  switch (stream_->failure()) {
+    case net::StreamFailure::kConnect:
+      return LocalFailure("4.4.1", status.message());
+    case net::StreamFailure::kTls:
+      return LocalFailure("4.7.5", status.message());
+    case net::StreamFailure::kNone:
+    case net::StreamFailure::kIo:
+      break;
   }
-  return absl::OkStatus();
-}
-
-absl::Status SmtpClient::Connection::RecvRaw(std::string* out, absl::Time deadline) {
-  size_t old_size = out->size();
-  out->resize(old_size + kReadChunkBytes);
-  while (true) {
-    ssize_t received = recv(fd_, out->data() + old_size, kReadChunkBytes, 0);
-    if (received > 0) {
-      out->resize(old_size + static_cast<size_t>(received));
-      return absl::OkStatus();
-    }
-    if (received == 0) {
-      out->resize(old_size);
-      return LocalFailure("4.4.2", absl::StrCat(peer_, " closed the connection"));
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      absl::Status waited = WaitFor(POLLIN, deadline, "4.4.2", "reading reply from");
-      if (!waited.ok()) {
-        out->resize(old_size);
-        return waited;
-      }
-    } else if (errno != EINTR) {
-      out->resize(old_size);
-      return LocalFailure("4.4.2",
-                          absl::StrCat("lost connection to ", peer_, ": ", strerror(errno)));
-    }
-  }
-}
-
-absl::Status SmtpClient::Connection::FlushCiphertext() {
-  std::string ciphertext;
-  tls_->TakeCiphertext(&ciphertext);
-  return ciphertext.empty() ? absl::OkStatus() : SendRaw(ciphertext);
-}
-
-absl::Status SmtpClient::Connection::ReadPlaintext(std::string* out, absl::Time deadline) {
-  if (tls_ == nullptr) {
-    return RecvRaw(out, deadline);
-  }
-  while (true) {
-    net::TlsStream::Result result = tls_->ReadPlaintext(out, kReadChunkBytes);
-    // Reading may produce records to send (TLS 1.3 key updates).
-    RETURN_IF_ERROR(FlushCiphertext());
-    switch (result) {
-      case net::TlsStream::Result::kOk:
-        return absl::OkStatus();
-      case net::TlsStream::Result::kClosed:
-        return LocalFailure("4.4.2", absl::StrCat(peer_, " closed the TLS session"));
-      case net::TlsStream::Result::kError:
-        return LocalFailure("4.7.5", absl::StrCat("TLS error from ", peer_, ": ", tls_->Error()));
-      case net::TlsStream::Result::kWantMore:
-        break;
-    }
-    std::string ciphertext;
-    RETURN_IF_ERROR(RecvRaw(&ciphertext, deadline));
-    tls_->PutCiphertext(ciphertext);
-  }
-}
-
-absl::Status SmtpClient::Connection::Write(absl::string_view bytes) {
-  if (tls_ == nullptr) {
-    return SendRaw(bytes);
-  }
-  while (!bytes.empty()) {
-    absl::string_view piece = bytes.substr(0, kTlsWriteChunkBytes);
-    if (tls_->Write(piece) == net::TlsStream::Result::kError) {
-      return LocalFailure("4.7.5", absl::StrCat("TLS error to ", peer_, ": ", tls_->Error()));
-    }
-    RETURN_IF_ERROR(FlushCiphertext());
-    bytes.remove_prefix(piece.size());
-  }
-  return absl::OkStatus();
+  return LocalFailure("4.4.2", status.message());
 }
 
 absl::StatusOr<ServerReply> SmtpClient::Connection::ReadReply() {
@@ -313,46 +183,18 @@ absl::StatusOr<ServerReply> SmtpClient::Connection::ReadReply() {
   ServerReply reply;
   while (!parser_.Next(&reply)) {
     if (parser_.failed()) {
-      return LocalFailure("4.5.0",
-                          absl::StrCat("protocol error from ", peer_, ": ", parser_.error()));
+      return LocalFailure(
+          "4.5.0", absl::StrCat("protocol error from ", stream_->peer(), ": ", parser_.error()));
     }
     std::string plaintext;
-    RETURN_IF_ERROR(ReadPlaintext(&plaintext, deadline));
+    RETURN_IF_ERROR(
+        Local(stream_->Read(&plaintext, kReadChunkBytes, deadline, nullptr, "reading reply from")));
     parser_.Feed(plaintext);
   }
   if (reply.code == 421) {
     return absl::UnavailableError(reply.ToString(kResultReplyBytesMax));
   }
   return reply;
-}
-
-absl::Status SmtpClient::Connection::StartTls(std::shared_ptr<net::TlsContext> context,
-                                              absl::string_view server_name) {
-  CHECK(tls_ == nullptr);
-  tls_ = net::TlsStream::NewClient(std::move(context), server_name);
-  absl::Time deadline = absl::Now() + io_timeout_;
-  while (true) {
-    net::TlsStream::Result result = tls_->Handshake();
-    RETURN_IF_ERROR(FlushCiphertext());
-    if (result == net::TlsStream::Result::kOk) {
-      return absl::OkStatus();
-    }
-    if (result != net::TlsStream::Result::kWantMore) {
-      return LocalFailure("4.7.5",
-                          absl::StrCat("TLS handshake with ", peer_, " failed: ", tls_->Error()));
-    }
-    std::string ciphertext;
-    RETURN_IF_ERROR(RecvRaw(&ciphertext, deadline));
-    tls_->PutCiphertext(ciphertext);
-  }
-}
-
-bool SmtpClient::Connection::HasUnreadInput() {
-  if (!parser_.idle() || (tls_ != nullptr && tls_->pending_ciphertext() > 0)) {
-    return true;
-  }
-  pollfd entry{fd_, POLLIN, 0};
-  return poll(&entry, 1, 0) != 0;
 }
 
 // Attempt: the state of one message's transaction: which recipients have their result.
