@@ -12,6 +12,7 @@
 #include <openssl/rsa.h>
 #include <openssl/sha.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <optional>
@@ -328,6 +329,10 @@ std::optional<std::string> CheckSignature(const Compact& token, const Jwks& jwks
       high_s = high_s || verdict == Signature::kHighS;
     }
   }
+  if (!kid.empty() && std::none_of(jwks.keys().begin(), jwks.keys().end(),
+                                   [&](const Jwks::Key& key) { return key.kid == kid; })) {
+    return absl::StrCat("no key with kid ", kid);
+  }
   return high_s ? "an ES256 signature with a high S" : "bad signature";
 }
 
@@ -445,6 +450,24 @@ TokenVerdict VerifyToken(absl::string_view token, const Jwks& jwks, const TokenP
     return TokenVerdict::kNoPermission;
   }
   return TokenVerdict::kOk;
+}
+
+std::optional<std::string> UnknownKeyId(absl::string_view token, const Jwks& jwks) {
+  Compact parts;
+  if (Split(token, &parts).has_value() || !parts.header.contains("kid") ||
+      !parts.header["kid"].is_string()) {
+    return std::nullopt;
+  }
+  std::string kid = parts.header["kid"].get<std::string>();
+  if (kid.empty()) {
+    return std::nullopt;
+  }
+  for (const Jwks::Key& key : jwks.keys()) {
+    if (key.kid == kid) {
+      return std::nullopt;
+    }
+  }
+  return kid;
 }
 
 }  // namespace chute::auth

@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -102,5 +103,11 @@ struct TokenIdentity {
 // log.
 TokenVerdict VerifyToken(absl::string_view token, const Jwks& jwks, const TokenPolicy& policy,
                          absl::Time now, TokenIdentity* identity, std::string* why);
+
+// UnknownKeyId: the key id (`kid`) the token's header names when `jwks` has no key with it,
+// else nullopt (no kid, a known one, or a header that does not parse). A token refused for
+// this may be signed with a key the identity provider published after `jwks` was fetched
+// (auth/key_store.h: KeyNotFound).
+std::optional<std::string> UnknownKeyId(absl::string_view token, const Jwks& jwks);
 
 }  // namespace chute::auth

@@ -488,6 +488,17 @@ absl::Status ReadTrace(const toml::table& table, absl::string_view source, Trace
   return r.Finish();
 }
 
+absl::Status ReadOAuth(const toml::table& table, absl::string_view source, OAuthConfig* out) {
+  TableReader r(table, "oauth", source);
+  r.String("ca_file", false, &out->ca_file);
+  r.Int("refresh_s", 10, 604800, &out->refresh_s);
+  r.Int("fetch_interval_min_s", 1, 3600, &out->fetch_interval_min_s);
+  r.Int("fetch_timeout_s", 1, 120, &out->fetch_timeout_s);
+  r.Check(out->fetch_interval_min_s <= out->refresh_s, "fetch_interval_min_s",
+          "is more than refresh_s");
+  return r.Finish();
+}
+
 // CheckDistinctAddresses: no two listeners, and not the admin listener and a listener, on one
 // address. With SO_REUSEPORT both would bind, and connections would go to either at random.
 absl::Status CheckDistinctAddresses(const Config& config, absl::string_view source) {
@@ -569,7 +580,7 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view sou
   Config config;
   static constexpr absl::string_view kTables[] = {"server", "listener", "tls",       "limits",
                                                   "spool",  "delivery", "directory", "passwords",
-                                                  "admin",  "log",      "trace"};
+                                                  "admin",  "log",      "trace",     "oauth"};
   for (const auto& [key, node] : root) {
     if (std::find(std::begin(kTables), std::end(kTables), Absl(key.str())) == std::end(kTables)) {
       return absl::InvalidArgumentError(absl::StrCat(source_name, ":", node.source().begin.line,
@@ -598,6 +609,8 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view sou
   RETURN_IF_ERROR(ReadLog(*table, source_name, &config.log));
   ASSIGN_OR_RETURN(table, SubTable(root, "trace", source_name));
   RETURN_IF_ERROR(ReadTrace(*table, source_name, &config.trace));
+  ASSIGN_OR_RETURN(table, SubTable(root, "oauth", source_name));
+  RETURN_IF_ERROR(ReadOAuth(*table, source_name, &config.oauth));
   RETURN_IF_ERROR(CheckDistinctAddresses(config, source_name));
   ResolvePaths(&config);
   return config;

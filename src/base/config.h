@@ -143,6 +143,15 @@ struct TraceConfig {
   int64_t retention_days = 90;  // message trace events older than this are pruned
 };
 
+// [oauth]: how chuted fetches the signing keys of tenants whose oauth_jwks is a URL or
+// "discovery" (docs/operations.md, "OAuth key rotation"). Applies at start.
+struct OAuthConfig {
+  std::string ca_file = "/etc/ssl/certs/ca-certificates.crt";  // trusted for the IdP, PEM
+  int64_t refresh_s = 3600;           // each tenant's keys are fetched again this often
+  int64_t fetch_interval_min_s = 60;  // and never more often (unknown kids, failed fetches)
+  int64_t fetch_timeout_s = 10;       // one fetch, from resolving the name to the last byte
+};
+
 struct Config {
   ServerConfig server;
   std::vector<ListenerConfig> listeners;  // never empty after loading
@@ -155,6 +164,7 @@ struct Config {
   AdminConfig admin;
   LogConfig log;
   TraceConfig trace;
+  OAuthConfig oauth;
 };
 
 // ParseConfig: parses TOML `text`; `source_name` (usually the file's path) prefixes every error

@@ -53,27 +53,6 @@ absl::Duration Jitter(absl::Duration delay) {
   return delay * factor;
 }
 
-// WriteFileDurably: `bytes` at `path`, atomically (a temporary file, fdatasync, rename).
-absl::Status WriteFileDurably(const std::string& path, absl::string_view bytes) {
-  std::string tmp = absl::StrCat(path, ".tmp");
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return io::ErrnoStatus(errno, absl::StrCat("create ", tmp));
-  }
-  absl::Status status = io::WriteAll(fd, bytes, tmp);
-  if (status.ok() && fdatasync(fd) != 0) {
-    status = io::ErrnoStatus(errno, absl::StrCat("fdatasync ", tmp));
-  }
-  close(fd);
-  if (status.ok() && rename(tmp.c_str(), path.c_str()) != 0) {
-    status = io::ErrnoStatus(errno, absl::StrCat("rename to ", path));
-  }
-  if (!status.ok()) {
-    unlink(tmp.c_str());
-  }
-  return status;
-}
-
 }  // namespace
 
 std::string IsoUtc(absl::Time t) {
@@ -473,8 +452,8 @@ absl::Status DeliveryQueue::WriteDeadLetter(const QueuedMessage& message, absl::
   reason["recipients"] = recipients;
   std::string json = reason.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
   json.push_back('\n');
-  RETURN_IF_ERROR(WriteFileDurably(base + ".eml", content));
-  RETURN_IF_ERROR(WriteFileDurably(base + ".json", json));
+  RETURN_IF_ERROR(io::WriteFileDurably(base + ".eml", content));
+  RETURN_IF_ERROR(io::WriteFileDurably(base + ".json", json));
   RETURN_IF_ERROR(io::SyncDirectory(options_.dead_dir));
   counters_.messages_dead.fetch_add(1, std::memory_order_relaxed);
   LOG_WARNING("delivery: %s dead-lettered (%d recipient(s)) in %s.json", message.id,

@@ -101,6 +101,12 @@ ALTER TABLE accounts ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
     R"sql(
 ALTER TABLE tenants ADD COLUMN oauth_app_access TEXT NOT NULL DEFAULT 'any';
 )sql",
+    // 6: a tenant's OAuth keys may come from a file, a JWKS URL or OpenID discovery
+    // (auth::ParseKeySource); the column says so. Existing values are file paths, which it
+    // still takes.
+    R"sql(
+ALTER TABLE tenants RENAME COLUMN oauth_jwks_file TO oauth_jwks;
+)sql",
 };
 
 // The schema version from which domains are stored as A-labels (Impl::NormalizeStoredNames
@@ -388,7 +394,7 @@ struct Store::Impl {
         {"oauth_issuer", &change.oauth_issuer},
         {"oauth_audience", &change.oauth_audience},
         {"oauth_tenant_id", &change.oauth_tenant_id},
-        {"oauth_jwks_file", &change.oauth_jwks_file}};
+        {"oauth_jwks", &change.oauth_jwks}};
     for (const auto& [column, value] : texts) {
       if (value->has_value()) {
         RETURN_IF_ERROR(set_column(column, absl::string_view(**value)));
@@ -486,7 +492,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(Statement tenants,
                      db.Prepare("SELECT id, name, basic_auth, oauth_issuer, oauth_audience, "
-                                "oauth_tenant_id, oauth_jwks_file, password_min_length, "
+                                "oauth_tenant_id, oauth_jwks, password_min_length, "
                                 "password_complexity, password_history, oauth_app_access FROM "
                                 "tenants ORDER BY name"));
     RETURN_IF_ERROR(ForEachRow(tenants, [&] {
@@ -497,7 +503,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
       tenant.oauth_issuer = tenants.Text(3);
       tenant.oauth_audience = tenants.Text(4);
       tenant.oauth_tenant_id = tenants.Text(5);
-      tenant.oauth_jwks_file = tenants.Text(6);
+      tenant.oauth_jwks = tenants.Text(6);
       tenant.password_policy.min_length = tenants.Int(7);
       // An unknown spelling (a newer chutectl's) is read as the stricter rule.
       tenant.password_policy.complexity =

@@ -49,7 +49,9 @@ struct Tenant {
   std::string oauth_issuer;
   std::string oauth_audience;
   std::string oauth_tenant_id;
-  std::string oauth_jwks_file;
+  // oauth_jwks: where the signing keys come from: "" (none), a JWKS file's absolute path, a
+  // JWKS https:// URL, or "discovery" (auth/key_store.h: ParseKeySource).
+  std::string oauth_jwks;
   AppAccess oauth_app_access = AppAccess::kAny;
   std::vector<std::string> domains;  // A-labels, lower-cased, sorted
   PasswordPolicy password_policy;
@@ -108,7 +110,7 @@ struct TenantChange {
   std::optional<std::string> oauth_issuer;
   std::optional<std::string> oauth_audience;
   std::optional<std::string> oauth_tenant_id;
-  std::optional<std::string> oauth_jwks_file;
+  std::optional<std::string> oauth_jwks;
   std::optional<AppAccess> oauth_app_access;
   std::vector<std::string> add_domains;
   std::vector<std::string> remove_domains;

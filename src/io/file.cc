@@ -55,6 +55,26 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return out;
 }
 
+absl::Status WriteFileDurably(const std::string& path, absl::string_view bytes) {
+  std::string tmp = absl::StrCat(path, ".tmp");
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    return ErrnoStatus(errno, absl::StrCat("create ", tmp));
+  }
+  absl::Status status = WriteAll(fd, bytes, tmp);
+  if (status.ok() && fdatasync(fd) != 0) {
+    status = ErrnoStatus(errno, absl::StrCat("fdatasync ", tmp));
+  }
+  close(fd);
+  if (status.ok() && rename(tmp.c_str(), path.c_str()) != 0) {
+    status = ErrnoStatus(errno, absl::StrCat("rename to ", path));
+  }
+  if (!status.ok()) {
+    unlink(tmp.c_str());
+  }
+  return status;
+}
+
 absl::Status SyncDirectory(const std::string& path) {
   int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {

@@ -18,6 +18,10 @@ namespace chute::io {
 absl::Status WriteAll(int fd, absl::string_view bytes, absl::string_view what);
 // ReadFile: the whole file at `path`.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
+// WriteFileDurably: `bytes` at `path`, mode 0600, atomically: a temporary file beside it
+// (`path`.tmp), fdatasync, rename. A reader sees the old file or the new one, never a part.
+// The rename itself survives a crash once the directory is synced (SyncDirectory).
+absl::Status WriteFileDurably(const std::string& path, absl::string_view bytes);
 // SyncDirectory: fsyncs the directory `path`, so that entries made or renamed in it survive a
 // crash.
 absl::Status SyncDirectory(const std::string& path);

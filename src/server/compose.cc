@@ -10,6 +10,7 @@
 #include "admin/admin_server.h"
 #include "admin/queue_api.h"
 #include "admin/token_file.h"
+#include "auth/key_store.h"
 #include "auth/throttle.h"
 #include "auth/verifier.h"
 #include "base/log.h"
@@ -84,6 +85,29 @@ absl::Status Server::LoadTls() {
     return tls.status();
   }
   shared_.tls_context.store(*tls);
+  return absl::OkStatus();
+}
+
+absl::Status Server::MakeKeyStore() {
+  const OAuthConfig& oauth = shared_.config.oauth;
+  auth::KeyStoreOptions options;
+  options.cache_dir = absl::StrCat(shared_.config.server.data_dir, "/oauth-keys");
+  options.refresh = absl::Seconds(oauth.refresh_s);
+  options.fetch_interval_min = absl::Seconds(oauth.fetch_interval_min_s);
+  options.stop_at_unix_ms = std::make_shared<std::atomic<int64_t>>(0);
+  absl::StatusOr<auth::Fetch> fetch = auth::HttpsFetch(
+      oauth.ca_file, absl::Seconds(oauth.fetch_timeout_s), options.stop_at_unix_ms);
+  if (fetch.ok()) {
+    options.fetch = *std::move(fetch);
+  } else {
+    // Only tenants whose keys come from a URL need it: they are told at each fetch.
+    std::string why = absl::StrCat("[oauth] ca_file ", fetch.status().message());
+    options.fetch = [why](const net::HttpsUrl&, size_t) -> absl::StatusOr<net::HttpResponse> {
+      return absl::FailedPreconditionError(why);
+    };
+  }
+  ASSIGN_OR_RETURN(keys_, auth::KeyStore::Create(std::move(options)));
+  shared_.keys = keys_.get();
   return absl::OkStatus();
 }
 

@@ -196,7 +196,7 @@ void Server::RegisterMetrics() {
   RegisterTenants(registry, shared_.usage);
   RegisterLog(registry);
   trace::RegisterMetrics(registry, trace_.get());
-  auth::RegisterMetrics(registry, *shared_.throttle);
+  auth::RegisterMetrics(registry, *shared_.throttle, *keys_);
   RegisterGate(registry, shared_);
   Family receiving = registry.AddGauge(
       "chute_receiving_bytes",

@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "auth/jwt.h"
+#include "auth/key_store.h"
 #include "auth/throttle.h"
 #include "base/log.h"
 #include "base/status_macros.h"
@@ -90,6 +90,12 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
             running.spool.segment_bytes != loaded.spool.segment_bytes,
         "[spool]");
   check(running.directory.database != loaded.directory.database, "directory.database");
+  const OAuthConfig& o1 = running.oauth;
+  const OAuthConfig& o2 = loaded.oauth;
+  check(o1.ca_file != o2.ca_file || o1.refresh_s != o2.refresh_s ||
+            o1.fetch_interval_min_s != o2.fetch_interval_min_s ||
+            o1.fetch_timeout_s != o2.fetch_timeout_s,
+        "[oauth]");
   const AdminConfig& a1 = running.admin;
   const AdminConfig& a2 = loaded.admin;
   check(a1.address != a2.address || a1.socket != a2.socket || a1.token_file != a2.token_file ||
@@ -201,20 +207,19 @@ absl::Status Server::ReloadDirectory(bool force) {
     return snapshot.status();
   }
   data_version_ = *version;
-  auto jwks = std::make_shared<SharedState::JwksByTenant>();
+  std::vector<auth::TenantKeySource> sources;
   for (const directory::Tenant& tenant : (*snapshot)->tenants()) {
-    if (tenant.oauth_jwks_file.empty()) {
+    absl::StatusOr<auth::KeySource> source =
+        auth::ParseKeySource(tenant.oauth_jwks, tenant.oauth_issuer);
+    if (!source.ok()) {
+      LOG_WARNING("tenant %s: XOAUTH2 will fail: oauth_jwks: %s", tenant.name,
+                  source.status().message());
       continue;
     }
-    absl::StatusOr<std::shared_ptr<const auth::Jwks>> keys =
-        auth::Jwks::Load(tenant.oauth_jwks_file);
-    if (!keys.ok()) {
-      LOG_WARNING("tenant %s: XOAUTH2 will fail: %s", tenant.name, keys.status().message());
-      continue;
-    }
-    (*jwks)[tenant.id] = *keys;
+    sources.push_back(
+        auth::TenantKeySource{tenant.id, tenant.name, tenant.oauth_issuer, *std::move(source)});
   }
-  shared_.jwks.store(std::move(jwks));
+  keys_->SetSources(std::move(sources), absl::Now());
   shared_.snapshot.store(*snapshot);
   if (!force) {
     LOG_INFO("directory reloaded: %d tenant(s), %d account(s)",

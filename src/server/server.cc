@@ -3,6 +3,7 @@
 #include "server/server.h"
 
 #include "admin/admin_server.h"
+#include "auth/key_store.h"
 #include "auth/throttle.h"
 #include "auth/verifier.h"
 #include "base/log.h"
@@ -35,6 +36,7 @@ Server::~Server() { Stop(); }
 
 absl::Status Server::Start() {
   RETURN_IF_ERROR(LoadTls());
+  RETURN_IF_ERROR(MakeKeyStore());
   RETURN_IF_ERROR(OpenDirectory());
   MakeGate();
   int shards = ShardCount(shared_.config);
@@ -45,6 +47,7 @@ absl::Status Server::Start() {
   RETURN_IF_ERROR(OpenShards(shards));
   queue_->Start();
   verifier_->Start();
+  keys_->Start();
   RegisterMetrics();
   RETURN_IF_ERROR(StartAdmin());
   for (std::unique_ptr<Shard>& shard : shards_) {
@@ -63,6 +66,9 @@ absl::Status Server::Start() {
 void Server::Stop() {
   if (admin_ != nullptr) {
     admin_->Stop();
+  }
+  if (keys_ != nullptr) {
+    keys_->Stop();  // a fetch in progress gives up at once
   }
   for (std::unique_ptr<Shard>& shard : shards_) {
     shard->RequestStop();

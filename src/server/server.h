@@ -30,7 +30,7 @@ struct SpoolGauges;
 namespace chute::auth {
 class AuthThrottle;
 class PasswordVerifier;
-class Jwks;
+class KeyStore;
 }  // namespace chute::auth
 namespace chute::net {
 class TlsContext;
@@ -185,10 +185,9 @@ struct SharedState {
   delivery::DeliveryQueue* queue = nullptr;
   auth::PasswordVerifier* verifier = nullptr;
   std::unique_ptr<auth::AuthThrottle> throttle;
-  // The OAuth signing keys of each tenant that trusts an issuer (by tenant id), loaded with
-  // each directory snapshot.
-  using JwksByTenant = absl::flat_hash_map<int64_t, std::shared_ptr<const auth::Jwks>>;
-  std::atomic<std::shared_ptr<const JwksByTenant>> jwks;
+  // The OAuth signing keys of each tenant that trusts an issuer, kept current by their
+  // fetcher; its sources are set with each directory snapshot.
+  auth::KeyStore* keys = nullptr;
   // The certificate in force; swapped whole on SIGHUP, connections keep theirs.
   std::atomic<std::shared_ptr<net::TlsContext>> tls_context;
 };
@@ -244,6 +243,7 @@ class Server {
   // shared_ (or a member) for the next ones.
   absl::Status LoadTls();
   absl::Status OpenDirectory();
+  absl::Status MakeKeyStore();
   void MakeGate();
   void LimitConnectionsToDescriptors(int shards);
   absl::Status StartSpoolAndDelivery(int shards);
@@ -256,6 +256,7 @@ class Server {
   std::unique_ptr<delivery::DeliveryQueue> queue_;
   std::vector<std::shared_ptr<spool::Segment>> replayed_segments_;
   std::unique_ptr<auth::PasswordVerifier> verifier_;
+  std::unique_ptr<auth::KeyStore> keys_;
   std::unique_ptr<admin::AdminServer> admin_;
   void StartTrace();
   std::vector<std::unique_ptr<Shard>> shards_;

@@ -7,6 +7,7 @@
 
 #include "absl/time/time.h"
 #include "auth/jwt.h"
+#include "auth/key_store.h"
 #include "base/check.h"
 #include "base/log.h"
 #include "server/connection.h"
@@ -213,13 +214,18 @@ bool Shard::VerifyPassword(auth::VerifyRequest request) {
 auth::TokenVerdict Shard::VerifyToken(int64_t tenant_id, absl::string_view token,
                                       const auth::TokenPolicy& policy, absl::Time now,
                                       auth::TokenIdentity* identity, std::string* why) {
-  std::shared_ptr<const SharedState::JwksByTenant> jwks = shared_->jwks.load();
-  auto it = jwks != nullptr ? jwks->find(tenant_id) : SharedState::JwksByTenant::const_iterator();
-  if (jwks == nullptr || it == jwks->end() || it->second == nullptr) {
+  std::shared_ptr<const auth::Jwks> jwks = shared_->keys->Find(tenant_id);
+  if (jwks == nullptr) {
     *why = "the tenant has no OAuth keys loaded";
     return auth::TokenVerdict::kInvalid;
   }
-  return auth::VerifyToken(token, *it->second, policy, now, identity, why);
+  auth::TokenVerdict verdict = auth::VerifyToken(token, *jwks, policy, now, identity, why);
+  // An unknown kid: perhaps a key the identity provider has just started to sign with.
+  if (verdict == auth::TokenVerdict::kInvalid && auth::UnknownKeyId(token, *jwks).has_value() &&
+      shared_->keys->KeyNotFound(tenant_id)) {
+    absl::StrAppend(why, " (the tenant's keys will be fetched again)");
+  }
+  return verdict;
 }
 
 }  // namespace chute::server

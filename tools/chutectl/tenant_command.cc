@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "auth/jwt.h"
+#include "auth/key_store.h"
 #include "tools/chutectl/commands.h"
 
 namespace chute::ctl {
@@ -20,12 +21,17 @@ constexpr absl::string_view kHelp = R"(Tenants:
   tenant list                                    all tenants
   tenant show NAME                               one tenant
   tenant set NAME [--basic-auth on|off] [--oauth-issuer https://...] [--oauth-audience AUD]
-                  [--oauth-tenant-id ID] [--oauth-jwks FILE] [--oauth-app-access any|listed]
+                  [--oauth-tenant-id ID] [--oauth-jwks FILE|URL|discovery]
+                  [--oauth-app-access any|listed]
                   [--add-domain D]... [--remove-domain D]...
                   [--password-min-length N] [--password-complexity none|3-of-4]
                   [--password-history N]
   tenant remove NAME [--force [--yes]]           --force also removes its accounts (listed;
                                                  asked on a terminal unless --yes)
+  --oauth-jwks: where the keys that sign the tenant's tokens come from: a JWKS file (read
+  again whenever it changes), an https:// URL of one, or "discovery": the jwks_uri of the
+  issuer's /.well-known/openid-configuration. chuted fetches URLs itself, hourly ([oauth]
+  refresh_s) and when a token names a key it has not seen; "" clears it.
   --oauth-app-access: which applications an app-only XOAUTH2 token may come from when an
   HVE account's AllowedApps is empty: any application of the tenant (the default, as in
   HVE), or none (listed: every application must be in the account's AllowedApps).
@@ -44,12 +50,22 @@ nlohmann::json TenantJson(const directory::Tenant& t, int64_t accounts) {
       {"oauth_issuer", t.oauth_issuer},
       {"oauth_audience", t.oauth_audience},
       {"oauth_tenant_id", t.oauth_tenant_id},
-      {"oauth_jwks_file", t.oauth_jwks_file},
+      {"oauth_jwks", t.oauth_jwks},
+      // The name before URLs and discovery: a file's path, else "".
+      {"oauth_jwks_file", absl::StartsWith(t.oauth_jwks, "/") ? t.oauth_jwks : ""},
       {"oauth_app_access", std::string(directory::AppAccessName(t.oauth_app_access))},
       {"password_policy",
        {{"min_length", p.min_length},
         {"complexity", std::string(directory::ComplexityName(p.complexity))},
         {"history", p.history}}}};
+}
+
+// JwksShown: the source as stored, and for discovery the URL it is read from.
+std::string JwksShown(const directory::Tenant& t) {
+  if (t.oauth_jwks == auth::kDiscoveryWord) {
+    return absl::StrCat(t.oauth_jwks, " (", auth::DiscoveryUrl(t.oauth_issuer), ")");
+  }
+  return t.oauth_jwks;
 }
 
 void PrintTenant(const Context& context, const directory::Tenant& t, int64_t accounts) {
@@ -65,7 +81,7 @@ void PrintTenant(const Context& context, const directory::Tenant& t, int64_t acc
             << "OAuth issuer:        " << t.oauth_issuer << "\n"
             << "OAuth audience:      " << t.oauth_audience << "\n"
             << "OAuth tenant id:     " << t.oauth_tenant_id << "\n"
-            << "OAuth JWKS file:     " << t.oauth_jwks_file << "\n"
+            << "OAuth JWKS:          " << JwksShown(t) << "\n"
             << "OAuth app access:    " << directory::AppAccessName(t.oauth_app_access) << "\n"
             << "Password min length: " << p.min_length << "\n"
             << "Password complexity: " << directory::ComplexityName(p.complexity) << "\n"
@@ -121,10 +137,12 @@ int List(Context& context, directory::Store& store) {
 }
 
 // OAuthChange: --oauth-issuer must be an https URL (chuted compares it with the tokens' iss;
-// anything else is a typo), --oauth-jwks a readable JWKS, stored as an absolute path since
-// chuted runs from another directory. "" clears either. Returns an exit status on error.
+// anything else is a typo), --oauth-jwks a readable JWKS file (stored as an absolute path,
+// since chuted runs from another directory), an https URL, or "discovery" with an issuer
+// (this change's or the tenant's `current_issuer`). "" clears either. Returns an exit status on
+// error.
 std::optional<int> OAuthChange(const Context& context, const Args& args,
-                               directory::TenantChange* change) {
+                               absl::string_view current_issuer, directory::TenantChange* change) {
   change->oauth_issuer = args.Get("--oauth-issuer");
   change->oauth_audience = args.Get("--oauth-audience");
   change->oauth_tenant_id = args.Get("--oauth-tenant-id");
@@ -142,7 +160,9 @@ std::optional<int> OAuthChange(const Context& context, const Args& args,
                                       "' (\"\" clears it)"));
   }
   std::optional<std::string> jwks = args.Get("--oauth-jwks");
-  if (jwks && !jwks->empty()) {
+  if (jwks && !jwks->empty() && *jwks != auth::kDiscoveryWord &&
+      !absl::StartsWithIgnoreCase(*jwks, "https://")) {
+    // A file: checked now, so that a typo is not found by the first token.
     absl::StatusOr<std::shared_ptr<const auth::Jwks>> loaded = auth::Jwks::Load(*jwks);
     if (!loaded.ok()) {
       return context.Fail(absl::StrCat("--oauth-jwks ", *jwks, ": ", loaded.status().message()));
@@ -152,7 +172,14 @@ std::optional<int> OAuthChange(const Context& context, const Args& args,
       jwks = resolved;
     }
   }
-  change->oauth_jwks_file = jwks;
+  if (jwks) {
+    std::string issuer = change->oauth_issuer.value_or(std::string(current_issuer));
+    absl::StatusOr<auth::KeySource> source = auth::ParseKeySource(*jwks, issuer);
+    if (!source.ok()) {
+      return context.Usage(absl::StrCat("--oauth-jwks: ", source.status().message()));
+    }
+  }
+  change->oauth_jwks = jwks;
   return std::nullopt;
 }
 
@@ -193,7 +220,15 @@ int Set(Context& context, directory::Store& store, const Args& args) {
     }
     change.basic_auth = *basic == "on";
   }
-  if (std::optional<int> exit = OAuthChange(context, args, &change)) {
+  absl::StatusOr<std::shared_ptr<const directory::Snapshot>> snapshot = store.LoadSnapshot();
+  if (!snapshot.ok()) {
+    return context.Fail(snapshot.status());
+  }
+  const directory::Tenant* current = (*snapshot)->FindTenantByName(args.positional[0]);
+  if (current == nullptr) {
+    return context.Fail(absl::StrCat("no tenant '", args.positional[0], "'"));
+  }
+  if (std::optional<int> exit = OAuthChange(context, args, current->oauth_issuer, &change)) {
     return *exit;
   }
   if (std::optional<int> exit = PolicyChange(context, args, &change)) {

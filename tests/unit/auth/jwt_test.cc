@@ -207,6 +207,17 @@ TEST_F(JwtTest, GarbageAndOversizedTokensAreInvalid) {
   EXPECT_EQ(Verify(std::string(kTokenBytesMax + 1, 'a')), TokenVerdict::kInvalid);
 }
 
+TEST_F(JwtTest, AKidTheKeysDoNotHaveIsNamed) {
+  std::string claims = Claims(R"(,"roles":["SMTP.SendAsApp"])");
+  std::string rotated = WithHeader(R"({"alg":"ES256","kid":"k2"})", claims);
+  EXPECT_EQ(Why(rotated), "no key with kid k2");
+  EXPECT_EQ(UnknownKeyId(rotated, *jwks_), std::optional<std::string>("k2"));
+  EXPECT_EQ(UnknownKeyId(WithHeader(R"({"alg":"ES256","kid":"k1"})", claims), *jwks_),
+            std::nullopt);
+  EXPECT_EQ(UnknownKeyId(WithHeader(R"({"alg":"ES256"})", claims), *jwks_), std::nullopt);
+  EXPECT_EQ(UnknownKeyId("not.a.token", *jwks_), std::nullopt);
+}
+
 // --- Hygiene ---------------------------------------------------------------------------------
 
 TEST_F(JwtTest, ACritHeaderIsRefused) {

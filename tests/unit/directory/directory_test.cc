@@ -288,11 +288,16 @@ TEST_F(StoreTest, AnAccountsPolicyOverridesItsTenantsAndCanBeCleared) {
 
 TEST_F(StoreTest, ASchema3DatabaseMigratesWithAccountsFollowingTheirTenantAndEnabled) {
   ASSERT_TRUE(store_->AddAccount({"contoso", "A", "a@contoso.test", "h"}, 100).ok());
+  TenantChange keys;
+  keys.oauth_jwks = "/etc/chute/contoso-jwks.json";
+  ASSERT_TRUE(store_->UpdateTenant("contoso", keys).ok());
   store_.reset();
   {
-    // Back to what schema 3 had: no policy columns, no app access.
+    // Back to what schema 3 had: no policy columns, no app access, the JWKS a file's column.
     absl::StatusOr<std::unique_ptr<db::Database>> db = db::Database::Open(dir_ + "/d.db", false);
     ASSERT_TRUE(db.ok());
+    ASSERT_TRUE(
+        (*db)->Exec("ALTER TABLE tenants RENAME COLUMN oauth_jwks TO oauth_jwks_file").ok());
     ASSERT_TRUE((*db)->Exec("ALTER TABLE tenants DROP COLUMN oauth_app_access").ok());
     ASSERT_TRUE((*db)->Exec("ALTER TABLE accounts DROP COLUMN basic_auth").ok());
     ASSERT_TRUE((*db)->Exec("ALTER TABLE accounts DROP COLUMN enabled").ok());
@@ -307,6 +312,7 @@ TEST_F(StoreTest, ASchema3DatabaseMigratesWithAccountsFollowingTheirTenantAndEna
   EXPECT_EQ(a->basic_auth, std::nullopt);
   EXPECT_TRUE(a->enabled);
   EXPECT_EQ(snapshot->FindTenantByName("contoso")->oauth_app_access, AppAccess::kAny);
+  EXPECT_EQ(snapshot->FindTenantByName("contoso")->oauth_jwks, "/etc/chute/contoso-jwks.json");
 }
 
 }  // namespace
