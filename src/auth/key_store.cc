@@ -96,6 +96,12 @@ absl::StatusOr<KeySource> ParseKeySource(absl::string_view text, absl::string_vi
     source.location = std::string(text);
     return source;
   }
+  if (absl::StrContains(text, "://")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", text,
+                     "' is not a JWKS source: only https:// URLs are fetched (keys fetched in "
+                     "the clear could be replaced on the way)"));
+  }
   if (absl::StartsWith(text, "/")) {
     source.kind = KeySource::Kind::kFile;
     source.location = std::string(text);

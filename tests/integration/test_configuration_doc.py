@@ -76,7 +76,8 @@ def header_int_defaults():
     """{(table, key): default} of the int64_t fields of config.h's *Config structs."""
     tables = {"Server": "server", "Listener": "listener", "Tls": "tls", "Limits": "limits",
               "Spool": "spool", "Delivery": "delivery", "Directory": "directory",
-              "Passwords": "passwords", "Admin": "admin", "Log": "log", "Trace": "trace"}
+              "Passwords": "passwords", "Admin": "admin", "Log": "log", "Trace": "trace",
+              "OAuth": "oauth"}
     out = {}
     for struct, body in re.findall(r"struct (\w+)Config \{(.*?)\n\};", read(HEADER), re.S):
         for key, value in re.findall(r"int64_t (\w+) = ([^;]+);", body):

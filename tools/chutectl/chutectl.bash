@@ -37,8 +37,11 @@ _chutectl() {
 
   # Values of options that take a fixed set, or a file.
   case "$prev" in
-    --config | --oauth-jwks)
+    --config)
       COMPREPLY=($(compgen -f -- "$cur"))
+      return 0 ;;
+    --oauth-jwks)
+      COMPREPLY=($(compgen -W "discovery" -- "$cur") $(compgen -f -- "$cur"))
       return 0 ;;
     --basic-auth) COMPREPLY=($(compgen -W "on off" -- "$cur")); return 0 ;;
     --oauth-app-access) COMPREPLY=($(compgen -W "any listed" -- "$cur")); return 0 ;;

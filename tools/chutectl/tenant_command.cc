@@ -160,8 +160,7 @@ std::optional<int> OAuthChange(const Context& context, const Args& args,
                                       "' (\"\" clears it)"));
   }
   std::optional<std::string> jwks = args.Get("--oauth-jwks");
-  if (jwks && !jwks->empty() && *jwks != auth::kDiscoveryWord &&
-      !absl::StartsWithIgnoreCase(*jwks, "https://")) {
+  if (jwks && !jwks->empty() && *jwks != auth::kDiscoveryWord && !absl::StrContains(*jwks, "://")) {
     // A file: checked now, so that a typo is not found by the first token.
     absl::StatusOr<std::shared_ptr<const auth::Jwks>> loaded = auth::Jwks::Load(*jwks);
     if (!loaded.ok()) {
