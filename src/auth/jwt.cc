@@ -331,7 +331,8 @@ std::optional<std::string> CheckSignature(const Compact& token, const Jwks& jwks
   }
   if (!kid.empty() && std::none_of(jwks.keys().begin(), jwks.keys().end(),
                                    [&](const Jwks::Key& key) { return key.kid == kid; })) {
-    return absl::StrCat("no key with kid ", kid);
+    // Said in the log: at most 64 bytes of what any client may write.
+    return absl::StrCat("no key with kid ", kid.size() > 64 ? kid.substr(0, 64) + "..." : kid);
   }
   return high_s ? "an ES256 signature with a high S" : "bad signature";
 }

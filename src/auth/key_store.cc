@@ -3,8 +3,10 @@
 
 #include "auth/key_store.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -35,6 +37,12 @@ KeyStore::FileIdentity Identify(const std::string& path) {
   id.size = st.st_size;
   id.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
   return id;
+}
+
+// SameSource: the same place with the same issuer (discovery's metadata is checked against
+// it; two issuers may share a metadata URL when they differ by a trailing "/").
+bool SameSource(const TenantKeySource& a, const TenantKeySource& b) {
+  return a.source == b.source && a.issuer == b.issuer;
 }
 
 std::string KeyIds(const Jwks& jwks) {
@@ -166,10 +174,21 @@ absl::StatusOr<Fetch> HttpsFetch(const std::string& ca_file, absl::Duration time
 }
 
 absl::StatusOr<std::unique_ptr<KeyStore>> KeyStore::Create(KeyStoreOptions options) {
-  if (!options.cache_dir.empty() && mkdir(options.cache_dir.c_str(), 0700) != 0 &&
-      errno != EEXIST) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        options.cache_dir, ": cannot make the OAuth key cache: ", std::strerror(errno)));
+  if (!options.cache_dir.empty()) {
+    if (mkdir(options.cache_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          options.cache_dir, ": cannot make the OAuth key cache: ", std::strerror(errno)));
+    }
+    struct stat st {};
+    if (lstat(options.cache_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) ||
+        st.st_uid != geteuid() || (st.st_mode & 022) != 0) {
+      // Keys planted there would verify tokens: mail goes on without the cache.
+      LOG_WARNING(
+          "%s is not a directory of chuted's own that only it may write: OAuth keys "
+          "are not cached (a restart needs the identity provider)",
+          options.cache_dir);
+      options.cache_dir.clear();
+    }
   }
   return std::unique_ptr<KeyStore>(new KeyStore(std::move(options)));
 }
@@ -181,12 +200,13 @@ std::string KeyStore::CachePath(int64_t tenant_id) const {
 }
 
 void KeyStore::WriteCache(const TenantKeySource& source, absl::string_view document,
-                          absl::Time now) {
+                          absl::Time fetched_at) {
   if (options_.cache_dir.empty()) {
     return;
   }
   nlohmann::json cache{{"source", source.source.location},
-                       {"fetched_at", absl::ToUnixSeconds(now)},
+                       {"issuer", source.issuer},
+                       {"fetched_at", absl::ToUnixSeconds(fetched_at)},
                        {"jwks", std::string(document)}};
   std::string path = CachePath(source.tenant_id);
   absl::Status written = io::WriteFileDurably(
@@ -200,34 +220,58 @@ void KeyStore::WriteCache(const TenantKeySource& source, absl::string_view docum
   }
 }
 
-std::shared_ptr<const Jwks> KeyStore::ReadCache(const TenantKeySource& source) const {
+KeyStore::Cached KeyStore::ReadCache(const TenantKeySource& source, absl::Time now) const {
   if (options_.cache_dir.empty()) {
-    return nullptr;
+    return {};
   }
   std::string path = CachePath(source.tenant_id);
-  absl::StatusOr<std::string> text = io::ReadFile(path);
-  if (!text.ok()) {
-    return nullptr;  // none yet
+  // Only a regular file of chuted's own that nobody else may write, never through a link:
+  // keys planted here would verify tokens.
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    return {};  // none yet
   }
-  nlohmann::json cache = nlohmann::json::parse(*text, nullptr, false);
+  struct stat st {};
+  std::string text;
+  bool trusted = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+                 (st.st_mode & 022) == 0 && st.st_size <= static_cast<off_t>(kCacheBytesMax);
+  if (trusted) {
+    text.resize(static_cast<size_t>(st.st_size));
+    ssize_t n = read(fd, text.data(), text.size());
+    text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  }
+  close(fd);
+  if (!trusted) {
+    LOG_WARNING(
+        "tenant %s: %s is not used: not a regular file of chuted's own, writable by it "
+        "alone",
+        source.tenant_name, path);
+    return {};
+  }
+  nlohmann::json cache = nlohmann::json::parse(text, nullptr, false);
   if (cache.is_discarded() || !cache.is_object() || !cache.contains("source") ||
-      cache["source"] != source.source.location || !cache.contains("jwks") ||
-      !cache["jwks"].is_string()) {
-    return nullptr;  // another source's, or damaged: the fetch replaces it
+      cache["source"] != source.source.location || !cache.contains("issuer") ||
+      cache["issuer"] != source.issuer || !cache.contains("jwks") || !cache["jwks"].is_string() ||
+      !cache.contains("fetched_at") || !cache["fetched_at"].is_number_integer()) {
+    return {};  // another source's, or damaged: the fetch replaces it
+  }
+  absl::Time fetched_at = absl::FromUnixSeconds(cache["fetched_at"].get<int64_t>());
+  std::string when = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", fetched_at, absl::UTCTimeZone());
+  if (now - fetched_at > options_.keys_max_age) {
+    LOG_WARNING(
+        "tenant %s: the cached OAuth keys were fetched at %s, longer ago than "
+        "[oauth] keys_max_age_s: not used",
+        source.tenant_name, when);
+    return {};
   }
   absl::StatusOr<std::shared_ptr<const Jwks>> keys = Jwks::Parse(cache["jwks"].get<std::string>());
   if (!keys.ok()) {
-    return nullptr;
+    return {};
   }
-  int64_t fetched_at = cache.contains("fetched_at") && cache["fetched_at"].is_number_integer()
-                           ? cache["fetched_at"].get<int64_t>()
-                           : 0;
   LOG_INFO("tenant %s: %d OAuth key(s) from the cache (%s), fetched at %s, until %s answers",
-           source.tenant_name, static_cast<int>((*keys)->keys().size()), KeyIds(**keys),
-           absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(fetched_at),
-                            absl::UTCTimeZone()),
+           source.tenant_name, static_cast<int>((*keys)->keys().size()), KeyIds(**keys), when,
            source.source.location);
-  return *keys;
+  return Cached{*keys, fetched_at};
 }
 
 void KeyStore::PublishLocked() {
@@ -247,20 +291,30 @@ void KeyStore::PublishLocked() {
   published_.store(std::move(published));
 }
 
-void KeyStore::SetSources(std::vector<TenantKeySource> sources, absl::Time now) {
-  std::lock_guard<std::mutex> lock(mu_);
-  absl::flat_hash_map<int64_t, Entry> entries;
-  for (TenantKeySource& source : sources) {
-    if (source.source.kind == KeySource::Kind::kNone) {
-      continue;
+void KeyStore::SetSources(std::vector<TenantKeySource> sources, absl::Time now, bool reload_files) {
+  // Which sources are new, decided under mu_; their files and caches read without it (a
+  // shard's KeyNotFound takes mu_ and must never wait for a disk); installed under it again.
+  std::vector<TenantKeySource> fresh;
+  absl::flat_hash_map<int64_t, bool> kept;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (TenantKeySource& source : sources) {
+      if (source.source.kind == KeySource::Kind::kNone) {
+        continue;
+      }
+      auto old = entries_.find(source.tenant_id);
+      bool same = old != entries_.end() && SameSource(old->second.source, source) &&
+                  !(reload_files && source.source.kind == KeySource::Kind::kFile);
+      if (same) {
+        kept[source.tenant_id] = true;
+        old->second.source.tenant_name = source.tenant_name;
+      } else {
+        fresh.push_back(std::move(source));
+      }
     }
-    auto old = entries_.find(source.tenant_id);
-    if (old != entries_.end() && old->second.source.source == source.source &&
-        old->second.source.issuer == source.issuer) {
-      old->second.source.tenant_name = source.tenant_name;
-      entries.emplace(source.tenant_id, std::move(old->second));
-      continue;
-    }
+  }
+  std::vector<Entry> made;
+  for (TenantKeySource& source : fresh) {
     Entry entry;
     entry.source = std::move(source);
     entry.due = now;
@@ -277,9 +331,22 @@ void KeyStore::SetSources(std::vector<TenantKeySource> sources, absl::Time now) 
       }
       entry.due = now + options_.file_check_interval;
     } else {
-      entry.keys = ReadCache(entry.source);
+      Cached cached = ReadCache(entry.source, now);
+      entry.keys = cached.keys;
+      entry.fetched_at = cached.fetched_at;
     }
-    entries.emplace(entry.source.tenant_id, std::move(entry));
+    made.push_back(std::move(entry));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  absl::flat_hash_map<int64_t, Entry> entries;
+  for (auto& [tenant_id, entry] : entries_) {
+    if (kept.contains(tenant_id)) {
+      entries.emplace(tenant_id, std::move(entry));
+    }
+  }
+  for (Entry& entry : made) {
+    int64_t tenant_id = entry.source.tenant_id;
+    entries.insert_or_assign(tenant_id, std::move(entry));
   }
   entries_ = std::move(entries);
   PublishLocked();
@@ -348,6 +415,9 @@ absl::Time KeyStore::RunOnce(absl::Time now) {
           entry.key_not_found && now >= entry.last_fetch + options_.fetch_interval_min;
       if (!entry.busy && (now >= entry.due || (!is_file && unknown_kid_due))) {
         entry.busy = true;
+        // A KeyNotFound from now on asks for the fetch after this one (which may come too
+        // early to see the key).
+        entry.key_not_found = false;
         work.push_back(Work{entry.source, entry.file});
       }
     }
@@ -375,13 +445,14 @@ absl::Time KeyStore::RunOnce(absl::Time now) {
       if (fetched.ok()) {
         document = *std::move(fetched);
         keys = *Jwks::Parse(document);
+        WriteCache(source, document, now);  // before mu_: it syncs the disk
       } else {
         error = std::string(fetched.status().message());
       }
     }
     std::lock_guard<std::mutex> lock(mu_);
     auto it = entries_.find(source.tenant_id);
-    if (it == entries_.end() || !(it->second.source.source == source.source)) {
+    if (it == entries_.end() || !SameSource(it->second.source, source) || !it->second.busy) {
       continue;  // the source changed meanwhile: the new one has its own schedule
     }
     Entry& entry = it->second;
@@ -408,7 +479,6 @@ absl::Time KeyStore::RunOnce(absl::Time now) {
       continue;
     }
     entry.last_fetch = now;
-    entry.key_not_found = false;
     if (keys != nullptr) {
       ++fetches_ok;
       entry.due = now + options_.refresh;
@@ -418,11 +488,23 @@ absl::Time KeyStore::RunOnce(absl::Time now) {
                  static_cast<int>(keys->keys().size()), source.source.location, kids);
       }
       entry.keys = keys;
+      entry.fetched_at = now;
       entry.last_error.clear();
-      WriteCache(source, document, now);
     } else {
       ++fetches_failed;
       entry.due = now + options_.fetch_interval_min;
+      if (entry.keys != nullptr && now - entry.fetched_at > options_.keys_max_age) {
+        // Kept no longer: a key the provider has revoked must not verify forever because the
+        // provider cannot be reached (or is kept from being reached).
+        LOG_ERROR(
+            "tenant %s: the OAuth keys were fetched at %s, longer ago than [oauth] "
+            "keys_max_age_s, and cannot be fetched again: dropped; XOAUTH2 fails until "
+            "they are",
+            source.tenant_name,
+            absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", entry.fetched_at, absl::UTCTimeZone()));
+        entry.keys = nullptr;
+        keeping = "the keys in force are too old and dropped";
+      }
       if (error != entry.last_error) {
         LOG_WARNING("tenant %s: OAuth keys not fetched: %s; %s; trying again every %ds",
                     source.tenant_name, error, keeping,
@@ -446,6 +528,9 @@ absl::Time KeyStore::RunOnce(absl::Time now) {
 void KeyStore::Start() {
   std::lock_guard<std::mutex> lock(mu_);
   stopping_ = false;
+  if (options_.stop_at_unix_ms != nullptr) {
+    options_.stop_at_unix_ms->store(0);
+  }
   thread_ = std::thread([this] { Loop(); });
 }
 

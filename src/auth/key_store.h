@@ -14,7 +14,7 @@
 //     so that tokens with made-up key ids cannot make chuted hammer the identity provider.
 //     Each fetched set is written to `cache_dir` (0600, atomically) and read back at start,
 //     so that chuted restarted while the identity provider is unreachable still verifies
-//     tokens.
+//     tokens; keys that could not be fetched again for `keys_max_age` are dropped.
 // A fetch or a load that fails changes nothing: the keys in force stay, and the failure is
 // logged with its reason and counted.
 //
@@ -48,6 +48,8 @@ namespace chute::auth {
 inline constexpr size_t kDiscoveryBytesMax = 64 * 1024;
 inline constexpr absl::string_view kDiscoveryPath = "/.well-known/openid-configuration";
 inline constexpr absl::string_view kDiscoveryWord = "discovery";
+// A cache file holds one JWKS (kJwksBytesMax) as a JSON string, escaped: at most twice as long.
+inline constexpr size_t kCacheBytesMax = 2 * kJwksBytesMax + 4096;
 
 struct KeySource {
   enum class Kind { kNone, kFile, kUrl, kDiscovery };
@@ -85,6 +87,10 @@ struct KeyStoreOptions {
   std::string cache_dir;
   absl::Duration refresh = absl::Hours(1);
   absl::Duration fetch_interval_min = absl::Seconds(60);
+  // keys_max_age: fetched keys that could not be fetched again for this long are dropped
+  // (and a cache this old is not used): a key the provider revoked stops verifying even
+  // when the provider cannot be reached.
+  absl::Duration keys_max_age = absl::Hours(7 * 24);
   // file_check_interval: how often a JWKS file is looked at for a change (one stat(2)).
   absl::Duration file_check_interval = absl::Seconds(2);
   Fetch fetch;  // required
@@ -108,7 +114,8 @@ class KeyStore {
   // not change keeps its keys and schedule. A new file source is loaded now; a new URL or
   // discovery source starts from its cached set (when the cache is for the same source) and
   // is fetched at the fetcher's next wake. A tenant not in `sources` loses its keys.
-  void SetSources(std::vector<TenantKeySource> sources, absl::Time now);
+  // `reload_files` (SIGHUP) loads every file source again, changed or not.
+  void SetSources(std::vector<TenantKeySource> sources, absl::Time now, bool reload_files = false);
   // Find: the tenant's keys, or null when it has none (none configured, none loaded yet).
   std::shared_ptr<const Jwks> Find(int64_t tenant_id) const;
   // KeyNotFound: a token of the tenant named a key id its set does not have: fetch the set
@@ -148,6 +155,7 @@ class KeyStore {
     std::shared_ptr<const Jwks> keys;
     absl::Time due = absl::InfinitePast();         // the next look (file) or fetch (URL)
     absl::Time last_fetch = absl::InfinitePast();  // URL: when the last fetch was done
+    absl::Time fetched_at = absl::InfinitePast();  // URL: when `keys` were fetched
     bool key_not_found = false;                    // URL: a token named an unknown kid
     bool busy = false;                             // the fetcher works on it outside mu_
     FileIdentity file;                             // file: the one loaded (or refused)
@@ -159,8 +167,12 @@ class KeyStore {
   // FetchJwks: the JWKS document of a URL or discovery source (called without mu_).
   absl::StatusOr<std::string> FetchJwks(const TenantKeySource& source);
   std::string CachePath(int64_t tenant_id) const;
-  void WriteCache(const TenantKeySource& source, absl::string_view document, absl::Time now);
-  std::shared_ptr<const Jwks> ReadCache(const TenantKeySource& source) const;
+  void WriteCache(const TenantKeySource& source, absl::string_view document, absl::Time fetched_at);
+  struct Cached {
+    std::shared_ptr<const Jwks> keys;  // null: no cache for this source, or not usable
+    absl::Time fetched_at = absl::InfinitePast();
+  };
+  Cached ReadCache(const TenantKeySource& source, absl::Time now) const;
 
   KeyStoreOptions options_;
   using Published = absl::flat_hash_map<int64_t, std::shared_ptr<const Jwks>>;

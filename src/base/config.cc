@@ -494,6 +494,7 @@ absl::Status ReadOAuth(const toml::table& table, absl::string_view source, OAuth
   r.Int("refresh_s", 10, 604800, &out->refresh_s);
   r.Int("fetch_interval_min_s", 1, 3600, &out->fetch_interval_min_s);
   r.Int("fetch_timeout_s", 1, 120, &out->fetch_timeout_s);
+  r.Int("keys_max_age_s", 3600, 31536000, &out->keys_max_age_s);
   r.Check(out->fetch_interval_min_s <= out->refresh_s, "fetch_interval_min_s",
           "is more than refresh_s");
   return r.Finish();

@@ -150,6 +150,7 @@ struct OAuthConfig {
   int64_t refresh_s = 3600;           // each tenant's keys are fetched again this often
   int64_t fetch_interval_min_s = 60;  // and never more often (unknown kids, failed fetches)
   int64_t fetch_timeout_s = 10;       // one fetch, from resolving the name to the last byte
+  int64_t keys_max_age_s = 604800;    // keys not fetched again for this long are dropped
 };
 
 struct Config {

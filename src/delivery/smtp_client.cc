@@ -119,7 +119,7 @@ class SmtpClient::Connection {
   // StartTls: the client handshake, after the server's 220 to STARTTLS, expecting a
   // certificate for `server_name` (net::TlsStream::NewClient).
   absl::Status StartTls(std::shared_ptr<net::TlsContext> context, absl::string_view server_name) {
-    return Local(stream_->StartTls(std::move(context), server_name));
+    return Local(stream_->StartTls(std::move(context), server_name, "reading reply from"));
   }
   // tls: the TLS stream once StartTls was called, else null.
   const net::TlsStream* tls() const { return stream_->tls(); }

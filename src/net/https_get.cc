@@ -35,6 +35,14 @@ absl::Status Malformed(absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat("malformed HTTP response: ", why));
 }
 
+// Request: one asynchronous name resolution (getaddrinfo_a) and what it points to.
+struct Request {
+  gaicb gai{};
+  addrinfo hints{};
+  std::string host;
+  std::string service;
+};
+
 // Framing: how the body of a response is delimited.
 struct Framing {
   bool chunked = false;
@@ -63,9 +71,14 @@ absl::StatusOr<std::optional<std::string>> DecodeChunks(absl::string_view bytes,
     }
     bytes.remove_prefix(line_end + 2);
     if (size == 0) {
-      // Trailer fields, then an empty line.
+      // Trailer fields, then an empty line; no more of them than headers.
+      size_t trailers = 0;
       while (true) {
         size_t end = bytes.find("\r\n");
+        trailers += end == absl::string_view::npos ? bytes.size() : end + 2;
+        if (trailers > kHttpHeaderBytesMax) {
+          return Malformed(absl::StrCat("trailers longer than ", kHttpHeaderBytesMax, " bytes"));
+        }
         if (end == absl::string_view::npos) {
           return std::optional<std::string>();
         }
@@ -92,6 +105,17 @@ absl::StatusOr<std::optional<std::string>> DecodeChunks(absl::string_view bytes,
 
 // ParseHead: the status line and the headers (without the empty line that ends them).
 absl::Status ParseHead(absl::string_view head, HttpResponse* out, Framing* framing) {
+  for (size_t i = 0; i < head.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(head[i]);
+    bool line_break = c == '\r' && i + 1 < head.size() && head[i + 1] == '\n';
+    if (line_break) {
+      ++i;
+    } else if ((c < 0x20 && c != '\t') || c >= 0x7f) {
+      // What the head says reaches the log: a bare LF or an escape sequence there could
+      // forge a line.
+      return Malformed("a control character or a non-ASCII byte in the status line or headers");
+    }
+  }
   std::vector<absl::string_view> lines = absl::StrSplit(head, "\r\n");
   absl::string_view status_line = lines[0];
   if (!absl::ConsumePrefix(&status_line, "HTTP/1.") || status_line.size() < 5 ||
@@ -147,6 +171,63 @@ absl::Status ParseHead(absl::string_view head, HttpResponse* out, Framing* frami
     return Malformed("both Transfer-Encoding and Content-Length");
   }
   return absl::OkStatus();
+}
+
+// Each address is given at least this long to connect (unless less is left in all).
+constexpr absl::Duration kConnectMin = absl::Seconds(1);
+
+// Resolve: the host's addresses (the caller frees them), within the deadline and the stop
+// flag: getaddrinfo itself would wait as long as the resolver's own timeouts.
+absl::StatusOr<addrinfo*> Resolve(const HttpsUrl& url, absl::Time deadline,
+                                  const std::atomic<int64_t>* stop_at_unix_ms) {
+  // The request outlives this call when it cannot be cancelled: the resolver thread still
+  // writes into it. It is then left to the resolver (a few hundred bytes, rare).
+  auto* request = new Request;
+  request->host = url.host;
+  request->service = absl::StrCat(url.port);
+  request->hints.ai_family = AF_UNSPEC;
+  request->hints.ai_socktype = SOCK_STREAM;
+  request->hints.ai_flags = AI_ADDRCONFIG;
+  request->gai.ar_name = request->host.c_str();
+  request->gai.ar_service = request->service.c_str();
+  request->gai.ar_request = &request->hints;
+  gaicb* list[] = {&request->gai};
+  int started = getaddrinfo_a(GAI_NOWAIT, list, 1, nullptr);
+  if (started != 0) {
+    delete request;
+    return absl::UnavailableError(
+        absl::StrCat("cannot resolve ", url.host, ": ", gai_strerror(started)));
+  }
+  while (true) {
+    int state = gai_error(&request->gai);
+    if (state != EAI_INPROGRESS) {
+      addrinfo* found = request->gai.ar_result;
+      delete request;
+      if (state != 0) {
+        return absl::UnavailableError(
+            absl::StrCat("cannot resolve ", url.host, ": ", gai_strerror(state)));
+      }
+      return found;
+    }
+    absl::Time now = absl::Now();
+    int64_t stop_at = stop_at_unix_ms != nullptr ? stop_at_unix_ms->load() : 0;
+    if (now >= deadline || (stop_at != 0 && absl::ToUnixMillis(now) >= stop_at)) {
+      int cancelled = gai_cancel(&request->gai);
+      if (cancelled == EAI_ALLDONE && gai_error(&request->gai) == 0) {
+        freeaddrinfo(request->gai.ar_result);
+      }
+      if (cancelled != EAI_NOTCANCELED) {
+        delete request;
+      }
+      return absl::UnavailableError(absl::StrCat(
+          now >= deadline ? "timeout resolving " : "chuted is stopping: gave up resolving ",
+          url.host));
+    }
+    absl::Duration wait = std::min(deadline - now, kStreamStopCheckInterval);
+    timespec timeout = absl::ToTimespec(wait);
+    const gaicb* waiting[] = {&request->gai};
+    gai_suspend(waiting, 1, &timeout);
+  }
 }
 
 }  // namespace
@@ -292,20 +373,18 @@ absl::StatusOr<HttpResponse> HttpsGet(const HttpsUrl& url, const HttpsGetOptions
     return absl::UnavailableError(absl::StrCat("GET ", shown, ": ", why));
   };
   absl::Time deadline = absl::Now() + options.timeout;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_ADDRCONFIG;
-  addrinfo* found = nullptr;
-  std::string port = absl::StrCat(url.port);
-  int resolved = getaddrinfo(url.host.c_str(), port.c_str(), &hints, &found);
-  if (resolved != 0) {
-    return failed(absl::StrCat("cannot resolve ", url.host, ": ", gai_strerror(resolved)));
+  absl::StatusOr<addrinfo*> found = Resolve(url, deadline, options.stop_at_unix_ms);
+  if (!found.ok()) {
+    return failed(found.status().message());
   }
-  std::unique_ptr<addrinfo, void (*)(addrinfo*)> addresses(found, freeaddrinfo);
+  std::unique_ptr<addrinfo, void (*)(addrinfo*)> addresses(*found, freeaddrinfo);
+  int count = 0;
+  for (const addrinfo* a = *found; a != nullptr; a = a->ai_next) {
+    ++count;
+  }
   std::unique_ptr<Stream> stream;
   std::string errors;
-  for (const addrinfo* a = found; a != nullptr && stream == nullptr; a = a->ai_next) {
+  for (const addrinfo* a = *found; a != nullptr && stream == nullptr; a = a->ai_next, --count) {
     absl::Duration left = deadline - absl::Now();
     if (left <= absl::ZeroDuration() || a->ai_addrlen > sizeof(sockaddr_storage)) {
       break;
@@ -316,7 +395,10 @@ absl::StatusOr<HttpResponse> HttpsGet(const HttpsUrl& url, const HttpsGetOptions
     std::string peer =
         absl::StrCat(absl::StrContains(ip, ':') ? absl::StrCat("[", ip, "]") : ip, ":", url.port);
     StreamOptions stream_options;
-    stream_options.io_timeout = left;
+    // A share of what is left, so that an address that swallows packets (a broken IPv6
+    // route) leaves time for the next one; the last gets all that is left.
+    stream_options.io_timeout =
+        count > 1 ? std::max(left / count, std::min(left, kConnectMin)) : left;
     stream_options.stop_at_unix_ms = options.stop_at_unix_ms;
     absl::StatusOr<std::unique_ptr<Stream>> connected =
         Stream::Connect(address, a->ai_addrlen, std::move(peer), stream_options);
@@ -341,7 +423,13 @@ absl::StatusOr<HttpResponse> HttpsGet(const HttpsUrl& url, const HttpsGetOptions
                                    "\r\nAccept: application/json\r\nConnection: close\r\n\r\n"));
   }
   std::string received;
+  // Chunk framing may add to the body, but not without bound: a response that never ends
+  // ends here.
+  const size_t received_max = kHttpHeaderBytesMax + 2 * options.body_bytes_max + 64 * 1024;
   while (status.ok()) {
+    if (received.size() > received_max) {
+      return failed(absl::StrCat("the response is larger than ", received_max, " bytes"));
+    }
     bool closed = false;
     status = stream->Read(&received, 16 * 1024, deadline, &closed);
     if (!status.ok()) {

@@ -172,7 +172,12 @@ absl::Status Stream::Read(std::string* out, size_t max, absl::Time deadline, boo
     std::string ciphertext;
     RETURN_IF_ERROR(RecvRaw(&ciphertext, max, deadline, &eof, reading));
     if (eof) {
-      // Without close_notify: a truncation attack or a careless peer; either way no more.
+      // Without close_notify: a truncation attack or a careless peer. A caller that takes
+      // the close as the end of what it reads is told so, never given a cut-off end.
+      if (closed != nullptr) {
+        return Fail(StreamFailure::kIo,
+                    absl::StrCat(peer_, " closed the connection without TLS close_notify"));
+      }
       return closed_by_peer("connection");
     }
     tls_->PutCiphertext(ciphertext);
@@ -194,7 +199,8 @@ absl::Status Stream::Write(absl::string_view bytes) {
   return absl::OkStatus();
 }
 
-absl::Status Stream::StartTls(std::shared_ptr<TlsContext> context, absl::string_view server_name) {
+absl::Status Stream::StartTls(std::shared_ptr<TlsContext> context, absl::string_view server_name,
+                              absl::string_view reading) {
   CHECK(tls_ == nullptr);
   tls_ = TlsStream::NewClient(std::move(context), server_name);
   absl::Time deadline = absl::Now() + options_.io_timeout;
@@ -211,7 +217,7 @@ absl::Status Stream::StartTls(std::shared_ptr<TlsContext> context, absl::string_
     }
     std::string ciphertext;
     bool eof = false;
-    RETURN_IF_ERROR(RecvRaw(&ciphertext, kHandshakeReadBytes, deadline, &eof, "reading from"));
+    RETURN_IF_ERROR(RecvRaw(&ciphertext, kHandshakeReadBytes, deadline, &eof, reading));
     if (eof) {
       return Fail(StreamFailure::kIo, absl::StrCat(peer_, " closed the connection"));
     }

@@ -67,12 +67,15 @@ class Stream {
   // Read: appends up to `max` bytes of plaintext to `out`, waiting for some until `deadline`.
   // The peer's orderly close (EOF, or TLS close_notify) is a kIo failure ("<peer> closed the
   // connection") unless `closed` is given: then it is OK with *closed = true and nothing
-  // appended. `reading` is the failure messages' verb ("timeout reading reply from ...").
+  // appended; over TLS only a close_notify counts (an EOF without it may be a truncation).
+  // `reading` is the failure messages' verb ("timeout reading reply from ...").
   absl::Status Read(std::string* out, size_t max, absl::Time deadline, bool* closed = nullptr,
                     absl::string_view reading = "reading from");
   // StartTls: the client handshake within io_timeout, expecting a certificate for
   // `server_name` (TlsStream::NewClient: a DNS name, also sent as SNI, or an IP address).
-  absl::Status StartTls(std::shared_ptr<TlsContext> context, absl::string_view server_name);
+  // `reading` as for Read.
+  absl::Status StartTls(std::shared_ptr<TlsContext> context, absl::string_view server_name,
+                        absl::string_view reading = "reading from");
   // tls: the TLS stream once StartTls was called (also when it failed), else null.
   const TlsStream* tls() const { return tls_.get(); }
   // HasUnreadInput: bytes (or EOF) have arrived that nobody read yet. Never waits.

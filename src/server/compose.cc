@@ -94,6 +94,7 @@ absl::Status Server::MakeKeyStore() {
   options.cache_dir = absl::StrCat(shared_.config.server.data_dir, "/oauth-keys");
   options.refresh = absl::Seconds(oauth.refresh_s);
   options.fetch_interval_min = absl::Seconds(oauth.fetch_interval_min_s);
+  options.keys_max_age = absl::Seconds(oauth.keys_max_age_s);
   options.stop_at_unix_ms = std::make_shared<std::atomic<int64_t>>(0);
   absl::StatusOr<auth::Fetch> fetch = auth::HttpsFetch(
       oauth.ca_file, absl::Seconds(oauth.fetch_timeout_s), options.stop_at_unix_ms);

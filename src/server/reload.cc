@@ -94,7 +94,7 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
   const OAuthConfig& o2 = loaded.oauth;
   check(o1.ca_file != o2.ca_file || o1.refresh_s != o2.refresh_s ||
             o1.fetch_interval_min_s != o2.fetch_interval_min_s ||
-            o1.fetch_timeout_s != o2.fetch_timeout_s,
+            o1.fetch_timeout_s != o2.fetch_timeout_s || o1.keys_max_age_s != o2.keys_max_age_s,
         "[oauth]");
   const AdminConfig& a1 = running.admin;
   const AdminConfig& a2 = loaded.admin;
@@ -219,7 +219,8 @@ absl::Status Server::ReloadDirectory(bool force) {
     sources.push_back(
         auth::TenantKeySource{tenant.id, tenant.name, tenant.oauth_issuer, *std::move(source)});
   }
-  keys_->SetSources(std::move(sources), absl::Now());
+  // SIGHUP (force) also reads every JWKS file again, changed or not.
+  keys_->SetSources(std::move(sources), absl::Now(), force);
   shared_.snapshot.store(*snapshot);
   if (!force) {
     LOG_INFO("directory reloaded: %d tenant(s), %d account(s)",

@@ -14,9 +14,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -263,6 +266,89 @@ TEST_F(KeyStoreTest, ARestartWhileTheProviderIsDownStartsFromTheCache) {
   EXPECT_EQ(moved->Find(7), nullptr);
 }
 
+TEST_F(KeyStoreTest, KeysThatCannotBeFetchedAgainForTheMaximumAgeAreDropped) {
+  idp_.Serve(kJwksUrl, JwksWith({"k1"}));
+  {
+    std::unique_ptr<KeyStore> store = MakeStore();
+    store->SetSources({Source(kJwksUrl)}, t0_);
+    store->RunOnce(t0_);
+    idp_.Fail(kJwksUrl, "connection refused");  // down from now on
+    store->RunOnce(t0_ + absl::Hours(24 * 7));
+    EXPECT_EQ(Kids(store->Find(7)), std::vector<std::string>{"k1"});  // 7 days: still kept
+    store->RunOnce(t0_ + absl::Hours(24 * 7) + absl::Minutes(1));
+    EXPECT_EQ(store->Find(7), nullptr);  // older: a revoked key must not verify forever
+    EXPECT_EQ(store->tenants_without_keys.load(), 1);
+  }
+  // Nor does a cache that old come back at a restart.
+  std::unique_ptr<KeyStore> restarted = MakeStore();
+  restarted->SetSources({Source(kJwksUrl)}, t0_ + absl::Hours(24 * 8));
+  EXPECT_EQ(restarted->Find(7), nullptr);
+  std::unique_ptr<KeyStore> soon = MakeStore();
+  soon->SetSources({Source(kJwksUrl)}, t0_ + absl::Hours(24));
+  EXPECT_EQ(Kids(soon->Find(7)), std::vector<std::string>{"k1"});
+}
+
+TEST_F(KeyStoreTest, ACacheOthersCouldWriteIsNotBelieved) {
+  idp_.Serve(kJwksUrl, JwksWith({"k1"}));
+  {
+    std::unique_ptr<KeyStore> store = MakeStore();
+    store->SetSources({Source(kJwksUrl)}, t0_);
+    store->RunOnce(t0_);
+  }
+  std::string cache = dir_ + "/cache/tenant-7.json";
+  ASSERT_EQ(chmod(cache.c_str(), 0666), 0);
+  std::unique_ptr<KeyStore> restarted = MakeStore();
+  restarted->SetSources({Source(kJwksUrl)}, t0_);
+  EXPECT_EQ(restarted->Find(7), nullptr);
+  // Nor one reached through a link, wherever it points.
+  ASSERT_EQ(chmod(cache.c_str(), 0600), 0);
+  ASSERT_EQ(rename(cache.c_str(), (dir_ + "/planted.json").c_str()), 0);
+  ASSERT_EQ(symlink((dir_ + "/planted.json").c_str(), cache.c_str()), 0);
+  std::unique_ptr<KeyStore> linked = MakeStore();
+  linked->SetSources({Source(kJwksUrl)}, t0_);
+  EXPECT_EQ(linked->Find(7), nullptr);
+}
+
+TEST_F(KeyStoreTest, WhatChangesDuringAFetchIsNotLost) {
+  // The provider answers only when the test lets it: the fetch runs on another thread.
+  std::mutex mu;
+  std::condition_variable released;
+  bool go = false;
+  int waiting = 0;
+  idp_.Serve(kJwksUrl, JwksWith({"old"}));
+  idp_.Serve("https://new.example.test/keys", JwksWith({"new"}));
+  KeyStoreOptions options;
+  options.cache_dir = dir_ + "/cache";
+  Fetch inner = idp_.AsFetch();
+  options.fetch = [&](const net::HttpsUrl& url, size_t max) {
+    std::unique_lock<std::mutex> lock(mu);
+    ++waiting;
+    released.notify_all();
+    released.wait(lock, [&] { return go; });
+    return inner(url, max);
+  };
+  std::unique_ptr<KeyStore> store = *KeyStore::Create(std::move(options));
+  store->SetSources({Source(kJwksUrl)}, t0_);
+  std::thread fetcher([&] { store->RunOnce(t0_); });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    released.wait(lock, [&] { return waiting == 1; });
+  }
+  // While the old source's fetch is out: the tenant moves to another URL, and a token names
+  // a kid nobody has. Neither waits for the fetch.
+  store->SetSources({Source("https://new.example.test/keys")}, t0_);
+  EXPECT_TRUE(store->KeyNotFound(7));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    go = true;
+    released.notify_all();
+  }
+  fetcher.join();
+  EXPECT_EQ(store->Find(7), nullptr);  // the old source's keys do not sign for the new one
+  store->RunOnce(t0_ + absl::Seconds(1));
+  EXPECT_EQ(Kids(store->Find(7)), std::vector<std::string>{"new"});
+}
+
 TEST_F(KeyStoreTest, DiscoveryFollowsTheMetadataOfTheTenantsIssuerOnly) {
   std::string metadata_url = DiscoveryUrl(kIssuer);
   idp_.Serve(metadata_url, absl::StrCat(R"({"issuer":")", kIssuer, R"(","jwks_uri":")", kJwksUrl,
@@ -335,7 +421,7 @@ TEST_F(KeyStoreTest, TheFetcherThreadFetchesAndStops) {
   std::unique_ptr<KeyStore> store = MakeStore();
   store->SetSources({Source(kJwksUrl)}, absl::Now());
   store->Start();
-  for (int i = 0; i < 200 && store->Find(7) == nullptr; ++i) {
+  for (int i = 0; i < 2000 && store->Find(7) == nullptr; ++i) {
     absl::SleepFor(absl::Milliseconds(10));
   }
   EXPECT_EQ(Kids(store->Find(7)), std::vector<std::string>{"k1"});

@@ -148,6 +148,12 @@ TEST(ParseHttpResponse, RefusesWhatItCannotReadSafely) {
       {"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n", "folded"},
       {"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", "without a name"},
       {"HTTP/1.1 200 OK\r\nContent-Length: 1001\r\n\r\n", "larger than 1000"},
+      {"HTTP/1.1 404 Not\nFound <6>forged log line\r\n\r\n", "control character"},
+      {"HTTP/1.1 301 Moved\r\nLocation: https://x.test/\x1b[2J\r\n\r\n", "control character"},
+      {"HTTP/1.1 200 \xc3\xa9\r\n\r\n", "non-ASCII"},
+      {absl::StrCat("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: ",
+                    std::string(kHttpHeaderBytesMax, 'x')),
+       "trailers longer"},
   };
   for (const auto& [response, why] : cases) {
     absl::StatusOr<std::optional<HttpResponse>> parsed = Parse(response, false);
