@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -176,13 +177,52 @@ absl::Status ParseHead(absl::string_view head, HttpResponse* out, Framing* frami
 // Each address is given at least this long to connect (unless less is left in all).
 constexpr absl::Duration kConnectMin = absl::Seconds(1);
 
+// Abandoned: the lookups given up on that the resolver could not cancel: it still writes
+// into them. Each is freed by the next Resolve that finds it done.
+class Abandoned {
+ public:
+  static Abandoned& Get() {
+    static Abandoned* abandoned =
+        new Abandoned;  // never destroyed: resolver threads may outlive main
+    return *abandoned;
+  }
+  // Reap: frees those that ended; how many are still under way.
+  size_t Reap() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::erase_if(requests_, [](Request* request) {
+      int state = gai_error(&request->gai);
+      if (state == EAI_INPROGRESS) {
+        return false;
+      }
+      if (state == 0) {
+        freeaddrinfo(request->gai.ar_result);
+      }
+      delete request;
+      return true;
+    });
+    return requests_.size();
+  }
+  void Add(Request* request) {
+    std::lock_guard<std::mutex> lock(mu_);
+    requests_.push_back(request);
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Request*> requests_;  // guarded by mu_
+};
+
 // Resolve: the host's addresses (the caller frees them), within the deadline and the stop
 // flag: getaddrinfo itself would wait as long as the resolver's own timeouts.
 absl::StatusOr<addrinfo*> Resolve(const HttpsUrl& url, absl::Time deadline,
                                   const std::atomic<int64_t>* stop_at_unix_ms) {
-  // The request outlives this call when it cannot be cancelled: the resolver thread still
-  // writes into it. It is then left to the resolver (a few hundred bytes, rare).
-  auto* request = new Request;
+  if (Abandoned::Get().Reap() >= kAbandonedLookupsMax) {
+    return absl::UnavailableError(absl::StrCat("cannot resolve ", url.host, ": ",
+                                               kAbandonedLookupsMax,
+                                               " earlier name lookups are still under way (is "
+                                               "the resolver answering?)"));
+  }
+  auto request = std::make_unique<Request>();
   request->host = url.host;
   request->service = absl::StrCat(url.port);
   request->hints.ai_family = AF_UNSPEC;
@@ -194,30 +234,26 @@ absl::StatusOr<addrinfo*> Resolve(const HttpsUrl& url, absl::Time deadline,
   gaicb* list[] = {&request->gai};
   int started = getaddrinfo_a(GAI_NOWAIT, list, 1, nullptr);
   if (started != 0) {
-    delete request;
     return absl::UnavailableError(
         absl::StrCat("cannot resolve ", url.host, ": ", gai_strerror(started)));
   }
   while (true) {
     int state = gai_error(&request->gai);
     if (state != EAI_INPROGRESS) {
-      addrinfo* found = request->gai.ar_result;
-      delete request;
       if (state != 0) {
         return absl::UnavailableError(
             absl::StrCat("cannot resolve ", url.host, ": ", gai_strerror(state)));
       }
-      return found;
+      return request->gai.ar_result;
     }
     absl::Time now = absl::Now();
     int64_t stop_at = stop_at_unix_ms != nullptr ? stop_at_unix_ms->load() : 0;
     if (now >= deadline || (stop_at != 0 && absl::ToUnixMillis(now) >= stop_at)) {
       int cancelled = gai_cancel(&request->gai);
-      if (cancelled == EAI_ALLDONE && gai_error(&request->gai) == 0) {
+      if (cancelled == EAI_NOTCANCELED) {
+        Abandoned::Get().Add(request.release());  // the resolver still writes into it
+      } else if (cancelled == EAI_ALLDONE && gai_error(&request->gai) == 0) {
         freeaddrinfo(request->gai.ar_result);
-      }
-      if (cancelled != EAI_NOTCANCELED) {
-        delete request;
       }
       return absl::UnavailableError(absl::StrCat(
           now >= deadline ? "timeout resolving " : "chuted is stopping: gave up resolving ",

@@ -26,6 +26,10 @@ namespace chute::net {
 // The status line and headers of a response take at most this much.
 inline constexpr size_t kHttpHeaderBytesMax = 16 * 1024;
 inline constexpr size_t kUrlBytesMax = 2048;
+// Name lookups given up on (past their deadline) that the resolver could not cancel and still
+// works on; past this many, HttpsGet refuses to start another until they end ("too many name
+// lookups still under way"), so that a resolver that hangs cannot make chuted grow.
+inline constexpr size_t kAbandonedLookupsMax = 16;
 
 struct HttpsUrl {
   std::string host;  // a DNS name (lower-cased), an IPv4 address, or an IPv6 one without []

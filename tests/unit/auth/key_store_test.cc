@@ -114,6 +114,14 @@ class KeyStoreTest : public ::testing::Test {
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? *std::move(store) : nullptr;
   }
+  // FetchOnceAndStop: a store fetches kJwksUrl's keys (k1) once and is gone, leaving its
+  // cache for the next one.
+  void FetchOnceAndStop() {
+    idp_.Serve(kJwksUrl, JwksWith({"k1"}));
+    std::unique_ptr<KeyStore> store = MakeStore();
+    store->SetSources({Source(kJwksUrl)}, t0_);
+    store->RunOnce(t0_);
+  }
   TenantKeySource Source(absl::string_view text, int64_t tenant_id = 7) {
     absl::StatusOr<KeySource> source = ParseKeySource(text, kIssuer);
     EXPECT_TRUE(source.ok()) << source.status();
@@ -240,12 +248,7 @@ TEST_F(KeyStoreTest, AFailedFetchKeepsTheKeysInForceAndTriesAgainSooner) {
 }
 
 TEST_F(KeyStoreTest, ARestartWhileTheProviderIsDownStartsFromTheCache) {
-  idp_.Serve(kJwksUrl, JwksWith({"k1"}));
-  {
-    std::unique_ptr<KeyStore> store = MakeStore();
-    store->SetSources({Source(kJwksUrl)}, t0_);
-    store->RunOnce(t0_);
-  }
+  FetchOnceAndStop();
   std::string cache = dir_ + "/cache/tenant-7.json";
   struct stat st {};
   ASSERT_EQ(stat(cache.c_str(), &st), 0);
@@ -289,19 +292,24 @@ TEST_F(KeyStoreTest, KeysThatCannotBeFetchedAgainForTheMaximumAgeAreDropped) {
 }
 
 TEST_F(KeyStoreTest, ACacheOthersCouldWriteIsNotBelieved) {
-  idp_.Serve(kJwksUrl, JwksWith({"k1"}));
-  {
-    std::unique_ptr<KeyStore> store = MakeStore();
-    store->SetSources({Source(kJwksUrl)}, t0_);
-    store->RunOnce(t0_);
-  }
+  FetchOnceAndStop();
+  idp_.Fail(kJwksUrl, "connection refused");  // from here on, keys can come from the cache only
   std::string cache = dir_ + "/cache/tenant-7.json";
+  auto restart = [&] {
+    std::unique_ptr<KeyStore> restarted = MakeStore();
+    restarted->SetSources({Source(kJwksUrl)}, t0_);
+    return restarted->Find(7);
+  };
+  ASSERT_EQ(Kids(restart()), std::vector<std::string>{"k1"});  // as it was written: believed
   ASSERT_EQ(chmod(cache.c_str(), 0666), 0);
-  std::unique_ptr<KeyStore> restarted = MakeStore();
-  restarted->SetSources({Source(kJwksUrl)}, t0_);
-  EXPECT_EQ(restarted->Find(7), nullptr);
-  // Nor one reached through a link, wherever it points.
+  EXPECT_EQ(restart(), nullptr);
   ASSERT_EQ(chmod(cache.c_str(), 0600), 0);
+  // Nor one in a directory others may write (they could replace the file).
+  ASSERT_EQ(chmod((dir_ + "/cache").c_str(), 0777), 0);
+  EXPECT_EQ(restart(), nullptr);
+  ASSERT_EQ(chmod((dir_ + "/cache").c_str(), 0700), 0);
+  ASSERT_EQ(Kids(restart()), std::vector<std::string>{"k1"});
+  // Nor one reached through a link, wherever it points.
   ASSERT_EQ(rename(cache.c_str(), (dir_ + "/planted.json").c_str()), 0);
   ASSERT_EQ(symlink((dir_ + "/planted.json").c_str(), cache.c_str()), 0);
   std::unique_ptr<KeyStore> linked = MakeStore();
