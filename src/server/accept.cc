@@ -75,8 +75,8 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
       counters_.connections_refused.Add(1);
       return;
     }
-    connections_.push_back(
-        std::make_unique<Connection>(this, static_cast<uint32_t>(connections_.size()), &services_));
+    connections_.push_back(std::make_unique<Connection>(
+        this, static_cast<uint32_t>(connections_.size()), &services_, this));
     free_slots_.push_back(static_cast<uint32_t>(connections_.size() - 1));
   }
   Connection& conn = *connections_[free_slots_.back()];
@@ -103,7 +103,7 @@ void Shard::OnAccept(size_t listener_index, const io_uring_cqe& cqe) {
       return;
     }
     conn.awaiting_proxy = true;
-    conn.handshake_deadline = now_ + kProxyHeaderTimeout;
+    conn.proxy_deadline = now_ + kProxyHeaderTimeout;
     ArmRecv(conn);
     return;
   }
@@ -125,7 +125,7 @@ void Shard::StartSession(Connection& conn) {
     // handshake is spent on a refusal): the connection just closes.
     counters_.connections_refused.Add(1);
     if (conn.listener->tls != TlsMode::kImplicit) {
-      conn.out_queue = absl::StrCat(refusal->code, " ", refusal->text, "\r\n");
+      conn.transport.Write(absl::StrCat(refusal->code, " ", refusal->text, "\r\n"));
     }
     replies_.Count(refusal->code, refusal->text);
     LogEvent(LogLevel::kInfo, "connection.refused",
@@ -139,8 +139,8 @@ void Shard::StartSession(Connection& conn) {
     LogEvent(LogLevel::kInfo, "connection.accepted",
              {{"client", conn.peer_text}, {"listener", conn.listener->address}, {"shard", index_}});
     if (conn.listener->tls == TlsMode::kImplicit) {
-      conn.tls = std::make_unique<net::TlsStream>(shared_->tls_context.load());
-      conn.handshake_deadline = now_ + kTlsHandshakeTimeout;
+      conn.transport.StartTls(std::make_unique<net::TlsStream>(shared_->tls_context.load()),
+                              now_ + kTlsHandshakeTimeout);
     }
   }
   ArmRecv(conn);
@@ -163,7 +163,7 @@ void Shard::OnProxyHeader(Connection& conn, absl::string_view bytes) {
     return Shutdown(conn);
   }
   conn.awaiting_proxy = false;
-  conn.handshake_deadline = absl::InfiniteFuture();
+  conn.proxy_deadline = absl::InfiniteFuture();
   if (header.has_address) {
     conn.peer = header.source;  // from here on, caps, networks and logs see the real client
     conn.peer_text = FormatIp(conn.peer);
@@ -171,7 +171,7 @@ void Shard::OnProxyHeader(Connection& conn, absl::string_view bytes) {
   std::string early = conn.proxy_header.substr(consumed);
   conn.proxy_header.clear();
   StartSession(conn);
-  if (!early.empty() && conn.session != nullptr && conn.tls == nullptr) {
+  if (!early.empty() && conn.session != nullptr && !conn.transport.tls()) {
     // A client that spoke before the greeting: taken as it is, like pipelined input.
     size_t taken = conn.session->Feed(early, now_);
     TakeUpStartTls(conn);

@@ -254,7 +254,7 @@ void Shard::RearmStarved() {
   starved.swap(starved_);
   for (uint32_t slot : starved) {
     Connection& conn = *connections_[slot];
-    if (conn.in_use && !conn.shut_down && conn.input.size() < kInputChunksMax) {
+    if (conn.in_use && !conn.shut_down && !conn.transport.input_full()) {
       NoteStarvedWait(conn);
       ArmRecv(conn);
     }
@@ -298,7 +298,7 @@ void Shard::OnTick() {
       continue;
     }
     if (conn->awaiting_proxy) {
-      if (now_ >= conn->handshake_deadline || stopping_) {
+      if (now_ >= conn->proxy_deadline || stopping_) {
         Shutdown(*conn);  // no PROXY header in time
         MaybeFree(*conn);
       }
@@ -307,7 +307,7 @@ void Shard::OnTick() {
     if (conn->session == nullptr) {
       continue;  // a refused connection: its one reply is on its way
     }
-    if (conn->tls != nullptr && !conn->tls->handshake_done() && now_ >= conn->handshake_deadline) {
+    if (conn->transport.HandshakeOverdue(now_)) {
       counters_.tls_failures.Add(1);
       Shutdown(*conn);  // a handshake that does not finish in time
       MaybeFree(*conn);
@@ -373,22 +373,15 @@ void Shard::MaybeFree(Connection& conn) {
       conn.submission.busy()) {
     return;
   }
-  while (!conn.input.empty()) {
-    uint16_t buffer = conn.input.front().buffer;
-    conn.input.pop_front();
-    Unref(buffer);
-  }
+  conn.transport.Reset();  // its receive buffers go back before the slot is reused
   conn.submission.End();
   conn.ip_slot.Reset();
   close(conn.fd);
   conn.fd = -1;
   conn.session.reset();
-  std::string().swap(conn.sending);  // a slot waiting for its next connection keeps nothing
-  std::string().swap(conn.out_queue);
-  conn.send_offset = 0;
-  conn.tls.reset();
-  conn.handshake_deadline = absl::InfiniteFuture();
-  ReturnPlaintextBuffer(conn);
+  std::string().swap(conn.scratch);  // a slot waiting for its next connection keeps nothing
+  conn.starttls_pending = false;
+  conn.proxy_deadline = absl::InfiniteFuture();
   conn.shut_down = false;
   conn.peer_eof = false;
   conn.awaiting_proxy = false;

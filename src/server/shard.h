@@ -19,6 +19,7 @@
 #include "auth/verifier.h"
 #include "delivery/queue.h"
 #include "io/ring.h"
+#include "net/transport.h"
 #include "server/server.h"
 #include "server/submission.h"
 #include "smtp/session.h"
@@ -30,9 +31,6 @@ namespace chute::server {
 
 // Connection limits inside a shard.
 inline constexpr size_t kConnectionsPerShardMax = 1 << 20;
-// Receive buffers one connection may hold unread (pipelined input while waiting for an
-// answer); past it, receiving pauses for that connection.
-inline constexpr size_t kInputChunksMax = 16;
 // Messages together pin at most 1/kPinnedBufferShare of a shard's receive buffers; past it,
 // bodies are copied, so the ring never runs dry under many large uploads.
 inline constexpr size_t kPinnedBufferShare = 4;
@@ -47,18 +45,17 @@ inline constexpr unsigned kRingEntries = 4096;
 
 struct Connection;
 
-// TLS bounds: ciphertext buffered ahead of the session, plaintext decrypted at a time, and
-// how long a handshake may take.
-inline constexpr size_t kTlsCiphertextMax = 64 * 1024;
-inline constexpr size_t kTlsPlaintextChunkBytes = 16 * 1024;
+// How long a TLS handshake may take (the transport's other bounds: net/transport.h).
 inline constexpr absl::Duration kTlsHandshakeTimeout = absl::Seconds(10);
 // How long a proxy_protocol listener waits for the PROXY header.
 inline constexpr absl::Duration kProxyHeaderTimeout = absl::Seconds(10);
 
 // The shard is the Submission's SubmitSink (its group commit, hand-over, usage and trace),
 // BodyBuffers (its receive-buffer budget), TenantCap and AuthService (over SharedState);
-// those are implemented in shard_submit.cc.
+// those are implemented in shard_submit.cc. It is also the ReceiveBuffers every connection's
+// transport gives its receive buffers back to.
 class Shard : public auth::VerifySink,
+              public net::ReceiveBuffers,
               public SubmitSink,
               public BodyBuffers,
               public TenantCap,
@@ -96,6 +93,10 @@ class Shard : public auth::VerifySink,
   void CountUsage(const directory::Account& account, size_t recipients) override;
   bool Tracing() const override { return shared_->trace != nullptr; }
   void Trace(trace::Event event) override;
+  // net::ReceiveBuffers
+  const char* Data(uint16_t buffer) const override { return buffers_->Buffer(buffer); }
+  void Unref(uint16_t buffer) override;
+  std::string& PlaintextSpare() override { return plain_spare_; }
   // BodyBuffers
   bool MayPin() const override { return message_pins_ < buffers_->count() / kPinnedBufferShare; }
   void Pin(uint16_t buffer) override;
@@ -154,8 +155,6 @@ class Shard : public auth::VerifySink,
   void OnRecv(Connection& conn, const io_uring_cqe& cqe);
   void OnSend(Connection& conn, const io_uring_cqe& cqe);
   void Process(Connection& conn);
-  void ProcessPlain(Connection& conn);
-  void ProcessTls(Connection& conn);
   void StartTls(Connection& conn);
   // TakeUpStartTls: after a Feed, the STARTTLS the session accepted (its 220 still queued).
   void TakeUpStartTls(Connection& conn);
@@ -163,12 +162,6 @@ class Shard : public auth::VerifySink,
   // capacity its output strings and TLS memory BIOs kept from their largest use; false when
   // something is queued and nothing was freed.
   bool ReleaseIdleBuffers(Connection& conn);
-  // BorrowPlaintextBuffer / ReturnPlaintextBuffer: a TLS connection decrypts into
-  // plain_spare_, lent to it for as long as it holds plaintext the session has not taken, so
-  // that an idle TLS connection holds no buffer of kTlsPlaintextChunkBytes (a pointer swap
-  // each way; a connection that keeps a remainder makes the next one allocate its own).
-  void BorrowPlaintextBuffer(Connection& conn);
-  void ReturnPlaintextBuffer(Connection& conn);
   void MoveOutput(Connection& conn);
   void Flush(Connection& conn);
   void Shutdown(Connection& conn);
@@ -190,7 +183,6 @@ class Shard : public auth::VerifySink,
       ++buffers_out_;
     }
   }
-  void Unref(uint16_t buffer);
 
   const int index_;
   SharedState* shared_;
@@ -207,7 +199,10 @@ class Shard : public auth::VerifySink,
   std::vector<uint32_t> free_slots_;
   std::deque<uint32_t> starved_;  // slots whose receive stopped for want of buffers
   size_t live_connections_ = 0;
-  std::string plain_spare_;  // see BorrowPlaintextBuffer
+  // The plaintext buffer lent to whichever connection is decrypting (net::ReceiveBuffers): a
+  // pointer swap each way; a connection that keeps a remainder makes the next one allocate
+  // its own.
+  std::string plain_spare_;
   int wake_fd_ = -1;
   uint64_t wake_value_ = 0;
   __kernel_timespec tick_{};
