@@ -43,7 +43,25 @@ unsigned RingEntries(int connections) {
 
 }  // namespace
 
-struct Runner::Conn {
+// Conn: one connection slot. Its bytes go through a net::Transport, the stream chuted's shards
+// use, which reads from recv_buffer (buffer 0, the connection's only one, received into again
+// once the transport gave it back) and feeds the session.
+struct Runner::Conn : public net::ReceiveBuffers, public net::TransportReader {
+  Conn() : transport(this) {}
+
+  // net::ReceiveBuffers
+  const char* Data(uint16_t /*buffer*/) const override { return recv_buffer; }
+  void Unref(uint16_t /*buffer*/) override {}
+  std::string& PlaintextSpare() override { return plaintext; }
+  // net::TransportReader: the session takes everything it is given.
+  bool Reading() const override { return session != nullptr; }
+  size_t Feed(absl::string_view bytes, int /*buffer*/, absl::Time now) override {
+    session->OnInput(bytes, absl::ToUnixMicros(now));
+    return bytes.size();
+  }
+  // TakeStartTls: asked only while the transport is plain, so once per STARTTLS.
+  bool TakeStartTls() override { return session->wants_tls(); }
+
   size_t index = 0;
   uint32_t generation = 0;
   bool in_use = false;
@@ -52,17 +70,14 @@ struct Runner::Conn {
   int pending = 0;  // operations in the ring
   bool recv_armed = false;
   bool send_armed = false;
-  bool handshaking = false;
   int64_t tls_start_us = 0;
   int64_t deadline_us = 0;
   __kernel_timespec connect_timeout{};
   sockaddr_storage address{};
   socklen_t address_length = 0;
   std::unique_ptr<ClientSession> session;
-  std::unique_ptr<net::TlsStream> tls;
-  std::string sending;  // bytes in the send request
-  std::string queued;   // bytes waiting for it
-  std::string plaintext;
+  net::Transport transport;
+  std::string plaintext;  // the transport's plaintext buffer (PlaintextSpare)
   char recv_buffer[kRecvBytes];
 };
 
@@ -304,9 +319,7 @@ void Runner::OnCompletion(uint64_t user_data, int res, int64_t now_us) {
       }
       ++stats_.connections_established;
       if (config_.tls == TlsMode::kImplicit) {
-        conn.tls = net::TlsStream::NewClient(tls_context_);
-        conn.handshaking = true;
-        conn.tls_start_us = now_us;
+        StartTls(conn, now_us);
       }
       if (!conn.closing) {
         ArmRecv(conn);
@@ -325,12 +338,7 @@ void Runner::OnCompletion(uint64_t user_data, int res, int64_t now_us) {
         break;
       }
       conn.deadline_us = now_us + config_.timeout_us;
-      if (conn.tls != nullptr) {
-        conn.tls->PutCiphertext(absl::string_view(conn.recv_buffer, static_cast<size_t>(res)));
-      } else {
-        conn.session->OnInput(absl::string_view(conn.recv_buffer, static_cast<size_t>(res)),
-                              now_us);
-      }
+      conn.transport.Received(0, static_cast<uint32_t>(res));
       Pump(conn, now_us);
       if (!conn.closing) {
         ArmRecv(conn);
@@ -347,83 +355,62 @@ void Runner::OnCompletion(uint64_t user_data, int res, int64_t now_us) {
         Close(conn, why, now_us);
         break;
       }
-      conn.sending.erase(0, static_cast<size_t>(res));
+      conn.transport.Sent(static_cast<size_t>(res));
       Pump(conn, now_us);
       break;
   }
   MaybeFree(conn);
 }
 
-bool Runner::PumpTls(Conn& conn, int64_t now_us) {
-  if (conn.handshaking) {
-    net::TlsStream::Result result = conn.tls->Handshake();
-    if (result == net::TlsStream::Result::kError) {
-      stats_.AddError("tls handshake failed");
-      conn.session->Abandon();
-      Close(conn, "tls", now_us);
-      return false;
-    }
-    if (result == net::TlsStream::Result::kOk) {
-      conn.handshaking = false;
-      stats_.tls_us.Record(now_us - conn.tls_start_us);
-      conn.session->OnTlsDone(now_us);
-    }
-  }
-  while (!conn.handshaking) {
-    conn.plaintext.clear();
-    net::TlsStream::Result result = conn.tls->ReadPlaintext(&conn.plaintext, kRecvBytes);
-    if (result == net::TlsStream::Result::kOk) {
-      conn.session->OnInput(conn.plaintext, now_us);
-      continue;
-    }
-    if (result != net::TlsStream::Result::kWantMore) {
-      std::string why = result == net::TlsStream::Result::kClosed ? "closed" : "tls error";
-      conn.session->OnClosed(why, now_us);
-      Close(conn, why, now_us);
-      return false;
-    }
-    break;
-  }
-  return true;
+void Runner::StartTls(Conn& conn, int64_t now_us) {
+  conn.tls_start_us = now_us;
+  conn.deadline_us = now_us + config_.timeout_us;
+  conn.transport.StartTls(net::TlsStream::NewClient(tls_context_),
+                          absl::FromUnixMicros(conn.deadline_us));
 }
 
 void Runner::Pump(Conn& conn, int64_t now_us) {
   if (conn.closing) {
     return;
   }
-  if (conn.tls != nullptr && !PumpTls(conn, now_us)) {
-    return;
-  }
-  if (conn.session->wants_tls() && conn.tls == nullptr) {
-    conn.tls = net::TlsStream::NewClient(tls_context_);
-    conn.handshaking = true;
-    conn.tls_start_us = now_us;
-    conn.deadline_us = now_us + config_.timeout_us;
-    if (!PumpTls(conn, now_us)) {
-      return;
+  for (;;) {
+    net::PumpResult pumped = conn.transport.Pump(conn, absl::FromUnixMicros(now_us));
+    if (pumped.handshake_failed) {
+      stats_.AddError("tls handshake failed");
+      conn.session->Abandon();
+      return Close(conn, "tls", now_us);
     }
+    if (pumped.peer_closed) {
+      std::string why = conn.transport.TlsError().empty() ? "closed" : "tls error";
+      conn.session->OnClosed(why, now_us);
+      return Close(conn, why, now_us);
+    }
+    if (pumped.handshake_done) {
+      stats_.tls_us.Record(now_us - conn.tls_start_us);
+      conn.session->OnTlsDone(now_us);
+      continue;
+    }
+    if (pumped.starttls) {
+      StartTls(conn, now_us);  // the ClientHello goes out at the next Pump
+      continue;
+    }
+    break;
   }
   std::string* out = conn.session->output();
-  if (!out->empty()) {
-    if (conn.tls != nullptr) {
-      conn.tls->Write(*out);
-    } else {
-      conn.queued += *out;
-    }
+  if (!out->empty() && conn.transport.accepts_output()) {
+    conn.transport.Write(*out);
     out->clear();
     conn.deadline_us = now_us + config_.timeout_us;
   }
-  if (conn.tls != nullptr) {
-    conn.tls->TakeCiphertext(&conn.queued);
-  }
   ArmSend(conn);
-  if (conn.session->done() && conn.sending.empty() && conn.queued.empty()) {
+  if (conn.session->done() && conn.transport.NextSend().empty()) {
     Close(conn, "done", now_us);
   }
 }
 
 void Runner::ArmRecv(Conn& conn) {
-  if (conn.recv_armed || conn.closing) {
+  // recv_buffer is received into again only once the transport has read all of it.
+  if (conn.recv_armed || conn.closing || conn.transport.has_input()) {
     return;
   }
   io_uring_sqe* sqe = ring_->Sqe();
@@ -437,14 +424,12 @@ void Runner::ArmSend(Conn& conn) {
   if (conn.send_armed || conn.closing) {
     return;
   }
-  if (conn.sending.empty()) {
-    conn.sending.swap(conn.queued);
-  }
-  if (conn.sending.empty()) {
+  absl::string_view next = conn.transport.NextSend();
+  if (next.empty()) {
     return;
   }
   io_uring_sqe* sqe = ring_->Sqe();
-  io_uring_prep_send(sqe, conn.fd, conn.sending.data(), conn.sending.size(), MSG_NOSIGNAL);
+  io_uring_prep_send(sqe, conn.fd, next.data(), next.size(), MSG_NOSIGNAL);
   io_uring_sqe_set_data64(sqe, io::PackUserData(kOpSend, Cookie(conn.index, conn.generation)));
   conn.send_armed = true;
   ++conn.pending;
@@ -470,10 +455,7 @@ void Runner::MaybeFree(Conn& conn) {
     conn.fd = -1;
   }
   conn.session.reset();
-  conn.tls.reset();
-  conn.sending.clear();
-  conn.queued.clear();
-  conn.handshaking = false;
+  conn.transport.Reset();
   conn.recv_armed = conn.send_armed = false;
   conn.in_use = false;
   conn.closing = false;

@@ -29,6 +29,7 @@
 #include "base/net_address.h"
 #include "io/ring.h"
 #include "net/tls.h"
+#include "net/transport.h"
 #include "tools/chute-load/client_session.h"
 #include "tools/chute-load/schedule.h"
 #include "tools/chute-load/stats.h"
@@ -80,7 +81,9 @@ class Runner : public JobSource {
   struct Conn;
   void Open(size_t index, int64_t now_us);
   void Pump(Conn& conn, int64_t now_us);
-  bool PumpTls(Conn& conn, int64_t now_us);
+  // StartTls: the connection's transport turns TLS (a client stream), its handshake due
+  // within the timeout.
+  void StartTls(Conn& conn, int64_t now_us);
   void ArmRecv(Conn& conn);
   void ArmSend(Conn& conn);
   void Close(Conn& conn, absl::string_view why, int64_t now_us);
