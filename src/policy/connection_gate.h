@@ -135,6 +135,9 @@ class ConnectionGate {
   std::atomic<uint64_t> refused_ip_cap{0};
   std::atomic<uint64_t> refused_tenant_cap{0};
   std::atomic<uint64_t> refused_table_full{0};
+  // connections_max (and the descriptor budget's cap on it) is taken by the shards, which count
+  // its refusals here beside the others.
+  std::atomic<uint64_t> refused_connections_max{0};
 
   // IpKey: the table key of an address (exact for IPv4; for IPv6, of its first
   // ipv6_prefix_bits). KeyToIp: the address of an IPv4 key, or nullopt for a hashed IPv6 one.

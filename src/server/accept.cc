@@ -188,7 +188,7 @@ bool Shard::TakeConnectionPlace(const Config& config) {
   int64_t open = shared_->connections_open.load();
   do {
     if (open >= std::min(config.limits.connections_max, shared_->connections_fd_cap)) {
-      shared_->refused_connections_max.fetch_add(1, std::memory_order_relaxed);
+      shared_->gate->refused_connections_max.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
   } while (!shared_->connections_open.compare_exchange_weak(open, open + 1));

@@ -1,7 +1,7 @@
-// metrics.cc: /metrics's registry: the server's own series (build, shards, tenants, log, the
-// gate and the bodies in memory) and, in exposition order, each room's (spool/metrics.h,
-// delivery/metrics.h, trace/metrics.h, auth/metrics.h), which read their values where they
-// live.
+// metrics.cc: /metrics's registry: the server's own series (build, shards, tenants, log and
+// the bodies in memory) and, in exposition order, each room's (spool/metrics.h,
+// delivery/metrics.h, trace/metrics.h, auth/metrics.h, policy/metrics.h), which read their
+// values where they live.
 
 #include "auth/metrics.h"
 
@@ -14,7 +14,7 @@
 #include "base/version.h"
 #include "delivery/metrics.h"
 #include "metrics/registry.h"
-#include "policy/connection_gate.h"
+#include "policy/metrics.h"
 #include "server/server.h"
 #include "server/shard.h"
 #include "spool/metrics.h"
@@ -159,30 +159,6 @@ void RegisterLog(Registry& registry) {
   registry.AddCollector([dropped](Scrape& scrape) { scrape.Add(dropped, {}, LogLinesDropped()); });
 }
 
-void RegisterGate(Registry& registry, const SharedState& shared) {
-  Family refused = registry.AddCounter("chute_gate_refused_total",
-                                       "Connections or AUTHs refused by a cap.", {"reason"});
-  Family ips = registry.AddGauge("chute_gate_ip_connections",
-                                 "Connections counted per client address.", {"ip"});
-  Family tenants = registry.AddGauge("chute_gate_tenant_connections",
-                                     "Authenticated sessions per tenant.", {"tenant"});
-  registry.AddCollector([&shared, refused, ips, tenants](Scrape& scrape) {
-    const policy::ConnectionGate& gate = *shared.gate;
-    scrape.Add(refused, {"ip_cap"}, gate.refused_ip_cap.load());
-    scrape.Add(refused, {"tenant_cap"}, gate.refused_tenant_cap.load());
-    scrape.Add(refused, {"table_full"}, gate.refused_table_full.load());
-    scrape.Add(refused, {"connections_max"}, shared.refused_connections_max.load());
-    gate.ips().ForEach([&](uint64_t key, uint64_t count) {
-      std::optional<IpBytes> ip = policy::ConnectionGate::KeyToIp(key);
-      scrape.Add(ips, {ip.has_value() ? FormatIp(*ip) : absl::StrCat("ipv6-", key)}, count);
-    });
-    std::shared_ptr<const directory::Snapshot> snapshot = shared.snapshot.load();
-    for (const directory::Tenant& tenant : snapshot->tenants()) {
-      scrape.Add(tenants, {tenant.name}, gate.TenantCount(tenant.id));
-    }
-  });
-}
-
 }  // namespace
 
 void Server::RegisterMetrics() {
@@ -197,7 +173,7 @@ void Server::RegisterMetrics() {
   RegisterLog(registry);
   trace::RegisterMetrics(registry, trace_.get());
   auth::RegisterMetrics(registry, *shared_.throttle, *keys_);
-  RegisterGate(registry, shared_);
+  policy::RegisterMetrics(registry, *shared_.gate, shared_.snapshot);
   Family receiving = registry.AddGauge(
       "chute_receiving_bytes",
       "Message body bytes held in memory by the messages being received (receiving_bytes_max).");

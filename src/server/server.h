@@ -167,7 +167,6 @@ struct SharedState {
   // Message body bytes held in memory by the messages being received, all shards
   // (Submission's charges; limits.receiving_bytes_max).
   std::atomic<int64_t> receiving_bytes{0};
-  std::atomic<uint64_t> refused_connections_max{0};
   // connections_max as the descriptor limit allows it: RLIMIT_NOFILE less what the spool,
   // delivery, the admin listener and the rings need, so that accepting (even to refuse) never
   // runs out of descriptors. Set at start.
