@@ -77,7 +77,7 @@ PumpResult Transport::PumpTls(TransportReader& reader, absl::Time now) {
   while (reader.Reading()) {
     if (plain_offset_ == plain_in_.size()) {
       BorrowPlaintext();
-      TlsStream::Result read = tls_->ReadPlaintext(&plain_in_, kTlsPlaintextChunkBytes);
+      TlsStream::Result read = tls_->ReadPlaintext(&plain_in_, plaintext_chunk_bytes_);
       if (read == TlsStream::Result::kWantMore) {
         break;
       }

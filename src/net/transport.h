@@ -75,7 +75,11 @@ class Transport {
   // Transport: plain, its input lent by `buffers`, which must outlive it. A transport
   // destroyed while it holds input gives nothing back (its owner's buffers go with it): Reset
   // first to give them back.
-  explicit Transport(ReceiveBuffers* buffers) : buffers_(buffers) {}
+  // `plaintext_chunk_bytes` is how much it decrypts at a time (TlsStream::ReadPlaintext makes
+  // room for that much each time it is asked).
+  explicit Transport(ReceiveBuffers* buffers,
+                     size_t plaintext_chunk_bytes = kTlsPlaintextChunkBytes)
+      : buffers_(buffers), plaintext_chunk_bytes_(plaintext_chunk_bytes) {}
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
 
@@ -140,6 +144,7 @@ class Transport {
   void ReturnPlaintext();
 
   ReceiveBuffers* const buffers_;
+  const size_t plaintext_chunk_bytes_;
   std::deque<Chunk> input_;
   // Output: bytes queued (out_queue_) and the buffer being sent (sending_ from send_offset_,
   // never touched between NextSend and Sent).
