@@ -83,6 +83,7 @@ PumpResult Transport::PumpTls(TransportReader& reader, absl::Time now) {
       }
       if (read != TlsStream::Result::kOk) {
         result.peer_closed = true;
+        result.close_notify = read == TlsStream::Result::kClosed;
         break;
       }
     }

@@ -67,6 +67,7 @@ struct PumpResult {
   bool handshake_done = false;    // the TLS handshake just completed
   bool handshake_failed = false;  // it failed (TlsError() says why; an alert may be queued)
   bool peer_closed = false;       // close_notify or a broken record: no more input will come
+  bool close_notify = false;      // peer_closed by a close_notify (not a broken record)
   bool starttls = false;          // the reader agreed to STARTTLS; the rest of the input is TLS
 };
 
@@ -116,7 +117,8 @@ class Transport {
   // (TlsError() says why).
   bool Write(absl::string_view plaintext);
   // NextSend: the bytes to send next; they stay where they are until Sent. Empty when there is
-  // nothing to send. Not to be called while a send of the previous view is under way.
+  // nothing to send. While a send of its view is under way it returns that same view (and
+  // only queues more behind it).
   absl::string_view NextSend();
   // Sent: `bytes` of NextSend's view went out.
   void Sent(size_t bytes);

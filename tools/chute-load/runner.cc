@@ -366,7 +366,6 @@ void Runner::OnCompletion(uint64_t user_data, int res, int64_t now_us) {
 
 void Runner::StartTls(Conn& conn, int64_t now_us) {
   conn.tls_start_us = now_us;
-  conn.deadline_us = now_us + config_.timeout_us;
   conn.transport.StartTls(net::TlsStream::NewClient(tls_context_),
                           absl::FromUnixMicros(conn.deadline_us));
 }
@@ -383,7 +382,7 @@ void Runner::Pump(Conn& conn, int64_t now_us) {
       return Close(conn, "tls", now_us);
     }
     if (pumped.peer_closed) {
-      std::string why = conn.transport.TlsError().empty() ? "closed" : "tls error";
+      std::string why = pumped.close_notify ? "closed" : "tls error";
       conn.session->OnClosed(why, now_us);
       return Close(conn, why, now_us);
     }
@@ -393,7 +392,8 @@ void Runner::Pump(Conn& conn, int64_t now_us) {
       continue;
     }
     if (pumped.starttls) {
-      StartTls(conn, now_us);  // the ClientHello goes out at the next Pump
+      conn.deadline_us = now_us + config_.timeout_us;  // implicit TLS keeps the connect's
+      StartTls(conn, now_us);                          // the ClientHello goes out at the next Pump
       continue;
     }
     break;

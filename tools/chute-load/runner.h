@@ -81,8 +81,8 @@ class Runner : public JobSource {
   struct Conn;
   void Open(size_t index, int64_t now_us);
   void Pump(Conn& conn, int64_t now_us);
-  // StartTls: the connection's transport turns TLS (a client stream), its handshake due
-  // within the timeout.
+  // StartTls: the connection's transport turns TLS (a client stream); the handshake is due
+  // by conn.deadline_us (the sweep ends it), which the caller sets.
   void StartTls(Conn& conn, int64_t now_us);
   void ArmRecv(Conn& conn);
   void ArmSend(Conn& conn);

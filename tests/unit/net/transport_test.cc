@@ -283,6 +283,7 @@ TEST_F(TransportTlsTest, ABrokenRecordEndsTheInput) {
   transport_.Received(buffers_.Put(std::string(64, 'x')), 64);
   PumpResult result = transport_.Pump(reader_, kNow);
   EXPECT_TRUE(result.peer_closed);
+  EXPECT_FALSE(result.close_notify);
   EXPECT_EQ(buffers_.held(), 0);
 }
 
