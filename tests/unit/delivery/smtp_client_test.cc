@@ -7,11 +7,6 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <openssl/ec_key.h>
-#include <openssl/evp.h>
-#include <openssl/nid.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -36,6 +31,7 @@
 #include "absl/strings/str_split.h"
 #include "delivery/reply_parser.h"
 #include "net/tls.h"
+#include "tests/unit/net/test_certificates.h"
 
 namespace chute::delivery {
 namespace {
@@ -1118,63 +1114,24 @@ TEST(SmtpClientTest, RequiredTlsNotOfferedIsTransient) {
   EXPECT_TRUE(server.messages().empty());
 }
 
-// SelfSignedServer: a fresh P-256 key and a self-signed certificate for CN=localhost, as PEM
-// files in a temporary directory (the key 0600: chuted refuses one every user can read),
-// loaded into a server context; the certificate's file stays, as a client's CA file, until
-// the object goes. `context` is null on failure.
+// SelfSignedServer: a fresh self-signed certificate for CN=localhost and its key
+// (net::SelfSigned: PEM files in a temporary directory, the key 0600), loaded into a server
+// context; the certificate's file stays, as a client's CA file, until the object goes.
+// `context` is null on failure.
 struct SelfSignedServer {
   SelfSignedServer() {
-    bssl::UniquePtr<EC_KEY> ec(EC_KEY_new_by_curve_name(NID_X9_62_prime256v1));
-    bssl::UniquePtr<EVP_PKEY> key(EVP_PKEY_new());
-    bssl::UniquePtr<X509> cert(X509_new());
-    if (ec == nullptr || key == nullptr || cert == nullptr || !EC_KEY_generate_key(ec.get()) ||
-        !EVP_PKEY_set1_EC_KEY(key.get(), ec.get())) {
+    if (!files.ok) {
       return;
-    }
-    X509_NAME* name = X509_get_subject_name(cert.get());
-    bool ok =
-        X509_set_version(cert.get(), 2) && ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1) &&
-        X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60) != nullptr &&
-        X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600) != nullptr &&
-        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                   reinterpret_cast<const uint8_t*>("localhost"), -1, -1, 0) &&
-        X509_set_issuer_name(cert.get(), name) && X509_set_pubkey(cert.get(), key.get()) &&
-        X509_sign(cert.get(), key.get(), EVP_sha256()) != 0;
-    dir = ::testing::TempDir() + "/smtp_client_test.XXXXXX";
-    if (!ok || mkdtemp(dir.data()) == nullptr) {
-      dir.clear();
-      return;
-    }
-    cert_path = dir + "/cert.pem";
-    std::string key_path = dir + "/key.pem";
-    FILE* cert_file = fopen(cert_path.c_str(), "w");
-    int key_fd = open(key_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    FILE* key_file = key_fd < 0 ? nullptr : fdopen(key_fd, "w");
-    ok = cert_file != nullptr && key_file != nullptr && PEM_write_X509(cert_file, cert.get()) &&
-         PEM_write_PrivateKey(key_file, key.get(), nullptr, nullptr, 0, nullptr, nullptr);
-    if (cert_file != nullptr) {
-      fclose(cert_file);
-    }
-    if (key_file != nullptr) {
-      fclose(key_file);
     }
     absl::StatusOr<std::shared_ptr<net::TlsContext>> loaded =
-        ok ? net::TlsContext::Load(cert_path, key_path)
-           : absl::StatusOr<std::shared_ptr<net::TlsContext>>(absl::InternalError("PEM"));
-    unlink(key_path.c_str());
+        net::TlsContext::Load(files.cert_path, files.key_path);
     if (loaded.ok()) {
       context = *loaded;
     }
   }
-  ~SelfSignedServer() {
-    if (!dir.empty()) {
-      unlink(cert_path.c_str());
-      rmdir(dir.c_str());
-    }
-  }
 
-  std::string dir;
-  std::string cert_path;
+  net::SelfSigned files;
+  const std::string& cert_path = files.cert_path;
   std::shared_ptr<net::TlsContext> context;
 };
 
