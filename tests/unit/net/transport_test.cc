@@ -276,6 +276,32 @@ TEST_F(TransportTlsTest, ReadsThatWaitForTheReaderKeepTheirPlaintext) {
   EXPECT_EQ(reader_.received, "DATA\r\nQUIT\r\n");
 }
 
+TEST_F(TransportTlsTest, CiphertextIsTakenOnlyABoundAheadOfAReaderThatWaits) {
+  transport_.StartTls(std::make_unique<TlsStream>(context_), kNow + absl::Seconds(10));
+  ASSERT_TRUE(Handshake());
+  reader_.reading = false;  // waiting for a commit, say
+  const std::string body(4 * kTlsCiphertextMax, 'b');
+  ASSERT_EQ(client_->Write(body), TlsStream::Result::kOk);
+  std::string ciphertext;
+  client_->TakeCiphertext(&ciphertext);
+  for (size_t at = 0; at < ciphertext.size(); at += 16384) {
+    std::string piece = ciphertext.substr(at, 16384);
+    uint32_t length = static_cast<uint32_t>(piece.size());
+    transport_.Received(buffers_.Put(std::move(piece)), length);
+  }
+  transport_.Pump(reader_, kNow);
+  // At most kTlsCiphertextMax (and one receive) went into the TLS stream; the rest stays in
+  // its receive buffers, held, so that the owner's budget sees it.
+  EXPECT_TRUE(transport_.has_input());
+  EXPECT_GE(buffers_.held(), static_cast<int>((ciphertext.size() - kTlsCiphertextMax) / 16384) - 1);
+  reader_.reading = true;
+  for (int round = 0; round < 64 && reader_.received.size() < body.size(); ++round) {
+    transport_.Pump(reader_, kNow);
+  }
+  EXPECT_EQ(reader_.received.size(), body.size());
+  EXPECT_EQ(buffers_.held(), 0);
+}
+
 TEST_F(TransportTlsTest, ABrokenRecordEndsTheInput) {
   transport_.StartTls(std::make_unique<TlsStream>(context_), kNow + absl::Seconds(10));
   ASSERT_TRUE(Handshake());
