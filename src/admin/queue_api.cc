@@ -1,4 +1,4 @@
-// queue_api.cc: maps the /queue and /dead HTTP requests onto DeliveryQueue control calls, as JSON.
+// queue_api.cc: maps the /queue and /dead HTTP requests onto DeliveryStage control calls, as JSON.
 
 #include "admin/queue_api.h"
 
@@ -20,6 +20,7 @@ nlohmann::json EntryJson(const delivery::QueueEntry& e, absl::Time now) {
     recipients.push_back({{"address", e.pending[i]}, {"last_reply", e.replies[i]}});
   }
   nlohmann::json out{{"id", e.id},
+                     {"route", e.route},
                      {"received", delivery::IsoUtc(received)},
                      {"age_s", absl::ToInt64Seconds(now - received)},
                      {"tenant_id", e.tenant_id},
@@ -50,7 +51,7 @@ HttpAnswer FromStatus(const absl::Status& status, nlohmann::json ok_body) {
 
 }  // namespace
 
-std::optional<HttpAnswer> HandleQueueRequest(delivery::DeliveryQueue& queue,
+std::optional<HttpAnswer> HandleQueueRequest(delivery::DeliveryStage& queue,
                                              absl::string_view method, absl::string_view path) {
   path = path.substr(0, path.find('?'));
   std::vector<std::string> parts = absl::StrSplit(path, '/', absl::SkipEmpty());

@@ -21,7 +21,7 @@
 
 #include "absl/strings/string_view.h"
 #include "admin/admin_server.h"
-#include "delivery/queue.h"
+#include "delivery/stage.h"
 
 namespace chute::admin {
 
@@ -29,7 +29,7 @@ using HttpAnswer = AdminServer::Answer;
 
 // HandleQueueRequest: the answer for `method` `path`, or nothing when the path is not one of
 // the queue's.
-std::optional<HttpAnswer> HandleQueueRequest(delivery::DeliveryQueue& queue,
+std::optional<HttpAnswer> HandleQueueRequest(delivery::DeliveryStage& queue,
                                              absl::string_view method, absl::string_view path);
 
 }  // namespace chute::admin

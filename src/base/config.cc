@@ -2,12 +2,15 @@
 
 #include "base/config.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
@@ -167,6 +170,42 @@ class TableReader {
       }
       out->push_back(*pin);
     }
+  }
+
+  // StringList: an array of non-empty strings, each at most kPathBytesMax bytes, at most
+  // `max_entries` of them.
+  void StringList(absl::string_view key, int64_t max_entries, std::vector<std::string>* out) {
+    const toml::node* node = Take(key);
+    if (node == nullptr) {
+      return;
+    }
+    const toml::array* array = node->as_array();
+    if (array == nullptr) {
+      Fail(*node, key, "expected an array of strings");
+      return;
+    }
+    if (static_cast<int64_t>(array->size()) > max_entries) {
+      Fail(*node, key, absl::StrCat("more than ", max_entries, " entries"));
+      return;
+    }
+    out->clear();
+    for (const toml::node& element : *array) {
+      std::optional<std::string> text = element.value_exact<std::string>();
+      if (!text.has_value() || text->empty() || text->find('\0') != std::string::npos ||
+          static_cast<int64_t>(text->size()) > kPathBytesMax) {
+        Fail(element, key, "expected an array of non-empty strings");
+        return;
+      }
+      out->push_back(std::move(*text));
+    }
+  }
+
+  // Node: the value of `key` (null when absent), which the caller reads itself.
+  const toml::node* Node(absl::string_view key) { return Take(key); }
+
+  // FailAt: reports an error about `key` at `node`.
+  void FailAt(const toml::node& node, absl::string_view key, absl::string_view why) {
+    Fail(node, key, why);
   }
 
   // Has: whether the table sets `key` at all.
@@ -380,8 +419,27 @@ absl::Status ReadSpool(const toml::table& table, absl::string_view source, Spool
   return r.Finish();
 }
 
+constexpr int64_t kRoutesMax = 256;
+constexpr int64_t kRouteTargetsMax = 16;
+constexpr int64_t kRouteNamesMax = 4096;  // domains or tenants one route lists
+constexpr size_t kRouteNameBytesMax = 32;
+
+bool IsRouteName(absl::string_view name) {
+  if (name.empty() || name.size() > kRouteNameBytesMax) {
+    return false;
+  }
+  for (size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && (c == '-' || c == '_'));
+    if (!ok) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // CheckDeliveryTls: the keys saying how the target's certificate is verified fit `tls` and
-// the target (docs/configuration.md, [delivery]).
+// the targets (docs/configuration.md, [delivery]).
 void CheckDeliveryTls(TableReader& r, DeliveryConfig* out) {
   const std::string& name = out->tls_server_name;
   r.Check(name.empty() || IsHostname(name) || ParseIp(name).ok(), "tls_server_name",
@@ -393,21 +451,94 @@ void CheckDeliveryTls(TableReader& r, DeliveryConfig* out) {
   r.Check(out->tls_pins.empty() || out->tls == DeliveryTls::kRequired, "tls_pins",
           "pins are enforced only with tls = \"required\" (opportunistic TLS accepts any "
           "certificate)");
-  r.Check(out->tls != DeliveryTls::kRequired || !out->target.starts_with("unix:") || !name.empty(),
-          "tls",
+  bool unix_target = std::any_of(out->targets.begin(), out->targets.end(),
+                                 [](const std::string& t) { return t.starts_with("unix:"); });
+  r.Check(out->tls != DeliveryTls::kRequired || !unix_target || !name.empty(), "tls",
           "tls = \"required\" with a unix: target needs tls_server_name (the name the "
           "certificate must carry)");
 }
 
-absl::Status ReadDelivery(const toml::table& table, absl::string_view source, DeliveryConfig* out) {
+// CheckRoutes: no two routes share a name, a domain or a tenant.
+absl::Status CheckRoutes(const std::vector<RouteConfig>& routes, absl::string_view source) {
+  absl::flat_hash_map<std::string, std::string> domains;
+  absl::flat_hash_map<std::string, std::string> tenants;
+  absl::flat_hash_set<std::string> names;
+  for (const RouteConfig& route : routes) {
+    if (!names.insert(route.name).second) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": [[delivery.route]] name \"",
+                                                     route.name, "\" is given to two routes"));
+    }
+    for (const std::string& domain : route.domains) {
+      auto [it, inserted] = domains.try_emplace(domain, route.name);
+      if (!inserted) {
+        return absl::InvalidArgumentError(absl::StrCat(source, ": [[delivery.route]] domain ",
+                                                       domain, " is in route \"", it->second,
+                                                       "\" and in route \"", route.name, "\""));
+      }
+    }
+    for (const std::string& tenant : route.tenants) {
+      auto [it, inserted] = tenants.try_emplace(tenant, route.name);
+      if (!inserted) {
+        return absl::InvalidArgumentError(absl::StrCat(source, ": [[delivery.route]] tenant ",
+                                                       tenant, " is in route \"", it->second,
+                                                       "\" and in route \"", route.name, "\""));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ReadDeliverySettings(TableReader& r, bool route, DeliveryConfig* out);
+absl::Status ReadRoute(const toml::table& table, absl::string_view source,
+                       const DeliveryConfig& defaults, RouteConfig* out);
+
+absl::Status ReadDelivery(const toml::table& table, absl::string_view source, DeliveryConfig* out,
+                          bool* default_route, std::vector<RouteConfig>* routes) {
   TableReader r(table, "delivery", source);
+  ReadDeliverySettings(r, /*route=*/false, out);
+  r.Bool("default_route", default_route);
+  const toml::node* node = r.Node("route");
+  if (node != nullptr) {
+    const toml::array* array = node->as_array();
+    if (array == nullptr || !array->is_array_of_tables()) {
+      r.FailAt(*node, "route", "expected [[delivery.route]] tables");
+    } else if (static_cast<int64_t>(array->size()) > kRoutesMax) {
+      r.FailAt(*node, "route", absl::StrCat("more than ", kRoutesMax, " routes"));
+    } else {
+      RETURN_IF_ERROR(r.Finish());
+      for (const toml::node& element : *array) {
+        RouteConfig& route = routes->emplace_back();
+        RETURN_IF_ERROR(ReadRoute(*element.as_table(), source, *out, &route));
+      }
+      RETURN_IF_ERROR(CheckRoutes(*routes, source));
+    }
+  }
+  r.Check(*default_route || !routes->empty(), "default_route",
+          "default_route = false needs at least one [[delivery.route]]");
+  return r.Finish();
+}
+
+// ReadDeliverySettings: the keys [delivery] and [[delivery.route]] share, over `out` (for a
+// route: a copy of [delivery] without what a route never inherits).
+void ReadDeliverySettings(TableReader& r, bool route, DeliveryConfig* out) {
+  if (route) {
+    r.Check(r.Has("backend"), "backend",
+            "a route needs backend (\"maildir\", \"lmtp\" or \"smtp\")");
+  }
   r.Enum<DeliveryBackend>("backend",
                           {{"maildir", DeliveryBackend::kMaildir},
                            {"lmtp", DeliveryBackend::kLmtp},
                            {"smtp", DeliveryBackend::kSmtp}},
                           &out->backend);
   r.String("maildir_root", true, &out->maildir_root);
-  r.String("target", true, &out->target);
+  r.Check(!r.Has("target") || !r.Has("targets"), "targets",
+          "give either target or targets, not both");
+  std::string target;
+  r.String("target", true, &target);
+  if (!target.empty()) {
+    out->targets = {target};
+  }
+  r.StringList("targets", kRouteTargetsMax, &out->targets);
   r.Int("batch_messages_max", 1, 4096, &out->batch_messages_max);
   r.Int("batch_delay_ms", 0, 1000, &out->batch_delay_ms);
   r.Int("retry_initial_s", 1, 86400, &out->retry_initial_s);
@@ -426,14 +557,56 @@ absl::Status ReadDelivery(const toml::table& table, absl::string_view source, De
   r.Int("messages_per_connection_max", 1, 1'000'000, &out->messages_per_connection_max);
   r.Int("connection_idle_s", 1, 3600, &out->connection_idle_s);
   r.Int("timeout_s", 1, 3600, &out->timeout_s);
+  r.Bool("verify_recipients", &out->verify_recipients);
+  r.Enum<VerifyUnreachable>(
+      "verify_unreachable",
+      {{"accept", VerifyUnreachable::kAccept}, {"defer", VerifyUnreachable::kDefer}},
+      &out->verify_unreachable);
+  r.Int("verify_positive_s", 1, 30 * 86400, &out->verify_positive_s);
+  r.Int("verify_negative_s", 1, 30 * 86400, &out->verify_negative_s);
+  r.Int("verify_timeout_s", 1, 300, &out->verify_timeout_s);
   r.Check(out->retry_initial_s <= out->retry_max_s, "retry_max_s",
           "must not be below retry_initial_s");
-  r.Check(out->backend == DeliveryBackend::kMaildir || !out->target.empty(), "backend",
-          "the lmtp and smtp backends need target (\"host:port\" or \"unix:/path\")");
-  if (!out->target.empty() && !out->target.starts_with("unix:")) {
-    r.Check(ParseHostPort(out->target).ok(), "target",
-            "expected \"a.b.c.d:port\", \"[v6]:port\" or \"unix:/path\"");
+  r.Check(out->backend == DeliveryBackend::kMaildir || !out->targets.empty(), "backend",
+          "the lmtp and smtp backends need target (\"host:port\" or \"unix:/path\") or "
+          "targets (several, preferred first)");
+  r.Check(out->backend != DeliveryBackend::kMaildir || out->targets.empty() || !route, "targets",
+          "the maildir backend has no targets (it writes under maildir_root)");
+  for (const std::string& t : out->targets) {
+    if (!t.starts_with("unix:")) {
+      r.Check(
+          ParseHostPort(t).ok(), r.Has("targets") ? "targets" : "target",
+          absl::StrCat("\"", t, "\": expected \"a.b.c.d:port\", \"[v6]:port\" or \"unix:/path\""));
+    }
   }
+}
+
+// ReadRoute: one [[delivery.route]] table, starting from `defaults` ([delivery]'s settings).
+absl::Status ReadRoute(const toml::table& table, absl::string_view source,
+                       const DeliveryConfig& defaults, RouteConfig* out) {
+  TableReader r(table, "delivery.route", source);
+  r.String("name", false, &out->name);
+  r.Check(r.Has("name"), "name", "a route needs a name");
+  r.Check(
+      IsRouteName(out->name), "name",
+      absl::StrCat("\"", out->name, "\" is not a route name (lower-case letters, digits, - and _, ",
+                   "at most ", kRouteNameBytesMax, " bytes)"));
+  r.Check(out->name != kDefaultRouteName, "name",
+          "\"default\" is the route [delivery] describes; give this route another name");
+  r.StringList("domains", kRouteNamesMax, &out->domains);
+  r.StringList("tenants", kRouteNamesMax, &out->tenants);
+  for (std::string& domain : out->domains) {
+    domain = absl::AsciiStrToLower(domain);
+    r.Check(IsHostname(domain) && domain.find('.') != std::string::npos, "domains",
+            absl::StrCat("\"", domain, "\" is not a domain name (A-labels: xn--... for IDNs)"));
+  }
+  r.Check(!out->domains.empty() || !out->tenants.empty(), "name",
+          "a route needs domains or tenants (the recipients it serves)");
+  out->delivery = defaults;
+  out->delivery.targets.clear();
+  out->delivery.tls_server_name.clear();
+  out->delivery.tls_pins.clear();
+  ReadDeliverySettings(r, /*route=*/true, &out->delivery);
   return r.Finish();
 }
 
@@ -533,6 +706,11 @@ void ResolvePaths(Config* config) {
   if (config->delivery.maildir_root.empty()) {
     config->delivery.maildir_root = absl::StrCat(data_dir, "/mail");
   }
+  for (RouteConfig& route : config->routes) {
+    if (route.delivery.maildir_root.empty()) {
+      route.delivery.maildir_root = config->delivery.maildir_root;
+    }
+  }
   if (config->directory.database.empty()) {
     config->directory.database = absl::StrCat(data_dir, "/directory.db");
   }
@@ -599,7 +777,8 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view sou
   ASSIGN_OR_RETURN(table, SubTable(root, "spool", source_name));
   RETURN_IF_ERROR(ReadSpool(*table, source_name, &config.spool));
   ASSIGN_OR_RETURN(table, SubTable(root, "delivery", source_name));
-  RETURN_IF_ERROR(ReadDelivery(*table, source_name, &config.delivery));
+  RETURN_IF_ERROR(
+      ReadDelivery(*table, source_name, &config.delivery, &config.default_route, &config.routes));
   ASSIGN_OR_RETURN(table, SubTable(root, "directory", source_name));
   RETURN_IF_ERROR(ReadDirectory(*table, source_name, &config.directory));
   ASSIGN_OR_RETURN(table, SubTable(root, "passwords", source_name));

@@ -22,6 +22,8 @@ namespace chute {
 enum class TlsMode { kStartTls, kImplicit, kNone };
 enum class DeliveryBackend { kMaildir, kLmtp, kSmtp };
 enum class DeliveryTls { kOff, kOpportunistic, kRequired };
+// What RCPT answers when a route verifies recipients and its downstream cannot be asked.
+enum class VerifyUnreachable { kAccept, kDefer };
 
 absl::string_view TlsModeName(TlsMode mode);
 absl::string_view DeliveryBackendName(DeliveryBackend backend);
@@ -92,10 +94,14 @@ struct SpoolConfig {
   int64_t segment_bytes = 67108864;  // a segment file is closed for appends past this size
 };
 
+// DeliveryConfig: the settings of one delivery route (docs/configuration.md, [delivery] and
+// [[delivery.route]]). [delivery] itself is the default route; each [[delivery.route]] starts
+// from [delivery]'s values and sets its own (backend, targets, tls_server_name and tls_pins
+// are never inherited).
 struct DeliveryConfig {
   DeliveryBackend backend = DeliveryBackend::kMaildir;
-  std::string maildir_root;  // resolved: "" = <data_dir>/mail
-  std::string target;        // lmtp/smtp: "host:port" or "unix:/path"
+  std::string maildir_root;          // resolved: "" = <data_dir>/mail
+  std::vector<std::string> targets;  // lmtp/smtp: "host:port" or "unix:/path", preferred first
   int64_t batch_messages_max = 64;
   int64_t batch_delay_ms = 2;
   int64_t retry_initial_s = 60;
@@ -110,6 +116,28 @@ struct DeliveryConfig {
   int64_t messages_per_connection_max = 1000;  // lmtp/smtp: then QUIT and reconnect
   int64_t connection_idle_s = 30;              // lmtp/smtp: an idle connection is closed
   int64_t timeout_s = 300;                     // lmtp/smtp: per command reply or write
+  // Recipient verification at RCPT (docs/configuration.md, "Recipient verification"): Maildir
+  // accepts only mailboxes that exist (and never creates one); LMTP/SMTP ask the target.
+  bool verify_recipients = false;
+  VerifyUnreachable verify_unreachable = VerifyUnreachable::kAccept;
+  int64_t verify_positive_s = 3600;  // an address the target accepted is believed this long
+  int64_t verify_negative_s = 300;   // and one it refused
+  int64_t verify_timeout_s = 10;     // one probe, connect to RSET
+
+  bool operator==(const DeliveryConfig&) const = default;
+};
+
+// The name of the route [delivery] itself describes.
+inline constexpr absl::string_view kDefaultRouteName = "default";
+
+// RouteConfig: one [[delivery.route]]: which recipients it serves and how it delivers.
+struct RouteConfig {
+  std::string name;                  // [a-z0-9][a-z0-9_-]*, at most 32 bytes; not "default"
+  std::vector<std::string> domains;  // recipient domains (A-labels, lower-cased)
+  std::vector<std::string> tenants;  // tenant names: every accepted domain of theirs
+  DeliveryConfig delivery;
+
+  bool operator==(const RouteConfig&) const = default;
 };
 
 struct DirectoryConfig {
@@ -160,6 +188,10 @@ struct Config {
   LimitsConfig limits;
   SpoolConfig spool;
   DeliveryConfig delivery;
+  // Whether [delivery] serves the domains no route names. false: such a domain is a
+  // configuration error (chuted --check-config) and its recipients are refused 451 4.3.5.
+  bool default_route = true;
+  std::vector<RouteConfig> routes;  // [[delivery.route]], in the file's order
   DirectoryConfig directory;
   PasswordsConfig passwords;
   AdminConfig admin;

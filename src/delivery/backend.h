@@ -54,6 +54,9 @@ struct OutboundMessage {
   bool replayed = false;
   // Filled by the backend: exactly one per entry of `recipients`, in the same order.
   std::vector<RecipientResult> results;
+  // Filled by a backend with several targets: the one it tried ("smtp:10.0.0.6:25"); empty:
+  // the route's destination says where.
+  std::string via;
 };
 
 // MessageDone: told the index (in the batch) of a message whose results are final.

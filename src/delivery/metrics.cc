@@ -1,4 +1,4 @@
-// metrics.cc: delivery's series on /metrics, read from the DeliveryQueue.
+// metrics.cc: delivery's series on /metrics, per route, read from each route's DeliveryQueue.
 
 #include "delivery/metrics.h"
 
@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 
 namespace chute::delivery {
@@ -37,41 +38,53 @@ constexpr QueueCounterSeries kQueueCounterSeries[] = {
 
 }  // namespace
 
-void RegisterMetrics(Registry& registry, DeliveryQueue& queue, const DeliveryConfig& config) {
-  // backend: the kind (a small set, for dashboards); target: where it goes (host:port, a
-  // socket path, the Maildir root).
-  std::string backend(DeliveryBackendName(config.backend));
-  std::string target =
-      config.backend == DeliveryBackend::kMaildir ? config.maildir_root : config.target;
+void RegisterMetrics(Registry& registry, DeliveryStage& stage) {
+  // route: the route's name; backend: the kind (a small set, for dashboards); target: where it
+  // goes (host:port, several joined by commas, a socket path, the Maildir root).
+  std::vector<std::vector<std::string>> labels;
+  for (size_t r = 0; r < stage.routes(); ++r) {
+    const DeliveryConfig& settings = stage.router().route(r).settings;
+    std::string target = settings.backend == DeliveryBackend::kMaildir
+                             ? settings.maildir_root
+                             : absl::StrJoin(settings.targets, ",");
+    labels.push_back(
+        {stage.router().route(r).name, std::string(DeliveryBackendName(settings.backend)), target});
+  }
+  const std::vector<std::string> names = {"route", "backend", "target"};
   std::vector<Family> counters;
   for (const QueueCounterSeries& series : kQueueCounterSeries) {
-    counters.push_back(registry.AddCounter(series.name, series.help, {"backend", "target"}));
+    counters.push_back(registry.AddCounter(series.name, series.help, names));
   }
   Family queued = registry.AddGauge("chute_delivery_queued_messages",
-                                    "Messages in the delivery queue.", {"backend", "target"});
+                                    "Messages in the route's delivery queue (a message whose "
+                                    "recipients go by several routes is in each of their queues).",
+                                    names);
   Family latency = registry.AddHistogram("chute_delivery_seconds",
                                          "How long the delivery backend took over one batch.",
-                                         {"backend", "target"}, metrics::LatencyBounds());
+                                         names, metrics::LatencyBounds());
   Family oldest =
       registry.AddGauge("chute_queue_oldest_age_seconds",
                         "Age of the oldest message waiting for delivery (0 when none).");
   Family dead =
       registry.AddGauge("chute_dead_letters", "Dead letters in the dead-letter area now.");
-  registry.AddCollector([&queue, backend, target, counters, queued, latency, oldest,
-                         dead](Scrape& scrape) {
-    const QueueCounters& q = queue.counters();
-    for (size_t i = 0; i < counters.size(); ++i) {
-      scrape.Add(counters[i], {backend, target}, (q.*kQueueCounterSeries[i].counter).load());
+  registry.AddCollector([&stage, labels, counters, queued, latency, oldest, dead](Scrape& scrape) {
+    for (size_t r = 0; r < stage.routes(); ++r) {
+      DeliveryQueue& queue = stage.queue(r);
+      const QueueCounters& q = queue.counters();
+      const std::vector<std::string>& l = labels[r];
+      for (size_t i = 0; i < counters.size(); ++i) {
+        scrape.Add(counters[i], {l[0], l[1], l[2]}, (q.*kQueueCounterSeries[i].counter).load());
+      }
+      scrape.Add(queued, {l[0], l[1], l[2]}, queue.queued());
+      scrape.AddLatency(latency, {l[0], l[1], l[2]}, q.batch_latency);
     }
-    scrape.Add(queued, {backend, target}, queue.queued());
-    scrape.AddLatency(latency, {backend, target}, q.batch_latency);
-    int64_t oldest_us = queue.OldestReceivedUnixUs();
+    int64_t oldest_us = stage.OldestReceivedUnixUs();
     double age_s =
         oldest_us == 0
             ? 0.0
             : std::max(0.0, static_cast<double>(absl::ToUnixMicros(absl::Now()) - oldest_us) / 1e6);
     scrape.Add(oldest, {}, age_s);
-    scrape.Add(dead, {}, queue.DeadCount());
+    scrape.Add(dead, {}, stage.DeadCount());
   });
 }
 

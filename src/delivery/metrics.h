@@ -1,18 +1,16 @@
 #pragma once
 
 // Delivery's series on /metrics (docs/architecture.md, Metrics): recipients delivered,
-// deferred and dead, batches and their latency, labelled with the backend and its target; the
-// queue's depth, its oldest message's age and the dead letters. Read from the queue at each
-// scrape.
+// deferred and dead, batches and their latency, each labelled with the route, its backend and
+// its target; each route's queue depth; the oldest message's age and the dead letters. Read
+// from the queues at each scrape.
 
-#include "base/config.h"
-#include "delivery/queue.h"
+#include "delivery/stage.h"
 #include "metrics/registry.h"
 
 namespace chute::delivery {
 
-// RegisterMetrics: delivery's families; `queue` must outlive `registry`'s scrapes.
-void RegisterMetrics(metrics::Registry& registry, DeliveryQueue& queue,
-                     const DeliveryConfig& config);
+// RegisterMetrics: delivery's families; `stage` must outlive `registry`'s scrapes.
+void RegisterMetrics(metrics::Registry& registry, DeliveryStage& stage);
 
 }  // namespace chute::delivery

@@ -67,7 +67,9 @@ absl::Duration RetryDelay(uint32_t attempts, absl::Duration initial, absl::Durat
   return std::min(delay, max);
 }
 
-DeliveryQueue::DeliveryQueue(QueueOptions options) : options_(std::move(options)) {
+DeliveryQueue::DeliveryQueue(QueueOptions options)
+    : options_(std::move(options)),
+      trace_target_(absl::StrCat(options_.route, " ", options_.destination)) {
   CHECK(options_.workers > 0 && options_.workers <= kWorkersMax);
   CHECK(options_.batch_messages_max > 0);
   CHECK(options_.gauges != nullptr);
@@ -119,6 +121,11 @@ void DeliveryQueue::Start() {
 }
 
 void DeliveryQueue::Stop(absl::Duration drain) {
+  RequestStop(drain);
+  Join();
+}
+
+void DeliveryQueue::RequestStop(absl::Duration drain) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -128,6 +135,9 @@ void DeliveryQueue::Stop(absl::Duration drain) {
     }
     wake_.notify_all();
   }
+}
+
+void DeliveryQueue::Join() {
   for (std::thread& worker : workers_) {
     worker.join();
   }
@@ -267,7 +277,7 @@ void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>&
     o.sender = message.sender;
     o.replayed = message.replayed;
     for (size_t i = 0; i < message.recipients.size(); ++i) {
-      if (message.marks[i] == spool::Mark::kPending) {
+      if (message.Mine(i) && message.marks[i] == spool::Mark::kPending) {
         o.recipients.push_back(message.recipients[i]);
         o.recipient_indexes.push_back(static_cast<uint32_t>(i));
       }
@@ -347,13 +357,15 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
       counters_.recipients_deferred.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  bool pending = std::count(marks.begin(), marks.end(), spool::Mark::kPending) > 0;
-  bool any_dead = std::count(marks.begin(), marks.end(), spool::Mark::kDead) > 0;
+  bool pending = false;
+  for (size_t i = 0; i < marks.size(); ++i) {
+    pending |= message.Mine(i) && marks[i] == spool::Mark::kPending;
+  }
   Report(message, out, marks, replies, attempts, now);
   {
     std::lock_guard<std::mutex> lock(mu_);
     message.attempts = attempts;
-    message.replies = std::move(replies);
+    message.replies = replies;
     message.marks = marks;
   }
   if (pending) {
@@ -366,21 +378,79 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
     }
     return false;
   }
+  // This part is done. The last part of a message (or its only one) writes the dead letter
+  // for every dead recipient of the message and settles the record.
+  std::unique_lock<std::mutex> share_lock;
+  if (message.share != nullptr) {
+    MessageShare& share = *message.share;
+    share_lock = std::unique_lock<std::mutex>(share.mu);
+    for (size_t i = 0; i < marks.size(); ++i) {
+      if (message.Mine(i)) {
+        share.marks[i] = marks[i];
+        share.replies[i] = replies[i];
+      }
+    }
+    if (share.parts_left > 1) {
+      --share.parts_left;
+      for (size_t i = 0; i < marks.size() && message.record.in_spool(); ++i) {
+        if (message.Mine(i)) {
+          (void)message.record.Mark(i, marks[i]);
+        }
+      }
+      return true;
+    }
+    marks = share.marks;
+    replies = share.replies;
+  }
+  bool any_dead = std::count(marks.begin(), marks.end(), spool::Mark::kDead) > 0;
   if (any_dead) {
-    absl::Status status = WriteDeadLetter(message, out.content, now);
+    absl::Status status = WriteDeadLetter(message, marks, replies, out.content, now);
     if (!status.ok()) {
       // Not settled: the spool keeps it, and the next attempt tries the dead letter again.
       LOG_ERROR_EVERY(10, "delivery: %s: cannot write the dead letter: %s", message.id,
                       status.ToString());
+      // The lock order is mu_, then a share's mu (Drop): the share's is let go first.
+      for (size_t i = 0; i < marks.size() && message.share != nullptr; ++i) {
+        if (message.Mine(i) && marks[i] == spool::Mark::kDead) {
+          message.share->marks[i] = spool::Mark::kPending;
+        }
+      }
+      if (share_lock.owns_lock()) {
+        share_lock.unlock();
+      }
       std::lock_guard<std::mutex> lock(mu_);
-      for (spool::Mark& mark : message.marks) {
-        mark = mark == spool::Mark::kDead ? spool::Mark::kPending : mark;
+      for (size_t i = 0; i < message.marks.size(); ++i) {
+        if (message.Mine(i) && message.marks[i] == spool::Mark::kDead) {
+          message.marks[i] = spool::Mark::kPending;
+        }
       }
       return false;
     }
   }
-  Settle(message);
+  Settle(message, any_dead);
   return true;
+}
+
+void DeliveryQueue::Drop(QueuedMessage& message) {
+  if (message.share != nullptr) {
+    MessageShare& share = *message.share;
+    std::lock_guard<std::mutex> share_lock(share.mu);
+    for (size_t i = 0; i < message.marks.size(); ++i) {
+      if (message.Mine(i) && share.marks[i] == spool::Mark::kPending) {
+        // Not to be delivered: marked done, so that a restart does not deliver it either.
+        share.marks[i] = spool::Mark::kDelivered;
+        if (share.parts_left > 1 && message.record.in_spool()) {
+          (void)message.record.Mark(i, spool::Mark::kDelivered);
+        }
+      }
+    }
+    if (share.parts_left > 1) {
+      --share.parts_left;
+      return;
+    }
+  }
+  // A deleted message writes no dead letter: the operator dropped it, whatever became of it.
+  Settle(message, /*dead_again=*/false);
 }
 
 void DeliveryQueue::Report(const QueuedMessage& message, const OutboundMessage& out,
@@ -391,6 +461,7 @@ void DeliveryQueue::Report(const QueuedMessage& message, const OutboundMessage& 
   int64_t now_us = absl::ToUnixMicros(now);
   std::string delay_s =
       absl::StrFormat("%.3f", static_cast<double>(now_us - message.received_unix_us) / 1e6);
+  const std::string& target = out.via.empty() ? options_.destination : out.via;
   for (size_t k = 0; k < out.recipients.size(); ++k) {
     size_t i = out.recipient_indexes[k];
     Disposition disposition = Disposition::kDeferred;
@@ -406,7 +477,8 @@ void DeliveryQueue::Report(const QueuedMessage& message, const OutboundMessage& 
              "delivery",
              {{"queue_id", message.id},
               {"recipient", message.recipients[i]},
-              {"target", options_.destination},
+              {"route", options_.route},
+              {"target", target},
               {"status", DispositionName(disposition)},
               {"reply", replies[i]},
               {"attempt", attempts},
@@ -419,7 +491,7 @@ void DeliveryQueue::Report(const QueuedMessage& message, const OutboundMessage& 
       e.recipient = message.recipients[i];
       e.status = TraceStatus(disposition);
       e.reply = replies[i];
-      e.target = options_.destination;
+      e.target = out.via.empty() ? trace_target_ : absl::StrCat(options_.route, " ", out.via);
       e.attempt = attempts;
     }
   }
@@ -428,8 +500,10 @@ void DeliveryQueue::Report(const QueuedMessage& message, const OutboundMessage& 
   }
 }
 
-absl::Status DeliveryQueue::WriteDeadLetter(const QueuedMessage& message, absl::string_view content,
-                                            absl::Time now) {
+absl::Status DeliveryQueue::WriteDeadLetter(const QueuedMessage& message,
+                                            const std::vector<spool::Mark>& marks,
+                                            const std::vector<std::string>& replies,
+                                            absl::string_view content, absl::Time now) {
   if (mkdir(options_.dead_dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return io::ErrnoStatus(errno, absl::StrCat("create ", options_.dead_dir));
   }
@@ -445,8 +519,12 @@ absl::Status DeliveryQueue::WriteDeadLetter(const QueuedMessage& message, absl::
   reason["destination"] = options_.destination;
   nlohmann::json recipients = nlohmann::json::array();
   for (size_t i = 0; i < message.recipients.size(); ++i) {
-    if (message.marks[i] == spool::Mark::kDead) {
-      recipients.push_back({{"address", message.recipients[i]}, {"reply", message.replies[i]}});
+    if (marks[i] == spool::Mark::kDead) {
+      std::string route = message.share != nullptr && i < message.share->routes.size()
+                              ? message.share->routes[i]
+                              : options_.route;
+      recipients.push_back(
+          {{"address", message.recipients[i]}, {"reply", replies[i]}, {"route", route}});
     }
   }
   reason["recipients"] = recipients;
@@ -461,7 +539,7 @@ absl::Status DeliveryQueue::WriteDeadLetter(const QueuedMessage& message, absl::
   return absl::OkStatus();
 }
 
-void DeliveryQueue::Settle(QueuedMessage& message) {
+void DeliveryQueue::Settle(QueuedMessage& message, bool dead_again) {
   counters_.messages_settled.fetch_add(1, std::memory_order_relaxed);
   if (message.record.in_spool()) {
     absl::Status status = message.record.Settle();
@@ -473,8 +551,6 @@ void DeliveryQueue::Settle(QueuedMessage& message) {
   }
   // Requeued from the dead-letter area: its files go once nothing of it is dead any more.
   options_.gauges->RemoveOutside();
-  bool dead_again = std::any_of(message.marks.begin(), message.marks.end(),
-                                [](spool::Mark m) { return m == spool::Mark::kDead; });
   if (!dead_again) {
     unlink((message.dead_path + ".eml").c_str());
     unlink((message.dead_path + ".json").c_str());
@@ -485,7 +561,7 @@ void DeliveryQueue::Reschedule(QueuedMessage* message, bool finished, absl::Time
   message->in_flight = false;
   if (finished || message->deleted) {
     if (!finished) {
-      Settle(*message);  // deleted while it was being tried
+      Drop(*message);  // deleted while it was being tried
     }
     messages_.erase(message->id);
     return;
@@ -500,12 +576,13 @@ void DeliveryQueue::Reschedule(QueuedMessage* message, bool finished, absl::Time
 QueueEntry DeliveryQueue::EntryFor(const QueuedMessage& message) const {
   QueueEntry entry;
   entry.id = message.id;
+  entry.route = options_.route;
   entry.received_unix_us = message.received_unix_us;
   entry.tenant_id = message.tenant_id;
   entry.account_id = message.account_id;
   entry.sender = message.sender;
   for (size_t i = 0; i < message.recipients.size(); ++i) {
-    if (message.marks[i] == spool::Mark::kPending) {
+    if (message.Mine(i) && message.marks[i] == spool::Mark::kPending) {
       entry.pending.push_back(message.recipients[i]);
       entry.replies.push_back(message.replies[i]);
     }
@@ -549,9 +626,9 @@ int64_t DeliveryQueue::OldestReceivedUnixUs() {
   return oldest;
 }
 
-size_t DeliveryQueue::DeadCount() {
+size_t CountDeadLetters(const std::string& dead_dir) {
   size_t count = 0;
-  DIR* d = opendir(options_.dead_dir.c_str());
+  DIR* d = opendir(dead_dir.c_str());
   if (d == nullptr) {
     return 0;
   }
@@ -641,21 +718,24 @@ absl::Status DeliveryQueue::Delete(const std::string& id) {
     return absl::NotFoundError(absl::StrCat("no queued message ", id));
   }
   message->deleted = true;
-  LOG_WARNING("queue: %s deleted by the operator (%d recipient(s) not delivered)", id,
-              static_cast<int64_t>(
-                  std::count(message->marks.begin(), message->marks.end(), spool::Mark::kPending)));
+  int64_t pending = 0;
+  for (size_t i = 0; i < message->marks.size(); ++i) {
+    pending += message->Mine(i) && message->marks[i] == spool::Mark::kPending ? 1 : 0;
+  }
+  LOG_WARNING("queue: %s deleted by the operator (%d recipient(s) of route %s not delivered)", id,
+              pending, options_.route);
   if (!message->in_flight) {
     scheduled_.erase({message->next_attempt, message});
     ready_.erase(std::remove(ready_.begin(), ready_.end(), message), ready_.end());
-    Settle(*message);
+    Drop(*message);
     messages_.erase(id);
   }
   return absl::OkStatus();
 }
 
-std::vector<DeadEntry> DeliveryQueue::Dead() {
+std::vector<DeadEntry> ListDeadLetters(const std::string& dead_dir) {
   std::vector<DeadEntry> entries;
-  DIR* d = opendir(options_.dead_dir.c_str());
+  DIR* d = opendir(dead_dir.c_str());
   if (d == nullptr) {
     return entries;
   }
@@ -669,8 +749,7 @@ std::vector<DeadEntry> DeliveryQueue::Dead() {
   closedir(d);
   std::sort(ids.begin(), ids.end());
   for (const std::string& id : ids) {
-    absl::StatusOr<std::string> json =
-        io::ReadFile(absl::StrCat(options_.dead_dir, "/", id, ".json"));
+    absl::StatusOr<std::string> json = io::ReadFile(absl::StrCat(dead_dir, "/", id, ".json"));
     if (json.ok()) {
       entries.push_back(DeadEntry{id, *json});
     }
@@ -678,13 +757,14 @@ std::vector<DeadEntry> DeliveryQueue::Dead() {
   return entries;
 }
 
-absl::Status DeliveryQueue::Requeue(const std::string& id) {
+absl::StatusOr<std::unique_ptr<QueuedMessage>> ReadDeadLetter(const std::string& dead_dir,
+                                                              const std::string& id) {
   // The id comes from an admin request: it names files only once it is a queue id, and what
   // goes wrong is told to the client without a path (the log has the details).
   if (!spool::IsQueueId(id)) {
     return absl::InvalidArgumentError("not a queue id");
   }
-  std::string base = absl::StrCat(options_.dead_dir, "/", id);
+  std::string base = absl::StrCat(dead_dir, "/", id);
   auto unreadable = [&](const absl::Status& status) {
     LOG_WARNING("queue: dead letter %s cannot be requeued: %s", id, status.ToString());
     if (absl::IsNotFound(status)) {
@@ -724,16 +804,13 @@ absl::Status DeliveryQueue::Requeue(const std::string& id) {
   }
   message->marks.assign(message->recipients.size(), spool::Mark::kPending);
   message->replies.assign(message->recipients.size(), "");
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (messages_.contains(id)) {
-      return absl::AlreadyExistsError(absl::StrCat(id, " is already queued"));
-    }
-  }
-  options_.gauges->AddOutside();
-  LOG_INFO("queue: %s requeued from the dead-letter area", id);
-  Enqueue(std::move(message));
-  return absl::OkStatus();
+  return message;
+}
+
+bool DeliveryQueue::Contains(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  DrainProducers();
+  return messages_.contains(id);
 }
 
 std::unique_ptr<QueuedMessage> QueuedFrom(spool::Envelope envelope, std::vector<spool::Mark> marks,

@@ -62,8 +62,20 @@ inline constexpr uint64_t kBatchBytesMax = 32 << 20;
 // The longest a sleeping worker waits before looking again, whatever it expects.
 inline constexpr absl::Duration kWorkerWaitMax = absl::Seconds(1);
 
-// QueuedMessage: a message waiting for delivery: its envelope, where its content is, which
-// recipients are done, and its schedule.
+// MessageShare: what the parts of one message (its recipients on different routes, one
+// QueuedMessage per route) share: the record's one Settle, and every recipient's mark and
+// reply, so that the last part to finish writes one dead letter for them all.
+struct MessageShare {
+  std::mutex mu;
+  size_t parts_left = 0;             // guarded by mu
+  std::vector<spool::Mark> marks;    // guarded by mu; per envelope recipient
+  std::vector<std::string> replies;  // guarded by mu
+  std::vector<std::string> routes;   // each recipient's route name (for the dead letter)
+};
+
+// QueuedMessage: a message (or, when its recipients go by several routes, its part for one
+// route) waiting for delivery: its envelope, where its content is, which recipients are done,
+// and its schedule.
 struct QueuedMessage {
   std::string id;
   int64_t received_unix_us = 0;
@@ -73,6 +85,11 @@ struct QueuedMessage {
   std::vector<std::string> recipients;
   std::vector<spool::Mark> marks;    // one per recipient
   std::vector<std::string> replies;  // the last reply per recipient ("" before any attempt)
+  // A part: `mine` says which recipients are this part's (the others' marks and replies here
+  // are not looked at); `share` is common to the parts. Both empty: the message's only part.
+  std::vector<bool> mine;
+  std::shared_ptr<MessageShare> share;
+  bool Mine(size_t i) const { return mine.empty() || mine[i]; }
   // Content: in a spool record (`record`, through which it is read, marked and settled), or
   // (requeued from the dead-letter area: `record` refers to no segment) in `dead_path`.
   spool::RecordRef record;
@@ -94,9 +111,10 @@ struct QueuedMessage {
 std::unique_ptr<QueuedMessage> QueuedFrom(spool::Envelope envelope, std::vector<spool::Mark> marks,
                                           spool::RecordRef where, bool replayed);
 
-// QueueEntry: what `queue list` shows of a message.
+// QueueEntry: what `queue list` shows of a message (of its part on one route).
 struct QueueEntry {
   std::string id;
+  std::string route;
   int64_t received_unix_us = 0;
   int64_t tenant_id = 0;
   int64_t account_id = 0;
@@ -130,7 +148,8 @@ struct QueueCounters {
 
 struct QueueOptions {
   BackendFactory backend;
-  std::string destination;  // for logs: "maildir:/var/lib/chute/mail", "lmtp:127.0.0.1:24"
+  std::string route = "default";  // the route's name, in logs, the trace and queue listings
+  std::string destination;        // for logs: "maildir:/var/lib/chute/mail", "lmtp:127.0.0.1:24"
   int workers = 4;
   size_t batch_messages_max = 64;
   absl::Duration batch_delay = absl::Milliseconds(2);
@@ -147,6 +166,18 @@ struct QueueOptions {
   // The message trace, fed every delivery result (null: no trace).
   trace::Writer* trace = nullptr;
 };
+
+// The dead-letter area (<dead_dir>/<id>.eml and <id>.json), common to every route's queue.
+// ListDeadLetters: what `queue dead` shows; CountDeadLetters: how many (for metrics).
+std::vector<DeadEntry> ListDeadLetters(const std::string& dead_dir);
+size_t CountDeadLetters(const std::string& dead_dir);
+// ReadDeadLetter: the dead letter `id` as a message to deliver again (its dead recipients,
+// all pending; received now, so that give_up_after starts again). InvalidArgument unless `id`
+// is a queue id (spool::IsQueueId), checked before any file is named by it; NotFound and
+// DataLoss (a damaged dead letter) say what went wrong without a path, which the log line has:
+// the message goes to admin clients.
+absl::StatusOr<std::unique_ptr<QueuedMessage>> ReadDeadLetter(const std::string& dead_dir,
+                                                              const std::string& id);
 
 // IsoUtc: "2026-11-27T08:00:00Z", the time format of dead letters and queue listings.
 std::string IsoUtc(absl::Time t);
@@ -171,8 +202,11 @@ class DeliveryQueue {
 
   void Start();
   // Stop: workers deliver what is ready now (not future retries) for at most `drain`, then
-  // end; what is still queued stays in the spool for the next start.
+  // end; what is still queued stays in the spool for the next start. RequestStop and Join
+  // are its two halves (so that several queues drain at once).
   void Stop(absl::Duration drain = absl::ZeroDuration());
+  void RequestStop(absl::Duration drain);
+  void Join();
 
   // Queue control (chutectl queue, through the admin listener). Any thread. NotFound when no
   // queued message (or dead letter) has that id.
@@ -183,21 +217,16 @@ class DeliveryQueue {
   absl::Status Hold(const std::string& id);
   absl::Status Release(const std::string& id);
   absl::Status Delete(const std::string& id);  // dropped for good, logged
-  std::vector<DeadEntry> Dead();
-  // Requeue: from the dead-letter area back to delivery. InvalidArgument unless `id` is a
-  // queue id (spool::IsQueueId), checked before any file is named by it; NotFound, DataLoss
-  // (a damaged dead letter) and AlreadyExists say what went wrong without a path, which the
-  // log line has: the message goes to admin clients.
-  absl::Status Requeue(const std::string& id);
+  // Contains: whether a message (or part) with this id is queued here.
+  bool Contains(const std::string& id);
 
   size_t queued();
   // OldestReceivedUnixUs: when the oldest message in the queue was accepted (0 when empty).
   // O(queued); for metrics.
   int64_t OldestReceivedUnixUs();
-  // DeadCount: dead letters in the dead-letter area (a directory listing; for metrics).
-  size_t DeadCount();
   const QueueCounters& counters() const { return counters_; }
   const std::string& destination() const { return options_.destination; }
+  const std::string& route() const { return options_.route; }
 
  private:
   struct Attempt;
@@ -215,18 +244,24 @@ class DeliveryQueue {
   bool Conclude(QueuedMessage& message, const OutboundMessage& out, bool unreadable,
                 absl::Time now);
   void Reschedule(QueuedMessage* message, bool finished, absl::Time now);
-  absl::Status WriteDeadLetter(const QueuedMessage& message, absl::string_view content,
+  // WriteDeadLetter: <id>.eml and <id>.json with every recipient `marks` says is dead.
+  absl::Status WriteDeadLetter(const QueuedMessage& message, const std::vector<spool::Mark>& marks,
+                               const std::vector<std::string>& replies, absl::string_view content,
                                absl::Time now);
   // Report: one log line and one trace event per recipient attempted.
   void Report(const QueuedMessage& message, const OutboundMessage& out,
               const std::vector<spool::Mark>& marks, const std::vector<std::string>& replies,
               uint32_t attempts, absl::Time now);
-  void Settle(QueuedMessage& message);
+  // Settle: the message is done with (`dead_again`: some recipient of it is dead now).
+  void Settle(QueuedMessage& message, bool dead_again);
+  // Drop: a deleted part lets go of its recipients (its share's last part settles).
+  void Drop(QueuedMessage& message);
   QueueEntry EntryFor(const QueuedMessage& message) const;
   QueuedMessage* Find(const std::string& id);
   void MakeReady(QueuedMessage* message, absl::Time now);
 
   const QueueOptions options_;
+  const std::string trace_target_;  // "<route> <destination>"
   QueueCounters counters_;
   std::vector<std::unique_ptr<Ring>> producers_;
   std::vector<std::thread> workers_;

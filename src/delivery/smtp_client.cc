@@ -13,6 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "base/check.h"
 #include "base/log.h"
@@ -78,14 +79,14 @@ bool HasNonAscii(absl::string_view text) {
                      [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
 }
 
-// ServerName: the name the target's certificate must carry (SmtpClientOptions::tls_server_name).
-std::string ServerName(const SmtpClientOptions& options) {
+// ServerName: the name `target`'s certificate must carry (SmtpClientOptions::tls_server_name).
+std::string ServerName(const SmtpClientOptions& options, const std::string& target) {
   if (!options.tls_server_name.empty()) {
     absl::StatusOr<IpBytes> ip = ParseIp(options.tls_server_name);
     // A name is compared and sent (SNI, RFC 6066 §3) without the root's trailing dot.
     return ip.ok() ? FormatIp(*ip) : std::string(absl::StripSuffix(options.tls_server_name, "."));
   }
-  absl::StatusOr<HostPort> address = ParseHostPort(options.target);
+  absl::StatusOr<HostPort> address = ParseHostPort(target);
   return address.ok() ? FormatIp(address->ip) : "";
 }
 
@@ -231,10 +232,19 @@ struct SmtpClient::Attempt {
 };
 
 absl::Status ValidateSmtpClientOptions(const SmtpClientOptions& options) {
-  absl::StatusOr<SocketAddress> address = ParseTarget(options.target);
-  if (!address.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("target \"", options.target, "\": ", address.status().message()));
+  if (options.targets.empty()) {
+    return absl::InvalidArgumentError("no target");
+  }
+  for (const std::string& target : options.targets) {
+    absl::StatusOr<SocketAddress> address = ParseTarget(target);
+    if (!address.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("target \"", target, "\": ", address.status().message()));
+    }
+    if (options.tls == DeliveryTls::kRequired && ServerName(options, target).empty()) {
+      return absl::InvalidArgumentError(
+          "tls = required with a unix: target needs tls_server_name (the certificate's name)");
+    }
   }
   if (options.helo_name.empty() ||
       absl::string_view(options.helo_name).find_first_of(absl::string_view(" \t\r\n\0", 5)) !=
@@ -251,19 +261,16 @@ absl::Status ValidateSmtpClientOptions(const SmtpClientOptions& options) {
       absl::string_view::npos) {
     return absl::InvalidArgumentError("tls_server_name must be one word");
   }
-  if (options.tls == DeliveryTls::kRequired && ServerName(options).empty()) {
-    return absl::InvalidArgumentError(
-        "tls = required with a unix: target needs tls_server_name (the certificate's name)");
-  }
   return absl::OkStatus();
 }
 
 SmtpClient::SmtpClient(SmtpClientOptions options, std::shared_ptr<net::TlsContext> tls_context)
-    : options_(std::move(options)),
-      tls_context_(std::move(tls_context)),
-      server_name_(ServerName(options_)) {
+    : options_(std::move(options)), tls_context_(std::move(tls_context)) {
   absl::Status valid = ValidateSmtpClientOptions(options_);
   CHECK_MSG(valid.ok(), std::string(valid.message()).c_str());
+  down_until_.assign(options_.targets.size(), absl::InfinitePast());
+  target_ = options_.targets[0];
+  server_name_ = ServerName(options_, target_);
   CHECK(options_.tls == DeliveryTls::kOff || tls_context_ != nullptr);
 }
 
@@ -291,6 +298,48 @@ void SmtpClient::CloseIdle(absl::Time now) {
 }
 
 absl::Status SmtpClient::Connect() {
+  // The targets in order of preference, those that failed lately last (each is still tried:
+  // when every target failed lately, the most preferred goes first again).
+  absl::Time now = absl::Now();
+  std::vector<size_t> order;
+  for (size_t i = 0; i < options_.targets.size(); ++i) {
+    if (down_until_[i] <= now) {
+      order.push_back(i);
+    }
+  }
+  for (size_t i = 0; i < options_.targets.size(); ++i) {
+    if (down_until_[i] > now) {
+      order.push_back(i);
+    }
+  }
+  absl::Status status;
+  std::vector<std::string> failures;
+  for (size_t i : order) {
+    target_ = options_.targets[i];
+    server_name_ = ServerName(options_, target_);
+    status = ConnectTarget();
+    if (status.ok()) {
+      down_until_[i] = absl::InfinitePast();
+      return status;
+    }
+    down_until_[i] = absl::Now() + kTargetDownFor;
+    if (options_.targets.size() > 1) {
+      LogEvent(LogLevel::kWarning, "delivery.target_down",
+               {{"target", target_}, {"reason", status.message()}});
+    }
+    failures.emplace_back(status.message());
+    if (options_.stop_at_unix_ms != nullptr && options_.stop_at_unix_ms->load() != 0) {
+      break;  // stopping: no time for the next target
+    }
+  }
+  if (failures.size() > 1) {
+    // Every target failed: the reply names each (the first one's code stands for all).
+    return absl::Status(status.code(), absl::StrJoin(failures, "; "));
+  }
+  return status;
+}
+
+absl::Status SmtpClient::ConnectTarget() {
   bool handshake_failed = false;
   absl::Status status = OpenSession(options_.tls != DeliveryTls::kOff, &handshake_failed);
   if (!status.ok() && handshake_failed && options_.tls == DeliveryTls::kOpportunistic) {
@@ -302,8 +351,8 @@ absl::Status SmtpClient::Connect() {
 
 absl::Status SmtpClient::OpenSession(bool try_tls, bool* handshake_failed) {
   CHECK(connection_ == nullptr);
-  ASSIGN_OR_RETURN(connection_, Connection::Open(options_.target, options_.io_timeout,
-                                                 options_.stop_at_unix_ms.get()));
+  ASSIGN_OR_RETURN(connection_,
+                   Connection::Open(target_, options_.io_timeout, options_.stop_at_unix_ms.get()));
   ++connections_opened_;
   messages_on_connection_ = 0;
   absl::Status status = Greet(try_tls, handshake_failed);
@@ -316,14 +365,14 @@ absl::Status SmtpClient::OpenSession(bool try_tls, bool* handshake_failed) {
 absl::Status SmtpClient::Greet(bool try_tls, bool* handshake_failed) {
   ASSIGN_OR_RETURN(ServerReply greeting, connection_->ReadReply());
   if (greeting.code != 220) {
-    return LocalFailure("4.4.0", absl::StrCat("greeting from ", options_.target, ": ",
+    return LocalFailure("4.4.0", absl::StrCat("greeting from ", target_, ": ",
                                               greeting.ToString(kResultReplyBytesMax)));
   }
   RETURN_IF_ERROR(Hello());
   if (!try_tls || !capabilities_.starttls) {
     if (options_.tls == DeliveryTls::kRequired) {
       Close(/*quit=*/true);
-      return LocalFailure("4.7.5", absl::StrCat(options_.target, ": STARTTLS not offered"));
+      return LocalFailure("4.7.5", absl::StrCat(target_, ": STARTTLS not offered"));
     }
     return absl::OkStatus();
   }
@@ -331,15 +380,15 @@ absl::Status SmtpClient::Greet(bool try_tls, bool* handshake_failed) {
   ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
   if (reply.code != 220) {
     if (options_.tls == DeliveryTls::kRequired) {
-      return LocalFailure("4.7.5", absl::StrCat("STARTTLS refused by ", options_.target, ": ",
+      return LocalFailure("4.7.5", absl::StrCat("STARTTLS refused by ", target_, ": ",
                                                 reply.ToString(kResultReplyBytesMax)));
     }
     return absl::OkStatus();  // opportunistic: the session goes on in plain text
   }
   if (!connection_->reply_parser_idle()) {
     // Plain text after the 220 would be taken as if it came over TLS (CVE-2011-0411's twin).
-    return LocalFailure("4.5.0", absl::StrCat("protocol error from ", options_.target,
-                                              ": data after the 220 to STARTTLS"));
+    return LocalFailure(
+        "4.5.0", absl::StrCat("protocol error from ", target_, ": data after the 220 to STARTTLS"));
   }
   RETURN_IF_ERROR(Handshake(handshake_failed));
   return Hello();  // RFC 3207 §4.2: forget what was learnt before TLS
@@ -361,8 +410,7 @@ absl::Status SmtpClient::Handshake(bool* handshake_failed) {
     return handshake;
   }
   if (unverified_required) {
-    return LocalFailure("4.7.5",
-                        absl::StrCat("TLS with ", options_.target, ": ", tls.PeerUnverified()));
+    return LocalFailure("4.7.5", absl::StrCat("TLS with ", target_, ": ", tls.PeerUnverified()));
   }
   return absl::OkStatus();
 }
@@ -371,7 +419,7 @@ void SmtpClient::LogTls(const net::TlsStream& tls, bool refused) const {
   const std::string& unverified = tls.PeerUnverified();
   if (refused) {
     LogEvent(LogLevel::kWarning, "delivery.tls",
-             {{"target", options_.target},
+             {{"target", target_},
               {"server_name", server_name_},
               {"verified", "no"},
               {"reason", unverified},
@@ -379,7 +427,7 @@ void SmtpClient::LogTls(const net::TlsStream& tls, bool refused) const {
     return;
   }
   LogEvent(LogLevel::kInfo, "delivery.tls",
-           {{"target", options_.target},
+           {{"target", target_},
             {"server_name", server_name_},
             {"version", tls.Version()},
             {"cipher", tls.Cipher()},
@@ -406,7 +454,7 @@ absl::Status SmtpClient::Hello() {
     }
     verb = "HELO";
   }
-  return LocalFailure("4.4.0", absl::StrCat(verb, " refused by ", options_.target, ": ",
+  return LocalFailure("4.4.0", absl::StrCat(verb, " refused by ", target_, ": ",
                                             reply.ToString(kResultReplyBytesMax)));
 }
 
@@ -440,6 +488,7 @@ void SmtpClient::DeliverNext(OutboundMessage* message, absl::Status* setup) {
       return;
     }
   }
+  message->via = absl::StrCat(options_.lmtp ? "lmtp:" : "smtp:", target_);
   DeliverOne(message);
   if (connection_ != nullptr && messages_on_connection_ >= options_.messages_per_connection_max) {
     Close(/*quit=*/true);
@@ -469,7 +518,7 @@ bool SmtpClient::CheckEnvelope(Attempt* attempt) {
   if (capabilities_.size_bytes_max != 0 && message.content.size() > capabilities_.size_bytes_max) {
     attempt->SettleRest(Outcome::kPermanent,
                         absl::StrCat("552 5.3.4 message of ", message.content.size(),
-                                     " bytes exceeds the limit of ", options_.target, " (",
+                                     " bytes exceeds the limit of ", target_, " (",
                                      capabilities_.size_bytes_max, " bytes)"));
     return false;
   }
@@ -593,8 +642,8 @@ absl::Status SmtpClient::FinishData(Attempt* attempt) {
     return attempt->mail_accepted ? Reset() : absl::OkStatus();
   }
   if (reply.Class() != 4 && reply.Class() != 5) {
-    return LocalFailure("4.5.0", absl::StrCat("unexpected reply to DATA from ", options_.target,
-                                              ": ", reply.ToString(kResultReplyBytesMax)));
+    return LocalFailure("4.5.0", absl::StrCat("unexpected reply to DATA from ", target_, ": ",
+                                              reply.ToString(kResultReplyBytesMax)));
   }
   for (size_t index : attempt->accepted) {
     attempt->SettleWith(index, reply);
@@ -635,7 +684,7 @@ absl::Status SmtpClient::Reset() {
   RETURN_IF_ERROR(connection_->Write("RSET\r\n"));
   ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
   if (!reply.IsPositiveCompletion()) {
-    return LocalFailure("4.5.0", absl::StrCat("RSET refused by ", options_.target, ": ",
+    return LocalFailure("4.5.0", absl::StrCat("RSET refused by ", target_, ": ",
                                               reply.ToString(kResultReplyBytesMax)));
   }
   return absl::OkStatus();

@@ -56,12 +56,16 @@ namespace chute::delivery {
 
 // A reply chute stores for a recipient is at most this long (the server's text is cut).
 inline constexpr size_t kResultReplyBytesMax = 1024;
+// A target that could not be reached (or greeted) goes to the back of the order this long.
+inline constexpr absl::Duration kTargetDownFor = absl::Seconds(60);
 // QUIT is a courtesy: its reply is awaited at most this long (or io_timeout, if shorter).
 inline constexpr absl::Duration kQuitTimeoutMax = absl::Seconds(5);
 
 struct SmtpClientOptions {
-  bool lmtp = false;      // LMTP (LHLO, one reply per recipient) instead of SMTP
-  std::string target;     // "a.b.c.d:port", "[v6]:port" or "unix:/path"
+  bool lmtp = false;  // LMTP (LHLO, one reply per recipient) instead of SMTP
+  // "a.b.c.d:port", "[v6]:port" or "unix:/path", in order of preference: a connection goes to
+  // the first that answers (one that failed is tried last for kTargetDownFor).
+  std::vector<std::string> targets;
   std::string helo_name;  // our name in EHLO/LHLO/HELO
   DeliveryTls tls = DeliveryTls::kOpportunistic;
   // How the certificate is verified when tls is not off (see the file comment).
@@ -102,6 +106,8 @@ class SmtpClient : public Backend {
   // CloseIdle: QUIT and close when the last Deliver() ended at least idle_timeout before `now`.
   void CloseIdle(absl::Time now) override;
 
+  // target: the target of the open connection (or of the last attempt).
+  const std::string& target() const { return target_; }
   // connected: whether a connection is open (for tests and metrics).
   bool connected() const { return connection_ != nullptr; }
   // connections_opened: how many connections this client has opened since it was made.
@@ -111,7 +117,9 @@ class SmtpClient : public Backend {
   class Connection;
   struct Attempt;
 
+  // Connect: a session with the first target that gives one (see `targets`).
   absl::Status Connect();
+  absl::Status ConnectTarget();
   absl::Status OpenSession(bool try_tls, bool* handshake_failed);
   absl::Status Greet(bool try_tls, bool* handshake_failed);
   absl::Status Hello();
@@ -138,7 +146,9 @@ class SmtpClient : public Backend {
 
   const SmtpClientOptions options_;
   const std::shared_ptr<net::TlsContext> tls_context_;
-  const std::string server_name_;  // the name the certificate must carry; "" = none
+  std::string target_;                  // the target connected to (or last tried)
+  std::string server_name_;             // the name its certificate must carry; "" = none
+  std::vector<absl::Time> down_until_;  // per target: tried last until then
   std::unique_ptr<Connection> connection_;
   Capabilities capabilities_;
   size_t messages_on_connection_ = 0;

@@ -194,7 +194,8 @@ int Main(int argc, char** argv) {
   SetLogJson(config->log.json);
   if (check_only) {
     // Everything Start() would refuse, short of binding the ports.
-    absl::Status status = server::CheckReferences(*config);
+    std::string routes;
+    absl::Status status = server::CheckReferences(*config, &routes);
     if (!status.ok()) {
       std::cerr << "chuted: " << config_path << ": " << status.message() << "\n";
       return 2;
@@ -202,7 +203,8 @@ int Main(int argc, char** argv) {
     std::cout << config_path << ": OK\n"
               << "spool.dir = " << config->spool.dir << "\n"
               << "delivery.maildir_root = " << config->delivery.maildir_root << "\n"
-              << "directory.database = " << config->directory.database << "\n";
+              << "directory.database = " << config->directory.database << "\n"
+              << routes;
     return 0;
   }
 

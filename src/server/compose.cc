@@ -37,16 +37,11 @@ constexpr int kVerifierThreads = 2;
 // Descriptors kept free of client connections besides the per-shard and delivery ones.
 constexpr int64_t kDescriptorHeadroom = 32;
 
-absl::StatusOr<delivery::BackendFactory> MakeBackendFactory(
-    const Config& config, std::shared_ptr<std::atomic<int64_t>> stop_at, std::string* destination) {
-  const DeliveryConfig& d = config.delivery;
-  if (d.backend == DeliveryBackend::kMaildir) {
-    *destination = absl::StrCat("maildir:", d.maildir_root);
-    return delivery::MakeMaildirFactory(d.maildir_root, config.server.hostname);
-  }
+// SmtpOptions: the delivery client's options for a route's settings `d`.
+delivery::SmtpClientOptions SmtpOptions(const Config& config, const DeliveryConfig& d) {
   delivery::SmtpClientOptions options;
   options.lmtp = d.backend == DeliveryBackend::kLmtp;
-  options.target = d.target;
+  options.targets = d.targets;
   options.helo_name = config.server.hostname;
   options.tls = d.tls;
   options.tls_ca_file = d.tls_ca_file;
@@ -55,8 +50,16 @@ absl::StatusOr<delivery::BackendFactory> MakeBackendFactory(
   options.messages_per_connection_max = static_cast<size_t>(d.messages_per_connection_max);
   options.idle_timeout = absl::Seconds(d.connection_idle_s);
   options.io_timeout = absl::Seconds(d.timeout_s);
+  return options;
+}
+
+absl::StatusOr<delivery::BackendFactory> MakeBackendFactory(
+    const Config& config, const DeliveryConfig& d, std::shared_ptr<std::atomic<int64_t>> stop_at) {
+  if (d.backend == DeliveryBackend::kMaildir) {
+    return delivery::MakeMaildirFactory(d.maildir_root, config.server.hostname);
+  }
+  delivery::SmtpClientOptions options = SmtpOptions(config, d);
   options.stop_at_unix_ms = std::move(stop_at);
-  *destination = absl::StrCat(DeliveryBackendName(d.backend), ":", d.target);
   return delivery::MakeSmtpClientFactory(options);
 }
 
@@ -191,7 +194,7 @@ absl::Status Server::StartAdmin() {
   admin_ = std::make_unique<admin::AdminServer>(
       std::move(keys), [this] { return MetricsText(); },
       [this](absl::string_view method, absl::string_view path) {
-        return admin::HandleQueueRequest(*queue_, method, path);
+        return admin::HandleQueueRequest(*delivery_, method, path);
       });
   admin_->ServeUsage(config.directory.database);
   absl::Status status = admin_->Start(address, config.admin.socket);
@@ -243,61 +246,95 @@ void Server::StartTrace() {
 
 absl::Status Server::StartSpoolAndDelivery(int shards) {
   const Config& config = shared_.config;
-  if (config.delivery.backend != DeliveryBackend::kMaildir) {
-    delivery::SmtpClientOptions probe;
-    probe.target = config.delivery.target;
-    probe.helo_name = config.server.hostname;
-    probe.tls = config.delivery.tls;
-    probe.tls_server_name = config.delivery.tls_server_name;
-    RETURN_IF_ERROR(delivery::ValidateSmtpClientOptions(probe));
+  delivery::Router router(config);
+  for (size_t r = 0; r < router.size(); ++r) {
+    const DeliveryConfig& d = router.route(r).settings;
+    if (d.backend != DeliveryBackend::kMaildir) {
+      absl::Status valid = delivery::ValidateSmtpClientOptions(SmtpOptions(config, d));
+      if (!valid.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("route \"", router.route(r).name, "\": ", valid.message()));
+      }
+    }
+  }
+  absl::Status routed = CheckRoutes(router, *shared_.snapshot.load(), nullptr);
+  if (!routed.ok()) {
+    LOG_ERROR("delivery: %s", routed.message());  // the other domains' mail still flows
   }
   ASSIGN_OR_RETURN(shared_.spool_dir_fd, spool::LockSpool(config.spool.dir));
   shared_.boot_us = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
   gauges_ = std::make_unique<spool::SpoolGauges>();
   shared_.gauges = gauges_.get();
-  delivery::QueueOptions options;
-  options.stop_at_unix_ms = std::make_shared<std::atomic<int64_t>>(0);
-  ASSIGN_OR_RETURN(options.backend,
-                   MakeBackendFactory(config, options.stop_at_unix_ms, &options.destination));
-  options.workers = config.delivery.backend == DeliveryBackend::kMaildir
-                        ? static_cast<int>(config.server.delivery_threads)
-                        : static_cast<int>(config.delivery.connections_max);
-  options.batch_messages_max = static_cast<size_t>(config.delivery.batch_messages_max);
-  options.batch_delay = absl::Milliseconds(config.delivery.batch_delay_ms);
-  options.retry_initial = absl::Seconds(config.delivery.retry_initial_s);
-  options.retry_max = absl::Seconds(config.delivery.retry_max_s);
-  options.give_up_after = absl::Seconds(config.delivery.give_up_after_s);
-  options.dead_dir = absl::StrCat(config.server.data_dir, "/dead");
-  options.gauges = gauges_.get();
   StartTrace();
-  options.trace = trace_.get();
-  if (config.delivery.backend == DeliveryBackend::kMaildir) {
-    absl::Time started = absl::Now();
-    size_t removed =
-        delivery::CleanMaildirTmp(config.delivery.maildir_root, config.server.hostname, started);
-    if (removed > 0) {
-      LOG_INFO(
-          "maildir: removed %d file(s) left in tmp/ (crash leftovers, or older than 36 h) "
-          "in %d ms",
-          static_cast<int64_t>(removed), absl::ToInt64Milliseconds(absl::Now() - started));
+  std::string dead_dir = absl::StrCat(config.server.data_dir, "/dead");
+  std::vector<std::unique_ptr<delivery::DeliveryQueue>> queues;
+  std::vector<std::string> maildir_roots;
+  for (size_t r = 0; r < router.size(); ++r) {
+    const delivery::Route& route = router.route(r);
+    const DeliveryConfig& d = route.settings;
+    delivery::QueueOptions options;
+    options.route = route.name;
+    options.destination = delivery::Destination(d);
+    options.stop_at_unix_ms = std::make_shared<std::atomic<int64_t>>(0);
+    ASSIGN_OR_RETURN(options.backend, MakeBackendFactory(config, d, options.stop_at_unix_ms));
+    options.workers = d.backend == DeliveryBackend::kMaildir
+                          ? static_cast<int>(config.server.delivery_threads)
+                          : static_cast<int>(d.connections_max);
+    options.batch_messages_max = static_cast<size_t>(d.batch_messages_max);
+    options.batch_delay = absl::Milliseconds(d.batch_delay_ms);
+    options.retry_initial = absl::Seconds(d.retry_initial_s);
+    options.retry_max = absl::Seconds(d.retry_max_s);
+    options.give_up_after = absl::Seconds(d.give_up_after_s);
+    options.dead_dir = dead_dir;
+    options.gauges = gauges_.get();
+    options.trace = trace_.get();
+    if (d.backend == DeliveryBackend::kMaildir &&
+        std::find(maildir_roots.begin(), maildir_roots.end(), d.maildir_root) ==
+            maildir_roots.end()) {
+      maildir_roots.push_back(d.maildir_root);
+      absl::Time started = absl::Now();
+      size_t removed = delivery::CleanMaildirTmp(d.maildir_root, config.server.hostname, started);
+      if (removed > 0) {
+        LOG_INFO(
+            "maildir %s: removed %d file(s) left in tmp/ (crash leftovers, or older than 36 h) "
+            "in %d ms",
+            d.maildir_root, static_cast<int64_t>(removed),
+            absl::ToInt64Milliseconds(absl::Now() - started));
+      }
     }
+    if (router.size() > 1) {
+      LOG_INFO("delivery route %s: %s", route.name, options.destination);
+    }
+    queues.push_back(std::make_unique<delivery::DeliveryQueue>(std::move(options)));
   }
-  queue_ = std::make_unique<delivery::DeliveryQueue>(std::move(options));
-  shared_.queue = queue_.get();
+  delivery_ = std::make_unique<delivery::DeliveryStage>(
+      std::move(router), std::move(queues), dead_dir, gauges_.get(),
+      [this](int64_t tenant_id) -> std::string {
+        std::shared_ptr<const directory::Snapshot> snapshot = shared_.snapshot.load();
+        const directory::Tenant* tenant =
+            snapshot != nullptr ? snapshot->FindTenant(tenant_id) : nullptr;
+        return tenant != nullptr ? tenant->name : "";
+      });
+  shared_.delivery = delivery_.get();
   size_t replayed = 0;
+  size_t unrouted = 0;
   ASSIGN_OR_RETURN(
       replayed_segments_,
       spool::Replay(config.spool.dir, gauges_.get(), [&](spool::ReplayedRecord record) {
-        queue_->Enqueue(delivery::QueuedFrom(std::move(record.record.envelope),
-                                             std::move(record.record.marks), std::move(record.ref),
-                                             /*replayed=*/true));
+        unrouted += delivery_->Route(delivery::QueuedFrom(std::move(record.record.envelope),
+                                                          std::move(record.record.marks),
+                                                          std::move(record.ref),
+                                                          /*replayed=*/true));
         ++replayed;
       }));
-  LOG_INFO(
-      "spool %s: %d message(s) to deliver from an earlier run, in %d segment(s); "
-      "delivery to %s",
-      config.spool.dir, static_cast<int64_t>(replayed),
-      static_cast<int64_t>(replayed_segments_.size()), queue_->destination());
+  LOG_INFO("spool %s: %d message(s) to deliver from an earlier run, in %d segment(s)%s; %s",
+           config.spool.dir, static_cast<int64_t>(replayed),
+           static_cast<int64_t>(replayed_segments_.size()),
+           unrouted == 0 ? std::string()
+                         : absl::StrCat(" (", unrouted, " recipient(s) without a route stay)"),
+           delivery_->routes() == 1
+               ? absl::StrCat("delivery to ", delivery_->queue(0).destination())
+               : absl::StrCat(delivery_->routes(), " delivery routes"));
   (void)shards;
   return absl::OkStatus();
 }

@@ -167,7 +167,7 @@ void Server::RegisterMetrics() {
   RegisterBuildInfo(registry);
   RegisterShardCounters(registry, shards_);
   spool::RegisterMetrics(registry, *gauges_);
-  delivery::RegisterMetrics(registry, *queue_, shared_.config.delivery);
+  delivery::RegisterMetrics(registry, *delivery_);
   RegisterShardTraffic(registry, shards_);
   RegisterTenants(registry, shared_.usage);
   RegisterLog(registry);

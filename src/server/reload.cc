@@ -76,16 +76,22 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
   check(running.spool.dir != loaded.spool.dir, "spool.dir");
   const DeliveryConfig& d1 = running.delivery;
   const DeliveryConfig& d2 = loaded.delivery;
-  check(d1.backend != d2.backend || d1.maildir_root != d2.maildir_root || d1.target != d2.target ||
-            d1.batch_messages_max != d2.batch_messages_max ||
+  check(d1.backend != d2.backend || d1.maildir_root != d2.maildir_root ||
+            d1.targets != d2.targets || d1.batch_messages_max != d2.batch_messages_max ||
             d1.batch_delay_ms != d2.batch_delay_ms || d1.retry_initial_s != d2.retry_initial_s ||
             d1.retry_max_s != d2.retry_max_s || d1.give_up_after_s != d2.give_up_after_s ||
             d1.tls != d2.tls || d1.connections_max != d2.connections_max ||
             d1.messages_per_connection_max != d2.messages_per_connection_max ||
             d1.connection_idle_s != d2.connection_idle_s || d1.timeout_s != d2.timeout_s ||
             d1.tls_ca_file != d2.tls_ca_file || d1.tls_server_name != d2.tls_server_name ||
-            d1.tls_pins != d2.tls_pins,
+            d1.tls_pins != d2.tls_pins || d1.verify_recipients != d2.verify_recipients ||
+            d1.verify_unreachable != d2.verify_unreachable ||
+            d1.verify_positive_s != d2.verify_positive_s ||
+            d1.verify_negative_s != d2.verify_negative_s ||
+            d1.verify_timeout_s != d2.verify_timeout_s,
         "[delivery]");
+  check(running.default_route != loaded.default_route || running.routes != loaded.routes,
+        "[[delivery.route]]");
   check(running.spool.group_commit_delay_us != loaded.spool.group_commit_delay_us ||
             running.spool.segment_bytes != loaded.spool.segment_bytes,
         "[spool]");

@@ -45,7 +45,7 @@ absl::Status Server::Start() {
   RETURN_IF_ERROR(StartSpoolAndDelivery(shards));
   MakeAuth();
   RETURN_IF_ERROR(OpenShards(shards));
-  queue_->Start();
+  delivery_->Start();
   verifier_->Start();
   keys_->Start();
   RegisterMetrics();
@@ -79,9 +79,9 @@ void Server::Stop() {
   if (verifier_ != nullptr) {
     verifier_->Stop();
   }
-  if (queue_ != nullptr) {
+  if (delivery_ != nullptr) {
     // What is ready is delivered for a few seconds more; the rest stays in the spool.
-    queue_->Stop(kDeliveryDrain);
+    delivery_->Stop(kDeliveryDrain);
   }
   if (trace_ != nullptr) {
     trace_->Stop();  // after delivery: it writes what the drain did

@@ -22,8 +22,9 @@
 #include "directory/directory.h"
 
 namespace chute::delivery {
-class DeliveryQueue;
-}
+class DeliveryStage;
+class Router;
+}  // namespace chute::delivery
 namespace chute::spool {
 struct SpoolGauges;
 }
@@ -181,7 +182,7 @@ struct SharedState {
   int spool_dir_fd = -1;
   uint64_t boot_us = 0;
   spool::SpoolGauges* gauges = nullptr;
-  delivery::DeliveryQueue* queue = nullptr;
+  delivery::DeliveryStage* delivery = nullptr;
   auth::PasswordVerifier* verifier = nullptr;
   std::unique_ptr<auth::AuthThrottle> throttle;
   // The OAuth signing keys of each tenant that trusts an issuer, kept current by their
@@ -195,7 +196,12 @@ struct SharedState {
 // delivery backend is supported, the TLS certificate and key load (when a listener needs TLS),
 // delivery's tls_ca_file loads (when delivery uses TLS), the directory database exists, and every
 // authenticate_as names an account in it.
-absl::Status CheckReferences(const Config& config);
+// `report` (optional) gets one line per accepted domain naming its route and destination.
+absl::Status CheckReferences(const Config& config, std::string* report = nullptr);
+// CheckRoutes: every accepted domain of `snapshot` has a route (FailedPrecondition naming the
+// ones that have none); `report` as above, with a warning for a route naming an unknown tenant.
+absl::Status CheckRoutes(const delivery::Router& router, const directory::Snapshot& snapshot,
+                         std::string* report);
 
 class Server {
  public:
@@ -252,7 +258,7 @@ class Server {
   // Declared before the queue and the shards, which write to it: destroyed after them.
   std::unique_ptr<trace::Writer> trace_;
   std::unique_ptr<spool::SpoolGauges> gauges_;
-  std::unique_ptr<delivery::DeliveryQueue> queue_;
+  std::unique_ptr<delivery::DeliveryStage> delivery_;
   std::vector<std::shared_ptr<spool::Segment>> replayed_segments_;
   std::unique_ptr<auth::PasswordVerifier> verifier_;
   std::unique_ptr<auth::KeyStore> keys_;

@@ -30,8 +30,10 @@ Shard::Shard(int index, SharedState* shared)
           static_cast<uint64_t>(shared->config.spool.segment_bytes), shared->gauges),
       absl::Microseconds(shared->config.spool.group_commit_delay_us),
       spool::QueueIdMinter(boot_us_, index));
-  handover_ = shared->queue->AddProducer();
-  services_ = SubmissionServices{this, this, this, this, &counters_, &replies_, &now_};
+  handover_ = shared->delivery->AddProducer();
+  handed_over_.assign(handover_.size(), false);
+  services_ = SubmissionServices{this,       this,      this,  this,
+                                 &counters_, &replies_, &now_, &shared->delivery->router()};
 }
 
 void Shard::AdoptSegment(std::shared_ptr<spool::Segment> segment) {

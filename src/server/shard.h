@@ -17,7 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "auth/verifier.h"
-#include "delivery/queue.h"
+#include "delivery/stage.h"
 #include "io/ring.h"
 #include "net/transport.h"
 #include "server/server.h"
@@ -89,7 +89,8 @@ class Shard : public auth::VerifySink,
   void NoteReceiving(int delta) override;
   void Stage(spool::RecordPrefix prefix, std::span<const iovec> body, uint64_t body_bytes,
              uint64_t cookie) override;
-  void Accepted(std::unique_ptr<delivery::QueuedMessage> message) override;
+  void Accepted(std::unique_ptr<delivery::QueuedMessage> message,
+                const std::vector<int>& routes) override;
   void CountUsage(const directory::Account& account, size_t recipients) override;
   bool Tracing() const override { return shared_->trace != nullptr; }
   void Trace(trace::Event event) override;
@@ -216,10 +217,10 @@ class Shard : public auth::VerifySink,
   bool commit_timer_armed_ = false;
   __kernel_timespec accept_pause_{};
   __kernel_timespec commit_wait_{};
-  delivery::DeliveryQueue::Ring* handover_ = nullptr;
-  std::deque<std::unique_ptr<delivery::QueuedMessage>> handover_backlog_;
-  bool handed_over_ = false;  // something was pushed since the last Notify
-  UsageLog::Map usage_;       // this shard's counts since the last tick
+  std::vector<delivery::DeliveryQueue::Ring*> handover_;  // one per delivery route
+  std::deque<delivery::RoutedPart> handover_backlog_;
+  std::vector<bool> handed_over_;  // per route: something was pushed since the last Notify
+  UsageLog::Map usage_;            // this shard's counts since the last tick
   // Trace events of accepted messages, handed to the trace writer at each tick or when
   // kTraceHandOverEvents have gathered (one short lock per hand-over, not per message).
   std::vector<trace::Event> trace_pending_;

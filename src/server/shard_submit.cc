@@ -134,22 +134,32 @@ void Shard::Trace(trace::Event event) {
   }
 }
 
-void Shard::Accepted(std::unique_ptr<delivery::QueuedMessage> message) {
-  if (handover_backlog_.empty() && handover_->TryPush(message)) {
-    handed_over_ = true;
-    return;
+void Shard::Accepted(std::unique_ptr<delivery::QueuedMessage> message,
+                     const std::vector<int>& routes) {
+  for (delivery::RoutedPart& part :
+       delivery::SplitByRoute(std::move(message), routes, shared_->delivery->router())) {
+    if (handover_backlog_.empty() && handover_[part.route]->TryPush(part.message)) {
+      handed_over_[part.route] = true;
+      continue;
+    }
+    handover_backlog_.push_back(std::move(part));
   }
-  handover_backlog_.push_back(std::move(message));
 }
 
 void Shard::FlushHandOver() {
-  while (!handover_backlog_.empty() && handover_->TryPush(handover_backlog_.front())) {
+  while (!handover_backlog_.empty()) {
+    delivery::RoutedPart& front = handover_backlog_.front();
+    if (!handover_[front.route]->TryPush(front.message)) {
+      break;
+    }
+    handed_over_[front.route] = true;
     handover_backlog_.pop_front();
-    handed_over_ = true;
   }
-  if (handed_over_) {
-    handed_over_ = false;
-    shared_->queue->Notify();  // once per turn of the loop, not per message
+  for (size_t route = 0; route < handed_over_.size(); ++route) {
+    if (handed_over_[route]) {
+      handed_over_[route] = false;
+      shared_->delivery->queue(route).Notify();  // once per turn of the loop, not per message
+    }
   }
 }
 

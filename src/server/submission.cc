@@ -321,9 +321,22 @@ std::optional<smtp::Reply> Submission::OnRcpt(absl::string_view address) {
     return refusal;
   }
   std::vector<std::string>& recipients = message_.recipients;
-  if (std::find(recipients.begin(), recipients.end(), deliver_to) == recipients.end()) {
-    recipients.push_back(std::move(deliver_to));  // a repeated RCPT delivers once
+  if (std::find(recipients.begin(), recipients.end(), deliver_to) != recipients.end()) {
+    return smtp::kReplyRecipientOk;  // a repeated RCPT delivers once
   }
+  int route = services_.router->FindAddress(deliver_to, account_->tenant_name);
+  if (route == delivery::kNoRoute) {
+    LogEvent(LogLevel::kWarning, "rcpt.refused",
+             {{"client", peer_text_},
+              {"account", account_->primary_address},
+              {"sender", message_.sender},
+              {"recipient", address},
+              {"code", smtp::kReplyNoRoute.code},
+              {"reply", smtp::kReplyNoRoute.text}});
+    return smtp::kReplyNoRoute;
+  }
+  recipients.push_back(std::move(deliver_to));
+  message_.routes.push_back(route);
   return smtp::kReplyRecipientOk;
 }
 
@@ -441,6 +454,7 @@ void Submission::ReleaseMessage() {
   message_.pieces.clear();
   message_.arena.clear();
   message_.recipients.clear();
+  message_.routes.clear();
   message_.added_headers.clear();
   message_.header_copy.clear();
   message_.rewrite_header = false;
@@ -581,7 +595,8 @@ void Submission::OnCommitted(const spool::Committed* committed) {
     envelope.sender = std::move(message_.sender);
     envelope.recipients = std::move(message_.recipients);
     services_.sink->Accepted(
-        delivery::QueuedFrom(std::move(envelope), {}, committed->ref, /*replayed=*/false));
+        delivery::QueuedFrom(std::move(envelope), {}, committed->ref, /*replayed=*/false),
+        message_.routes);
   } else {
     services_.counters->messages_failed.Add(1);
     LogEvent(LogLevel::kWarning, "message.failed",

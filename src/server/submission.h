@@ -31,6 +31,7 @@
 #include "base/config.h"
 #include "base/net_address.h"
 #include "delivery/queue.h"
+#include "delivery/router.h"
 #include "directory/directory.h"
 #include "policy/connection_gate.h"
 #include "smtp/message_headers.h"
@@ -74,8 +75,10 @@ class SubmitSink {
   // Stage: the record for the next group commit; `body` stays valid until OnCommitted.
   virtual void Stage(spool::RecordPrefix prefix, std::span<const iovec> body, uint64_t body_bytes,
                      uint64_t cookie) = 0;
-  // Accepted: a committed message for delivery, its usage count and its trace event.
-  virtual void Accepted(std::unique_ptr<delivery::QueuedMessage> message) = 0;
+  // Accepted: a committed message for delivery (`routes`: each recipient's route), its usage
+  // count and its trace event.
+  virtual void Accepted(std::unique_ptr<delivery::QueuedMessage> message,
+                        const std::vector<int>& routes) = 0;
   virtual void CountUsage(const directory::Account& account, size_t recipients) = 0;
   // Tracing: whether the message trace is on (when it is off, no event is built at all).
   virtual bool Tracing() const = 0;
@@ -150,6 +153,7 @@ struct SubmissionServices {
   ShardCounters* counters = nullptr;
   ReplyCounts* replies = nullptr;
   const absl::Time* now = nullptr;
+  const delivery::Router* router = nullptr;  // which route serves a recipient
 };
 
 // A piece of message body: inside a pinned receive buffer, or inside the arena.
@@ -220,6 +224,7 @@ class Submission : public smtp::SessionHandler {
     std::string id;
     std::string sender;
     std::vector<std::string> recipients;  // as accepted, deduplicated
+    std::vector<int> routes;              // each one's delivery route (delivery::Router)
     std::vector<BodyPiece> pieces;
     std::vector<iovec> body_iov;    // the pieces as the spool writes them
     std::vector<uint16_t> pinned;   // distinct receive buffers the pieces point into

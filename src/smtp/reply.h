@@ -108,6 +108,10 @@ inline constexpr Reply kReplyRelayDenied{550,
 inline constexpr Reply kReplyRecipientIsHve{
     550, "5.1.10 Recipient not found: HVE accounts have no mailbox"};
 inline constexpr Reply kReplyTooManyRecipients{452, "4.5.3 Too many recipients"};
+
+// Delivery routes and recipient verification (docs/architecture.md, Delivery routes).
+// A domain the tenant accepts but no [[delivery.route]] serves (default_route = false).
+inline constexpr Reply kReplyNoRoute{451, "4.3.5 No delivery route for this domain"};
 // After the end of data: the header From: is not the account's address or an alias.
 inline constexpr Reply kReplyFromMismatch{550,
                                           "5.6.241 From header does not match the sending account"};

@@ -31,7 +31,7 @@ RELOAD = os.path.join(ROOT, "src", "server", "reload.cc")
 PENDING = set()  # keys documented ahead of the loader (none now)
 SIGHUP_VALUES = {"yes", "restart", "restart (not logged)", "chutectl"}
 READER_CALL = re.compile(
-    r'\br\.(Int|String|Bool|CidrList|PinList|Enum<[^>]*>)\(\s*"(\w+)"(.*?)\);', re.S)
+    r'\br\.(Int|String|StringList|Bool|CidrList|PinList|Enum<[^>]*>)\(\s*"(\w+)"(.*?)\);', re.S)
 
 
 def read(path):
@@ -56,7 +56,7 @@ def loader_keys():
     source = read(LOADER)
     constants = {name: cpp_integer(value) for name, value in
                  re.findall(r"constexpr int64_t (k\w+) = ([^;]+);", source)}
-    readers = list(re.finditer(r'TableReader r\(table, "(\w+)", source\);', source))
+    readers = list(re.finditer(r'TableReader r\(table, "([\w.]+)", source\);', source))
     keys = {}
     for i, reader in enumerate(readers):
         end = readers[i + 1].start() if i + 1 < len(readers) else len(source)
@@ -68,7 +68,8 @@ def loader_keys():
                 low, high = [p.strip() for p in rest.split(",")[1:3]]
                 entry["range"] = (cpp_integer(low, constants), cpp_integer(high, constants))
             keys[(reader.group(1), key)] = entry
-    calls = len(re.findall(r"\br\.(?:Int|String|Bool|CidrList|PinList|Enum<[^>]*>)\(", source))
+    calls = len(re.findall(r"\br\.(?:Int|String|StringList|Bool|CidrList|PinList|Enum<[^>]*>)\(",
+                           source))
     return keys, calls, [r.group(1) for r in readers]
 
 
@@ -91,7 +92,7 @@ def doc_keys():
     out = {}
     table = None
     for line in read(DOC).splitlines():
-        heading = re.match(r"## `\[{1,2}(\w+)\]{1,2}`", line)
+        heading = re.match(r"## `\[{1,2}([\w.]+)\]{1,2}`", line)
         if heading:
             table = heading.group(1)
             continue
@@ -156,7 +157,7 @@ class ConfigurationDocTest(unittest.TestCase):
     def test_sighup_column_matches_the_reload_code(self):
         restart = restart_only_keys()
         self.assertIn(("server", "shards"), restart)  # the parse found the function
-        self.assertIn(("delivery", "target"), restart)
+        self.assertIn(("delivery", "targets"), restart)
         self.assertIn(("listener", "address"), restart)
         for key in restart:
             self.assertTrue(key in self.doc, f"{key} is checked on reload but not documented")

@@ -385,7 +385,7 @@ class LmtpToDovecotTest(DeliveryFixture):
             self.assertEqual(tags_in(f.read()), [b"lmtp-50"])
         self.assertTrue(os.path.exists(os.path.join(self.dir, "dead", queue_id + ".json")))
         metrics = self.metrics()
-        backend = f'{{backend="lmtp",target="127.0.0.1:{self.lmtp_port}"}}'
+        backend = f'{{route="default",backend="lmtp",target="127.0.0.1:{self.lmtp_port}"}}'
         self.assertEqual(metrics["chute_delivery_recipients_delivered_total" + backend],
                          len(DOVECOT_USERS))
         self.assertEqual(metrics["chute_delivery_recipients_dead_total" + backend],
@@ -530,7 +530,8 @@ class DeadLetterRequeueTest(DeliveryFixture):
         self.assertEqual(dead[0]["id"], queue_id)
         self.assertEqual(dead[0]["recipients"], [{
             "address": "gone@example.test",
-            "reply": "550 5.1.1 <gone@example.test>: Recipient address rejected: User unknown"}])
+            "reply": "550 5.1.1 <gone@example.test>: Recipient address rejected: User unknown",
+            "route": "default"}])
         text = self.ctl("queue", "dead").stdout
         self.assertIn(queue_id, text)
         self.assertIn("gone@example.test: 550 5.1.1", text)

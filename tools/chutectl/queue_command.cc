@@ -42,8 +42,8 @@ void PrintList(const nlohmann::json& list) {
     std::cout << "The queue is empty.\n";
     return;
   }
-  Printf("%-22s %8s %-28s %4s %-20s %s\n", "ID", "AGE_S", "SENDER", "TRY", "NEXT ATTEMPT",
-         "RECIPIENTS PENDING (LAST REPLY)");
+  Printf("%-23s %-12s %8s %-28s %4s %-20s %s\n", "ID", "ROUTE", "AGE_S", "SENDER", "TRY",
+         "NEXT ATTEMPT", "RECIPIENTS PENDING (LAST REPLY)");
   for (const nlohmann::json& m : list) {
     std::string next =
         m["held"].is_boolean() && m["held"].get<bool>() ? "held" : Str(m, "next_attempt");
@@ -53,12 +53,12 @@ void PrintList(const nlohmann::json& list) {
       recipients.push_back(reply.empty() ? Str(r, "address")
                                          : absl::StrCat(Str(r, "address"), " (", reply, ")"));
     }
-    Printf("%-22s %8lld %-28s %4lld %-20s %s\n", Str(m, "id").c_str(),
-           static_cast<long long>(m.value("age_s", int64_t{0})), Str(m, "sender").c_str(),
-           static_cast<long long>(m.value("attempts", int64_t{0})), next.c_str(),
-           absl::StrJoin(recipients, ", ").c_str());
+    Printf("%-23s %-12s %8lld %-28s %4lld %-20s %s\n", Str(m, "id").c_str(),
+           Str(m, "route").c_str(), static_cast<long long>(m.value("age_s", int64_t{0})),
+           Str(m, "sender").c_str(), static_cast<long long>(m.value("attempts", int64_t{0})),
+           next.c_str(), absl::StrJoin(recipients, ", ").c_str());
   }
-  std::cout << list.size() << " message(s)\n";
+  std::cout << list.size() << " message(s)\n";  // one line per route of a message
 }
 
 void PrintDead(const nlohmann::json& list) {
@@ -72,7 +72,9 @@ void PrintDead(const nlohmann::json& list) {
               << " attempt(s)\n";
     if (m.contains("recipients") && m["recipients"].is_array()) {
       for (const nlohmann::json& r : m["recipients"]) {
-        std::cout << "  " << Str(r, "address") << ": " << Str(r, "reply") << "\n";
+        std::string route = Str(r, "route");
+        std::cout << "  " << Str(r, "address") << ": " << Str(r, "reply")
+                  << (route.empty() ? "" : absl::StrCat(" (route ", route, ")")) << "\n";
       }
     }
   }

@@ -230,6 +230,97 @@ TEST(ConfigTest, DeliveryVerificationErrors) {
                   .ok());
 }
 
+TEST(ConfigTest, RoutesStartFromDeliveryAndSetTheirOwnKeys) {
+  absl::StatusOr<Config> config = Parse(R"([delivery]
+backend = "lmtp"
+target = "127.0.0.1:24"
+retry_initial_s = 30
+tls = "required"
+tls_server_name = "lmtp.example.test"
+verify_recipients = true
+
+[[delivery.route]]
+name = "staff"
+domains = ["Contoso.TEST", "fabrikam.test"]
+backend = "smtp"
+targets = ["127.0.0.1:2525", "[::1]:2525"]
+tls = "opportunistic"
+retry_max_s = 120
+
+[[delivery.route]]
+name = "svc"
+tenants = ["payroll"]
+backend = "maildir"
+maildir_root = "/srv/mail"
+verify_unreachable = "defer"
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->default_route);
+  EXPECT_EQ(config->delivery.targets, std::vector<std::string>{"127.0.0.1:24"});
+  ASSERT_EQ(config->routes.size(), 2u);
+  const RouteConfig& staff = config->routes[0];
+  EXPECT_EQ(staff.name, "staff");
+  EXPECT_EQ(staff.domains, (std::vector<std::string>{"contoso.test", "fabrikam.test"}));
+  EXPECT_EQ(staff.delivery.backend, DeliveryBackend::kSmtp);
+  EXPECT_EQ(staff.delivery.targets, (std::vector<std::string>{"127.0.0.1:2525", "[::1]:2525"}));
+  EXPECT_EQ(staff.delivery.retry_initial_s, 30);  // inherited
+  EXPECT_EQ(staff.delivery.retry_max_s, 120);     // its own
+  EXPECT_TRUE(staff.delivery.verify_recipients);  // inherited
+  EXPECT_EQ(staff.delivery.tls, DeliveryTls::kOpportunistic);
+  EXPECT_EQ(staff.delivery.tls_server_name, "");  // never inherited
+  const RouteConfig& svc = config->routes[1];
+  EXPECT_EQ(svc.tenants, std::vector<std::string>{"payroll"});
+  EXPECT_EQ(svc.delivery.backend, DeliveryBackend::kMaildir);
+  EXPECT_EQ(svc.delivery.maildir_root, "/srv/mail");
+  EXPECT_EQ(svc.delivery.verify_unreachable, VerifyUnreachable::kDefer);
+  EXPECT_TRUE(svc.delivery.targets.empty());
+}
+
+TEST(ConfigTest, RouteErrorsNameTheRouteKey) {
+  const std::string route = "[[delivery.route]]\n";
+  EXPECT_TRUE(absl::StrContains(ErrorOf(route + "domains = [\"a.test\"]\nbackend = \"maildir\"\n"),
+                                "delivery.route.name: a route needs a name"));
+  EXPECT_TRUE(absl::StrContains(
+      ErrorOf(route + "name = \"Staff\"\ndomains = [\"a.test\"]\nbackend = \"maildir\"\n"),
+      "is not a route name"));
+  EXPECT_TRUE(absl::StrContains(
+      ErrorOf(route + "name = \"default\"\ndomains = [\"a.test\"]\nbackend = \"maildir\"\n"),
+      "\"default\" is the route [delivery] describes"));
+  EXPECT_TRUE(absl::StrContains(ErrorOf(route + "name = \"a\"\nbackend = \"maildir\"\n"),
+                                "a route needs domains or tenants"));
+  EXPECT_TRUE(absl::StrContains(ErrorOf(route + "name = \"a\"\ndomains = [\"a.test\"]\n"),
+                                "delivery.route.backend: a route needs backend"));
+  EXPECT_TRUE(absl::StrContains(
+      ErrorOf(route + "name = \"a\"\ndomains = [\"a.test\"]\nbackend = \"smtp\"\n"),
+      "need target"));
+  EXPECT_TRUE(
+      absl::StrContains(ErrorOf(route + "name = \"a\"\ndomains = [\"a.test\"]\nbackend = \"smtp\"\n"
+                                        "targets = [\"mail.example:25\"]\n"),
+                        "expected \"a.b.c.d:port\""));
+  EXPECT_TRUE(absl::StrContains(
+      ErrorOf(route + "name = \"a\"\ndomains = [\"a_b\"]\nbackend = \"maildir\"\n"),
+      "is not a domain name"));
+  EXPECT_TRUE(absl::StrContains(
+      ErrorOf(route + "name = \"a\"\ndomains = [\"a.test\"]\nbackend = \"maildir\"\nbogus = 1\n"),
+      "unknown key 'delivery.route.bogus'"));
+  EXPECT_TRUE(absl::StrContains(
+      ErrorOf(route + "name = \"a\"\ndomains = [\"a.test\"]\nbackend = \"maildir\"\n" + route +
+              "name = \"b\"\ndomains = [\"A.test\"]\nbackend = \"maildir\"\n"),
+      "domain a.test is in route \"a\" and in route \"b\""));
+  EXPECT_TRUE(
+      absl::StrContains(ErrorOf(route + "name = \"a\"\ntenants = [\"t\"]\nbackend = \"maildir\"\n" +
+                                route + "name = \"a\"\ntenants = [\"u\"]\nbackend = \"maildir\"\n"),
+                        "name \"a\" is given to two routes"));
+  EXPECT_TRUE(absl::StrContains(ErrorOf("[delivery]\ndefault_route = false\n"),
+                                "default_route = false needs at least one"));
+  EXPECT_TRUE(
+      absl::StrContains(ErrorOf("[delivery]\nbackend = \"smtp\"\ntarget = \"127.0.0.1:25\"\n"
+                                "targets = [\"127.0.0.1:26\"]\n"),
+                        "either target or targets"));
+  EXPECT_TRUE(absl::StrContains(ErrorOf("[delivery]\nverify_unreachable = \"maybe\"\n"),
+                                "is not one of \"accept\", \"defer\""));
+}
+
 TEST(ConfigTest, LoadConfigReadsAFileAndReportsMissingOnes) {
   char path[] = "/tmp/chute-config-XXXXXX";
   int fd = mkstemp(path);

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "delivery/stage.h"
 #include "gtest/gtest.h"
 #include "spool/group_commit.h"
 #include "spool/record.h"
@@ -79,27 +80,45 @@ class QueueTest : public ::testing::Test {
         std::make_unique<spool::SegmentWriter>(dir_ + "/spool", dir_fd_, 0, 1, 1 << 20, &gauges_);
   }
   void TearDown() override {
-    queue_.reset();
+    stage_.reset();
     writer_.reset();
     close(dir_fd_);
     std::filesystem::remove_all(dir_);
   }
 
-  void StartQueue(absl::Duration retry_initial = absl::Milliseconds(50)) {
-    QueueOptions options;
-    options.backend = [this] { return std::make_unique<ScriptedBackend>(&script_); };
-    options.destination = "test";
-    options.workers = 2;
-    options.batch_messages_max = 8;
-    options.batch_delay = absl::ZeroDuration();
-    options.retry_initial = retry_initial;
-    options.retry_max = retry_initial * 4;
-    options.give_up_after = absl::Hours(1);
-    options.dead_dir = dir_ + "/dead";
-    options.gauges = &gauges_;
-    queue_ = std::make_unique<DeliveryQueue>(std::move(options));
-    ring_ = queue_->AddProducer();
-    queue_->Start();
+  // StartQueue: the stage with the default route (its backend answers from script_) and,
+  // with `other_route`, a route "other" for y.test (its backend answers from other_script_).
+  void StartQueue(absl::Duration retry_initial = absl::Milliseconds(50), bool other_route = false) {
+    Config config;
+    if (other_route) {
+      RouteConfig route;
+      route.name = "other";
+      route.domains = {"y.test"};
+      config.routes.push_back(route);
+    }
+    Router router(config);
+    std::vector<std::unique_ptr<DeliveryQueue>> queues;
+    for (size_t r = 0; r < router.size(); ++r) {
+      QueueOptions options;
+      Script* script = router.route(r).name == "other" ? &other_script_ : &script_;
+      options.backend = [script] { return std::make_unique<ScriptedBackend>(script); };
+      options.route = router.route(r).name;
+      options.destination = "test";
+      options.workers = 2;
+      options.batch_messages_max = 8;
+      options.batch_delay = absl::ZeroDuration();
+      options.retry_initial = retry_initial;
+      options.retry_max = retry_initial * 4;
+      options.give_up_after = absl::Hours(1);
+      options.dead_dir = dir_ + "/dead";
+      options.gauges = &gauges_;
+      queues.push_back(std::make_unique<DeliveryQueue>(std::move(options)));
+    }
+    stage_ = std::make_unique<DeliveryStage>(std::move(router), std::move(queues), dir_ + "/dead",
+                                             &gauges_, nullptr);
+    queue_ = &stage_->queue(stage_->routes() - 1);  // the default route
+    rings_ = stage_->AddProducer();
+    stage_->Start();
   }
 
   // Spools a message to `recipients` and hands it to the queue through the producer ring.
@@ -128,9 +147,16 @@ class QueueTest : public ::testing::Test {
     return message;
   }
 
+  // HandOver: as a shard does it: split by route, one ring per route.
   void HandOver(std::unique_ptr<QueuedMessage> message) {
-    ASSERT_TRUE(ring_->TryPush(message));
-    queue_->Notify();
+    std::vector<int> routes;
+    for (const std::string& r : message->recipients) {
+      routes.push_back(stage_->router().FindAddress(r, ""));
+    }
+    for (RoutedPart& part : SplitByRoute(std::move(message), routes, stage_->router())) {
+      ASSERT_TRUE(rings_[part.route]->TryPush(part.message));
+      stage_->queue(part.route).Notify();
+    }
   }
 
   // WaitFor: polls `condition` for up to 10 s.
@@ -159,8 +185,10 @@ class QueueTest : public ::testing::Test {
   spool::SpoolGauges gauges_;
   std::unique_ptr<spool::SegmentWriter> writer_;
   Script script_;
-  std::unique_ptr<DeliveryQueue> queue_;
-  DeliveryQueue::Ring* ring_ = nullptr;
+  Script other_script_;
+  std::unique_ptr<DeliveryStage> stage_;
+  DeliveryQueue* queue_ = nullptr;  // the default route's
+  std::vector<DeliveryQueue::Ring*> rings_;
 };
 
 TEST_F(QueueTest, DeliveredMessageIsSettledInTheSpool) {
@@ -216,7 +244,7 @@ TEST_F(QueueTest, PermanentFailureGoesToTheDeadLetterAreaAndRequeueDelivers) {
   StartQueue();
   HandOver(Spool(kDeadId, {"here@x.test", "gone@x.test"}));
   ASSERT_TRUE(WaitFor([&] { return gauges_.messages.load() == 0; }));
-  std::vector<DeadEntry> dead = queue_->Dead();
+  std::vector<DeadEntry> dead = stage_->Dead();
   ASSERT_EQ(dead.size(), 1u);
   EXPECT_EQ(dead[0].id, kDeadId);
   EXPECT_NE(dead[0].json.find("550 5.1.1 no such user"), std::string::npos);
@@ -230,8 +258,8 @@ TEST_F(QueueTest, PermanentFailureGoesToTheDeadLetterAreaAndRequeueDelivers) {
     std::lock_guard<std::mutex> lock(script_.mu);
     script_.answers.clear();  // the cause is fixed
   }
-  ASSERT_TRUE(queue_->Requeue(kDeadId).ok());
-  ASSERT_TRUE(WaitFor([&] { return queue_->Dead().empty() && gauges_.messages.load() == 0; }));
+  ASSERT_TRUE(stage_->Requeue(kDeadId).ok());
+  ASSERT_TRUE(WaitFor([&] { return stage_->Dead().empty() && gauges_.messages.load() == 0; }));
   std::lock_guard<std::mutex> lock(script_.mu);
   int gone = 0;
   for (const auto& [id, r] : script_.delivered) {
@@ -251,21 +279,21 @@ TEST_F(QueueTest, RequeueTakesOnlyAQueueIdAndItsErrorsNameNoPath) {
   for (const char* bad :
        {"", ".", "..", "%2e%2e", "../outside", "..%2Foutside", "%2E%2E%2Foutside",
         "19abcf07e2c010000000003", "19ABCF07E2C010000000003/", "M3", "19ABCF07E2C0100000000033"}) {
-    absl::Status status = queue_->Requeue(bad);
+    absl::Status status = stage_->Requeue(bad);
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_EQ(status.message(), "not a queue id") << bad;
   }
   EXPECT_EQ(queue_->queued(), 0u);
-  absl::Status unknown = queue_->Requeue(kDeadId);
+  absl::Status unknown = stage_->Requeue(kDeadId);
   EXPECT_EQ(unknown.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(unknown.message(), std::string("no dead letter ") + kDeadId);
   // A damaged dead letter: DataLoss, still without a path.
   std::ofstream(dir_ + "/dead/" + kDeadId + ".json") << "not json";
-  absl::Status damaged = queue_->Requeue(kDeadId);
+  absl::Status damaged = stage_->Requeue(kDeadId);
   EXPECT_EQ(damaged.code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(damaged.message().find('/'), absl::string_view::npos) << damaged.message();
   std::ofstream(dir_ + "/dead/" + kDeadId + ".json") << R"({"recipients": [{"address": "y"}]})";
-  damaged = queue_->Requeue(kDeadId);  // no .eml beside it
+  damaged = stage_->Requeue(kDeadId);  // no .eml beside it
   EXPECT_EQ(damaged.code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(damaged.message().find('/'), absl::string_view::npos) << damaged.message();
   EXPECT_TRUE(spool::IsQueueId("19ABCF07E2C01000000002A"));
@@ -295,6 +323,166 @@ TEST_F(QueueTest, HeldMessageWaitsUntilReleasedAndDeleteSettlesWithoutDelivery) 
   for (const auto& [id, r] : script_.delivered) {
     EXPECT_NE(id, "M4");
   }
+}
+
+}  // namespace
+}  // namespace chute::delivery
+
+namespace chute::delivery {
+namespace {
+
+TEST(RouterTest, DomainBeatsTenantBeatsTheDefaultRoute) {
+  Config config;
+  RouteConfig staff;
+  staff.name = "staff";
+  staff.domains = {"contoso.test"};
+  RouteConfig payroll;
+  payroll.name = "payroll";
+  payroll.tenants = {"payroll"};
+  config.routes = {staff, payroll};
+  Router router(config);
+  ASSERT_EQ(router.size(), 3u);
+  EXPECT_EQ(router.route(2).name, "default");
+  EXPECT_EQ(router.Find("contoso.test", "payroll"), 0);  // the domain's route first
+  EXPECT_EQ(router.Find("CONTOSO.Test", ""), 0);
+  EXPECT_EQ(router.Find("other.test", "payroll"), 1);
+  EXPECT_EQ(router.Find("other.test", "someone"), 2);
+  EXPECT_EQ(router.FindAddress("ann@contoso.test", ""), 0);
+  EXPECT_EQ(router.Describe("contoso.test", ""), "route \"staff\" (by domain)");
+  EXPECT_EQ(router.Describe("x.test", "payroll"), "route \"payroll\" (by tenant payroll)");
+  EXPECT_EQ(router.Describe("x.test", ""), "route \"default\"");
+  config.default_route = false;
+  Router strict(config);
+  EXPECT_EQ(strict.size(), 2u);
+  EXPECT_EQ(strict.Find("other.test", "someone"), kNoRoute);
+  EXPECT_EQ(strict.Describe("other.test", "someone"), "");
+}
+
+TEST(RouterTest, DestinationNamesBackendAndTargets) {
+  DeliveryConfig d;
+  d.maildir_root = "/m";
+  EXPECT_EQ(Destination(d), "maildir:/m");
+  d.backend = DeliveryBackend::kSmtp;
+  d.targets = {"127.0.0.1:25", "127.0.0.2:25"};
+  EXPECT_EQ(Destination(d), "smtp:127.0.0.1:25,127.0.0.2:25");
+}
+
+TEST_F(QueueTest, AMessageOnTwoRoutesIsDeliveredByEachAndSettledOnce) {
+  StartQueue(absl::Milliseconds(50), /*other_route=*/true);
+  std::unique_ptr<QueuedMessage> message = Spool("M10", {"a@x.test", "b@y.test", "c@x.test"});
+  std::shared_ptr<spool::Segment> segment = message->record.segment;
+  uint64_t offset = message->record.record_offset;
+  HandOver(std::move(message));
+  ASSERT_TRUE(WaitFor([&] { return gauges_.messages.load() == 0; }));
+  EXPECT_EQ(ReadRecord(*segment, offset).state, spool::RecordState::kSettled);
+  EXPECT_EQ(segment->live.load(), 0);
+  std::lock_guard<std::mutex> lock(script_.mu);
+  std::lock_guard<std::mutex> other_lock(other_script_.mu);
+  EXPECT_EQ(script_.delivered, (std::vector<std::pair<std::string, std::string>>{
+                                   {"M10", "a@x.test"}, {"M10", "c@x.test"}}));
+  EXPECT_EQ(other_script_.delivered,
+            (std::vector<std::pair<std::string, std::string>>{{"M10", "b@y.test"}}));
+}
+
+TEST_F(QueueTest, ARouteThatDefersHoldsOnlyItsPartAndTheRecordWaitsForIt) {
+  other_script_.answers["b@y.test"] = {Outcome::kTransient, "451 4.4.1 connect refused"};
+  StartQueue(absl::Seconds(3600), /*other_route=*/true);
+  std::unique_ptr<QueuedMessage> message = Spool("M11", {"a@x.test", "b@y.test"});
+  std::shared_ptr<spool::Segment> segment = message->record.segment;
+  uint64_t offset = message->record.record_offset;
+  HandOver(std::move(message));
+  ASSERT_TRUE(WaitFor([&] {
+    return stage_->queue(0).counters().recipients_deferred.load() == 1 &&
+           queue_->counters().recipients_delivered.load() == 1;
+  }));
+  EXPECT_EQ(queue_->queued(), 0u);  // the default route's part is done
+  EXPECT_EQ(stage_->queue(0).queued(), 1u);
+  spool::DecodedRecord record = ReadRecord(*segment, offset);
+  EXPECT_EQ(record.state, spool::RecordState::kLive);
+  EXPECT_EQ(record.marks[0], spool::Mark::kDelivered);  // a restart would not send it again
+  EXPECT_EQ(record.marks[1], spool::Mark::kPending);
+  absl::StatusOr<QueueEntry> entry = stage_->Show("M11");
+  ASSERT_TRUE(entry.ok());
+  EXPECT_EQ(entry->route, "other");
+  EXPECT_EQ(entry->pending, std::vector<std::string>{"b@y.test"});
+  {
+    std::lock_guard<std::mutex> lock(other_script_.mu);
+    other_script_.answers.clear();
+  }
+  ASSERT_TRUE(stage_->Retry("M11").ok());
+  ASSERT_TRUE(WaitFor([&] { return gauges_.messages.load() == 0; }));
+  EXPECT_EQ(ReadRecord(*segment, offset).state, spool::RecordState::kSettled);
+}
+
+TEST_F(QueueTest, DeadRecipientsOfEveryRouteGoToOneDeadLetter) {
+  script_.answers["a@x.test"] = {Outcome::kPermanent, "550 5.1.1 a unknown"};
+  other_script_.answers["b@y.test"] = {Outcome::kPermanent, "550 5.1.1 b unknown"};
+  StartQueue(absl::Seconds(3600), /*other_route=*/true);
+  HandOver(Spool(kDeadId, {"a@x.test", "b@y.test", "c@x.test"}));
+  ASSERT_TRUE(WaitFor([&] { return gauges_.messages.load() == 0; }));
+  std::vector<DeadEntry> dead = stage_->Dead();
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_NE(dead[0].json.find("a unknown"), std::string::npos) << dead[0].json;
+  EXPECT_NE(dead[0].json.find("b unknown"), std::string::npos) << dead[0].json;
+  EXPECT_NE(dead[0].json.find("\"route\": \"other\""), std::string::npos) << dead[0].json;
+  EXPECT_EQ(dead[0].json.find("c@x.test"), std::string::npos);  // delivered
+  {
+    std::lock_guard<std::mutex> lock(script_.mu);
+    std::lock_guard<std::mutex> other_lock(other_script_.mu);
+    script_.answers.clear();
+    other_script_.answers["b@y.test"] = {Outcome::kTransient, "451 4.4.1 not yet"};
+  }
+  // Requeued, it is routed again: each route delivers its own recipient once.
+  ASSERT_TRUE(stage_->Requeue(kDeadId).ok());
+  ASSERT_TRUE(WaitFor([&] { return stage_->queue(0).counters().recipients_deferred.load() == 1; }));
+  EXPECT_EQ(stage_->Requeue(kDeadId).code(), absl::StatusCode::kAlreadyExists);
+  {
+    std::lock_guard<std::mutex> lock(other_script_.mu);
+    other_script_.answers.clear();
+  }
+  ASSERT_TRUE(stage_->Retry(kDeadId).ok());
+  ASSERT_TRUE(WaitFor([&] { return stage_->Dead().empty() && gauges_.messages.load() == 0; }));
+  std::lock_guard<std::mutex> lock(other_script_.mu);
+  EXPECT_EQ(other_script_.delivered,
+            (std::vector<std::pair<std::string, std::string>>{{kDeadId, "b@y.test"}}));
+}
+
+TEST_F(QueueTest, DeletingAMessageOnTwoRoutesDropsEveryPart) {
+  script_.answers["a@x.test"] = {Outcome::kTransient, "451 later"};
+  other_script_.answers["b@y.test"] = {Outcome::kTransient, "451 later"};
+  StartQueue(absl::Seconds(3600), /*other_route=*/true);
+  std::unique_ptr<QueuedMessage> message = Spool("M12", {"a@x.test", "b@y.test"});
+  std::shared_ptr<spool::Segment> segment = message->record.segment;
+  uint64_t offset = message->record.record_offset;
+  HandOver(std::move(message));
+  ASSERT_TRUE(WaitFor([&] { return stage_->queued() == 2 && !stage_->Show("M12")->in_flight; }));
+  EXPECT_EQ(stage_->List().size(), 2u);  // one entry per route
+  ASSERT_TRUE(stage_->Hold("M12").ok());
+  ASSERT_TRUE(stage_->Delete("M12").ok());
+  EXPECT_EQ(stage_->Delete("M12").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(stage_->queued(), 0u);
+  EXPECT_EQ(gauges_.messages.load(), 0);
+  EXPECT_EQ(ReadRecord(*segment, offset).state, spool::RecordState::kSettled);
+}
+
+TEST_F(QueueTest, RecipientsWithoutARouteKeepTheRecordInTheSpool) {
+  StartQueue(absl::Milliseconds(50), /*other_route=*/true);
+  std::unique_ptr<QueuedMessage> message = Spool("M13", {"a@x.test", "b@z.test"});
+  std::shared_ptr<spool::Segment> segment = message->record.segment;
+  uint64_t offset = message->record.record_offset;
+  size_t unrouted = 0;
+  std::vector<RoutedPart> parts =
+      SplitByRoute(std::move(message), {1, kNoRoute}, stage_->router(), &unrouted);
+  EXPECT_EQ(unrouted, 1u);
+  ASSERT_EQ(parts.size(), 1u);
+  ASSERT_TRUE(rings_[1]->TryPush(parts[0].message));
+  queue_->Notify();
+  ASSERT_TRUE(WaitFor([&] { return queue_->counters().recipients_delivered.load() == 1; }));
+  ASSERT_TRUE(WaitFor([&] { return queue_->queued() == 0; }));
+  spool::DecodedRecord record = ReadRecord(*segment, offset);
+  EXPECT_EQ(record.state, spool::RecordState::kLive);  // b@z.test waits for a route
+  EXPECT_EQ(record.marks[0], spool::Mark::kDelivered);
+  EXPECT_EQ(record.marks[1], spool::Mark::kPending);
 }
 
 }  // namespace

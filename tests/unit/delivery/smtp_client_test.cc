@@ -710,7 +710,7 @@ void FakeServer::Serve(int fd, int connection) { Session(this, fd, connection).R
 SmtpClientOptions Options(const std::string& target, bool lmtp = false) {
   SmtpClientOptions options;
   options.lmtp = lmtp;
-  options.target = target;
+  options.targets = {target};
   options.helo_name = "chute.test";
   options.tls = DeliveryTls::kOff;
   options.io_timeout = absl::Seconds(10);  // only bounds a broken test
@@ -924,21 +924,30 @@ TEST(SmtpClientTest, EveryRcptRefusedResetsWithoutData) {
   }
 }
 
+// RefusingPort: a bound socket that does not listen refuses connections, and keeps its port.
+struct RefusingPort {
+  RefusingPort() {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+    target = absl::StrCat("127.0.0.1:", ntohs(address.sin_port));
+  }
+  ~RefusingPort() { close(fd); }
+  int fd = -1;
+  std::string target;
+};
+
 TEST(SmtpClientTest, ConnectionRefusedIsTransientForTheWholeBatch) {
-  // A bound socket that does not listen refuses connections, and keeps its port taken.
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  std::string target = absl::StrCat("127.0.0.1:", ntohs(address.sin_port));
+  RefusingPort port;
+  const std::string& target = port.target;
   auto client = NewClient(Options(target));
   OutboundMessage first = Message({"b@b.test", "c@b.test"});
   OutboundMessage second = Message({"d@b.test"});
   client->Deliver({&first, &second});
-  close(fd);
   EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kTemp, kTemp}));
   EXPECT_EQ(Outcomes(second), (std::vector<Outcome>{kTemp}));
   EXPECT_EQ(first.results[0].reply,
@@ -966,7 +975,7 @@ TEST(SmtpClientTest, SilentServerTimesOut) {
   close(fd);
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp}));
   EXPECT_EQ(message.results[0].reply,
-            absl::StrCat("451 4.4.2 timeout reading reply from ", options.target));
+            absl::StrCat("451 4.4.2 timeout reading reply from ", options.targets[0]));
 }
 
 TEST(SmtpClientTest, ServerClosingMidDataIsTransientAndDropsTheConnection) {
@@ -998,6 +1007,71 @@ TEST(SmtpClientTest, Reply421IsTransientAndTheNextDeliverReconnects) {
   client->Deliver({&again});
   EXPECT_EQ(Outcomes(again), (std::vector<Outcome>{kOk, kOk, kOk}));
   EXPECT_EQ(client->connections_opened(), 2u);
+}
+
+TEST(SmtpClientTest, AnUnreachableTargetGivesWayToTheNextInOrder) {
+  RefusingPort down;
+  FakeServer server(FakeBehavior{});
+  SmtpClientOptions options = Options(down.target);
+  options.targets.push_back(server.target());
+  auto client = NewClient(options);
+  OutboundMessage first = Message({"b@b.test"});
+  client->Deliver({&first});
+  EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kOk}));
+  EXPECT_EQ(client->target(), server.target());
+  EXPECT_EQ(client->connections_opened(), 1u);
+}
+
+TEST(SmtpClientTest, WhenEveryTargetFailsTheReplyNamesEach) {
+  RefusingPort a;
+  RefusingPort b;
+  SmtpClientOptions options = Options(a.target);
+  options.targets.push_back(b.target);
+  auto client = NewClient(options);
+  OutboundMessage message = Message({"b@b.test"});
+  client->Deliver({&message});
+  EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp}));
+  EXPECT_EQ(message.results[0].reply,
+            absl::StrCat("451 4.4.1 connect to ", a.target, ": Connection refused; 451 4.4.1 ",
+                         "connect to ", b.target, ": Connection refused"));
+}
+
+TEST(SmtpClientTest, ATargetThatFailedLatelyIsTriedLast) {
+  // A black hole: the kernel completes connections to a listening socket nobody accepts on,
+  // and no greeting ever comes. Each attempt costs io_timeout.
+  int hole = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(bind(hole, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(hole, 16), 0);
+  ASSERT_EQ(getsockname(hole, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  FakeServer server(FakeBehavior{});
+  SmtpClientOptions options = Options(absl::StrCat("127.0.0.1:", ntohs(address.sin_port)));
+  options.targets.push_back(server.target());
+  options.io_timeout = absl::Milliseconds(200);
+  options.messages_per_connection_max = 1;  // every message connects again
+  auto client = NewClient(options);
+  OutboundMessage first = Message({"b@b.test"});
+  OutboundMessage second = Message({"c@b.test"});
+  OutboundMessage third = Message({"d@b.test"});
+  client->Deliver({&first});
+  client->Deliver({&second});
+  client->Deliver({&third});
+  EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kOk}));
+  EXPECT_EQ(Outcomes(second), (std::vector<Outcome>{kOk}));
+  EXPECT_EQ(Outcomes(third), (std::vector<Outcome>{kOk}));
+  EXPECT_EQ(client->target(), server.target());
+  // The black hole was tried once, by the first message; the others went straight on.
+  ASSERT_EQ(fcntl(hole, F_SETFL, O_NONBLOCK), 0);
+  int connections = 0;
+  for (int fd; (fd = accept(hole, nullptr, nullptr)) >= 0;) {
+    close(fd);
+    ++connections;
+  }
+  close(hole);
+  EXPECT_EQ(connections, 1);
 }
 
 TEST(SmtpClientTest, ConnectionIsReusedAcrossDeliverCalls) {
@@ -1312,13 +1386,13 @@ TEST(SmtpClientTest, AddressWithALineBreakIsNeverSent) {
 TEST(SmtpClientTest, ValidateOptions) {
   SmtpClientOptions options = Options("127.0.0.1:25");
   EXPECT_TRUE(ValidateSmtpClientOptions(options).ok());
-  options.target = "[::1]:24";
+  options.targets = {"[::1]:24"};
   EXPECT_TRUE(ValidateSmtpClientOptions(options).ok());
-  options.target = "unix:/run/dovecot/lmtp";
+  options.targets = {"unix:/run/dovecot/lmtp"};
   EXPECT_TRUE(ValidateSmtpClientOptions(options).ok());
-  options.target = "unix:/" + std::string(200, 'x');
+  options.targets = {"unix:/" + std::string(200, 'x')};
   EXPECT_FALSE(ValidateSmtpClientOptions(options).ok());
-  options.target = "mail.example:25";
+  options.targets = {"mail.example:25"};
   EXPECT_FALSE(ValidateSmtpClientOptions(options).ok());
   options = Options("127.0.0.1:25");
   options.messages_per_connection_max = 0;

@@ -48,8 +48,10 @@ class FakeSink : public SubmitSink {
     staged_bytes = body_bytes;
     staged_cookie = cookie;
   }
-  void Accepted(std::unique_ptr<delivery::QueuedMessage> message) override {
+  void Accepted(std::unique_ptr<delivery::QueuedMessage> message,
+                const std::vector<int>& routes) override {
     accepted.push_back(std::move(message));
+    accepted_routes.push_back(routes);
   }
   void CountUsage(const directory::Account& account, size_t recipients) override {
     usage[account.primary_address] += static_cast<int>(recipients);
@@ -57,6 +59,7 @@ class FakeSink : public SubmitSink {
   bool Tracing() const override { return tracing; }
   void Trace(trace::Event event) override { traced.push_back(std::move(event)); }
 
+  std::vector<std::vector<int>> accepted_routes;
   bool full = false;
   int64_t spool_limits_seen = -1;
   int64_t reserved_bytes = 0;
@@ -159,7 +162,8 @@ class SubmissionTest : public ::testing::Test {
     config_->server.hostname = "relay.contoso.test";
     listener_.address = "127.0.0.1:587";
     listener_.tls = TlsMode::kImplicit;
-    services_ = SubmissionServices{&sink_, &buffers_, &cap_, &auth_, &counters_, &replies_, &now_};
+    services_ = SubmissionServices{&sink_,     &buffers_, &cap_, &auth_,
+                                   &counters_, &replies_, &now_, &router_};
     submission_ = std::make_unique<Submission>(&services_, &control_);
   }
   void TearDown() override {
@@ -212,6 +216,7 @@ class SubmissionTest : public ::testing::Test {
   ShardCounters counters_;
   ReplyCounts replies_;
   absl::Time now_ = absl::FromUnixSeconds(1'790'000'000);
+  delivery::Router router_{Config{}};  // the default route only
   SubmissionServices services_;
   std::unique_ptr<Submission> submission_;
   std::unique_ptr<smtp::Session> session_;
