@@ -564,7 +564,7 @@ void ReadDeliverySettings(TableReader& r, bool route, DeliveryConfig* out) {
       &out->verify_unreachable);
   r.Int("verify_positive_s", 1, 30 * 86400, &out->verify_positive_s);
   r.Int("verify_negative_s", 1, 30 * 86400, &out->verify_negative_s);
-  r.Int("verify_timeout_s", 1, 300, &out->verify_timeout_s);
+  r.Int("verify_timeout_s", 1, 60, &out->verify_timeout_s);
   r.Check(out->retry_initial_s <= out->retry_max_s, "retry_max_s",
           "must not be below retry_initial_s");
   r.Check(out->backend == DeliveryBackend::kMaildir || !out->targets.empty(), "backend",

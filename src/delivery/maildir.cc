@@ -180,23 +180,24 @@ bool IsFolderName(absl::string_view name) {
   return !name.empty() && name != "." && name != ".." && !absl::StrContains(name, '/');
 }
 
-// OpenMailboxFolder: the folder <domain>/<local> of `root`, each made when missing and
-// neither reached through a link. -1 on failure, with *failed naming the folder below the root
-// and *error its errno.
-int OpenMailboxFolder(int root, const MailboxNames& names, std::string* failed, int* error) {
+// OpenMailboxFolder: the folder <domain>/<local> of `root`, each made when missing (unless
+// `create` is false: then ENOENT) and neither reached through a link. -1 on failure, with
+// *failed naming the folder below the root and *error its errno.
+int OpenMailboxFolder(int root, const MailboxNames& names, std::string* failed, int* error,
+                      bool create = true) {
   std::string key = absl::StrCat(names.domain, "/", names.local);
   if (!IsFolderName(names.domain) || !IsFolderName(names.local)) {
     *failed = key;
     *error = EINVAL;
     return -1;
   }
-  Fd domain(OpenDirectoryAt(root, names.domain, true));
+  Fd domain(OpenDirectoryAt(root, names.domain, create));
   if (!domain.ok()) {
     *failed = names.domain;
     *error = errno;
     return -1;
   }
-  int mailbox = OpenDirectoryAt(domain.get(), names.local, true);
+  int mailbox = OpenDirectoryAt(domain.get(), names.local, create);
   if (mailbox < 0) {
     *failed = key;
     *error = errno;
@@ -211,10 +212,21 @@ int OpenMailboxFolder(int root, const MailboxNames& names, std::string* failed, 
 struct MaildirBackend::Mailbox {
   std::string name;  // "<domain>/<local>", below the root: what replies say
   Fd tmp;
-  Fd fresh;            // new/
-  int error = 0;       // 0: open
-  std::string failed;  // the folder that could not be opened, below the root
+  Fd fresh;              // new/
+  int error = 0;         // 0: open
+  std::string failed;    // the folder that could not be opened, below the root
+  bool missing = false;  // it does not exist, and mailboxes are not created (verify_recipients)
 };
+
+namespace {
+
+// NoSuchMailbox: a recipient whose mailbox does not exist when delivery may not create one.
+RecipientResult NoSuchMailbox(absl::string_view address) {
+  return RecipientResult{Outcome::kPermanent,
+                         absl::StrCat("550 5.1.1 <", address, ">: no such mailbox")};
+}
+
+}  // namespace
 
 struct MaildirBackend::Copy {
   std::string name;
@@ -231,8 +243,25 @@ std::string MaildirPath(absl::string_view root, absl::string_view address) {
   return absl::StrCat(root, "/", names.domain, "/", names.local);
 }
 
-MaildirBackend::MaildirBackend(std::string root, std::string hostname)
-    : root_(std::move(root)), hostname_(std::move(hostname)) {}
+MailboxState FindMailbox(const std::string& root, absl::string_view address) {
+  Fd root_fd(open(root.c_str(), kDirectoryFlags & ~O_NOFOLLOW));
+  if (!root_fd.ok()) {
+    return errno == ENOENT ? MailboxState::kMissing : MailboxState::kUnknown;
+  }
+  std::string failed;
+  int error = 0;
+  Fd mailbox(OpenMailboxFolder(root_fd.get(), NamesOf(address), &failed, &error, false));
+  if (mailbox.ok()) {
+    return MailboxState::kExists;
+  }
+  // Missing, or a name that cannot be a folder: no such mailbox. A link or a permission
+  // problem is for the operator to look at, not the sender's fault.
+  return error == ENOENT || error == EINVAL || error == ENOTDIR ? MailboxState::kMissing
+                                                                : MailboxState::kUnknown;
+}
+
+MaildirBackend::MaildirBackend(std::string root, std::string hostname, bool create_mailboxes)
+    : root_(std::move(root)), hostname_(std::move(hostname)), create_mailboxes_(create_mailboxes) {}
 
 MaildirBackend::Mailbox& MaildirBackend::OpenMailbox(int root_fd, int root_error,
                                                      absl::string_view address,
@@ -255,7 +284,8 @@ MaildirBackend::Mailbox& MaildirBackend::OpenMailbox(int root_fd, int root_error
     box.error = root_error;
     return box;
   }
-  Fd mailbox(OpenMailboxFolder(root_fd, names, &box.failed, &box.error));
+  Fd mailbox(OpenMailboxFolder(root_fd, names, &box.failed, &box.error, create_mailboxes_));
+  box.missing = !create_mailboxes_ && box.error == ENOENT;
   // cur/ is checked too, although only a replay reads it: a mailbox whose cur/ is a link would
   // have its mail reader move the mail through it.
   const std::pair<const char*, Fd*> folders[] = {{"tmp", &box.tmp}, {"new", &box.fresh}};
@@ -296,6 +326,9 @@ RecipientResult MaildirBackend::WriteCopy(const OutboundMessage& message, size_t
                                           Mailbox& mailbox, Original* original, Copy* copy) {
   copy->name = absl::StrCat(message.received_unix_s, ".", message.id, "R",
                             message.recipient_indexes[i], ".", hostname_);
+  if (mailbox.missing) {
+    return NoSuchMailbox(message.recipients[i]);
+  }
   if (mailbox.error != 0) {
     return LocalFailure(absl::StrCat("open ", mailbox.failed), mailbox.error);
   }
@@ -376,6 +409,8 @@ void MaildirBackend::Deliver(const std::vector<OutboundMessage*>& batch, const M
       const Mailbox& box = OpenMailbox(root.get(), root_error, batch[m]->recipients[i], &mailboxes);
       if (!synced) {
         batch[m]->results[i] = LocalFailure("syncfs", sync_error);
+      } else if (box.missing) {
+        batch[m]->results[i] = NoSuchMailbox(batch[m]->recipients[i]);
       } else if (box.error != 0) {
         batch[m]->results[i] = LocalFailure(absl::StrCat("open ", box.failed), box.error);
       } else if (renameat(box.tmp.get(), copy.name.c_str(), box.fresh.get(), copy.name.c_str()) !=
@@ -401,9 +436,9 @@ void MaildirBackend::Deliver(const std::vector<OutboundMessage*>& batch, const M
   }
 }
 
-BackendFactory MakeMaildirFactory(std::string root, std::string hostname) {
-  return [root, hostname]() -> std::unique_ptr<Backend> {
-    return std::make_unique<MaildirBackend>(root, hostname);
+BackendFactory MakeMaildirFactory(std::string root, std::string hostname, bool create_mailboxes) {
+  return [root, hostname, create_mailboxes]() -> std::unique_ptr<Backend> {
+    return std::make_unique<MaildirBackend>(root, hostname, create_mailboxes);
   };
 }
 

@@ -58,7 +58,10 @@ static_assert(kMaildirDescriptorsMax >= 2 * kMailboxesOpenMax + 1 + 2 + 2 + 1 + 
 
 class MaildirBackend : public Backend {
  public:
-  MaildirBackend(std::string root, std::string hostname);
+  // create_mailboxes: a recipient's mailbox folders are made by its first delivery; false
+  // (verify_recipients): a recipient without a mailbox fails 550 5.1.1 (its tmp/, new/ and
+  // cur/ are still made in a mailbox folder that exists).
+  MaildirBackend(std::string root, std::string hostname, bool create_mailboxes = true);
   void Deliver(const std::vector<OutboundMessage*>& batch,
                const MessageDone& done = nullptr) override;
 
@@ -81,9 +84,17 @@ class MaildirBackend : public Backend {
 
   const std::string root_;
   const std::string hostname_;
+  const bool create_mailboxes_;
 };
 
-BackendFactory MakeMaildirFactory(std::string root, std::string hostname);
+BackendFactory MakeMaildirFactory(std::string root, std::string hostname,
+                                  bool create_mailboxes = true);
+
+// FindMailbox: whether the mailbox of `address` (MaildirPath) exists below `root`, looked up
+// as delivery opens it (one component at a time, no link followed). kUnknown: it could not be
+// told (a link, a permission problem); the caller accepts the recipient, and delivery says why.
+enum class MailboxState : uint8_t { kExists, kMissing, kUnknown };
+MailboxState FindMailbox(const std::string& root, absl::string_view address);
 
 // CleanMaildirTmp: the Maildir convention's clean-up of tmp/ folders under `root` (two levels:
 // domain, mailbox): chute's own files there (named as MaildirBackend names them, for

@@ -67,7 +67,14 @@ void RegisterMetrics(Registry& registry, DeliveryStage& stage) {
                         "Age of the oldest message waiting for delivery (0 when none).");
   Family dead =
       registry.AddGauge("chute_dead_letters", "Dead letters in the dead-letter area now.");
-  registry.AddCollector([&stage, labels, counters, queued, latency, oldest, dead](Scrape& scrape) {
+  Family verified = registry.AddCounter(
+      "chute_recipient_verifications_total",
+      "Recipients verified at RCPT by an LMTP/SMTP route's target (verify_recipients), by "
+      "result: exists, unknown (refused), unreachable (could not be asked), cached (answered "
+      "from the cache without a probe).",
+      {"route", "result"});
+  registry.AddCollector([&stage, labels, counters, queued, latency, oldest, dead,
+                         verified](Scrape& scrape) {
     for (size_t r = 0; r < stage.routes(); ++r) {
       DeliveryQueue& queue = stage.queue(r);
       const QueueCounters& q = queue.counters();
@@ -77,6 +84,13 @@ void RegisterMetrics(Registry& registry, DeliveryStage& stage) {
       }
       scrape.Add(queued, {l[0], l[1], l[2]}, queue.queued());
       scrape.AddLatency(latency, {l[0], l[1], l[2]}, q.batch_latency);
+      if (RecipientVerifier* verifier = stage.verifier(r)) {
+        const VerifierCounters& v = verifier->counters();
+        scrape.Add(verified, {l[0], "exists"}, v.probes_exists.load());
+        scrape.Add(verified, {l[0], "unknown"}, v.probes_unknown.load());
+        scrape.Add(verified, {l[0], "unreachable"}, v.probes_unreachable.load());
+        scrape.Add(verified, {l[0], "cached"}, v.cache_hits.load());
+      }
     }
     int64_t oldest_us = stage.OldestReceivedUnixUs();
     double age_s =

@@ -532,6 +532,80 @@ bool SmtpClient::CheckEnvelope(Attempt* attempt) {
   return !attempt->sendable.empty();
 }
 
+RecipientResult SmtpClient::Probe(const std::string& recipient) {
+  last_used_ = absl::Now();
+  auto unreachable = [](absl::string_view why) {
+    return RecipientResult{Outcome::kTransient, std::string(why)};
+  };
+  if (absl::string_view(recipient).find_first_of(absl::string_view("\r\n\0<>", 5)) !=
+      absl::string_view::npos) {
+    return RecipientResult{Outcome::kPermanent, "501 5.1.3 bad recipient address syntax"};
+  }
+  if (connection_ != nullptr && connection_->HasUnreadInput()) {
+    Close(/*quit=*/false);
+  }
+  if (connection_ == nullptr) {
+    absl::Status status = Connect();
+    if (!status.ok()) {
+      return unreachable(status.message());
+    }
+  }
+  bool utf8 = HasNonAscii(recipient);
+  if (utf8 && !capabilities_.smtputf8) {
+    return unreachable(absl::StrCat("451 4.6.7 ", target_,
+                                    " does not offer SMTPUTF8: a non-ASCII address cannot be "
+                                    "verified there"));
+  }
+  ++messages_on_connection_;
+  std::string mail = absl::StrCat("MAIL FROM:<>", utf8 ? " SMTPUTF8" : "", "\r\n");
+  std::string rcpt = absl::StrCat("RCPT TO:<", recipient, ">\r\n");
+  // The answer, then RSET (after an accepted MAIL); any failure drops the connection.
+  auto finish = [&](RecipientResult result, bool mail_accepted) {
+    absl::Status reset = mail_accepted && connection_ != nullptr ? Reset() : absl::OkStatus();
+    if (!reset.ok() || messages_on_connection_ >= options_.messages_per_connection_max) {
+      Close(/*quit=*/reset.ok());
+    }
+    return result;
+  };
+  auto failed = [&](const absl::Status& status) {
+    Close(/*quit=*/false);
+    return unreachable(status.message());
+  };
+  absl::Status status =
+      connection_->Write(capabilities_.pipelining ? absl::StrCat(mail, rcpt) : mail);
+  if (!status.ok()) {
+    return failed(status);
+  }
+  absl::StatusOr<ServerReply> mail_reply = connection_->ReadReply();
+  if (!mail_reply.ok()) {
+    return failed(mail_reply.status());
+  }
+  bool mail_accepted = mail_reply->IsPositiveCompletion();
+  if (!mail_accepted && !capabilities_.pipelining) {
+    // A target that refuses the null sender cannot be asked this way.
+    return finish(unreachable(absl::StrCat("451 4.4.3 ", target_, " refused MAIL FROM:<>: ",
+                                           mail_reply->ToString(kResultReplyBytesMax))),
+                  false);
+  }
+  if (!capabilities_.pipelining) {
+    status = connection_->Write(rcpt);
+    if (!status.ok()) {
+      return failed(status);
+    }
+  }
+  absl::StatusOr<ServerReply> rcpt_reply = connection_->ReadReply();
+  if (!rcpt_reply.ok()) {
+    return failed(rcpt_reply.status());
+  }
+  if (!mail_accepted) {
+    return finish(unreachable(absl::StrCat("451 4.4.3 ", target_, " refused MAIL FROM:<>: ",
+                                           mail_reply->ToString(kResultReplyBytesMax))),
+                  false);
+  }
+  return finish(RecipientResult{OutcomeOf(*rcpt_reply), rcpt_reply->ToString(kResultReplyBytesMax)},
+                true);
+}
+
 std::string SmtpClient::MailCommand(const OutboundMessage& message) const {
   std::string command = absl::StrCat("MAIL FROM:<", message.sender, ">");
   if (capabilities_.size) {
@@ -712,7 +786,7 @@ void AppendDotStuffed(absl::string_view content, std::string* out) {
   out->append(".\r\n");
 }
 
-absl::StatusOr<BackendFactory> MakeSmtpClientFactory(SmtpClientOptions options) {
+absl::StatusOr<SmtpClientMaker> MakeSmtpClientMaker(SmtpClientOptions options) {
   absl::Status valid = ValidateSmtpClientOptions(options);
   CHECK_MSG(valid.ok(), std::string(valid.message()).c_str());
   std::shared_ptr<net::TlsContext> tls_context;
@@ -728,9 +802,17 @@ absl::StatusOr<BackendFactory> MakeSmtpClientFactory(SmtpClientOptions options) 
     }
     tls_context = *std::move(context);
   }
-  return [options = std::move(options), tls_context]() -> std::unique_ptr<Backend> {
+  return [options = std::move(options), tls_context]() -> std::unique_ptr<SmtpClient> {
     return std::make_unique<SmtpClient>(options, tls_context);
   };
+}
+
+absl::StatusOr<BackendFactory> MakeSmtpClientFactory(SmtpClientOptions options) {
+  absl::StatusOr<SmtpClientMaker> maker = MakeSmtpClientMaker(std::move(options));
+  if (!maker.ok()) {
+    return maker.status();
+  }
+  return [maker = *std::move(maker)]() -> std::unique_ptr<Backend> { return maker(); };
 }
 
 }  // namespace chute::delivery

@@ -34,6 +34,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -106,6 +107,13 @@ class SmtpClient : public Backend {
   // CloseIdle: QUIT and close when the last Deliver() ended at least idle_timeout before `now`.
   void CloseIdle(absl::Time now) override;
 
+  // Probe: whether the target would take mail for `recipient` (recipient verification):
+  // MAIL FROM:<>, RCPT TO:<recipient> (pipelined when offered), RSET, over the client's
+  // connection (made when there is none, kept for the next probe). kDelivered: it would;
+  // kPermanent: its 5xx (the reply); kTransient: a 4xx, or it could not be asked (the reply
+  // says why: the connection, a refused null sender, a non-ASCII address without SMTPUTF8).
+  RecipientResult Probe(const std::string& recipient);
+
   // target: the target of the open connection (or of the last attempt).
   const std::string& target() const { return target_; }
   // connected: whether a connection is open (for tests and metrics).
@@ -160,6 +168,9 @@ class SmtpClient : public Backend {
 // `options` are valid (the config loader has checked them at start-up); InvalidArgument
 // naming the file when tls is on and tls_ca_file cannot be loaded.
 absl::StatusOr<BackendFactory> MakeSmtpClientFactory(SmtpClientOptions options);
+// MakeSmtpClientMaker: the same, making SmtpClients as such (recipient verification probes).
+using SmtpClientMaker = std::function<std::unique_ptr<SmtpClient>()>;
+absl::StatusOr<SmtpClientMaker> MakeSmtpClientMaker(SmtpClientOptions options);
 
 // DotStuffed: `content` as it goes after DATA: each line that starts with "." gets another
 // one, a CRLF is added when the content does not end with one, then ".\r\n" (RFC 5321

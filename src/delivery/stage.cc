@@ -79,6 +79,12 @@ DeliveryStage::DeliveryStage(Router router, std::vector<std::unique_ptr<Delivery
       tenant_name_(std::move(tenant_name)) {
   CHECK(queues_.size() == router_.size());
   CHECK(gauges_ != nullptr);
+  verifiers_.resize(queues_.size());
+}
+
+void DeliveryStage::SetVerifier(size_t route, std::unique_ptr<RecipientVerifier> verifier) {
+  CHECK(route < verifiers_.size());
+  verifiers_[route] = std::move(verifier);
 }
 
 DeliveryStage::~DeliveryStage() { Stop(); }
@@ -113,12 +119,22 @@ size_t DeliveryStage::Route(std::unique_ptr<QueuedMessage> message) {
 }
 
 void DeliveryStage::Start() {
+  for (const std::unique_ptr<RecipientVerifier>& verifier : verifiers_) {
+    if (verifier != nullptr) {
+      verifier->Start();
+    }
+  }
   for (const std::unique_ptr<DeliveryQueue>& queue : queues_) {
     queue->Start();
   }
 }
 
 void DeliveryStage::Stop(absl::Duration drain) {
+  for (const std::unique_ptr<RecipientVerifier>& verifier : verifiers_) {
+    if (verifier != nullptr) {
+      verifier->Stop();
+    }
+  }
   for (const std::unique_ptr<DeliveryQueue>& queue : queues_) {
     queue->RequestStop(drain);
   }

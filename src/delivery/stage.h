@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "delivery/queue.h"
 #include "delivery/router.h"
+#include "delivery/verifier.h"
 
 namespace chute::delivery {
 
@@ -59,6 +60,10 @@ class DeliveryStage {
   const Router& router() const { return router_; }
   size_t routes() const { return queues_.size(); }
   DeliveryQueue& queue(size_t route) { return *queues_[route]; }
+  // The recipient verifier of an LMTP/SMTP route with verify_recipients (null otherwise). Set
+  // before Start; started and stopped with the stage (stopped before its queues).
+  void SetVerifier(size_t route, std::unique_ptr<RecipientVerifier> verifier);
+  RecipientVerifier* verifier(size_t route) { return verifiers_[route].get(); }
 
   // AddProducer: one ring per route for one producer (a shard), indexed by route. Before Start.
   std::vector<DeliveryQueue::Ring*> AddProducer();
@@ -95,6 +100,7 @@ class DeliveryStage {
 
   const Router router_;
   std::vector<std::unique_ptr<DeliveryQueue>> queues_;
+  std::vector<std::unique_ptr<RecipientVerifier>> verifiers_;  // per route; null: none
   const std::string dead_dir_;
   spool::SpoolGauges* const gauges_;
   const TenantName tenant_name_;

@@ -56,7 +56,9 @@ delivery::SmtpClientOptions SmtpOptions(const Config& config, const DeliveryConf
 absl::StatusOr<delivery::BackendFactory> MakeBackendFactory(
     const Config& config, const DeliveryConfig& d, std::shared_ptr<std::atomic<int64_t>> stop_at) {
   if (d.backend == DeliveryBackend::kMaildir) {
-    return delivery::MakeMaildirFactory(d.maildir_root, config.server.hostname);
+    // With verify_recipients only mailboxes that exist are accepted, and none is created.
+    return delivery::MakeMaildirFactory(d.maildir_root, config.server.hostname,
+                                        !d.verify_recipients);
   }
   delivery::SmtpClientOptions options = SmtpOptions(config, d);
   options.stop_at_unix_ms = std::move(stop_at);
@@ -315,6 +317,22 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
             snapshot != nullptr ? snapshot->FindTenant(tenant_id) : nullptr;
         return tenant != nullptr ? tenant->name : "";
       });
+  for (size_t r = 0; r < delivery_->routes(); ++r) {
+    const delivery::Route& route = delivery_->router().route(r);
+    const DeliveryConfig& d = route.settings;
+    if (!d.verify_recipients || d.backend == DeliveryBackend::kMaildir) {
+      continue;
+    }
+    delivery::SmtpClientOptions probe = SmtpOptions(config, d);
+    probe.io_timeout = absl::Seconds(d.verify_timeout_s);
+    delivery::VerifierOptions options;
+    options.route = route.name;
+    ASSIGN_OR_RETURN(options.client, delivery::MakeSmtpClientMaker(probe));
+    options.positive = absl::Seconds(d.verify_positive_s);
+    options.negative = absl::Seconds(d.verify_negative_s);
+    options.idle_close = absl::Seconds(d.connection_idle_s);
+    delivery_->SetVerifier(r, std::make_unique<delivery::RecipientVerifier>(std::move(options)));
+  }
   shared_.delivery = delivery_.get();
   size_t replayed = 0;
   size_t unrouted = 0;

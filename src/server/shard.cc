@@ -32,8 +32,8 @@ Shard::Shard(int index, SharedState* shared)
       spool::QueueIdMinter(boot_us_, index));
   handover_ = shared->delivery->AddProducer();
   handed_over_.assign(handover_.size(), false);
-  services_ = SubmissionServices{this,       this,      this,  this,
-                                 &counters_, &replies_, &now_, &shared->delivery->router()};
+  services_ = SubmissionServices{
+      this, this, this, this, &counters_, &replies_, &now_, &shared->delivery->router(), this};
 }
 
 void Shard::AdoptSegment(std::shared_ptr<spool::Segment> segment) {
@@ -92,6 +92,14 @@ void Shard::OnVerified(uint64_t cookie, bool ok) {
   {
     std::lock_guard<std::mutex> lock(mailbox_mu_);
     verified_.emplace_back(cookie, ok);
+  }
+  Wake();
+}
+
+void Shard::OnProbed(uint64_t cookie, delivery::RecipientVerdict verdict) {
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mu_);
+    probed_.emplace_back(cookie, std::move(verdict));
   }
   Wake();
 }
@@ -236,9 +244,18 @@ void Shard::ArmTick() {
 
 void Shard::OnWake() {
   std::vector<std::pair<uint64_t, bool>> verified;
+  std::vector<std::pair<uint64_t, delivery::RecipientVerdict>> probed;
   {
     std::lock_guard<std::mutex> lock(mailbox_mu_);
     verified.swap(verified_);
+    probed.swap(probed_);
+  }
+  for (const auto& [cookie, verdict] : probed) {
+    Connection* conn = Lookup(cookie);
+    CHECK_MSG(conn != nullptr, "a recipient probe finished for a connection that is gone");
+    conn->submission.OnRecipientVerified(verdict);
+    Process(*conn);
+    MaybeFree(*conn);
   }
   for (const auto& [cookie, ok] : verified) {
     Connection* conn = Lookup(cookie);

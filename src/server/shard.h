@@ -55,6 +55,8 @@ inline constexpr absl::Duration kProxyHeaderTimeout = absl::Seconds(10);
 // those are implemented in shard_submit.cc. It is also the ReceiveBuffers every connection's
 // transport gives its receive buffers back to.
 class Shard : public auth::VerifySink,
+              public delivery::ProbeSink,
+              public RecipientCheck,
               public net::ReceiveBuffers,
               public SubmitSink,
               public BodyBuffers,
@@ -78,6 +80,11 @@ class Shard : public auth::VerifySink,
   void AdoptSegment(std::shared_ptr<spool::Segment> segment);
   // OnVerified: password verifier threads report here (VerifySink).
   void OnVerified(uint64_t cookie, bool ok) override;
+  // OnProbed: recipient verifier threads report here (ProbeSink).
+  void OnProbed(uint64_t cookie, delivery::RecipientVerdict verdict) override;
+  // RecipientCheck (shard_submit.cc).
+  std::optional<delivery::RecipientVerdict> VerifyRecipient(int route, const std::string& address,
+                                                            uint64_t cookie) override;
 
   const ShardCounters& counters() const { return counters_; }
   const ReplyCounts& replies() const { return replies_; }
@@ -233,8 +240,9 @@ class Shard : public auth::VerifySink,
 
   void Wake();
 
-  std::mutex mailbox_mu_;  // guards verified_ (the verifier threads hand results over)
-  std::vector<std::pair<uint64_t, bool>> verified_;  // guarded by mailbox_mu_
+  std::mutex mailbox_mu_;  // guards verified_ and probed_ (verifier threads hand results over)
+  std::vector<std::pair<uint64_t, bool>> verified_;                      // guarded by mailbox_mu_
+  std::vector<std::pair<uint64_t, delivery::RecipientVerdict>> probed_;  // guarded by mailbox_mu_
 };
 
 }  // namespace chute::server

@@ -10,6 +10,7 @@
 #include "auth/key_store.h"
 #include "base/check.h"
 #include "base/log.h"
+#include "delivery/maildir.h"
 #include "server/connection.h"
 #include "server/shard.h"
 
@@ -132,6 +133,31 @@ void Shard::Trace(trace::Event event) {
   if (trace_pending_.size() >= kTraceHandOverEvents) {
     HandOverTrace();
   }
+}
+
+std::optional<delivery::RecipientVerdict> Shard::VerifyRecipient(int route,
+                                                                 const std::string& address,
+                                                                 uint64_t cookie) {
+  using Kind = delivery::RecipientVerdict::Kind;
+  const DeliveryConfig& settings =
+      shared_->delivery->router().route(static_cast<size_t>(route)).settings;
+  if (!settings.verify_recipients) {
+    return delivery::RecipientVerdict{Kind::kExists, "", false};
+  }
+  if (settings.backend == DeliveryBackend::kMaildir) {
+    // A lookup of a few directory entries (the kernel's dentry cache answers it): on the loop.
+    // A mailbox that cannot be told (a link, a permission) is accepted; delivery says why.
+    bool missing =
+        delivery::FindMailbox(settings.maildir_root, address) == delivery::MailboxState::kMissing;
+    return delivery::RecipientVerdict{missing ? Kind::kUnknown : Kind::kExists, "", false};
+  }
+  delivery::RecipientVerifier* verifier = shared_->delivery->verifier(static_cast<size_t>(route));
+  CHECK(verifier != nullptr);
+  if (std::optional<delivery::RecipientVerdict> cached = verifier->Cached(address, now_)) {
+    return cached;
+  }
+  verifier->Submit(address, cookie, this);
+  return std::nullopt;
 }
 
 void Shard::Accepted(std::unique_ptr<delivery::QueuedMessage> message,

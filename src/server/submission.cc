@@ -307,17 +307,23 @@ std::optional<smtp::Reply> Submission::DecideMail(const smtp::MailArgs& mail) {
   return smtp::kReplySenderOk;
 }
 
+void Submission::LogRcptRefused(absl::string_view address, const smtp::Reply& reply,
+                                absl::string_view why) {
+  LogEvent(reply.code >= 500 ? LogLevel::kInfo : LogLevel::kWarning, "rcpt.refused",
+           {{"client", peer_text_},
+            {"account", account_->primary_address},
+            {"sender", message_.sender},
+            {"recipient", address},
+            {"code", reply.code},
+            {"reply", reply.text},
+            {"why", why}});
+}
+
 std::optional<smtp::Reply> Submission::OnRcpt(absl::string_view address) {
   std::string deliver_to;
   if (std::optional<smtp::Reply> refusal =
           policy::CheckRecipient(*snapshot_, *account_, address, &deliver_to)) {
-    LogEvent(LogLevel::kInfo, "rcpt.refused",
-             {{"client", peer_text_},
-              {"account", account_->primary_address},
-              {"sender", message_.sender},
-              {"recipient", address},
-              {"code", refusal->code},
-              {"reply", refusal->text}});
+    LogRcptRefused(address, *refusal);
     return refusal;
   }
   std::vector<std::string>& recipients = message_.recipients;
@@ -326,17 +332,69 @@ std::optional<smtp::Reply> Submission::OnRcpt(absl::string_view address) {
   }
   int route = services_.router->FindAddress(deliver_to, account_->tenant_name);
   if (route == delivery::kNoRoute) {
-    LogEvent(LogLevel::kWarning, "rcpt.refused",
-             {{"client", peer_text_},
-              {"account", account_->primary_address},
-              {"sender", message_.sender},
-              {"recipient", address},
-              {"code", smtp::kReplyNoRoute.code},
-              {"reply", smtp::kReplyNoRoute.text}});
+    LogRcptRefused(address, smtp::kReplyNoRoute);
     return smtp::kReplyNoRoute;
   }
-  recipients.push_back(std::move(deliver_to));
-  message_.routes.push_back(route);
+  rcpt_address_ = std::string(address);
+  rcpt_deliver_to_ = std::move(deliver_to);
+  rcpt_route_ = route;
+  std::optional<delivery::RecipientVerdict> verdict =
+      services_.recipients->VerifyRecipient(route, rcpt_deliver_to_, cookie_);
+  if (!verdict.has_value()) {
+    rcpt_inflight_ = true;
+    return std::nullopt;  // the probe's answer: OnRecipientVerified
+  }
+  return DecideRecipient(*verdict);
+}
+
+void Submission::OnRecipientVerified(const delivery::RecipientVerdict& verdict) {
+  CHECK(rcpt_inflight_);
+  rcpt_inflight_ = false;
+  if (session_ == nullptr || session_->blocked() != smtp::Session::Blocked::kAwaitingAnswer) {
+    return;  // the client left meanwhile: its transaction is gone
+  }
+  smtp::Reply reply = DecideRecipient(verdict);
+  session_->Answer(reply);
+}
+
+smtp::Reply Submission::DecideRecipient(const delivery::RecipientVerdict& verdict) {
+  using Kind = delivery::RecipientVerdict::Kind;
+  const delivery::Route& route = services_.router->route(static_cast<size_t>(rcpt_route_));
+  if (verdict.kind == Kind::kUnknown) {
+    smtp::Reply reply = smtp::kReplyNoSuchMailbox;
+    if (route.settings.backend != DeliveryBackend::kMaildir) {
+      // The target's own reason: "550 5.1.1 <ann@x>: Recipient address rejected: ...".
+      absl::string_view text(verdict.reply);
+      uint16_t code = 550;
+      if (text.size() > 4 && text[0] == '5' && text[3] == ' ') {
+        code =
+            static_cast<uint16_t>((text[0] - '0') * 100 + (text[1] - '0') * 10 + (text[2] - '0'));
+        text.remove_prefix(4);
+      }
+      bool enhanced = text.size() > 5 && text[0] == '5' && text[1] == '.';
+      rcpt_reply_ = absl::StrCat(enhanced ? "" : "5.1.1 ", text.substr(0, kTargetReplyBytesMax));
+      reply = smtp::Reply{code >= 550 && code <= 559 ? code : uint16_t{550}, rcpt_reply_};
+    }
+    LogRcptRefused(rcpt_address_, reply,
+                   verdict.cached ? "unknown downstream (cached)" : "unknown downstream");
+    return reply;
+  }
+  if (verdict.kind == Kind::kUnreachable &&
+      route.settings.verify_unreachable == VerifyUnreachable::kDefer) {
+    LogRcptRefused(rcpt_address_, smtp::kReplyRecipientUnverified, verdict.reply);
+    return smtp::kReplyRecipientUnverified;
+  }
+  if (verdict.kind == Kind::kUnreachable) {
+    LogEvent(LogLevel::kWarning, "rcpt.unverified",
+             {{"client", peer_text_},
+              {"account", account_->primary_address},
+              {"recipient", rcpt_address_},
+              {"route", route.name},
+              {"reason", verdict.reply},
+              {"result", "accepted (verify_unreachable = accept)"}});
+  }
+  message_.recipients.push_back(std::move(rcpt_deliver_to_));
+  message_.routes.push_back(rcpt_route_);
   return smtp::kReplyRecipientOk;
 }
 

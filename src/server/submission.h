@@ -32,6 +32,7 @@
 #include "base/net_address.h"
 #include "delivery/queue.h"
 #include "delivery/router.h"
+#include "delivery/verifier.h"
 #include "directory/directory.h"
 #include "policy/connection_gate.h"
 #include "smtp/message_headers.h"
@@ -54,6 +55,9 @@ inline constexpr size_t kBodyPiecesMax = 4096;
 // A message's body memory is charged to the shared bound (BodyBuffers::ChargeBody) in steps of
 // this much, so that the shared counter is touched a few times per message, not per slice.
 inline constexpr size_t kBodyChargeStep = 256 * 1024;
+// A refusal passed on from a route's target (recipient verification) keeps at most this much
+// of its text, so that the reply line stays within RFC 5321's 512 bytes.
+inline constexpr size_t kTargetReplyBytesMax = 400;
 static_assert(kBodyPiecesMax + 1 <= spool::kGroupIovMax, "one message always fits a group");
 
 // SubmitSink: where accepted mail goes (the shard: its group commit, hand-over, usage, trace).
@@ -112,6 +116,19 @@ class TenantCap {
   virtual bool Admit(int64_t tenant_id, policy::ConnectionGate::Handle* slot) = 0;
 };
 
+// RecipientCheck: recipient verification at RCPT (delivery/verifier.h), for the route of
+// each recipient.
+class RecipientCheck {
+ public:
+  virtual ~RecipientCheck() = default;
+  // VerifyRecipient: the verdict on `address` (routed by `route`) now: kExists at once when the
+  // route does not verify; a Maildir lookup; a cached answer. std::nullopt: a probe was asked
+  // for, and its answer comes to Submission::OnRecipientVerified for the connection `cookie`.
+  virtual std::optional<delivery::RecipientVerdict> VerifyRecipient(int route,
+                                                                    const std::string& address,
+                                                                    uint64_t cookie) = 0;
+};
+
 // AuthService: password checks (off the event loop), bearer tokens and the throttle.
 class AuthService {
  public:
@@ -154,6 +171,7 @@ struct SubmissionServices {
   ReplyCounts* replies = nullptr;
   const absl::Time* now = nullptr;
   const delivery::Router* router = nullptr;  // which route serves a recipient
+  RecipientCheck* recipients = nullptr;
 };
 
 // A piece of message body: inside a pinned receive buffer, or inside the arena.
@@ -189,6 +207,8 @@ class Submission : public smtp::SessionHandler {
 
   // OnVerified: the password check of this session's AUTH finished.
   void OnVerified(bool ok);
+  // OnRecipientVerified: the probe of this session's RCPT finished.
+  void OnRecipientVerified(const delivery::RecipientVerdict& verdict);
   // OnCommitted: the group commit that carried this message finished: on disk (`committed`:
   // 250, and the message goes to delivery) or not (null: 451).
   void OnCommitted(const spool::Committed* committed);
@@ -197,7 +217,7 @@ class Submission : public smtp::SessionHandler {
   bool AnswerDelayed(bool stopping);
 
   // busy: a commit or a password check is out; the slot may not be freed until it returns.
-  bool busy() const { return committing_ || auth_inflight_; }
+  bool busy() const { return committing_ || auth_inflight_ || rcpt_inflight_; }
   bool committing() const { return committing_; }
   const directory::Account* account() const { return account_; }
 
@@ -241,6 +261,11 @@ class Submission : public smtp::SessionHandler {
 
   absl::Time now() const { return *services_.now; }
   std::optional<smtp::Reply> DecideMail(const smtp::MailArgs& mail);
+  // DecideRecipient: the RCPT's answer once its recipient is verified (or needs not be); adds
+  // it to the message when accepted.
+  smtp::Reply DecideRecipient(const delivery::RecipientVerdict& verdict);
+  void LogRcptRefused(absl::string_view address, const smtp::Reply& reply,
+                      absl::string_view why = "");
   smtp::Reply AdmitAuthenticated(const directory::Account* candidate);
   smtp::Reply OnXoauth2(const smtp::AuthRequest& request);
   std::optional<smtp::Reply> AuthFailed(const smtp::Reply& reply);
@@ -271,6 +296,12 @@ class Submission : public smtp::SessionHandler {
   int32_t feeding_buffer_ = -1;
   bool committing_ = false;     // its message is in a spool group commit
   bool auth_inflight_ = false;  // a password check is out on the verifier pool
+  // A recipient's probe is out (RecipientCheck): what its RCPT asked, for the answer.
+  bool rcpt_inflight_ = false;
+  std::string rcpt_address_;     // as the client gave it
+  std::string rcpt_deliver_to_;  // as it is delivered to
+  int rcpt_route_ = 0;
+  std::string rcpt_reply_;  // the text of a refusal built from the target's reply
   const directory::Account* auth_candidate_ = nullptr;  // whom that check is for
   std::string auth_user_;          // the user name of the AUTH in progress (for the throttle)
   absl::string_view auth_reason_;  // why the AUTH in progress was refused (static text, log)

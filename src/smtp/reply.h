@@ -112,6 +112,13 @@ inline constexpr Reply kReplyTooManyRecipients{452, "4.5.3 Too many recipients"}
 // Delivery routes and recipient verification (docs/architecture.md, Delivery routes).
 // A domain the tenant accepts but no [[delivery.route]] serves (default_route = false).
 inline constexpr Reply kReplyNoRoute{451, "4.3.5 No delivery route for this domain"};
+// verify_recipients: a Maildir route has no mailbox for the recipient (LMTP/SMTP routes pass
+// on the target's own refusal).
+inline constexpr Reply kReplyNoSuchMailbox{550,
+                                           "5.1.1 Recipient address rejected: no such mailbox"};
+// verify_recipients with verify_unreachable = "defer": the target could not be asked.
+inline constexpr Reply kReplyRecipientUnverified{
+    450, "4.1.1 Recipient address cannot be verified now, try again later"};
 // After the end of data: the header From: is not the account's address or an alias.
 inline constexpr Reply kReplyFromMismatch{550,
                                           "5.6.241 From header does not match the sending account"};

@@ -218,7 +218,11 @@ def delivery_config(backend, target, **keys):
                 "connections_max": 4, "connection_idle_s": 5, **keys}
     lines = ["[delivery]", f'backend = "{backend}"', f'target = "{target}"']
     for key, value in settings.items():
-        lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, str):
+            value = f'"{value}"'
+        lines.append(f"{key} = {value}")
     return "\n".join(lines) + "\n"
 
 

@@ -24,7 +24,11 @@ def route_table(name, backend, targets, domains=(), tenants=(), **keys):
     if tenants:
         lines.append("tenants = [" + ", ".join(f'"{t}"' for t in tenants) + "]")
     for key, value in keys.items():
-        lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, str):
+            value = f'"{value}"'
+        lines.append(f"{key} = {value}")
     return "\n".join(lines) + "\n"
 
 

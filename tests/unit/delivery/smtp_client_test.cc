@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "delivery/reply_parser.h"
+#include "delivery/verifier.h"
 #include "net/tls.h"
 #include "tests/unit/net/test_certificates.h"
 
@@ -1431,6 +1432,186 @@ TEST(SmtpClientTest, FactoryRefusesACaFileThatDoesNotLoad) {
             "file or directory");
   options.tls = DeliveryTls::kOff;  // no TLS, no CA file needed
   EXPECT_TRUE(MakeSmtpClientFactory(options).ok());
+}
+
+}  // namespace
+}  // namespace chute::delivery
+
+namespace chute::delivery {
+namespace {
+
+TEST(SmtpClientProbeTest, AsksWithTheNullSenderAndResetsOverOneConnection) {
+  for (bool pipelining : {false, true}) {
+    FakeBehavior behavior;
+    behavior.extensions = pipelining ? Strs{"PIPELINING"} : Strs{};
+    behavior.on_command = [](int, const std::string& line) -> std::string {
+      return line == "RCPT TO:<gone@b.test>" ? "550 5.1.1 <gone@b.test>: User unknown" : "";
+    };
+    FakeServer server(behavior);
+    auto client = NewClient(Options(server.target()));
+    RecipientResult known = client->Probe("ann@b.test");
+    RecipientResult gone = client->Probe("gone@b.test");
+    EXPECT_EQ(known.outcome, kOk);
+    EXPECT_EQ(gone.outcome, kPerm);
+    EXPECT_EQ(gone.reply, "550 5.1.1 <gone@b.test>: User unknown");
+    EXPECT_EQ(client->connections_opened(), 1u);
+    EXPECT_TRUE(server.messages().empty());
+    client.reset();
+    ASSERT_TRUE(server.WaitClosed(1));
+    ASSERT_EQ(server.commands().size(), 1u);
+    EXPECT_EQ(server.commands()[0],
+              (Strs{"EHLO chute.test", "MAIL FROM:<>", "RCPT TO:<ann@b.test>", "RSET",
+                    "MAIL FROM:<>", "RCPT TO:<gone@b.test>", "RSET", "QUIT"}))
+        << pipelining;
+  }
+}
+
+TEST(SmtpClientProbeTest, ATargetThatCannotBeAskedIsTransientAndSaysWhy) {
+  RefusingPort down;
+  auto refused = NewClient(Options(down.target));
+  RecipientResult result = refused->Probe("ann@b.test");
+  EXPECT_EQ(result.outcome, kTemp);
+  EXPECT_EQ(result.reply,
+            absl::StrCat("451 4.4.1 connect to ", down.target, ": Connection refused"));
+
+  FakeBehavior no_null_sender;
+  no_null_sender.on_command = [](int, const std::string& line) -> std::string {
+    return absl::StartsWith(line, "MAIL") ? "553 5.1.7 the null sender is not welcome" : "";
+  };
+  FakeServer server(no_null_sender);
+  auto client = NewClient(Options(server.target()));
+  result = client->Probe("ann@b.test");
+  EXPECT_EQ(result.outcome, kTemp);  // not the recipient's fault
+  EXPECT_TRUE(absl::StrContains(result.reply, "refused MAIL FROM:<>: 553 5.1.7")) << result.reply;
+
+  FakeBehavior busy;
+  busy.on_command = [](int, const std::string& line) -> std::string {
+    return absl::StartsWith(line, "RCPT") ? "450 4.2.1 mailbox busy" : "";
+  };
+  FakeServer busy_server(busy);
+  auto busy_client = NewClient(Options(busy_server.target()));
+  result = busy_client->Probe("ann@b.test");
+  EXPECT_EQ(result.outcome, kTemp);
+  EXPECT_EQ(result.reply, "450 4.2.1 mailbox busy");
+}
+
+TEST(SmtpClientProbeTest, AnAddressThatCouldBreakTheCommandIsNeverSent) {
+  FakeServer server(FakeBehavior{});
+  auto client = NewClient(Options(server.target()));
+  EXPECT_EQ(client->Probe("a@b.test>\r\nRCPT TO:<x@y").outcome, kPerm);
+  EXPECT_EQ(client->connections_opened(), 0u);
+}
+
+// Sink: collects answers (any thread).
+struct Answers : ProbeSink {
+  void OnProbed(uint64_t cookie, RecipientVerdict verdict) override {
+    std::lock_guard<std::mutex> lock(mu);
+    got.emplace_back(cookie, std::move(verdict));
+  }
+  size_t size() {
+    std::lock_guard<std::mutex> lock(mu);
+    return got.size();
+  }
+  bool WaitFor(size_t n) {
+    for (int i = 0; i < 2000 && size() < n; ++i) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return size() >= n;
+  }
+  std::mutex mu;
+  std::vector<std::pair<uint64_t, RecipientVerdict>> got;
+};
+
+VerifierOptions VerifyOptions(const std::string& target) {
+  VerifierOptions options;
+  options.route = "test";
+  SmtpClientOptions client = Options(target);
+  options.client = *MakeSmtpClientMaker(client);
+  options.positive = absl::Seconds(60);
+  options.negative = absl::Seconds(60);
+  return options;
+}
+
+TEST(RecipientVerifierTest, ProbesOnceCachesBothAnswersAndNotAnUnreachableOne) {
+  std::atomic<int> rcpts{0};
+  FakeBehavior behavior;
+  behavior.on_command = [&rcpts](int, const std::string& line) -> std::string {
+    if (!absl::StartsWith(line, "RCPT")) {
+      return "";
+    }
+    ++rcpts;
+    return absl::StrContains(line, "gone@") ? "550 5.1.1 no such user" : "";
+  };
+  FakeServer server(behavior);
+  RecipientVerifier verifier(VerifyOptions(server.target()));
+  verifier.Start();
+  Answers answers;
+  absl::Time now = absl::Now();
+  EXPECT_FALSE(verifier.Cached("ann@b.test", now).has_value());
+  verifier.Submit("ann@b.test", 1, &answers);
+  verifier.Submit("gone@b.test", 2, &answers);
+  ASSERT_TRUE(answers.WaitFor(2));
+  EXPECT_EQ(answers.got[0].first, 1u);
+  EXPECT_EQ(answers.got[0].second.kind, RecipientVerdict::Kind::kExists);
+  EXPECT_EQ(answers.got[1].second.kind, RecipientVerdict::Kind::kUnknown);
+  EXPECT_EQ(answers.got[1].second.reply, "550 5.1.1 no such user");
+  std::optional<RecipientVerdict> ann = verifier.Cached("ann@b.test", absl::Now());
+  ASSERT_TRUE(ann.has_value());
+  EXPECT_TRUE(ann->cached);
+  EXPECT_EQ(verifier.Cached("gone@b.test", absl::Now())->kind, RecipientVerdict::Kind::kUnknown);
+  EXPECT_FALSE(verifier.Cached("ann@b.test", absl::Now() + absl::Seconds(61)).has_value());
+  EXPECT_EQ(rcpts.load(), 2);
+  EXPECT_EQ(verifier.counters().probes_exists.load(), 1u);
+  EXPECT_EQ(verifier.counters().probes_unknown.load(), 1u);
+  EXPECT_EQ(verifier.counters().cache_hits.load(), 2u);
+
+  RefusingPort down;
+  RecipientVerifier unreachable(VerifyOptions(down.target));
+  unreachable.Start();
+  unreachable.Submit("ann@b.test", 3, &answers);
+  ASSERT_TRUE(answers.WaitFor(3));
+  EXPECT_EQ(answers.got[2].second.kind, RecipientVerdict::Kind::kUnreachable);
+  EXPECT_FALSE(unreachable.Cached("ann@b.test", absl::Now()).has_value());
+}
+
+TEST(RecipientVerifierTest, TheSameAddressWaitingTwiceIsProbedOnceAndStopAnswersEveryone) {
+  // The target answers RCPT only when let go: probes pile up behind the first.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool go = false;
+  std::atomic<int> rcpts{0};
+  FakeBehavior behavior;
+  behavior.on_command = [&](int, const std::string& line) -> std::string {
+    if (absl::StartsWith(line, "RCPT")) {
+      ++rcpts;
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return go; });
+    }
+    return "";
+  };
+  FakeServer server(behavior);
+  RecipientVerifier verifier(VerifyOptions(server.target()));
+  verifier.Start();
+  Answers answers;
+  verifier.Submit("first@b.test", 1, &answers);
+  for (int i = 0; i < 200 && rcpts.load() == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(rcpts.load(), 1);
+  verifier.Submit("new@b.test", 2, &answers);
+  verifier.Submit("new@b.test", 3, &answers);  // waiting already: no second probe
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    go = true;
+  }
+  cv.notify_all();
+  ASSERT_TRUE(answers.WaitFor(3));
+  EXPECT_EQ(rcpts.load(), 2);
+  // Stopped, it answers at once that it cannot ask.
+  verifier.Stop();
+  verifier.Submit("late@b.test", 4, &answers);
+  ASSERT_EQ(answers.size(), 4u);
+  EXPECT_EQ(answers.got[3].second.kind, RecipientVerdict::Kind::kUnreachable);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -137,8 +138,30 @@ class FakeControl : public SessionControl {
  public:
   void StartTls() override { ++starttls; }
   absl::string_view TlsVersion() const override { return "TLSv1.3"; }
-  bool PeerGone() const override { return false; }
+  bool PeerGone() const override { return peer_gone; }
   int starttls = 0;
+  bool peer_gone = false;
+};
+
+// FakeRecipients: verdicts by address (missing: exists); `pending` addresses are probed.
+struct FakeRecipients : RecipientCheck {
+  std::optional<delivery::RecipientVerdict> VerifyRecipient(int route, const std::string& address,
+                                                            uint64_t cookie) override {
+    (void)route;
+    asked.push_back(address);
+    if (pending.contains(address)) {
+      probe_cookies.push_back(cookie);
+      return std::nullopt;
+    }
+    auto it = verdicts.find(address);
+    return it != verdicts.end()
+               ? it->second
+               : delivery::RecipientVerdict{delivery::RecipientVerdict::Kind::kExists, "", false};
+  }
+  std::map<std::string, delivery::RecipientVerdict> verdicts;
+  std::set<std::string> pending;
+  std::vector<std::string> asked;
+  std::vector<uint64_t> probe_cookies;
 };
 
 class SubmissionTest : public ::testing::Test {
@@ -162,8 +185,8 @@ class SubmissionTest : public ::testing::Test {
     config_->server.hostname = "relay.contoso.test";
     listener_.address = "127.0.0.1:587";
     listener_.tls = TlsMode::kImplicit;
-    services_ = SubmissionServices{&sink_,     &buffers_, &cap_, &auth_,
-                                   &counters_, &replies_, &now_, &router_};
+    services_ = SubmissionServices{&sink_,    &buffers_, &cap_,    &auth_,      &counters_,
+                                   &replies_, &now_,     &router_, &recipients_};
     submission_ = std::make_unique<Submission>(&services_, &control_);
   }
   void TearDown() override {
@@ -217,6 +240,7 @@ class SubmissionTest : public ::testing::Test {
   ReplyCounts replies_;
   absl::Time now_ = absl::FromUnixSeconds(1'790'000'000);
   delivery::Router router_{Config{}};  // the default route only
+  FakeRecipients recipients_;
   SubmissionServices services_;
   std::unique_ptr<Submission> submission_;
   std::unique_ptr<smtp::Session> session_;
@@ -455,6 +479,119 @@ TEST_F(SubmissionTest, TrustedListenerActsAsItsAccountAndTakesTheTenantPlaceAtMa
   EXPECT_EQ(cap_.asked, 0);  // an idle trusted connection locks no one out
   EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "250"));
   EXPECT_EQ(cap_.asked, 1);
+}
+
+}  // namespace
+}  // namespace chute::server
+
+namespace chute::server {
+namespace {
+
+using Kind = delivery::RecipientVerdict::Kind;
+
+class RecipientVerificationTest : public SubmissionTest {
+ protected:
+  // UseRoutes: the default route with these settings (a fresh Router; services_ points to it).
+  void UseDefaultRoute(DeliveryConfig settings) {
+    Config config;
+    config.delivery = settings;
+    router_ = delivery::Router(config);
+  }
+  static DeliveryConfig VerifyingSmtp() {
+    DeliveryConfig smtp;
+    smtp.backend = DeliveryBackend::kSmtp;
+    smtp.targets = {"127.0.0.1:25"};
+    smtp.verify_recipients = true;
+    return smtp;
+  }
+  void StartTransaction() {
+    Open();
+    AuthenticateAsApp();
+    ASSERT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "250"));
+  }
+};
+
+TEST_F(RecipientVerificationTest, AnUnknownRecipientIs550WithTheTargetsReasonAndNotKept) {
+  DeliveryConfig smtp = VerifyingSmtp();
+  UseDefaultRoute(smtp);
+  recipients_.verdicts["gone@contoso.test"] = {
+      Kind::kUnknown, "550 5.1.1 <gone@contoso.test>: Recipient address rejected: User unknown",
+      false};
+  recipients_.verdicts["old@contoso.test"] = {Kind::kUnknown, "553 sorry, no such user", true};
+  StartTransaction();
+  EXPECT_EQ(Send("RCPT TO:<gone@contoso.test>\r\n"),
+            "550 5.1.1 <gone@contoso.test>: Recipient address rejected: User unknown\r\n");
+  // The target's code is kept; a reason without an enhanced code gets 5.1.1.
+  EXPECT_EQ(Send("RCPT TO:<old@contoso.test>\r\n"), "553 5.1.1 sorry, no such user\r\n");
+  EXPECT_TRUE(absl::StartsWith(Send("RCPT TO:<ann@contoso.test>\r\n"), "250 2.1.5"));
+  EXPECT_EQ(recipients_.asked, (std::vector<std::string>{"gone@contoso.test", "old@contoso.test",
+                                                         "ann@contoso.test"}));
+  EXPECT_TRUE(absl::StartsWith(Send("DATA\r\n"), "354"));
+  EXPECT_EQ(Send("From: <app@contoso.test>\r\n\r\nhi\r\n.\r\n"), "");
+  spool::Committed committed;
+  submission_->OnCommitted(&committed);
+  ASSERT_EQ(sink_.accepted.size(), 1u);
+  EXPECT_EQ(sink_.accepted[0]->recipients, std::vector<std::string>{"ann@contoso.test"});
+  EXPECT_EQ(sink_.accepted_routes[0], std::vector<int>{0});
+}
+
+TEST_F(RecipientVerificationTest, AMissingMaildirMailboxIs550NoSuchMailbox) {
+  DeliveryConfig maildir;
+  maildir.verify_recipients = true;
+  UseDefaultRoute(maildir);
+  recipients_.verdicts["gone@contoso.test"] = {Kind::kUnknown, "", false};
+  StartTransaction();
+  EXPECT_EQ(Send("RCPT TO:<gone@contoso.test>\r\n"),
+            "550 5.1.1 Recipient address rejected: no such mailbox\r\n");
+}
+
+TEST_F(RecipientVerificationTest, AProbeAnswersLaterAndTheSlotStaysBusyMeanwhile) {
+  DeliveryConfig smtp = VerifyingSmtp();
+  UseDefaultRoute(smtp);
+  recipients_.pending = {"new@contoso.test"};
+  StartTransaction();
+  // Pipelined: the second RCPT waits behind the first one's probe.
+  std::string input = "RCPT TO:<new@contoso.test>\r\nRCPT TO:<ann@contoso.test>\r\n";
+  size_t taken = session_->Feed(input, now_);
+  EXPECT_EQ(taken, input.find("RCPT TO:<ann"));
+  EXPECT_EQ(TakeOutput(), "");
+  EXPECT_TRUE(submission_->busy());
+  ASSERT_EQ(recipients_.probe_cookies, std::vector<uint64_t>{77});
+  submission_->OnRecipientVerified({Kind::kExists, "250 2.1.5 Ok", false});
+  EXPECT_FALSE(submission_->busy());
+  EXPECT_EQ(TakeOutput(), "250 2.1.5 Recipient OK\r\n");
+  // The session goes on with what it held once it is fed again.
+  EXPECT_EQ(Send(input.substr(taken)), "250 2.1.5 Recipient OK\r\n");
+  EXPECT_EQ(recipients_.asked, (std::vector<std::string>{"new@contoso.test", "ann@contoso.test"}));
+}
+
+TEST_F(RecipientVerificationTest, AnUnreachableTargetAcceptsOrDefersAsTheRouteSays) {
+  DeliveryConfig smtp = VerifyingSmtp();
+  UseDefaultRoute(smtp);
+  recipients_.verdicts["x@contoso.test"] = {
+      Kind::kUnreachable, "451 4.4.1 connect to 127.0.0.1:25: Connection refused", false};
+  StartTransaction();
+  EXPECT_TRUE(absl::StartsWith(Send("RCPT TO:<x@contoso.test>\r\n"), "250 2.1.5"));
+  smtp.verify_unreachable = VerifyUnreachable::kDefer;
+  UseDefaultRoute(smtp);
+  EXPECT_TRUE(absl::StartsWith(Send("RSET\r\n"), "250"));
+  ASSERT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "250"));
+  EXPECT_EQ(Send("RCPT TO:<x@contoso.test>\r\n"),
+            "450 4.1.1 Recipient address cannot be verified now, try again later\r\n");
+}
+
+TEST_F(RecipientVerificationTest, AnAnswerAfterTheClientLeftChangesNothing) {
+  DeliveryConfig smtp = VerifyingSmtp();
+  UseDefaultRoute(smtp);
+  recipients_.pending = {"new@contoso.test"};
+  StartTransaction();
+  EXPECT_EQ(Send("RCPT TO:<new@contoso.test>\r\n"), "");
+  control_.peer_gone = true;
+  session_->PeerGone();
+  EXPECT_TRUE(submission_->busy());  // the probe is out: the slot waits for its answer
+  submission_->OnRecipientVerified({Kind::kExists, "250 ok", false});
+  EXPECT_FALSE(submission_->busy());
+  submission_->End();
 }
 
 }  // namespace

@@ -1,0 +1,160 @@
+// verifier.cc: probes recipients at a route's target, one at a time, and caches the answers.
+
+#include "delivery/verifier.h"
+
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+#include "base/log.h"
+#include "base/memory.h"
+
+namespace chute::delivery {
+
+RecipientVerifier::RecipientVerifier(VerifierOptions options) : options_(std::move(options)) {
+  CHECK(options_.client != nullptr);
+}
+
+RecipientVerifier::~RecipientVerifier() { Stop(); }
+
+void RecipientVerifier::Start() {
+  CHECK(!thread_.joinable());
+  thread_ = std::thread([this] {
+    NameThisThread(absl::StrCat("chute-verify-", options_.route).substr(0, 15));
+    Run();
+  });
+}
+
+void RecipientVerifier::Stop() {
+  std::vector<std::pair<Waiter, std::string>> refused;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    for (const std::string& address : queue_) {
+      for (const Waiter& waiter : waiting_[address]) {
+        refused.emplace_back(waiter, address);
+      }
+      waiting_.erase(address);
+    }
+    queue_.clear();
+    wake_.notify_all();
+  }
+  for (const auto& [waiter, address] : refused) {
+    counters_.probes_unreachable.fetch_add(1, std::memory_order_relaxed);
+    waiter.sink->OnProbed(waiter.cookie, RecipientVerdict{RecipientVerdict::Kind::kUnreachable,
+                                                          "421 4.3.2 chute is stopping", false});
+  }
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
+std::optional<RecipientVerdict> RecipientVerifier::Cached(absl::string_view address,
+                                                          absl::Time now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = cache_.find(address);
+  if (it == cache_.end() || it->second.expires <= now) {
+    return std::nullopt;
+  }
+  counters_.cache_hits.fetch_add(1, std::memory_order_relaxed);
+  RecipientVerdict verdict = it->second.verdict;
+  verdict.cached = true;
+  return verdict;
+}
+
+void RecipientVerifier::Submit(const std::string& address, uint64_t cookie, ProbeSink* sink) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = waiting_.find(address);
+    if (it != waiting_.end()) {
+      it->second.push_back(Waiter{cookie, sink});  // asked already: one probe answers both
+      return;
+    }
+    if (!stopping_ && queue_.size() < kVerifyQueueMax) {
+      waiting_[address].push_back(Waiter{cookie, sink});
+      queue_.push_back(address);
+      wake_.notify_one();
+      return;
+    }
+  }
+  counters_.probes_unreachable.fetch_add(1, std::memory_order_relaxed);
+  sink->OnProbed(cookie,
+                 RecipientVerdict{RecipientVerdict::Kind::kUnreachable,
+                                  "451 4.3.2 too many recipients waiting to be verified", false});
+}
+
+void RecipientVerifier::Remember(const std::string& address, const RecipientVerdict& verdict,
+                                 absl::Time now) {
+  if (verdict.kind == RecipientVerdict::Kind::kUnreachable) {
+    return;
+  }
+  if (cache_.size() >= kVerifyCacheEntriesMax) {
+    absl::erase_if(cache_, [now](const auto& entry) { return entry.second.expires <= now; });
+    if (cache_.size() >= kVerifyCacheEntriesMax) {
+      cache_.clear();
+    }
+  }
+  absl::Duration lifetime =
+      verdict.kind == RecipientVerdict::Kind::kExists ? options_.positive : options_.negative;
+  cache_[address] = Entry{verdict, now + lifetime};
+}
+
+void RecipientVerifier::Run() {
+  std::unique_ptr<SmtpClient> client = options_.client();
+  while (true) {
+    std::string address;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      while (!stopping_ && queue_.empty()) {
+        if (wake_.wait_for(lock, absl::ToChronoNanoseconds(options_.idle_close)) ==
+            std::cv_status::timeout) {
+          lock.unlock();
+          client->CloseIdle(absl::Now());
+          lock.lock();
+        }
+      }
+      if (stopping_) {
+        return;  // `client` QUITs as it goes
+      }
+      address = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    RecipientResult result = client->Probe(address);
+    RecipientVerdict verdict;
+    switch (result.outcome) {
+      case Outcome::kDelivered:
+        verdict.kind = RecipientVerdict::Kind::kExists;
+        counters_.probes_exists.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case Outcome::kPermanent:
+        verdict.kind = RecipientVerdict::Kind::kUnknown;
+        counters_.probes_unknown.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case Outcome::kTransient:
+        verdict.kind = RecipientVerdict::Kind::kUnreachable;
+        counters_.probes_unreachable.fetch_add(1, std::memory_order_relaxed);
+        break;
+    }
+    verdict.reply = std::move(result.reply);
+    LogEvent(LogLevel::kDebug, "rcpt.verified",
+             {{"route", options_.route},
+              {"recipient", address},
+              {"result", verdict.kind == RecipientVerdict::Kind::kExists    ? "exists"
+                         : verdict.kind == RecipientVerdict::Kind::kUnknown ? "unknown"
+                                                                            : "unreachable"},
+              {"reply", verdict.reply}});
+    std::vector<Waiter> waiters;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Remember(address, verdict, absl::Now());
+      auto it = waiting_.find(address);
+      if (it != waiting_.end()) {
+        waiters = std::move(it->second);
+        waiting_.erase(it);
+      }
+    }
+    for (const Waiter& waiter : waiters) {
+      waiter.sink->OnProbed(waiter.cookie, verdict);
+    }
+  }
+}
+
+}  // namespace chute::delivery
