@@ -77,9 +77,18 @@ DeliveryQueue::DeliveryQueue(QueueOptions options)
 
 DeliveryQueue::~DeliveryQueue() { Stop(); }
 
-DeliveryQueue::Ring* DeliveryQueue::AddProducer() {
+size_t ProducerRingCapacity(size_t routes) {
+  size_t capacity = kProducerRingCapacity;
+  while (capacity > kProducerRingCapacityMin && routes > 1) {
+    capacity /= 2;
+    routes = (routes + 1) / 2;
+  }
+  return capacity;
+}
+
+DeliveryQueue::Ring* DeliveryQueue::AddProducer(size_t capacity) {
   CHECK(workers_.empty());
-  producers_.push_back(std::make_unique<Ring>(kProducerRingCapacity));
+  producers_.push_back(std::make_unique<Ring>(capacity));
   return producers_.back().get();
 }
 
@@ -361,6 +370,9 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
   for (size_t i = 0; i < marks.size(); ++i) {
     pending |= message.Mine(i) && marks[i] == spool::Mark::kPending;
   }
+  // A message whose content could not be read is never concluded (a part with no recipient
+  // left, retried to write the message's dead letter, must not write an empty one).
+  pending |= unreadable;
   Report(message, out, marks, replies, attempts, now);
   {
     std::lock_guard<std::mutex> lock(mu_);

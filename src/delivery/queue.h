@@ -53,8 +53,12 @@ class Writer;
 namespace chute::delivery {
 
 // Messages a producer's ring holds; a full ring makes the shard keep the message until the
-// next turn of its loop (and MAIL is refused first, by spool.messages_max).
+// next turn of its loop (and MAIL is refused first, by spool.messages_max). With several
+// routes each of a shard's rings is smaller (ProducerRingCapacity), so that a shard's rings
+// together take about what one does (1 MiB), whatever the number of routes.
 inline constexpr size_t kProducerRingCapacity = 1 << 16;
+inline constexpr size_t kProducerRingCapacityMin = 1 << 12;
+size_t ProducerRingCapacity(size_t routes);
 inline constexpr int kWorkersMax = 1024;
 // A worker reads a batch's messages into memory: a batch holds at most this many content
 // bytes (a single larger message still goes alone), so workers x this bounds the memory.
@@ -192,8 +196,9 @@ class DeliveryQueue {
   ~DeliveryQueue();
 
   using Ring = SpscRing<std::unique_ptr<QueuedMessage>>;
-  // AddProducer: a ring for one producer (a shard). Before Start; the queue owns it.
-  Ring* AddProducer();
+  // AddProducer: a ring of `capacity` (a power of two) for one producer (a shard). Before
+  // Start; the queue owns it.
+  Ring* AddProducer(size_t capacity = kProducerRingCapacity);
   // Notify: the producer pushed; wakes a sleeping worker. Producer's thread; lock-free unless
   // a worker sleeps.
   void Notify();

@@ -268,7 +268,9 @@ SmtpClient::SmtpClient(SmtpClientOptions options, std::shared_ptr<net::TlsContex
     : options_(std::move(options)), tls_context_(std::move(tls_context)) {
   absl::Status valid = ValidateSmtpClientOptions(options_);
   CHECK_MSG(valid.ok(), std::string(valid.message()).c_str());
-  down_until_.assign(options_.targets.size(), absl::InfinitePast());
+  health_ = options_.health != nullptr ? options_.health
+                                       : std::make_shared<TargetHealth>(options_.targets.size());
+  CHECK(health_->down_until_ms.size() == options_.targets.size());
   target_ = options_.targets[0];
   server_name_ = ServerName(options_, target_);
   CHECK(options_.tls == DeliveryTls::kOff || tls_context_ != nullptr);
@@ -300,15 +302,16 @@ void SmtpClient::CloseIdle(absl::Time now) {
 absl::Status SmtpClient::Connect() {
   // The targets in order of preference, those that failed lately last (each is still tried:
   // when every target failed lately, the most preferred goes first again).
-  absl::Time now = absl::Now();
+  std::vector<std::atomic<int64_t>>& down_until = health_->down_until_ms;
+  int64_t now_ms = absl::ToUnixMillis(absl::Now());
   std::vector<size_t> order;
   for (size_t i = 0; i < options_.targets.size(); ++i) {
-    if (down_until_[i] <= now) {
+    if (down_until[i].load(std::memory_order_relaxed) <= now_ms) {
       order.push_back(i);
     }
   }
   for (size_t i = 0; i < options_.targets.size(); ++i) {
-    if (down_until_[i] > now) {
+    if (down_until[i].load(std::memory_order_relaxed) > now_ms) {
       order.push_back(i);
     }
   }
@@ -319,22 +322,31 @@ absl::Status SmtpClient::Connect() {
     server_name_ = ServerName(options_, target_);
     status = ConnectTarget();
     if (status.ok()) {
-      down_until_[i] = absl::InfinitePast();
+      down_until[i].store(0, std::memory_order_relaxed);
       return status;
     }
-    down_until_[i] = absl::Now() + kTargetDownFor;
-    if (options_.targets.size() > 1) {
+    int64_t failed_ms = absl::ToUnixMillis(absl::Now());
+    int64_t was = down_until[i].exchange(failed_ms + absl::ToInt64Milliseconds(kTargetDownFor),
+                                         std::memory_order_relaxed);
+    if (options_.targets.size() > 1 && was <= failed_ms) {
+      // Once per target going down, not per worker that finds it so.
       LogEvent(LogLevel::kWarning, "delivery.target_down",
                {{"target", target_}, {"reason", status.message()}});
     }
     failures.emplace_back(status.message());
-    if (options_.stop_at_unix_ms != nullptr && options_.stop_at_unix_ms->load() != 0) {
-      break;  // stopping: no time for the next target
+    int64_t stop_at =
+        options_.stop_at_unix_ms != nullptr ? options_.stop_at_unix_ms->load() : int64_t{0};
+    if (stop_at != 0 && failed_ms >= stop_at) {
+      break;  // the drain is over: no time for the next target
     }
   }
   if (failures.size() > 1) {
     // Every target failed: the reply names each (the first one's code stands for all).
-    return absl::Status(status.code(), absl::StrJoin(failures, "; "));
+    std::string joined = absl::StrJoin(failures, "; ");
+    if (joined.size() > kResultReplyBytesMax) {
+      joined.resize(kResultReplyBytesMax);
+    }
+    return absl::Status(status.code(), joined);
   }
   return status;
 }
@@ -789,6 +801,9 @@ void AppendDotStuffed(absl::string_view content, std::string* out) {
 absl::StatusOr<SmtpClientMaker> MakeSmtpClientMaker(SmtpClientOptions options) {
   absl::Status valid = ValidateSmtpClientOptions(options);
   CHECK_MSG(valid.ok(), std::string(valid.message()).c_str());
+  if (options.health == nullptr) {
+    options.health = std::make_shared<TargetHealth>(options.targets.size());
+  }
   std::shared_ptr<net::TlsContext> tls_context;
   if (options.tls != DeliveryTls::kOff) {
     net::TlsClientOptions verify;
@@ -798,7 +813,7 @@ absl::StatusOr<SmtpClientMaker> MakeSmtpClientMaker(SmtpClientOptions options) {
     absl::StatusOr<std::shared_ptr<net::TlsContext>> context = net::TlsContext::NewClient(verify);
     if (!context.ok()) {
       return absl::Status(context.status().code(),
-                          absl::StrCat("[delivery] tls_ca_file ", context.status().message()));
+                          absl::StrCat("tls_ca_file ", context.status().message()));
     }
     tls_context = *std::move(context);
   }

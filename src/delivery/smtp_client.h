@@ -62,6 +62,14 @@ inline constexpr absl::Duration kTargetDownFor = absl::Seconds(60);
 // QUIT is a courtesy: its reply is awaited at most this long (or io_timeout, if shorter).
 inline constexpr absl::Duration kQuitTimeoutMax = absl::Seconds(5);
 
+// TargetHealth: until when each target of a route is tried last (Unix ms; 0: it answered
+// lately), shared by the route's clients (its workers and its probe), so that a target that is
+// down costs one failed attempt per kTargetDownFor, not one per worker.
+struct TargetHealth {
+  explicit TargetHealth(size_t targets) : down_until_ms(targets) {}
+  std::vector<std::atomic<int64_t>> down_until_ms;
+};
+
 struct SmtpClientOptions {
   bool lmtp = false;  // LMTP (LHLO, one reply per recipient) instead of SMTP
   // "a.b.c.d:port", "[v6]:port" or "unix:/path", in order of preference: a connection goes to
@@ -80,6 +88,9 @@ struct SmtpClientOptions {
   // failure; the delivery queue sets it when chuted stops, so that a stalled server cannot
   // hold the stop for io_timeout.
   std::shared_ptr<const std::atomic<int64_t>> stop_at_unix_ms;
+  // Optional: shared with other clients of the same targets (null: MakeSmtpClientMaker makes
+  // one for its clients; a client made directly keeps its own).
+  std::shared_ptr<TargetHealth> health;
 };
 
 // ValidateSmtpClientOptions: InvalidArgument naming the problem when `options` cannot work
@@ -154,9 +165,9 @@ class SmtpClient : public Backend {
 
   const SmtpClientOptions options_;
   const std::shared_ptr<net::TlsContext> tls_context_;
-  std::string target_;                  // the target connected to (or last tried)
-  std::string server_name_;             // the name its certificate must carry; "" = none
-  std::vector<absl::Time> down_until_;  // per target: tried last until then
+  std::string target_;       // the target connected to (or last tried)
+  std::string server_name_;  // the name its certificate must carry; "" = none
+  std::shared_ptr<TargetHealth> health_;
   std::unique_ptr<Connection> connection_;
   Capabilities capabilities_;
   size_t messages_on_connection_ = 0;

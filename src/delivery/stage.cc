@@ -92,7 +92,7 @@ DeliveryStage::~DeliveryStage() { Stop(); }
 std::vector<DeliveryQueue::Ring*> DeliveryStage::AddProducer() {
   std::vector<DeliveryQueue::Ring*> rings;
   for (const std::unique_ptr<DeliveryQueue>& queue : queues_) {
-    rings.push_back(queue->AddProducer());
+    rings.push_back(queue->AddProducer(ProducerRingCapacity(queues_.size())));
   }
   return rings;
 }

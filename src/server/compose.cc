@@ -53,8 +53,15 @@ delivery::SmtpClientOptions SmtpOptions(const Config& config, const DeliveryConf
   return options;
 }
 
+// RouteTable: how the configuration names a route's table in an error.
+std::string RouteTable(absl::string_view name) {
+  return name == kDefaultRouteName ? std::string("[delivery]")
+                                   : absl::StrCat("[[delivery.route]] \"", name, "\"");
+}
+
 absl::StatusOr<delivery::BackendFactory> MakeBackendFactory(
-    const Config& config, const DeliveryConfig& d, std::shared_ptr<std::atomic<int64_t>> stop_at) {
+    const Config& config, const DeliveryConfig& d, std::shared_ptr<std::atomic<int64_t>> stop_at,
+    std::shared_ptr<delivery::TargetHealth> health) {
   if (d.backend == DeliveryBackend::kMaildir) {
     // With verify_recipients only mailboxes that exist are accepted, and none is created.
     return delivery::MakeMaildirFactory(d.maildir_root, config.server.hostname,
@@ -62,6 +69,7 @@ absl::StatusOr<delivery::BackendFactory> MakeBackendFactory(
   }
   delivery::SmtpClientOptions options = SmtpOptions(config, d);
   options.stop_at_unix_ms = std::move(stop_at);
+  options.health = std::move(health);
   return delivery::MakeSmtpClientFactory(options);
 }
 
@@ -216,10 +224,16 @@ void Server::LimitConnectionsToDescriptors(int shards) {
   // segments), one per delivery connection or kMaildirDescriptorsMax per Maildir worker, and
   // headroom for the admin listener, the directory, dead letters and refusing connections over the
   // cap.
-  int64_t delivery =
-      config.delivery.backend == DeliveryBackend::kMaildir
-          ? config.server.delivery_threads * static_cast<int64_t>(delivery::kMaildirDescriptorsMax)
-          : config.delivery.connections_max;
+  // Every route: its workers' descriptors, and one probe connection when it verifies.
+  int64_t delivery = 0;
+  delivery::Router router(config);
+  for (size_t r = 0; r < router.size(); ++r) {
+    const DeliveryConfig& d = router.route(r).settings;
+    delivery += d.backend == DeliveryBackend::kMaildir
+                    ? config.server.delivery_threads *
+                          static_cast<int64_t>(delivery::kMaildirDescriptorsMax)
+                    : d.connections_max + (d.verify_recipients ? 1 : 0);
+  }
   int64_t reserve =
       kDescriptorHeadroom + delivery + shards * (8 + static_cast<int64_t>(config.listeners.size()));
   int64_t cap = std::max<int64_t>(static_cast<int64_t>(limit.rlim_cur) - reserve, 1);
@@ -271,6 +285,7 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
   std::string dead_dir = absl::StrCat(config.server.data_dir, "/dead");
   std::vector<std::unique_ptr<delivery::DeliveryQueue>> queues;
   std::vector<std::string> maildir_roots;
+  std::vector<std::shared_ptr<delivery::TargetHealth>> healths;  // per route: workers and probe
   for (size_t r = 0; r < router.size(); ++r) {
     const delivery::Route& route = router.route(r);
     const DeliveryConfig& d = route.settings;
@@ -278,7 +293,14 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
     options.route = route.name;
     options.destination = delivery::Destination(d);
     options.stop_at_unix_ms = std::make_shared<std::atomic<int64_t>>(0);
-    ASSIGN_OR_RETURN(options.backend, MakeBackendFactory(config, d, options.stop_at_unix_ms));
+    healths.push_back(std::make_shared<delivery::TargetHealth>(d.targets.size()));
+    absl::StatusOr<delivery::BackendFactory> backend =
+        MakeBackendFactory(config, d, options.stop_at_unix_ms, healths.back());
+    if (!backend.ok()) {
+      return absl::Status(backend.status().code(),
+                          absl::StrCat(RouteTable(route.name), " ", backend.status().message()));
+    }
+    options.backend = *std::move(backend);
     options.workers = d.backend == DeliveryBackend::kMaildir
                           ? static_cast<int>(config.server.delivery_threads)
                           : static_cast<int>(d.connections_max);
@@ -325,6 +347,7 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
     }
     delivery::SmtpClientOptions probe = SmtpOptions(config, d);
     probe.io_timeout = absl::Seconds(d.verify_timeout_s);
+    probe.health = healths[r];
     delivery::VerifierOptions options;
     options.route = route.name;
     ASSIGN_OR_RETURN(options.client, delivery::MakeSmtpClientMaker(probe));
