@@ -798,6 +798,21 @@ void AppendDotStuffed(absl::string_view content, std::string* out) {
   out->append(".\r\n");
 }
 
+SmtpClientOptions ClientOptionsFor(const DeliveryConfig& d, const std::string& helo_name) {
+  SmtpClientOptions options;
+  options.lmtp = d.backend == DeliveryBackend::kLmtp;
+  options.targets = d.targets;
+  options.helo_name = helo_name;
+  options.tls = d.tls;
+  options.tls_ca_file = d.tls_ca_file;
+  options.tls_server_name = d.tls_server_name;
+  options.tls_pins = d.tls_pins;
+  options.messages_per_connection_max = static_cast<size_t>(d.messages_per_connection_max);
+  options.idle_timeout = absl::Seconds(d.connection_idle_s);
+  options.io_timeout = absl::Seconds(d.timeout_s);
+  return options;
+}
+
 absl::StatusOr<SmtpClientMaker> MakeSmtpClientMaker(SmtpClientOptions options) {
   absl::Status valid = ValidateSmtpClientOptions(options);
   CHECK_MSG(valid.ok(), std::string(valid.message()).c_str());

@@ -93,6 +93,10 @@ struct SmtpClientOptions {
   std::shared_ptr<TargetHealth> health;
 };
 
+// ClientOptionsFor: the client options of a route's settings `d` (lmtp/smtp), greeting as
+// `helo_name` (server.hostname).
+SmtpClientOptions ClientOptionsFor(const DeliveryConfig& d, const std::string& helo_name);
+
 // ValidateSmtpClientOptions: InvalidArgument naming the problem when `options` cannot work
 // (a target that is not an address or a too long unix path, a zero limit or timeout, tls =
 // required with no name to check: a unix: target without tls_server_name).

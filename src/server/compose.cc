@@ -39,18 +39,7 @@ constexpr int64_t kDescriptorHeadroom = 32;
 
 // SmtpOptions: the delivery client's options for a route's settings `d`.
 delivery::SmtpClientOptions SmtpOptions(const Config& config, const DeliveryConfig& d) {
-  delivery::SmtpClientOptions options;
-  options.lmtp = d.backend == DeliveryBackend::kLmtp;
-  options.targets = d.targets;
-  options.helo_name = config.server.hostname;
-  options.tls = d.tls;
-  options.tls_ca_file = d.tls_ca_file;
-  options.tls_server_name = d.tls_server_name;
-  options.tls_pins = d.tls_pins;
-  options.messages_per_connection_max = static_cast<size_t>(d.messages_per_connection_max);
-  options.idle_timeout = absl::Seconds(d.connection_idle_s);
-  options.io_timeout = absl::Seconds(d.timeout_s);
-  return options;
+  return delivery::ClientOptionsFor(d, config.server.hostname);
 }
 
 // RouteTable: how the configuration names a route's table in an error.

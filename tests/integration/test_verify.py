@@ -60,6 +60,32 @@ class MaildirVerifyTest(RcptMixin, DeliveryFixture):
         self.assertFalse(os.path.exists(mailbox))
 
 
+class MaildirShadowTest(DeliveryFixture):
+    """An HVE account's address or alias may not be an existing mailbox (whatever
+    verify_recipients says: a Maildir folder is a mailbox)."""
+
+    def test_an_alias_or_address_that_is_a_mailbox_is_refused_unless_told(self):
+        os.makedirs(os.path.join(self.dir, "mail", "example.test", "ann", "new"))
+        refused = self.ctl("account", "set", "app@example.test", "--add-alias", "ann@example.test",
+                           check=False)
+        self.assertEqual(refused.returncode, 2, refused.stdout)
+        self.assertIn("ann@example.test is a mailbox (route default, maildir:", refused.stderr)
+        self.assertIn("--no-mailbox-check", refused.stderr)
+        created = self.ctl("account", "new", "--name", "Ann's app", "--primary-smtp-address",
+                           "Ann@example.test", "--no-password", check=False)
+        self.assertEqual(created.returncode, 2, created.stdout)
+        moved = self.ctl("account", "set", "hve2@example.test", "--primary-smtp-address",
+                         "ann@example.test", check=False)
+        self.assertEqual(moved.returncode, 2, moved.stdout)
+        shown = self.queue("account", "show", "app@example.test")
+        self.assertNotIn("ann@example.test", shown["aliases"])
+        # A name that is no mailbox goes through; and the operator may insist.
+        self.ctl("account", "set", "app@example.test", "--add-alias", "reports@example.test")
+        self.ctl("account", "set", "app@example.test", "--add-alias", "ann@example.test",
+                 "--no-mailbox-check")
+        self.assertIn("ann@example.test", self.queue("account", "show", "app@example.test")["aliases"])
+
+
 class SmtpVerifyTest(RcptMixin, DeliveryFixture):
     def setUp(self):
         self.server = FakeSmtp()
@@ -67,6 +93,9 @@ class SmtpVerifyTest(RcptMixin, DeliveryFixture):
         self.server.reject["gone@example.test"] = (
             "550 5.1.1 <gone@example.test>: Recipient address rejected: User unknown in virtual "
             "mailbox table")
+        # The HVE accounts the fixture makes are no mailboxes there, as downstream.
+        for account in ("app@example.test", "hve2@example.test", "alias@example.test"):
+            self.server.reject[account] = "550 5.1.1 no such user"
         self.extra_config = delivery_config("smtp", f"127.0.0.1:{self.server.port}",
                                             verify_recipients=True)
         super().setUp()
@@ -80,7 +109,9 @@ class SmtpVerifyTest(RcptMixin, DeliveryFixture):
         self.assertEqual([code for code, _ in again], [550, 250] * 5)
         with self.server.lock:
             probes = list(self.server.rcpts_seen)
-        self.assertEqual(probes, ["gone@example.test", "here@example.test"])  # one probe each
+        # One probe each (after chutectl's, which asked about the fixture's accounts).
+        self.assertEqual(probes[-2:], ["gone@example.test", "here@example.test"])
+        self.assertEqual(len(probes), 5, probes)
         queue_id = self.send(["here@example.test"], "verified")
         self.settle(30)
         self.assertEqual(self.server.deliveries(), [("verified", "here@example.test")])
@@ -95,6 +126,13 @@ class SmtpVerifyTest(RcptMixin, DeliveryFixture):
         self.assertEqual(metrics['chute_recipient_verifications_total{route="default",'
                                  'result="cached"}'], 7)
         self.assertTrue(queue_id)
+
+    def test_an_alias_its_target_knows_is_refused_and_one_it_refuses_is_added(self):
+        refused = self.ctl("account", "set", "app@example.test", "--add-alias", "here@example.test",
+                           check=False)
+        self.assertEqual(refused.returncode, 2, refused.stdout)
+        self.assertIn("here@example.test is a mailbox (route default, smtp:", refused.stderr)
+        self.ctl("account", "set", "app@example.test", "--add-alias", "gone@example.test")
 
 
 class UnreachableVerifyFixture(RcptMixin, DeliveryFixture):
@@ -118,6 +156,12 @@ class UnreachableAcceptTest(UnreachableVerifyFixture):
 
 class UnreachableDeferTest(UnreachableVerifyFixture):
     unreachable = "defer"
+
+    def test_an_alias_that_cannot_be_checked_is_added_with_a_warning(self):
+        added = self.ctl("account", "set", "app@example.test", "--add-alias", "x@example.test")
+        self.assertIn("could not tell whether x@example.test is a mailbox", added.stderr)
+        self.assertIn("Connection refused", added.stderr)
+        self.assertIn("x@example.test", self.queue("account", "show", "app@example.test")["aliases"])
 
     def test_a_target_that_cannot_be_asked_defers_with_450(self):
         self.assertEqual(self.rcpts(["x@example.test"]),

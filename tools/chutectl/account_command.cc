@@ -8,6 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "auth/password.h"
+#include "delivery/maildir.h"
+#include "delivery/router.h"
+#include "delivery/smtp_client.h"
+#include "directory/domain_name.h"
 #include "directory/password_policy.h"
 #include "smtp/address.h"
 #include "smtp/parser.h"
@@ -18,7 +22,7 @@ namespace {
 
 constexpr absl::string_view kHelp = R"(HVE accounts (ID = primary address or display name):
   account new [--tenant NAME] --name DISPLAY --primary-smtp-address ADDR
-              [--password-stdin | --no-password]
+              [--password-stdin | --no-password] [--no-mailbox-check]
                       the tenant defaults to the domain's owner; the password is asked twice
                       on a terminal, read from standard input with --password-stdin, and
                       --no-password makes an account that cannot authenticate by password
@@ -27,6 +31,7 @@ constexpr absl::string_view kHelp = R"(HVE accounts (ID = primary address or dis
   account show ID
   account set ID [--display-name X] [--primary-smtp-address A]
                  [--add-alias A]... [--remove-alias A]... [--basic-auth on|off|tenant]
+                 [--no-mailbox-check]
                       --basic-auth: the account's authentication policy for AUTH PLAIN and
                       LOGIN, overriding its tenant's (tenant set --basic-auth); "tenant"
                       follows the tenant's again (the default)
@@ -38,7 +43,62 @@ constexpr absl::string_view kHelp = R"(HVE accounts (ID = primary address or dis
   account remove ID [--yes]                      asked on a terminal unless --yes
   A password must satisfy the tenant's password policy (tenant show NAME): its minimum
   length, its complexity, and not be one of its last N passwords.
+  An account's address or alias may not be a mailbox mail is delivered to (it would take that
+  mailbox's mail, and send as its owner): a Maildir route's existing mailbox, or an address an
+  LMTP/SMTP route with verify_recipients is told exists by its target (asked now; when it
+  cannot be asked, a warning says so and the address is added). --no-mailbox-check adds it
+  without asking.
 )";
+
+// CheckNotAMailbox: kExitOk when `address` is not a mailbox of its delivery route (see the
+// help above), else the failure's exit status, after saying why.
+int CheckNotAMailbox(Context& context, const std::string& address, const std::string& tenant) {
+  absl::StatusOr<std::string> normalized = directory::NormalizeAddress(address);
+  if (!normalized.ok()) {
+    return kExitOk;  // the directory refuses it with a better message
+  }
+  delivery::Router router(context.config());
+  int index = router.FindAddress(*normalized, tenant);
+  if (index == delivery::kNoRoute) {
+    return kExitOk;
+  }
+  const delivery::Route& route = router.route(static_cast<size_t>(index));
+  const DeliveryConfig& d = route.settings;
+  std::string where = absl::StrCat("route ", route.name, ", ", delivery::Destination(d));
+  std::string is_mailbox = absl::StrCat(
+      *normalized, " is a mailbox (", where,
+      "): as an HVE account's address it would take that mailbox's mail (its senders would "
+      "get 550 5.1.10) and let the account send as its owner; give --no-mailbox-check if that "
+      "is what you want");
+  if (d.backend == DeliveryBackend::kMaildir) {
+    return delivery::FindMailbox(d.maildir_root, *normalized) == delivery::MailboxState::kExists
+               ? context.Fail(is_mailbox)
+               : kExitOk;
+  }
+  if (!d.verify_recipients) {
+    return kExitOk;  // its target is not trusted to know its mailboxes (it may take any)
+  }
+  delivery::SmtpClientOptions options =
+      delivery::ClientOptionsFor(d, context.config().server.hostname);
+  options.io_timeout = absl::Seconds(d.verify_timeout_s);
+  absl::StatusOr<delivery::SmtpClientMaker> maker = delivery::MakeSmtpClientMaker(options);
+  if (!maker.ok()) {
+    return context.Fail(maker.status());
+  }
+  delivery::RecipientResult result = (*maker)()->Probe(*normalized);
+  switch (result.outcome) {
+    case delivery::Outcome::kDelivered:
+      return context.Fail(is_mailbox);
+    case delivery::Outcome::kPermanent:
+      return kExitOk;
+    case delivery::Outcome::kTransient:
+      break;
+  }
+  // Not knowing is no reason to refuse (the target may be down while accounts are set up).
+  context.Note(absl::StrCat("could not tell whether ", *normalized, " is a mailbox (", where,
+                            "): ", result.reply, "; added without that check"));
+  return kExitOk;
+}
 
 // BasicAuthName: the account's authentication policy as `account set --basic-auth` spells it.
 const char* BasicAuthName(const directory::Account& a) {
@@ -152,6 +212,11 @@ int New(Context& context, directory::Store& store, const Args& args) {
     if (tenant == nullptr) {
       return context.Fail(
           absl::StrCat("no tenant has the domain of ", *address, "; give --tenant"));
+    }
+  }
+  if (!args.Has("--no-mailbox-check")) {
+    if (int exit = CheckNotAMailbox(context, *address, tenant->name); exit != kExitOk) {
+      return exit;
     }
   }
   directory::NewAccount account{tenant->name, *name, *address, ""};
@@ -291,7 +356,7 @@ int Run(Context& context, const std::vector<std::string>& words) {
   const std::string& verb = words[1];
   Args args;
   if (std::optional<std::string> error =
-          ParseArgs(words, 2, {"--password-stdin", "--no-password", "--yes"},
+          ParseArgs(words, 2, {"--password-stdin", "--no-password", "--yes", "--no-mailbox-check"},
                     {"--tenant", "--name", "--primary-smtp-address", "--display-name",
                      "--add-alias", "--remove-alias", "--basic-auth"},
                     &args)) {
@@ -345,6 +410,22 @@ int Run(Context& context, const std::vector<std::string>& words) {
     }
     change.basic_auth =
         *basic == "tenant" ? std::optional<bool>() : std::optional<bool>(*basic == "on");
+  }
+  if (!args.Has("--no-mailbox-check") && (change.primary_address || !change.add_aliases.empty())) {
+    std::shared_ptr<const directory::Snapshot> snapshot;
+    const directory::Account* account = Find(context, *store, id, &snapshot);
+    if (account == nullptr) {
+      return kExitFailure;
+    }
+    std::vector<std::string> addresses = change.add_aliases;
+    if (change.primary_address) {
+      addresses.push_back(*change.primary_address);
+    }
+    for (const std::string& address : addresses) {
+      if (int exit = CheckNotAMailbox(context, address, account->tenant_name); exit != kExitOk) {
+        return exit;
+      }
+    }
   }
   absl::StatusOr<directory::Account> updated = store->UpdateAccount(id, change);
   if (!updated.ok()) {

@@ -11,9 +11,11 @@ _chutectl_words() {
       --oauth-jwks --oauth-app-access --add-domain --remove-domain --password-min-length
       --password-complexity --password-history" ;;
     "tenant remove") echo "--force --yes" ;;
-    "account new") echo "--tenant --name --primary-smtp-address --password-stdin --no-password" ;;
+    "account new") echo "--tenant --name --primary-smtp-address --password-stdin --no-password
+      --no-mailbox-check" ;;
     "account list") echo "--tenant" ;;
-    "account set") echo "--display-name --primary-smtp-address --add-alias --remove-alias --basic-auth" ;;
+    "account set") echo "--display-name --primary-smtp-address --add-alias --remove-alias --basic-auth
+      --no-mailbox-check" ;;
     "account password") echo "--password-stdin" ;;
     "account remove") echo "--yes" ;;
     "settings set") echo "--reply-to" ;;
