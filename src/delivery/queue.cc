@@ -23,6 +23,7 @@
 #include "base/log.h"
 #include "base/memory.h"
 #include "base/status_macros.h"
+#include "delivery/report.h"
 #include "io/file.h"
 #include "io/ring.h"
 #include "spool/group_commit.h"
@@ -440,6 +441,12 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
     }
   }
   Settle(message, any_dead);
+  if (share_lock.owns_lock()) {
+    share_lock.unlock();
+  }
+  if (any_dead && options_.reporter != nullptr) {
+    options_.reporter->OnFailed(message, marks, replies, out.content);
+  }
   return true;
 }
 
@@ -561,9 +568,10 @@ void DeliveryQueue::Settle(QueuedMessage& message, bool dead_again) {
     }
     return;
   }
-  // Requeued from the dead-letter area: its files go once nothing of it is dead any more.
+  // Requeued from the dead-letter area (or a failure report): its files go once nothing of it
+  // is dead any more; a report given up is in the dead-letter area now, its files go too.
   options_.gauges->RemoveOutside();
-  if (!dead_again) {
+  if (!dead_again || message.dead_path != absl::StrCat(options_.dead_dir, "/", message.id)) {
     unlink((message.dead_path + ".eml").c_str());
     unlink((message.dead_path + ".json").c_str());
   }

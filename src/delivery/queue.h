@@ -52,6 +52,8 @@ class Writer;
 
 namespace chute::delivery {
 
+class Reporter;
+
 // Messages a producer's ring holds; a full ring makes the shard keep the message until the
 // next turn of its loop (and MAIL is refused first, by spool.messages_max). With several
 // routes each of a shard's rings is smaller (ProducerRingCapacity), so that a shard's rings
@@ -169,6 +171,9 @@ struct QueueOptions {
   std::shared_ptr<std::atomic<int64_t>> stop_at_unix_ms;
   // The message trace, fed every delivery result (null: no trace).
   trace::Writer* trace = nullptr;
+  // Told of every message finished with recipients given up, to send a failure report (null:
+  // none).
+  Reporter* reporter = nullptr;
 };
 
 // The dead-letter area (<dead_dir>/<id>.eml and <id>.json), common to every route's queue.

@@ -107,6 +107,11 @@ ALTER TABLE tenants ADD COLUMN oauth_app_access TEXT NOT NULL DEFAULT 'any';
     R"sql(
 ALTER TABLE tenants RENAME COLUMN oauth_jwks_file TO oauth_jwks;
 )sql",
+    // 7: where delivery failure reports go for an account without a Reply-To. Existing
+    // tenants have none, as before: their failures stay in the dead-letter area.
+    R"sql(
+ALTER TABLE tenants ADD COLUMN notification_address TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 // The schema version from which domains are stored as A-labels (Impl::NormalizeStoredNames
@@ -394,7 +399,8 @@ struct Store::Impl {
         {"oauth_issuer", &change.oauth_issuer},
         {"oauth_audience", &change.oauth_audience},
         {"oauth_tenant_id", &change.oauth_tenant_id},
-        {"oauth_jwks", &change.oauth_jwks}};
+        {"oauth_jwks", &change.oauth_jwks},
+        {"notification_address", &change.notification_address}};
     for (const auto& [column, value] : texts) {
       if (value->has_value()) {
         RETURN_IF_ERROR(set_column(column, absl::string_view(**value)));
@@ -493,8 +499,8 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
     ASSIGN_OR_RETURN(Statement tenants,
                      db.Prepare("SELECT id, name, basic_auth, oauth_issuer, oauth_audience, "
                                 "oauth_tenant_id, oauth_jwks, password_min_length, "
-                                "password_complexity, password_history, oauth_app_access FROM "
-                                "tenants ORDER BY name"));
+                                "password_complexity, password_history, oauth_app_access, "
+                                "notification_address FROM tenants ORDER BY name"));
     RETURN_IF_ERROR(ForEachRow(tenants, [&] {
       Tenant tenant;
       tenant.id = tenants.Int(0);
@@ -510,6 +516,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
           ParseComplexity(tenants.Text(8)).value_or(PasswordComplexity::kThreeOfFour);
       tenant.password_policy.history = tenants.Int(9);
       tenant.oauth_app_access = ParseAppAccess(tenants.Text(10)).value_or(AppAccess::kListed);
+      tenant.notification_address = tenants.Text(11);
       snapshot->tenants_.push_back(std::move(tenant));
     }));
     ASSIGN_OR_RETURN(Statement domains,
@@ -677,9 +684,25 @@ absl::StatusOr<Tenant> Store::UpdateTenant(absl::string_view name, const TenantC
   ASSIGN_OR_RETURN(std::vector<std::string> remove_domains,
                    DomainsToRemove(*snapshot, *tenant, change.remove_domains));
   RETURN_IF_ERROR(CheckPolicyRanges(change));
+  TenantChange checked = change;
+  if (checked.notification_address.has_value() && !checked.notification_address->empty()) {
+    // Reports say who was not reached and why: they stay inside the organisation.
+    ASSIGN_OR_RETURN(*checked.notification_address, NormalizeAddress(*change.notification_address));
+    absl::string_view domain = smtp::SplitAddress(*checked.notification_address).domain;
+    bool accepted = std::find(tenant->domains.begin(), tenant->domains.end(), domain) !=
+                        tenant->domains.end() ||
+                    std::find(add_domains.begin(), add_domains.end(), domain) != add_domains.end();
+    bool removed =
+        std::find(remove_domains.begin(), remove_domains.end(), domain) != remove_domains.end();
+    if (!accepted || removed) {
+      return absl::InvalidArgumentError(absl::StrCat("the domain of ", *change.notification_address,
+                                                     " is not an accepted domain of tenant '", name,
+                                                     "' (failure reports stay inside the tenant)"));
+    }
+  }
   int64_t id = tenant->id;
   RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
-    RETURN_IF_ERROR(impl_->WriteTenantSettings(id, change));
+    RETURN_IF_ERROR(impl_->WriteTenantSettings(id, checked));
     for (const std::string& domain : add_domains) {
       ASSIGN_OR_RETURN(Statement insert,
                        impl_->db->Prepare("INSERT INTO domains (domain, tenant_id) VALUES (?, ?)"));

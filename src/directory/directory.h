@@ -55,6 +55,9 @@ struct Tenant {
   AppAccess oauth_app_access = AppAccess::kAny;
   std::vector<std::string> domains;  // A-labels, lower-cased, sorted
   PasswordPolicy password_policy;
+  // Where delivery failure reports about an account without a Reply-To go (an address in one
+  // of the tenant's domains; "" = nowhere but the dead-letter area).
+  std::string notification_address;
 };
 
 struct Account {
@@ -117,6 +120,7 @@ struct TenantChange {
   std::optional<int64_t> password_min_length;
   std::optional<PasswordComplexity> password_complexity;
   std::optional<int64_t> password_history;
+  std::optional<std::string> notification_address;  // "" clears
 };
 
 struct NewAccount {

@@ -17,6 +17,7 @@
 #include "base/status_macros.h"
 #include "delivery/maildir.h"
 #include "delivery/queue.h"
+#include "delivery/report.h"
 #include "delivery/smtp_client.h"
 #include "io/file.h"
 #include "net/socket.h"
@@ -25,6 +26,7 @@
 #include "server/internal.h"
 #include "server/server.h"
 #include "server/shard.h"
+#include "smtp/address.h"
 #include "spool/spool.h"
 #include "trace/trace.h"
 
@@ -40,6 +42,41 @@ constexpr int64_t kDescriptorHeadroom = 32;
 // SmtpOptions: the delivery client's options for a route's settings `d`.
 delivery::SmtpClientOptions SmtpOptions(const Config& config, const DeliveryConfig& d) {
   return delivery::ClientOptionsFor(d, config.server.hostname);
+}
+
+// ReportTargetOf: where a failure report about a message of (tenant, account) goes: the
+// account's Reply-To, else the tenant's notification address; only ever into the tenant's
+// accepted domains (as they are now).
+delivery::ReportTarget ReportTargetOf(const directory::Snapshot& snapshot, int64_t tenant_id,
+                                      int64_t account_id) {
+  delivery::ReportTarget target;
+  const directory::Tenant* tenant = snapshot.FindTenant(tenant_id);
+  if (tenant == nullptr) {
+    target.why = "its tenant is no longer in the directory";
+    return target;
+  }
+  target.tenant = tenant->name;
+  const directory::Account* account = nullptr;
+  for (const directory::Account& a : snapshot.accounts()) {
+    if (a.id == account_id) {
+      account = &a;
+    }
+  }
+  if (account != nullptr) {
+    target.account = account->primary_address;
+  }
+  std::string to = account != nullptr && !account->reply_to.empty() ? account->reply_to
+                                                                    : tenant->notification_address;
+  if (to.empty()) {
+    target.why = "the account has no Reply-To and its tenant no notification address";
+    return target;
+  }
+  if (!snapshot.IsAcceptedDomain(tenant_id, smtp::SplitAddress(to).domain)) {
+    target.why = absl::StrCat(to, " is not in an accepted domain of tenant ", tenant->name);
+    return target;
+  }
+  target.to = std::move(to);
+  return target;
 }
 
 // RouteTable: how the configuration names a route's table in an error.
@@ -272,6 +309,16 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
   shared_.gauges = gauges_.get();
   StartTrace();
   std::string dead_dir = absl::StrCat(config.server.data_dir, "/dead");
+  delivery::ReporterOptions reports;
+  reports.hostname = config.server.hostname;
+  reports.dir = absl::StrCat(config.server.data_dir, "/reports");
+  reports.boot_us = shared_.boot_us;
+  reports.gauges = gauges_.get();
+  reports.trace = trace_.get();
+  reports.address = [this](int64_t tenant_id, int64_t account_id) {
+    return ReportTargetOf(*shared_.snapshot.load(), tenant_id, account_id);
+  };
+  reporter_ = std::make_unique<delivery::Reporter>(std::move(reports));
   std::vector<std::unique_ptr<delivery::DeliveryQueue>> queues;
   std::vector<std::string> maildir_roots;
   std::vector<std::shared_ptr<delivery::TargetHealth>> healths;  // per route: workers and probe
@@ -301,6 +348,7 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
     options.dead_dir = dead_dir;
     options.gauges = gauges_.get();
     options.trace = trace_.get();
+    options.reporter = reporter_.get();
     if (d.backend == DeliveryBackend::kMaildir &&
         std::find(maildir_roots.begin(), maildir_roots.end(), d.maildir_root) ==
             maildir_roots.end()) {
@@ -346,6 +394,7 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
     delivery_->SetVerifier(r, std::make_unique<delivery::RecipientVerifier>(std::move(options)));
   }
   shared_.delivery = delivery_.get();
+  reporter_->set_stage(delivery_.get());
   size_t replayed = 0;
   size_t unrouted = 0;
   ASSIGN_OR_RETURN(
@@ -365,6 +414,11 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
            delivery_->routes() == 1
                ? absl::StrCat("delivery to ", delivery_->queue(0).destination())
                : absl::StrCat(delivery_->routes(), " delivery routes"));
+  size_t reports_left = reporter_->Replay();
+  if (reports_left > 0) {
+    LOG_INFO("delivery: %d failure report(s) from an earlier run to deliver",
+             static_cast<int64_t>(reports_left));
+  }
   (void)shards;
   return absl::OkStatus();
 }

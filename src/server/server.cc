@@ -9,6 +9,8 @@
 #include "base/log.h"
 #include "base/status_macros.h"
 #include "delivery/queue.h"
+#include "delivery/report.h"
+#include "delivery/stage.h"
 #include "io/file.h"
 #include "metrics/registry.h"
 #include "net/tls.h"

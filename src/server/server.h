@@ -23,6 +23,7 @@
 
 namespace chute::delivery {
 class DeliveryStage;
+class Reporter;
 class Router;
 }  // namespace chute::delivery
 namespace chute::spool {
@@ -258,6 +259,7 @@ class Server {
   // Declared before the queue and the shards, which write to it: destroyed after them.
   std::unique_ptr<trace::Writer> trace_;
   std::unique_ptr<spool::SpoolGauges> gauges_;
+  std::unique_ptr<delivery::Reporter> reporter_;  // used by the stage's workers: outlives it
   std::unique_ptr<delivery::DeliveryStage> delivery_;
   std::vector<std::shared_ptr<spool::Segment>> replayed_segments_;
   std::unique_ptr<auth::PasswordVerifier> verifier_;

@@ -152,6 +152,9 @@ absl::Status Store::Append(const std::vector<Event>& events) {
       }
       event->Bind(1, e.queue_id).Bind(2, e.time_us).Bind(3, "").Bind(4, "received");
       event->Bind(5, absl::StrCat("from ", e.client, " as ", e.account));
+    } else if (e.kind == Event::Kind::kNote) {
+      event->Bind(1, e.queue_id).Bind(2, e.time_us).Bind(3, e.recipient);
+      event->Bind(4, e.target).Bind(5, e.reply);
     } else {
       update->Bind(1, e.queue_id).Bind(2, e.recipient).Bind(3, StatusName(e.status));
       update->Bind(4, e.reply).Bind(5, static_cast<int64_t>(e.attempt)).Bind(6, e.time_us);

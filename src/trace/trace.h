@@ -47,7 +47,9 @@ absl::string_view StatusName(Status status);
 std::optional<Status> ParseStatus(absl::string_view name);
 
 struct Event {
-  enum class Kind : uint8_t { kReceived, kAttempt };
+  // kNote: an event in a recipient's history that changes nothing of its state (a failure
+  // report sent about it): `reply` is the detail, `target` the event's name.
+  enum class Kind : uint8_t { kReceived, kAttempt, kNote };
   Kind kind = Kind::kReceived;
   int64_t time_us = 0;
   std::string queue_id;

@@ -724,9 +724,11 @@ INSERT INTO addresses VALUES ('info@bücher.example', 'Info@bücher.example', 2,
         self.ok("account", "show", "info@xn--bcher-kva.example")
         (version,) = sqlite3.connect(self.db()).execute(
             "SELECT version FROM schema_version").fetchone()
-        self.assertEqual(version, 6)
-        # Tenants made before app access was a setting let any application in, as before.
+        self.assertEqual(version, 7)
+        # Tenants made before app access was a setting let any application in, as before;
+        # and have no notification address (their failures stay in the dead-letter area).
         self.assertEqual(shown["oauth_app_access"], "any")
+        self.assertEqual(shown["notification_address"], "")
         self.fails(2, "too short", "account", "password", "app@old.test", "--password-stdin",
                    stdin="short")
         self.ok("account", "password", "app@old.test", "--password-stdin", stdin=GOOD)

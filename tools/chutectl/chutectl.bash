@@ -9,7 +9,7 @@ _chutectl_words() {
     "tenant add") echo "--domain" ;;
     "tenant set") echo "--basic-auth --oauth-issuer --oauth-audience --oauth-tenant-id
       --oauth-jwks --oauth-app-access --add-domain --remove-domain --password-min-length
-      --password-complexity --password-history" ;;
+      --password-complexity --password-history --notification-address" ;;
     "tenant remove") echo "--force --yes" ;;
     "account new") echo "--tenant --name --primary-smtp-address --password-stdin --no-password
       --no-mailbox-check" ;;

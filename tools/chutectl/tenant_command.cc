@@ -25,13 +25,16 @@ constexpr absl::string_view kHelp = R"(Tenants:
                   [--oauth-app-access any|listed]
                   [--add-domain D]... [--remove-domain D]...
                   [--password-min-length N] [--password-complexity none|3-of-4]
-                  [--password-history N]
+                  [--password-history N] [--notification-address ADDR]
   tenant remove NAME [--force [--yes]]           --force also removes its accounts (listed;
                                                  asked on a terminal unless --yes)
   --oauth-jwks: where the keys that sign the tenant's tokens come from: a JWKS file (read
   again whenever it changes), an https:// URL of one, or "discovery": the jwks_uri of the
   issuer's /.well-known/openid-configuration. chuted fetches URLs itself, hourly ([oauth]
   refresh_s) and when a token names a key it has not seen; "" clears it.
+  --notification-address: where a report goes when chute gives up delivering a message of
+  an account that has no Reply-To (settings set --reply-to); an address in one of the
+  tenant's domains; "" (the default) sends none: the failure is in the dead-letter area only.
   --oauth-app-access: which applications an app-only XOAUTH2 token may come from when an
   HVE account's AllowedApps is empty: any application of the tenant (the default, as in
   HVE), or none (listed: every application must be in the account's AllowedApps).
@@ -54,6 +57,7 @@ nlohmann::json TenantJson(const directory::Tenant& t, int64_t accounts) {
       // The name before URLs and discovery: a file's path, else "".
       {"oauth_jwks_file", absl::StartsWith(t.oauth_jwks, "/") ? t.oauth_jwks : ""},
       {"oauth_app_access", std::string(directory::AppAccessName(t.oauth_app_access))},
+      {"notification_address", t.notification_address},
       {"password_policy",
        {{"min_length", p.min_length},
         {"complexity", std::string(directory::ComplexityName(p.complexity))},
@@ -85,7 +89,8 @@ void PrintTenant(const Context& context, const directory::Tenant& t, int64_t acc
             << "OAuth app access:    " << directory::AppAccessName(t.oauth_app_access) << "\n"
             << "Password min length: " << p.min_length << "\n"
             << "Password complexity: " << directory::ComplexityName(p.complexity) << "\n"
-            << "Password history:    " << p.history << "\n";
+            << "Password history:    " << p.history << "\n"
+            << "Notification addr.:  " << t.notification_address << "\n";
 }
 
 // ShowTenant: prints the tenant as it is now stored (with its account count).
@@ -235,6 +240,7 @@ int Set(Context& context, directory::Store& store, const Args& args) {
   }
   change.add_domains = args.All("--add-domain");
   change.remove_domains = args.All("--remove-domain");
+  change.notification_address = args.Get("--notification-address");
   absl::StatusOr<directory::Tenant> tenant = store.UpdateTenant(args.positional[0], change);
   if (!tenant.ok()) {
     return context.Fail(tenant.status());
@@ -298,12 +304,13 @@ int Run(Context& context, const std::vector<std::string>& words) {
   }
   const std::string& verb = words[1];
   Args args;
-  if (std::optional<std::string> error = ParseArgs(
-          words, 2, {"--force", "--yes"},
-          {"--domain", "--basic-auth", "--oauth-issuer", "--oauth-audience", "--oauth-tenant-id",
-           "--oauth-jwks", "--oauth-app-access", "--add-domain", "--remove-domain",
-           "--password-min-length", "--password-complexity", "--password-history"},
-          &args)) {
+  if (std::optional<std::string> error =
+          ParseArgs(words, 2, {"--force", "--yes"},
+                    {"--domain", "--basic-auth", "--oauth-issuer", "--oauth-audience",
+                     "--oauth-tenant-id", "--oauth-jwks", "--oauth-app-access", "--add-domain",
+                     "--remove-domain", "--password-min-length", "--password-complexity",
+                     "--password-history", "--notification-address"},
+                    &args)) {
     return context.Usage(*error);
   }
   if (verb != "add" && verb != "list" && verb != "show" && verb != "set" && verb != "remove") {

@@ -13,6 +13,8 @@
 #include <mutex>
 #include <sstream>
 
+#include "absl/strings/match.h"
+#include "delivery/report.h"
 #include "delivery/stage.h"
 #include "gtest/gtest.h"
 #include "spool/group_commit.h"
@@ -79,8 +81,22 @@ class QueueTest : public ::testing::Test {
     writer_ =
         std::make_unique<spool::SegmentWriter>(dir_ + "/spool", dir_fd_, 0, 1, 1 << 20, &gauges_);
   }
+  // UseReporter: failure reports go to `to` ("" = none), before StartQueue.
+  void UseReporter(std::string to) {
+    ReporterOptions options;
+    options.hostname = "relay.x.test";
+    options.dir = dir_ + "/reports";
+    options.boot_us = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
+    options.gauges = &gauges_;
+    options.address = [to](int64_t, int64_t) {
+      return ReportTarget{to, to.empty() ? "nowhere" : "", "x", "app@x.test"};
+    };
+    reporter_ = std::make_unique<Reporter>(std::move(options));
+  }
+
   void TearDown() override {
     stage_.reset();
+    reporter_.reset();
     writer_.reset();
     close(dir_fd_);
     std::filesystem::remove_all(dir_);
@@ -112,11 +128,15 @@ class QueueTest : public ::testing::Test {
       options.give_up_after = absl::Hours(1);
       options.dead_dir = dir_ + "/dead";
       options.gauges = &gauges_;
+      options.reporter = reporter_.get();
       queues.push_back(std::make_unique<DeliveryQueue>(std::move(options)));
     }
     stage_ = std::make_unique<DeliveryStage>(std::move(router), std::move(queues), dir_ + "/dead",
                                              &gauges_, nullptr);
     queue_ = &stage_->queue(stage_->routes() - 1);  // the default route
+    if (reporter_ != nullptr) {
+      reporter_->set_stage(stage_.get());
+    }
     rings_ = stage_->AddProducer();
     stage_->Start();
   }
@@ -186,6 +206,7 @@ class QueueTest : public ::testing::Test {
   std::unique_ptr<spool::SegmentWriter> writer_;
   Script script_;
   Script other_script_;
+  std::unique_ptr<Reporter> reporter_;
   std::unique_ptr<DeliveryStage> stage_;
   DeliveryQueue* queue_ = nullptr;  // the default route's
   std::vector<DeliveryQueue::Ring*> rings_;
@@ -483,6 +504,135 @@ TEST_F(QueueTest, RecipientsWithoutARouteKeepTheRecordInTheSpool) {
   EXPECT_EQ(record.state, spool::RecordState::kLive);  // b@z.test waits for a route
   EXPECT_EQ(record.marks[0], spool::Mark::kDelivered);
   EXPECT_EQ(record.marks[1], spool::Mark::kPending);
+}
+
+}  // namespace
+}  // namespace chute::delivery
+
+namespace chute::delivery {
+namespace {
+
+TEST_F(QueueTest, GivenUpRecipientsOfEveryRouteGetOneReportDeliveredLikeAnyMessage) {
+  script_.answers["a@x.test"] = {Outcome::kPermanent, "550 5.1.1 a unknown"};
+  other_script_.answers["b@y.test"] = {Outcome::kPermanent, "554 5.7.1 b refused"};
+  UseReporter("ops@x.test");
+  StartQueue(absl::Seconds(3600), /*other_route=*/true);
+  HandOver(Spool(kDeadId, {"a@x.test", "b@y.test", "c@x.test"}));
+  ASSERT_TRUE(WaitFor([&] {
+    std::lock_guard<std::mutex> lock(script_.mu);
+    return script_.delivered.size() == 2;  // c@x.test, then the report to ops@x.test
+  }));
+  ASSERT_TRUE(WaitFor([&] { return gauges_.messages.load() == 0 && stage_->queued() == 0; }));
+  EXPECT_EQ(reporter_->reports_sent(), 1u);
+  std::string report_id;
+  {
+    std::lock_guard<std::mutex> lock(script_.mu);
+    EXPECT_EQ(script_.delivered[1].second, "ops@x.test");
+    report_id = script_.delivered[1].first;
+  }
+  EXPECT_NE(report_id, kDeadId);
+  EXPECT_TRUE(spool::IsQueueId(report_id));
+  // Delivered, the report's files are gone; the message's dead letter stays.
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/reports/" + report_id + ".eml"));
+  EXPECT_EQ(stage_->Dead().size(), 1u);
+}
+
+TEST_F(QueueTest, NoReportForTheNullSenderNorWhenThereIsNobodyToTell) {
+  script_.answers["a@x.test"] = {Outcome::kPermanent, "550 5.1.1 a unknown"};
+  UseReporter("");
+  StartQueue();
+  HandOver(Spool("M20", {"a@x.test"}));
+  ASSERT_TRUE(WaitFor([&] { return gauges_.messages.load() == 0; }));
+  EXPECT_EQ(reporter_->reports_sent(), 0u);
+  reporter_.reset();
+  stage_.reset();
+  UseReporter("ops@x.test");
+  StartQueue();
+  std::unique_ptr<QueuedMessage> bounce = Spool("M21", {"a@x.test"});
+  bounce->sender.clear();
+  HandOver(std::move(bounce));
+  ASSERT_TRUE(WaitFor([&] { return gauges_.messages.load() == 0; }));
+  EXPECT_EQ(reporter_->reports_sent(), 0u);
+}
+
+TEST_F(QueueTest, AReportThatCannotBeDeliveredIsADeadLetterAndNotReportedOn) {
+  script_.answers["a@x.test"] = {Outcome::kPermanent, "550 5.1.1 a unknown"};
+  script_.answers["ops@x.test"] = {Outcome::kPermanent, "550 5.1.1 ops unknown"};
+  UseReporter("ops@x.test");
+  StartQueue();
+  HandOver(Spool(kDeadId, {"a@x.test"}));
+  ASSERT_TRUE(WaitFor([&] { return stage_->Dead().size() == 2 && stage_->queued() == 0; }));
+  EXPECT_EQ(reporter_->reports_sent(), 1u);  // the report's own failure sends none
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ + "/reports"));
+  EXPECT_EQ(gauges_.messages.load(), 0);
+}
+
+TEST_F(QueueTest, ReportsLeftByAnEarlierRunAreDeliveredAtStart) {
+  script_.answers["a@x.test"] = {Outcome::kPermanent, "550 5.1.1 a unknown"};
+  script_.answers["ops@x.test"] = {Outcome::kTransient, "451 4.3.0 later"};
+  UseReporter("ops@x.test");
+  StartQueue(absl::Seconds(3600));
+  HandOver(Spool(kDeadId, {"a@x.test"}));
+  ASSERT_TRUE(WaitFor([&] { return queue_->counters().recipients_deferred.load() == 1; }));
+  stage_.reset();  // stopped with the report undelivered
+  reporter_.reset();
+  {
+    std::lock_guard<std::mutex> lock(script_.mu);
+    script_.answers.clear();
+    script_.delivered.clear();
+  }
+  UseReporter("ops@x.test");
+  StartQueue();
+  EXPECT_EQ(reporter_->Replay(), 1u);
+  ASSERT_TRUE(WaitFor([&] {
+    std::lock_guard<std::mutex> lock(script_.mu);
+    return script_.delivered.size() == 1;
+  }));
+  std::lock_guard<std::mutex> lock(script_.mu);
+  EXPECT_EQ(script_.delivered[0].second, "ops@x.test");
+}
+
+TEST(ReportTest, TheReportIsAMultipartReportWithOneStatusBlockPerRecipientAndTheHeaders) {
+  ReportInput in;
+  in.hostname = "relay.x.test";
+  in.report_id = "1A000000000000000000001";
+  in.original_id = "1A000000000000000000002";
+  in.sender = "payroll@x.test";
+  in.to = "hr@x.test";
+  in.received = absl::FromUnixSeconds(1'790'000'000);
+  in.now = in.received + absl::Hours(1);
+  in.recipients = {{"ann@x.test", "550 5.1.1 <ann@x.test>: User unknown"},
+                   {"bob@x.test", "gave up after 9 attempts; last reply: 451 4.4.1 refused"},
+                   {"eve@x.test", "554 rejected"}};
+  std::string content = "From: <payroll@x.test>\r\nSubject: Pay slips\r\n\r\nsecret body\r\n";
+  in.original_content = content;
+  std::string report = ComposeFailureReport(in);
+  EXPECT_TRUE(absl::StrContains(report, "To: <hr@x.test>\r\n"));
+  EXPECT_TRUE(absl::StrContains(report, "Auto-Submitted: auto-replied\r\n"));
+  EXPECT_TRUE(absl::StrContains(
+      report, "Content-Type: multipart/report; report-type=delivery-status;\r\n"));
+  EXPECT_TRUE(absl::StrContains(report, "Reporting-MTA: dns; relay.x.test\r\n"));
+  EXPECT_TRUE(absl::StrContains(report,
+                                "Final-Recipient: rfc822; ann@x.test\r\nAction: failed"
+                                "\r\nStatus: 5.1.1\r\n"));
+  EXPECT_TRUE(absl::StrContains(report, "Status: 5.4.7\r\n"));  // bob: given up
+  EXPECT_TRUE(absl::StrContains(report, "Status: 5.0.0\r\n"));  // eve: no enhanced code
+  EXPECT_TRUE(absl::StrContains(report, "Subject: Pay slips\r\n"));
+  EXPECT_FALSE(absl::StrContains(report, "secret body"));  // the header section only
+  EXPECT_TRUE(absl::EndsWith(report, "--1A000000000000000000001/relay.x.test--\r\n"));
+  EXPECT_EQ(report.find("\n"), report.find("\r\n") + 1);  // CRLF line ends
+  for (size_t i = 0; (i = report.find('\n', i + 1)) != std::string::npos;) {
+    ASSERT_EQ(report[i - 1], '\r') << i;
+  }
+}
+
+TEST(ReportTest, StatusOfReadsTheEnhancedCodeOnlyWhenItIsOne) {
+  EXPECT_EQ(StatusOf("550 5.1.1 no"), "5.1.1");
+  EXPECT_EQ(StatusOf("552 5.3.4 too big"), "5.3.4");
+  EXPECT_EQ(StatusOf("550 no enhanced code"), "5.0.0");
+  EXPECT_EQ(StatusOf("550 5.x.1 odd"), "5.0.0");
+  EXPECT_EQ(StatusOf("gave up after 3 attempts; last reply: 451 4.4.1 x"), "5.4.7");
+  EXPECT_EQ(StatusOf(""), "5.0.0");
 }
 
 }  // namespace

@@ -293,7 +293,8 @@ TEST_F(StoreTest, ASchema3DatabaseMigratesWithAccountsFollowingTheirTenantAndEna
   ASSERT_TRUE(store_->UpdateTenant("contoso", keys).ok());
   store_.reset();
   {
-    // Back to what schema 3 had: no policy columns, no app access, the JWKS a file's column.
+    // Back to what schema 3 had: no policy columns, no app access, the JWKS a file's column,
+    // no notification address.
     absl::StatusOr<std::unique_ptr<db::Database>> db = db::Database::Open(dir_ + "/d.db", false);
     ASSERT_TRUE(db.ok());
     ASSERT_TRUE(
@@ -301,6 +302,7 @@ TEST_F(StoreTest, ASchema3DatabaseMigratesWithAccountsFollowingTheirTenantAndEna
     ASSERT_TRUE((*db)->Exec("ALTER TABLE tenants DROP COLUMN oauth_app_access").ok());
     ASSERT_TRUE((*db)->Exec("ALTER TABLE accounts DROP COLUMN basic_auth").ok());
     ASSERT_TRUE((*db)->Exec("ALTER TABLE accounts DROP COLUMN enabled").ok());
+    ASSERT_TRUE((*db)->Exec("ALTER TABLE tenants DROP COLUMN notification_address").ok());
     ASSERT_TRUE((*db)->Exec("UPDATE schema_version SET version = 3").ok());
   }
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir_ + "/d.db", false);
@@ -313,6 +315,28 @@ TEST_F(StoreTest, ASchema3DatabaseMigratesWithAccountsFollowingTheirTenantAndEna
   EXPECT_TRUE(a->enabled);
   EXPECT_EQ(snapshot->FindTenantByName("contoso")->oauth_app_access, AppAccess::kAny);
   EXPECT_EQ(snapshot->FindTenantByName("contoso")->oauth_jwks, "/etc/chute/contoso-jwks.json");
+}
+
+}  // namespace
+}  // namespace chute::directory
+
+namespace chute::directory {
+namespace {
+
+TEST_F(StoreTest, ATenantsNotificationAddressIsInOneOfItsDomains) {
+  TenantChange set;
+  set.notification_address = "Ops@Contoso.TEST";
+  absl::StatusOr<Tenant> tenant = store_->UpdateTenant("contoso", set);
+  ASSERT_TRUE(tenant.ok()) << tenant.status();
+  EXPECT_EQ(tenant->notification_address, "Ops@contoso.test");
+  EXPECT_EQ((*store_->LoadSnapshot())->FindTenantByName("contoso")->notification_address,
+            "Ops@contoso.test");
+  set.notification_address = "ops@elsewhere.test";
+  absl::StatusOr<Tenant> outside = store_->UpdateTenant("contoso", set);
+  ASSERT_FALSE(outside.ok());
+  EXPECT_TRUE(absl::StrContains(outside.status().message(), "not an accepted domain"));
+  set.notification_address = "";
+  EXPECT_EQ(store_->UpdateTenant("contoso", set)->notification_address, "");
 }
 
 }  // namespace

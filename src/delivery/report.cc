@@ -1,0 +1,249 @@
+// report.cc: composes RFC 3464 failure reports and hands them to delivery as messages.
+
+#include "delivery/report.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+
+#define JSON_NOEXCEPTION 1
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+#include "base/log.h"
+#include "delivery/queue.h"
+#include "delivery/stage.h"
+#include "io/file.h"
+#include "smtp/message_headers.h"
+#include "trace/trace.h"
+
+namespace chute::delivery {
+namespace {
+
+bool IsAscii(absl::string_view text) {
+  return std::all_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+}
+
+// HeaderSection: the message's header section with its closing empty line, at most
+// kReportHeadersBytesMax (cut after a whole line).
+absl::string_view HeaderSection(absl::string_view content) {
+  size_t end = content.find("\r\n\r\n");
+  absl::string_view header = end == absl::string_view::npos ? content : content.substr(0, end + 2);
+  if (header.size() > kReportHeadersBytesMax) {
+    header = header.substr(0, kReportHeadersBytesMax);
+    size_t last = header.rfind("\r\n");
+    header = last == absl::string_view::npos ? absl::string_view() : header.substr(0, last + 2);
+  }
+  return header;
+}
+
+// AddressType: RFC 3464's address-type of a recipient: rfc822, or utf-8 (RFC 6533) when it is
+// not ASCII.
+absl::string_view AddressType(absl::string_view address) {
+  return IsAscii(address) ? "rfc822" : "utf-8";
+}
+
+}  // namespace
+
+std::string StatusOf(absl::string_view reply) {
+  if (absl::StartsWith(reply, "gave up after ")) {
+    return "5.4.7";  // delivery time expired
+  }
+  // "550 5.1.1 text": the enhanced code after the reply code.
+  if (reply.size() >= 9 && reply[0] == '5' && reply[3] == ' ' && reply[4] == '5' &&
+      reply[5] == '.') {
+    size_t end = reply.find(' ', 4);
+    absl::string_view code = reply.substr(4, end == absl::string_view::npos ? end : end - 4);
+    bool digits = std::all_of(code.begin(), code.end(),
+                              [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
+    if (digits && std::count(code.begin(), code.end(), '.') == 2 && code.size() <= 11) {
+      return std::string(code);
+    }
+  }
+  return "5.0.0";
+}
+
+std::string ComposeFailureReport(const ReportInput& in) {
+  std::string boundary = absl::StrCat(in.report_id, "/", in.hostname);
+  std::string date = smtp::FormatRfc5322Date(in.now);
+  std::string out;
+  absl::StrAppend(&out, "From: Mail Delivery System <MAILER-DAEMON@", in.hostname, ">\r\n", "To: <",
+                  in.to, ">\r\n", "Subject: Undelivered Mail Returned to Sender\r\n",
+                  "Date: ", date, "\r\n", "Message-ID: <", in.report_id, "@", in.hostname, ">\r\n",
+                  "Auto-Submitted: auto-replied\r\n", "MIME-Version: 1.0\r\n",
+                  "Content-Type: multipart/report; report-type=delivery-status;\r\n",
+                  "\tboundary=\"", boundary, "\"\r\n", "\r\n",
+                  "This is a MIME-encapsulated message.\r\n", "\r\n");
+  // The part a person reads.
+  absl::StrAppend(&out, "--", boundary, "\r\n", "Content-Type: text/plain; charset=utf-8\r\n",
+                  "\r\n", "This is the mail system at ", in.hostname, ".\r\n", "\r\n",
+                  "A message from <", in.sender, "> (queue id ", in.original_id, "), received ",
+                  smtp::FormatRfc5322Date(in.received), ",\r\n",
+                  "could not be delivered to the recipient(s) below; chute has given up on "
+                  "them.\r\n",
+                  "The message's header section is attached.\r\n", "\r\n");
+  for (const FailedRecipient& r : in.recipients) {
+    absl::StrAppend(&out, "<", r.address, ">: ", r.reply, "\r\n");
+  }
+  absl::StrAppend(&out, "\r\n");
+  // The part a program reads (RFC 3464 §2.2, §2.3).
+  absl::StrAppend(&out, "--", boundary, "\r\n", "Content-Type: message/delivery-status\r\n", "\r\n",
+                  "Reporting-MTA: dns; ", in.hostname, "\r\n", "X-Chute-Queue-ID: ", in.original_id,
+                  "\r\n", "Arrival-Date: ", smtp::FormatRfc5322Date(in.received), "\r\n");
+  for (const FailedRecipient& r : in.recipients) {
+    absl::StrAppend(&out, "\r\n", "Final-Recipient: ", AddressType(r.address), "; ", r.address,
+                    "\r\n", "Action: failed\r\n", "Status: ", StatusOf(r.reply), "\r\n",
+                    "Diagnostic-Code: smtp; ", r.reply, "\r\n", "Last-Attempt-Date: ", date,
+                    "\r\n");
+  }
+  absl::StrAppend(&out, "\r\n");
+  // The original's header section.
+  absl::string_view header = HeaderSection(in.original_content);
+  absl::StrAppend(&out, "--", boundary, "\r\n",
+                  "Content-Type: text/rfc822-headers; charset=utf-8\r\n", "\r\n", header);
+  if (!absl::EndsWith(header, "\r\n")) {
+    out.append("\r\n");
+  }
+  absl::StrAppend(&out, "\r\n--", boundary, "--\r\n");
+  return out;
+}
+
+Reporter::Reporter(ReporterOptions options)
+    : options_(std::move(options)),
+      // Report ids are queue ids of a start 1 ms before this one's: no shard of this start
+      // mints them, and no earlier start can have (it began longer ago than that).
+      ids_(options_.boot_us - 1000, 0) {
+  CHECK(options_.address != nullptr);
+  CHECK(options_.gauges != nullptr);
+}
+
+void Reporter::OnFailed(const QueuedMessage& message, const std::vector<spool::Mark>& marks,
+                        const std::vector<std::string>& replies, absl::string_view content) {
+  CHECK(stage_ != nullptr);
+  if (message.sender.empty()) {
+    return;  // the null sender: a report itself, or a bounce; nobody to tell
+  }
+  ReportInput input;
+  for (size_t i = 0; i < message.recipients.size(); ++i) {
+    if (marks[i] == spool::Mark::kDead) {
+      input.recipients.push_back(FailedRecipient{message.recipients[i], replies[i]});
+    }
+  }
+  if (input.recipients.empty()) {
+    return;
+  }
+  ReportTarget target = options_.address(message.tenant_id, message.account_id);
+  if (target.to.empty()) {
+    LogEvent(LogLevel::kInfo, "report.none", {{"queue_id", message.id}, {"reason", target.why}});
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    input.report_id = ids_.Next();
+  }
+  absl::Time now = absl::Now();
+  input.hostname = options_.hostname;
+  input.original_id = message.id;
+  input.sender = message.sender;
+  input.to = target.to;
+  input.received = absl::FromUnixMicros(message.received_unix_us);
+  input.now = now;
+  input.original_content = content;
+  std::string report = ComposeFailureReport(input);
+
+  nlohmann::json record;
+  record["id"] = input.report_id;
+  record["sender"] = "";
+  record["tenant_id"] = message.tenant_id;
+  record["account_id"] = message.account_id;
+  record["received"] = IsoUtc(now);
+  record["report_about"] = message.id;
+  record["recipients"] = nlohmann::json::array({{{"address", target.to}}});
+  std::string json = record.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  std::string base = absl::StrCat(options_.dir, "/", input.report_id);
+  absl::Status status;
+  if (mkdir(options_.dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    status = io::ErrnoStatus(errno, absl::StrCat("create ", options_.dir));
+  }
+  if (status.ok()) {
+    status = io::WriteFileDurably(base + ".eml", report);
+  }
+  if (status.ok()) {
+    status = io::WriteFileDurably(base + ".json", json);
+  }
+  if (status.ok()) {
+    status = io::SyncDirectory(options_.dir);
+  }
+  if (!status.ok()) {
+    // The dead letter has everything the report would have said.
+    LOG_ERROR("report about %s to %s not sent: %s", message.id, target.to, status.message());
+    unlink((base + ".eml").c_str());
+    unlink((base + ".json").c_str());
+    return;
+  }
+  sent_.fetch_add(1, std::memory_order_relaxed);
+  LogEvent(LogLevel::kInfo, "report.queued",
+           {{"queue_id", input.report_id},
+            {"about", message.id},
+            {"to", target.to},
+            {"recipients", static_cast<int64_t>(input.recipients.size())}});
+  if (options_.trace != nullptr) {
+    std::vector<trace::Event> events;
+    int64_t now_us = absl::ToUnixMicros(now);
+    for (const FailedRecipient& r : input.recipients) {
+      trace::Event& note = events.emplace_back();
+      note.kind = trace::Event::Kind::kNote;
+      note.time_us = now_us;
+      note.queue_id = message.id;
+      note.recipient = r.address;
+      note.target = "report";
+      note.reply = absl::StrCat("failure report ", input.report_id, " to ", target.to);
+    }
+    trace::Event& received = events.emplace_back();
+    received.kind = trace::Event::Kind::kReceived;
+    received.time_us = now_us;
+    received.queue_id = input.report_id;
+    received.tenant = target.tenant;
+    received.account = target.account;
+    received.message_id = absl::StrCat("<", input.report_id, "@", options_.hostname, ">");
+    received.client = absl::StrCat("chute (failure report about ", message.id, ")");
+    received.recipients = {target.to};
+    received.size_bytes = report.size();
+    options_.trace->Submit(events);
+  }
+  auto queued = std::make_unique<QueuedMessage>();
+  queued->id = input.report_id;
+  queued->received_unix_us = absl::ToUnixMicros(now);
+  queued->tenant_id = message.tenant_id;
+  queued->account_id = message.account_id;
+  queued->recipients = {target.to};
+  queued->marks.assign(1, spool::Mark::kPending);
+  queued->replies.assign(1, "");
+  queued->dead_path = base;
+  queued->record.content_bytes = report.size();
+  options_.gauges->AddOutside();
+  stage_->Route(std::move(queued));
+}
+
+size_t Reporter::Replay() {
+  CHECK(stage_ != nullptr);
+  size_t count = 0;
+  for (const DeadEntry& entry : ListDeadLetters(options_.dir)) {
+    absl::StatusOr<std::unique_ptr<QueuedMessage>> message = ReadDeadLetter(options_.dir, entry.id);
+    if (!message.ok()) {
+      LOG_WARNING("report %s in %s cannot be sent: %s", entry.id, options_.dir,
+                  message.status().message());
+      continue;
+    }
+    (*message)->sender.clear();  // a report has the null sender, whatever the file says
+    options_.gauges->AddOutside();
+    stage_->Route(*std::move(message));
+    ++count;
+  }
+  return count;
+}
+
+}  // namespace chute::delivery

@@ -1,0 +1,115 @@
+#pragma once
+
+// Failure reports (docs/architecture.md, Delivery: reports). When chute gives up on recipients
+// of a message (a 5xx, or give_up_after_s), the sending side is told with an RFC 3464 delivery
+// status notification, since an HVE account has no mailbox of its own: it goes to the account's
+// Reply-To, else to its tenant's notification address (tenant set --notification-address),
+// else nowhere (the dead letter is all there is, as before), and never outside the tenant's
+// accepted domains. A message with the null sender (a report itself, among others) gets none.
+//
+// A report is a message like any other from there on: written durably to
+// <data_dir>/reports/<id>.eml and <id>.json (in the dead-letter record's shape) and routed by
+// the DeliveryStage; delivered, its files go; dead, it is a dead letter, and no report is made
+// about it. Reports not yet delivered when chuted stops are delivered after the next start
+// (Reporter::Replay). It carries the original's header section only (text/rfc822-headers), not
+// its body: a Reply-To is not always who wrote the message.
+//
+// Threads: OnFailed from the delivery workers, Replay from the main thread before Start.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "spool/group_commit.h"
+#include "spool/record.h"
+
+namespace chute::trace {
+class Writer;
+}
+namespace chute::spool {
+struct SpoolGauges;
+}
+
+namespace chute::delivery {
+
+class DeliveryStage;
+struct QueuedMessage;
+
+// The original's header section a report carries at most (cut at a line end).
+inline constexpr size_t kReportHeadersBytesMax = 64 * 1024;
+
+struct FailedRecipient {
+  std::string address;
+  std::string reply;  // its last reply, or "gave up after N attempts; last reply: ..."
+};
+
+struct ReportInput {
+  std::string hostname;     // server.hostname: the Reporting-MTA
+  std::string report_id;    // the report's own queue id
+  std::string original_id;  // the failed message's
+  std::string sender;       // its envelope sender
+  std::string to;           // where the report goes
+  absl::Time received;      // when chute accepted the original
+  absl::Time now;
+  std::vector<FailedRecipient> recipients;
+  absl::string_view original_content;  // the original message (its header section is used)
+};
+
+// ComposeFailureReport: the whole report message (header and MIME body, CRLF line ends):
+// multipart/report; report-type=delivery-status, with a text part, a message/delivery-status
+// part (one block per recipient: Final-Recipient, Action: failed, Status, Diagnostic-Code) and
+// the original's header section.
+std::string ComposeFailureReport(const ReportInput& input);
+
+// StatusOf: the RFC 3463 status of a failed recipient's reply: its enhanced code when it has a
+// 5.x.x one, 5.4.7 when chute gave up on a transient failure, else 5.0.0.
+std::string StatusOf(absl::string_view reply);
+
+// ReportTarget: where a report about a message of (tenant, account) goes (`to`; "" = nowhere,
+// and `why`), with the names the trace shows.
+struct ReportTarget {
+  std::string to;
+  std::string why;
+  std::string tenant;
+  std::string account;
+};
+using ReportAddress = std::function<ReportTarget(int64_t tenant_id, int64_t account_id)>;
+
+struct ReporterOptions {
+  std::string hostname;
+  std::string dir;  // <data_dir>/reports
+  uint64_t boot_us = 0;
+  ReportAddress address;
+  spool::SpoolGauges* gauges = nullptr;  // a report is a message outside the spool
+  trace::Writer* trace = nullptr;        // may be null
+};
+
+class Reporter {
+ public:
+  explicit Reporter(ReporterOptions options);
+
+  // set_stage: where reports are routed. Before any OnFailed or Replay.
+  void set_stage(DeliveryStage* stage) { stage_ = stage; }
+  // OnFailed: `message` is finished and its recipients whose `marks` are dead were given up
+  // (their `replies` say why); `content` is the message. Sends a report when one is due.
+  void OnFailed(const QueuedMessage& message, const std::vector<spool::Mark>& marks,
+                const std::vector<std::string>& replies, absl::string_view content);
+  // Replay: the reports a previous run left undelivered, routed again. Returns how many.
+  size_t Replay();
+
+  uint64_t reports_sent() const { return sent_; }
+
+ private:
+  const ReporterOptions options_;
+  DeliveryStage* stage_ = nullptr;
+  std::mutex mu_;             // guards ids_
+  spool::QueueIdMinter ids_;  // guarded by mu_
+  std::atomic<uint64_t> sent_{0};
+};
+
+}  // namespace chute::delivery
