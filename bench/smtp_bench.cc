@@ -67,7 +67,7 @@ class NullHandler : public SessionHandler {
  public:
   std::optional<Reply> OnAuth(const AuthRequest&) override { return kReplyAuthOk; }
   std::optional<Reply> OnMail(const MailArgs&) override { return kReplySenderOk; }
-  std::optional<Reply> OnRcpt(absl::string_view) override { return kReplyRecipientOk; }
+  std::optional<Reply> OnRcpt(const RcptArgs&) override { return kReplyRecipientOk; }
   void OnBodyBegin() override {}
   void OnBodySlice(absl::string_view slice) override { bytes += slice.size(); }
   std::optional<Reply> OnBodyEnd() override { return kReplyMessageAccepted; }

@@ -46,6 +46,13 @@ struct OutboundMessage {
   std::string sender;                       // envelope sender (may be empty: null sender)
   std::vector<std::string> recipients;      // the recipients to attempt now, byte for byte
   std::vector<uint32_t> recipient_indexes;  // each one's index in the original envelope
+  // DSN (RFC 3461) as the client gave them: RET (0 none, 1 FULL, 2 HDRS), ENVID (xtext), and
+  // per entry of `recipients` NOTIFY bits (0: none) and ORCPT ("" none). Passed on to a target
+  // that offers DSN.
+  uint8_t dsn_ret = 0;
+  std::string envid;
+  std::vector<uint8_t> notify;
+  std::vector<std::string> orcpt;
   // The whole message as it is to be delivered: the headers chute added, then what the client
   // sent after DATA/BDAT, dot-unstuffed, CRLF line endings, without the terminating ".".
   std::string content;

@@ -286,10 +286,14 @@ void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>&
     o.received_unix_s = message.received_unix_us / 1'000'000;
     o.sender = message.sender;
     o.replayed = message.replayed;
+    o.dsn_ret = message.dsn_ret;
+    o.envid = message.envid;
     for (size_t i = 0; i < message.recipients.size(); ++i) {
       if (message.Mine(i) && message.marks[i] == spool::Mark::kPending) {
         o.recipients.push_back(message.recipients[i]);
         o.recipient_indexes.push_back(static_cast<uint32_t>(i));
+        o.notify.push_back(message.NotifyOf(i));
+        o.orcpt.push_back(i < message.orcpt.size() ? message.orcpt[i] : std::string());
       }
     }
     absl::StatusOr<std::string> content = message.record.in_spool()
@@ -536,14 +540,26 @@ absl::Status DeliveryQueue::WriteDeadLetter(const QueuedMessage& message,
   reason["dead_at"] = IsoUtc(now);
   reason["attempts"] = message.attempts;
   reason["destination"] = options_.destination;
+  if (message.dsn_ret != 0) {
+    reason["dsn_ret"] = message.dsn_ret;
+  }
+  if (!message.envid.empty()) {
+    reason["envid"] = message.envid;
+  }
   nlohmann::json recipients = nlohmann::json::array();
   for (size_t i = 0; i < message.recipients.size(); ++i) {
     if (marks[i] == spool::Mark::kDead) {
       std::string route = message.share != nullptr && i < message.share->routes.size()
                               ? message.share->routes[i]
                               : options_.route;
-      recipients.push_back(
-          {{"address", message.recipients[i]}, {"reply", replies[i]}, {"route", route}});
+      nlohmann::json r{{"address", message.recipients[i]}, {"reply", replies[i]}, {"route", route}};
+      if (message.NotifyOf(i) != 0) {
+        r["notify"] = message.NotifyOf(i);
+      }
+      if (i < message.orcpt.size() && !message.orcpt[i].empty()) {
+        r["orcpt"] = message.orcpt[i];
+      }
+      recipients.push_back(std::move(r));
     }
   }
   reason["recipients"] = recipients;
@@ -814,9 +830,13 @@ absl::StatusOr<std::unique_ptr<QueuedMessage>> ReadDeadLetter(const std::string&
   message->received_unix_us = absl::ToUnixMicros(absl::Now());  // give_up_after starts again
   message->dead_path = base;
   message->record.content_bytes = static_cast<uint64_t>(st.st_size);
+  message->dsn_ret = static_cast<uint8_t>(reason.value("dsn_ret", 0) & 3);
+  message->envid = reason.value("envid", "");
   for (const nlohmann::json& r : reason["recipients"]) {
     if (r.is_object() && r["address"].is_string()) {
       message->recipients.push_back(r["address"].get<std::string>());
+      message->notify.push_back(static_cast<uint8_t>(r.value("notify", 0) & 0x0f));
+      message->orcpt.push_back(r.value("orcpt", ""));
     }
   }
   if (message->recipients.empty()) {
@@ -842,6 +862,10 @@ std::unique_ptr<QueuedMessage> QueuedFrom(spool::Envelope envelope, std::vector<
   message->account_id = envelope.account_id;
   message->sender = std::move(envelope.sender);
   message->recipients = std::move(envelope.recipients);
+  message->dsn_ret = envelope.dsn_ret;
+  message->envid = std::move(envelope.envid);
+  message->notify = std::move(envelope.notify);
+  message->orcpt = std::move(envelope.orcpt);
   if (marks.empty()) {
     marks.assign(message->recipients.size(), spool::Mark::kPending);
   }

@@ -91,6 +91,13 @@ struct QueuedMessage {
   std::vector<std::string> recipients;
   std::vector<spool::Mark> marks;    // one per recipient
   std::vector<std::string> replies;  // the last reply per recipient ("" before any attempt)
+  // DSN (RFC 3461, spool::Envelope): RET, ENVID, and per recipient NOTIFY and ORCPT (empty
+  // vectors: none), passed to a target that offers DSN and read by failure reports.
+  uint8_t dsn_ret = 0;
+  std::string envid;
+  std::vector<uint8_t> notify;
+  std::vector<std::string> orcpt;
+  uint8_t NotifyOf(size_t i) const { return i < notify.size() ? notify[i] : 0; }
   // A part: `mine` says which recipients are this part's (the others' marks and replies here
   // are not looked at); `share` is common to the parts. Both empty: the message's only part.
   std::vector<bool> mine;

@@ -211,6 +211,8 @@ Capabilities ParseCapabilities(const ServerReply& reply) {
       caps.eight_bit_mime = true;
     } else if (keyword == "SMTPUTF8") {
       caps.smtputf8 = true;
+    } else if (keyword == "DSN") {
+      caps.dsn = true;
     } else if (keyword == "ENHANCEDSTATUSCODES") {
       caps.enhanced_status_codes = true;
     } else if (keyword == "SIZE") {

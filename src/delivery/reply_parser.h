@@ -92,6 +92,7 @@ struct Capabilities {
   bool starttls = false;    // RFC 3207
   bool eight_bit_mime = false;
   bool smtputf8 = false;  // RFC 6531
+  bool dsn = false;       // RFC 3461
   bool enhanced_status_codes = false;
   bool size = false;
   // SIZE n: the largest message the server takes; 0 when it named none (or SIZE 0: no limit).

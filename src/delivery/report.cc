@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
 #include "base/log.h"
@@ -17,6 +18,7 @@
 #include "delivery/stage.h"
 #include "io/file.h"
 #include "smtp/message_headers.h"
+#include "smtp/parser.h"
 #include "trace/trace.h"
 
 namespace chute::delivery {
@@ -47,6 +49,21 @@ absl::string_view AddressType(absl::string_view address) {
 }
 
 }  // namespace
+
+std::string XtextDecoded(absl::string_view xtext) {
+  std::string out;
+  for (size_t i = 0; i < xtext.size(); ++i) {
+    int value = 0;
+    if (xtext[i] == '+' && i + 2 < xtext.size() &&
+        absl::SimpleHexAtoi(xtext.substr(i + 1, 2), &value)) {
+      out.push_back(static_cast<char>(value));
+      i += 2;
+    } else {
+      out.push_back(xtext[i]);
+    }
+  }
+  return out;
+}
 
 std::string StatusOf(absl::string_view reply) {
   if (absl::StartsWith(reply, "gave up after ")) {
@@ -92,18 +109,36 @@ std::string ComposeFailureReport(const ReportInput& in) {
   // The part a program reads (RFC 3464 §2.2, §2.3).
   absl::StrAppend(&out, "--", boundary, "\r\n", "Content-Type: message/delivery-status\r\n", "\r\n",
                   "Reporting-MTA: dns; ", in.hostname, "\r\n", "X-Chute-Queue-ID: ", in.original_id,
-                  "\r\n", "Arrival-Date: ", smtp::FormatRfc5322Date(in.received), "\r\n");
+                  "\r\n");
+  if (!in.envid.empty()) {
+    absl::StrAppend(&out, "Original-Envelope-Id: ", in.envid, "\r\n");
+  }
+  absl::StrAppend(&out, "Arrival-Date: ", smtp::FormatRfc5322Date(in.received), "\r\n");
   for (const FailedRecipient& r : in.recipients) {
-    absl::StrAppend(&out, "\r\n", "Final-Recipient: ", AddressType(r.address), "; ", r.address,
-                    "\r\n", "Action: failed\r\n", "Status: ", StatusOf(r.reply), "\r\n",
+    out.append("\r\n");
+    size_t semicolon = r.orcpt.find(';');
+    if (semicolon != std::string::npos) {
+      // Decoded; a control byte (which xtext could carry) would break the field.
+      std::string address = XtextDecoded(absl::string_view(r.orcpt).substr(semicolon + 1));
+      std::replace_if(
+          address.begin(), address.end(),
+          [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }, '?');
+      absl::StrAppend(&out, "Original-Recipient: ", r.orcpt.substr(0, semicolon), "; ", address,
+                      "\r\n");
+    }
+    absl::StrAppend(&out, "Final-Recipient: ", AddressType(r.address), "; ", r.address, "\r\n",
+                    "Action: failed\r\n", "Status: ", StatusOf(r.reply), "\r\n",
                     "Diagnostic-Code: smtp; ", r.reply, "\r\n", "Last-Attempt-Date: ", date,
                     "\r\n");
   }
   absl::StrAppend(&out, "\r\n");
-  // The original's header section.
-  absl::string_view header = HeaderSection(in.original_content);
+  // The original's header section, or all of it.
+  bool full = in.return_full && in.original_content.size() <= kReportFullBytesMax;
+  absl::string_view header = full ? in.original_content : HeaderSection(in.original_content);
   absl::StrAppend(&out, "--", boundary, "\r\n",
-                  "Content-Type: text/rfc822-headers; charset=utf-8\r\n", "\r\n", header);
+                  full ? "Content-Type: message/rfc822\r\n"
+                       : "Content-Type: text/rfc822-headers; charset=utf-8\r\n",
+                  "\r\n", header);
   if (!absl::EndsWith(header, "\r\n")) {
     out.append("\r\n");
   }
@@ -128,10 +163,16 @@ void Reporter::OnFailed(const QueuedMessage& message, const std::vector<spool::M
   }
   ReportInput input;
   for (size_t i = 0; i < message.recipients.size(); ++i) {
-    if (marks[i] == spool::Mark::kDead) {
-      input.recipients.push_back(FailedRecipient{message.recipients[i], replies[i]});
+    uint8_t notify = message.NotifyOf(i);
+    // No NOTIFY means FAILURE (RFC 3461 §4.1: failures are reported unless told otherwise).
+    bool wanted = notify == 0 || (notify & smtp::kNotifyFailure) != 0;
+    if (marks[i] == spool::Mark::kDead && wanted) {
+      input.recipients.push_back(FailedRecipient{message.recipients[i], replies[i],
+                                                 i < message.orcpt.size() ? message.orcpt[i] : ""});
     }
   }
+  input.envid = message.envid;
+  input.return_full = message.dsn_ret == static_cast<uint8_t>(smtp::DsnRet::kFull);
   if (input.recipients.empty()) {
     return;
   }

@@ -43,9 +43,13 @@ struct QueuedMessage;
 // The original's header section a report carries at most (cut at a line end).
 inline constexpr size_t kReportHeadersBytesMax = 64 * 1024;
 
+// A report returns the whole message (RET=FULL) only up to this size; past it, its headers.
+inline constexpr size_t kReportFullBytesMax = 1 << 20;
+
 struct FailedRecipient {
   std::string address;
   std::string reply;  // its last reply, or "gave up after N attempts; last reply: ..."
+  std::string orcpt;  // ORCPT as the client gave it ("rfc822;ann+40x.test"), "" none
 };
 
 struct ReportInput {
@@ -57,14 +61,22 @@ struct ReportInput {
   absl::Time received;      // when chute accepted the original
   absl::Time now;
   std::vector<FailedRecipient> recipients;
-  absl::string_view original_content;  // the original message (its header section is used)
+  absl::string_view original_content;  // the original message
+  std::string envid;                   // ENVID as the client gave it (xtext), "" none
+  bool return_full = false;            // RET=FULL: the whole message, not its headers
 };
 
 // ComposeFailureReport: the whole report message (header and MIME body, CRLF line ends):
 // multipart/report; report-type=delivery-status, with a text part, a message/delivery-status
-// part (one block per recipient: Final-Recipient, Action: failed, Status, Diagnostic-Code) and
-// the original's header section.
+// part (Original-Envelope-Id when the client gave an ENVID; one block per recipient:
+// Original-Recipient when it had an ORCPT, Final-Recipient, Action: failed, Status,
+// Diagnostic-Code) and the original's header section (text/rfc822-headers), or the whole
+// message (message/rfc822) when the client asked RET=FULL and it is at most
+// kReportFullBytesMax.
 std::string ComposeFailureReport(const ReportInput& input);
+
+// XtextDecoded: RFC 3461 xtext decoded ("ann+40x" -> "ann@x"); a bad escape is kept as is.
+std::string XtextDecoded(absl::string_view xtext);
 
 // StatusOf: the RFC 3463 status of a failed recipient's reply: its enhanced code when it has a
 // 5.x.x one, 5.4.7 when chute gave up on a transient failure, else 5.0.0.

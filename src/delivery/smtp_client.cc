@@ -22,6 +22,7 @@
 #include "net/socket.h"
 #include "net/stream.h"
 #include "net/tls.h"
+#include "smtp/parser.h"
 
 namespace chute::delivery {
 namespace {
@@ -632,6 +633,37 @@ std::string SmtpClient::MailCommand(const OutboundMessage& message) const {
   if (capabilities_.smtputf8 && utf8_addresses) {
     absl::StrAppend(&command, " SMTPUTF8");
   }
+  if (capabilities_.dsn && message.dsn_ret != 0) {
+    absl::StrAppend(&command, message.dsn_ret == 1 ? " RET=FULL" : " RET=HDRS");
+  }
+  if (capabilities_.dsn && !message.envid.empty()) {
+    absl::StrAppend(&command, " ENVID=", message.envid);
+  }
+  command.append("\r\n");
+  return command;
+}
+
+std::string SmtpClient::RcptCommand(const OutboundMessage& message, size_t index) const {
+  std::string command = absl::StrCat("RCPT TO:<", message.recipients[index], ">");
+  // The client's DSN requests go on when the target takes them (RFC 3461 §4: it then reports
+  // what it cannot deliver itself); otherwise chute keeps them and reports what it gives up.
+  uint8_t notify = index < message.notify.size() ? message.notify[index] : 0;
+  if (capabilities_.dsn && notify != 0) {
+    std::vector<absl::string_view> words;
+    const std::pair<uint8_t, absl::string_view> kWords[] = {{smtp::kNotifyNever, "NEVER"},
+                                                            {smtp::kNotifySuccess, "SUCCESS"},
+                                                            {smtp::kNotifyFailure, "FAILURE"},
+                                                            {smtp::kNotifyDelay, "DELAY"}};
+    for (const auto& [bit, word] : kWords) {
+      if ((notify & bit) != 0) {
+        words.push_back(word);
+      }
+    }
+    absl::StrAppend(&command, " NOTIFY=", absl::StrJoin(words, ","));
+  }
+  if (capabilities_.dsn && index < message.orcpt.size() && !message.orcpt[index].empty()) {
+    absl::StrAppend(&command, " ORCPT=", message.orcpt[index]);
+  }
   command.append("\r\n");
   return command;
 }
@@ -642,7 +674,7 @@ absl::Status SmtpClient::SendPipelined(Attempt* attempt) {
   const OutboundMessage& message = *attempt->message;
   std::string commands = MailCommand(message);
   for (size_t index : attempt->sendable) {
-    absl::StrAppend(&commands, "RCPT TO:<", message.recipients[index], ">\r\n");
+    absl::StrAppend(&commands, RcptCommand(message, index));
   }
   bool bdat = UseBdat();
   if (bdat) {
@@ -667,8 +699,7 @@ absl::Status SmtpClient::SendStepwise(Attempt* attempt) {
     return absl::OkStatus();
   }
   for (size_t index : attempt->sendable) {
-    RETURN_IF_ERROR(
-        connection_->Write(absl::StrCat("RCPT TO:<", message.recipients[index], ">\r\n")));
+    RETURN_IF_ERROR(connection_->Write(RcptCommand(message, index)));
     RETURN_IF_ERROR(OnRcptReply(attempt, index));
   }
   if (attempt->accepted.empty()) {

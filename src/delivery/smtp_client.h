@@ -165,6 +165,7 @@ class SmtpClient : public Backend {
   absl::Status FinishBdat(Attempt* attempt);
   absl::Status Reset();
   std::string MailCommand(const OutboundMessage& message) const;
+  std::string RcptCommand(const OutboundMessage& message, size_t index) const;
   bool UseBdat() const;
 
   const SmtpClientOptions options_;

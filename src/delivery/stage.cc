@@ -54,6 +54,10 @@ std::vector<RoutedPart> SplitByRoute(std::unique_ptr<QueuedMessage> message,
     part->account_id = message->account_id;
     part->sender = message->sender;
     part->recipients = message->recipients;
+    part->dsn_ret = message->dsn_ret;
+    part->envid = message->envid;
+    part->notify = message->notify;
+    part->orcpt = message->orcpt;
     part->marks = message->marks;
     part->replies = message->replies;
     part->record = message->record;

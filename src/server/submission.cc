@@ -304,6 +304,8 @@ std::optional<smtp::Reply> Submission::DecideMail(const smtp::MailArgs& mail) {
   // Spelled as the recipients are (its domain as its A-label): the sender the spool, the
   // downstream's MAIL FROM, the trace and the logs see.
   message_.sender = directory::EnvelopeAddress(mail.address);
+  message_.dsn_ret = static_cast<uint8_t>(mail.ret);
+  message_.envid = std::string(mail.envid);
   return smtp::kReplySenderOk;
 }
 
@@ -319,7 +321,8 @@ void Submission::LogRcptRefused(absl::string_view address, const smtp::Reply& re
             {"why", why}});
 }
 
-std::optional<smtp::Reply> Submission::OnRcpt(absl::string_view address) {
+std::optional<smtp::Reply> Submission::OnRcpt(const smtp::RcptArgs& rcpt) {
+  absl::string_view address = rcpt.address;
   std::string deliver_to;
   if (std::optional<smtp::Reply> refusal =
           policy::CheckRecipient(*snapshot_, *account_, address, &deliver_to)) {
@@ -338,6 +341,8 @@ std::optional<smtp::Reply> Submission::OnRcpt(absl::string_view address) {
   rcpt_address_ = std::string(address);
   rcpt_deliver_to_ = std::move(deliver_to);
   rcpt_route_ = route;
+  rcpt_notify_ = rcpt.notify;
+  rcpt_orcpt_ = std::string(rcpt.orcpt);
   std::optional<delivery::RecipientVerdict> verdict =
       services_.recipients->VerifyRecipient(route, rcpt_deliver_to_, cookie_);
   if (!verdict.has_value()) {
@@ -395,6 +400,8 @@ smtp::Reply Submission::DecideRecipient(const delivery::RecipientVerdict& verdic
   }
   message_.recipients.push_back(std::move(rcpt_deliver_to_));
   message_.routes.push_back(rcpt_route_);
+  message_.notify.push_back(rcpt_notify_);
+  message_.orcpt.push_back(std::move(rcpt_orcpt_));
   return smtp::kReplyRecipientOk;
 }
 
@@ -513,6 +520,10 @@ void Submission::ReleaseMessage() {
   message_.arena.clear();
   message_.recipients.clear();
   message_.routes.clear();
+  message_.dsn_ret = 0;
+  message_.envid.clear();
+  message_.notify.clear();
+  message_.orcpt.clear();
   message_.added_headers.clear();
   message_.header_copy.clear();
   message_.rewrite_header = false;
@@ -602,6 +613,10 @@ std::optional<smtp::Reply> Submission::StageMessage() {
   envelope.listener = listener_->address;
   envelope.sender = message_.sender;
   envelope.recipients = std::move(message_.recipients);  // lent to the encoder, given back below
+  envelope.dsn_ret = message_.dsn_ret;
+  envelope.envid = message_.envid;
+  envelope.notify = std::move(message_.notify);
+  envelope.orcpt = std::move(message_.orcpt);
   message_.body_iov.clear();
   message_.body_iov.reserve(message_.pieces.size());
   uint64_t body_bytes = 0;
@@ -612,6 +627,8 @@ std::optional<smtp::Reply> Submission::StageMessage() {
   absl::StatusOr<spool::RecordPrefix> prefix =
       spool::EncodeRecordPrefix(envelope, message_.added_headers, message_.body_iov);
   message_.recipients = std::move(envelope.recipients);
+  message_.notify = std::move(envelope.notify);
+  message_.orcpt = std::move(envelope.orcpt);
   if (!prefix.ok()) {
     LOG_ERROR("%s: message %s cannot be spooled: %s", peer_text_, message_.id,
               prefix.status().message());
@@ -652,6 +669,10 @@ void Submission::OnCommitted(const spool::Committed* committed) {
     envelope.account_id = account_->id;
     envelope.sender = std::move(message_.sender);
     envelope.recipients = std::move(message_.recipients);
+    envelope.dsn_ret = message_.dsn_ret;
+    envelope.envid = std::move(message_.envid);
+    envelope.notify = std::move(message_.notify);
+    envelope.orcpt = std::move(message_.orcpt);
     services_.sink->Accepted(
         delivery::QueuedFrom(std::move(envelope), {}, committed->ref, /*replayed=*/false),
         message_.routes);

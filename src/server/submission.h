@@ -224,7 +224,7 @@ class Submission : public smtp::SessionHandler {
   // smtp::SessionHandler
   std::optional<smtp::Reply> OnAuth(const smtp::AuthRequest& request) override;
   std::optional<smtp::Reply> OnMail(const smtp::MailArgs& mail) override;
-  std::optional<smtp::Reply> OnRcpt(absl::string_view address) override;
+  std::optional<smtp::Reply> OnRcpt(const smtp::RcptArgs& rcpt) override;
   void OnBodyBegin() override;
   void OnBodySlice(absl::string_view slice) override;
   std::optional<smtp::Reply> OnBodyEnd() override;
@@ -245,6 +245,12 @@ class Submission : public smtp::SessionHandler {
     std::string sender;
     std::vector<std::string> recipients;  // as accepted, deduplicated
     std::vector<int> routes;              // each one's delivery route (delivery::Router)
+    // DSN (RFC 3461) as the client gave them: MAIL's RET and ENVID; each recipient's NOTIFY
+    // bits and ORCPT (beside `recipients`).
+    uint8_t dsn_ret = 0;
+    std::string envid;
+    std::vector<uint8_t> notify;
+    std::vector<std::string> orcpt;
     std::vector<BodyPiece> pieces;
     std::vector<iovec> body_iov;    // the pieces as the spool writes them
     std::vector<uint16_t> pinned;   // distinct receive buffers the pieces point into
@@ -301,6 +307,8 @@ class Submission : public smtp::SessionHandler {
   std::string rcpt_address_;     // as the client gave it
   std::string rcpt_deliver_to_;  // as it is delivered to
   int rcpt_route_ = 0;
+  uint8_t rcpt_notify_ = 0;
+  std::string rcpt_orcpt_;
   std::string rcpt_reply_;  // the text of a refusal built from the target's reply
   const directory::Account* auth_candidate_ = nullptr;  // whom that check is for
   std::string auth_user_;          // the user name of the AUTH in progress (for the throttle)

@@ -297,6 +297,7 @@ std::optional<Reply> ParseMailArgs(absl::string_view args, MailArgs* out) {
   bool seen_size = false;
   bool seen_body = false;
   bool seen_auth = false;
+  bool seen_envid = false;
   while (NextParameter(&rest, &key, &value, &bad)) {
     if (bad) {
       return kReplySyntax;
@@ -334,12 +335,76 @@ std::optional<Reply> ParseMailArgs(absl::string_view args, MailArgs* out) {
       }
       seen_auth = true;
       out->auth = value;
+    } else if (absl::EqualsIgnoreCase(key, "RET")) {
+      if (out->ret != DsnRet::kUnspecified) {
+        return kReplySyntax;
+      }
+      if (absl::EqualsIgnoreCase(value, "FULL")) {
+        out->ret = DsnRet::kFull;
+      } else if (absl::EqualsIgnoreCase(value, "HDRS")) {
+        out->ret = DsnRet::kHeaders;
+      } else {
+        return kReplySyntax;
+      }
+    } else if (absl::EqualsIgnoreCase(key, "ENVID")) {
+      if (seen_envid || value.empty() || value.size() > kEnvidBytesMax || !ValidXtext(value)) {
+        return kReplySyntax;
+      }
+      seen_envid = true;
+      out->envid = value;
     } else {
       return kReplyParameterUnsupported;
     }
   }
   return std::nullopt;
 }
+
+namespace {
+
+// ParseNotify: NOTIFY=NEVER, or a comma list of SUCCESS, FAILURE and DELAY (RFC 3461 §4.1).
+bool ParseNotify(absl::string_view value, uint8_t* out) {
+  uint8_t bits = 0;
+  while (true) {
+    size_t comma = value.find(',');
+    absl::string_view word = value.substr(0, comma);
+    if (absl::EqualsIgnoreCase(word, "NEVER")) {
+      bits |= kNotifyNever;
+    } else if (absl::EqualsIgnoreCase(word, "SUCCESS")) {
+      bits |= kNotifySuccess;
+    } else if (absl::EqualsIgnoreCase(word, "FAILURE")) {
+      bits |= kNotifyFailure;
+    } else if (absl::EqualsIgnoreCase(word, "DELAY")) {
+      bits |= kNotifyDelay;
+    } else {
+      return false;
+    }
+    if (comma == absl::string_view::npos) {
+      break;
+    }
+    value.remove_prefix(comma + 1);
+  }
+  if ((bits & kNotifyNever) != 0 && bits != kNotifyNever) {
+    return false;  // NEVER stands alone
+  }
+  *out = bits;
+  return true;
+}
+
+// ValidOrcpt: "addr-type;xtext" (RFC 3461 §4.2): an atom, a semicolon, a valid xtext.
+bool ValidOrcpt(absl::string_view value) {
+  size_t semicolon = value.find(';');
+  if (semicolon == 0 || semicolon == absl::string_view::npos || semicolon + 1 >= value.size() ||
+      value.size() > kOrcptBytesMax) {
+    return false;
+  }
+  absl::string_view type = value.substr(0, semicolon);
+  bool atom = std::all_of(type.begin(), type.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-';
+  });
+  return atom && ValidXtext(value.substr(semicolon + 1));
+}
+
+}  // namespace
 
 std::optional<Reply> ParseRcptArgs(absl::string_view args, bool smtputf8, RcptArgs* out) {
   if (args.size() < 3 || !absl::EqualsIgnoreCase(args.substr(0, 3), "TO:")) {
@@ -356,8 +421,26 @@ std::optional<Reply> ParseRcptArgs(absl::string_view args, bool smtputf8, RcptAr
   absl::string_view key;
   absl::string_view value;
   bool bad = false;
-  if (NextParameter(&rest, &key, &value, &bad)) {
-    return bad ? kReplySyntax : kReplyParameterUnsupported;  // no RCPT extension is offered
+  bool seen_notify = false;
+  bool seen_orcpt = false;
+  while (NextParameter(&rest, &key, &value, &bad)) {
+    if (bad) {
+      return kReplySyntax;
+    }
+    if (absl::EqualsIgnoreCase(key, "NOTIFY")) {
+      if (seen_notify || !ParseNotify(value, &out->notify)) {
+        return kReplySyntax;
+      }
+      seen_notify = true;
+    } else if (absl::EqualsIgnoreCase(key, "ORCPT")) {
+      if (seen_orcpt || !ValidOrcpt(value)) {
+        return kReplySyntax;
+      }
+      seen_orcpt = true;
+      out->orcpt = value;
+    } else {
+      return kReplyParameterUnsupported;
+    }
   }
   return std::nullopt;
 }

@@ -22,16 +22,31 @@ inline constexpr size_t kSizeDigitsMax = 19;
 
 enum class BodyType : uint8_t { kUnspecified, k7Bit, k8BitMime };
 
+// DSN (RFC 3461): what a failure report returns of the message (RET=), and when one is asked
+// for (NOTIFY=, a set of these bits; 0 when the RCPT had no NOTIFY).
+enum class DsnRet : uint8_t { kUnspecified, kFull, kHeaders };
+inline constexpr uint8_t kNotifyNever = 1;
+inline constexpr uint8_t kNotifySuccess = 2;
+inline constexpr uint8_t kNotifyFailure = 4;
+inline constexpr uint8_t kNotifyDelay = 8;
+// RFC 3461 §4.4: ENVID is at most 100 characters; ORCPT's address, as an xtext, at most 500.
+inline constexpr size_t kEnvidBytesMax = 100;
+inline constexpr size_t kOrcptBytesMax = 500;
+
 struct MailArgs {
   absl::string_view address;     // "" for the null reverse-path <>
   std::optional<uint64_t> size;  // SIZE=; saturates at UINT64_MAX when too long
   BodyType body = BodyType::kUnspecified;
   bool smtputf8 = false;
   absl::string_view auth;  // AUTH= as sent (xtext), "" when absent
+  DsnRet ret = DsnRet::kUnspecified;
+  absl::string_view envid;  // ENVID= as sent (xtext), "" when absent
 };
 
 struct RcptArgs {
   absl::string_view address;  // "postmaster" is returned as given, without a domain
+  uint8_t notify = 0;         // NOTIFY= bits; 0: not given
+  absl::string_view orcpt;    // ORCPT= as sent ("rfc822;a+40b.test"), "" when absent
 };
 
 struct BdatArgs {

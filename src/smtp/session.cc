@@ -278,7 +278,7 @@ void Session::DoHelo(absl::string_view args, bool extended) {
 
 void Session::SendEhlo() {
   std::string size_line = absl::StrCat("SIZE ", options_.message_size_bytes);
-  absl::string_view lines[10];
+  absl::string_view lines[11];
   size_t count = 0;
   lines[count++] = options_.hostname;
   lines[count++] = size_line;
@@ -287,6 +287,7 @@ void Session::SendEhlo() {
   lines[count++] = "8BITMIME";
   lines[count++] = "SMTPUTF8";
   lines[count++] = "CHUNKING";
+  lines[count++] = "DSN";
   if (options_.starttls_offered && !tls_active_) {
     lines[count++] = "STARTTLS";
   }
@@ -347,7 +348,7 @@ void Session::DoRcpt(absl::string_view args) {
   if (recipients_ >= options_.recipients_per_message) {
     return Send(kReplyTooManyRecipients);
   }
-  Decide(Pending::kRcpt, handler_->OnRcpt(rcpt.address));
+  Decide(Pending::kRcpt, handler_->OnRcpt(rcpt));
 }
 
 void Session::DoData(absl::string_view args) {

@@ -92,7 +92,7 @@ class SessionHandler {
   // OnMail: a syntactically valid MAIL FROM within the limits. 2xx starts a transaction.
   virtual std::optional<Reply> OnMail(const MailArgs& mail) = 0;
   // OnRcpt: a syntactically valid RCPT TO below the recipient limit. 2xx accepts it.
-  virtual std::optional<Reply> OnRcpt(absl::string_view address) = 0;
+  virtual std::optional<Reply> OnRcpt(const RcptArgs& rcpt) = 0;
   // OnBodyBegin: DATA was accepted (354 sent) or the first BDAT chunk of a transaction began.
   virtual void OnBodyBegin() = 0;
   // OnBodySlice: the next piece of content; points into the input given to Feed().

@@ -34,6 +34,7 @@ void PutField(std::string* out, absl::string_view field) {
 class Reader {
  public:
   explicit Reader(absl::string_view bytes) : bytes_(bytes) {}
+  bool U8(uint8_t* v) { return Fixed(v, 1); }
   bool U16(uint16_t* v) { return Fixed(v, 2); }
   bool U32(uint32_t* v) { return Fixed(v, 4); }
   bool I64(int64_t* v) {
@@ -113,6 +114,23 @@ absl::StatusOr<RecordPrefix> EncodeRecordPrefix(const Envelope& envelope,
     }
     PutField(&out, recipient);
   }
+  bool dsn = envelope.has_dsn();
+  if (dsn) {
+    if (envelope.envid.size() > kFieldBytesMax) {
+      return absl::InvalidArgumentError("a record field is over 4096 bytes");
+    }
+    out.push_back(static_cast<char>(envelope.dsn_ret));
+    PutField(&out, envelope.envid);
+    for (size_t i = 0; i < envelope.recipients.size(); ++i) {
+      out.push_back(static_cast<char>(i < envelope.notify.size() ? envelope.notify[i] : 0));
+      absl::string_view orcpt =
+          i < envelope.orcpt.size() ? absl::string_view(envelope.orcpt[i]) : absl::string_view();
+      if (orcpt.size() > kFieldBytesMax) {
+        return absl::InvalidArgumentError("an ORCPT is over 4096 bytes");
+      }
+      PutField(&out, orcpt);
+    }
+  }
   PutU32(&out, static_cast<uint32_t>(added_headers.size()));
   out.append(added_headers.data(), added_headers.size());
   size_t payload_start = kRecordHeaderBytes + marks;
@@ -128,7 +146,7 @@ absl::StatusOr<RecordPrefix> EncodeRecordPrefix(const Envelope& envelope,
   }
   std::string header;
   PutU32(&header, kRecordMagic);
-  header.push_back(static_cast<char>(kRecordVersion));
+  header.push_back(static_cast<char>(dsn ? kRecordVersionDsn : kRecordVersion));
   header.push_back(static_cast<char>(RecordState::kLive));
   PutU16(&header, static_cast<uint16_t>(envelope.recipients.size()));
   PutU32(&header, static_cast<uint32_t>(payload));
@@ -141,8 +159,9 @@ absl::StatusOr<RecordPrefix> EncodeRecordPrefix(const Envelope& envelope,
 }
 
 uint64_t PeekRecordBytes(absl::string_view header) {
+  uint8_t version = header.size() > 4 ? static_cast<uint8_t>(header[4]) : 0;
   if (header.size() < kRecordHeaderBytes || ReadU32(header.data()) != kRecordMagic ||
-      static_cast<uint8_t>(header[4]) != kRecordVersion) {
+      (version != kRecordVersion && version != kRecordVersionDsn)) {
     return 0;
   }
   uint16_t recipients = static_cast<uint16_t>(static_cast<unsigned char>(header[6]) |
@@ -183,6 +202,21 @@ DecodeResult DecodeRecord(absl::string_view bytes, DecodedRecord* out) {
   for (size_t i = 0; ok && i < count; ++i) {
     e.recipients.emplace_back();
     ok = r.Field(&e.recipients.back());
+  }
+  e.dsn_ret = 0;
+  e.envid.clear();
+  e.notify.clear();
+  e.orcpt.clear();
+  if (ok && static_cast<uint8_t>(bytes[4]) == kRecordVersionDsn) {
+    uint8_t ret = 0;
+    ok = r.U8(&ret) && ret <= 2 && r.Field(&e.envid);
+    e.dsn_ret = ret;
+    for (size_t i = 0; ok && i < count; ++i) {
+      uint8_t notify = 0;
+      e.orcpt.emplace_back();
+      ok = r.U8(&notify) && r.Field(&e.orcpt.back());
+      e.notify.push_back(notify);
+    }
   }
   ok = ok && r.U32(&added) && added <= r.left();
   if (!ok) {

@@ -7,7 +7,7 @@
 //
 //   offset  size  field
 //   0       4     magic "CHS1" (0x31534843 little-endian)
-//   4       1     version (1)
+//   4       1     version (1; 2 when the envelope has DSN parameters)
 //   5       1     state: 0 live, 1 settled            (written in place; not in the CRC)
 //   6       2     recipient count n
 //   8       4     payload bytes
@@ -18,12 +18,15 @@
 //
 // Envelope: u16 id length, id; i64 received time (µs since the epoch); i64 tenant id; i64
 // account id; u16+bytes client address; u16+bytes listener; u16+bytes sender; u16 recipient
-// count, then u16+bytes per recipient; u32 content-prefix length (the added headers). What
+// count, then u16+bytes per recipient; version 2 only: u8 DSN RET (0 none, 1 FULL, 2 HDRS),
+// u16+bytes ENVID, then per recipient u8 NOTIFY bits and u16+bytes ORCPT (RFC 3461, as the
+// client sent them); u32 content-prefix length (the added headers). What
 // follows is the message "content" as delivered: the added headers, then the body. All
 // integers little-endian. Pure; any thread.
 
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -36,6 +39,7 @@ namespace chute::spool {
 
 inline constexpr uint32_t kRecordMagic = 0x31534843;  // "CHS1"
 inline constexpr uint8_t kRecordVersion = 1;
+inline constexpr uint8_t kRecordVersionDsn = 2;  // the envelope carries DSN parameters
 inline constexpr size_t kRecordHeaderBytes = 16;
 inline constexpr size_t kStateOffset = 5;
 // A record's payload is at most a maximal message plus its envelope: anything larger in a
@@ -56,6 +60,18 @@ struct Envelope {
   std::string listener;
   std::string sender;
   std::vector<std::string> recipients;
+  // DSN (RFC 3461), as the client sent them: RET (0 none, 1 FULL, 2 HDRS) and ENVID (xtext),
+  // and per recipient NOTIFY bits (smtp::kNotify*; 0 none) and ORCPT ("rfc822;xtext"). Empty
+  // vectors: no recipient had one.
+  uint8_t dsn_ret = 0;
+  std::string envid;
+  std::vector<uint8_t> notify;
+  std::vector<std::string> orcpt;
+  bool has_dsn() const {
+    return dsn_ret != 0 || !envid.empty() ||
+           std::any_of(notify.begin(), notify.end(), [](uint8_t n) { return n != 0; }) ||
+           std::any_of(orcpt.begin(), orcpt.end(), [](const std::string& o) { return !o.empty(); });
+  }
 };
 
 // MarksBytes: the size of the marks area for `recipients` recipients (padded to 8).

@@ -56,7 +56,7 @@ class FuzzHandler : public SessionHandler {
   std::optional<Reply> OnMail(const MailArgs&) override {
     return Pick(chute::smtp::kReplySenderOk, chute::smtp::kReplySendAsDenied);
   }
-  std::optional<Reply> OnRcpt(absl::string_view) override {
+  std::optional<Reply> OnRcpt(const RcptArgs&) override {
     return Pick(chute::smtp::kReplyRecipientOk, chute::smtp::kReplyRelayDenied);
   }
   void OnBodyBegin() override { message_bytes = 0; }

@@ -93,6 +93,48 @@ class TenantAddressReportTest(ReportFixture):
         self.assertEqual(reports[0][0], ["ops@example.test"])
 
 
+class DsnReportTest(ReportFixture):
+    """The client's DSN parameters (RFC 3461): NOTIFY decides whether a failure is reported,
+    ENVID and ORCPT come back in the report, RET=FULL returns the whole message."""
+
+    def setUp(self):
+        super().setUp()
+        self.ctl_and_reload("tenant", "set", "example.test", "--notification-address",
+                            "ops@example.test")
+
+    def submit(self, mail_options, rcpt_options, tag):
+        import smtplib
+        from test_delivery import message_body
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+            code, reply = c.ehlo("client.example.test")
+            self.assertIn(b"\nDSN", reply)
+            self.assertEqual(c.mail("app@example.test", options=mail_options)[0], 250)
+            self.assertEqual(c.rcpt("gone@example.test", options=rcpt_options)[0], 250)
+            self.assertEqual(c.data(message_body(tag))[0], 250)
+
+    def test_notify_never_or_success_only_sends_no_failure_report(self):
+        self.submit([], ["NOTIFY=NEVER"], "never")
+        self.submit([], ["NOTIFY=SUCCESS"], "success-only")
+        self.settle(30)
+        self.assertEqual(len(self.queue("queue", "dead")), 2)
+        self.submit([], ["NOTIFY=FAILURE,DELAY"], "failure")  # a third, that asks for it
+        reports = wait_until(lambda: self.reports() or None, "the failure report", 30)
+        self.assertEqual(len(reports), 1)
+        headers = list(reports[0][1].iter_parts())[2].as_string()
+        self.assertIn("Subject: failure", headers)  # about the one that asked, not the others
+
+    def test_envid_orcpt_and_ret_full_come_back_in_the_report(self):
+        self.submit(["RET=FULL", "ENVID=QQ314159+2Bpay"],
+                    ["NOTIFY=FAILURE", "ORCPT=rfc822;Gone+40Example.test"], "full")
+        reports = wait_until(lambda: self.reports() or None, "the failure report", 30)
+        parts = list(reports[0][1].iter_parts())
+        status = parts[1].as_string()
+        self.assertIn("Original-Envelope-Id: QQ314159+2Bpay", status)
+        self.assertIn("Original-Recipient: rfc822; Gone@Example.test", status)
+        self.assertEqual(parts[2].get_content_type(), "message/rfc822")
+        self.assertIn("line that starts with a dot", parts[2].as_string())  # the body too
+
+
 class NoReportTest(ReportFixture):
     def test_with_nobody_to_tell_there_is_only_the_dead_letter(self):
         queue_id = self.send(["gone@example.test"], "nobody")

@@ -601,9 +601,10 @@ TEST(ReportTest, TheReportIsAMultipartReportWithOneStatusBlockPerRecipientAndThe
   in.to = "hr@x.test";
   in.received = absl::FromUnixSeconds(1'790'000'000);
   in.now = in.received + absl::Hours(1);
-  in.recipients = {{"ann@x.test", "550 5.1.1 <ann@x.test>: User unknown"},
-                   {"bob@x.test", "gave up after 9 attempts; last reply: 451 4.4.1 refused"},
-                   {"eve@x.test", "554 rejected"}};
+  in.recipients = {{"ann@x.test", "550 5.1.1 <ann@x.test>: User unknown", "rfc822;Ann+40X.test"},
+                   {"bob@x.test", "gave up after 9 attempts; last reply: 451 4.4.1 refused", ""},
+                   {"eve@x.test", "554 rejected", ""}};
+  in.envid = "payroll+2B2026-11";
   std::string content = "From: <payroll@x.test>\r\nSubject: Pay slips\r\n\r\nsecret body\r\n";
   in.original_content = content;
   std::string report = ComposeFailureReport(in);
@@ -619,11 +620,30 @@ TEST(ReportTest, TheReportIsAMultipartReportWithOneStatusBlockPerRecipientAndThe
   EXPECT_TRUE(absl::StrContains(report, "Status: 5.0.0\r\n"));  // eve: no enhanced code
   EXPECT_TRUE(absl::StrContains(report, "Subject: Pay slips\r\n"));
   EXPECT_FALSE(absl::StrContains(report, "secret body"));  // the header section only
+  EXPECT_TRUE(absl::StrContains(report, "Original-Envelope-Id: payroll+2B2026-11\r\n"));
+  EXPECT_TRUE(absl::StrContains(
+      report, "Original-Recipient: rfc822; Ann@X.test\r\nFinal-Recipient: rfc822; ann@x.test"));
+  EXPECT_TRUE(absl::StrContains(report, "Content-Type: text/rfc822-headers"));
+  in.return_full = true;  // RET=FULL
+  std::string full = ComposeFailureReport(in);
+  EXPECT_TRUE(
+      absl::StrContains(full, "Content-Type: message/rfc822\r\n\r\nFrom: <payroll@x.test>"));
+  EXPECT_TRUE(absl::StrContains(full, "secret body"));
+  std::string big = "Subject: big\r\n\r\n" + std::string(kReportFullBytesMax, 'x');
+  in.original_content = big;
+  EXPECT_FALSE(absl::StrContains(ComposeFailureReport(in), "xxxx"));  // too big: headers
   EXPECT_TRUE(absl::EndsWith(report, "--1A000000000000000000001/relay.x.test--\r\n"));
   EXPECT_EQ(report.find("\n"), report.find("\r\n") + 1);  // CRLF line ends
   for (size_t i = 0; (i = report.find('\n', i + 1)) != std::string::npos;) {
     ASSERT_EQ(report[i - 1], '\r') << i;
   }
+}
+
+TEST(ReportTest, XtextDecodes) {
+  EXPECT_EQ(XtextDecoded("ann+40x.test"), "ann@x.test");
+  EXPECT_EQ(XtextDecoded("a+2Bb+3D"), "a+b=");
+  EXPECT_EQ(XtextDecoded("bad+4"), "bad+4");
+  EXPECT_EQ(XtextDecoded("bad+zz"), "bad+zz");
 }
 
 TEST(ReportTest, StatusOfReadsTheEnhancedCodeOnlyWhenItIsOne) {

@@ -1620,3 +1620,36 @@ TEST(RecipientVerifierTest, TheSameAddressWaitingTwiceIsProbedOnceAndStopAnswers
 
 }  // namespace
 }  // namespace chute::delivery
+
+namespace chute::delivery {
+namespace {
+
+TEST(SmtpClientDsnTest, DsnParametersGoOnOnlyToATargetThatOffersDsn) {
+  for (bool offered : {false, true}) {
+    FakeBehavior behavior;
+    behavior.extensions = offered ? Strs{"PIPELINING", "DSN"} : Strs{"PIPELINING"};
+    FakeServer server(behavior);
+    auto client = NewClient(Options(server.target()));
+    OutboundMessage message = Message({"b@b.test", "c@b.test"});
+    message.dsn_ret = 2;
+    message.envid = "QQ314159";
+    message.notify = {4 | 8, 0};
+    message.orcpt = {"rfc822;B+40b.test", ""};
+    client->Deliver({&message});
+    EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk, kOk}));
+    client.reset();
+    ASSERT_TRUE(server.WaitClosed(1));
+    Strs lines = server.commands()[0];
+    if (offered) {
+      EXPECT_EQ(lines[1], "MAIL FROM:<alice@a.test> RET=HDRS ENVID=QQ314159");
+      EXPECT_EQ(lines[2], "RCPT TO:<b@b.test> NOTIFY=FAILURE,DELAY ORCPT=rfc822;B+40b.test");
+      EXPECT_EQ(lines[3], "RCPT TO:<c@b.test>");
+    } else {
+      EXPECT_EQ(lines[1], "MAIL FROM:<alice@a.test>");
+      EXPECT_EQ(lines[2], "RCPT TO:<b@b.test>");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace chute::delivery

@@ -51,7 +51,12 @@ TEST(ParseMailArgsTest, Rejections) {
       {"FROM:<a@b.test> SIZE=-1", kReplySyntax},
       {"FROM:<a@b.test> BODY=8BITMIME BODY=7BIT", kReplySyntax},
       {"FROM:<a@b.test> SMTPUTF8=yes", kReplySyntax},
-      {"FROM:<a@b.test> RET=FULL", kReplyParameterUnsupported},
+      {"FROM:<a@b.test> RET=FULL RET=HDRS", kReplySyntax},
+      {"FROM:<a@b.test> RET=BODY", kReplySyntax},
+      {"FROM:<a@b.test> ENVID=", kReplySyntax},
+      {"FROM:<a@b.test> ENVID=a ENVID=b", kReplySyntax},
+      {"FROM:<a@b.test> ENVID=a+0D", kReplySyntax},
+      {"FROM:<a@b.test> MT-PRIORITY=3", kReplyParameterUnsupported},
       {"FROM:<a@b.test> =x", kReplySyntax},
       {"FROM:<a@b.test> AUTH=x+0D", kReplyControlInParameter},
       {"FROM:<a@b.test> AUTH=x+0", kReplyControlInParameter},
@@ -88,10 +93,51 @@ TEST(ParseRcptArgsTest, PostmasterAndParameters) {
   EXPECT_EQ(ParseRcptArgs("TO:<Postmaster>", false, &r), std::nullopt);
   EXPECT_EQ(r.address, "Postmaster");
   EXPECT_EQ(ParseRcptArgs("TO:<>", false, &r)->text, kReplyBadRecipientSyntax.text);
-  EXPECT_EQ(ParseRcptArgs("TO:<a@b.test> NOTIFY=NEVER", false, &r)->text,
+  EXPECT_EQ(ParseRcptArgs("TO:<a@b.test> XFORWARD=1", false, &r)->text,
             kReplyParameterUnsupported.text);
   EXPECT_EQ(ParseRcptArgs("TO:<\xC3\xA9@b.test>", false, &r)->text, kReplyNonAsciiAddress.text);
   EXPECT_EQ(ParseRcptArgs("TO:<\xC3\xA9@b.test>", true, &r), std::nullopt);
+}
+
+TEST(ParseMailArgsTest, DsnRetAndEnvid) {
+  MailArgs m;
+  EXPECT_EQ(ParseMailArgs("FROM:<a@b.test> RET=hdrs ENVID=QQ314159+2Bx", &m), std::nullopt);
+  EXPECT_EQ(m.ret, DsnRet::kHeaders);
+  EXPECT_EQ(m.envid, "QQ314159+2Bx");
+  MailArgs full;
+  EXPECT_EQ(ParseMailArgs("FROM:<> RET=FULL", &full), std::nullopt);
+  EXPECT_EQ(full.ret, DsnRet::kFull);
+  MailArgs none;
+  EXPECT_EQ(ParseMailArgs("FROM:<a@b.test>", &none), std::nullopt);
+  EXPECT_EQ(none.ret, DsnRet::kUnspecified);
+  EXPECT_EQ(none.envid, "");
+  EXPECT_NE(ParseMailArgs("FROM:<a@b.test> ENVID=" + std::string(101, 'x'), &m), std::nullopt);
+  EXPECT_EQ(ParseMailArgs("FROM:<a@b.test> ENVID=" + std::string(100, 'x'), &m), std::nullopt);
+}
+
+TEST(ParseRcptArgsTest, DsnNotifyAndOrcpt) {
+  RcptArgs r;
+  EXPECT_EQ(ParseRcptArgs("TO:<a@b.test> NOTIFY=failure,DELAY ORCPT=rfc822;A+40b.test", false, &r),
+            std::nullopt);
+  EXPECT_EQ(r.notify, kNotifyFailure | kNotifyDelay);
+  EXPECT_EQ(r.orcpt, "rfc822;A+40b.test");
+  RcptArgs never;
+  EXPECT_EQ(ParseRcptArgs("TO:<a@b.test> NOTIFY=NEVER", false, &never), std::nullopt);
+  EXPECT_EQ(never.notify, kNotifyNever);
+  for (const char* bad :
+       {"TO:<a@b.test> NOTIFY=NEVER,FAILURE", "TO:<a@b.test> NOTIFY=", "TO:<a@b.test> NOTIFY=SOON",
+        "TO:<a@b.test> NOTIFY=FAILURE NOTIFY=DELAY", "TO:<a@b.test> NOTIFY=FAILURE,",
+        "TO:<a@b.test> ORCPT=rfc822", "TO:<a@b.test> ORCPT=;a@b", "TO:<a@b.test> ORCPT=rfc822;",
+        "TO:<a@b.test> ORCPT=rfc822;a+0Db", "TO:<a@b.test> ORCPT=x;a ORCPT=x;b"}) {
+    RcptArgs b;
+    std::optional<Reply> reply = ParseRcptArgs(bad, false, &b);
+    ASSERT_TRUE(reply.has_value()) << bad;
+    EXPECT_EQ(reply->text, kReplySyntax.text) << bad;
+  }
+  RcptArgs plain;
+  EXPECT_EQ(ParseRcptArgs("TO:<a@b.test>", false, &plain), std::nullopt);
+  EXPECT_EQ(plain.notify, 0);
+  EXPECT_EQ(plain.orcpt, "");
 }
 
 TEST(ParseBdatArgsTest, DigitsOnlyNoOverflow) {

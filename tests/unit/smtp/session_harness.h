@@ -42,8 +42,8 @@ class RecordingHandler : public SessionHandler {
                                   m.smtputf8 ? " SMTPUTF8" : ""));
     return Decide(mail_replies, kReplySenderOk);
   }
-  std::optional<Reply> OnRcpt(absl::string_view address) override {
-    events.push_back(absl::StrCat("RCPT <", address, ">"));
+  std::optional<Reply> OnRcpt(const RcptArgs& rcpt) override {
+    events.push_back(absl::StrCat("RCPT <", rcpt.address, ">"));
     return Decide(rcpt_replies, kReplyRecipientOk);
   }
   void OnBodyBegin() override {

@@ -79,7 +79,7 @@ TEST_F(SessionTest, EhloBeforeTlsOffersStartTlsAndNotAuth) {
   Open(options);
   EXPECT_EQ(Run("EHLO client.test\r\n"),
             "250-mx.example.test\r\n250-SIZE 10485760\r\n250-PIPELINING\r\n"
-            "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n"
+            "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250-DSN\r\n"
             "250 STARTTLS\r\n");
 }
 
@@ -87,7 +87,7 @@ TEST_F(SessionTest, EhloInsideTlsOffersAuthAndNotStartTls) {
   Open();
   EXPECT_EQ(Run("ehlo client.test\r\n"),
             "250-mx.example.test\r\n250-SIZE 10485760\r\n250-PIPELINING\r\n"
-            "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n"
+            "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250-DSN\r\n"
             "250 AUTH PLAIN LOGIN XOAUTH2\r\n");
 }
 

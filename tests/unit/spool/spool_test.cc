@@ -104,6 +104,35 @@ TEST(Record, EncodeDecodeRoundTrip) {
             "Received: x\r\nSubject: hi\r\n\r\nline one\r\n.dot\r\n");
 }
 
+TEST(Record, DsnParametersMakeAVersion2RecordAndComeBack) {
+  std::vector<std::string> pieces = {"Subject: hi\r\n\r\nbody\r\n"};
+  std::vector<iovec> body = Body(pieces);
+  Envelope plain = SampleEnvelope("ID4", 2);
+  std::string v1 = EncodeRecordPrefix(plain, "", body)->bytes;
+  EXPECT_EQ(static_cast<uint8_t>(v1[4]), kRecordVersion);  // readable by earlier versions
+  Envelope dsn = SampleEnvelope("ID5", 2);
+  dsn.dsn_ret = 2;
+  dsn.envid = "QQ314159";
+  dsn.notify = {0, 4 | 8};
+  dsn.orcpt = {"", "rfc822;user1+40example.test"};
+  absl::StatusOr<RecordPrefix> prefix = EncodeRecordPrefix(dsn, "X: y\r\n", body);
+  ASSERT_TRUE(prefix.ok());
+  EXPECT_EQ(static_cast<uint8_t>(prefix->bytes[4]), kRecordVersionDsn);
+  std::string record = prefix->bytes + pieces[0];
+  DecodedRecord decoded;
+  ASSERT_EQ(DecodeRecord(record, &decoded), DecodeResult::kOk);
+  EXPECT_EQ(decoded.envelope.dsn_ret, 2);
+  EXPECT_EQ(decoded.envelope.envid, "QQ314159");
+  EXPECT_EQ(decoded.envelope.notify, (std::vector<uint8_t>{0, 12}));
+  EXPECT_EQ(decoded.envelope.orcpt, (std::vector<std::string>{"", "rfc822;user1+40example.test"}));
+  EXPECT_EQ(record.substr(decoded.content_offset, decoded.content_bytes),
+            "X: y\r\nSubject: hi\r\n\r\nbody\r\n");
+  DecodedRecord old;
+  ASSERT_EQ(DecodeRecord(v1 + pieces[0], &old), DecodeResult::kOk);
+  EXPECT_TRUE(old.envelope.notify.empty());
+  EXPECT_FALSE(old.envelope.has_dsn());
+}
+
 TEST(Record, MarksAndStateAreOutsideTheCrc) {
   std::vector<std::string> pieces = {"body\r\n"};
   std::vector<iovec> body = Body(pieces);
