@@ -544,6 +544,7 @@ void ReadDeliverySettings(TableReader& r, bool route, DeliveryConfig* out) {
   r.Int("retry_initial_s", 1, 86400, &out->retry_initial_s);
   r.Int("retry_max_s", 1, 7 * 86400, &out->retry_max_s);
   r.Int("give_up_after_s", 60, 30 * 86400, &out->give_up_after_s);
+  r.Int("delay_notice_after_s", 0, 30 * 86400, &out->delay_notice_after_s);
   r.Enum<DeliveryTls>("tls",
                       {{"off", DeliveryTls::kOff},
                        {"opportunistic", DeliveryTls::kOpportunistic},

@@ -107,6 +107,9 @@ struct DeliveryConfig {
   int64_t retry_initial_s = 60;
   int64_t retry_max_s = 3600;
   int64_t give_up_after_s = 172800;
+  // A recipient still deferred this long after its message arrived gets one delay notice, when
+  // its RCPT asked for them (NOTIFY=DELAY); 0 = never.
+  int64_t delay_notice_after_s = 14400;
   DeliveryTls tls = DeliveryTls::kOpportunistic;  // lmtp/smtp: STARTTLS when offered
   // lmtp/smtp, tls != off: how the target's certificate is verified (docs/configuration.md).
   std::string tls_ca_file = "/etc/ssl/certs/ca-certificates.crt";  // trust anchors, PEM

@@ -26,6 +26,7 @@
 #include "delivery/report.h"
 #include "io/file.h"
 #include "io/ring.h"
+#include "smtp/parser.h"
 #include "spool/group_commit.h"
 #include "trace/trace.h"
 
@@ -352,6 +353,7 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
   uint32_t attempts = message.attempts + 1;
   std::vector<spool::Mark> marks = message.marks;
   std::vector<std::string> replies = message.replies;
+  std::vector<size_t> delayed;  // recipients due a delay notice now
   counters_.attempts.fetch_add(1, std::memory_order_relaxed);
   for (size_t k = 0; k < out.recipients.size(); ++k) {
     size_t i = out.recipient_indexes[k];
@@ -369,7 +371,19 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
       counters_.recipients_dead.fetch_add(1, std::memory_order_relaxed);
     } else {
       counters_.recipients_deferred.fetch_add(1, std::memory_order_relaxed);
+      if (options_.delay_notice_after > absl::ZeroDuration() &&
+          now - received >= options_.delay_notice_after &&
+          (message.NotifyOf(i) & smtp::kNotifyDelay) != 0 &&
+          (i >= message.delay_noticed.size() || !message.delay_noticed[i])) {
+        delayed.push_back(i);  // only this worker touches delay_noticed while in flight
+        message.delay_noticed.resize(message.recipients.size());
+        message.delay_noticed[i] = true;
+      }
     }
+  }
+  if (!delayed.empty() && options_.reporter != nullptr) {
+    options_.reporter->OnDelayed(message, delayed, replies, received + options_.give_up_after,
+                                 out.content);
   }
   bool pending = false;
   for (size_t i = 0; i < marks.size(); ++i) {

@@ -98,6 +98,8 @@ struct QueuedMessage {
   std::vector<uint8_t> notify;
   std::vector<std::string> orcpt;
   uint8_t NotifyOf(size_t i) const { return i < notify.size() ? notify[i] : 0; }
+  // The recipients a delay notice went out for (in memory: after a restart one may go again).
+  std::vector<bool> delay_noticed;
   // A part: `mine` says which recipients are this part's (the others' marks and replies here
   // are not looked at); `share` is common to the parts. Both empty: the message's only part.
   std::vector<bool> mine;
@@ -169,6 +171,9 @@ struct QueueOptions {
   absl::Duration retry_initial = absl::Seconds(60);
   absl::Duration retry_max = absl::Seconds(3600);
   absl::Duration give_up_after = absl::Hours(48);
+  // A deferred recipient whose RCPT asked NOTIFY=DELAY gets one delay notice once its message
+  // is this old (Reporter::OnDelayed); zero: never.
+  absl::Duration delay_notice_after = absl::Hours(4);
   std::string dead_dir;
   // The spool's gauges, for a requeued dead letter (SpoolGauges::AddOutside); records are
   // settled through their RecordRef, which counts them out itself.

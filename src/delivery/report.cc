@@ -65,6 +65,21 @@ std::string XtextDecoded(absl::string_view xtext) {
   return out;
 }
 
+std::string DelayStatusOf(absl::string_view reply) {
+  // "451 4.4.1 text": the enhanced code of a 4xx reply.
+  if (reply.size() >= 9 && reply[0] == '4' && reply[3] == ' ' && reply[4] == '4' &&
+      reply[5] == '.') {
+    size_t end = reply.find(' ', 4);
+    absl::string_view code = reply.substr(4, end == absl::string_view::npos ? end : end - 4);
+    bool digits = std::all_of(code.begin(), code.end(),
+                              [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
+    if (digits && std::count(code.begin(), code.end(), '.') == 2 && code.size() <= 11) {
+      return std::string(code);
+    }
+  }
+  return "4.0.0";
+}
+
 std::string StatusOf(absl::string_view reply) {
   if (absl::StartsWith(reply, "gave up after ")) {
     return "5.4.7";  // delivery time expired
@@ -87,20 +102,24 @@ std::string ComposeFailureReport(const ReportInput& in) {
   std::string boundary = absl::StrCat(in.report_id, "/", in.hostname);
   std::string date = smtp::FormatRfc5322Date(in.now);
   std::string out;
-  absl::StrAppend(&out, "From: Mail Delivery System <MAILER-DAEMON@", in.hostname, ">\r\n", "To: <",
-                  in.to, ">\r\n", "Subject: Undelivered Mail Returned to Sender\r\n",
-                  "Date: ", date, "\r\n", "Message-ID: <", in.report_id, "@", in.hostname, ">\r\n",
-                  "Auto-Submitted: auto-replied\r\n", "MIME-Version: 1.0\r\n",
-                  "Content-Type: multipart/report; report-type=delivery-status;\r\n",
-                  "\tboundary=\"", boundary, "\"\r\n", "\r\n",
-                  "This is a MIME-encapsulated message.\r\n", "\r\n");
+  absl::StrAppend(
+      &out, "From: Mail Delivery System <MAILER-DAEMON@", in.hostname, ">\r\n", "To: <", in.to,
+      ">\r\n", "Subject: ",
+      in.delayed ? "Delayed Mail (still being retried)" : "Undelivered Mail Returned to Sender",
+      "\r\n", "Date: ", date, "\r\n", "Message-ID: <", in.report_id, "@", in.hostname, ">\r\n",
+      "Auto-Submitted: auto-replied\r\n", "MIME-Version: 1.0\r\n",
+      "Content-Type: multipart/report; report-type=delivery-status;\r\n", "\tboundary=\"", boundary,
+      "\"\r\n", "\r\n", "This is a MIME-encapsulated message.\r\n", "\r\n");
   // The part a person reads.
   absl::StrAppend(&out, "--", boundary, "\r\n", "Content-Type: text/plain; charset=utf-8\r\n",
                   "\r\n", "This is the mail system at ", in.hostname, ".\r\n", "\r\n",
                   "A message from <", in.sender, "> (queue id ", in.original_id, "), received ",
                   smtp::FormatRfc5322Date(in.received), ",\r\n",
-                  "could not be delivered to the recipient(s) below; chute has given up on "
-                  "them.\r\n",
+                  in.delayed ? absl::StrCat("has not been delivered to the recipient(s) below yet; "
+                                            "chute keeps trying until ",
+                                            smtp::FormatRfc5322Date(in.will_retry_until), ".\r\n")
+                             : std::string("could not be delivered to the recipient(s) below; "
+                                           "chute has given up on them.\r\n"),
                   "The message's header section is attached.\r\n", "\r\n");
   for (const FailedRecipient& r : in.recipients) {
     absl::StrAppend(&out, "<", r.address, ">: ", r.reply, "\r\n");
@@ -127,9 +146,14 @@ std::string ComposeFailureReport(const ReportInput& in) {
                       "\r\n");
     }
     absl::StrAppend(&out, "Final-Recipient: ", AddressType(r.address), "; ", r.address, "\r\n",
-                    "Action: failed\r\n", "Status: ", StatusOf(r.reply), "\r\n",
+                    "Action: ", in.delayed ? "delayed" : "failed", "\r\n",
+                    "Status: ", in.delayed ? DelayStatusOf(r.reply) : StatusOf(r.reply), "\r\n",
                     "Diagnostic-Code: smtp; ", r.reply, "\r\n", "Last-Attempt-Date: ", date,
                     "\r\n");
+    if (in.delayed) {
+      absl::StrAppend(&out, "Will-Retry-Until: ", smtp::FormatRfc5322Date(in.will_retry_until),
+                      "\r\n");
+    }
   }
   absl::StrAppend(&out, "\r\n");
   // The original's header section, or all of it.
@@ -171,6 +195,27 @@ void Reporter::OnFailed(const QueuedMessage& message, const std::vector<spool::M
                                                  i < message.orcpt.size() ? message.orcpt[i] : ""});
     }
   }
+  Send(message, std::move(input), content);
+}
+
+void Reporter::OnDelayed(const QueuedMessage& message, const std::vector<size_t>& recipients,
+                         const std::vector<std::string>& replies, absl::Time will_retry_until,
+                         absl::string_view content) {
+  CHECK(stage_ != nullptr);
+  if (message.sender.empty()) {
+    return;
+  }
+  ReportInput input;
+  input.delayed = true;
+  input.will_retry_until = will_retry_until;
+  for (size_t i : recipients) {
+    input.recipients.push_back(FailedRecipient{message.recipients[i], replies[i],
+                                               i < message.orcpt.size() ? message.orcpt[i] : ""});
+  }
+  Send(message, std::move(input), content);
+}
+
+void Reporter::Send(const QueuedMessage& message, ReportInput input, absl::string_view content) {
   input.envid = message.envid;
   input.return_full = message.dsn_ret == static_cast<uint8_t>(smtp::DsnRet::kFull);
   if (input.recipients.empty()) {
@@ -228,6 +273,7 @@ void Reporter::OnFailed(const QueuedMessage& message, const std::vector<spool::M
   sent_.fetch_add(1, std::memory_order_relaxed);
   LogEvent(LogLevel::kInfo, "report.queued",
            {{"queue_id", input.report_id},
+            {"kind", input.delayed ? "delayed" : "failed"},
             {"about", message.id},
             {"to", target.to},
             {"recipients", static_cast<int64_t>(input.recipients.size())}});
@@ -241,7 +287,8 @@ void Reporter::OnFailed(const QueuedMessage& message, const std::vector<spool::M
       note.queue_id = message.id;
       note.recipient = r.address;
       note.target = "report";
-      note.reply = absl::StrCat("failure report ", input.report_id, " to ", target.to);
+      note.reply = absl::StrCat(input.delayed ? "delay notice " : "failure report ",
+                                input.report_id, " to ", target.to);
     }
     trace::Event& received = events.emplace_back();
     received.kind = trace::Event::Kind::kReceived;

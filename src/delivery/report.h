@@ -64,6 +64,9 @@ struct ReportInput {
   absl::string_view original_content;  // the original message
   std::string envid;                   // ENVID as the client gave it (xtext), "" none
   bool return_full = false;            // RET=FULL: the whole message, not its headers
+  // A delay notice (Action: delayed, Will-Retry-Until) instead of a failure report.
+  bool delayed = false;
+  absl::Time will_retry_until;
 };
 
 // ComposeFailureReport: the whole report message (header and MIME body, CRLF line ends):
@@ -77,6 +80,9 @@ std::string ComposeFailureReport(const ReportInput& input);
 
 // XtextDecoded: RFC 3461 xtext decoded ("ann+40x" -> "ann@x"); a bad escape is kept as is.
 std::string XtextDecoded(absl::string_view xtext);
+
+// DelayStatusOf: the status of a deferred recipient: its reply's 4.x.x, else 4.0.0.
+std::string DelayStatusOf(absl::string_view reply);
 
 // StatusOf: the RFC 3463 status of a failed recipient's reply: its enhanced code when it has a
 // 5.x.x one, 5.4.7 when chute gave up on a transient failure, else 5.0.0.
@@ -111,12 +117,20 @@ class Reporter {
   // (their `replies` say why); `content` is the message. Sends a report when one is due.
   void OnFailed(const QueuedMessage& message, const std::vector<spool::Mark>& marks,
                 const std::vector<std::string>& replies, absl::string_view content);
+  // OnDelayed: `recipients` (indexes) of `message`, deferred, asked for delay notices and its
+  // age passed delay_notice_after_s: one notice about them, sent as OnFailed sends a report.
+  void OnDelayed(const QueuedMessage& message, const std::vector<size_t>& recipients,
+                 const std::vector<std::string>& replies, absl::Time will_retry_until,
+                 absl::string_view content);
   // Replay: the reports a previous run left undelivered, routed again. Returns how many.
   size_t Replay();
 
   uint64_t reports_sent() const { return sent_; }
 
  private:
+  // Send: the report `input` (its recipients filled) about `message`, to its target.
+  void Send(const QueuedMessage& message, ReportInput input, absl::string_view content);
+
   const ReporterOptions options_;
   DeliveryStage* stage_ = nullptr;
   std::mutex mu_;             // guards ids_

@@ -345,6 +345,7 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
     options.retry_initial = absl::Seconds(d.retry_initial_s);
     options.retry_max = absl::Seconds(d.retry_max_s);
     options.give_up_after = absl::Seconds(d.give_up_after_s);
+    options.delay_notice_after = absl::Seconds(d.delay_notice_after_s);
     options.dead_dir = dead_dir;
     options.gauges = gauges_.get();
     options.trace = trace_.get();

@@ -80,7 +80,8 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
             d1.targets != d2.targets || d1.batch_messages_max != d2.batch_messages_max ||
             d1.batch_delay_ms != d2.batch_delay_ms || d1.retry_initial_s != d2.retry_initial_s ||
             d1.retry_max_s != d2.retry_max_s || d1.give_up_after_s != d2.give_up_after_s ||
-            d1.tls != d2.tls || d1.connections_max != d2.connections_max ||
+            d1.delay_notice_after_s != d2.delay_notice_after_s || d1.tls != d2.tls ||
+            d1.connections_max != d2.connections_max ||
             d1.messages_per_connection_max != d2.messages_per_connection_max ||
             d1.connection_idle_s != d2.connection_idle_s || d1.timeout_s != d2.timeout_s ||
             d1.tls_ca_file != d2.tls_ca_file || d1.tls_server_name != d2.tls_server_name ||

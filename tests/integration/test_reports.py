@@ -135,6 +135,41 @@ class DsnReportTest(ReportFixture):
         self.assertIn("line that starts with a dot", parts[2].as_string())  # the body too
 
 
+class DelayNoticeTest(ReportFixture):
+    def setUp(self):
+        self.server = FakeSmtp()
+        self.addCleanup(self.server.stop)
+        self.server.reject["slow@example.test"] = "451 4.2.1 mailbox busy, try later"
+        self.extra_config = delivery_config("smtp", f"127.0.0.1:{self.server.port}",
+                                            delay_notice_after_s=1)
+        DeliveryFixture.setUp(self)
+        self.ctl_and_reload("tenant", "set", "example.test", "--notification-address",
+                            "ops@example.test")
+
+    def test_a_recipient_that_asked_notify_delay_gets_one_delay_notice(self):
+        import smtplib
+        from test_delivery import message_body
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+            c.ehlo("client.example.test")
+            c.mail("app@example.test")
+            self.assertEqual(c.rcpt("slow@example.test", options=["NOTIFY=DELAY,FAILURE"])[0],
+                             250)
+            self.assertEqual(c.data(message_body("slow"))[0], 250)
+        notices = wait_until(lambda: self.reports() or None, "the delay notice", 30)
+        status = list(notices[0][1].iter_parts())[1].as_string()
+        self.assertIn("Action: delayed", status)
+        self.assertIn("Status: 4.2.1", status)
+        self.assertIn("Will-Retry-Until:", status)
+        self.assertEqual(notices[0][1]["Subject"], "Delayed Mail (still being retried)")
+        # Retried again and again (retry_initial_s 1, retry_max_s 2): still one notice.
+        wait_until(lambda: self.queue_entry_attempts() >= 4, "more attempts", 30)
+        self.assertEqual(len(self.reports()), 1)
+
+    def queue_entry_attempts(self):
+        entries = self.queue("queue", "list")
+        return max([e["attempts"] for e in entries if e["sender"]] or [0])
+
+
 class NoReportTest(ReportFixture):
     def test_with_nobody_to_tell_there_is_only_the_dead_letter(self):
         queue_id = self.send(["gone@example.test"], "nobody")

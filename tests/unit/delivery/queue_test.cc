@@ -17,6 +17,7 @@
 #include "delivery/report.h"
 #include "delivery/stage.h"
 #include "gtest/gtest.h"
+#include "smtp/message_headers.h"
 #include "spool/group_commit.h"
 #include "spool/record.h"
 #include "spool/spool.h"
@@ -126,6 +127,7 @@ class QueueTest : public ::testing::Test {
       options.retry_initial = retry_initial;
       options.retry_max = retry_initial * 4;
       options.give_up_after = absl::Hours(1);
+      options.delay_notice_after = delay_notice_after_;
       options.dead_dir = dir_ + "/dead";
       options.gauges = &gauges_;
       options.reporter = reporter_.get();
@@ -207,6 +209,7 @@ class QueueTest : public ::testing::Test {
   Script script_;
   Script other_script_;
   std::unique_ptr<Reporter> reporter_;
+  absl::Duration delay_notice_after_ = absl::Hours(4);
   std::unique_ptr<DeliveryStage> stage_;
   DeliveryQueue* queue_ = nullptr;  // the default route's
   std::vector<DeliveryQueue::Ring*> rings_;
@@ -653,6 +656,53 @@ TEST(ReportTest, StatusOfReadsTheEnhancedCodeOnlyWhenItIsOne) {
   EXPECT_EQ(StatusOf("550 5.x.1 odd"), "5.0.0");
   EXPECT_EQ(StatusOf("gave up after 3 attempts; last reply: 451 4.4.1 x"), "5.4.7");
   EXPECT_EQ(StatusOf(""), "5.0.0");
+}
+
+}  // namespace
+}  // namespace chute::delivery
+
+namespace chute::delivery {
+namespace {
+
+TEST_F(QueueTest, ADeferredRecipientThatAskedForDelayNoticesGetsOneOnce) {
+  script_.answers["slow@x.test"] = {Outcome::kTransient, "451 4.4.1 connect refused"};
+  script_.answers["quiet@x.test"] = {Outcome::kTransient, "451 4.4.1 connect refused"};
+  UseReporter("ops@x.test");
+  delay_notice_after_ = absl::Milliseconds(1);
+  StartQueue(absl::Milliseconds(20));
+  std::unique_ptr<QueuedMessage> message = Spool("M30", {"slow@x.test", "quiet@x.test"});
+  message->notify = {static_cast<uint8_t>(8 | 4), 4};  // DELAY,FAILURE; FAILURE only
+  message->received_unix_us -= 1000;                   // already older than the threshold
+  HandOver(std::move(message));
+  ASSERT_TRUE(WaitFor([&] { return queue_->counters().recipients_deferred.load() >= 8; }));
+  EXPECT_EQ(reporter_->reports_sent(), 1u);  // one notice, however many retries
+  std::lock_guard<std::mutex> lock(script_.mu);
+  int notices = 0;
+  for (const auto& [id, r] : script_.delivered) {
+    notices += r == "ops@x.test";
+  }
+  EXPECT_EQ(notices, 1);
+}
+
+TEST(ReportTest, ADelayNoticeSaysDelayedAndUntilWhen) {
+  ReportInput in;
+  in.hostname = "relay.x.test";
+  in.report_id = "1A000000000000000000003";
+  in.original_id = "1A000000000000000000004";
+  in.sender = "payroll@x.test";
+  in.to = "hr@x.test";
+  in.received = absl::FromUnixSeconds(1'790'000'000);
+  in.now = in.received + absl::Hours(4);
+  in.delayed = true;
+  in.will_retry_until = in.received + absl::Hours(48);
+  in.recipients = {{"ann@x.test", "451 4.4.1 connect to 10.0.0.5:25: Connection refused", ""}};
+  in.original_content = "Subject: s\r\n\r\nb\r\n";
+  std::string notice = ComposeFailureReport(in);
+  EXPECT_TRUE(absl::StrContains(notice, "Subject: Delayed Mail (still being retried)\r\n"));
+  EXPECT_TRUE(absl::StrContains(notice, "Action: delayed\r\nStatus: 4.4.1\r\n"));
+  EXPECT_TRUE(absl::StrContains(
+      notice, "Will-Retry-Until: " + smtp::FormatRfc5322Date(in.will_retry_until)));
+  EXPECT_EQ(DelayStatusOf("421 no code"), "4.0.0");
 }
 
 }  // namespace
