@@ -21,6 +21,7 @@ namespace {
 
 using chute::smtp::AuthRequest;
 using chute::smtp::MailArgs;
+using chute::smtp::RcptArgs;
 using chute::smtp::Reply;
 using chute::smtp::Session;
 using chute::smtp::SessionHandler;
