@@ -246,7 +246,8 @@ std::string MaildirPath(absl::string_view root, absl::string_view address) {
 MailboxState FindMailbox(const std::string& root, absl::string_view address) {
   Fd root_fd(open(root.c_str(), kDirectoryFlags & ~O_NOFOLLOW));
   if (!root_fd.ok()) {
-    return errno == ENOENT ? MailboxState::kMissing : MailboxState::kUnknown;
+    // No root at all (a mail filesystem not mounted yet) says nothing about one mailbox.
+    return MailboxState::kUnknown;
   }
   std::string failed;
   int error = 0;

@@ -838,19 +838,28 @@ absl::StatusOr<std::unique_ptr<QueuedMessage>> ReadDeadLetter(const std::string&
   }
   auto message = std::make_unique<QueuedMessage>();
   message->id = id;
-  message->sender = reason.value("sender", "");
-  message->tenant_id = reason.value("tenant_id", int64_t{0});
-  message->account_id = reason.value("account_id", int64_t{0});
+  // A hand-edited or damaged file may hold anything: a field of the wrong type is absent.
+  auto text = [](const nlohmann::json& j, const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  auto number = [](const nlohmann::json& j, const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : int64_t{0};
+  };
+  message->sender = text(reason, "sender");
+  message->tenant_id = number(reason, "tenant_id");
+  message->account_id = number(reason, "account_id");
   message->received_unix_us = absl::ToUnixMicros(absl::Now());  // give_up_after starts again
   message->dead_path = base;
   message->record.content_bytes = static_cast<uint64_t>(st.st_size);
-  message->dsn_ret = static_cast<uint8_t>(reason.value("dsn_ret", 0) & 3);
-  message->envid = reason.value("envid", "");
+  message->dsn_ret = static_cast<uint8_t>(number(reason, "dsn_ret") & 3);
+  message->envid = text(reason, "envid");
   for (const nlohmann::json& r : reason["recipients"]) {
     if (r.is_object() && r["address"].is_string()) {
       message->recipients.push_back(r["address"].get<std::string>());
-      message->notify.push_back(static_cast<uint8_t>(r.value("notify", 0) & 0x0f));
-      message->orcpt.push_back(r.value("orcpt", ""));
+      message->notify.push_back(static_cast<uint8_t>(number(r, "notify") & 0x0f));
+      message->orcpt.push_back(text(r, "orcpt"));
     }
   }
   if (message->recipients.empty()) {

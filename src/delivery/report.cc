@@ -5,13 +5,16 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <random>
 
 #define JSON_NOEXCEPTION 1
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "base/check.h"
 #include "base/log.h"
 #include "delivery/queue.h"
@@ -46,6 +49,19 @@ absl::string_view HeaderSection(absl::string_view content) {
 // not ASCII.
 absl::string_view AddressType(absl::string_view address) {
   return IsAscii(address) ? "rfc822" : "utf-8";
+}
+
+// DiagnosticOf: the Diagnostic-Code field's value: "smtp; <reply>" for a reply (chute's own
+// failures are worded as replies too), "X-Chute; ..." for its give-up note; cut to keep the
+// field's line within RFC 5322's 998 bytes.
+std::string DiagnosticOf(absl::string_view reply) {
+  bool smtp_reply = reply.size() >= 4 &&
+                    absl::ascii_isdigit(static_cast<unsigned char>(reply[0])) && reply[3] == ' ';
+  std::string text = absl::StrCat(smtp_reply ? "smtp; " : "X-Chute; ", reply);
+  if (text.size() > kDiagnosticBytesMax) {
+    text.resize(kDiagnosticBytesMax);
+  }
+  return text;
 }
 
 }  // namespace
@@ -99,7 +115,7 @@ std::string StatusOf(absl::string_view reply) {
 }
 
 std::string ComposeFailureReport(const ReportInput& in) {
-  std::string boundary = absl::StrCat(in.report_id, "/", in.hostname);
+  std::string boundary = absl::StrCat("=_", in.report_id, "/", in.boundary_nonce);
   std::string date = smtp::FormatRfc5322Date(in.now);
   std::string out;
   absl::StrAppend(
@@ -120,13 +136,20 @@ std::string ComposeFailureReport(const ReportInput& in) {
                                             smtp::FormatRfc5322Date(in.will_retry_until), ".\r\n")
                              : std::string("could not be delivered to the recipient(s) below; "
                                            "chute has given up on them.\r\n"),
-                  "The message's header section is attached.\r\n", "\r\n");
+                  in.return_full && in.original_content.size() <= kReportFullBytesMax
+                      ? "The message is attached.\r\n"
+                      : "The message's header section is attached.\r\n",
+                  "\r\n");
   for (const FailedRecipient& r : in.recipients) {
     absl::StrAppend(&out, "<", r.address, ">: ", r.reply, "\r\n");
   }
   absl::StrAppend(&out, "\r\n");
   // The part a program reads (RFC 3464 §2.2, §2.3).
-  absl::StrAppend(&out, "--", boundary, "\r\n", "Content-Type: message/delivery-status\r\n", "\r\n",
+  // A non-ASCII address is a utf-8 address-type, which only the global form carries (RFC 6533).
+  bool global = std::any_of(in.recipients.begin(), in.recipients.end(),
+                            [](const FailedRecipient& r) { return !IsAscii(r.address); });
+  absl::StrAppend(&out, "--", boundary, "\r\n", "Content-Type: message/",
+                  global ? "global-delivery-status" : "delivery-status", "\r\n", "\r\n",
                   "Reporting-MTA: dns; ", in.hostname, "\r\n", "X-Chute-Queue-ID: ", in.original_id,
                   "\r\n");
   if (!in.envid.empty()) {
@@ -148,7 +171,7 @@ std::string ComposeFailureReport(const ReportInput& in) {
     absl::StrAppend(&out, "Final-Recipient: ", AddressType(r.address), "; ", r.address, "\r\n",
                     "Action: ", in.delayed ? "delayed" : "failed", "\r\n",
                     "Status: ", in.delayed ? DelayStatusOf(r.reply) : StatusOf(r.reply), "\r\n",
-                    "Diagnostic-Code: smtp; ", r.reply, "\r\n", "Last-Attempt-Date: ", date,
+                    "Diagnostic-Code: ", DiagnosticOf(r.reply), "\r\n", "Last-Attempt-Date: ", date,
                     "\r\n");
     if (in.delayed) {
       absl::StrAppend(&out, "Will-Retry-Until: ", smtp::FormatRfc5322Date(in.will_retry_until),
@@ -238,6 +261,11 @@ void Reporter::Send(const QueuedMessage& message, ReportInput input, absl::strin
   input.received = absl::FromUnixMicros(message.received_unix_us);
   input.now = now;
   input.original_content = content;
+  {
+    std::random_device random;
+    input.boundary_nonce =
+        absl::StrFormat("%08x%08x%08x%08x", random(), random(), random(), random());
+  }
   std::string report = ComposeFailureReport(input);
 
   nlohmann::json record;
@@ -303,6 +331,16 @@ void Reporter::Send(const QueuedMessage& message, ReportInput input, absl::strin
     options_.trace->Submit(events);
   }
   auto queued = std::make_unique<QueuedMessage>();
+  queued->recipients = {target.to};
+  queued->tenant_id = message.tenant_id;
+  if (!stage_->Routable(*queued)) {
+    // In the tenant, yet in a domain no route serves (default_route = false): it cannot go.
+    LOG_ERROR("report %s about %s not sent: no delivery route serves %s", input.report_id,
+              message.id, target.to);
+    unlink((base + ".eml").c_str());
+    unlink((base + ".json").c_str());
+    return;
+  }
   queued->id = input.report_id;
   queued->received_unix_us = absl::ToUnixMicros(now);
   queued->tenant_id = message.tenant_id;
@@ -327,6 +365,11 @@ size_t Reporter::Replay() {
       continue;
     }
     (*message)->sender.clear();  // a report has the null sender, whatever the file says
+    if (!stage_->Routable(**message)) {
+      LOG_WARNING("report %s in %s cannot be sent: no delivery route serves its recipient",
+                  entry.id, options_.dir);
+      continue;
+    }
     options_.gauges->AddOutside();
     stage_->Route(*std::move(message));
     ++count;

@@ -45,6 +45,8 @@ inline constexpr size_t kReportHeadersBytesMax = 64 * 1024;
 
 // A report returns the whole message (RET=FULL) only up to this size; past it, its headers.
 inline constexpr size_t kReportFullBytesMax = 1 << 20;
+// A Diagnostic-Code value is cut to this, so that its line stays under 998 bytes.
+inline constexpr size_t kDiagnosticBytesMax = 900;
 
 struct FailedRecipient {
   std::string address;
@@ -67,6 +69,9 @@ struct ReportInput {
   // A delay notice (Action: delayed, Will-Retry-Until) instead of a failure report.
   bool delayed = false;
   absl::Time will_retry_until;
+  // Random hex in the MIME boundary: the client, who knows the report's id, must not be able
+  // to end a part of it with a line of its message (RET=FULL).
+  std::string boundary_nonce;
 };
 
 // ComposeFailureReport: the whole report message (header and MIME body, CRLF line ends):

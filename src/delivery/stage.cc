@@ -122,6 +122,21 @@ size_t DeliveryStage::Route(std::unique_ptr<QueuedMessage> message) {
   return unrouted;
 }
 
+bool DeliveryStage::Routable(const QueuedMessage& message) const {
+  std::string tenant = tenant_name_ ? tenant_name_(message.tenant_id) : "";
+  return std::all_of(
+      message.recipients.begin(), message.recipients.end(),
+      [&](const std::string& r) { return router_.FindAddress(r, tenant) != kNoRoute; });
+}
+
+void DeliveryStage::StopVerifiers() {
+  for (const std::unique_ptr<RecipientVerifier>& verifier : verifiers_) {
+    if (verifier != nullptr) {
+      verifier->Stop();
+    }
+  }
+}
+
 void DeliveryStage::Start() {
   for (const std::unique_ptr<RecipientVerifier>& verifier : verifiers_) {
     if (verifier != nullptr) {
@@ -134,11 +149,7 @@ void DeliveryStage::Start() {
 }
 
 void DeliveryStage::Stop(absl::Duration drain) {
-  for (const std::unique_ptr<RecipientVerifier>& verifier : verifiers_) {
-    if (verifier != nullptr) {
-      verifier->Stop();
-    }
-  }
+  StopVerifiers();
   for (const std::unique_ptr<DeliveryQueue>& queue : queues_) {
     queue->RequestStop(drain);
   }

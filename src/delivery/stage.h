@@ -70,6 +70,11 @@ class DeliveryStage {
   // Route: routes `message` by its recipients' domains and its tenant, and queues its parts
   // (replay at start-up; requeue). Returns the number of pending recipients without a route.
   size_t Route(std::unique_ptr<QueuedMessage> message);
+  // Routable: whether every recipient of `message` has a route now.
+  bool Routable(const QueuedMessage& message) const;
+  // StopVerifiers: the recipient verifiers answer what waits and end (before the shards stop:
+  // a session waiting for a probe must not hold their drain).
+  void StopVerifiers();
 
   void Start();
   // Stop: every route's queue drains at once, for at most `drain`.

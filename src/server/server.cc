@@ -72,6 +72,9 @@ void Server::Stop() {
   if (keys_ != nullptr) {
     keys_->Stop();  // a fetch in progress gives up at once
   }
+  if (delivery_ != nullptr) {
+    delivery_->StopVerifiers();  // a probe's waiters get "stopping" at once
+  }
   for (std::unique_ptr<Shard>& shard : shards_) {
     shard->RequestStop();
   }

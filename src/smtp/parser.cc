@@ -222,6 +222,10 @@ bool NextParameter(absl::string_view* rest, absl::string_view* key, absl::string
 // ValidXtext: RFC 3461 xtext whose decoding holds no control characters.
 bool ValidXtext(absl::string_view text) {
   for (size_t i = 0; i < text.size(); ++i) {
+    unsigned char u = static_cast<unsigned char>(text[i]);
+    if (u < 0x21 || u > 0x7e || u == '=') {
+      return false;  // xchar is printable ASCII (RFC 3461 §4); the rest goes as +XX
+    }
     if (text[i] != '+') {
       continue;
     }

@@ -635,7 +635,12 @@ TEST(ReportTest, TheReportIsAMultipartReportWithOneStatusBlockPerRecipientAndThe
   std::string big = "Subject: big\r\n\r\n" + std::string(kReportFullBytesMax, 'x');
   in.original_content = big;
   EXPECT_FALSE(absl::StrContains(ComposeFailureReport(in), "xxxx"));  // too big: headers
-  EXPECT_TRUE(absl::EndsWith(report, "--1A000000000000000000001/relay.x.test--\r\n"));
+  in.boundary_nonce = "0123abcd";
+  report = ComposeFailureReport(in);
+  EXPECT_TRUE(absl::StrContains(report, "\tboundary=\"=_1A000000000000000000001/0123abcd\"\r\n"));
+  EXPECT_TRUE(absl::EndsWith(report, "--=_1A000000000000000000001/0123abcd--\r\n"));
+  EXPECT_TRUE(absl::StrContains(report, "Diagnostic-Code: smtp; 550 5.1.1"));
+  EXPECT_TRUE(absl::StrContains(report, "Diagnostic-Code: X-Chute; gave up after 9 attempts"));
   EXPECT_EQ(report.find("\n"), report.find("\r\n") + 1);  // CRLF line ends
   for (size_t i = 0; (i = report.find('\n', i + 1)) != std::string::npos;) {
     ASSERT_EQ(report[i - 1], '\r') << i;

@@ -113,6 +113,9 @@ TEST(ParseMailArgsTest, DsnRetAndEnvid) {
   EXPECT_EQ(none.envid, "");
   EXPECT_NE(ParseMailArgs("FROM:<a@b.test> ENVID=" + std::string(101, 'x'), &m), std::nullopt);
   EXPECT_EQ(ParseMailArgs("FROM:<a@b.test> ENVID=" + std::string(100, 'x'), &m), std::nullopt);
+  // xtext is printable ASCII: 8-bit bytes go as +XX, or the value is refused.
+  EXPECT_EQ(ParseMailArgs("FROM:<a@b.test> ENVID=caf\xC3\xA9", &m)->text, kReplySyntax.text);
+  EXPECT_EQ(ParseMailArgs("FROM:<a@b.test> ENVID=caf+C3+A9", &m), std::nullopt);
 }
 
 TEST(ParseRcptArgsTest, DsnNotifyAndOrcpt) {
