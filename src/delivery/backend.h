@@ -64,6 +64,9 @@ struct OutboundMessage {
   // Filled by a backend with several targets: the one it tried ("smtp:10.0.0.6:25"); empty:
   // the route's destination says where.
   std::string via;
+  // Filled by the LMTP/SMTP backend: the target offered DSN, so the NOTIFY requests went to
+  // it and it reports what follows itself (RFC 3461 §4.2).
+  bool dsn_passed = false;
 };
 
 // MessageDone: told the index (in the batch) of a message whose results are final.

@@ -353,7 +353,8 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
   uint32_t attempts = message.attempts + 1;
   std::vector<spool::Mark> marks = message.marks;
   std::vector<std::string> replies = message.replies;
-  std::vector<size_t> delayed;  // recipients due a delay notice now
+  std::vector<size_t> delayed;    // recipients due a delay notice now
+  std::vector<size_t> succeeded;  // delivered recipients that asked for a success notice
   counters_.attempts.fetch_add(1, std::memory_order_relaxed);
   for (size_t k = 0; k < out.recipients.size(); ++k) {
     size_t i = out.recipient_indexes[k];
@@ -362,6 +363,9 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
     if (result.outcome == Outcome::kDelivered) {
       marks[i] = spool::Mark::kDelivered;
       counters_.recipients_delivered.fetch_add(1, std::memory_order_relaxed);
+      if ((message.NotifyOf(i) & smtp::kNotifySuccess) != 0 && !out.dsn_passed) {
+        succeeded.push_back(i);
+      }
     } else if (result.outcome == Outcome::kPermanent || too_old) {
       marks[i] = spool::Mark::kDead;
       if (result.outcome != Outcome::kPermanent) {
@@ -380,6 +384,10 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
         message.delay_noticed[i] = true;
       }
     }
+  }
+  if (!succeeded.empty() && options_.reporter != nullptr) {
+    options_.reporter->OnDelivered(message, succeeded, replies, !options_.final_delivery,
+                                   out.content);
   }
   if (!delayed.empty() && options_.reporter != nullptr) {
     options_.reporter->OnDelayed(message, delayed, replies, received + options_.give_up_after,

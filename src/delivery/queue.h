@@ -174,6 +174,9 @@ struct QueueOptions {
   // A deferred recipient whose RCPT asked NOTIFY=DELAY gets one delay notice once its message
   // is this old (Reporter::OnDelayed); zero: never.
   absl::Duration delay_notice_after = absl::Hours(4);
+  // Whether a 2xx from the backend is final delivery (Maildir, LMTP: "delivered") or a relay
+  // (SMTP: "relayed"), for NOTIFY=SUCCESS notices.
+  bool final_delivery = true;
   std::string dead_dir;
   // The spool's gauges, for a requeued dead letter (SpoolGauges::AddOutside); records are
   // settled through their RecordRef, which counts them out itself.

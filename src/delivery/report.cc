@@ -114,32 +114,59 @@ std::string StatusOf(absl::string_view reply) {
   return "5.0.0";
 }
 
+absl::string_view ReportActionName(ReportAction action) {
+  switch (action) {
+    case ReportAction::kFailed:
+      return "failed";
+    case ReportAction::kDelayed:
+      return "delayed";
+    case ReportAction::kDelivered:
+      return "delivered";
+    case ReportAction::kRelayed:
+      return "relayed";
+  }
+  return "failed";
+}
+
 std::string ComposeFailureReport(const ReportInput& in) {
+  bool delayed = in.action == ReportAction::kDelayed;
+  bool failed = in.action == ReportAction::kFailed;
+  absl::string_view subject = failed    ? "Undelivered Mail Returned to Sender"
+                              : delayed ? "Delayed Mail (still being retried)"
+                              : in.action == ReportAction::kDelivered
+                                  ? "Successful Mail Delivery Report"
+                                  : "Relayed Mail Report";
+  std::string what =
+      failed ? std::string(
+                   "could not be delivered to the recipient(s) below; chute has given "
+                   "up on them.\r\n")
+      : delayed ? absl::StrCat(
+                      "has not been delivered to the recipient(s) below yet; chute "
+                      "keeps trying until ",
+                      smtp::FormatRfc5322Date(in.will_retry_until), ".\r\n")
+      : in.action == ReportAction::kDelivered
+          ? std::string("was delivered to the mailbox(es) of the recipient(s) below.\r\n")
+          : std::string(
+                "was passed on to the recipient(s) below's mail system, which sends no "
+                "delivery reports.\r\n");
+  // RET=FULL returns the whole message in a failure report only (RFC 3461 §4.3).
+  bool full = failed && in.return_full && in.original_content.size() <= kReportFullBytesMax;
   std::string boundary = absl::StrCat("=_", in.report_id, "/", in.boundary_nonce);
   std::string date = smtp::FormatRfc5322Date(in.now);
   std::string out;
   absl::StrAppend(
       &out, "From: Mail Delivery System <MAILER-DAEMON@", in.hostname, ">\r\n", "To: <", in.to,
-      ">\r\n", "Subject: ",
-      in.delayed ? "Delayed Mail (still being retried)" : "Undelivered Mail Returned to Sender",
-      "\r\n", "Date: ", date, "\r\n", "Message-ID: <", in.report_id, "@", in.hostname, ">\r\n",
-      "Auto-Submitted: auto-replied\r\n", "MIME-Version: 1.0\r\n",
+      ">\r\n", "Subject: ", subject, "\r\n", "Date: ", date, "\r\n", "Message-ID: <", in.report_id,
+      "@", in.hostname, ">\r\n", "Auto-Submitted: auto-replied\r\n", "MIME-Version: 1.0\r\n",
       "Content-Type: multipart/report; report-type=delivery-status;\r\n", "\tboundary=\"", boundary,
       "\"\r\n", "\r\n", "This is a MIME-encapsulated message.\r\n", "\r\n");
   // The part a person reads.
-  absl::StrAppend(&out, "--", boundary, "\r\n", "Content-Type: text/plain; charset=utf-8\r\n",
-                  "\r\n", "This is the mail system at ", in.hostname, ".\r\n", "\r\n",
-                  "A message from <", in.sender, "> (queue id ", in.original_id, "), received ",
-                  smtp::FormatRfc5322Date(in.received), ",\r\n",
-                  in.delayed ? absl::StrCat("has not been delivered to the recipient(s) below yet; "
-                                            "chute keeps trying until ",
-                                            smtp::FormatRfc5322Date(in.will_retry_until), ".\r\n")
-                             : std::string("could not be delivered to the recipient(s) below; "
-                                           "chute has given up on them.\r\n"),
-                  in.return_full && in.original_content.size() <= kReportFullBytesMax
-                      ? "The message is attached.\r\n"
-                      : "The message's header section is attached.\r\n",
-                  "\r\n");
+  absl::StrAppend(
+      &out, "--", boundary, "\r\n", "Content-Type: text/plain; charset=utf-8\r\n", "\r\n",
+      "This is the mail system at ", in.hostname, ".\r\n", "\r\n", "A message from <", in.sender,
+      "> (queue id ", in.original_id, "), received ", smtp::FormatRfc5322Date(in.received), ",\r\n",
+      what, full ? "The message is attached.\r\n" : "The message's header section is attached.\r\n",
+      "\r\n");
   for (const FailedRecipient& r : in.recipients) {
     absl::StrAppend(&out, "<", r.address, ">: ", r.reply, "\r\n");
   }
@@ -169,18 +196,19 @@ std::string ComposeFailureReport(const ReportInput& in) {
                       "\r\n");
     }
     absl::StrAppend(&out, "Final-Recipient: ", AddressType(r.address), "; ", r.address, "\r\n",
-                    "Action: ", in.delayed ? "delayed" : "failed", "\r\n",
-                    "Status: ", in.delayed ? DelayStatusOf(r.reply) : StatusOf(r.reply), "\r\n",
-                    "Diagnostic-Code: ", DiagnosticOf(r.reply), "\r\n", "Last-Attempt-Date: ", date,
-                    "\r\n");
-    if (in.delayed) {
+                    "Action: ", ReportActionName(in.action), "\r\n", "Status: ",
+                    failed    ? StatusOf(r.reply)
+                    : delayed ? DelayStatusOf(r.reply)
+                              : "2.0.0",
+                    "\r\n", "Diagnostic-Code: ", DiagnosticOf(r.reply), "\r\n",
+                    "Last-Attempt-Date: ", date, "\r\n");
+    if (delayed) {
       absl::StrAppend(&out, "Will-Retry-Until: ", smtp::FormatRfc5322Date(in.will_retry_until),
                       "\r\n");
     }
   }
   absl::StrAppend(&out, "\r\n");
   // The original's header section, or all of it.
-  bool full = in.return_full && in.original_content.size() <= kReportFullBytesMax;
   absl::string_view header = full ? in.original_content : HeaderSection(in.original_content);
   absl::StrAppend(&out, "--", boundary, "\r\n",
                   full ? "Content-Type: message/rfc822\r\n"
@@ -229,8 +257,24 @@ void Reporter::OnDelayed(const QueuedMessage& message, const std::vector<size_t>
     return;
   }
   ReportInput input;
-  input.delayed = true;
+  input.action = ReportAction::kDelayed;
   input.will_retry_until = will_retry_until;
+  for (size_t i : recipients) {
+    input.recipients.push_back(FailedRecipient{message.recipients[i], replies[i],
+                                               i < message.orcpt.size() ? message.orcpt[i] : ""});
+  }
+  Send(message, std::move(input), content);
+}
+
+void Reporter::OnDelivered(const QueuedMessage& message, const std::vector<size_t>& recipients,
+                           const std::vector<std::string>& replies, bool relayed,
+                           absl::string_view content) {
+  CHECK(stage_ != nullptr);
+  if (message.sender.empty()) {
+    return;
+  }
+  ReportInput input;
+  input.action = relayed ? ReportAction::kRelayed : ReportAction::kDelivered;
   for (size_t i : recipients) {
     input.recipients.push_back(FailedRecipient{message.recipients[i], replies[i],
                                                i < message.orcpt.size() ? message.orcpt[i] : ""});
@@ -301,7 +345,7 @@ void Reporter::Send(const QueuedMessage& message, ReportInput input, absl::strin
   sent_.fetch_add(1, std::memory_order_relaxed);
   LogEvent(LogLevel::kInfo, "report.queued",
            {{"queue_id", input.report_id},
-            {"kind", input.delayed ? "delayed" : "failed"},
+            {"kind", ReportActionName(input.action)},
             {"about", message.id},
             {"to", target.to},
             {"recipients", static_cast<int64_t>(input.recipients.size())}});
@@ -315,7 +359,9 @@ void Reporter::Send(const QueuedMessage& message, ReportInput input, absl::strin
       note.queue_id = message.id;
       note.recipient = r.address;
       note.target = "report";
-      note.reply = absl::StrCat(input.delayed ? "delay notice " : "failure report ",
+      note.reply = absl::StrCat(input.action == ReportAction::kFailed    ? "failure report "
+                                : input.action == ReportAction::kDelayed ? "delay notice "
+                                                                         : "success notice ",
                                 input.report_id, " to ", target.to);
     }
     trace::Event& received = events.emplace_back();

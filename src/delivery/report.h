@@ -48,6 +48,9 @@ inline constexpr size_t kReportFullBytesMax = 1 << 20;
 // A Diagnostic-Code value is cut to this, so that its line stays under 998 bytes.
 inline constexpr size_t kDiagnosticBytesMax = 900;
 
+enum class ReportAction : uint8_t { kFailed, kDelayed, kDelivered, kRelayed };
+absl::string_view ReportActionName(ReportAction action);  // "failed", "delayed", ...
+
 struct FailedRecipient {
   std::string address;
   std::string reply;  // its last reply, or "gave up after N attempts; last reply: ..."
@@ -66,8 +69,9 @@ struct ReportInput {
   absl::string_view original_content;  // the original message
   std::string envid;                   // ENVID as the client gave it (xtext), "" none
   bool return_full = false;            // RET=FULL: the whole message, not its headers
-  // A delay notice (Action: delayed, Will-Retry-Until) instead of a failure report.
-  bool delayed = false;
+  // What the report says of its recipients: failed (the default), delayed (Will-Retry-Until
+  // tells until when), delivered (into its mailbox), or relayed (to a target without DSN).
+  ReportAction action = ReportAction::kFailed;
   absl::Time will_retry_until;
   // Random hex in the MIME boundary: the client, who knows the report's id, must not be able
   // to end a part of it with a line of its message (RET=FULL).
@@ -127,6 +131,12 @@ class Reporter {
   void OnDelayed(const QueuedMessage& message, const std::vector<size_t>& recipients,
                  const std::vector<std::string>& replies, absl::Time will_retry_until,
                  absl::string_view content);
+  // OnDelivered: `recipients` (indexes) of `message` were delivered (`relayed`: to a target
+  // that does not do DSN, so that it will report nothing) and asked NOTIFY=SUCCESS: one
+  // notice about them.
+  void OnDelivered(const QueuedMessage& message, const std::vector<size_t>& recipients,
+                   const std::vector<std::string>& replies, bool relayed,
+                   absl::string_view content);
   // Replay: the reports a previous run left undelivered, routed again. Returns how many.
   size_t Replay();
 

@@ -502,6 +502,7 @@ void SmtpClient::DeliverNext(OutboundMessage* message, absl::Status* setup) {
     }
   }
   message->via = absl::StrCat(options_.lmtp ? "lmtp:" : "smtp:", target_);
+  message->dsn_passed = capabilities_.dsn;
   DeliverOne(message);
   if (connection_ != nullptr && messages_on_connection_ >= options_.messages_per_connection_max) {
     Close(/*quit=*/true);

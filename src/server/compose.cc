@@ -346,6 +346,7 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
     options.retry_max = absl::Seconds(d.retry_max_s);
     options.give_up_after = absl::Seconds(d.give_up_after_s);
     options.delay_notice_after = absl::Seconds(d.delay_notice_after_s);
+    options.final_delivery = d.backend != DeliveryBackend::kSmtp;
     options.dead_dir = dead_dir;
     options.gauges = gauges_.get();
     options.trace = trace_.get();

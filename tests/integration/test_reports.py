@@ -123,6 +123,15 @@ class DsnReportTest(ReportFixture):
         headers = list(reports[0][1].iter_parts())[2].as_string()
         self.assertIn("Subject: failure", headers)  # about the one that asked, not the others
 
+    def test_notify_success_to_a_smarthost_without_dsn_is_a_relayed_notice(self):
+        self.server.reject.pop("gone@example.test")  # this time it is taken
+        self.submit([], ["NOTIFY=SUCCESS"], "relayed")
+        notices = wait_until(lambda: self.reports() or None, "the success notice", 30)
+        status = list(notices[0][1].iter_parts())[1].as_string()
+        self.assertIn("Action: relayed", status)
+        self.assertIn("Status: 2.0.0", status)
+        self.assertEqual(notices[0][0], ["ops@example.test"])
+
     def test_envid_orcpt_and_ret_full_come_back_in_the_report(self):
         self.submit(["RET=FULL", "ENVID=QQ314159+2Bpay"],
                     ["NOTIFY=FAILURE", "ORCPT=rfc822;Gone+40Example.test"], "full")

@@ -698,7 +698,7 @@ TEST(ReportTest, ADelayNoticeSaysDelayedAndUntilWhen) {
   in.to = "hr@x.test";
   in.received = absl::FromUnixSeconds(1'790'000'000);
   in.now = in.received + absl::Hours(4);
-  in.delayed = true;
+  in.action = ReportAction::kDelayed;
   in.will_retry_until = in.received + absl::Hours(48);
   in.recipients = {{"ann@x.test", "451 4.4.1 connect to 10.0.0.5:25: Connection refused", ""}};
   in.original_content = "Subject: s\r\n\r\nb\r\n";
@@ -708,6 +708,44 @@ TEST(ReportTest, ADelayNoticeSaysDelayedAndUntilWhen) {
   EXPECT_TRUE(absl::StrContains(
       notice, "Will-Retry-Until: " + smtp::FormatRfc5322Date(in.will_retry_until)));
   EXPECT_EQ(DelayStatusOf("421 no code"), "4.0.0");
+}
+
+}  // namespace
+}  // namespace chute::delivery
+
+namespace chute::delivery {
+namespace {
+
+TEST_F(QueueTest, ADeliveredRecipientThatAskedNotifySuccessGetsASuccessNotice) {
+  UseReporter("ops@x.test");
+  StartQueue();
+  std::unique_ptr<QueuedMessage> message = Spool("M40", {"glad@x.test", "plain@x.test"});
+  message->notify = {static_cast<uint8_t>(2 | 4), 0};  // SUCCESS,FAILURE; none
+  HandOver(std::move(message));
+  ASSERT_TRUE(WaitFor([&] {
+    std::lock_guard<std::mutex> lock(script_.mu);
+    return script_.delivered.size() == 3;  // both, and the notice
+  }));
+  EXPECT_EQ(reporter_->reports_sent(), 1u);
+}
+
+TEST(ReportTest, ASuccessNoticeSaysDeliveredOrRelayedWithoutTheBody) {
+  ReportInput in;
+  in.hostname = "relay.x.test";
+  in.report_id = "1A000000000000000000005";
+  in.original_id = "1A000000000000000000006";
+  in.sender = "payroll@x.test";
+  in.to = "hr@x.test";
+  in.action = ReportAction::kDelivered;
+  in.return_full = true;  // RET=FULL is for failures
+  in.recipients = {{"ann@x.test", "250 2.0.0 delivered", ""}};
+  in.original_content = "Subject: s\r\n\r\nsecret\r\n";
+  std::string notice = ComposeFailureReport(in);
+  EXPECT_TRUE(absl::StrContains(notice, "Subject: Successful Mail Delivery Report\r\n"));
+  EXPECT_TRUE(absl::StrContains(notice, "Action: delivered\r\nStatus: 2.0.0\r\n"));
+  EXPECT_FALSE(absl::StrContains(notice, "secret"));
+  in.action = ReportAction::kRelayed;
+  EXPECT_TRUE(absl::StrContains(ComposeFailureReport(in), "Action: relayed\r\n"));
 }
 
 }  // namespace
