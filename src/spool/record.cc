@@ -173,6 +173,11 @@ uint64_t PeekRecordBytes(absl::string_view header) {
   return kRecordHeaderBytes + MarksBytes(recipients) + payload;
 }
 
+bool IsNewerRecord(absl::string_view header) {
+  return header.size() >= kRecordHeaderBytes && ReadU32(header.data()) == kRecordMagic &&
+         static_cast<uint8_t>(header[4]) > kRecordVersionDsn;
+}
+
 DecodeResult DecodeRecord(absl::string_view bytes, DecodedRecord* out) {
   if (bytes.size() < kRecordHeaderBytes) {
     return DecodeResult::kIncomplete;

@@ -106,6 +106,10 @@ enum class DecodeResult { kOk, kIncomplete, kCorrupt };
 // header is not a record header (bad magic, version or an impossible length).
 uint64_t PeekRecordBytes(absl::string_view header);
 
+// IsNewerRecord: the header has the record magic but a version above the ones this build reads
+// (a newer chute wrote it): not a torn tail to drop, a record this build cannot keep.
+bool IsNewerRecord(absl::string_view header);
+
 // DecodeRecord: parses the record at the start of `bytes` (which holds at least the whole
 // record). kCorrupt on a bad magic, length, CRC or envelope.
 DecodeResult DecodeRecord(absl::string_view bytes, DecodedRecord* out);

@@ -345,6 +345,14 @@ absl::StatusOr<int64_t> ReplaySegment(const std::shared_ptr<Segment>& segment,
     }
     ASSIGN_OR_RETURN(std::string header, segment->Read(offset, kRecordHeaderBytes));
     uint64_t record_bytes = PeekRecordBytes(header);
+    if (IsNewerRecord(header)) {
+      // Dropping it (and what follows) would lose acknowledged mail: a newer chute wrote it.
+      return absl::FailedPreconditionError(absl::StrCat(
+          segment->path(), ": a record of spool version ", static_cast<int>(header[4]),
+          " at offset ", offset,
+          ", written by a newer chuted; this one reads versions 1 and 2 only and will not start "
+          "rather than drop it (start the newer chuted, which delivers it)"));
+    }
     if (record_bytes == 0 || record_bytes > left) {
       LOG_WARNING(
           "spool: %s: %s at offset %d; the %d bytes from there are dropped (never "

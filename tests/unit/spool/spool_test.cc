@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "base/crc32c.h"
 #include "base/spsc_ring.h"
 #include "gtest/gtest.h"
@@ -339,6 +340,35 @@ TEST(Replay, TornTailIsDroppedAndEarlierRecordsKept) {
                 ids.push_back(r.record.envelope.id);
               }).ok());
   EXPECT_EQ(ids, (std::vector<std::string>{"M0", "M1"}));
+}
+
+TEST(Replay, ARecordOfANewerVersionStopsTheStartInsteadOfBeingDropped) {
+  TempDir dir;
+  std::string path;
+  {
+    int dir_fd = *LockSpool(dir.path());
+    SpoolGauges gauges;
+    SegmentWriter writer(dir.path(), dir_fd, 0, 3, 1 << 20, &gauges);
+    std::vector<Committed> c = CommitSome(writer, 1, "hello\r\n");
+    path = c[0].ref.segment->path();
+    close(dir_fd);
+  }
+  // What a later chute may write: the same magic, version 3.
+  std::vector<std::string> pieces = {"later\r\n"};
+  std::vector<iovec> iov = Body(pieces);
+  std::string newer = EncodeRecordPrefix(SampleEnvelope("M9"), "", iov)->bytes + pieces[0];
+  newer[4] = 3;
+  int fd = open(path.c_str(), O_WRONLY | O_APPEND);
+  ASSERT_EQ(write(fd, newer.data(), newer.size()), static_cast<ssize_t>(newer.size()));
+  close(fd);
+  SpoolGauges gauges;
+  absl::StatusOr<std::vector<std::shared_ptr<Segment>>> replayed =
+      Replay(dir.path(), &gauges, [&](ReplayedRecord) {});
+  ASSERT_FALSE(replayed.ok());
+  EXPECT_EQ(replayed.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(replayed.status().message(), "written by a newer chuted"));
+  struct stat st {};
+  EXPECT_EQ(stat(path.c_str(), &st), 0);  // the segment is still there
 }
 
 TEST(SegmentWriter, AFailedGroupIsCutOffSoThatReplayNeverDeliversIt) {
