@@ -624,6 +624,12 @@ void DeliveryQueue::Reschedule(QueuedMessage* message, bool finished, absl::Time
     messages_.erase(message->id);
     return;
   }
+  if (message->retry_now && !message->held) {
+    message->retry_now = false;
+    MakeReady(message, now);  // `queue retry` came while it was being tried
+    wake_.notify_one();
+    return;
+  }
   message->next_attempt =
       now + Jitter(RetryDelay(message->attempts, options_.retry_initial, options_.retry_max));
   if (!message->held) {
@@ -720,6 +726,8 @@ absl::Status DeliveryQueue::Retry(const std::string& id) {
     return absl::NotFoundError(absl::StrCat("no queued message ", id));
   }
   message->held = false;
+  // Being tried right now: it is tried again as soon as this attempt ends, not after backoff.
+  message->retry_now = message->in_flight;
   MakeReady(message, absl::Now());
   wake_.notify_one();
   return absl::OkStatus();

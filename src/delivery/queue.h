@@ -118,6 +118,7 @@ struct QueuedMessage {
   bool held = false;
   bool in_flight = false;
   bool deleted = false;
+  bool retry_now = false;  // `queue retry` while in flight: ready again when the attempt ends
 };
 
 // QueuedFrom: the one way a spool record becomes a message for delivery, whether committed

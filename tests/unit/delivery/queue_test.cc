@@ -750,3 +750,25 @@ TEST(ReportTest, ASuccessNoticeSaysDeliveredOrRelayedWithoutTheBody) {
 
 }  // namespace
 }  // namespace chute::delivery
+
+namespace chute::delivery {
+namespace {
+
+TEST_F(QueueTest, ARetryAskedWhileTheMessageIsBeingTriedIsNotLost) {
+  script_.answers["x@x.test"] = {Outcome::kTransient, "451 4.3.0 later"};
+  StartQueue(absl::Seconds(3600));  // no retry on its own during the test
+  {
+    std::unique_lock<std::mutex> backend_blocked(script_.mu);  // the attempt waits on it
+    HandOver(Spool("M50", {"x@x.test"}));
+    ASSERT_TRUE(WaitFor([&] {
+      absl::StatusOr<QueueEntry> entry = stage_->Show("M50");
+      return entry.ok() && entry->in_flight;
+    }));
+    ASSERT_TRUE(stage_->Retry("M50").ok());
+  }
+  // Tried again as soon as the first attempt ended, not in an hour.
+  ASSERT_TRUE(WaitFor([&] { return queue_->counters().recipients_deferred.load() >= 2; }));
+}
+
+}  // namespace
+}  // namespace chute::delivery
