@@ -411,6 +411,18 @@ size_t Reporter::Replay() {
       continue;
     }
     (*message)->sender.clear();  // a report has the null sender, whatever the file says
+    bool in_tenant = options_.in_tenant == nullptr ||
+                     std::all_of((*message)->recipients.begin(), (*message)->recipients.end(),
+                                 [&](const std::string& to) {
+                                   return options_.in_tenant((*message)->tenant_id, to);
+                                 });
+    if (!in_tenant) {
+      LOG_WARNING("report %s in %s not sent: its recipient is no longer in its tenant's domains",
+                  entry.id, options_.dir);
+      unlink(absl::StrCat(options_.dir, "/", entry.id, ".eml").c_str());
+      unlink(absl::StrCat(options_.dir, "/", entry.id, ".json").c_str());
+      continue;
+    }
     if (!stage_->Routable(**message)) {
       LOG_WARNING("report %s in %s cannot be sent: no delivery route serves its recipient",
                   entry.id, options_.dir);

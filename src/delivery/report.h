@@ -112,6 +112,9 @@ struct ReporterOptions {
   std::string dir;  // <data_dir>/reports
   uint64_t boot_us = 0;
   ReportAddress address;
+  // InTenant: whether `address` is in an accepted domain of the tenant now (a report left by
+  // an earlier run is checked again: its domain may have moved to another tenant since).
+  std::function<bool(int64_t tenant_id, absl::string_view address)> in_tenant;
   spool::SpoolGauges* gauges = nullptr;  // a report is a message outside the spool
   trace::Writer* trace = nullptr;        // may be null
 };

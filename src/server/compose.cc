@@ -318,6 +318,9 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
   reports.address = [this](int64_t tenant_id, int64_t account_id) {
     return ReportTargetOf(*shared_.snapshot.load(), tenant_id, account_id);
   };
+  reports.in_tenant = [this](int64_t tenant_id, absl::string_view address) {
+    return shared_.snapshot.load()->IsAcceptedDomain(tenant_id, smtp::SplitAddress(address).domain);
+  };
   reporter_ = std::make_unique<delivery::Reporter>(std::move(reports));
   std::vector<std::unique_ptr<delivery::DeliveryQueue>> queues;
   std::vector<std::string> maildir_roots;

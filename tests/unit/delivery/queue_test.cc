@@ -772,3 +772,31 @@ TEST_F(QueueTest, ARetryAskedWhileTheMessageIsBeingTriedIsNotLost) {
 
 }  // namespace
 }  // namespace chute::delivery
+
+namespace chute::delivery {
+namespace {
+
+TEST_F(QueueTest, AReportLeftForAnAddressNoLongerInTheTenantIsDropped) {
+  script_.answers["a@x.test"] = {Outcome::kPermanent, "550 5.1.1 a unknown"};
+  script_.answers["ops@x.test"] = {Outcome::kTransient, "451 4.3.0 later"};
+  UseReporter("ops@x.test");
+  StartQueue(absl::Seconds(3600));
+  HandOver(Spool(kDeadId, {"a@x.test"}));
+  ASSERT_TRUE(WaitFor([&] { return queue_->counters().recipients_deferred.load() == 1; }));
+  stage_.reset();
+  reporter_.reset();
+  ReporterOptions options;
+  options.hostname = "relay.x.test";
+  options.dir = dir_ + "/reports";
+  options.boot_us = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
+  options.gauges = &gauges_;
+  options.address = [](int64_t, int64_t) { return ReportTarget{"ops@x.test", "", "x", "a"}; };
+  options.in_tenant = [](int64_t, absl::string_view) { return false; };  // x.test moved away
+  reporter_ = std::make_unique<Reporter>(std::move(options));
+  StartQueue();
+  EXPECT_EQ(reporter_->Replay(), 0u);
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ + "/reports"));
+}
+
+}  // namespace
+}  // namespace chute::delivery
