@@ -58,23 +58,27 @@ sink=$(free_port)
 start_sink "$sink"
 sink_pid=${pids[-1]}
 
+# measure NAME RELAY_PID PORT WAIT...: smtp-source to PORT, then WAIT (until the relay's queue
+# is empty); one row of the table from the CPU the relay and the sink spent meanwhile.
+measure() {
+  local name=$1 relay=$2 to=$3
+  shift 3
+  local r0 s0 t0 r1 s1 t1 relay_k sink_k
+  r0=$(cpu_s "$relay"); s0=$(cpu_s "$sink_pid"); t0=$(now)
+  run_source "$to"
+  "$@"
+  r1=$(cpu_s "$relay"); s1=$(cpu_s "$sink_pid"); t1=$(now)
+  relay_k=$(per_k "$r0" "$r1"); sink_k=$(per_k "$s0" "$s1")
+  rows+=("| $name | $(python3 -c "print(round($messages / ($t1 - $t0)))") | $relay_k | $sink_k | $(ratio "$relay_k" "$sink_k") |")
+}
+
 start_chute relay "$(printf 'backend = "smtp"\ntarget = "127.0.0.1:%s"\ntls = "off"\nconnections_max = 16' "$sink")"
-c0=$(cpu_s "$pid"); s0=$(cpu_s "$sink_pid"); t0=$(now)
-run_source "$port"
-wait_metric_zero "$admin"
-c1=$(cpu_s "$pid"); s1=$(cpu_s "$sink_pid"); t1=$(now)
-chute_k=$(per_k "$c0" "$c1"); sink_k=$(per_k "$s0" "$s1")
-rows+=("| chuted -> smtp-sink | $(python3 -c "print(round($messages / ($t1 - $t0)))") | $chute_k | $sink_k | $(ratio "$chute_k" "$sink_k") |")
+measure "chuted -> smtp-sink" "$pid" "$port" wait_metric_zero "$admin"
 stop_chute
 
 if start_postfix "$sink"; then
   master=$(head -1 "$postfix_queue/pid/master.pid" | tr -d ' ')
-  p0=$(cpu_s "$master"); s0=$(cpu_s "$sink_pid"); t0=$(now)
-  run_source "$postfix_port"
-  wait_postfix_empty "$postfix_queue"
-  p1=$(cpu_s "$master"); s1=$(cpu_s "$sink_pid"); t1=$(now)
-  postfix_k=$(per_k "$p0" "$p1"); sink_k=$(per_k "$s0" "$s1")
-  rows+=("| Postfix -> smtp-sink | $(python3 -c "print(round($messages / ($t1 - $t0)))") | $postfix_k | $sink_k | $(ratio "$postfix_k" "$sink_k") |")
+  measure "Postfix -> smtp-sink" "$master" "$postfix_port" wait_postfix_empty "$postfix_queue"
   stop_postfix
 fi
 

@@ -25,6 +25,8 @@ test_packages=(
   clang-format
   # test and benchmark peers
   python3 swaks libnet-ssleay-perl libio-socket-ssl-perl postfix curl dovecot-lmtpd
+  # the TLS listeners' scan (tests/integration/test_testssl.py; it skipped without it)
+  testssl.sh
   # the /usage page test renders it in a headless browser (chromium --headless, no driver)
   chromium
   # promtool (in Debian's prometheus package) lints the /metrics exposition

@@ -20,17 +20,13 @@
 #include "delivery/queue.h"
 #include "delivery/stage.h"
 #include "io/file.h"
+#include "smtp/address.h"
 #include "smtp/message_headers.h"
 #include "smtp/parser.h"
 #include "trace/trace.h"
 
 namespace chute::delivery {
 namespace {
-
-bool IsAscii(absl::string_view text) {
-  return std::all_of(text.begin(), text.end(),
-                     [](char c) { return static_cast<unsigned char>(c) < 0x80; });
-}
 
 // HeaderSection: the message's header section with its closing empty line, at most
 // kReportHeadersBytesMax (cut after a whole line).
@@ -48,7 +44,7 @@ absl::string_view HeaderSection(absl::string_view content) {
 // AddressType: RFC 3464's address-type of a recipient: rfc822, or utf-8 (RFC 6533) when it is
 // not ASCII.
 absl::string_view AddressType(absl::string_view address) {
-  return IsAscii(address) ? "rfc822" : "utf-8";
+  return smtp::HasNonAscii(address) ? "utf-8" : "rfc822";
 }
 
 // DiagnosticOf: the Diagnostic-Code field's value: "smtp; <reply>" for a reply (chute's own
@@ -81,37 +77,36 @@ std::string XtextDecoded(absl::string_view xtext) {
   return out;
 }
 
-std::string DelayStatusOf(absl::string_view reply) {
-  // "451 4.4.1 text": the enhanced code of a 4xx reply.
-  if (reply.size() >= 9 && reply[0] == '4' && reply[3] == ' ' && reply[4] == '4' &&
-      reply[5] == '.') {
-    size_t end = reply.find(' ', 4);
-    absl::string_view code = reply.substr(4, end == absl::string_view::npos ? end : end - 4);
-    bool digits = std::all_of(code.begin(), code.end(),
-                              [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
-    if (digits && std::count(code.begin(), code.end(), '.') == 2 && code.size() <= 11) {
-      return std::string(code);
-    }
+namespace {
+
+// EnhancedCodeOf: the enhanced status code of `reply` ("550 5.1.1 text": "5.1.1") when the
+// reply's code and the enhanced code are both of class `klass`, else "".
+std::string EnhancedCodeOf(absl::string_view reply, char klass) {
+  if (reply.size() < 9 || reply[0] != klass || reply[3] != ' ' || reply[4] != klass ||
+      reply[5] != '.') {
+    return "";
   }
-  return "4.0.0";
+  size_t end = reply.find(' ', 4);
+  absl::string_view code = reply.substr(4, end == absl::string_view::npos ? end : end - 4);
+  bool digits = std::all_of(code.begin(), code.end(),
+                            [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
+  bool shaped = digits && std::count(code.begin(), code.end(), '.') == 2 && code.size() <= 11;
+  return shaped ? std::string(code) : "";
+}
+
+}  // namespace
+
+std::string DelayStatusOf(absl::string_view reply) {
+  std::string code = EnhancedCodeOf(reply, '4');
+  return code.empty() ? "4.0.0" : code;
 }
 
 std::string StatusOf(absl::string_view reply) {
   if (absl::StartsWith(reply, "gave up after ")) {
     return "5.4.7";  // delivery time expired
   }
-  // "550 5.1.1 text": the enhanced code after the reply code.
-  if (reply.size() >= 9 && reply[0] == '5' && reply[3] == ' ' && reply[4] == '5' &&
-      reply[5] == '.') {
-    size_t end = reply.find(' ', 4);
-    absl::string_view code = reply.substr(4, end == absl::string_view::npos ? end : end - 4);
-    bool digits = std::all_of(code.begin(), code.end(),
-                              [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
-    if (digits && std::count(code.begin(), code.end(), '.') == 2 && code.size() <= 11) {
-      return std::string(code);
-    }
-  }
-  return "5.0.0";
+  std::string code = EnhancedCodeOf(reply, '5');
+  return code.empty() ? "5.0.0" : code;
 }
 
 absl::string_view ReportActionName(ReportAction action) {
@@ -173,8 +168,9 @@ std::string ComposeFailureReport(const ReportInput& in) {
   absl::StrAppend(&out, "\r\n");
   // The part a program reads (RFC 3464 §2.2, §2.3).
   // A non-ASCII address is a utf-8 address-type, which only the global form carries (RFC 6533).
-  bool global = std::any_of(in.recipients.begin(), in.recipients.end(),
-                            [](const FailedRecipient& r) { return !IsAscii(r.address); });
+  bool global =
+      std::any_of(in.recipients.begin(), in.recipients.end(),
+                  [](const FailedRecipient& r) { return !!smtp::HasNonAscii(r.address); });
   absl::StrAppend(&out, "--", boundary, "\r\n", "Content-Type: message/",
                   global ? "global-delivery-status" : "delivery-status", "\r\n", "\r\n",
                   "Reporting-MTA: dns; ", in.hostname, "\r\n", "X-Chute-Queue-ID: ", in.original_id,

@@ -22,6 +22,7 @@
 #include "net/socket.h"
 #include "net/stream.h"
 #include "net/tls.h"
+#include "smtp/address.h"
 #include "smtp/parser.h"
 
 namespace chute::delivery {
@@ -75,10 +76,7 @@ bool HasLineBreakOrNul(absl::string_view address) {
   return address.find_first_of(absl::string_view("\r\n\0", 3)) != absl::string_view::npos;
 }
 
-bool HasNonAscii(absl::string_view text) {
-  return std::any_of(text.begin(), text.end(),
-                     [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
-}
+using smtp::HasNonAscii;
 
 // ServerName: the name `target`'s certificate must carry (SmtpClientOptions::tls_server_name).
 std::string ServerName(const SmtpClientOptions& options, const std::string& target) {

@@ -1,6 +1,8 @@
 // address.cc: splits a mailbox address into its local part and domain.
 #include "smtp/address.h"
 
+#include <algorithm>
+
 namespace chute::smtp {
 
 AddressParts SplitAddress(absl::string_view address) {
@@ -9,6 +11,11 @@ AddressParts SplitAddress(absl::string_view address) {
     return {address, {}};
   }
   return {address.substr(0, at), address.substr(at + 1)};
+}
+
+bool HasNonAscii(absl::string_view text) {
+  return std::any_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
 }
 
 }  // namespace chute::smtp

@@ -16,4 +16,7 @@ struct AddressParts {
 };
 AddressParts SplitAddress(absl::string_view address);
 
+// HasNonAscii: whether `text` has a byte of 0x80 or above (an SMTPUTF8 address, 8-bit content).
+bool HasNonAscii(absl::string_view text);
+
 }  // namespace chute::smtp

@@ -212,18 +212,26 @@ class FakeSmtp:
             conn.close()
 
 
+def toml_lines(keys):
+    """`key = value` lines for a TOML table (Python values: str, bool, int, list of str)."""
+    lines = []
+    for key, value in keys.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, str):
+            value = f'"{value}"'
+        elif isinstance(value, (list, tuple)):
+            value = "[" + ", ".join(f'"{v}"' for v in value) + "]"
+        lines.append(f"{key} = {value}")
+    return lines
+
+
 def delivery_config(backend, target, **keys):
     """A [delivery] table; keys override the defaults below (Python values, TOML-quoted)."""
     settings = {"tls": "off", "retry_initial_s": 1, "retry_max_s": 2, "timeout_s": 10,
                 "connections_max": 4, "connection_idle_s": 5, **keys}
     lines = ["[delivery]", f'backend = "{backend}"', f'target = "{target}"']
-    for key, value in settings.items():
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, str):
-            value = f'"{value}"'
-        lines.append(f"{key} = {value}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + toml_lines(settings)) + "\n"
 
 
 class DeliveryFixture(ChutedFixture):

@@ -13,23 +13,16 @@ import time
 import unittest
 
 from chute_fixture import CHUTED
-from test_delivery import DeliveryFixture, FakeSmtp, delivery_config, wait_until
+from test_delivery import DeliveryFixture, FakeSmtp, delivery_config, toml_lines, wait_until
 
 
 def route_table(name, backend, targets, domains=(), tenants=(), **keys):
-    lines = ["[[delivery.route]]", f'name = "{name}"', f'backend = "{backend}"',
-             "targets = [" + ", ".join(f'"{t}"' for t in targets) + "]"]
+    settings = {"name": name, "backend": backend, "targets": list(targets)}
     if domains:
-        lines.append("domains = [" + ", ".join(f'"{d}"' for d in domains) + "]")
+        settings["domains"] = list(domains)
     if tenants:
-        lines.append("tenants = [" + ", ".join(f'"{t}"' for t in tenants) + "]")
-    for key, value in keys.items():
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, str):
-            value = f'"{value}"'
-        lines.append(f"{key} = {value}")
-    return "\n".join(lines) + "\n"
+        settings["tenants"] = list(tenants)
+    return "\n".join(["[[delivery.route]]"] + toml_lines({**settings, **keys})) + "\n"
 
 
 class BlackHole:
@@ -124,6 +117,22 @@ class TwoRoutesTest(DeliveryFixture):
         self.assertEqual(self.ctl("queue", "retry", queue_id).returncode, 0)
         self.settle(30)
         self.assertEqual(self.corp_server.deliveries(), [("waiting", "y@corp.test")])
+
+    def test_a_sigkill_while_one_route_waits_delivers_each_recipient_once_after_restart(self):
+        from test_spool import kill_and_restart
+        with self.corp_server.lock:
+            self.corp_server.defer_all = "451 4.3.0 try later"
+        queue_id = self.send(["x@example.test", "y@corp.test"], "killed")
+        self.wait_attempted(queue_id)  # the default route's part is delivered and marked
+        self.assertEqual(self.default_server.deliveries(), [("killed", "x@example.test")])
+        kill_and_restart(self)
+        with self.corp_server.lock:
+            self.corp_server.defer_all = None
+        self.assertEqual(self.ctl("queue", "retry", queue_id).returncode, 0)
+        self.settle(30)
+        # The replayed record brought back only the pending recipient, for its own route.
+        self.assertEqual(self.corp_server.deliveries(), [("killed", "y@corp.test")])
+        self.assertEqual(self.default_server.deliveries(), [("killed", "x@example.test")])
 
     def test_check_config_names_the_route_of_every_accepted_domain(self):
         result = subprocess.run([CHUTED, "--config", self.config, "--check-config"],

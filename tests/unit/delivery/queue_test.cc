@@ -83,7 +83,8 @@ class QueueTest : public ::testing::Test {
         std::make_unique<spool::SegmentWriter>(dir_ + "/spool", dir_fd_, 0, 1, 1 << 20, &gauges_);
   }
   // UseReporter: failure reports go to `to` ("" = none), before StartQueue.
-  void UseReporter(std::string to) {
+  void UseReporter(std::string to,
+                   std::function<bool(int64_t, absl::string_view)> in_tenant = nullptr) {
     ReporterOptions options;
     options.hostname = "relay.x.test";
     options.dir = dir_ + "/reports";
@@ -92,6 +93,7 @@ class QueueTest : public ::testing::Test {
     options.address = [to](int64_t, int64_t) {
       return ReportTarget{to, to.empty() ? "nowhere" : "", "x", "app@x.test"};
     };
+    options.in_tenant = std::move(in_tenant);
     reporter_ = std::make_unique<Reporter>(std::move(options));
   }
 
@@ -349,12 +351,6 @@ TEST_F(QueueTest, HeldMessageWaitsUntilReleasedAndDeleteSettlesWithoutDelivery) 
   }
 }
 
-}  // namespace
-}  // namespace chute::delivery
-
-namespace chute::delivery {
-namespace {
-
 TEST(RouterTest, DomainBeatsTenantBeatsTheDefaultRoute) {
   Config config;
   RouteConfig staff;
@@ -509,12 +505,6 @@ TEST_F(QueueTest, RecipientsWithoutARouteKeepTheRecordInTheSpool) {
   EXPECT_EQ(record.marks[1], spool::Mark::kPending);
 }
 
-}  // namespace
-}  // namespace chute::delivery
-
-namespace chute::delivery {
-namespace {
-
 TEST_F(QueueTest, GivenUpRecipientsOfEveryRouteGetOneReportDeliveredLikeAnyMessage) {
   script_.answers["a@x.test"] = {Outcome::kPermanent, "550 5.1.1 a unknown"};
   other_script_.answers["b@y.test"] = {Outcome::kPermanent, "554 5.7.1 b refused"};
@@ -595,15 +585,21 @@ TEST_F(QueueTest, ReportsLeftByAnEarlierRunAreDeliveredAtStart) {
   EXPECT_EQ(script_.delivered[0].second, "ops@x.test");
 }
 
-TEST(ReportTest, TheReportIsAMultipartReportWithOneStatusBlockPerRecipientAndTheHeaders) {
+// SampleReport: a report's input as the tests vary it: ids, sender and addressee set.
+ReportInput SampleReport(const std::string& report_id, const std::string& original_id) {
   ReportInput in;
   in.hostname = "relay.x.test";
-  in.report_id = "1A000000000000000000001";
-  in.original_id = "1A000000000000000000002";
+  in.report_id = report_id;
+  in.original_id = original_id;
   in.sender = "payroll@x.test";
   in.to = "hr@x.test";
   in.received = absl::FromUnixSeconds(1'790'000'000);
   in.now = in.received + absl::Hours(1);
+  return in;
+}
+
+TEST(ReportTest, TheReportIsAMultipartReportWithOneStatusBlockPerRecipientAndTheHeaders) {
+  ReportInput in = SampleReport("1A000000000000000000001", "1A000000000000000000002");
   in.recipients = {{"ann@x.test", "550 5.1.1 <ann@x.test>: User unknown", "rfc822;Ann+40X.test"},
                    {"bob@x.test", "gave up after 9 attempts; last reply: 451 4.4.1 refused", ""},
                    {"eve@x.test", "554 rejected", ""}};
@@ -663,23 +659,24 @@ TEST(ReportTest, StatusOfReadsTheEnhancedCodeOnlyWhenItIsOne) {
   EXPECT_EQ(StatusOf(""), "5.0.0");
 }
 
-}  // namespace
-}  // namespace chute::delivery
-
-namespace chute::delivery {
-namespace {
-
 TEST_F(QueueTest, ADeferredRecipientThatAskedForDelayNoticesGetsOneOnce) {
   script_.answers["slow@x.test"] = {Outcome::kTransient, "451 4.4.1 connect refused"};
   script_.answers["quiet@x.test"] = {Outcome::kTransient, "451 4.4.1 connect refused"};
   UseReporter("ops@x.test");
   delay_notice_after_ = absl::Milliseconds(1);
   StartQueue(absl::Milliseconds(20));
+  // FAILURE only, and no NOTIFY: no delay notice, however long they wait.
+  std::unique_ptr<QueuedMessage> quiet = Spool("M31", {"quiet@x.test", "slow@x.test"});
+  quiet->notify = {4, 0};
+  quiet->received_unix_us -= 1000;
+  HandOver(std::move(quiet));
+  ASSERT_TRUE(WaitFor([&] { return queue_->counters().recipients_deferred.load() >= 6; }));
+  EXPECT_EQ(reporter_->reports_sent(), 0u);
   std::unique_ptr<QueuedMessage> message = Spool("M30", {"slow@x.test", "quiet@x.test"});
   message->notify = {static_cast<uint8_t>(8 | 4), 4};  // DELAY,FAILURE; FAILURE only
   message->received_unix_us -= 1000;                   // already older than the threshold
   HandOver(std::move(message));
-  ASSERT_TRUE(WaitFor([&] { return queue_->counters().recipients_deferred.load() >= 8; }));
+  ASSERT_TRUE(WaitFor([&] { return queue_->counters().recipients_deferred.load() >= 16; }));
   EXPECT_EQ(reporter_->reports_sent(), 1u);  // one notice, however many retries
   std::lock_guard<std::mutex> lock(script_.mu);
   int notices = 0;
@@ -690,13 +687,7 @@ TEST_F(QueueTest, ADeferredRecipientThatAskedForDelayNoticesGetsOneOnce) {
 }
 
 TEST(ReportTest, ADelayNoticeSaysDelayedAndUntilWhen) {
-  ReportInput in;
-  in.hostname = "relay.x.test";
-  in.report_id = "1A000000000000000000003";
-  in.original_id = "1A000000000000000000004";
-  in.sender = "payroll@x.test";
-  in.to = "hr@x.test";
-  in.received = absl::FromUnixSeconds(1'790'000'000);
+  ReportInput in = SampleReport("1A000000000000000000003", "1A000000000000000000004");
   in.now = in.received + absl::Hours(4);
   in.action = ReportAction::kDelayed;
   in.will_retry_until = in.received + absl::Hours(48);
@@ -710,32 +701,27 @@ TEST(ReportTest, ADelayNoticeSaysDelayedAndUntilWhen) {
   EXPECT_EQ(DelayStatusOf("421 no code"), "4.0.0");
 }
 
-}  // namespace
-}  // namespace chute::delivery
-
-namespace chute::delivery {
-namespace {
-
 TEST_F(QueueTest, ADeliveredRecipientThatAskedNotifySuccessGetsASuccessNotice) {
   UseReporter("ops@x.test");
   StartQueue();
+  // A message whose recipients did not ask (no NOTIFY, or FAILURE only) makes no notice.
+  std::unique_ptr<QueuedMessage> quiet = Spool("M41", {"plain@x.test", "failures@x.test"});
+  quiet->notify = {0, 4};
+  HandOver(std::move(quiet));
+  ASSERT_TRUE(WaitFor([&] { return gauges_.messages.load() == 0; }));
+  EXPECT_EQ(reporter_->reports_sent(), 0u);
   std::unique_ptr<QueuedMessage> message = Spool("M40", {"glad@x.test", "plain@x.test"});
   message->notify = {static_cast<uint8_t>(2 | 4), 0};  // SUCCESS,FAILURE; none
   HandOver(std::move(message));
   ASSERT_TRUE(WaitFor([&] {
     std::lock_guard<std::mutex> lock(script_.mu);
-    return script_.delivered.size() == 3;  // both, and the notice
+    return script_.delivered.size() == 5;  // four recipients, and the notice
   }));
   EXPECT_EQ(reporter_->reports_sent(), 1u);
 }
 
 TEST(ReportTest, ASuccessNoticeSaysDeliveredOrRelayedWithoutTheBody) {
-  ReportInput in;
-  in.hostname = "relay.x.test";
-  in.report_id = "1A000000000000000000005";
-  in.original_id = "1A000000000000000000006";
-  in.sender = "payroll@x.test";
-  in.to = "hr@x.test";
+  ReportInput in = SampleReport("1A000000000000000000005", "1A000000000000000000006");
   in.action = ReportAction::kDelivered;
   in.return_full = true;  // RET=FULL is for failures
   in.recipients = {{"ann@x.test", "250 2.0.0 delivered", ""}};
@@ -747,12 +733,6 @@ TEST(ReportTest, ASuccessNoticeSaysDeliveredOrRelayedWithoutTheBody) {
   in.action = ReportAction::kRelayed;
   EXPECT_TRUE(absl::StrContains(ComposeFailureReport(in), "Action: relayed\r\n"));
 }
-
-}  // namespace
-}  // namespace chute::delivery
-
-namespace chute::delivery {
-namespace {
 
 TEST_F(QueueTest, ARetryAskedWhileTheMessageIsBeingTriedIsNotLost) {
   script_.answers["x@x.test"] = {Outcome::kTransient, "451 4.3.0 later"};
@@ -770,12 +750,6 @@ TEST_F(QueueTest, ARetryAskedWhileTheMessageIsBeingTriedIsNotLost) {
   ASSERT_TRUE(WaitFor([&] { return queue_->counters().recipients_deferred.load() >= 2; }));
 }
 
-}  // namespace
-}  // namespace chute::delivery
-
-namespace chute::delivery {
-namespace {
-
 TEST_F(QueueTest, AReportLeftForAnAddressNoLongerInTheTenantIsDropped) {
   script_.answers["a@x.test"] = {Outcome::kPermanent, "550 5.1.1 a unknown"};
   script_.answers["ops@x.test"] = {Outcome::kTransient, "451 4.3.0 later"};
@@ -785,14 +759,7 @@ TEST_F(QueueTest, AReportLeftForAnAddressNoLongerInTheTenantIsDropped) {
   ASSERT_TRUE(WaitFor([&] { return queue_->counters().recipients_deferred.load() == 1; }));
   stage_.reset();
   reporter_.reset();
-  ReporterOptions options;
-  options.hostname = "relay.x.test";
-  options.dir = dir_ + "/reports";
-  options.boot_us = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
-  options.gauges = &gauges_;
-  options.address = [](int64_t, int64_t) { return ReportTarget{"ops@x.test", "", "x", "a"}; };
-  options.in_tenant = [](int64_t, absl::string_view) { return false; };  // x.test moved away
-  reporter_ = std::make_unique<Reporter>(std::move(options));
+  UseReporter("ops@x.test", [](int64_t, absl::string_view) { return false; });  // x.test moved
   StartQueue();
   EXPECT_EQ(reporter_->Replay(), 0u);
   EXPECT_TRUE(std::filesystem::is_empty(dir_ + "/reports"));

@@ -1438,12 +1438,6 @@ TEST(SmtpClientTest, FactoryRefusesACaFileThatDoesNotLoad) {
   EXPECT_TRUE(MakeSmtpClientFactory(options).ok());
 }
 
-}  // namespace
-}  // namespace chute::delivery
-
-namespace chute::delivery {
-namespace {
-
 TEST(SmtpClientProbeTest, AsksWithTheNullSenderAndResetsOverOneConnection) {
   for (bool pipelining : {false, true}) {
     FakeBehavior behavior;
@@ -1617,12 +1611,6 @@ TEST(RecipientVerifierTest, TheSameAddressWaitingTwiceIsProbedOnceAndStopAnswers
   ASSERT_EQ(answers.size(), 4u);
   EXPECT_EQ(answers.got[3].second.kind, RecipientVerdict::Kind::kUnreachable);
 }
-
-}  // namespace
-}  // namespace chute::delivery
-
-namespace chute::delivery {
-namespace {
 
 TEST(SmtpClientDsnTest, DsnParametersGoOnOnlyToATargetThatOffersDsn) {
   for (bool offered : {false, true}) {

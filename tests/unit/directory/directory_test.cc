@@ -317,12 +317,6 @@ TEST_F(StoreTest, ASchema3DatabaseMigratesWithAccountsFollowingTheirTenantAndEna
   EXPECT_EQ(snapshot->FindTenantByName("contoso")->oauth_jwks, "/etc/chute/contoso-jwks.json");
 }
 
-}  // namespace
-}  // namespace chute::directory
-
-namespace chute::directory {
-namespace {
-
 TEST_F(StoreTest, ATenantsNotificationAddressIsInOneOfItsDomains) {
   TenantChange set;
   set.notification_address = "Ops@Contoso.TEST";

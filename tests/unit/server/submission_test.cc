@@ -481,12 +481,6 @@ TEST_F(SubmissionTest, TrustedListenerActsAsItsAccountAndTakesTheTenantPlaceAtMa
   EXPECT_EQ(cap_.asked, 1);
 }
 
-}  // namespace
-}  // namespace chute::server
-
-namespace chute::server {
-namespace {
-
 using Kind = delivery::RecipientVerdict::Kind;
 
 class RecipientVerificationTest : public SubmissionTest {
