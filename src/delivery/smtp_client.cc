@@ -23,15 +23,14 @@
 #include "net/stream.h"
 #include "net/tls.h"
 #include "smtp/address.h"
+#include "smtp/client_session.h"
 #include "smtp/parser.h"
 
 namespace chute::delivery {
 namespace {
 
-// Plaintext is read at most this much at a time, which bounds what one Feed() hands the reply
-// parser and so how many replies can wait in it (reply_parser.h).
-constexpr size_t kReadChunkBytes = kReplyFeedBytesMax;
-static_assert(kReadChunkBytes / kReplyBytesMin <= kRepliesQueuedMax);
+// Plaintext is read at most this much at a time (the session cuts what it parses itself).
+constexpr size_t kReadChunkBytes = smtp::kReplyFeedBytesMax;
 
 // LocalFailure: a failure chute describes itself. Its message is the whole reply a recipient
 // gets ("451 4.4.1 connect to 127.0.0.1:24: Connection refused"); RFC 3463 codes: 4.4.1 no
@@ -89,33 +88,25 @@ std::string ServerName(const SmtpClientOptions& options, const std::string& targ
   return address.ok() ? FormatIp(address->ip) : "";
 }
 
-// AppendBdat: the one chunk of a message (RFC 3030), ending in CRLF like DATA's content.
-void AppendBdat(absl::string_view content, std::string* out) {
-  bool add_crlf = !content.empty() && !absl::EndsWith(content, "\r\n");
-  absl::StrAppend(out, "BDAT ", content.size() + (add_crlf ? 2 : 0), " LAST\r\n");
-  out->append(content.data(), content.size());
-  if (add_crlf) {
-    out->append("\r\n");
-  }
-}
-
 }  // namespace
 
-// Connection: one stream to the target, plain or TLS (net::Stream), and the parser of its
-// replies. Every wait is bounded by io_timeout; every failure is a LocalFailure naming the peer.
-class SmtpClient::Connection {
+// Connection: one stream to the target, plain or TLS (net::Stream), and the client session
+// on it (smtp::ClientSession, which does the protocol). Every wait is bounded by io_timeout;
+// every failure is a LocalFailure naming the peer.
+class SmtpClient::Connection : public smtp::ClientObserver {
  public:
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
   static absl::StatusOr<std::unique_ptr<Connection>> Open(
-      const std::string& target, absl::Duration io_timeout,
+      const std::string& target, smtp::ClientConfig config, absl::Duration io_timeout,
       const std::atomic<int64_t>* stop_at_unix_ms);
-  // Write: sends all of `bytes` (encrypted once TLS is on).
-  absl::Status Write(absl::string_view bytes) { return Local(stream_->Write(bytes)); }
-  // ReadReply: the next reply. A 421 is returned as a failure whose message is the reply: the
+  smtp::ClientSession& session() { return session_; }
+  // Run: sends what the session has to send and feeds it the server's replies until it owes
+  // nothing (ready, refused, waiting for the handshake, or closed). Each reply must come
+  // within io_timeout of the one before. A 421 is a failure whose message is the reply: the
   // server is closing the connection (RFC 5321 §3.8).
-  absl::StatusOr<ServerReply> ReadReply();
+  absl::Status Run();
   // StartTls: the client handshake, after the server's 220 to STARTTLS, expecting a
   // certificate for `server_name` (net::TlsStream::NewClient).
   absl::Status StartTls(std::shared_ptr<net::TlsContext> context, absl::string_view server_name) {
@@ -124,27 +115,37 @@ class SmtpClient::Connection {
   // tls: the TLS stream once StartTls was called, else null.
   const net::TlsStream* tls() const { return stream_->tls(); }
   // HasUnreadInput: the server sent something nobody asked for (a 421 on idle, or EOF).
-  bool HasUnreadInput() const { return !parser_.idle() || stream_->HasUnreadInput(); }
-  bool reply_parser_idle() const { return parser_.idle(); }
+  bool HasUnreadInput() const { return !session_.idle() || stream_->HasUnreadInput(); }
   void set_io_timeout(absl::Duration io_timeout) {
     io_timeout_ = io_timeout;
     stream_->set_io_timeout(io_timeout);
   }
 
+  // smtp::ClientObserver: each reply gives the next one io_timeout again.
+  void OnReply(smtp::ClientCommand, const ServerReply&, int64_t) override {
+    deadline_ = absl::Now() + io_timeout_;
+  }
+
  private:
-  Connection(std::unique_ptr<net::Stream> stream, absl::Duration io_timeout)
-      : stream_(std::move(stream)), io_timeout_(io_timeout) {}
+  Connection(std::unique_ptr<net::Stream> stream, smtp::ClientConfig config,
+             absl::Duration io_timeout)
+      : stream_(std::move(stream)),
+        io_timeout_(io_timeout),
+        config_(std::move(config)),
+        session_(config_, this) {}
   // Local: a stream failure as the reply its recipients get: 4.4.1 when the connection could
   // not be made, 4.7.5 a TLS failure, 4.4.2 any other.
   absl::Status Local(absl::Status status) const;
 
   std::unique_ptr<net::Stream> stream_;
   absl::Duration io_timeout_;
-  ReplyParser parser_;
+  absl::Time deadline_;
+  const smtp::ClientConfig config_;
+  smtp::ClientSession session_;
 };
 
 absl::StatusOr<std::unique_ptr<SmtpClient::Connection>> SmtpClient::Connection::Open(
-    const std::string& target, absl::Duration io_timeout,
+    const std::string& target, smtp::ClientConfig config, absl::Duration io_timeout,
     const std::atomic<int64_t>* stop_at_unix_ms) {
   absl::StatusOr<SocketAddress> address = ParseTarget(target);
   if (!address.ok()) {
@@ -159,7 +160,8 @@ absl::StatusOr<std::unique_ptr<SmtpClient::Connection>> SmtpClient::Connection::
   if (!stream.ok()) {
     return LocalFailure("4.4.1", stream.status().message());
   }
-  return std::unique_ptr<Connection>(new Connection(*std::move(stream), io_timeout));
+  return std::unique_ptr<Connection>(
+      new Connection(*std::move(stream), std::move(config), io_timeout));
 }
 
 absl::Status SmtpClient::Connection::Local(absl::Status status) const {
@@ -178,23 +180,33 @@ absl::Status SmtpClient::Connection::Local(absl::Status status) const {
   return LocalFailure("4.4.2", status.message());
 }
 
-absl::StatusOr<ServerReply> SmtpClient::Connection::ReadReply() {
-  absl::Time deadline = absl::Now() + io_timeout_;
-  ServerReply reply;
-  while (!parser_.Next(&reply)) {
-    if (parser_.failed()) {
-      return LocalFailure(
-          "4.5.0", absl::StrCat("protocol error from ", stream_->peer(), ": ", parser_.error()));
+absl::Status SmtpClient::Connection::Run() {
+  deadline_ = absl::Now() + io_timeout_;
+  std::string plaintext;
+  while (true) {
+    std::string* output = session_.output();
+    if (!output->empty()) {
+      RETURN_IF_ERROR(Local(stream_->Write(*output)));
+      output->clear();
     }
-    std::string plaintext;
-    RETURN_IF_ERROR(
-        Local(stream_->Read(&plaintext, kReadChunkBytes, deadline, nullptr, "reading reply from")));
-    parser_.Feed(plaintext);
+    if (session_.closed()) {
+      if (session_.closing_reply().has_value()) {
+        return absl::UnavailableError(session_.closing_reply()->ToString(kResultReplyBytesMax));
+      }
+      if (!session_.protocol_error().empty()) {
+        return LocalFailure("4.5.0", absl::StrCat("protocol error from ", stream_->peer(), ": ",
+                                                  session_.protocol_error()));
+      }
+      return absl::OkStatus();  // QUIT answered
+    }
+    if (!session_.waiting()) {
+      return absl::OkStatus();
+    }
+    plaintext.clear();
+    RETURN_IF_ERROR(Local(
+        stream_->Read(&plaintext, kReadChunkBytes, deadline_, nullptr, "reading reply from")));
+    session_.OnInput(plaintext, absl::ToUnixMicros(absl::Now()));
   }
-  if (reply.code == 421) {
-    return absl::UnavailableError(reply.ToString(kResultReplyBytesMax));
-  }
-  return reply;
 }
 
 // Attempt: the state of one message's transaction: which recipients have their result.
@@ -226,8 +238,6 @@ struct SmtpClient::Attempt {
   std::vector<bool> settled;
   size_t unsettled;
   std::vector<size_t> sendable;  // recipients whose RCPT goes out, in order
-  std::vector<size_t> accepted;  // recipients the server accepted at RCPT, in order
-  bool mail_accepted = false;
 };
 
 absl::Status ValidateSmtpClientOptions(const SmtpClientOptions& options) {
@@ -284,9 +294,8 @@ void SmtpClient::Close(bool quit) {
   if (quit) {
     // A courtesy to the server; its answer changes nothing, so the wait is kept short.
     connection_->set_io_timeout(std::min(options_.io_timeout, kQuitTimeoutMax));
-    if (connection_->Write("QUIT\r\n").ok()) {
-      (void)connection_->ReadReply();
-    }
+    connection_->session().Quit();
+    (void)connection_->Run();
   }
   connection_.reset();
   capabilities_ = Capabilities();
@@ -362,47 +371,58 @@ absl::Status SmtpClient::ConnectTarget() {
 
 absl::Status SmtpClient::OpenSession(bool try_tls, bool* handshake_failed) {
   CHECK(connection_ == nullptr);
-  ASSIGN_OR_RETURN(connection_,
-                   Connection::Open(target_, options_.io_timeout, options_.stop_at_unix_ms.get()));
+  smtp::ClientConfig config;
+  config.lmtp = options_.lmtp;
+  config.helo_name = options_.helo_name;
+  config.tls = !try_tls                                 ? smtp::ClientTls::kOff
+               : options_.tls == DeliveryTls::kRequired ? smtp::ClientTls::kRequired
+                                                        : smtp::ClientTls::kIfOffered;
+  ASSIGN_OR_RETURN(connection_, Connection::Open(target_, std::move(config), options_.io_timeout,
+                                                 options_.stop_at_unix_ms.get()));
   ++connections_opened_;
   messages_on_connection_ = 0;
-  absl::Status status = Greet(try_tls, handshake_failed);
+  absl::Status status = Greet(handshake_failed);
   if (!status.ok()) {
     Close(/*quit=*/false);
   }
   return status;
 }
 
-absl::Status SmtpClient::Greet(bool try_tls, bool* handshake_failed) {
-  ASSIGN_OR_RETURN(ServerReply greeting, connection_->ReadReply());
-  if (greeting.code != 220) {
-    return LocalFailure("4.4.0", absl::StrCat("greeting from ", target_, ": ",
-                                              greeting.ToString(kResultReplyBytesMax)));
+absl::Status SmtpClient::Greet(bool* handshake_failed) {
+  smtp::ClientSession& session = connection_->session();
+  RETURN_IF_ERROR(connection_->Run());
+  if (session.wants_tls()) {
+    RETURN_IF_ERROR(Handshake(handshake_failed));
+    session.OnTlsDone();  // EHLO again: what was learnt before TLS is forgotten
+    RETURN_IF_ERROR(connection_->Run());
   }
-  RETURN_IF_ERROR(Hello());
-  if (!try_tls || !capabilities_.starttls) {
-    if (options_.tls == DeliveryTls::kRequired) {
-      Close(/*quit=*/true);
-      return LocalFailure("4.7.5", absl::StrCat(target_, ": STARTTLS not offered"));
+  if (session.phase() == smtp::ClientSession::Phase::kRefused) {
+    const smtp::ClientRefusal& refusal = session.refusal();
+    std::string reply =
+        refusal.reply.has_value() ? refusal.reply->ToString(kResultReplyBytesMax) : "";
+    switch (refusal.command) {
+      case smtp::ClientCommand::kGreeting:
+        return LocalFailure("4.4.0", absl::StrCat("greeting from ", target_, ": ", reply));
+      case smtp::ClientCommand::kStartTls:
+        if (!refusal.reply.has_value()) {
+          Close(/*quit=*/true);
+          return LocalFailure("4.7.5", absl::StrCat(target_, ": STARTTLS not offered"));
+        }
+        return LocalFailure("4.7.5", absl::StrCat("STARTTLS refused by ", target_, ": ", reply));
+      default:
+        return LocalFailure("4.4.0",
+                            absl::StrCat(refusal.command == smtp::ClientCommand::kHelo ? "HELO"
+                                         : options_.lmtp                               ? "LHLO"
+                                                                                       : "EHLO",
+                                         " refused by ", target_, ": ", reply));
     }
-    return absl::OkStatus();
   }
-  RETURN_IF_ERROR(connection_->Write("STARTTLS\r\n"));
-  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
-  if (reply.code != 220) {
-    if (options_.tls == DeliveryTls::kRequired) {
-      return LocalFailure("4.7.5", absl::StrCat("STARTTLS refused by ", target_, ": ",
-                                                reply.ToString(kResultReplyBytesMax)));
-    }
-    return absl::OkStatus();  // opportunistic: the session goes on in plain text
+  if (!session.ready()) {
+    return LocalFailure("4.5.0", absl::StrCat("protocol error from ", target_,
+                                              ": the session did not become ready"));
   }
-  if (!connection_->reply_parser_idle()) {
-    // Plain text after the 220 would be taken as if it came over TLS (CVE-2011-0411's twin).
-    return LocalFailure(
-        "4.5.0", absl::StrCat("protocol error from ", target_, ": data after the 220 to STARTTLS"));
-  }
-  RETURN_IF_ERROR(Handshake(handshake_failed));
-  return Hello();  // RFC 3207 §4.2: forget what was learnt before TLS
+  capabilities_ = session.capabilities();
+  return absl::OkStatus();
 }
 
 absl::Status SmtpClient::Handshake(bool* handshake_failed) {
@@ -445,28 +465,6 @@ void SmtpClient::LogTls(const net::TlsStream& tls, bool refused) const {
             {"verified", unverified.empty() ? "yes" : "no"},
             {"reason", unverified},
             {"result", "continued"}});
-}
-
-absl::Status SmtpClient::Hello() {
-  capabilities_ = Capabilities();
-  absl::string_view verb = options_.lmtp ? "LHLO" : "EHLO";
-  RETURN_IF_ERROR(connection_->Write(absl::StrCat(verb, " ", options_.helo_name, "\r\n")));
-  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
-  if (reply.code == 250) {
-    capabilities_ = ParseCapabilities(reply);
-    return absl::OkStatus();
-  }
-  if (!options_.lmtp && reply.Class() == 5) {
-    // An old server without ESMTP: plain SMTP has no extensions to use.
-    RETURN_IF_ERROR(connection_->Write(absl::StrCat("HELO ", options_.helo_name, "\r\n")));
-    ASSIGN_OR_RETURN(reply, connection_->ReadReply());
-    if (reply.code == 250) {
-      return absl::OkStatus();
-    }
-    verb = "HELO";
-  }
-  return LocalFailure("4.4.0", absl::StrCat(verb, " refused by ", target_, ": ",
-                                            reply.ToString(kResultReplyBytesMax)));
 }
 
 void SmtpClient::Deliver(const std::vector<OutboundMessage*>& batch, const MessageDone& done) {
@@ -513,12 +511,81 @@ void SmtpClient::DeliverOne(OutboundMessage* message) {
     return;
   }
   ++messages_on_connection_;
-  absl::Status status = capabilities_.pipelining ? SendPipelined(&attempt) : SendStepwise(&attempt);
+  smtp::ClientTransaction transaction;
+  transaction.mail = MailCommand(*message);
+  for (size_t index : attempt.sendable) {
+    transaction.rcpts.push_back(RcptCommand(*message, index));
+  }
+  transaction.content = absl::string_view(message->content);
+  transaction.bdat = UseBdat();
+  smtp::ClientSession& session = connection_->session();
+  session.Begin(std::move(transaction), absl::ToUnixMicros(absl::Now()));
+  absl::Status status = connection_->Run();
+  // What came settles its recipients, also when the connection failed before the rest did.
+  absl::Status replies = Apply(session.replies(), &attempt);
+  if (status.ok()) {
+    status = replies;
+  }
+  if (status.ok() && session.needs_reset()) {
+    status = Reset();
+  }
   if (!status.ok()) {
     attempt.SettleRest(Outcome::kTransient, status.message());
     Close(/*quit=*/false);
   }
   CHECK_MSG(attempt.unsettled == 0, "every recipient gets exactly one result");
+}
+
+absl::Status SmtpClient::Apply(const smtp::ClientReplies& replies, Attempt* attempt) const {
+  const std::vector<size_t>& sendable = attempt->sendable;
+  if (!replies.mail.has_value()) {
+    return absl::OkStatus();
+  }
+  if (!replies.MailAccepted()) {
+    for (size_t index : sendable) {
+      attempt->SettleWith(index, *replies.mail);
+    }
+    return absl::OkStatus();
+  }
+  std::vector<size_t> accepted;  // indexes into `sendable`
+  for (size_t k = 0; k < replies.rcpts.size(); ++k) {
+    if (!replies.rcpts[k].has_value()) {
+      continue;
+    }
+    if (replies.rcpts[k]->IsPositiveCompletion()) {
+      accepted.push_back(k);
+    } else {
+      attempt->SettleWith(sendable[k], *replies.rcpts[k]);
+    }
+  }
+  if (accepted.empty()) {
+    return absl::OkStatus();
+  }
+  if (UseBdat() || (replies.data.has_value() && replies.data->code == 354)) {
+    if (options_.lmtp) {
+      // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
+      for (size_t j = 0; j < replies.final.size() && j < accepted.size(); ++j) {
+        attempt->SettleWith(sendable[accepted[j]], replies.final[j]);
+      }
+    } else if (!replies.final.empty()) {
+      for (size_t k : accepted) {
+        attempt->SettleWith(sendable[k], replies.final[0]);
+      }
+    }
+    return absl::OkStatus();
+  }
+  if (!replies.data.has_value()) {
+    return absl::OkStatus();
+  }
+  const ServerReply& data = *replies.data;
+  if (data.Class() != 4 && data.Class() != 5) {
+    return LocalFailure("4.5.0", absl::StrCat("unexpected reply to DATA from ", target_, ": ",
+                                              data.ToString(kResultReplyBytesMax)));
+  }
+  for (size_t k : accepted) {
+    attempt->SettleWith(sendable[k], data);
+  }
+  return absl::OkStatus();
 }
 
 bool SmtpClient::CheckEnvelope(Attempt* attempt) {
@@ -569,53 +636,34 @@ RecipientResult SmtpClient::Probe(const std::string& recipient) {
                                     "verified there"));
   }
   ++messages_on_connection_;
-  std::string mail = absl::StrCat("MAIL FROM:<>", utf8 ? " SMTPUTF8" : "", "\r\n");
-  std::string rcpt = absl::StrCat("RCPT TO:<", recipient, ">\r\n");
-  // The answer, then RSET (after an accepted MAIL); any failure drops the connection.
-  auto finish = [&](RecipientResult result, bool mail_accepted) {
-    absl::Status reset = mail_accepted && connection_ != nullptr ? Reset() : absl::OkStatus();
-    if (!reset.ok() || messages_on_connection_ >= options_.messages_per_connection_max) {
-      Close(/*quit=*/reset.ok());
-    }
-    return result;
-  };
-  auto failed = [&](const absl::Status& status) {
+  smtp::ClientTransaction transaction;
+  transaction.mail = absl::StrCat("MAIL FROM:<>", utf8 ? " SMTPUTF8" : "");
+  transaction.rcpts.push_back(absl::StrCat("RCPT TO:<", recipient, ">"));
+  smtp::ClientSession& session = connection_->session();
+  session.Begin(std::move(transaction), absl::ToUnixMicros(absl::Now()));
+  absl::Status status = connection_->Run();
+  if (!status.ok()) {
     Close(/*quit=*/false);
     return unreachable(status.message());
-  };
-  absl::Status status =
-      connection_->Write(capabilities_.pipelining ? absl::StrCat(mail, rcpt) : mail);
-  if (!status.ok()) {
-    return failed(status);
   }
-  absl::StatusOr<ServerReply> mail_reply = connection_->ReadReply();
-  if (!mail_reply.ok()) {
-    return failed(mail_reply.status());
-  }
-  bool mail_accepted = mail_reply->IsPositiveCompletion();
-  if (!mail_accepted && !capabilities_.pipelining) {
+  const smtp::ClientReplies& replies = session.replies();
+  RecipientResult result;
+  if (!replies.MailAccepted()) {
     // A target that refuses the null sender cannot be asked this way.
-    return finish(unreachable(absl::StrCat("451 4.4.3 ", target_, " refused MAIL FROM:<>: ",
-                                           mail_reply->ToString(kResultReplyBytesMax))),
-                  false);
+    result = unreachable(absl::StrCat("451 4.4.3 ", target_, " refused MAIL FROM:<>: ",
+                                      replies.mail->ToString(kResultReplyBytesMax)));
+  } else if (replies.rcpts[0].has_value()) {
+    const ServerReply& rcpt = *replies.rcpts[0];
+    result = RecipientResult{OutcomeOf(rcpt), rcpt.ToString(kResultReplyBytesMax)};
+  } else {
+    result = unreachable(absl::StrCat("451 4.5.0 no reply to RCPT from ", target_));
   }
-  if (!capabilities_.pipelining) {
-    status = connection_->Write(rcpt);
-    if (!status.ok()) {
-      return failed(status);
-    }
+  // RSET after an accepted MAIL; any failure drops the connection.
+  absl::Status reset = session.needs_reset() ? Reset() : absl::OkStatus();
+  if (!reset.ok() || messages_on_connection_ >= options_.messages_per_connection_max) {
+    Close(/*quit=*/reset.ok());
   }
-  absl::StatusOr<ServerReply> rcpt_reply = connection_->ReadReply();
-  if (!rcpt_reply.ok()) {
-    return failed(rcpt_reply.status());
-  }
-  if (!mail_accepted) {
-    return finish(unreachable(absl::StrCat("451 4.4.3 ", target_, " refused MAIL FROM:<>: ",
-                                           mail_reply->ToString(kResultReplyBytesMax))),
-                  false);
-  }
-  return finish(RecipientResult{OutcomeOf(*rcpt_reply), rcpt_reply->ToString(kResultReplyBytesMax)},
-                true);
+  return result;
 }
 
 std::string SmtpClient::MailCommand(const OutboundMessage& message) const {
@@ -638,7 +686,6 @@ std::string SmtpClient::MailCommand(const OutboundMessage& message) const {
   if (capabilities_.dsn && !message.envid.empty()) {
     absl::StrAppend(&command, " ENVID=", message.envid);
   }
-  command.append("\r\n");
   return command;
 }
 
@@ -663,169 +710,23 @@ std::string SmtpClient::RcptCommand(const OutboundMessage& message, size_t index
   if (capabilities_.dsn && index < message.orcpt.size() && !message.orcpt[index].empty()) {
     absl::StrAppend(&command, " ORCPT=", message.orcpt[index]);
   }
-  command.append("\r\n");
   return command;
 }
 
 bool SmtpClient::UseBdat() const { return !options_.lmtp && capabilities_.chunking; }
 
-absl::Status SmtpClient::SendPipelined(Attempt* attempt) {
-  const OutboundMessage& message = *attempt->message;
-  std::string commands = MailCommand(message);
-  for (size_t index : attempt->sendable) {
-    absl::StrAppend(&commands, RcptCommand(message, index));
-  }
-  bool bdat = UseBdat();
-  if (bdat) {
-    AppendBdat(message.content, &commands);
-  } else {
-    commands.append("DATA\r\n");
-  }
-  RETURN_IF_ERROR(connection_->Write(commands));
-  commands = std::string();
-  RETURN_IF_ERROR(OnMailReply(attempt));
-  for (size_t index : attempt->sendable) {
-    RETURN_IF_ERROR(OnRcptReply(attempt, index));
-  }
-  return bdat ? FinishBdat(attempt) : FinishData(attempt);
-}
-
-absl::Status SmtpClient::SendStepwise(Attempt* attempt) {
-  const OutboundMessage& message = *attempt->message;
-  RETURN_IF_ERROR(connection_->Write(MailCommand(message)));
-  RETURN_IF_ERROR(OnMailReply(attempt));
-  if (!attempt->mail_accepted) {
-    return absl::OkStatus();
-  }
-  for (size_t index : attempt->sendable) {
-    RETURN_IF_ERROR(connection_->Write(RcptCommand(message, index)));
-    RETURN_IF_ERROR(OnRcptReply(attempt, index));
-  }
-  if (attempt->accepted.empty()) {
-    return Reset();
-  }
-  if (UseBdat()) {
-    std::string chunk;
-    AppendBdat(message.content, &chunk);
-    RETURN_IF_ERROR(connection_->Write(chunk));
-    return FinishBdat(attempt);
-  }
-  RETURN_IF_ERROR(connection_->Write("DATA\r\n"));
-  return FinishData(attempt);
-}
-
-absl::Status SmtpClient::OnMailReply(Attempt* attempt) {
-  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
-  if (reply.IsPositiveCompletion()) {
-    attempt->mail_accepted = true;
-  } else {
-    for (size_t index : attempt->sendable) {
-      attempt->SettleWith(index, reply);
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status SmtpClient::OnRcptReply(Attempt* attempt, size_t index) {
-  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
-  if (!attempt->mail_accepted) {
-    return absl::OkStatus();  // pipelined after a refused MAIL: already settled by its reply
-  }
-  if (reply.IsPositiveCompletion()) {
-    attempt->accepted.push_back(index);
-  } else {
-    attempt->SettleWith(index, reply);
-  }
-  return absl::OkStatus();
-}
-
-// FinishData: after DATA went out (pipelined or not).
-absl::Status SmtpClient::FinishData(Attempt* attempt) {
-  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
-  if (reply.code == 354) {
-    if (attempt->accepted.empty()) {
-      // RFC 2920 §3.1 says a server refuses a pipelined DATA without valid recipients; one
-      // that does not gets an empty message, which ends the transaction.
-      RETURN_IF_ERROR(connection_->Write(".\r\n"));
-      return connection_->ReadReply().status();
-    }
-    std::string data;
-    AppendDotStuffed(attempt->message->content, &data);
-    RETURN_IF_ERROR(connection_->Write(data));
-    return ReadDataReplies(attempt);
-  }
-  if (attempt->accepted.empty()) {
-    return attempt->mail_accepted ? Reset() : absl::OkStatus();
-  }
-  if (reply.Class() != 4 && reply.Class() != 5) {
-    return LocalFailure("4.5.0", absl::StrCat("unexpected reply to DATA from ", target_, ": ",
-                                              reply.ToString(kResultReplyBytesMax)));
-  }
-  for (size_t index : attempt->accepted) {
-    attempt->SettleWith(index, reply);
-  }
-  return Reset();
-}
-
-absl::Status SmtpClient::ReadDataReplies(Attempt* attempt) {
-  if (options_.lmtp) {
-    // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
-    for (size_t index : attempt->accepted) {
-      ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
-      attempt->SettleWith(index, reply);
-    }
-    return absl::OkStatus();
-  }
-  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
-  for (size_t index : attempt->accepted) {
-    attempt->SettleWith(index, reply);
-  }
-  return absl::OkStatus();
-}
-
-// FinishBdat: after BDAT n LAST and the content went out (pipelined or not).
-absl::Status SmtpClient::FinishBdat(Attempt* attempt) {
-  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
-  if (attempt->accepted.empty()) {
-    return attempt->mail_accepted ? Reset() : absl::OkStatus();
-  }
-  for (size_t index : attempt->accepted) {
-    attempt->SettleWith(index, reply);
-  }
-  // RFC 3030 §2: after a refused BDAT the transaction is over but must be reset.
-  return reply.IsPositiveCompletion() ? absl::OkStatus() : Reset();
-}
-
 absl::Status SmtpClient::Reset() {
-  RETURN_IF_ERROR(connection_->Write("RSET\r\n"));
-  ASSIGN_OR_RETURN(ServerReply reply, connection_->ReadReply());
-  if (!reply.IsPositiveCompletion()) {
+  smtp::ClientSession& session = connection_->session();
+  session.Reset();
+  RETURN_IF_ERROR(connection_->Run());
+  if (!session.ready()) {
+    const smtp::ClientRefusal& refusal = session.refusal();
     return LocalFailure("4.5.0", absl::StrCat("RSET refused by ", target_, ": ",
-                                              reply.ToString(kResultReplyBytesMax)));
+                                              refusal.reply.has_value()
+                                                  ? refusal.reply->ToString(kResultReplyBytesMax)
+                                                  : std::string()));
   }
   return absl::OkStatus();
-}
-
-void AppendDotStuffed(absl::string_view content, std::string* out) {
-  out->reserve(out->size() + content.size() + content.size() / 64 + 5);
-  if (!content.empty() && content.front() == '.') {
-    out->push_back('.');
-  }
-  size_t start = 0;
-  while (true) {
-    size_t hit = content.find("\n.", start);
-    if (hit == absl::string_view::npos) {
-      out->append(content.data() + start, content.size() - start);
-      break;
-    }
-    out->append(content.data() + start, hit + 1 - start);
-    out->push_back('.');
-    start = hit + 1;
-  }
-  if (!content.empty() && !absl::EndsWith(content, "\r\n")) {
-    out->append("\r\n");
-  }
-  out->append(".\r\n");
 }
 
 SmtpClientOptions ClientOptionsFor(const DeliveryConfig& d, const std::string& helo_name) {

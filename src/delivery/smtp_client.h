@@ -6,6 +6,9 @@
 // per recipient after the data, as in Postfix's single smtp/lmtp program.
 //
 // Design:
+// - The protocol is smtp::ClientSession (src/smtp/client_session.h), the sans-I/O session
+//   chute-load drives too; this file is its transport (connect, read, write, TLS), the choice
+//   of targets, the commands' parameters, and what the replies mean for each recipient.
 // - One instance = one worker thread = at most one persistent connection, reused across
 //   Deliver() calls; it is replaced after messages_per_connection_max messages, when the server
 //   closed it, or after any network or protocol error. CloseIdle() ends it politely (QUIT).
@@ -46,7 +49,8 @@
 #include "base/config.h"
 #include "base/tls_pin.h"
 #include "delivery/backend.h"
-#include "delivery/reply_parser.h"
+#include "smtp/client_session.h"
+#include "smtp/reply_parser.h"
 
 namespace chute::net {
 class TlsContext;
@@ -54,6 +58,9 @@ class TlsStream;
 }  // namespace chute::net
 
 namespace chute::delivery {
+
+using smtp::Capabilities;
+using smtp::ServerReply;
 
 // A reply chute stores for a recipient is at most this long (the server's text is cut).
 inline constexpr size_t kResultReplyBytesMax = 1024;
@@ -144,8 +151,8 @@ class SmtpClient : public Backend {
   absl::Status Connect();
   absl::Status ConnectTarget();
   absl::Status OpenSession(bool try_tls, bool* handshake_failed);
-  absl::Status Greet(bool try_tls, bool* handshake_failed);
-  absl::Status Hello();
+  // Greet: runs the session to ready (greeting, EHLO/LHLO, STARTTLS and the handshake).
+  absl::Status Greet(bool* handshake_failed);
   // Handshake: TLS after the server's 220 to STARTTLS, and the verdict on its certificate;
   // `*handshake_failed` is set when the handshake did not complete.
   absl::Status Handshake(bool* handshake_failed);
@@ -156,14 +163,12 @@ class SmtpClient : public Backend {
   void DeliverNext(OutboundMessage* message, absl::Status* setup);
   void DeliverOne(OutboundMessage* message);
   bool CheckEnvelope(Attempt* attempt);
-  absl::Status SendPipelined(Attempt* attempt);
-  absl::Status SendStepwise(Attempt* attempt);
-  absl::Status OnMailReply(Attempt* attempt);
-  absl::Status OnRcptReply(Attempt* attempt, size_t index);
-  absl::Status FinishData(Attempt* attempt);
-  absl::Status ReadDataReplies(Attempt* attempt);
-  absl::Status FinishBdat(Attempt* attempt);
+  // Apply: settles the recipients a transaction's replies (or those that came before it
+  // failed) decide; an error when the server answered DATA with neither 354, 4xx nor 5xx.
+  absl::Status Apply(const smtp::ClientReplies& replies, Attempt* attempt) const;
   absl::Status Reset();
+  // MailCommand, RcptCommand: the command lines (without CRLF), with the parameters the
+  // target's capabilities allow.
   std::string MailCommand(const OutboundMessage& message) const;
   std::string RcptCommand(const OutboundMessage& message, size_t index) const;
   bool UseBdat() const;
@@ -187,10 +192,5 @@ absl::StatusOr<BackendFactory> MakeSmtpClientFactory(SmtpClientOptions options);
 // MakeSmtpClientMaker: the same, making SmtpClients as such (recipient verification probes).
 using SmtpClientMaker = std::function<std::unique_ptr<SmtpClient>()>;
 absl::StatusOr<SmtpClientMaker> MakeSmtpClientMaker(SmtpClientOptions options);
-
-// DotStuffed: `content` as it goes after DATA: each line that starts with "." gets another
-// one, a CRLF is added when the content does not end with one, then ".\r\n" (RFC 5321
-// §4.5.2). Appends to `out`.
-void AppendDotStuffed(absl::string_view content, std::string* out);
 
 }  // namespace chute::delivery

@@ -1,4 +1,4 @@
-// libFuzzer target for delivery::ReplyParser and ParseCapabilities: a server's replies as
+// libFuzzer target for smtp::ReplyParser and ParseCapabilities: a server's replies as
 // arbitrary bytes. The first byte chooses where the rest is split. Invariants checked:
 // - no crash, no UB (built with ASan+UBSan);
 // - the split does not matter: fed whole and fed in pieces, the same replies come out and the
@@ -17,16 +17,16 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
-#include "delivery/reply_parser.h"
+#include "smtp/reply_parser.h"
 
 namespace {
 
-using chute::delivery::kRepliesQueuedMax;
-using chute::delivery::kReplyLineBytesMax;
-using chute::delivery::kReplyLinesMax;
-using chute::delivery::ParseCapabilities;
-using chute::delivery::ReplyParser;
-using chute::delivery::ServerReply;
+using chute::smtp::kRepliesQueuedMax;
+using chute::smtp::kReplyLineBytesMax;
+using chute::smtp::kReplyLinesMax;
+using chute::smtp::ParseCapabilities;
+using chute::smtp::ReplyParser;
+using chute::smtp::ServerReply;
 
 #define FUZZ_CHECK(condition)                                                     \
   do {                                                                            \

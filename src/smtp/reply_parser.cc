@@ -1,6 +1,6 @@
 // reply_parser.cc: parses a downstream SMTP/LMTP server's replies and EHLO capabilities.
 
-#include "delivery/reply_parser.h"
+#include "smtp/reply_parser.h"
 
 #include <cstring>
 #include <utility>
@@ -11,7 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "base/check.h"
 
-namespace chute::delivery {
+namespace chute::smtp {
 namespace {
 
 // A reply code is three digits "xyz" with x in 1..5 (RFC 5321 §4.2.1).
@@ -114,7 +114,8 @@ void ReplyParser::Feed(absl::string_view bytes) {
     // The limit counts the line with its LF: a line may have kReplyLineBytesMax - 1 bytes
     // before the LF (CR included).
     if (line_.size() + take + 1 > kReplyLineBytesMax) {
-      Fail(absl::StrCat("a reply line is longer than ", kReplyLineBytesMax, " bytes"));
+      Fail(ReplyError::kLineTooLong,
+           absl::StrCat("a reply line is longer than ", kReplyLineBytesMax, " bytes"));
       return;
     }
     line_.append(bytes.data(), take);
@@ -134,20 +135,21 @@ void ReplyParser::Feed(absl::string_view bytes) {
 void ReplyParser::ParseLine(absl::string_view line) {
   uint16_t code = 0;
   if (!ParseCode(line, &code)) {
-    Fail("a reply line does not start with a three-digit code");
+    Fail(ReplyError::kMalformed, "a reply line does not start with a three-digit code");
     return;
   }
   bool last = line.size() == 3 || line[3] == ' ';
   if (!last && line[3] != '-') {
-    Fail("a reply code is followed by neither a space nor '-'");
+    Fail(ReplyError::kMalformed, "a reply code is followed by neither a space nor '-'");
     return;
   }
   if (!current_.lines.empty() && code != current_.code) {
-    Fail("the code changes within a multi-line reply");
+    Fail(ReplyError::kCodeChanged, "the code changes within a multi-line reply");
     return;
   }
   if (current_.lines.size() == kReplyLinesMax) {
-    Fail(absl::StrCat("a reply has more than ", kReplyLinesMax, " lines"));
+    Fail(ReplyError::kTooManyLines,
+         absl::StrCat("a reply has more than ", kReplyLinesMax, " lines"));
     return;
   }
   current_.code = code;
@@ -171,7 +173,8 @@ void ReplyParser::FinishReply() {
     }
   }
   if (queued_.size() == kRepliesQueuedMax) {
-    Fail(absl::StrCat("more than ", kRepliesQueuedMax, " replies arrived unasked"));
+    Fail(ReplyError::kTooManyQueued,
+         absl::StrCat("more than ", kRepliesQueuedMax, " replies arrived unasked"));
     return;
   }
   queued_.push_back(std::move(current_));
@@ -187,9 +190,10 @@ bool ReplyParser::Next(ServerReply* out) {
   return true;
 }
 
-void ReplyParser::Fail(absl::string_view why) {
+void ReplyParser::Fail(ReplyError kind, absl::string_view why) {
   if (error_.empty()) {
     error_ = std::string(why);
+    error_kind_ = kind;
   }
 }
 
@@ -234,4 +238,4 @@ Capabilities ParseCapabilities(const ServerReply& reply) {
   return caps;
 }
 
-}  // namespace chute::delivery
+}  // namespace chute::smtp

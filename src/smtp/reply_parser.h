@@ -1,8 +1,9 @@
 #pragma once
 
-// ReplyParser: the replies of a downstream SMTP or LMTP server, as the delivery client
-// (smtp_client.h) reads them. Pure: no syscalls, no clock. Bytes go in with Feed() split
-// anywhere; complete replies come out of Next() in the order the server sent them.
+// ReplyParser: the replies of an SMTP or LMTP server, as the client session (client_session.h)
+// reads them for the delivery stage and for chute-load. Pure: no syscalls, no clock. Bytes go in
+// with Feed() split anywhere; complete replies come out of Next() in the order the server sent
+// them.
 //
 // What it accepts (RFC 5321 §4.2, RFC 2033 §4.2): lines "ddd-text" continue a reply, a line
 // "ddd text" or "ddd" ends it; every line of one reply carries the same code. Lines end in
@@ -27,14 +28,14 @@
 
 #include "absl/strings/string_view.h"
 
-namespace chute::delivery {
+namespace chute::smtp {
 
 // RFC 5321 §4.5.3.1.5 allows 512 bytes per reply line; servers in the field send longer
 // EHLO and error lines, so chute allows eight times that before calling it an error.
 inline constexpr size_t kReplyLineBytesMax = 4096;
 // An EHLO reply of a busy MTA lists about 20 keywords; no sane reply needs more than this.
 inline constexpr size_t kReplyLinesMax = 128;
-// A client reads at most this much per Feed() (smtp_client.cc static_asserts it), and the
+// A client feeds at most this much per Feed() (ClientSession cuts its input), and the
 // shortest complete reply is 4 bytes ("250\n"), so a well-behaved server never has more than
 // this many replies waiting in one Feed() even with every command pipelined.
 inline constexpr size_t kReplyFeedBytesMax = 16384;
@@ -60,6 +61,16 @@ struct ServerReply {
   std::string ToString(size_t bytes_max = kReplyLineBytesMax) const;
 };
 
+// ReplyError: what kind of input the parser refused (error() says it in words).
+enum class ReplyError : uint8_t {
+  kNone,
+  kLineTooLong,    // a line of kReplyLineBytesMax bytes or more
+  kMalformed,      // no three-digit code, or neither ' ' nor '-' after it
+  kCodeChanged,    // the code changes within a multi-line reply
+  kTooManyLines,   // more than kReplyLinesMax lines
+  kTooManyQueued,  // more than kRepliesQueuedMax replies waiting
+};
+
 class ReplyParser {
  public:
   // Feed: parses `bytes`. Complete replies wait for Next(). After an error, input is ignored.
@@ -73,16 +84,18 @@ class ReplyParser {
   bool failed() const { return !error_.empty(); }
   // error: why the input was refused ("" while there is no error).
   const std::string& error() const { return error_; }
+  ReplyError error_kind() const { return error_kind_; }
 
  private:
   void ParseLine(absl::string_view line);
   void FinishReply();
-  void Fail(absl::string_view why);
+  void Fail(ReplyError kind, absl::string_view why);
 
   std::string line_;  // the unterminated last line, at most kReplyLineBytesMax bytes
   ServerReply current_;
   std::deque<ServerReply> queued_;
   std::string error_;
+  ReplyError error_kind_ = ReplyError::kNone;
 };
 
 // Capabilities: what an EHLO/LHLO reply announced (RFC 5321 §4.1.1.1 and the extensions').
@@ -104,4 +117,4 @@ struct Capabilities {
 // not a number counts as no limit; one too large for uint64 saturates.
 Capabilities ParseCapabilities(const ServerReply& reply);
 
-}  // namespace chute::delivery
+}  // namespace chute::smtp
