@@ -184,6 +184,9 @@ void ClientSession::AfterHello() {
     }
     tls_done_ = true;
   }
+  if (config_.require_chunking && !capabilities_.chunking) {
+    return Refuse(ClientCommand::kHello, nullptr, "CHUNKING not offered");
+  }
   if (config_.auth != ClientAuth::kNone) {
     return SendAuth();
   }
@@ -277,12 +280,6 @@ void ClientSession::SendData(int64_t now_us) {
   Send("DATA", ClientCommand::kData);
 }
 
-void ClientSession::Abort() {
-  aborted_ = true;
-  next_rcpt_ = transaction_.rcpts.size();
-  data_unsent_ = false;
-}
-
 void ClientSession::OnTransactionReply(ClientCommand command, const ServerReply& reply,
                                        int64_t now_us) {
   switch (command) {
@@ -297,6 +294,9 @@ void ClientSession::OnTransactionReply(ClientCommand command, const ServerReply&
     case ClientCommand::kRcpt:
       CHECK(rcpts_replied_ < replies_.rcpts.size());
       replies_.rcpts[rcpts_replied_++] = reply;
+      if (!reply.IsPositiveCompletion() && config_.stepwise_stops_at_refusal) {
+        aborted_ = true;
+      }
       break;
     case ClientCommand::kData: {
       replies_.data = reply;

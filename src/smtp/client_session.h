@@ -28,7 +28,7 @@
 // read as if it had come over TLS (the STARTTLS command injection of CVE-2011-0411).
 //
 // Observer: told of every reply after the session has acted on it (phase() is already the
-// new one), so that it may call Begin, Abort, Reset or Quit from there.
+// new one), so that it may call Begin, Reset or Quit from there.
 
 #include <cstddef>
 #include <cstdint>
@@ -73,6 +73,12 @@ struct ClientConfig {
   bool pipelining = true;  // pipeline when offered (false: one command per reply, always)
   // SMTP: when the server refuses EHLO with a 5xx, try HELO (an old server without ESMTP).
   bool helo_fallback = true;
+  // Stepwise: a refused RCPT ends the transaction there, without the next RCPT or DATA
+  // (chute-load, which counts the refusal and quits); false: the other recipients go on.
+  bool stepwise_stops_at_refusal = false;
+  // Refused (command kHello, why "CHUNKING not offered") when the final EHLO reply lacks
+  // CHUNKING (chute-load --bdat).
+  bool require_chunking = false;
   ClientAuth auth = ClientAuth::kNone;
   std::string user;
   std::string secret;  // the password, or XOAUTH2's token
@@ -146,10 +152,6 @@ class ClientSession {
 
   // Begin: a transaction (kReady only; its replies replace the last one's).
   void Begin(ClientTransaction transaction, int64_t now_us);
-  // Abort: sends none of the transaction's commands still unsent (stepwise); it ends when
-  // the replies already owed have come (a 354 to a pipelined DATA still gets the content when
-  // a recipient was accepted).
-  void Abort();
   // needs_reset: after a transaction: MAIL was accepted and the transaction did not end with
   // its data: RSET before the next one (Reset), or QUIT.
   bool needs_reset() const { return needs_reset_; }

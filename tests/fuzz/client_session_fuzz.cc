@@ -1,10 +1,12 @@
-// libFuzzer target for chute-load's ClientSession (tools/chute-load/client_session.h): a
+// libFuzzer target for chute-load's ClientSession (tools/chute-load/client_session.h) and the
+// smtp::ClientSession it drives: a
 // server's replies as arbitrary bytes. The first byte chooses the session's configuration
 // (TLS mode, AUTH mechanism, BDAT, pipelining, hold) and where the rest is split. Invariants:
 // - no crash, no UB (built with ASan+UBSan);
 // - at most one message is in flight, and the in-flight count never goes below zero;
-// - without STARTTLS (whose 220 discards the rest of a read), the split does not matter: fed
-//   whole and fed in pieces, the same bytes go out and the same errors are counted;
+// - without STARTTLS (whose 220 makes the rest of the same read a protocol error, while what
+//   comes in a later read is taken as TLS), the split does not matter: fed whole and fed in
+//   pieces, the same bytes go out and the same errors are counted;
 // - once done, the session sends nothing more.
 //
 // Build and run: tools/fuzz.sh [SECONDS] client_session_fuzz (preset "fuzz", clang).

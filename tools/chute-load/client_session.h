@@ -1,9 +1,11 @@
 #pragma once
 
-// ClientSession: one SMTP submission client session as a pure state machine (the client-side
-// twin of src/smtp's Session): plaintext bytes in (OnInput), plaintext bytes out (output()),
-// times passed in, no syscalls, no clock. The transport (runner.cc) owns the socket and the
-// TLS stream: when the session asks for TLS (wants_tls() after STARTTLS's 220) it runs the
+// ClientSession: one SMTP submission client session of chute-load, pure: plaintext bytes in
+// (OnInput), plaintext bytes out (output()), times passed in, no syscalls, no clock. The
+// protocol is smtp::ClientSession (src/smtp/client_session.h), the client session chuted's
+// delivery stage drives too; this class chooses what it sends (jobs from a JobSource, built
+// messages) and counts what comes back (Stats). The transport (runner.cc) owns the socket and
+// the TLS stream: when the session asks for TLS (wants_tls() after STARTTLS's 220) it runs the
 // handshake and calls OnTlsDone(); with implicit TLS it does so before the first byte.
 //
 // The session walks banner -> EHLO -> [STARTTLS -> EHLO] -> [AUTH] -> ready, then takes jobs
@@ -13,8 +15,9 @@
 // QUIT. Any unexpected reply is counted by phase and code and ends the session with QUIT
 // (after the replies still owed to pipelined commands); a 421 ends it at once.
 //
-// Limits: kReplyLineBytesMax per reply line, kReplyLinesMax lines per reply, kInputBytesMax
-// of unparsed input: beyond them the server is broken and the session ends ("protocol").
+// Limits: those of smtp::ReplyParser (kReplyLineBytesMax per reply line, kReplyLinesMax lines
+// per reply): beyond them the server is broken and the session ends ("protocol"), as it does
+// when the server sends a reply nobody asked for, or plain text after its 220 to STARTTLS.
 
 #include <cstdint>
 #include <deque>
@@ -22,15 +25,14 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "smtp/client_session.h"
 #include "tools/chute-load/options.h"
 #include "tools/chute-load/schedule.h"
 #include "tools/chute-load/stats.h"
 
 namespace chute::load {
 
-inline constexpr size_t kReplyLineBytesMax = 4096;
-inline constexpr size_t kReplyLinesMax = 128;
-inline constexpr size_t kInputBytesMax = kReplyLineBytesMax * 4;
+using smtp::kReplyLineBytesMax;
 
 class JobSource {
  public:
@@ -58,7 +60,7 @@ struct SessionConfig {
   std::string run_id;
 };
 
-class ClientSession {
+class ClientSession : private smtp::ClientObserver {
  public:
   enum class Phase {
     kBanner,
@@ -94,7 +96,7 @@ class ClientSession {
   // Abandon: the connection ended for a reason the transport already counted (connect, TLS).
   void Abandon();
 
-  std::string* output() { return &out_; }
+  std::string* output() { return core_.output(); }
   bool wants_tls() const { return phase_ == Phase::kTls; }
   bool done() const { return phase_ == Phase::kDone; }
   bool ready() const { return phase_ == Phase::kReady; }
@@ -105,61 +107,30 @@ class ClientSession {
   uint64_t messages_done() const { return messages_done_; }
 
  private:
-  enum class Expect {
-    kBanner,
-    kEhlo,
-    kStartTls,
-    kAuth,
-    kAuthStep,
-    kMail,
-    kRcpt,
-    kData,
-    kBdat,
-    kDataEnd,
-    kDataAbort,
-    kQuit
-  };
-  struct Reply {
-    int code = 0;
-    std::string enhanced;
-    std::vector<std::string> lines;
-  };
-
-  void OnReply(const Reply& reply, int64_t now_us);
-  void OnEhlo(const Reply& reply, int64_t now_us);
-  void OnAuthReply(const Reply& reply, int64_t now_us);
-  void OnEnvelopeReply(Expect expect, const Reply& reply, int64_t now_us);
-  void SendAuth(int64_t now_us);
+  // smtp::ClientObserver: every reply, after the core session acted on it; phase_ is still
+  // the phase it came in.
+  void OnReply(smtp::ClientCommand command, const smtp::ServerReply& reply,
+               int64_t now_us) override;
+  void OnHello(const smtp::ServerReply& reply, int64_t now_us);
+  void OnEnvelopeReply(smtp::ClientCommand command, const smtp::ServerReply& reply, int64_t now_us);
   void BecomeReady(int64_t now_us);
   void StartMessage(const Job& job, uint64_t size_bytes, int64_t now_us);
-  void SendBody(int64_t now_us);
   void FinishMessage(int64_t now_us);
-  void SendNextUnpipelined();
-  void Fail(absl::string_view phase, const Reply& reply);
+  void Fail(absl::string_view phase, const smtp::ServerReply& reply);
   void Protocol(absl::string_view what);
   void Quit();
-  void Send(absl::string_view line, Expect expect);
 
   const SessionConfig& config_;
   JobSource* source_;
   Stats* stats_;
+  const smtp::ClientConfig core_config_;
+  smtp::ClientSession core_;
   Phase phase_ = Phase::kBanner;
-  std::string in_;
-  std::string out_;
-  Reply partial_;
-  std::deque<Expect> awaiting_;
-  // Unpipelined envelope: commands not yet sent, with what each expects.
-  std::deque<std::pair<std::string, Expect>> unsent_;
-  bool server_pipelining_ = false;
-  bool server_chunking_ = false;
-  bool server_starttls_ = false;
   bool stop_ = false;
   bool failed_ = false;       // this message (or session) already had an unexpected reply
   bool mail_failed_ = false;  // this message's MAIL was refused (later refusals follow from it)
-  int auth_step_ = 0;
   int64_t connect_start_us_ = 0;
   int64_t auth_start_us_ = 0;
-  int64_t eod_us_ = 0;
   Job job_;
   std::string message_;
   int rcpts_accepted_ = 0;

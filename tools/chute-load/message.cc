@@ -1,4 +1,4 @@
-// message.cc: builds chute-load's test messages and their dot-stuffed DATA form.
+// message.cc: builds chute-load's test messages.
 
 #include "tools/chute-load/message.h"
 
@@ -41,24 +41,6 @@ std::string BuildMessage(const MessageHeaders& headers, uint64_t seq, uint64_t s
   if (line == 0) {
     out += "chute-load\r\n";  // a body of at least one line
   }
-  return out;
-}
-
-std::string DotStuff(absl::string_view message) {
-  std::string out;
-  out.reserve(message.size() + message.size() / 64 + 3);
-  bool line_start = true;
-  for (char c : message) {
-    if (line_start && c == '.') {
-      out.push_back('.');
-    }
-    out.push_back(c);
-    line_start = c == '\n';
-  }
-  if (!line_start) {
-    out += "\r\n";
-  }
-  out += ".\r\n";
   return out;
 }
 

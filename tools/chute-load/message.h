@@ -2,8 +2,8 @@
 
 // BuildMessage: an RFC 5322 message of about `size_bytes` bytes (never less than its headers):
 // From:, To:, Subject:, Date:, a Message-ID: unique per run and sequence number, then body
-// lines of printable text, some starting with '.', so that DATA's dot-stuffing is exercised.
-// DotStuff: the DATA form of a message (leading dots doubled, ".\r\n" appended). Pure.
+// lines of printable text, some starting with '.', so that DATA's dot-stuffing is exercised
+// (smtp::AppendDotStuffed, by the session). Pure.
 
 #include <cstdint>
 #include <string>
@@ -21,6 +21,5 @@ struct MessageHeaders {
 };
 
 std::string BuildMessage(const MessageHeaders& headers, uint64_t seq, uint64_t size_bytes);
-std::string DotStuff(absl::string_view message);
 
 }  // namespace chute::load

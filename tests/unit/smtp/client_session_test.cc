@@ -186,16 +186,16 @@ TEST(ClientSessionTest, StepwiseNoAcceptedRecipientSendsNoDataAndNeedsReset) {
   EXPECT_FALSE(session.needs_reset());
 }
 
-TEST(ClientSessionTest, AbortSendsNothingMoreAndEndsWhenTheOwedRepliesCame) {
+TEST(ClientSessionTest, StepwiseCanStopAtTheFirstRefusedRecipient) {
   ClientConfig config = Config();
   config.pipelining = false;
+  config.stepwise_stops_at_refusal = true;
   ClientSession session(config);
   Greet(&session, "250-PIPELINING\r\n");
   session.Begin(Transaction({"a@x", "b@x"}, "x\r\n"), 0);
   EXPECT_EQ(TakeLines(&session).size(), 1u) << "pipelining = false: one command at a time";
   session.OnInput("250 ok\r\n", 0);
   EXPECT_EQ(TakeLines(&session), std::vector<std::string>{"RCPT TO:<a@x>"});
-  session.Abort();
   session.OnInput("550 no\r\n", 0);
   EXPECT_TRUE(TakeLines(&session).empty());
   EXPECT_TRUE(session.ready());
