@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <random>
 
 #define JSON_NOEXCEPTION 1
@@ -466,12 +467,18 @@ bool DeliveryQueue::Conclude(QueuedMessage& message, const OutboundMessage& out,
       return false;
     }
   }
+  // The report is written before the record is settled (a crash in between repeats it) and
+  // queued once the share's lock is let go (Route takes a queue's mu_: the lock order).
+  std::optional<WrittenReport> report;
+  if (any_dead && options_.reporter != nullptr) {
+    report = options_.reporter->WriteFailure(message, marks, replies, out.content);
+  }
   Settle(message, any_dead);
   if (share_lock.owns_lock()) {
     share_lock.unlock();
   }
-  if (any_dead && options_.reporter != nullptr) {
-    options_.reporter->OnFailed(message, marks, replies, out.content);
+  if (report.has_value()) {
+    options_.reporter->Queue(*std::move(report));
   }
   return true;
 }

@@ -226,11 +226,13 @@ Reporter::Reporter(ReporterOptions options)
   CHECK(options_.gauges != nullptr);
 }
 
-void Reporter::OnFailed(const QueuedMessage& message, const std::vector<spool::Mark>& marks,
-                        const std::vector<std::string>& replies, absl::string_view content) {
+std::optional<WrittenReport> Reporter::WriteFailure(const QueuedMessage& message,
+                                                    const std::vector<spool::Mark>& marks,
+                                                    const std::vector<std::string>& replies,
+                                                    absl::string_view content) {
   CHECK(stage_ != nullptr);
   if (message.sender.empty()) {
-    return;  // the null sender: a report itself, or a bounce; nobody to tell
+    return std::nullopt;  // the null sender: a report itself, or a bounce; nobody to tell
   }
   ReportInput input;
   for (size_t i = 0; i < message.recipients.size(); ++i) {
@@ -242,7 +244,7 @@ void Reporter::OnFailed(const QueuedMessage& message, const std::vector<spool::M
                                                  i < message.orcpt.size() ? message.orcpt[i] : ""});
     }
   }
-  Send(message, std::move(input), content);
+  return Write(message, std::move(input), content);
 }
 
 void Reporter::OnDelayed(const QueuedMessage& message, const std::vector<size_t>& recipients,
@@ -259,7 +261,9 @@ void Reporter::OnDelayed(const QueuedMessage& message, const std::vector<size_t>
     input.recipients.push_back(FailedRecipient{message.recipients[i], replies[i],
                                                i < message.orcpt.size() ? message.orcpt[i] : ""});
   }
-  Send(message, std::move(input), content);
+  if (std::optional<WrittenReport> written = Write(message, std::move(input), content)) {
+    Queue(*std::move(written));
+  }
 }
 
 void Reporter::OnDelivered(const QueuedMessage& message, const std::vector<size_t>& recipients,
@@ -275,19 +279,22 @@ void Reporter::OnDelivered(const QueuedMessage& message, const std::vector<size_
     input.recipients.push_back(FailedRecipient{message.recipients[i], replies[i],
                                                i < message.orcpt.size() ? message.orcpt[i] : ""});
   }
-  Send(message, std::move(input), content);
+  if (std::optional<WrittenReport> written = Write(message, std::move(input), content)) {
+    Queue(*std::move(written));
+  }
 }
 
-void Reporter::Send(const QueuedMessage& message, ReportInput input, absl::string_view content) {
+std::optional<WrittenReport> Reporter::Write(const QueuedMessage& message, ReportInput input,
+                                             absl::string_view content) {
   input.envid = message.envid;
   input.return_full = message.dsn_ret == static_cast<uint8_t>(smtp::DsnRet::kFull);
   if (input.recipients.empty()) {
-    return;
+    return std::nullopt;
   }
   ReportTarget target = options_.address(message.tenant_id, message.account_id);
   if (target.to.empty()) {
     LogEvent(LogLevel::kInfo, "report.none", {{"queue_id", message.id}, {"reason", target.why}});
-    return;
+    return std::nullopt;
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -336,7 +343,7 @@ void Reporter::Send(const QueuedMessage& message, ReportInput input, absl::strin
     LOG_ERROR("report about %s to %s not sent: %s", message.id, target.to, status.message());
     unlink((base + ".eml").c_str());
     unlink((base + ".json").c_str());
-    return;
+    return std::nullopt;
   }
   sent_.fetch_add(1, std::memory_order_relaxed);
   LogEvent(LogLevel::kInfo, "report.queued",
@@ -372,26 +379,36 @@ void Reporter::Send(const QueuedMessage& message, ReportInput input, absl::strin
     received.size_bytes = report.size();
     options_.trace->Submit(events);
   }
+  WrittenReport written;
+  written.id = input.report_id;
+  written.base = base;
+  written.to = target.to;
+  written.tenant_id = message.tenant_id;
+  written.account_id = message.account_id;
+  written.size_bytes = report.size();
+  written.written = now;
+  return written;
+}
+
+void Reporter::Queue(WrittenReport report) {
+  CHECK(stage_ != nullptr);
   auto queued = std::make_unique<QueuedMessage>();
-  queued->recipients = {target.to};
-  queued->tenant_id = message.tenant_id;
+  queued->recipients = {report.to};
+  queued->tenant_id = report.tenant_id;
   if (!stage_->Routable(*queued)) {
     // In the tenant, yet in a domain no route serves (default_route = false): it cannot go.
-    LOG_ERROR("report %s about %s not sent: no delivery route serves %s", input.report_id,
-              message.id, target.to);
-    unlink((base + ".eml").c_str());
-    unlink((base + ".json").c_str());
+    LOG_ERROR("report %s not sent: no delivery route serves %s", report.id, report.to);
+    unlink((report.base + ".eml").c_str());
+    unlink((report.base + ".json").c_str());
     return;
   }
-  queued->id = input.report_id;
-  queued->received_unix_us = absl::ToUnixMicros(now);
-  queued->tenant_id = message.tenant_id;
-  queued->account_id = message.account_id;
-  queued->recipients = {target.to};
+  queued->id = report.id;
+  queued->received_unix_us = absl::ToUnixMicros(report.written);
+  queued->account_id = report.account_id;
   queued->marks.assign(1, spool::Mark::kPending);
   queued->replies.assign(1, "");
-  queued->dead_path = base;
-  queued->record.content_bytes = report.size();
+  queued->dead_path = report.base;
+  queued->record.content_bytes = report.size_bytes;
   options_.gauges->AddOutside();
   stage_->Route(std::move(queued));
 }

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -119,18 +120,37 @@ struct ReporterOptions {
   trace::Writer* trace = nullptr;        // may be null
 };
 
+// WrittenReport: a report on disk (durably), not yet queued for delivery (Reporter::Queue).
+struct WrittenReport {
+  std::string id;    // its queue id
+  std::string base;  // <dir>/<id>: its .eml and .json
+  std::string to;
+  int64_t tenant_id = 0;
+  int64_t account_id = 0;
+  uint64_t size_bytes = 0;
+  absl::Time written;
+};
+
 class Reporter {
  public:
   explicit Reporter(ReporterOptions options);
 
   // set_stage: where reports are routed. Before any OnFailed or Replay.
   void set_stage(DeliveryStage* stage) { stage_ = stage; }
-  // OnFailed: `message` is finished and its recipients whose `marks` are dead were given up
-  // (their `replies` say why); `content` is the message. Sends a report when one is due.
-  void OnFailed(const QueuedMessage& message, const std::vector<spool::Mark>& marks,
-                const std::vector<std::string>& replies, absl::string_view content);
+  // WriteFailure: `message` is finished and its recipients whose `marks` are dead were given
+  // up (their `replies` say why); `content` is the message. Writes the report when one is
+  // due, for Queue. The queue writes it before it settles the message, so that a crash in
+  // between repeats the report (the message is tried again) rather than losing it; it queues
+  // it once its locks are let go (routing takes a queue's lock).
+  std::optional<WrittenReport> WriteFailure(const QueuedMessage& message,
+                                            const std::vector<spool::Mark>& marks,
+                                            const std::vector<std::string>& replies,
+                                            absl::string_view content);
+  // Queue: a written report goes to delivery (or, when no route serves its address now, is
+  // removed again, and logged).
+  void Queue(WrittenReport report);
   // OnDelayed: `recipients` (indexes) of `message`, deferred, asked for delay notices and its
-  // age passed delay_notice_after_s: one notice about them, sent as OnFailed sends a report.
+  // age passed delay_notice_after_s: one notice about them, written and queued at once.
   void OnDelayed(const QueuedMessage& message, const std::vector<size_t>& recipients,
                  const std::vector<std::string>& replies, absl::Time will_retry_until,
                  absl::string_view content);
@@ -146,8 +166,10 @@ class Reporter {
   uint64_t reports_sent() const { return sent_; }
 
  private:
-  // Send: the report `input` (its recipients filled) about `message`, to its target.
-  void Send(const QueuedMessage& message, ReportInput input, absl::string_view content);
+  // Write: the report `input` (its recipients filled) about `message`, to its target, on
+  // disk; nothing when there are no recipients, no target, or the write failed (logged).
+  std::optional<WrittenReport> Write(const QueuedMessage& message, ReportInput input,
+                                     absl::string_view content);
 
   const ReporterOptions options_;
   DeliveryStage* stage_ = nullptr;
