@@ -22,6 +22,7 @@
 #include "net/socket.h"
 #include "net/stream.h"
 #include "net/tls.h"
+#include "net/uring_stream.h"
 #include "smtp/address.h"
 #include "smtp/client_session.h"
 #include "smtp/parser.h"
@@ -31,6 +32,9 @@ namespace {
 
 // Plaintext is read at most this much at a time (the session cuts what it parses itself).
 constexpr size_t kReadChunkBytes = smtp::kReplyFeedBytesMax;
+// A connection has at most a send, a receive and a cancel in its ring (a connect and its
+// timeout before that).
+constexpr unsigned kRingEntries = 8;
 
 // LocalFailure: a failure chute describes itself. Its message is the whole reply a recipient
 // gets ("451 4.4.1 connect to 127.0.0.1:24: Connection refused"); RFC 3463 codes: 4.4.1 no
@@ -90,8 +94,9 @@ std::string ServerName(const SmtpClientOptions& options, const std::string& targ
 
 }  // namespace
 
-// Connection: one stream to the target, plain or TLS (net::Stream), and the client session
-// on it (smtp::ClientSession, which does the protocol). Every wait is bounded by io_timeout;
+// Connection: one stream to the target, plain or TLS, on the client's io_uring
+// (net::UringStream), and the client session on it (smtp::ClientSession, which does the
+// protocol). Every wait is bounded by io_timeout;
 // every failure is a LocalFailure naming the peer.
 class SmtpClient::Connection : public smtp::ClientObserver {
  public:
@@ -99,8 +104,8 @@ class SmtpClient::Connection : public smtp::ClientObserver {
   Connection& operator=(const Connection&) = delete;
 
   static absl::StatusOr<std::unique_ptr<Connection>> Open(
-      const std::string& target, smtp::ClientConfig config, absl::Duration io_timeout,
-      const std::atomic<int64_t>* stop_at_unix_ms);
+      io::Ring* ring, const std::string& target, smtp::ClientConfig config,
+      absl::Duration io_timeout, const std::atomic<int64_t>* stop_at_unix_ms);
   smtp::ClientSession& session() { return session_; }
   // Run: sends what the session has to send and feeds it the server's replies until it owes
   // nothing (ready, refused, waiting for the handshake, or closed). Each reply must come
@@ -127,7 +132,7 @@ class SmtpClient::Connection : public smtp::ClientObserver {
   }
 
  private:
-  Connection(std::unique_ptr<net::Stream> stream, smtp::ClientConfig config,
+  Connection(std::unique_ptr<net::UringStream> stream, smtp::ClientConfig config,
              absl::Duration io_timeout)
       : stream_(std::move(stream)),
         io_timeout_(io_timeout),
@@ -137,7 +142,7 @@ class SmtpClient::Connection : public smtp::ClientObserver {
   // not be made, 4.7.5 a TLS failure, 4.4.2 any other.
   absl::Status Local(absl::Status status) const;
 
-  std::unique_ptr<net::Stream> stream_;
+  std::unique_ptr<net::UringStream> stream_;
   absl::Duration io_timeout_;
   absl::Time deadline_;
   const smtp::ClientConfig config_;
@@ -145,7 +150,7 @@ class SmtpClient::Connection : public smtp::ClientObserver {
 };
 
 absl::StatusOr<std::unique_ptr<SmtpClient::Connection>> SmtpClient::Connection::Open(
-    const std::string& target, smtp::ClientConfig config, absl::Duration io_timeout,
+    io::Ring* ring, const std::string& target, smtp::ClientConfig config, absl::Duration io_timeout,
     const std::atomic<int64_t>* stop_at_unix_ms) {
   absl::StatusOr<SocketAddress> address = ParseTarget(target);
   if (!address.ok()) {
@@ -155,8 +160,8 @@ absl::StatusOr<std::unique_ptr<SmtpClient::Connection>> SmtpClient::Connection::
   net::StreamOptions options;
   options.io_timeout = io_timeout;
   options.stop_at_unix_ms = stop_at_unix_ms;
-  absl::StatusOr<std::unique_ptr<net::Stream>> stream =
-      net::Stream::Connect(address->storage, address->length, target, options);
+  absl::StatusOr<std::unique_ptr<net::UringStream>> stream =
+      net::UringStream::Connect(ring, address->storage, address->length, target, options);
   if (!stream.ok()) {
     return LocalFailure("4.4.1", stream.status().message());
   }
@@ -203,8 +208,8 @@ absl::Status SmtpClient::Connection::Run() {
       return absl::OkStatus();
     }
     plaintext.clear();
-    RETURN_IF_ERROR(Local(
-        stream_->Read(&plaintext, kReadChunkBytes, deadline_, nullptr, "reading reply from")));
+    RETURN_IF_ERROR(
+        Local(stream_->Read(&plaintext, kReadChunkBytes, deadline_, "reading reply from")));
     session_.OnInput(plaintext, absl::ToUnixMicros(absl::Now()));
   }
 }
@@ -377,8 +382,17 @@ absl::Status SmtpClient::OpenSession(bool try_tls, bool* handshake_failed) {
   config.tls = !try_tls                                 ? smtp::ClientTls::kOff
                : options_.tls == DeliveryTls::kRequired ? smtp::ClientTls::kRequired
                                                         : smtp::ClientTls::kIfOffered;
-  ASSIGN_OR_RETURN(connection_, Connection::Open(target_, std::move(config), options_.io_timeout,
-                                                 options_.stop_at_unix_ms.get()));
+  if (ring_ == nullptr) {
+    // Made by the thread that delivers (SINGLE_ISSUER), on its first connection.
+    absl::StatusOr<std::unique_ptr<io::Ring>> ring = io::Ring::Create(kRingEntries);
+    if (!ring.ok()) {
+      return LocalFailure("4.3.0", absl::StrCat("io_uring: ", ring.status().message()));
+    }
+    ring_ = *std::move(ring);
+  }
+  ASSIGN_OR_RETURN(connection_,
+                   Connection::Open(ring_.get(), target_, std::move(config), options_.io_timeout,
+                                    options_.stop_at_unix_ms.get()));
   ++connections_opened_;
   messages_on_connection_ = 0;
   absl::Status status = Greet(handshake_failed);

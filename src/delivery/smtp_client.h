@@ -12,11 +12,14 @@
 // - One instance = one worker thread = at most one persistent connection, reused across
 //   Deliver() calls; it is replaced after messages_per_connection_max messages, when the server
 //   closed it, or after any network or protocol error. CloseIdle() ends it politely (QUIT).
-// - Blocking I/O on a non-blocking socket: every wait is a poll() bounded by io_timeout. A
-//   reply must be complete within io_timeout of starting to read it; a write must make
-//   progress at least once per io_timeout (a large message may take longer as a whole). Writes
-//   use MSG_NOSIGNAL, so a closed peer is an error, never SIGPIPE.
-// - STARTTLS (RFC 3207) through net::TlsStream (memory BIOs; this file moves the ciphertext).
+// - I/O on io_uring: one ring per client (so per worker thread, made by it on its first
+//   connection), driven through net::UringStream, which moves the bytes with net::Transport as
+//   the shards do; a round trip is one io_uring_enter that submits the commands and waits for
+//   the reply. Every wait is bounded by io_timeout: a reply must come within io_timeout of the
+//   one before; a write must make progress at least once per io_timeout (a large message may
+//   take longer as a whole). Sends use MSG_NOSIGNAL, so a closed peer is an error, never SIGPIPE.
+//   The client still waits for its connection: one connection per worker thread.
+// - STARTTLS (RFC 3207) through net::TlsStream (memory BIOs), client side of net::Transport.
 //   The server's certificate is verified against tls_ca_file, for the name tls_server_name
 //   (default: the target's address; a DNS name also goes out as SNI), and against tls_pins.
 //   tls = opportunistic: used when offered, whatever the certificate (the verdict is logged,
@@ -52,6 +55,9 @@
 #include "smtp/client_session.h"
 #include "smtp/reply_parser.h"
 
+namespace chute::io {
+class Ring;
+}  // namespace chute::io
 namespace chute::net {
 class TlsContext;
 class TlsStream;
@@ -178,6 +184,7 @@ class SmtpClient : public Backend {
   std::string target_;       // the target connected to (or last tried)
   std::string server_name_;  // the name its certificate must carry; "" = none
   std::shared_ptr<TargetHealth> health_;
+  std::unique_ptr<io::Ring> ring_;  // before connection_: a connection's stream uses it
   std::unique_ptr<Connection> connection_;
   Capabilities capabilities_;
   size_t messages_on_connection_ = 0;

@@ -1,0 +1,320 @@
+// uring_stream.cc: a deadline-bounded socket stream, plain or TLS, whose waits are io_uring's.
+
+#include "net/uring_stream.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+#include "base/status_macros.h"
+
+namespace chute::net {
+namespace {
+
+__kernel_timespec Timespec(absl::Duration d) {
+  int64_t ns = std::max<int64_t>(absl::ToInt64Nanoseconds(d), 0);
+  return __kernel_timespec{ns / 1'000'000'000, ns % 1'000'000'000};
+}
+
+// StopAt: when a stop began (Unix ms; 0: none).
+int64_t StopAt(const StreamOptions& options) {
+  return options.stop_at_unix_ms != nullptr
+             ? options.stop_at_unix_ms->load(std::memory_order_relaxed)
+             : 0;
+}
+
+}  // namespace
+
+UringStream::UringStream(io::Ring* ring, int fd, std::string peer, StreamOptions options)
+    : ring_(ring),
+      fd_(fd),
+      peer_(std::move(peer)),
+      options_(options),
+      transport_(this),
+      recv_buffer_(new char[kUringStreamRecvBytes]) {}
+
+absl::StatusOr<std::unique_ptr<UringStream>> UringStream::Connect(io::Ring* ring,
+                                                                  const sockaddr_storage& address,
+                                                                  socklen_t length,
+                                                                  std::string peer,
+                                                                  StreamOptions options) {
+  CHECK(ring != nullptr);
+  int family = address.ss_family;
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("connect to ", peer, ": ", strerror(errno)));
+  }
+  std::unique_ptr<UringStream> stream(new UringStream(ring, fd, std::move(peer), options));
+  if (family != AF_UNIX) {
+    // Callers write whole units (a command, a message), so Nagle would only add a delay.
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  ring->Reserve(2);
+  io_uring_sqe* sqe = ring->Sqe();
+  io_uring_prep_connect(sqe, fd, reinterpret_cast<const sockaddr*>(&address), length);
+  sqe->flags |= IOSQE_IO_LINK;
+  io_uring_sqe_set_data64(sqe, kOpConnect);
+  __kernel_timespec timeout = Timespec(options.io_timeout);
+  sqe = ring->Sqe();
+  io_uring_prep_link_timeout(sqe, &timeout, 0);
+  io_uring_sqe_set_data64(sqe, kOpLinkTimeout);
+  stream->pending_ += 2;
+  int connect_result = 1;  // not yet known
+  bool cancelled = false;
+  while (stream->pending_ > 0) {
+    __kernel_timespec slice = Timespec(kStreamStopCheckInterval);
+    io_uring_cqe* cqe = nullptr;
+    int ret = io_uring_submit_and_wait_timeout(ring->raw(), &cqe, 1, &slice, nullptr);
+    if (ret < 0 && ret != -ETIME && ret != -EINTR) {
+      stream->Drain();
+      return stream->Fail(StreamFailure::kConnect, absl::StrCat("connect to ", stream->peer_,
+                                                                ": io_uring: ", strerror(-ret)));
+    }
+    ring->ForEachCqe([&](const io_uring_cqe& c) {
+      --stream->pending_;
+      if (c.user_data == kOpConnect) {
+        connect_result = c.res;
+      }
+    });
+    int64_t stop_at = StopAt(options);
+    if (stream->pending_ > 0 && !cancelled && stop_at != 0 &&
+        absl::ToUnixMillis(absl::Now()) >= stop_at) {
+      cancelled = true;
+      stream->Drain();
+      return stream->Fail(
+          StreamFailure::kConnect,
+          absl::StrCat("chuted is stopping: gave up connecting to ", stream->peer_));
+    }
+  }
+  if (connect_result == -ECANCELED || connect_result == -ETIME) {
+    return stream->Fail(StreamFailure::kConnect,
+                        absl::StrCat("timeout connecting to ", stream->peer_));
+  }
+  if (connect_result < 0) {
+    return stream->Fail(StreamFailure::kConnect, absl::StrCat("connect to ", stream->peer_, ": ",
+                                                              strerror(-connect_result)));
+  }
+  return stream;
+}
+
+UringStream::~UringStream() {
+  Drain();
+  transport_.Reset();
+  close(fd_);
+}
+
+absl::Status UringStream::Fail(StreamFailure kind, absl::string_view message) {
+  failure_ = kind;
+  return absl::UnavailableError(message);
+}
+
+void UringStream::Drain() {
+  if (pending_ == 0) {
+    return;
+  }
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_cancel_fd(sqe, fd_, IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data64(sqe, kOpCancel);
+  ++pending_;
+  // A cancelled receive or send completes at once (-ECANCELED), so this ends; the shutdown is
+  // for a kernel that could not cancel one.
+  bool shut = false;
+  while (pending_ > 0) {
+    __kernel_timespec slice = Timespec(kStreamStopCheckInterval);
+    io_uring_cqe* cqe = nullptr;
+    int ret = io_uring_submit_and_wait_timeout(ring_->raw(), &cqe, 1, &slice, nullptr);
+    ring_->ForEachCqe([&](const io_uring_cqe& c) {
+      (void)c;
+      --pending_;
+    });
+    if (ret == -ETIME && !shut) {
+      shut = true;
+      shutdown(fd_, SHUT_RDWR);
+    }
+  }
+  recv_armed_ = send_armed_ = false;
+}
+
+size_t UringStream::Feed(absl::string_view bytes, int /*buffer*/, absl::Time /*now*/) {
+  size_t take = std::min(bytes.size(), reading_room_);
+  reading_into_->append(bytes.data(), take);
+  reading_room_ -= take;
+  return take;
+}
+
+absl::Status UringStream::OnCompletion(const io_uring_cqe& cqe) {
+  --pending_;
+  switch (cqe.user_data) {
+    case kOpRecv:
+      recv_armed_ = false;
+      if (cqe.res > 0) {
+        transport_.Received(0, static_cast<uint32_t>(cqe.res));
+      } else if (cqe.res == 0) {
+        eof_ = true;
+      } else if (cqe.res != -EINTR && cqe.res != -EAGAIN) {
+        error_ = -cqe.res;
+      }
+      break;
+    case kOpSend:
+      send_armed_ = false;
+      if (cqe.res >= 0) {
+        transport_.Sent(static_cast<size_t>(cqe.res));
+        send_progress_ = absl::Now();
+      } else if (cqe.res != -EINTR && cqe.res != -EAGAIN) {
+        error_ = -cqe.res;
+      }
+      break;
+    default:
+      break;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UringStream::Wait(bool receive, absl::Time deadline, absl::string_view what) {
+  if (error_ != 0) {
+    return Fail(StreamFailure::kIo,
+                absl::StrCat("lost connection to ", peer_, ": ", strerror(error_)));
+  }
+  if (!send_armed_) {
+    absl::string_view view = transport_.NextSend();
+    if (!view.empty()) {
+      io_uring_sqe* sqe = ring_->Sqe();
+      io_uring_prep_send(sqe, fd_, view.data(), view.size(), MSG_NOSIGNAL);
+      io_uring_sqe_set_data64(sqe, kOpSend);
+      send_armed_ = true;
+      ++pending_;
+      if (send_progress_ == absl::InfinitePast()) {
+        send_progress_ = absl::Now();
+      }
+    }
+  }
+  if (receive && !recv_armed_ && !eof_ && !transport_.has_input()) {
+    io_uring_sqe* sqe = ring_->Sqe();
+    io_uring_prep_recv(sqe, fd_, recv_buffer_.get(), kUringStreamRecvBytes, 0);
+    io_uring_sqe_set_data64(sqe, kOpRecv);
+    recv_armed_ = true;
+    ++pending_;
+  }
+  if (pending_ == 0) {
+    return absl::OkStatus();  // nothing to wait for
+  }
+  absl::Time now = absl::Now();
+  absl::Time until = deadline;
+  if (send_armed_) {
+    until = std::min(until, send_progress_ + options_.io_timeout);
+  }
+  if (now >= until) {
+    return Fail(
+        StreamFailure::kIo,
+        absl::StrCat("timeout ", send_armed_ && !receive ? "writing to" : what, " ", peer_));
+  }
+  int64_t stop_at = StopAt(options_);
+  if (stop_at != 0 && absl::ToUnixMillis(now) >= stop_at) {
+    return Fail(StreamFailure::kIo, absl::StrCat("chuted is stopping: gave up ", what, " ", peer_));
+  }
+  // In slices, so that a stop is noticed within kStreamStopCheckInterval.
+  __kernel_timespec slice = Timespec(std::min(until - now, kStreamStopCheckInterval));
+  io_uring_cqe* cqe = nullptr;
+  int ret = io_uring_submit_and_wait_timeout(ring_->raw(), &cqe, 1, &slice, nullptr);
+  if (ret < 0 && ret != -ETIME && ret != -EINTR) {
+    return Fail(StreamFailure::kIo, absl::StrCat("io_uring for ", peer_, ": ", strerror(-ret)));
+  }
+  ring_->ForEachCqe([&](const io_uring_cqe& c) { (void)OnCompletion(c); });
+  if (!send_armed_ && transport_.sent_all()) {
+    send_progress_ = absl::InfinitePast();
+  }
+  if (error_ != 0) {
+    return Fail(StreamFailure::kIo,
+                absl::StrCat("lost connection to ", peer_, ": ", strerror(error_)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UringStream::Flush() {
+  while (send_armed_ || !transport_.NextSend().empty()) {
+    RETURN_IF_ERROR(Wait(/*receive=*/false, absl::InfiniteFuture(), "writing to"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UringStream::Write(absl::string_view bytes) {
+  if (!transport_.Write(bytes)) {
+    return Fail(StreamFailure::kTls,
+                absl::StrCat("TLS error to ", peer_, ": ", transport_.TlsError()));
+  }
+  return Flush();
+}
+
+absl::Status UringStream::Read(std::string* out, size_t max, absl::Time deadline,
+                               absl::string_view reading) {
+  size_t old_size = out->size();
+  reading_into_ = out;
+  reading_room_ = max;
+  absl::Status status;
+  while (true) {
+    PumpResult pumped = transport_.Pump(*this, absl::Now());
+    if (out->size() > old_size) {
+      break;
+    }
+    if (pumped.peer_closed) {
+      status = pumped.close_notify
+                   ? Fail(StreamFailure::kIo, absl::StrCat(peer_, " closed the TLS session"))
+                   : Fail(StreamFailure::kTls,
+                          absl::StrCat("TLS error from ", peer_, ": ", transport_.TlsError()));
+      break;
+    }
+    if (eof_ && !transport_.has_input()) {
+      status = Fail(StreamFailure::kIo, absl::StrCat(peer_, " closed the connection"));
+      break;
+    }
+    status = Wait(/*receive=*/true, deadline, reading);
+    if (!status.ok()) {
+      break;
+    }
+  }
+  reading_into_ = nullptr;
+  reading_room_ = 0;
+  return status;
+}
+
+absl::Status UringStream::StartTls(std::shared_ptr<TlsContext> context,
+                                   absl::string_view server_name, absl::string_view reading) {
+  CHECK(!transport_.tls());
+  absl::Time deadline = absl::Now() + options_.io_timeout;
+  transport_.StartTls(TlsStream::NewClient(std::move(context), server_name), deadline);
+  while (true) {
+    PumpResult pumped = transport_.Pump(*this, absl::Now());  // the ClientHello, then each flight
+    if (pumped.handshake_failed) {
+      (void)Flush();  // the alert, if one was made: the server learns why
+      return Fail(StreamFailure::kTls,
+                  absl::StrCat("TLS handshake with ", peer_, " failed: ", transport_.TlsError()));
+    }
+    if (pumped.handshake_done) {
+      return Flush();
+    }
+    if (eof_ && !transport_.has_input()) {
+      return Fail(StreamFailure::kIo, absl::StrCat(peer_, " closed the connection"));
+    }
+    RETURN_IF_ERROR(Wait(/*receive=*/true, deadline, reading));
+  }
+}
+
+bool UringStream::HasUnreadInput() const {
+  if (transport_.has_input() || eof_ ||
+      (transport_.tls_stream() != nullptr && transport_.tls_stream()->pending_ciphertext() > 0)) {
+    return true;
+  }
+  pollfd entry{fd_, POLLIN, 0};
+  return poll(&entry, 1, 0) != 0;
+}
+
+}  // namespace chute::net
