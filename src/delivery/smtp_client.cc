@@ -20,7 +20,6 @@
 #include "base/net_address.h"
 #include "base/status_macros.h"
 #include "net/socket.h"
-#include "net/stream.h"
 #include "net/tls.h"
 #include "net/uring_stream.h"
 #include "smtp/address.h"
@@ -208,8 +207,8 @@ absl::Status SmtpClient::Connection::Run() {
       return absl::OkStatus();
     }
     plaintext.clear();
-    RETURN_IF_ERROR(
-        Local(stream_->Read(&plaintext, kReadChunkBytes, deadline_, "reading reply from")));
+    RETURN_IF_ERROR(Local(
+        stream_->Read(&plaintext, kReadChunkBytes, deadline_, nullptr, "reading reply from")));
     session_.OnInput(plaintext, absl::ToUnixMicros(absl::Now()));
   }
 }

@@ -18,8 +18,9 @@
 #include "absl/strings/strip.h"
 #include "base/net_address.h"
 #include "base/status_macros.h"
+#include "io/ring.h"
 #include "net/socket.h"
-#include "net/stream.h"
+#include "net/uring_stream.h"
 
 namespace chute::net {
 namespace {
@@ -418,7 +419,12 @@ absl::StatusOr<HttpResponse> HttpsGet(const HttpsUrl& url, const HttpsGetOptions
   for (const addrinfo* a = *found; a != nullptr; a = a->ai_next) {
     ++count;
   }
-  std::unique_ptr<Stream> stream;
+  // One ring for this request, made and used by the calling thread.
+  absl::StatusOr<std::unique_ptr<io::Ring>> ring = io::Ring::Create(8);
+  if (!ring.ok()) {
+    return failed(absl::StrCat("io_uring: ", ring.status().message()));
+  }
+  std::unique_ptr<UringStream> stream;
   std::string errors;
   for (const addrinfo* a = *found; a != nullptr && stream == nullptr; a = a->ai_next, --count) {
     absl::Duration left = deadline - absl::Now();
@@ -436,8 +442,8 @@ absl::StatusOr<HttpResponse> HttpsGet(const HttpsUrl& url, const HttpsGetOptions
     stream_options.io_timeout =
         count > 1 ? std::max(left / count, std::min(left, kConnectMin)) : left;
     stream_options.stop_at_unix_ms = options.stop_at_unix_ms;
-    absl::StatusOr<std::unique_ptr<Stream>> connected =
-        Stream::Connect(address, a->ai_addrlen, std::move(peer), stream_options);
+    absl::StatusOr<std::unique_ptr<UringStream>> connected =
+        UringStream::Connect(ring->get(), address, a->ai_addrlen, std::move(peer), stream_options);
     if (connected.ok()) {
       stream = *std::move(connected);
     } else {

@@ -8,7 +8,7 @@
 // shard's loop (docs/architecture.md, Network and TLS).
 //
 // ParseHttpsUrl and ParseHttpResponse are pure; HttpsGet resolves the host with getaddrinfo
-// and talks through net::Stream.
+// and talks through net::UringStream.
 
 #include <atomic>
 #include <cstdint>

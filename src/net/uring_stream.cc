@@ -247,15 +247,23 @@ absl::Status UringStream::Flush() {
 }
 
 absl::Status UringStream::Write(absl::string_view bytes) {
-  if (!transport_.Write(bytes)) {
-    return Fail(StreamFailure::kTls,
-                absl::StrCat("TLS error to ", peer_, ": ", transport_.TlsError()));
-  }
-  return Flush();
+  do {
+    absl::string_view piece = bytes.substr(0, kStreamWriteChunkBytes);
+    if (!transport_.Write(piece)) {
+      return Fail(StreamFailure::kTls,
+                  absl::StrCat("TLS error to ", peer_, ": ", transport_.TlsError()));
+    }
+    RETURN_IF_ERROR(Flush());
+    bytes.remove_prefix(piece.size());
+  } while (!bytes.empty());
+  return absl::OkStatus();
 }
 
-absl::Status UringStream::Read(std::string* out, size_t max, absl::Time deadline,
+absl::Status UringStream::Read(std::string* out, size_t max, absl::Time deadline, bool* closed,
                                absl::string_view reading) {
+  if (closed != nullptr) {
+    *closed = false;
+  }
   size_t old_size = out->size();
   reading_into_ = out;
   reading_room_ = max;
@@ -266,14 +274,27 @@ absl::Status UringStream::Read(std::string* out, size_t max, absl::Time deadline
       break;
     }
     if (pumped.peer_closed) {
-      status = pumped.close_notify
-                   ? Fail(StreamFailure::kIo, absl::StrCat(peer_, " closed the TLS session"))
-                   : Fail(StreamFailure::kTls,
-                          absl::StrCat("TLS error from ", peer_, ": ", transport_.TlsError()));
+      if (pumped.close_notify && closed != nullptr) {
+        *closed = true;
+      } else {
+        status = pumped.close_notify
+                     ? Fail(StreamFailure::kIo, absl::StrCat(peer_, " closed the TLS session"))
+                     : Fail(StreamFailure::kTls,
+                            absl::StrCat("TLS error from ", peer_, ": ", transport_.TlsError()));
+      }
       break;
     }
     if (eof_ && !transport_.has_input()) {
-      status = Fail(StreamFailure::kIo, absl::StrCat(peer_, " closed the connection"));
+      if (closed != nullptr && !transport_.tls()) {
+        *closed = true;
+      } else if (closed != nullptr) {
+        // Without close_notify: a truncation attack or a careless peer. A caller that takes
+        // the close as the end of what it reads is told so, never given a cut-off end.
+        status = Fail(StreamFailure::kIo,
+                      absl::StrCat(peer_, " closed the connection without TLS close_notify"));
+      } else {
+        status = Fail(StreamFailure::kIo, absl::StrCat(peer_, " closed the connection"));
+      }
       break;
     }
     status = Wait(/*receive=*/true, deadline, reading);

@@ -1,15 +1,19 @@
 #pragma once
 
-// UringStream: one connected socket, plain or TLS, for a thread that may wait (the delivery
-// client, delivery/smtp_client.h), with its I/O on an io_uring that thread owns
-// (docs/architecture.md, Network and TLS). The bytes go through net::Transport, the stream the
-// shards use (TLS through the same client TlsStream), and every wait is one io_uring_enter
-// that submits the send and the receive and waits for either: a round trip costs one system
-// call where poll/send/recv cost three.
+// UringStream: one connected socket, plain or TLS, for the threads that may wait (delivery
+// workers and probes, delivery/smtp_client.h; the OAuth key fetcher, https_get.h), never for a
+// shard's loop, with its I/O on an io_uring that thread owns (docs/architecture.md, Network
+// and TLS). The bytes go through net::Transport, the stream the shards use, so that chute has
+// one driver of TlsStream; every wait is one io_uring_enter that submits the send and the
+// receive and waits for either: a round trip costs one system call where poll/send/recv cost
+// three.
 //
-// The interface is net::Stream's (stream.h), so that a caller can use either; its failures
-// say the same things ("timeout reading reply from ...", "connect to ...: Connection
-// refused", "TLS handshake with ... failed: ...") and are classed the same (StreamFailure).
+// Every wait is bounded twice: by a deadline, and by a stop flag looked at every
+// kStreamStopCheckInterval, so that a stopping chuted never waits for a silent peer. Each
+// failure is an Unavailable Status whose message names the peer ("timeout reading from
+// 127.0.0.1:24", "connect to 127.0.0.1:24: Connection refused", "TLS handshake with
+// 192.0.2.25:25 failed: ..."), and failure() tells its kind, which a caller maps to its own
+// codes (delivery: 4.4.1, 4.4.2, 4.7.5).
 //
 // Lifetime: every operation it puts in the ring has completed when a call returns, and the
 // destructor cancels and waits for any left (an error path), so that no completion ever
@@ -30,14 +34,35 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "io/ring.h"
-#include "net/stream.h"
 #include "net/tls.h"
 #include "net/transport.h"
 
 namespace chute::net {
 
+// How often a wait looks at the stop flag.
+inline constexpr absl::Duration kStreamStopCheckInterval = absl::Milliseconds(200);
+// Plaintext goes to the transport this much at a time, each piece sent before the next, so
+// that a large write is not held twice more (as ciphertext and as the copy being sent).
+inline constexpr size_t kStreamWriteChunkBytes = 64 * 1024;
 // Bytes one receive may bring (a reply burst, a TLS record and some).
 inline constexpr size_t kUringStreamRecvBytes = 16 * 1024;
+
+// StreamFailure: what the last failure was.
+enum class StreamFailure {
+  kNone,
+  kConnect,  // the connection could not be made (refused, unreachable, timed out)
+  kIo,       // a read or write failed, timed out, or met the peer's close
+  kTls,      // the handshake failed (a certificate that does not verify) or a record was bad
+};
+
+struct StreamOptions {
+  // io_timeout: how long one wait (connecting, a stalled write) may last. A read takes its
+  // own deadline.
+  absl::Duration io_timeout = absl::Seconds(30);
+  // stop_at_unix_ms: when not null and nonzero, the wall-clock time (Unix ms) after which
+  // every wait gives up ("chuted is stopping: gave up reading from ...").
+  const std::atomic<int64_t>* stop_at_unix_ms = nullptr;
+};
 
 class UringStream : private ReceiveBuffers, private TransportReader {
  public:
@@ -52,13 +77,24 @@ class UringStream : private ReceiveBuffers, private TransportReader {
   UringStream(const UringStream&) = delete;
   UringStream& operator=(const UringStream&) = delete;
 
-  // Write, Read, StartTls, tls, HasUnreadInput: as net::Stream's.
+  // Write: sends all of `bytes` (encrypted once TLS is on). io_timeout bounds each stall, not
+  // the whole write: it restarts after each progress.
   absl::Status Write(absl::string_view bytes);
-  absl::Status Read(std::string* out, size_t max, absl::Time deadline,
+  // Read: appends up to `max` bytes of plaintext to `out`, waiting for some until `deadline`.
+  // The peer's orderly close (EOF, or TLS close_notify) is a kIo failure ("<peer> closed the
+  // connection") unless `closed` is given: then it is OK with *closed = true and nothing
+  // appended; over TLS only a close_notify counts (an EOF without it may be a truncation).
+  // `reading` is the failure messages' verb ("timeout reading reply from ...").
+  absl::Status Read(std::string* out, size_t max, absl::Time deadline, bool* closed = nullptr,
                     absl::string_view reading = "reading from");
+  // StartTls: the client handshake within io_timeout, expecting a certificate for
+  // `server_name` (TlsStream::NewClient: a DNS name, also sent as SNI, or an IP address).
+  // `reading` as for Read.
   absl::Status StartTls(std::shared_ptr<TlsContext> context, absl::string_view server_name,
                         absl::string_view reading = "reading from");
+  // tls: the TLS stream once StartTls was called (also when it failed), else null.
   const TlsStream* tls() const { return transport_.tls_stream(); }
+  // HasUnreadInput: bytes (or EOF) have arrived that nobody read yet. Never waits.
   bool HasUnreadInput() const;
 
   StreamFailure failure() const { return failure_; }

@@ -102,6 +102,23 @@ TEST_F(UringStreamTest, APeersCloseIsAnIoFailureAndUnreadInput) {
   EXPECT_EQ(stream->failure(), StreamFailure::kIo);
 }
 
+TEST_F(UringStreamTest, AReaderThatTakesTheCloseAsTheEndIsToldOfIt) {
+  Peer peer;
+  std::unique_ptr<UringStream> stream = Connect(peer);
+  ASSERT_NE(stream, nullptr);
+  int fd = peer.Accept();
+  ASSERT_EQ(write(fd, "all", 3), 3);
+  close(fd);
+  std::string out;
+  bool closed = true;
+  ASSERT_TRUE(stream->Read(&out, 100, absl::Now() + absl::Seconds(5), &closed).ok());
+  EXPECT_EQ(out, "all");
+  EXPECT_FALSE(closed);
+  ASSERT_TRUE(stream->Read(&out, 100, absl::Now() + absl::Seconds(5), &closed).ok());
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(out, "all") << "nothing appended at the close";
+}
+
 TEST_F(UringStreamTest, ARefusedConnectIsAConnectFailure) {
   std::string name;
   sockaddr_storage address{};
@@ -127,10 +144,10 @@ TEST_F(UringStreamTest, ATimeoutAndAStopLeaveNothingInTheRing) {
   int fd = peer.Accept();
   std::string out;
   absl::Status status =
-      stream->Read(&out, 100, absl::Now() + absl::Milliseconds(50), "reading reply from");
+      stream->Read(&out, 100, absl::Now() + absl::Milliseconds(50), nullptr, "reading reply from");
   EXPECT_EQ(status.message(), absl::StrCat("timeout reading reply from ", peer.name()));
   stop->store(absl::ToUnixMillis(absl::Now()));
-  status = stream->Read(&out, 100, absl::Now() + absl::Seconds(30), "reading reply from");
+  status = stream->Read(&out, 100, absl::Now() + absl::Seconds(30), nullptr, "reading reply from");
   EXPECT_EQ(status.message(),
             absl::StrCat("chuted is stopping: gave up reading reply from ", peer.name()));
   stream.reset();  // a receive is still armed: it is cancelled and awaited
