@@ -108,8 +108,9 @@ class SmtpClient::Connection : public smtp::ClientObserver {
   smtp::ClientSession& session() { return session_; }
   // Run: sends what the session has to send and feeds it the server's replies until it owes
   // nothing (ready, refused, waiting for the handshake, or closed). Each reply must come
-  // within io_timeout of the one before. A 421 is a failure whose message is the reply: the
-  // server is closing the connection (RFC 5321 §3.8).
+  // within io_timeout of the one before it, or of the last write if that ended later. A 421
+  // is a failure whose message is the reply: the server is closing the connection (RFC 5321
+  // §3.8).
   absl::Status Run();
   // StartTls: the client handshake, after the server's 220 to STARTTLS, expecting a
   // certificate for `server_name` (net::TlsStream::NewClient).
@@ -190,8 +191,12 @@ absl::Status SmtpClient::Connection::Run() {
   while (true) {
     std::string* output = session_.output();
     if (!output->empty()) {
-      RETURN_IF_ERROR(Local(stream_->Write(*output)));
+      // The last piece goes with the wait for the reply: one io_uring_enter for both.
+      RETURN_IF_ERROR(Local(stream_->Write(*output, /*wait=*/false)));
       output->clear();
+      // The reply is owed from when the commands (or the content) went: a large message
+      // may take longer than io_timeout to send as a whole.
+      deadline_ = absl::Now() + io_timeout_;
     }
     if (session_.closed()) {
       if (session_.closing_reply().has_value()) {
@@ -204,7 +209,7 @@ absl::Status SmtpClient::Connection::Run() {
       return absl::OkStatus();  // QUIT answered
     }
     if (!session_.waiting()) {
-      return absl::OkStatus();
+      return Local(stream_->Flush());
     }
     plaintext.clear();
     RETURN_IF_ERROR(Local(

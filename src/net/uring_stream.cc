@@ -14,10 +14,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
+#include "base/log.h"
 #include "base/status_macros.h"
 
 namespace chute::net {
 namespace {
+
+// Drain waits at most this many slices of kStreamStopCheckInterval (10 s).
+constexpr int kDrainSlicesMax = 50;
 
 __kernel_timespec Timespec(absl::Duration d) {
   int64_t ns = std::max<int64_t>(absl::ToInt64Nanoseconds(d), 0);
@@ -128,7 +132,7 @@ void UringStream::Drain() {
   // A cancelled receive or send completes at once (-ECANCELED), so this ends; the shutdown is
   // for a kernel that could not cancel one.
   bool shut = false;
-  while (pending_ > 0) {
+  for (int slices = 0; pending_ > 0; ++slices) {
     __kernel_timespec slice = Timespec(kStreamStopCheckInterval);
     io_uring_cqe* cqe = nullptr;
     int ret = io_uring_submit_and_wait_timeout(ring_->raw(), &cqe, 1, &slice, nullptr);
@@ -136,9 +140,17 @@ void UringStream::Drain() {
       (void)c;
       --pending_;
     });
-    if (ret == -ETIME && !shut) {
+    if (ret < 0 && ret != -EINTR && !shut) {
       shut = true;
       shutdown(fd_, SHUT_RDWR);
+    }
+    if (slices == kDrainSlicesMax && pending_ > 0) {
+      // The ring cannot be waited on (entered from another thread?): the kernel may still
+      // write into the receive buffer, so it is left to it, never freed under it.
+      LOG_ERROR("stream to %s: %d operation(s) never completed; their buffer is left", peer_,
+                static_cast<int64_t>(pending_));
+      (void)recv_buffer_.release();
+      break;
     }
   }
   recv_armed_ = send_armed_ = false;
@@ -184,6 +196,21 @@ absl::Status UringStream::Wait(bool receive, absl::Time deadline, absl::string_v
     return Fail(StreamFailure::kIo,
                 absl::StrCat("lost connection to ", peer_, ": ", strerror(error_)));
   }
+  // Checked before anything new goes into the ring: a stream that gives up sends nothing more.
+  absl::Time now = absl::Now();
+  bool sending = send_armed_ || !transport_.NextSend().empty();
+  if (sending && send_progress_ == absl::InfinitePast()) {
+    send_progress_ = now;
+  }
+  absl::Time until = sending ? std::min(deadline, send_progress_ + options_.io_timeout) : deadline;
+  if (now >= until) {
+    return Fail(StreamFailure::kIo,
+                absl::StrCat("timeout ", sending && !receive ? "writing to" : what, " ", peer_));
+  }
+  int64_t stop_at = StopAt(options_);
+  if (stop_at != 0 && absl::ToUnixMillis(now) >= stop_at) {
+    return Fail(StreamFailure::kIo, absl::StrCat("chuted is stopping: gave up ", what, " ", peer_));
+  }
   if (!send_armed_) {
     absl::string_view view = transport_.NextSend();
     if (!view.empty()) {
@@ -192,9 +219,6 @@ absl::Status UringStream::Wait(bool receive, absl::Time deadline, absl::string_v
       io_uring_sqe_set_data64(sqe, kOpSend);
       send_armed_ = true;
       ++pending_;
-      if (send_progress_ == absl::InfinitePast()) {
-        send_progress_ = absl::Now();
-      }
     }
   }
   if (receive && !recv_armed_ && !eof_ && !transport_.has_input()) {
@@ -206,20 +230,6 @@ absl::Status UringStream::Wait(bool receive, absl::Time deadline, absl::string_v
   }
   if (pending_ == 0) {
     return absl::OkStatus();  // nothing to wait for
-  }
-  absl::Time now = absl::Now();
-  absl::Time until = deadline;
-  if (send_armed_) {
-    until = std::min(until, send_progress_ + options_.io_timeout);
-  }
-  if (now >= until) {
-    return Fail(
-        StreamFailure::kIo,
-        absl::StrCat("timeout ", send_armed_ && !receive ? "writing to" : what, " ", peer_));
-  }
-  int64_t stop_at = StopAt(options_);
-  if (stop_at != 0 && absl::ToUnixMillis(now) >= stop_at) {
-    return Fail(StreamFailure::kIo, absl::StrCat("chuted is stopping: gave up ", what, " ", peer_));
   }
   // In slices, so that a stop is noticed within kStreamStopCheckInterval.
   __kernel_timespec slice = Timespec(std::min(until - now, kStreamStopCheckInterval));
@@ -246,15 +256,17 @@ absl::Status UringStream::Flush() {
   return absl::OkStatus();
 }
 
-absl::Status UringStream::Write(absl::string_view bytes) {
+absl::Status UringStream::Write(absl::string_view bytes, bool wait) {
   do {
     absl::string_view piece = bytes.substr(0, kStreamWriteChunkBytes);
     if (!transport_.Write(piece)) {
       return Fail(StreamFailure::kTls,
                   absl::StrCat("TLS error to ", peer_, ": ", transport_.TlsError()));
     }
-    RETURN_IF_ERROR(Flush());
     bytes.remove_prefix(piece.size());
+    if (wait || !bytes.empty()) {
+      RETURN_IF_ERROR(Flush());
+    }
   } while (!bytes.empty());
   return absl::OkStatus();
 }

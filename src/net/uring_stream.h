@@ -15,9 +15,10 @@
 // 192.0.2.25:25 failed: ..."), and failure() tells its kind, which a caller maps to its own
 // codes (delivery: 4.4.1, 4.4.2, 4.7.5).
 //
-// Lifetime: every operation it puts in the ring has completed when a call returns, and the
-// destructor cancels and waits for any left (an error path), so that no completion ever
-// refers to a stream that is gone and the ring can serve the next one.
+// Lifetime: an operation may still be in the ring when a call returns (a send left to go with
+// the next wait, a receive after a timeout); the next calls take its completion, and the
+// destructor cancels and waits for any left, so that no completion ever refers to a stream
+// that is gone and the ring can serve the next one.
 //
 // One thread: the ring's (io::Ring is SINGLE_ISSUER).
 
@@ -78,8 +79,12 @@ class UringStream : private ReceiveBuffers, private TransportReader {
   UringStream& operator=(const UringStream&) = delete;
 
   // Write: sends all of `bytes` (encrypted once TLS is on). io_timeout bounds each stall, not
-  // the whole write: it restarts after each progress.
-  absl::Status Write(absl::string_view bytes);
+  // the whole write: it restarts after each progress. With `wait` false the last (or only)
+  // piece is left to go with the next wait, so that a command and the wait for its reply are
+  // one io_uring_enter (Read submits both); Flush waits for it.
+  absl::Status Write(absl::string_view bytes, bool wait = true);
+  // Flush: waits until everything written has been sent.
+  absl::Status Flush();
   // Read: appends up to `max` bytes of plaintext to `out`, waiting for some until `deadline`.
   // The peer's orderly close (EOF, or TLS close_notify) is a kIo failure ("<peer> closed the
   // connection") unless `closed` is given: then it is OK with *closed = true and nothing
@@ -112,8 +117,6 @@ class UringStream : private ReceiveBuffers, private TransportReader {
   // progress). `what` names the wait in a timeout ("reading reply from").
   absl::Status Wait(bool receive, absl::Time deadline, absl::string_view what);
   absl::Status OnCompletion(const io_uring_cqe& cqe);
-  // Flush: waits until everything written has been sent.
-  absl::Status Flush();
   // Drain: cancels what is still in the ring and waits for it.
   void Drain();
 

@@ -102,6 +102,20 @@ void ClientSession::OnReply(const ServerReply& reply, int64_t now_us) {
     closing_ = reply;
     awaiting_.clear();
     phase_ = Phase::kClosed;
+  } else if (phase_ == Phase::kQuit && command != ClientCommand::kQuit) {
+    // Quitting: a reply still owed changes nothing, but what it says is kept.
+    if (command == ClientCommand::kData && reply.code == 354) {
+      awaiting_.clear();  // never "." (it would deliver an empty message): the end
+      phase_ = Phase::kClosed;
+    } else if (command == ClientCommand::kMail || command == ClientCommand::kRcpt ||
+               command == ClientCommand::kData || command == ClientCommand::kDataEnd ||
+               command == ClientCommand::kBdat) {
+      OnTransactionReply(command, reply, now_us);
+    }
+    if (quit_owed_ && awaiting_.empty() && phase_ == Phase::kQuit) {
+      quit_owed_ = false;
+      Send("QUIT", ClientCommand::kQuit);
+    }
   } else {
     Act(command, reply, now_us);
   }
@@ -305,7 +319,7 @@ void ClientSession::OnTransactionReply(ClientCommand command, const ServerReply&
       }
       ended_by_data_ = true;
       std::vector<size_t> accepted = replies_.Accepted();
-      if (accepted.empty() || phase_ != Phase::kTransaction) {
+      if (accepted.empty()) {
         // RFC 2920 §3.1 says a server refuses a pipelined DATA without valid recipients; one
         // that does not gets an empty message, which ends the transaction.
         out_.append(".\r\n");
@@ -331,7 +345,7 @@ void ClientSession::OnTransactionReply(ClientCommand command, const ServerReply&
       break;
   }
   if (phase_ != Phase::kTransaction) {
-    return;  // quitting: the replies still owed are only recorded
+    return;  // quitting: the replies still owed are only recorded (OnReply)
   }
   if (!pipelined_ && awaiting_.empty()) {
     SendNext(now_us);
@@ -377,7 +391,11 @@ void ClientSession::Quit() {
     return;
   }
   phase_ = Phase::kQuit;
-  Send("QUIT", ClientCommand::kQuit);
+  if (awaiting_.empty()) {
+    Send("QUIT", ClientCommand::kQuit);
+  } else {
+    quit_owed_ = true;
+  }
 }
 
 void ClientSession::Refuse(ClientCommand command, const ServerReply* reply, absl::string_view why) {

@@ -157,7 +157,9 @@ class ClientSession {
   bool needs_reset() const { return needs_reset_; }
   // Reset: RSET (kReady only); kReady again on 250, else kRefused (command kRset).
   void Reset();
-  // Quit: QUIT (any phase but kQuit and kClosed); kClosed when answered.
+  // Quit: QUIT (any phase but kQuit and kClosed); kClosed when answered. With replies still
+  // owed it goes once they have come, and nothing else is sent meanwhile; a 354 that comes
+  // then is not answered (the session closes: a message must not go out by accident).
   void Quit();
 
   // output: bytes to send; the transport takes them (clear or erase what went).
@@ -213,6 +215,7 @@ class ClientSession {
   bool tls_refused_ = false;
   int auth_step_ = 0;
   bool auth_failing_ = false;
+  bool quit_owed_ = false;  // Quit was called with replies owed
   ClientRefusal refusal_;
   std::optional<ServerReply> closing_;
   std::string protocol_error_;

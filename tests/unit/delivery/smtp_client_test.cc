@@ -49,6 +49,8 @@ struct FakeBehavior {
   bool break_tls = false;
   // The server closes the connection after reading the first bytes of the data.
   bool close_during_data = false;
+  // The server waits this long before each read (a slow reader).
+  absl::Duration read_pause = absl::ZeroDuration();
   // After this many messages on one connection the server says 421 and closes (0: never).
   int close_after_messages = 0;
   // on_command(connection, line): a reply instead of the default, or "" for the default, or
@@ -171,7 +173,8 @@ class FakeServer {
 // the server notices stop_, and given up after 10 s so that a broken test cannot hang.
 class FakeServer::Io {
  public:
-  Io(int fd, const std::atomic<bool>* stop) : fd_(fd), stop_(stop) {}
+  Io(int fd, const std::atomic<bool>* stop, absl::Duration pause = absl::ZeroDuration())
+      : fd_(fd), stop_(stop), pause_(pause) {}
   bool tls() const { return tls_ != nullptr; }
 
   void Send(absl::string_view bytes) {
@@ -244,6 +247,7 @@ class FakeServer::Io {
       if (poll(&entry, 1, 100) <= 0) {
         continue;
       }
+      absl::SleepFor(pause_);
       char buffer[16384];
       ssize_t received = recv(fd_, buffer, sizeof(buffer), 0);
       if (received <= 0) {
@@ -257,6 +261,7 @@ class FakeServer::Io {
 
   int fd_;
   const std::atomic<bool>* stop_;
+  absl::Duration pause_;
   std::unique_ptr<net::TlsStream> tls_;
 };
 
@@ -305,7 +310,7 @@ class FakeServer::Session {
   Session(FakeServer* server, int fd, int connection)
       : server_(server),
         behavior_(server->behavior_),
-        io_(fd, &server->stop_),
+        io_(fd, &server->stop_, server->behavior_.read_pause),
         connection_(connection) {}
 
   void Run() {
@@ -750,6 +755,39 @@ TEST(SmtpClientTest, SilentServerTimesOut) {
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp}));
   EXPECT_EQ(message.results[0].reply,
             absl::StrCat("451 4.4.2 timeout reading reply from ", options.targets[0]));
+}
+
+TEST(SmtpClientTest, AMessageSlowerToSendThanTheTimeoutStillGetsItsReply) {
+  // io_timeout bounds each wait, not the whole message: 4 MB to a reader that takes 16 KB
+  // every 2 ms needs about half a second, more than the 200 ms timeout. Over a unix socket,
+  // whose buffers do not grow, most of the message waits for the reader.
+  std::string dir = ::testing::TempDir() + "/slow.XXXXXX";
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  std::string content;
+  for (int i = 0; i < 4 * 1024 * 1024 / 80; ++i) {
+    content += std::string(78, 'a') + "\r\n";
+  }
+  for (bool chunking : {false, true}) {
+    FakeBehavior behavior;
+    behavior.read_pause = absl::Milliseconds(2);
+    if (chunking) {
+      behavior.extensions.push_back("CHUNKING");
+    }
+    {
+      FakeServer server(behavior, dir + "/smtp");
+      SmtpClientOptions options = Options(server.target());
+      options.io_timeout = absl::Milliseconds(200);
+      auto client = NewClient(options);
+      OutboundMessage message = Message({"b@b.test"}, content);
+      absl::Time start = absl::Now();
+      client->Deliver({&message});
+      EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}))
+          << (chunking ? "BDAT: " : "DATA: ") << message.results[0].reply;
+      EXPECT_GT(absl::Now() - start, options.io_timeout) << "the test must outlast the timeout";
+    }
+    unlink((dir + "/smtp").c_str());
+  }
+  rmdir(dir.c_str());
 }
 
 TEST(SmtpClientTest, ServerClosingMidDataIsTransientAndDropsTheConnection) {

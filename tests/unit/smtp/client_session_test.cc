@@ -349,6 +349,36 @@ TEST(ClientSessionTest, EhloRefusedFallsBackToHeloUnlessToldNot) {
   }
 }
 
+TEST(ClientSessionTest, QuitWithRepliesOwedWaitsForThemAndNeverAnswersA354) {
+  {
+    ClientConfig config = Config();
+    ClientSession session(config);
+    Greet(&session, "250-PIPELINING\r\n");
+    session.Begin(Transaction({"a@x"}, "secret\r\n"), 0);
+    TakeLines(&session);
+    session.Quit();
+    EXPECT_TRUE(TakeLines(&session).empty()) << "QUIT would be read as the message";
+    session.OnInput("250 ok\r\n250 ok\r\n354 go\r\n", 0);
+    EXPECT_TRUE(TakeLines(&session).empty()) << "neither the content nor a \".\"";
+    EXPECT_TRUE(session.closed());
+  }
+  {
+    ClientConfig config = Config();
+    config.auth = ClientAuth::kPlain;
+    config.user = "u";
+    config.secret = "p";
+    ClientSession session(config);
+    Greet(&session, "");
+    TakeLines(&session);  // AUTH PLAIN
+    session.Quit();
+    session.OnInput("235 ok\r\n", 0);
+    EXPECT_EQ(session.phase(), ClientSession::Phase::kQuit) << "not ready again";
+    EXPECT_EQ(TakeLines(&session), std::vector<std::string>{"QUIT"});
+    session.OnInput("221 bye\r\n", 0);
+    EXPECT_TRUE(session.closed());
+  }
+}
+
 TEST(ClientSessionTest, GreetingRefused) {
   ClientConfig config = Config();
   ClientSession session(config);
