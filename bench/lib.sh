@@ -113,7 +113,11 @@ TOML
   # smtp-sink takes any recipient: a verifying route would call the account's address a
   # mailbox (builds without the check do not know the flag).
   local unchecked=""
-  if "$bin/chutectl" --help 2>&1 | grep -q -- --no-mailbox-check; then
+  # (The help is read whole first: grep -q would close the pipe early, and under pipefail
+  # chutectl's SIGPIPE would make the test false.)
+  local help
+  help=$("$bin/chutectl" --help 2>&1 || true)
+  if [[ "$help" == *--no-mailbox-check* ]]; then
     unchecked="--no-mailbox-check"
   fi
   printf '%s' "$BENCH_PASSWORD" | "$bin/chutectl" --config "$dir/chute.toml" account new \
