@@ -303,6 +303,7 @@ absl::Status ReadServer(const toml::table& table, absl::string_view source, Serv
           "must be a power of two");
   r.Int("recv_buffer_bytes", 4096, 1 << 20, &out->recv_buffer_bytes);
   r.Int("delivery_threads", 1, 64, &out->delivery_threads);
+  r.Int("delivery_io_threads", 1, 64, &out->delivery_io_threads);
   return r.Finish();
 }
 

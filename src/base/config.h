@@ -34,7 +34,9 @@ struct ServerConfig {
   std::string data_dir = "/var/lib/chute";
   int64_t recv_buffers = 1024;        // per shard; a power of two
   int64_t recv_buffer_bytes = 16384;  // size of each provided receive buffer
-  int64_t delivery_threads = 4;       // Maildir writer threads
+  int64_t delivery_threads = 4;       // Maildir writer threads (per Maildir route)
+  // Threads that run every LMTP/SMTP route's connections, each on one io_uring loop.
+  int64_t delivery_io_threads = 1;
 };
 
 struct ListenerConfig {

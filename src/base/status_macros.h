@@ -21,6 +21,15 @@
     }                                              \
   } while (false)
 
+// CO_RETURN_IF_ERROR: the same in a coroutine (io::Task); `expr` may be a co_await.
+#define CO_RETURN_IF_ERROR(expr)                   \
+  do {                                             \
+    ::absl::Status chute_status_ = (expr);         \
+    if (ABSL_PREDICT_FALSE(!chute_status_.ok())) { \
+      co_return chute_status_;                     \
+    }                                              \
+  } while (false)
+
 #define CHUTE_ASSIGN_OR_RETURN_IMPL(statusor, lhs, expr) \
   auto statusor = (expr);                                \
   if (ABSL_PREDICT_FALSE(!statusor.ok())) {              \

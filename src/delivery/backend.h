@@ -6,7 +6,12 @@
 // owns retries and dead-letters; a backend only tries once and says, per recipient, what
 // happened.
 //
-// Threads: each worker thread owns its own Backend instance (made by a BackendFactory), so a
+// Asynchronous: every call is a task (io::Task) that the queue's connection slot awaits on its
+// loop. The LMTP/SMTP client suspends while it waits for the network, so that one delivery
+// I/O thread runs many connections; Maildir's work is blocking file I/O and never suspends, so
+// each of its slots has a thread (and a loop) of its own.
+//
+// Threads: each connection slot owns its own Backend instance (made by a BackendFactory), so a
 // backend needs no locks; the factory may be called from any thread.
 
 #include <cstdint>
@@ -17,6 +22,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "io/task.h"
 
 namespace chute::delivery {
 
@@ -81,13 +87,22 @@ class Backend {
   // finishes messages one by one (LMTP/SMTP) calls `done` for each as soon as its results are
   // final, so that the caller can settle it at once (a crash then redelivers less); `done`
   // may be null, and the caller settles after Deliver returns whatever it was not told of.
-  virtual void Deliver(const std::vector<OutboundMessage*>& batch,
-                       const MessageDone& done = nullptr) = 0;
-  // CloseIdle: the worker has been idle since `idle_since`; a backend with a pooled
-  // connection closes it when it has been idle long enough (QUIT, then close).
-  virtual void CloseIdle(absl::Time now) { (void)now; }
+  // `batch` and `done` must outlive the task.
+  virtual io::Task<void> Deliver(const std::vector<OutboundMessage*>& batch,
+                                 const MessageDone& done) = 0;
+  // CloseIdle: the slot has nothing to do at `now`; a backend with a pooled connection closes
+  // it when it has been idle long enough (QUIT, then close).
+  virtual io::Task<void> CloseIdle(absl::Time now);
+  // Shutdown: the slot ends; a pooled connection is closed politely (QUIT).
+  virtual io::Task<void> Shutdown();
 };
 
 using BackendFactory = std::function<std::unique_ptr<Backend>()>;
+
+// DeliverNow: `backend.Deliver(batch, done)` run to its end on the calling thread's own loop
+// (io::Loop::ForThisThread), for a caller that waits (tests, tools). Not from inside a task.
+// CHECK-fails when the thread's loop cannot be made (io_uring is required for delivery).
+void DeliverNow(Backend& backend, const std::vector<OutboundMessage*>& batch,
+                const MessageDone& done = nullptr);
 
 }  // namespace chute::delivery

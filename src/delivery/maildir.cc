@@ -370,8 +370,14 @@ RecipientResult MaildirBackend::WriteCopy(const OutboundMessage& message, size_t
   return RecipientResult{Outcome::kDelivered, "250 2.0.0 delivered to maildir"};
 }
 
-void MaildirBackend::Deliver(const std::vector<OutboundMessage*>& batch, const MessageDone& done) {
+io::Task<void> MaildirBackend::Deliver(const std::vector<OutboundMessage*>& batch,
+                                       const MessageDone& done) {
   (void)done;  // a batch is durable only as a whole: the caller settles it after this returns
+  DeliverBatch(batch);
+  co_return;
+}
+
+void MaildirBackend::DeliverBatch(const std::vector<OutboundMessage*>& batch) {
   Fd root(open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root.ok() && errno == ENOENT && mkdir(root_.c_str(), 0700) == 0) {
     root = Fd(open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

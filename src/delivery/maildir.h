@@ -62,10 +62,12 @@ class MaildirBackend : public Backend {
   // (verify_recipients): a recipient without a mailbox fails 550 5.1.1 (its tmp/, new/ and
   // cur/ are still made in a mailbox folder that exists).
   MaildirBackend(std::string root, std::string hostname, bool create_mailboxes = true);
-  void Deliver(const std::vector<OutboundMessage*>& batch,
-               const MessageDone& done = nullptr) override;
+  // Deliver: the batch, at once (blocking file I/O: its slot has a thread of its own).
+  io::Task<void> Deliver(const std::vector<OutboundMessage*>& batch,
+                         const MessageDone& done) override;
 
  private:
+  void DeliverBatch(const std::vector<OutboundMessage*>& batch);
   struct Mailbox;
   struct Copy;
   // Original: a message's first copy written in this batch, which its other copies link to.

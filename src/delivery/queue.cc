@@ -26,6 +26,7 @@
 #include "base/status_macros.h"
 #include "delivery/report.h"
 #include "io/file.h"
+#include "io/loop.h"
 #include "io/ring.h"
 #include "smtp/parser.h"
 #include "spool/group_commit.h"
@@ -90,25 +91,67 @@ size_t ProducerRingCapacity(size_t routes) {
 }
 
 DeliveryQueue::Ring* DeliveryQueue::AddProducer(size_t capacity) {
-  CHECK(workers_.empty());
+  CHECK(slots_.empty());
   producers_.push_back(std::make_unique<Ring>(capacity));
   return producers_.back().get();
 }
 
 void DeliveryQueue::Notify() {
-  // Pairs with the fence in Work(): either the worker sees the pushed item before sleeping,
-  // or this sees the worker asleep and wakes it.
+  // Pairs with the fence in RunSlot(): either the slot sees the pushed item before sleeping,
+  // or this sees the slot asleep and wakes it.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (sleeping_.load(std::memory_order_relaxed) > 0) {
     std::lock_guard<std::mutex> lock(mu_);
-    wake_.notify_one();
+    WakeOne();
   }
 }
 
 void DeliveryQueue::Enqueue(std::unique_ptr<QueuedMessage> message) {
   std::lock_guard<std::mutex> lock(mu_);
   Insert(std::move(message), absl::Now());
-  wake_.notify_one();
+  WakeOne();
+}
+
+void DeliveryQueue::WakeOne() {
+  if (sleepers_.empty()) {
+    return;
+  }
+  Slot* slot = sleepers_.back();
+  sleepers_.pop_back();
+  slot->asleep = false;
+  sleeping_.store(static_cast<int>(sleepers_.size()), std::memory_order_relaxed);
+  Wake(slot);
+}
+
+void DeliveryQueue::WakeAll() {
+  while (!sleepers_.empty()) {
+    WakeOne();
+  }
+}
+
+void DeliveryQueue::Unlist(Slot* slot) {
+  if (!slot->asleep) {
+    return;
+  }
+  sleepers_.erase(std::find(sleepers_.begin(), sleepers_.end(), slot));
+  slot->asleep = false;
+  sleeping_.store(static_cast<int>(sleepers_.size()), std::memory_order_relaxed);
+}
+
+void DeliveryQueue::Wake(Slot* slot) {
+  if (io::Loop::Current() == slot->loop) {
+    slot->loop->Wake(&slot->waiter);  // a slot on the same loop: it resumes in this turn
+    return;
+  }
+  // From another thread (a shard, the admin thread, a slot on another loop): the wake runs on
+  // the slot's loop. Join waits for it, so that it never runs after the queue is gone.
+  ++posts_;
+  slot->loop->Post([this, slot] {
+    slot->loop->Wake(&slot->waiter);
+    std::lock_guard<std::mutex> lock(mu_);
+    --posts_;
+    done_.notify_all();
+  });
 }
 
 void DeliveryQueue::Insert(std::unique_ptr<QueuedMessage> message, absl::Time now) {
@@ -124,11 +167,27 @@ void DeliveryQueue::Insert(std::unique_ptr<QueuedMessage> message, absl::Time no
 }
 
 void DeliveryQueue::Start() {
+  CHECK(slots_.empty());
   for (int i = 0; i < options_.workers; ++i) {
-    workers_.emplace_back([this, i] {
-      NameThisThread(absl::StrCat("chute-deliver-", i));
-      Work(i);
-    });
+    auto slot = std::make_unique<Slot>();
+    if (!options_.loops.empty()) {
+      slot->loop = options_.loops[static_cast<size_t>(i) % options_.loops.size()];
+    } else {
+      // A slot whose backend blocks (Maildir) has a thread of its own.
+      absl::StatusOr<std::unique_ptr<io::LoopThread>> thread =
+          io::LoopThread::Start(absl::StrCat("chute-deliver-", i));
+      CHECK_MSG(thread.ok(),
+                absl::StrCat("delivery: io_uring: ", thread.status().message()).c_str());
+      slot->loop = (*thread)->loop();
+      own_threads_.push_back(*std::move(thread));
+    }
+    Slot* raw = slot.get();
+    slots_.push_back(std::move(slot));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++running_;
+    }
+    raw->loop->Post([this, raw] { raw->loop->Spawn(RunSlot(raw)); });
   }
 }
 
@@ -145,15 +204,17 @@ void DeliveryQueue::RequestStop(absl::Duration drain) {
     if (options_.stop_at_unix_ms != nullptr) {
       options_.stop_at_unix_ms->store(absl::ToUnixMillis(drain_deadline_));
     }
-    wake_.notify_all();
+    WakeAll();
   }
 }
 
 void DeliveryQueue::Join() {
-  for (std::thread& worker : workers_) {
-    worker.join();
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [this] { return running_ == 0 && posts_ == 0; });
   }
-  workers_.clear();
+  own_threads_.clear();  // each ends, its one slot having ended
+  slots_.clear();
 }
 
 void DeliveryQueue::MakeReady(QueuedMessage* message, absl::Time now) {
@@ -230,53 +291,67 @@ absl::Time DeliveryQueue::NextWake(absl::Time now) {
   return wake;
 }
 
-void DeliveryQueue::Work(int worker) {
-  (void)worker;
+io::Task<void> DeliveryQueue::RunSlot(Slot* slot) {
   std::unique_ptr<Backend> backend = options_.backend();
   std::vector<QueuedMessage*> batch;
   absl::Time idle_since = absl::Now();
   while (true) {
-    bool close_idle = false;
+    absl::Time wake = absl::InfinitePast();
+    bool stop = false;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      while (batch.empty() && !close_idle) {
-        DrainProducers();
-        absl::Time now = absl::Now();
-        if (stopping_ && (now >= drain_deadline_ || ready_.empty())) {
-          return;  // `backend` closes its connection as it goes
-        }
+      std::lock_guard<std::mutex> lock(mu_);
+      DrainProducers();
+      absl::Time now = absl::Now();
+      if (stopping_ && (now >= drain_deadline_ || ready_.empty())) {
+        stop = true;
+      } else {
         PromoteDue(now);
         if (TakeBatch(now, &batch)) {
           if (!ready_.empty()) {
-            wake_.notify_one();  // more than one batch is ready: another worker takes the next
+            WakeOne();  // more than one batch is ready: another slot takes the next
           }
-          break;
+        } else {
+          wake = NextWake(now);
+          slot->asleep = true;
+          sleepers_.push_back(slot);
+          sleeping_.store(static_cast<int>(sleepers_.size()), std::memory_order_relaxed);
         }
-        sleeping_.fetch_add(1, std::memory_order_relaxed);
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        bool pending = std::any_of(producers_.begin(), producers_.end(),
-                                   [](const std::unique_ptr<Ring>& r) { return !r->Empty(); });
-        if (!pending) {
-          absl::Duration wait = std::max(NextWake(now) - absl::Now(), absl::ZeroDuration());
-          wake_.wait_for(lock, absl::ToChronoNanoseconds(wait));
-        }
-        sleeping_.fetch_sub(1, std::memory_order_relaxed);
-        close_idle = absl::Now() - idle_since >= kWorkerWaitMax;
       }
     }
-    if (batch.empty()) {
-      backend->CloseIdle(absl::Now());
-      ReleaseIdleMemory();  // a quiet worker gives back what the last messages took
+    if (stop) {
+      break;
+    }
+    if (!batch.empty()) {
+      co_await Attempt(*backend, batch);
+      batch.clear();
       idle_since = absl::Now();
       continue;
     }
-    Attempt(*backend, batch);
-    batch.clear();
-    idle_since = absl::Now();
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    bool pending = std::any_of(producers_.begin(), producers_.end(),
+                               [](const std::unique_ptr<Ring>& r) { return !r->Empty(); });
+    if (!pending) {
+      co_await slot->loop->Sleep(&slot->waiter, wake);
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Unlist(slot);
+    }
+    absl::Time now = absl::Now();
+    if (now - idle_since >= kWorkerWaitMax) {
+      co_await backend->CloseIdle(now);
+      ReleaseIdleMemory();  // a quiet slot gives back what the last messages took
+      idle_since = absl::Now();
+    }
   }
+  co_await backend->Shutdown();
+  backend.reset();
+  std::lock_guard<std::mutex> lock(mu_);
+  --running_;
+  done_.notify_all();
 }
 
-void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>& batch) {
+io::Task<void> DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>& batch) {
   // The messages are in flight: only this worker touches their marks until they are back.
   std::vector<OutboundMessage> out(batch.size());
   std::vector<bool> unreadable(batch.size(), false);  // its content could not be read
@@ -328,7 +403,8 @@ void DeliveryQueue::Attempt(Backend& backend, const std::vector<QueuedMessage*>&
       }
     }
     int64_t started_us = MonotonicMicros();
-    backend.Deliver(deliverable, [&](size_t d) { conclude(index_of[d]); });
+    MessageDone done = [&](size_t d) { conclude(index_of[d]); };
+    co_await backend.Deliver(deliverable, done);
     counters_.batch_latency.Observe(MonotonicMicros() - started_us);
   }
   counters_.batches.fetch_add(1, std::memory_order_relaxed);
@@ -634,7 +710,7 @@ void DeliveryQueue::Reschedule(QueuedMessage* message, bool finished, absl::Time
   if (message->retry_now && !message->held) {
     message->retry_now = false;
     MakeReady(message, now);  // `queue retry` came while it was being tried
-    wake_.notify_one();
+    WakeOne();
     return;
   }
   message->next_attempt =
@@ -736,7 +812,7 @@ absl::Status DeliveryQueue::Retry(const std::string& id) {
   // Being tried right now: it is tried again as soon as this attempt ends, not after backoff.
   message->retry_now = message->in_flight;
   MakeReady(message, absl::Now());
-  wake_.notify_one();
+  WakeOne();
   return absl::OkStatus();
 }
 
@@ -751,7 +827,7 @@ size_t DeliveryQueue::RetryAll() {
       ++count;
     }
   }
-  wake_.notify_all();
+  WakeAll();
   return count;
 }
 
@@ -777,7 +853,7 @@ absl::Status DeliveryQueue::Release(const std::string& id) {
   if (message->held) {
     message->held = false;
     MakeReady(message, absl::Now());
-    wake_.notify_one();
+    WakeOne();
     LOG_INFO("queue: %s released", id);
   }
   return absl::OkStatus();

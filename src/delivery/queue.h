@@ -7,8 +7,10 @@
 // threads, never a shard's) take batches of up to `batch_messages_max` ready messages, waiting
 // up to `batch_delay` for a batch to fill, read each message's content back from its spool
 // segment (page cache), and give the batch to their own Backend instance (Maildir, or the
-// pooled LMTP/SMTP client: one connection per worker, so `workers` bounds the connections to
-// the target). There is one destination per stage: the configured backend and target.
+// pooled LMTP/SMTP client: one connection per slot, so `workers` bounds the connections to
+// the target). Slots are tasks (io::Task) on loops: an LMTP/SMTP route's slots share the
+// delivery I/O threads' loops (QueueOptions::loops) with every other route's, and a Maildir
+// route's slots, whose file I/O blocks, have a thread each. One queue per route (stage.h).
 //
 // Per recipient: 2xx settles it (its mark is written in place); 4xx, timeouts and refused
 // connections are retried after retry_initial·2^(attempt-1), capped at retry_max, with ±10%
@@ -17,9 +19,9 @@
 // (<dead_dir>/<id>.eml with the message and <id>.json with the reason and last reply,
 // fsynced). A message is settled in the spool when no recipient is left pending.
 //
-// The scheduler state is behind one mutex (mu_), taken by a worker once per batch and by the
-// admin thread for queue control; shards never take it (Notify signals only a sleeping
-// worker, at most once per committed group).
+// The scheduler state is behind one mutex (mu_), taken by a slot once per batch and by the
+// admin thread for queue control; shards never take it (Notify wakes only a sleeping slot,
+// at most once per committed group, by posting to its loop). No slot suspends holding it.
 //
 // Threads: AddProducer/Enqueue before Start from the main thread; Notify from the producer;
 // control calls from any thread; Start/Stop from the main thread.
@@ -34,7 +36,6 @@
 #include <optional>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -44,6 +45,8 @@
 #include "base/histogram.h"
 #include "base/spsc_ring.h"
 #include "delivery/backend.h"
+#include "io/loop.h"
+#include "io/task.h"
 #include "spool/spool.h"
 
 namespace chute::trace {
@@ -166,7 +169,11 @@ struct QueueOptions {
   BackendFactory backend;
   std::string route = "default";  // the route's name, in logs, the trace and queue listings
   std::string destination;        // for logs: "maildir:/var/lib/chute/mail", "lmtp:127.0.0.1:24"
-  int workers = 4;
+  int workers = 4;                // connection slots (and so connections, for LMTP/SMTP)
+  // The loops the slots run on, slot i on loops[i % size] (they outlive the queue; each runs
+  // until the queue has stopped). Empty: each slot has a thread and loop of its own (Maildir,
+  // whose backend blocks).
+  std::vector<io::Loop*> loops;
   size_t batch_messages_max = 64;
   absl::Duration batch_delay = absl::Milliseconds(2);
   absl::Duration retry_initial = absl::Seconds(60);
@@ -256,7 +263,19 @@ class DeliveryQueue {
 
  private:
   struct Attempt;
-  void Work(int worker);
+  // Slot: one connection slot, a task on `loop` with a Backend of its own (RunSlot).
+  struct Slot {
+    io::Loop* loop = nullptr;
+    io::Waiter waiter;    // where the slot sleeps; its loop's thread only
+    bool asleep = false;  // guarded by mu_: it is in sleepers_
+  };
+  io::Task<void> RunSlot(Slot* slot);
+  // WakeOne, WakeAll, Unlist, Wake: with mu_ held. WakeOne: a sleeping slot, if any, looks
+  // for work; Unlist: a slot that woke by itself leaves sleepers_.
+  void WakeOne();
+  void WakeAll();
+  void Unlist(Slot* slot);
+  void Wake(Slot* slot);
   // DrainProducers, Insert, PromoteDue, TakeBatch, NextWake, Reschedule, Find and MakeReady:
   // with mu_ held.
   void DrainProducers();
@@ -264,7 +283,7 @@ class DeliveryQueue {
   void PromoteDue(absl::Time now);
   bool TakeBatch(absl::Time now, std::vector<QueuedMessage*>* batch);
   absl::Time NextWake(absl::Time now);
-  void Attempt(Backend& backend, const std::vector<QueuedMessage*>& batch);
+  io::Task<void> Attempt(Backend& backend, const std::vector<QueuedMessage*>& batch);
   // Conclude: after an attempt (no lock held): marks, dead letters and settling; returns
   // whether the message is finished.
   bool Conclude(QueuedMessage& message, const OutboundMessage& out, bool unreadable,
@@ -290,14 +309,18 @@ class DeliveryQueue {
   const std::string trace_target_;  // "<route> <destination>"
   QueueCounters counters_;
   std::vector<std::unique_ptr<Ring>> producers_;
-  std::vector<std::thread> workers_;
-  std::atomic<int> sleeping_{0};
+  std::vector<std::unique_ptr<Slot>> slots_;                  // from Start to Join
+  std::vector<std::unique_ptr<io::LoopThread>> own_threads_;  // no options_.loops: one per slot
+  std::atomic<int> sleeping_{0};                              // sleepers_.size()
 
   // std::mutex, not absl::Mutex: Debian's abseil is not built for ThreadSanitizer.
   // mu_ guards stopping_, drain_deadline_, messages_, ready_ and scheduled_ (and the queue
   // control fields of each QueuedMessage; see Conclude).
   std::mutex mu_;
-  std::condition_variable wake_;  // a sleeping worker: work may be ready, or stopping_
+  std::condition_variable done_;  // Join: running_ or posts_ went down
+  std::vector<Slot*> sleepers_;   // guarded by mu_: slots asleep, waiting for work
+  int running_ = 0;               // guarded by mu_: slots started and not ended
+  int posts_ = 0;                 // guarded by mu_: wakes posted to a loop, not yet run
   bool stopping_ = false;         // guarded by mu_
   absl::Time drain_deadline_ = absl::InfiniteFuture();                         // guarded by mu_
   absl::flat_hash_map<std::string, std::unique_ptr<QueuedMessage>> messages_;  // guarded by mu_

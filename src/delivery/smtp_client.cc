@@ -31,9 +31,6 @@ namespace {
 
 // Plaintext is read at most this much at a time (the session cuts what it parses itself).
 constexpr size_t kReadChunkBytes = smtp::kReplyFeedBytesMax;
-// A connection has at most a send, a receive and a cancel in its ring (a connect and its
-// timeout before that).
-constexpr unsigned kRingEntries = 8;
 
 // LocalFailure: a failure chute describes itself. Its message is the whole reply a recipient
 // gets ("451 4.4.1 connect to 127.0.0.1:24: Connection refused"); RFC 3463 codes: 4.4.1 no
@@ -102,20 +99,23 @@ class SmtpClient::Connection : public smtp::ClientObserver {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  static absl::StatusOr<std::unique_ptr<Connection>> Open(
-      io::Ring* ring, const std::string& target, smtp::ClientConfig config,
-      absl::Duration io_timeout, const std::atomic<int64_t>* stop_at_unix_ms);
+  static io::Task<absl::StatusOr<std::unique_ptr<Connection>>> Open(
+      io::Loop* loop, std::string target, smtp::ClientConfig config, absl::Duration io_timeout,
+      const std::atomic<int64_t>* stop_at_unix_ms);
   smtp::ClientSession& session() { return session_; }
   // Run: sends what the session has to send and feeds it the server's replies until it owes
   // nothing (ready, refused, waiting for the handshake, or closed). Each reply must come
   // within io_timeout of the one before it, or of the last write if that ended later. A 421
   // is a failure whose message is the reply: the server is closing the connection (RFC 5321
   // §3.8).
-  absl::Status Run();
+  io::Task<absl::Status> Run();
   // StartTls: the client handshake, after the server's 220 to STARTTLS, expecting a
   // certificate for `server_name` (net::TlsStream::NewClient).
-  absl::Status StartTls(std::shared_ptr<net::TlsContext> context, absl::string_view server_name) {
-    return Local(stream_->StartTls(std::move(context), server_name, "reading reply from"));
+  io::Task<absl::Status> StartTls(std::shared_ptr<net::TlsContext> context,
+                                  absl::string_view server_name) {
+    absl::Status status =
+        co_await stream_->StartTls(std::move(context), server_name, "reading reply from");
+    co_return Local(status);
   }
   // tls: the TLS stream once StartTls was called, else null.
   const net::TlsStream* tls() const { return stream_->tls(); }
@@ -132,8 +132,7 @@ class SmtpClient::Connection : public smtp::ClientObserver {
   }
 
  private:
-  Connection(std::unique_ptr<net::UringStream> stream, smtp::ClientConfig config,
-             absl::Duration io_timeout)
+  Connection(net::UringStream::Ptr stream, smtp::ClientConfig config, absl::Duration io_timeout)
       : stream_(std::move(stream)),
         io_timeout_(io_timeout),
         config_(std::move(config)),
@@ -142,30 +141,30 @@ class SmtpClient::Connection : public smtp::ClientObserver {
   // not be made, 4.7.5 a TLS failure, 4.4.2 any other.
   absl::Status Local(absl::Status status) const;
 
-  std::unique_ptr<net::UringStream> stream_;
+  net::UringStream::Ptr stream_;
   absl::Duration io_timeout_;
   absl::Time deadline_;
   const smtp::ClientConfig config_;
   smtp::ClientSession session_;
 };
 
-absl::StatusOr<std::unique_ptr<SmtpClient::Connection>> SmtpClient::Connection::Open(
-    io::Ring* ring, const std::string& target, smtp::ClientConfig config, absl::Duration io_timeout,
+io::Task<absl::StatusOr<std::unique_ptr<SmtpClient::Connection>>> SmtpClient::Connection::Open(
+    io::Loop* loop, std::string target, smtp::ClientConfig config, absl::Duration io_timeout,
     const std::atomic<int64_t>* stop_at_unix_ms) {
   absl::StatusOr<SocketAddress> address = ParseTarget(target);
   if (!address.ok()) {
-    return LocalFailure("4.3.5",
-                        absl::StrCat("bad target ", target, ": ", address.status().message()));
+    co_return LocalFailure("4.3.5",
+                           absl::StrCat("bad target ", target, ": ", address.status().message()));
   }
   net::StreamOptions options;
   options.io_timeout = io_timeout;
   options.stop_at_unix_ms = stop_at_unix_ms;
-  absl::StatusOr<std::unique_ptr<net::UringStream>> stream =
-      net::UringStream::Connect(ring, address->storage, address->length, target, options);
+  absl::StatusOr<net::UringStream::Ptr> stream =
+      co_await net::UringStream::Connect(loop, address->storage, address->length, target, options);
   if (!stream.ok()) {
-    return LocalFailure("4.4.1", stream.status().message());
+    co_return LocalFailure("4.4.1", stream.status().message());
   }
-  return std::unique_ptr<Connection>(
+  co_return std::unique_ptr<Connection>(
       new Connection(*std::move(stream), std::move(config), io_timeout));
 }
 
@@ -185,14 +184,15 @@ absl::Status SmtpClient::Connection::Local(absl::Status status) const {
   return LocalFailure("4.4.2", status.message());
 }
 
-absl::Status SmtpClient::Connection::Run() {
+io::Task<absl::Status> SmtpClient::Connection::Run() {
   deadline_ = absl::Now() + io_timeout_;
   std::string plaintext;
   while (true) {
     std::string* output = session_.output();
     if (!output->empty()) {
       // The last piece goes with the wait for the reply: one io_uring_enter for both.
-      RETURN_IF_ERROR(Local(stream_->Write(*output, /*wait=*/false)));
+      absl::Status wrote = co_await stream_->Write(*output, /*wait=*/false);
+      CO_RETURN_IF_ERROR(Local(wrote));
       output->clear();
       // The reply is owed from when the commands (or the content) went: a large message
       // may take longer than io_timeout to send as a whole.
@@ -200,20 +200,22 @@ absl::Status SmtpClient::Connection::Run() {
     }
     if (session_.closed()) {
       if (session_.closing_reply().has_value()) {
-        return absl::UnavailableError(session_.closing_reply()->ToString(kResultReplyBytesMax));
+        co_return absl::UnavailableError(session_.closing_reply()->ToString(kResultReplyBytesMax));
       }
       if (!session_.protocol_error().empty()) {
-        return LocalFailure("4.5.0", absl::StrCat("protocol error from ", stream_->peer(), ": ",
-                                                  session_.protocol_error()));
+        co_return LocalFailure("4.5.0", absl::StrCat("protocol error from ", stream_->peer(), ": ",
+                                                     session_.protocol_error()));
       }
-      return absl::OkStatus();  // QUIT answered
+      co_return absl::OkStatus();  // QUIT answered
     }
     if (!session_.waiting()) {
-      return Local(stream_->Flush());
+      absl::Status flushed = co_await stream_->Flush();
+      co_return Local(flushed);
     }
     plaintext.clear();
-    RETURN_IF_ERROR(Local(
-        stream_->Read(&plaintext, kReadChunkBytes, deadline_, nullptr, "reading reply from")));
+    absl::Status read = co_await stream_->Read(&plaintext, kReadChunkBytes, deadline_, nullptr,
+                                               "reading reply from");
+    CO_RETURN_IF_ERROR(Local(read));
     session_.OnInput(plaintext, absl::ToUnixMicros(absl::Now()));
   }
 }
@@ -294,29 +296,45 @@ SmtpClient::SmtpClient(SmtpClientOptions options, std::shared_ptr<net::TlsContex
   CHECK(options_.tls == DeliveryTls::kOff || tls_context_ != nullptr);
 }
 
-SmtpClient::~SmtpClient() { Close(/*quit=*/true); }
-
-void SmtpClient::Close(bool quit) {
+SmtpClient::~SmtpClient() {
   if (connection_ == nullptr) {
     return;
+  }
+  if (!loop_->running()) {
+    io::RunSync(*loop_, Close(/*quit=*/true));
+    return;
+  }
+  Drop();  // inside a task: whoever owned the client should have awaited Shutdown()
+}
+
+void SmtpClient::Drop() {
+  connection_.reset();
+  capabilities_ = Capabilities();
+}
+
+io::Task<void> SmtpClient::Close(bool quit) {
+  if (connection_ == nullptr) {
+    co_return;
   }
   if (quit) {
     // A courtesy to the server; its answer changes nothing, so the wait is kept short.
     connection_->set_io_timeout(std::min(options_.io_timeout, kQuitTimeoutMax));
     connection_->session().Quit();
-    (void)connection_->Run();
+    absl::Status quitted = co_await connection_->Run();
+    (void)quitted;
   }
-  connection_.reset();
-  capabilities_ = Capabilities();
+  Drop();
 }
 
-void SmtpClient::CloseIdle(absl::Time now) {
+io::Task<void> SmtpClient::CloseIdle(absl::Time now) {
   if (connection_ != nullptr && now - last_used_ >= options_.idle_timeout) {
-    Close(/*quit=*/true);
+    co_await Close(/*quit=*/true);
   }
 }
 
-absl::Status SmtpClient::Connect() {
+io::Task<void> SmtpClient::Shutdown() { co_await Close(/*quit=*/true); }
+
+io::Task<absl::Status> SmtpClient::Connect() {
   // The targets in order of preference, those that failed lately last (each is still tried:
   // when every target failed lately, the most preferred goes first again).
   std::vector<std::atomic<int64_t>>& down_until = health_->down_until_ms;
@@ -337,10 +355,10 @@ absl::Status SmtpClient::Connect() {
   for (size_t i : order) {
     target_ = options_.targets[i];
     server_name_ = ServerName(options_, target_);
-    status = ConnectTarget();
+    status = co_await ConnectTarget();
     if (status.ok()) {
       down_until[i].store(0, std::memory_order_relaxed);
-      return status;
+      co_return status;
     }
     int64_t failed_ms = absl::ToUnixMillis(absl::Now());
     int64_t was = down_until[i].exchange(failed_ms + absl::ToInt64Milliseconds(kTargetDownFor),
@@ -363,22 +381,22 @@ absl::Status SmtpClient::Connect() {
     if (joined.size() > kResultReplyBytesMax) {
       joined.resize(kResultReplyBytesMax);
     }
-    return absl::Status(status.code(), joined);
+    co_return absl::Status(status.code(), joined);
   }
-  return status;
+  co_return status;
 }
 
-absl::Status SmtpClient::ConnectTarget() {
+io::Task<absl::Status> SmtpClient::ConnectTarget() {
   bool handshake_failed = false;
-  absl::Status status = OpenSession(options_.tls != DeliveryTls::kOff, &handshake_failed);
+  absl::Status status = co_await OpenSession(options_.tls != DeliveryTls::kOff, &handshake_failed);
   if (!status.ok() && handshake_failed && options_.tls == DeliveryTls::kOpportunistic) {
     // Opportunistic TLS must not make a server that cannot finish a handshake unreachable.
-    status = OpenSession(/*try_tls=*/false, &handshake_failed);
+    status = co_await OpenSession(/*try_tls=*/false, &handshake_failed);
   }
-  return status;
+  co_return status;
 }
 
-absl::Status SmtpClient::OpenSession(bool try_tls, bool* handshake_failed) {
+io::Task<absl::Status> SmtpClient::OpenSession(bool try_tls, bool* handshake_failed) {
   CHECK(connection_ == nullptr);
   smtp::ClientConfig config;
   config.lmtp = options_.lmtp;
@@ -386,33 +404,33 @@ absl::Status SmtpClient::OpenSession(bool try_tls, bool* handshake_failed) {
   config.tls = !try_tls                                 ? smtp::ClientTls::kOff
                : options_.tls == DeliveryTls::kRequired ? smtp::ClientTls::kRequired
                                                         : smtp::ClientTls::kIfOffered;
-  if (ring_ == nullptr) {
-    // Made by the thread that delivers (SINGLE_ISSUER), on its first connection.
-    absl::StatusOr<std::unique_ptr<io::Ring>> ring = io::Ring::Create(kRingEntries);
-    if (!ring.ok()) {
-      return LocalFailure("4.3.0", absl::StrCat("io_uring: ", ring.status().message()));
-    }
-    ring_ = *std::move(ring);
+  // The loop running this task: every connection of the client stays on it.
+  io::Loop* loop = io::Loop::Current();
+  CHECK_MSG(loop != nullptr, "a delivery client runs as a task on an io::Loop");
+  CHECK(loop_ == nullptr || loop_ == loop);
+  loop_ = loop;
+  absl::StatusOr<std::unique_ptr<Connection>> opened = co_await Connection::Open(
+      loop_, target_, std::move(config), options_.io_timeout, options_.stop_at_unix_ms.get());
+  if (!opened.ok()) {
+    co_return opened.status();
   }
-  ASSIGN_OR_RETURN(connection_,
-                   Connection::Open(ring_.get(), target_, std::move(config), options_.io_timeout,
-                                    options_.stop_at_unix_ms.get()));
+  connection_ = *std::move(opened);
   ++connections_opened_;
   messages_on_connection_ = 0;
-  absl::Status status = Greet(handshake_failed);
+  absl::Status status = co_await Greet(handshake_failed);
   if (!status.ok()) {
-    Close(/*quit=*/false);
+    Drop();
   }
-  return status;
+  co_return status;
 }
 
-absl::Status SmtpClient::Greet(bool* handshake_failed) {
+io::Task<absl::Status> SmtpClient::Greet(bool* handshake_failed) {
   smtp::ClientSession& session = connection_->session();
-  RETURN_IF_ERROR(connection_->Run());
+  CO_RETURN_IF_ERROR(co_await connection_->Run());
   if (session.wants_tls()) {
-    RETURN_IF_ERROR(Handshake(handshake_failed));
+    CO_RETURN_IF_ERROR(co_await Handshake(handshake_failed));
     session.OnTlsDone();  // EHLO again: what was learnt before TLS is forgotten
-    RETURN_IF_ERROR(connection_->Run());
+    CO_RETURN_IF_ERROR(co_await connection_->Run());
   }
   if (session.phase() == smtp::ClientSession::Phase::kRefused) {
     const smtp::ClientRefusal& refusal = session.refusal();
@@ -420,31 +438,31 @@ absl::Status SmtpClient::Greet(bool* handshake_failed) {
         refusal.reply.has_value() ? refusal.reply->ToString(kResultReplyBytesMax) : "";
     switch (refusal.command) {
       case smtp::ClientCommand::kGreeting:
-        return LocalFailure("4.4.0", absl::StrCat("greeting from ", target_, ": ", reply));
+        co_return LocalFailure("4.4.0", absl::StrCat("greeting from ", target_, ": ", reply));
       case smtp::ClientCommand::kStartTls:
         if (!refusal.reply.has_value()) {
-          Close(/*quit=*/true);
-          return LocalFailure("4.7.5", absl::StrCat(target_, ": STARTTLS not offered"));
+          co_await Close(/*quit=*/true);
+          co_return LocalFailure("4.7.5", absl::StrCat(target_, ": STARTTLS not offered"));
         }
-        return LocalFailure("4.7.5", absl::StrCat("STARTTLS refused by ", target_, ": ", reply));
+        co_return LocalFailure("4.7.5", absl::StrCat("STARTTLS refused by ", target_, ": ", reply));
       default:
-        return LocalFailure("4.4.0",
-                            absl::StrCat(refusal.command == smtp::ClientCommand::kHelo ? "HELO"
-                                         : options_.lmtp                               ? "LHLO"
-                                                                                       : "EHLO",
-                                         " refused by ", target_, ": ", reply));
+        co_return LocalFailure("4.4.0",
+                               absl::StrCat(refusal.command == smtp::ClientCommand::kHelo ? "HELO"
+                                            : options_.lmtp                               ? "LHLO"
+                                                                                          : "EHLO",
+                                            " refused by ", target_, ": ", reply));
     }
   }
   if (!session.ready()) {
-    return LocalFailure("4.5.0", absl::StrCat("protocol error from ", target_,
-                                              ": the session did not become ready"));
+    co_return LocalFailure("4.5.0", absl::StrCat("protocol error from ", target_,
+                                                 ": the session did not become ready"));
   }
   capabilities_ = session.capabilities();
-  return absl::OkStatus();
+  co_return absl::OkStatus();
 }
 
-absl::Status SmtpClient::Handshake(bool* handshake_failed) {
-  absl::Status handshake = connection_->StartTls(tls_context_, server_name_);
+io::Task<absl::Status> SmtpClient::Handshake(bool* handshake_failed) {
+  absl::Status handshake = co_await connection_->StartTls(tls_context_, server_name_);
   const net::TlsStream& tls = *connection_->tls();
   // An enforcing context (MakeSmtpClientFactory's for tls = required) fails the handshake
   // itself; a client given another one must not deliver over an unverified session either.
@@ -456,12 +474,12 @@ absl::Status SmtpClient::Handshake(bool* handshake_failed) {
   }
   if (!handshake.ok()) {
     *handshake_failed = true;
-    return handshake;
+    co_return handshake;
   }
   if (unverified_required) {
-    return LocalFailure("4.7.5", absl::StrCat("TLS with ", target_, ": ", tls.PeerUnverified()));
+    co_return LocalFailure("4.7.5", absl::StrCat("TLS with ", target_, ": ", tls.PeerUnverified()));
   }
-  return absl::OkStatus();
+  co_return absl::OkStatus();
 }
 
 void SmtpClient::LogTls(const net::TlsStream& tls, bool refused) const {
@@ -485,10 +503,11 @@ void SmtpClient::LogTls(const net::TlsStream& tls, bool refused) const {
             {"result", "continued"}});
 }
 
-void SmtpClient::Deliver(const std::vector<OutboundMessage*>& batch, const MessageDone& done) {
+io::Task<void> SmtpClient::Deliver(const std::vector<OutboundMessage*>& batch,
+                                   const MessageDone& done) {
   absl::Status setup = absl::OkStatus();
   for (size_t index = 0; index < batch.size(); ++index) {
-    DeliverNext(batch[index], &setup);
+    co_await DeliverNext(batch[index], &setup);
     if (done != nullptr) {
       done(index);
     }
@@ -496,37 +515,37 @@ void SmtpClient::Deliver(const std::vector<OutboundMessage*>& batch, const Messa
   last_used_ = absl::Now();
 }
 
-void SmtpClient::DeliverNext(OutboundMessage* message, absl::Status* setup) {
+io::Task<void> SmtpClient::DeliverNext(OutboundMessage* message, absl::Status* setup) {
   if (message->recipients.empty()) {
     message->results.clear();
-    return;
+    co_return;
   }
   if (!setup->ok()) {
     Attempt(message).SettleRest(Outcome::kTransient, setup->message());
-    return;
+    co_return;
   }
   if (connection_ != nullptr && connection_->HasUnreadInput()) {
-    Close(/*quit=*/false);  // closed by the server, or it said something unasked: start over
+    Drop();  // closed by the server, or it said something unasked: start over
   }
   if (connection_ == nullptr) {
-    *setup = Connect();
+    *setup = co_await Connect();
     if (!setup->ok()) {
       Attempt(message).SettleRest(Outcome::kTransient, setup->message());
-      return;
+      co_return;
     }
   }
   message->via = absl::StrCat(options_.lmtp ? "lmtp:" : "smtp:", target_);
   message->dsn_passed = capabilities_.dsn;
-  DeliverOne(message);
+  co_await DeliverOne(message);
   if (connection_ != nullptr && messages_on_connection_ >= options_.messages_per_connection_max) {
-    Close(/*quit=*/true);
+    co_await Close(/*quit=*/true);
   }
 }
 
-void SmtpClient::DeliverOne(OutboundMessage* message) {
+io::Task<void> SmtpClient::DeliverOne(OutboundMessage* message) {
   Attempt attempt(message);
   if (!CheckEnvelope(&attempt)) {
-    return;
+    co_return;
   }
   ++messages_on_connection_;
   smtp::ClientTransaction transaction;
@@ -538,18 +557,18 @@ void SmtpClient::DeliverOne(OutboundMessage* message) {
   transaction.bdat = UseBdat();
   smtp::ClientSession& session = connection_->session();
   session.Begin(std::move(transaction), absl::ToUnixMicros(absl::Now()));
-  absl::Status status = connection_->Run();
+  absl::Status status = co_await connection_->Run();
   // What came settles its recipients, also when the connection failed before the rest did.
   absl::Status replies = Apply(session.replies(), &attempt);
   if (status.ok()) {
     status = replies;
   }
   if (status.ok() && session.needs_reset()) {
-    status = Reset();
+    status = co_await Reset();
   }
   if (!status.ok()) {
     attempt.SettleRest(Outcome::kTransient, status.message());
-    Close(/*quit=*/false);
+    Drop();
   }
   CHECK_MSG(attempt.unsettled == 0, "every recipient gets exactly one result");
 }
@@ -629,29 +648,29 @@ bool SmtpClient::CheckEnvelope(Attempt* attempt) {
   return !attempt->sendable.empty();
 }
 
-RecipientResult SmtpClient::Probe(const std::string& recipient) {
+io::Task<RecipientResult> SmtpClient::Probe(std::string recipient) {
   last_used_ = absl::Now();
   auto unreachable = [](absl::string_view why) {
     return RecipientResult{Outcome::kTransient, std::string(why)};
   };
   if (absl::string_view(recipient).find_first_of(absl::string_view("\r\n\0<>", 5)) !=
       absl::string_view::npos) {
-    return RecipientResult{Outcome::kPermanent, "501 5.1.3 bad recipient address syntax"};
+    co_return RecipientResult{Outcome::kPermanent, "501 5.1.3 bad recipient address syntax"};
   }
   if (connection_ != nullptr && connection_->HasUnreadInput()) {
-    Close(/*quit=*/false);
+    Drop();
   }
   if (connection_ == nullptr) {
-    absl::Status status = Connect();
+    absl::Status status = co_await Connect();
     if (!status.ok()) {
-      return unreachable(status.message());
+      co_return unreachable(status.message());
     }
   }
   bool utf8 = HasNonAscii(recipient);
   if (utf8 && !capabilities_.smtputf8) {
-    return unreachable(absl::StrCat("451 4.6.7 ", target_,
-                                    " does not offer SMTPUTF8: a non-ASCII address cannot be "
-                                    "verified there"));
+    co_return unreachable(absl::StrCat("451 4.6.7 ", target_,
+                                       " does not offer SMTPUTF8: a non-ASCII address cannot be "
+                                       "verified there"));
   }
   ++messages_on_connection_;
   smtp::ClientTransaction transaction;
@@ -659,10 +678,10 @@ RecipientResult SmtpClient::Probe(const std::string& recipient) {
   transaction.rcpts.push_back(absl::StrCat("RCPT TO:<", recipient, ">"));
   smtp::ClientSession& session = connection_->session();
   session.Begin(std::move(transaction), absl::ToUnixMicros(absl::Now()));
-  absl::Status status = connection_->Run();
+  absl::Status status = co_await connection_->Run();
   if (!status.ok()) {
-    Close(/*quit=*/false);
-    return unreachable(status.message());
+    Drop();
+    co_return unreachable(status.message());
   }
   const smtp::ClientReplies& replies = session.replies();
   RecipientResult result;
@@ -677,11 +696,14 @@ RecipientResult SmtpClient::Probe(const std::string& recipient) {
     result = unreachable(absl::StrCat("451 4.5.0 no reply to RCPT from ", target_));
   }
   // RSET after an accepted MAIL; any failure drops the connection.
-  absl::Status reset = session.needs_reset() ? Reset() : absl::OkStatus();
-  if (!reset.ok() || messages_on_connection_ >= options_.messages_per_connection_max) {
-    Close(/*quit=*/reset.ok());
+  absl::Status reset = absl::OkStatus();
+  if (session.needs_reset()) {
+    reset = co_await Reset();
   }
-  return result;
+  if (!reset.ok() || messages_on_connection_ >= options_.messages_per_connection_max) {
+    co_await Close(/*quit=*/reset.ok());
+  }
+  co_return result;
 }
 
 std::string SmtpClient::MailCommand(const OutboundMessage& message) const {
@@ -733,18 +755,18 @@ std::string SmtpClient::RcptCommand(const OutboundMessage& message, size_t index
 
 bool SmtpClient::UseBdat() const { return !options_.lmtp && capabilities_.chunking; }
 
-absl::Status SmtpClient::Reset() {
+io::Task<absl::Status> SmtpClient::Reset() {
   smtp::ClientSession& session = connection_->session();
   session.Reset();
-  RETURN_IF_ERROR(connection_->Run());
+  CO_RETURN_IF_ERROR(co_await connection_->Run());
   if (!session.ready()) {
     const smtp::ClientRefusal& refusal = session.refusal();
-    return LocalFailure("4.5.0", absl::StrCat("RSET refused by ", target_, ": ",
-                                              refusal.reply.has_value()
-                                                  ? refusal.reply->ToString(kResultReplyBytesMax)
-                                                  : std::string()));
+    co_return LocalFailure("4.5.0", absl::StrCat("RSET refused by ", target_, ": ",
+                                                 refusal.reply.has_value()
+                                                     ? refusal.reply->ToString(kResultReplyBytesMax)
+                                                     : std::string()));
   }
-  return absl::OkStatus();
+  co_return absl::OkStatus();
 }
 
 SmtpClientOptions ClientOptionsFor(const DeliveryConfig& d, const std::string& helo_name) {
@@ -792,6 +814,22 @@ absl::StatusOr<BackendFactory> MakeSmtpClientFactory(SmtpClientOptions options) 
     return maker.status();
   }
   return [maker = *std::move(maker)]() -> std::unique_ptr<Backend> { return maker(); };
+}
+
+RecipientResult ProbeNow(SmtpClient& client, const std::string& recipient) {
+  absl::StatusOr<io::Loop*> loop = io::Loop::ForThisThread();
+  if (!loop.ok()) {
+    return RecipientResult{Outcome::kTransient,
+                           absl::StrCat("451 4.3.0 io_uring: ", loop.status().message())};
+  }
+  return io::RunSync(**loop, client.Probe(recipient));
+}
+
+void CloseIdleNow(SmtpClient& client, absl::Time now) {
+  absl::StatusOr<io::Loop*> loop = io::Loop::ForThisThread();
+  if (loop.ok()) {
+    io::RunSync(**loop, client.CloseIdle(now));
+  }
 }
 
 }  // namespace chute::delivery

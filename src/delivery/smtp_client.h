@@ -9,16 +9,20 @@
 // - The protocol is smtp::ClientSession (src/smtp/client_session.h), the sans-I/O session
 //   chute-load drives too; this file is its transport (connect, read, write, TLS), the choice
 //   of targets, the commands' parameters, and what the replies mean for each recipient.
-// - One instance = one worker thread = at most one persistent connection, reused across
-//   Deliver() calls; it is replaced after messages_per_connection_max messages, when the server
-//   closed it, or after any network or protocol error. CloseIdle() ends it politely (QUIT).
-// - I/O on io_uring: one ring per client (so per worker thread, made by it on its first
-//   connection), driven through net::UringStream, which moves the bytes with net::Transport as
-//   the shards do; a round trip is one io_uring_enter that submits the commands and waits for
-//   the reply. Every wait is bounded by io_timeout: a reply must come within io_timeout of the
-//   one before; a write must make progress at least once per io_timeout (a large message may
-//   take longer as a whole). Sends use MSG_NOSIGNAL, so a closed peer is an error, never SIGPIPE.
-//   The client still waits for its connection: one connection per worker thread.
+// - One instance = one connection slot of a route's queue = at most one persistent connection,
+//   reused across Deliver() calls; it is replaced after messages_per_connection_max messages,
+//   when the server closed it, or after any network or protocol error. CloseIdle() and
+//   Shutdown() end it politely (QUIT).
+// - Every operation is a task (io::Task) on the io::Loop that runs it, many clients to a loop:
+//   a delivery I/O thread runs every connection slot of every LMTP/SMTP route given to it, so
+//   that routes x connections cost memory, not threads. The bytes go through net::UringStream
+//   (net::Transport, as the shards move theirs); each turn of the loop submits every
+//   connection's commands and receives in one io_uring_enter. A client's connections stay on
+//   the loop of its first one. Every wait is bounded by io_timeout: a reply must come within
+//   io_timeout of the one before; a write must make progress at least once per io_timeout (a
+//   large message may take longer as a whole). Sends use MSG_NOSIGNAL, so a closed peer is an
+//   error, never SIGPIPE. ProbeNow and DeliverNow (backend.h) run one operation on the calling
+//   thread's own loop (recipient probes, chutectl, tests).
 // - STARTTLS (RFC 3207) through net::TlsStream (memory BIOs), client side of net::Transport.
 //   The server's certificate is verified against tls_ca_file, for the name tls_server_name
 //   (default: the target's address; a DNS name also goes out as SNI), and against tls_pins.
@@ -52,12 +56,11 @@
 #include "base/config.h"
 #include "base/tls_pin.h"
 #include "delivery/backend.h"
+#include "io/loop.h"
+#include "io/task.h"
 #include "smtp/client_session.h"
 #include "smtp/reply_parser.h"
 
-namespace chute::io {
-class Ring;
-}  // namespace chute::io
 namespace chute::net {
 class TlsContext;
 class TlsStream;
@@ -122,7 +125,8 @@ class SmtpClient : public Backend {
   // required), shared by all clients of a factory; it may be null when options.tls is off.
   // Does not connect yet.
   SmtpClient(SmtpClientOptions options, std::shared_ptr<net::TlsContext> tls_context);
-  // ~SmtpClient: QUITs and closes an open connection (bounded by kQuitTimeoutMax).
+  // ~SmtpClient: outside a running loop, QUITs and closes an open connection (bounded by
+  // kQuitTimeoutMax); inside one (a task that did not await Shutdown) only closes it.
   ~SmtpClient() override;
   SmtpClient(const SmtpClient&) = delete;
   SmtpClient& operator=(const SmtpClient&) = delete;
@@ -130,17 +134,19 @@ class SmtpClient : public Backend {
   // Deliver: see Backend. Connects when there is no usable connection. When connecting fails,
   // every message of the batch from there on gets the same transient result without another
   // attempt; a failure during one message drops the connection and the next one reconnects.
-  void Deliver(const std::vector<OutboundMessage*>& batch,
-               const MessageDone& done = nullptr) override;
+  io::Task<void> Deliver(const std::vector<OutboundMessage*>& batch,
+                         const MessageDone& done) override;
   // CloseIdle: QUIT and close when the last Deliver() ended at least idle_timeout before `now`.
-  void CloseIdle(absl::Time now) override;
+  io::Task<void> CloseIdle(absl::Time now) override;
+  // Shutdown: QUIT and close.
+  io::Task<void> Shutdown() override;
 
   // Probe: whether the target would take mail for `recipient` (recipient verification):
   // MAIL FROM:<>, RCPT TO:<recipient> (pipelined when offered), RSET, over the client's
   // connection (made when there is none, kept for the next probe). kDelivered: it would;
   // kPermanent: its 5xx (the reply); kTransient: a 4xx, or it could not be asked (the reply
   // says why: the connection, a refused null sender, a non-ASCII address without SMTPUTF8).
-  RecipientResult Probe(const std::string& recipient);
+  io::Task<RecipientResult> Probe(std::string recipient);
 
   // target: the target of the open connection (or of the last attempt).
   const std::string& target() const { return target_; }
@@ -154,25 +160,27 @@ class SmtpClient : public Backend {
   struct Attempt;
 
   // Connect: a session with the first target that gives one (see `targets`).
-  absl::Status Connect();
-  absl::Status ConnectTarget();
-  absl::Status OpenSession(bool try_tls, bool* handshake_failed);
+  io::Task<absl::Status> Connect();
+  io::Task<absl::Status> ConnectTarget();
+  io::Task<absl::Status> OpenSession(bool try_tls, bool* handshake_failed);
   // Greet: runs the session to ready (greeting, EHLO/LHLO, STARTTLS and the handshake).
-  absl::Status Greet(bool* handshake_failed);
+  io::Task<absl::Status> Greet(bool* handshake_failed);
   // Handshake: TLS after the server's 220 to STARTTLS, and the verdict on its certificate;
   // `*handshake_failed` is set when the handshake did not complete.
-  absl::Status Handshake(bool* handshake_failed);
+  io::Task<absl::Status> Handshake(bool* handshake_failed);
   // LogTls: the delivery.tls event: the handshake's verdict on the server's certificate.
   void LogTls(const net::TlsStream& tls, bool refused) const;
-  void Close(bool quit);
+  // Close: QUIT first when `quit`; Drop: at once, without a word (a failed connection).
+  io::Task<void> Close(bool quit);
+  void Drop();
   // DeliverNext: one message of a batch; `setup` carries a failure to connect to the rest.
-  void DeliverNext(OutboundMessage* message, absl::Status* setup);
-  void DeliverOne(OutboundMessage* message);
+  io::Task<void> DeliverNext(OutboundMessage* message, absl::Status* setup);
+  io::Task<void> DeliverOne(OutboundMessage* message);
   bool CheckEnvelope(Attempt* attempt);
   // Apply: settles the recipients a transaction's replies (or those that came before it
   // failed) decide; an error when the server answered DATA with neither 354, 4xx nor 5xx.
   absl::Status Apply(const smtp::ClientReplies& replies, Attempt* attempt) const;
-  absl::Status Reset();
+  io::Task<absl::Status> Reset();
   // MailCommand, RcptCommand: the command lines (without CRLF), with the parameters the
   // target's capabilities allow.
   std::string MailCommand(const OutboundMessage& message) const;
@@ -184,7 +192,7 @@ class SmtpClient : public Backend {
   std::string target_;       // the target connected to (or last tried)
   std::string server_name_;  // the name its certificate must carry; "" = none
   std::shared_ptr<TargetHealth> health_;
-  std::unique_ptr<io::Ring> ring_;  // before connection_: a connection's stream uses it
+  io::Loop* loop_ = nullptr;  // the loop of the first connection (every one is on it)
   std::unique_ptr<Connection> connection_;
   Capabilities capabilities_;
   size_t messages_on_connection_ = 0;
@@ -199,5 +207,12 @@ absl::StatusOr<BackendFactory> MakeSmtpClientFactory(SmtpClientOptions options);
 // MakeSmtpClientMaker: the same, making SmtpClients as such (recipient verification probes).
 using SmtpClientMaker = std::function<std::unique_ptr<SmtpClient>()>;
 absl::StatusOr<SmtpClientMaker> MakeSmtpClientMaker(SmtpClientOptions options);
+
+// ProbeNow, CloseIdleNow: Probe and CloseIdle run to their end on the calling thread's own loop
+// (io::Loop::ForThisThread), for a thread that waits for the answer (a route's recipient
+// probe thread, chutectl). Not from inside a task. A thread whose loop cannot be made gets the
+// probe's transient "451 4.3.0 io_uring: ..." result.
+RecipientResult ProbeNow(SmtpClient& client, const std::string& recipient);
+void CloseIdleNow(SmtpClient& client, absl::Time now);
 
 }  // namespace chute::delivery

@@ -75,9 +75,11 @@ std::vector<RoutedPart> SplitByRoute(std::unique_ptr<QueuedMessage> message,
 
 DeliveryStage::DeliveryStage(Router router, std::vector<std::unique_ptr<DeliveryQueue>> queues,
                              std::string dead_dir, spool::SpoolGauges* gauges,
-                             TenantName tenant_name)
+                             TenantName tenant_name,
+                             std::vector<std::unique_ptr<io::LoopThread>> io_threads)
     : router_(std::move(router)),
       queues_(std::move(queues)),
+      io_threads_(std::move(io_threads)),
       dead_dir_(std::move(dead_dir)),
       gauges_(gauges),
       tenant_name_(std::move(tenant_name)) {
@@ -156,6 +158,7 @@ void DeliveryStage::Stop(absl::Duration drain) {
   for (const std::unique_ptr<DeliveryQueue>& queue : queues_) {
     queue->Join();
   }
+  io_threads_.clear();  // each ends once the slots it ran have
 }
 
 std::vector<QueueEntry> DeliveryStage::List() {

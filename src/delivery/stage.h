@@ -27,6 +27,7 @@
 #include "delivery/queue.h"
 #include "delivery/router.h"
 #include "delivery/verifier.h"
+#include "io/loop.h"
 
 namespace chute::delivery {
 
@@ -52,9 +53,12 @@ class DeliveryStage {
   // requeued messages by tenant.
   using TenantName = std::function<std::string(int64_t tenant_id)>;
 
-  // DeliveryStage: `queues[i]` delivers route `router.route(i)`.
+  // DeliveryStage: `queues[i]` delivers route `router.route(i)`. `io_threads` are the loops
+  // the LMTP/SMTP queues' slots run on (QueueOptions::loops); the stage stops them after the
+  // queues.
   DeliveryStage(Router router, std::vector<std::unique_ptr<DeliveryQueue>> queues,
-                std::string dead_dir, spool::SpoolGauges* gauges, TenantName tenant_name);
+                std::string dead_dir, spool::SpoolGauges* gauges, TenantName tenant_name,
+                std::vector<std::unique_ptr<io::LoopThread>> io_threads = {});
   ~DeliveryStage();
 
   const Router& router() const { return router_; }
@@ -105,6 +109,7 @@ class DeliveryStage {
 
   const Router router_;
   std::vector<std::unique_ptr<DeliveryQueue>> queues_;
+  std::vector<std::unique_ptr<io::LoopThread>> io_threads_;    // after the queues have stopped
   std::vector<std::unique_ptr<RecipientVerifier>> verifiers_;  // per route; null: none
   const std::string dead_dir_;
   spool::SpoolGauges* const gauges_;

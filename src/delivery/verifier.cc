@@ -107,7 +107,7 @@ void RecipientVerifier::Run() {
         if (wake_.wait_for(lock, absl::ToChronoNanoseconds(options_.idle_close)) ==
             std::cv_status::timeout) {
           lock.unlock();
-          client->CloseIdle(absl::Now());
+          CloseIdleNow(*client, absl::Now());
           lock.lock();
         }
       }
@@ -117,7 +117,7 @@ void RecipientVerifier::Run() {
       address = std::move(queue_.front());
       queue_.pop_front();
     }
-    RecipientResult result = client->Probe(address);
+    RecipientResult result = ProbeNow(*client, address);
     RecipientVerdict verdict;
     switch (result.outcome) {
       case Outcome::kDelivered:

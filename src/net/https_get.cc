@@ -18,7 +18,8 @@
 #include "absl/strings/strip.h"
 #include "base/net_address.h"
 #include "base/status_macros.h"
-#include "io/ring.h"
+#include "io/loop.h"
+#include "io/task.h"
 #include "net/socket.h"
 #include "net/uring_stream.h"
 
@@ -404,29 +405,24 @@ absl::StatusOr<std::optional<HttpResponse>> ParseHttpResponse(absl::string_view 
   return std::optional<HttpResponse>(std::move(response));
 }
 
-absl::StatusOr<HttpResponse> HttpsGet(const HttpsUrl& url, const HttpsGetOptions& options) {
+namespace {
+
+absl::Status Failed(absl::string_view shown, absl::string_view why) {
+  return absl::UnavailableError(absl::StrCat("GET ", shown, ": ", why));
+}
+
+// Fetch: the request over the first of `found` that connects, as a task on `loop`.
+io::Task<absl::StatusOr<HttpResponse>> Fetch(io::Loop* loop, const addrinfo* found,
+                                             const HttpsUrl& url, const HttpsGetOptions& options,
+                                             absl::Time deadline) {
   std::string shown = url.ToString();
-  auto failed = [&](absl::string_view why) {
-    return absl::UnavailableError(absl::StrCat("GET ", shown, ": ", why));
-  };
-  absl::Time deadline = absl::Now() + options.timeout;
-  absl::StatusOr<addrinfo*> found = Resolve(url, deadline, options.stop_at_unix_ms);
-  if (!found.ok()) {
-    return failed(found.status().message());
-  }
-  std::unique_ptr<addrinfo, void (*)(addrinfo*)> addresses(*found, freeaddrinfo);
   int count = 0;
-  for (const addrinfo* a = *found; a != nullptr; a = a->ai_next) {
+  for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
     ++count;
   }
-  // One ring for this request, made and used by the calling thread.
-  absl::StatusOr<std::unique_ptr<io::Ring>> ring = io::Ring::Create(8);
-  if (!ring.ok()) {
-    return failed(absl::StrCat("io_uring: ", ring.status().message()));
-  }
-  std::unique_ptr<UringStream> stream;
+  UringStream::Ptr stream;
   std::string errors;
-  for (const addrinfo* a = *found; a != nullptr && stream == nullptr; a = a->ai_next, --count) {
+  for (const addrinfo* a = found; a != nullptr && stream == nullptr; a = a->ai_next, --count) {
     absl::Duration left = deadline - absl::Now();
     if (left <= absl::ZeroDuration() || a->ai_addrlen > sizeof(sockaddr_storage)) {
       break;
@@ -442,8 +438,8 @@ absl::StatusOr<HttpResponse> HttpsGet(const HttpsUrl& url, const HttpsGetOptions
     stream_options.io_timeout =
         count > 1 ? std::max(left / count, std::min(left, kConnectMin)) : left;
     stream_options.stop_at_unix_ms = options.stop_at_unix_ms;
-    absl::StatusOr<std::unique_ptr<UringStream>> connected =
-        UringStream::Connect(ring->get(), address, a->ai_addrlen, std::move(peer), stream_options);
+    absl::StatusOr<UringStream::Ptr> connected = co_await UringStream::Connect(
+        loop, address, a->ai_addrlen, std::move(peer), stream_options);
     if (connected.ok()) {
       stream = *std::move(connected);
     } else {
@@ -451,18 +447,19 @@ absl::StatusOr<HttpResponse> HttpsGet(const HttpsUrl& url, const HttpsGetOptions
     }
   }
   if (stream == nullptr) {
-    return failed(errors.empty() ? "timed out before connecting" : errors);
+    co_return Failed(shown, errors.empty() ? "timed out before connecting" : errors);
   }
   stream->set_io_timeout(std::max(deadline - absl::Now(), absl::Milliseconds(1)));
-  absl::Status status = stream->StartTls(options.tls, url.host);
+  absl::Status status = co_await stream->StartTls(options.tls, url.host);
+  std::string request;
   if (status.ok()) {
     absl::string_view authority = shown;
     authority.remove_prefix(8);  // "https://"
     authority.remove_suffix(url.target.size());
-    status =
-        stream->Write(absl::StrCat("GET ", url.target, " HTTP/1.1\r\nHost: ", authority,
-                                   "\r\nUser-Agent: ", options.user_agent,
-                                   "\r\nAccept: application/json\r\nConnection: close\r\n\r\n"));
+    request = absl::StrCat("GET ", url.target, " HTTP/1.1\r\nHost: ", authority,
+                           "\r\nUser-Agent: ", options.user_agent,
+                           "\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+    status = co_await stream->Write(request);
   }
   std::string received;
   // Chunk framing may add to the body, but not without bound: a response that never ends
@@ -470,23 +467,44 @@ absl::StatusOr<HttpResponse> HttpsGet(const HttpsUrl& url, const HttpsGetOptions
   const size_t received_max = kHttpHeaderBytesMax + 2 * options.body_bytes_max + 64 * 1024;
   while (status.ok()) {
     if (received.size() > received_max) {
-      return failed(absl::StrCat("the response is larger than ", received_max, " bytes"));
+      co_return Failed(shown, absl::StrCat("the response is larger than ", received_max, " bytes"));
     }
     bool closed = false;
-    status = stream->Read(&received, 16 * 1024, deadline, &closed);
+    status = co_await stream->Read(&received, 16 * 1024, deadline, &closed);
     if (!status.ok()) {
       break;
     }
     absl::StatusOr<std::optional<HttpResponse>> parsed =
         ParseHttpResponse(received, options.body_bytes_max, closed);
     if (!parsed.ok()) {
-      return failed(parsed.status().message());
+      co_return Failed(shown, parsed.status().message());
     }
     if (parsed->has_value()) {
-      return **std::move(parsed);
+      co_return **std::move(parsed);
     }
   }
-  return failed(status.message());
+  co_return Failed(shown, status.message());
+}
+
+}  // namespace
+
+absl::StatusOr<HttpResponse> HttpsGet(const HttpsUrl& url, const HttpsGetOptions& options) {
+  std::string shown = url.ToString();
+  auto failed = [&](absl::string_view why) {
+    return absl::UnavailableError(absl::StrCat("GET ", shown, ": ", why));
+  };
+  absl::Time deadline = absl::Now() + options.timeout;
+  absl::StatusOr<addrinfo*> found = Resolve(url, deadline, options.stop_at_unix_ms);
+  if (!found.ok()) {
+    return failed(found.status().message());
+  }
+  std::unique_ptr<addrinfo, void (*)(addrinfo*)> addresses(*found, freeaddrinfo);
+  // The calling thread's own loop (the key fetcher's thread waits for the answer).
+  absl::StatusOr<io::Loop*> loop = io::Loop::ForThisThread();
+  if (!loop.ok()) {
+    return failed(absl::StrCat("io_uring: ", loop.status().message()));
+  }
+  return io::RunSync(**loop, Fetch(*loop, addresses.get(), url, options, deadline));
 }
 
 }  // namespace chute::net

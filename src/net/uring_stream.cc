@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,8 +21,8 @@
 namespace chute::net {
 namespace {
 
-// Drain waits at most this many slices of kStreamStopCheckInterval (10 s).
-constexpr int kDrainSlicesMax = 50;
+// A stream given back outside a running loop waits at most this long for its operations.
+constexpr absl::Duration kDrainMax = absl::Seconds(10);
 
 __kernel_timespec Timespec(absl::Duration d) {
   int64_t ns = std::max<int64_t>(absl::ToInt64Nanoseconds(d), 0);
@@ -37,81 +38,71 @@ int64_t StopAt(const StreamOptions& options) {
 
 }  // namespace
 
-UringStream::UringStream(io::Ring* ring, int fd, std::string peer, StreamOptions options)
-    : ring_(ring),
+UringStream::UringStream(io::Loop* loop, int fd, std::string peer, StreamOptions options)
+    : loop_(loop),
       fd_(fd),
       peer_(std::move(peer)),
       options_(options),
       transport_(this),
       recv_buffer_(new char[kUringStreamRecvBytes]) {}
 
-absl::StatusOr<std::unique_ptr<UringStream>> UringStream::Connect(io::Ring* ring,
-                                                                  const sockaddr_storage& address,
-                                                                  socklen_t length,
-                                                                  std::string peer,
-                                                                  StreamOptions options) {
-  CHECK(ring != nullptr);
+io::Task<absl::StatusOr<UringStream::Ptr>> UringStream::Connect(io::Loop* loop,
+                                                                sockaddr_storage address,
+                                                                socklen_t length, std::string peer,
+                                                                StreamOptions options) {
+  CHECK(loop != nullptr);
   int family = address.ss_family;
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat("connect to ", peer, ": ", strerror(errno)));
+    co_return absl::UnavailableError(absl::StrCat("connect to ", peer, ": ", strerror(errno)));
   }
-  std::unique_ptr<UringStream> stream(new UringStream(ring, fd, std::move(peer), options));
+  Ptr stream(new UringStream(loop, fd, std::move(peer), options));
   if (family != AF_UNIX) {
     // Callers write whole units (a command, a message), so Nagle would only add a delay.
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   }
-  ring->Reserve(2);
-  io_uring_sqe* sqe = ring->Sqe();
+  if (StopAt(options) != 0 && absl::ToUnixMillis(absl::Now()) >= StopAt(options)) {
+    co_return stream->Fail(
+        StreamFailure::kConnect,
+        absl::StrCat("chuted is stopping: gave up connecting to ", stream->peer_));
+  }
+  // The address and the timeout live in this task's frame at least until the loop's next turn
+  // submits the connect (the kernel copies both then).
+  __kernel_timespec timeout = Timespec(options.io_timeout);
+  loop->Reserve(2);
+  io_uring_sqe* sqe = loop->Sqe(stream.get(), kOpConnect);
   io_uring_prep_connect(sqe, fd, reinterpret_cast<const sockaddr*>(&address), length);
   sqe->flags |= IOSQE_IO_LINK;
-  io_uring_sqe_set_data64(sqe, kOpConnect);
-  __kernel_timespec timeout = Timespec(options.io_timeout);
-  sqe = ring->Sqe();
+  sqe = loop->Sqe(stream.get(), kOpLinkTimeout);
   io_uring_prep_link_timeout(sqe, &timeout, 0);
-  io_uring_sqe_set_data64(sqe, kOpLinkTimeout);
   stream->pending_ += 2;
-  int connect_result = 1;  // not yet known
-  bool cancelled = false;
-  while (stream->pending_ > 0) {
-    __kernel_timespec slice = Timespec(kStreamStopCheckInterval);
-    io_uring_cqe* cqe = nullptr;
-    int ret = io_uring_submit_and_wait_timeout(ring->raw(), &cqe, 1, &slice, nullptr);
-    if (ret < 0 && ret != -ETIME && ret != -EINTR) {
-      stream->Drain();
-      return stream->Fail(StreamFailure::kConnect, absl::StrCat("connect to ", stream->peer_,
-                                                                ": io_uring: ", strerror(-ret)));
+  while (stream->connect_result_ == 1) {
+    co_await loop->Sleep(&stream->waiter_, absl::Now() + kStreamStopCheckInterval);
+    if (stream->connect_result_ != 1) {
+      break;
     }
-    ring->ForEachCqe([&](const io_uring_cqe& c) {
-      --stream->pending_;
-      if (c.user_data == kOpConnect) {
-        connect_result = c.res;
-      }
-    });
     int64_t stop_at = StopAt(options);
-    if (stream->pending_ > 0 && !cancelled && stop_at != 0 &&
-        absl::ToUnixMillis(absl::Now()) >= stop_at) {
-      cancelled = true;
-      stream->Drain();
-      return stream->Fail(
+    if (stop_at != 0 && absl::ToUnixMillis(absl::Now()) >= stop_at) {
+      // Giving the stream back cancels the connect, which completes before the frame goes.
+      co_return stream->Fail(
           StreamFailure::kConnect,
           absl::StrCat("chuted is stopping: gave up connecting to ", stream->peer_));
     }
   }
+  int connect_result = stream->connect_result_;
   if (connect_result == -ECANCELED || connect_result == -ETIME) {
-    return stream->Fail(StreamFailure::kConnect,
-                        absl::StrCat("timeout connecting to ", stream->peer_));
+    co_return stream->Fail(StreamFailure::kConnect,
+                           absl::StrCat("timeout connecting to ", stream->peer_));
   }
   if (connect_result < 0) {
-    return stream->Fail(StreamFailure::kConnect, absl::StrCat("connect to ", stream->peer_, ": ",
-                                                              strerror(-connect_result)));
+    co_return stream->Fail(StreamFailure::kConnect, absl::StrCat("connect to ", stream->peer_, ": ",
+                                                                 strerror(-connect_result)));
   }
-  return stream;
+  co_return stream;
 }
 
 UringStream::~UringStream() {
-  Drain();
   transport_.Reset();
   close(fd_);
 }
@@ -121,39 +112,39 @@ absl::Status UringStream::Fail(StreamFailure kind, absl::string_view message) {
   return absl::UnavailableError(message);
 }
 
-void UringStream::Drain() {
+void UringStream::GiveBack() {
+  CHECK_MSG(!waiter_.waiting(), "a stream given back while a task waits on it");
   if (pending_ == 0) {
+    delete this;
     return;
   }
-  io_uring_sqe* sqe = ring_->Sqe();
+  // A cancelled receive or send completes at once (-ECANCELED); the shutdown is for a kernel
+  // that could not cancel one.
+  io_uring_sqe* sqe = loop_->Sqe(this, kOpCancel);
   io_uring_prep_cancel_fd(sqe, fd_, IORING_ASYNC_CANCEL_ALL);
-  io_uring_sqe_set_data64(sqe, kOpCancel);
   ++pending_;
-  // A cancelled receive or send completes at once (-ECANCELED), so this ends; the shutdown is
-  // for a kernel that could not cancel one.
+  if (loop_->running()) {
+    given_back_ = true;  // OnCompletion frees it
+    return;
+  }
+  absl::Time until = absl::Now() + kDrainMax;
   bool shut = false;
-  for (int slices = 0; pending_ > 0; ++slices) {
-    __kernel_timespec slice = Timespec(kStreamStopCheckInterval);
-    io_uring_cqe* cqe = nullptr;
-    int ret = io_uring_submit_and_wait_timeout(ring_->raw(), &cqe, 1, &slice, nullptr);
-    ring_->ForEachCqe([&](const io_uring_cqe& c) {
-      (void)c;
-      --pending_;
-    });
-    if (ret < 0 && ret != -EINTR && !shut) {
+  while (pending_ > 0 && absl::Now() < until) {
+    loop_->Turn(kStreamStopCheckInterval);
+    if (pending_ > 0 && !shut) {
       shut = true;
       shutdown(fd_, SHUT_RDWR);
     }
-    if (slices == kDrainSlicesMax && pending_ > 0) {
-      // The ring cannot be waited on (entered from another thread?): the kernel may still
-      // write into the receive buffer, so it is left to it, never freed under it.
-      LOG_ERROR("stream to %s: %d operation(s) never completed; their buffer is left", peer_,
-                static_cast<int64_t>(pending_));
-      (void)recv_buffer_.release();
-      break;
-    }
   }
-  recv_armed_ = send_armed_ = false;
+  if (pending_ > 0) {
+    // The loop cannot complete them: the kernel may still write into the receive buffer, so
+    // the stream is left to it, never freed under it.
+    LOG_ERROR("stream to %s: %d operation(s) never completed; the stream is left", peer_,
+              static_cast<int64_t>(pending_));
+    given_back_ = true;
+    return;
+  }
+  delete this;
 }
 
 size_t UringStream::Feed(absl::string_view bytes, int /*buffer*/, absl::Time /*now*/) {
@@ -163,9 +154,12 @@ size_t UringStream::Feed(absl::string_view bytes, int /*buffer*/, absl::Time /*n
   return take;
 }
 
-absl::Status UringStream::OnCompletion(const io_uring_cqe& cqe) {
+void UringStream::OnCompletion(const io_uring_cqe& cqe) {
   --pending_;
-  switch (cqe.user_data) {
+  switch (io::UserDataOp(cqe.user_data)) {
+    case kOpConnect:
+      connect_result_ = cqe.res;
+      break;
     case kOpRecv:
       recv_armed_ = false;
       if (cqe.res > 0) {
@@ -188,13 +182,20 @@ absl::Status UringStream::OnCompletion(const io_uring_cqe& cqe) {
     default:
       break;
   }
-  return absl::OkStatus();
+  if (given_back_) {
+    if (pending_ == 0) {
+      delete this;
+    }
+    return;
+  }
+  loop_->Wake(&waiter_);
 }
 
-absl::Status UringStream::Wait(bool receive, absl::Time deadline, absl::string_view what) {
+io::Task<absl::Status> UringStream::Wait(bool receive, absl::Time deadline,
+                                         absl::string_view what) {
   if (error_ != 0) {
-    return Fail(StreamFailure::kIo,
-                absl::StrCat("lost connection to ", peer_, ": ", strerror(error_)));
+    co_return Fail(StreamFailure::kIo,
+                   absl::StrCat("lost connection to ", peer_, ": ", strerror(error_)));
   }
   // Checked before anything new goes into the ring: a stream that gives up sends nothing more.
   absl::Time now = absl::Now();
@@ -204,75 +205,68 @@ absl::Status UringStream::Wait(bool receive, absl::Time deadline, absl::string_v
   }
   absl::Time until = sending ? std::min(deadline, send_progress_ + options_.io_timeout) : deadline;
   if (now >= until) {
-    return Fail(StreamFailure::kIo,
-                absl::StrCat("timeout ", sending && !receive ? "writing to" : what, " ", peer_));
+    co_return Fail(StreamFailure::kIo,
+                   absl::StrCat("timeout ", sending && !receive ? "writing to" : what, " ", peer_));
   }
   int64_t stop_at = StopAt(options_);
   if (stop_at != 0 && absl::ToUnixMillis(now) >= stop_at) {
-    return Fail(StreamFailure::kIo, absl::StrCat("chuted is stopping: gave up ", what, " ", peer_));
+    co_return Fail(StreamFailure::kIo,
+                   absl::StrCat("chuted is stopping: gave up ", what, " ", peer_));
   }
   if (!send_armed_) {
     absl::string_view view = transport_.NextSend();
     if (!view.empty()) {
-      io_uring_sqe* sqe = ring_->Sqe();
+      io_uring_sqe* sqe = loop_->Sqe(this, kOpSend);
       io_uring_prep_send(sqe, fd_, view.data(), view.size(), MSG_NOSIGNAL);
-      io_uring_sqe_set_data64(sqe, kOpSend);
       send_armed_ = true;
       ++pending_;
     }
   }
   if (receive && !recv_armed_ && !eof_ && !transport_.has_input()) {
-    io_uring_sqe* sqe = ring_->Sqe();
+    io_uring_sqe* sqe = loop_->Sqe(this, kOpRecv);
     io_uring_prep_recv(sqe, fd_, recv_buffer_.get(), kUringStreamRecvBytes, 0);
-    io_uring_sqe_set_data64(sqe, kOpRecv);
     recv_armed_ = true;
     ++pending_;
   }
   if (pending_ == 0) {
-    return absl::OkStatus();  // nothing to wait for
+    co_return absl::OkStatus();  // nothing to wait for
   }
   // In slices, so that a stop is noticed within kStreamStopCheckInterval.
-  __kernel_timespec slice = Timespec(std::min(until - now, kStreamStopCheckInterval));
-  io_uring_cqe* cqe = nullptr;
-  int ret = io_uring_submit_and_wait_timeout(ring_->raw(), &cqe, 1, &slice, nullptr);
-  if (ret < 0 && ret != -ETIME && ret != -EINTR) {
-    return Fail(StreamFailure::kIo, absl::StrCat("io_uring for ", peer_, ": ", strerror(-ret)));
-  }
-  ring_->ForEachCqe([&](const io_uring_cqe& c) { (void)OnCompletion(c); });
+  co_await loop_->Sleep(&waiter_, now + std::min(until - now, kStreamStopCheckInterval));
   if (!send_armed_ && transport_.sent_all()) {
     send_progress_ = absl::InfinitePast();
   }
   if (error_ != 0) {
-    return Fail(StreamFailure::kIo,
-                absl::StrCat("lost connection to ", peer_, ": ", strerror(error_)));
+    co_return Fail(StreamFailure::kIo,
+                   absl::StrCat("lost connection to ", peer_, ": ", strerror(error_)));
   }
-  return absl::OkStatus();
+  co_return absl::OkStatus();
 }
 
-absl::Status UringStream::Flush() {
+io::Task<absl::Status> UringStream::Flush() {
   while (send_armed_ || !transport_.NextSend().empty()) {
-    RETURN_IF_ERROR(Wait(/*receive=*/false, absl::InfiniteFuture(), "writing to"));
+    CO_RETURN_IF_ERROR(co_await Wait(/*receive=*/false, absl::InfiniteFuture(), "writing to"));
   }
-  return absl::OkStatus();
+  co_return absl::OkStatus();
 }
 
-absl::Status UringStream::Write(absl::string_view bytes, bool wait) {
+io::Task<absl::Status> UringStream::Write(absl::string_view bytes, bool wait) {
   do {
     absl::string_view piece = bytes.substr(0, kStreamWriteChunkBytes);
     if (!transport_.Write(piece)) {
-      return Fail(StreamFailure::kTls,
-                  absl::StrCat("TLS error to ", peer_, ": ", transport_.TlsError()));
+      co_return Fail(StreamFailure::kTls,
+                     absl::StrCat("TLS error to ", peer_, ": ", transport_.TlsError()));
     }
     bytes.remove_prefix(piece.size());
     if (wait || !bytes.empty()) {
-      RETURN_IF_ERROR(Flush());
+      CO_RETURN_IF_ERROR(co_await Flush());
     }
   } while (!bytes.empty());
-  return absl::OkStatus();
+  co_return absl::OkStatus();
 }
 
-absl::Status UringStream::Read(std::string* out, size_t max, absl::Time deadline, bool* closed,
-                               absl::string_view reading) {
+io::Task<absl::Status> UringStream::Read(std::string* out, size_t max, absl::Time deadline,
+                                         bool* closed, absl::string_view reading) {
   if (closed != nullptr) {
     *closed = false;
   }
@@ -309,35 +303,37 @@ absl::Status UringStream::Read(std::string* out, size_t max, absl::Time deadline
       }
       break;
     }
-    status = Wait(/*receive=*/true, deadline, reading);
+    status = co_await Wait(/*receive=*/true, deadline, reading);
     if (!status.ok()) {
       break;
     }
   }
   reading_into_ = nullptr;
   reading_room_ = 0;
-  return status;
+  co_return status;
 }
 
-absl::Status UringStream::StartTls(std::shared_ptr<TlsContext> context,
-                                   absl::string_view server_name, absl::string_view reading) {
+io::Task<absl::Status> UringStream::StartTls(std::shared_ptr<TlsContext> context,
+                                             absl::string_view server_name,
+                                             absl::string_view reading) {
   CHECK(!transport_.tls());
   absl::Time deadline = absl::Now() + options_.io_timeout;
   transport_.StartTls(TlsStream::NewClient(std::move(context), server_name), deadline);
   while (true) {
     PumpResult pumped = transport_.Pump(*this, absl::Now());  // the ClientHello, then each flight
     if (pumped.handshake_failed) {
-      (void)Flush();  // the alert, if one was made: the server learns why
-      return Fail(StreamFailure::kTls,
-                  absl::StrCat("TLS handshake with ", peer_, " failed: ", transport_.TlsError()));
+      absl::Status alert = co_await Flush();  // the alert, if one was made: the server learns why
+      (void)alert;
+      co_return Fail(StreamFailure::kTls, absl::StrCat("TLS handshake with ", peer_,
+                                                       " failed: ", transport_.TlsError()));
     }
     if (pumped.handshake_done) {
-      return Flush();
+      co_return co_await Flush();
     }
     if (eof_ && !transport_.has_input()) {
-      return Fail(StreamFailure::kIo, absl::StrCat(peer_, " closed the connection"));
+      co_return Fail(StreamFailure::kIo, absl::StrCat(peer_, " closed the connection"));
     }
-    RETURN_IF_ERROR(Wait(/*receive=*/true, deadline, reading));
+    CO_RETURN_IF_ERROR(co_await Wait(/*receive=*/true, deadline, reading));
   }
 }
 

@@ -1,12 +1,12 @@
 #pragma once
 
-// UringStream: one connected socket, plain or TLS, for the threads that may wait (delivery
-// workers and probes, delivery/smtp_client.h; the OAuth key fetcher, https_get.h), never for a
-// shard's loop, with its I/O on an io_uring that thread owns (docs/architecture.md, Network
-// and TLS). The bytes go through net::Transport, the stream the shards use, so that chute has
-// one driver of TlsStream; every wait is one io_uring_enter that submits the send and the
-// receive and waits for either: a round trip costs one system call where poll/send/recv cost
-// three.
+// UringStream: one connected socket, plain or TLS, whose I/O is a task's on an io::Loop
+// (docs/architecture.md, Network and TLS): the delivery stage's connections and probes
+// (delivery/smtp_client.h), many to a loop, and the OAuth key fetcher's request (https_get.h).
+// Never a shard's loop. The bytes go through net::Transport, the stream the shards use, so that
+// chute has one driver of TlsStream. A wait queues the send and the receive it needs and
+// suspends the task; the loop's next turn submits them with every other connection's in one
+// io_uring_enter.
 //
 // Every wait is bounded twice: by a deadline, and by a stop flag looked at every
 // kStreamStopCheckInterval, so that a stopping chuted never waits for a silent peer. Each
@@ -16,11 +16,12 @@
 // codes (delivery: 4.4.1, 4.4.2, 4.7.5).
 //
 // Lifetime: an operation may still be in the ring when a call returns (a send left to go with
-// the next wait, a receive after a timeout); the next calls take its completion, and the
-// destructor cancels and waits for any left, so that no completion ever refers to a stream
-// that is gone and the ring can serve the next one.
+// the next wait, a receive after a timeout). A stream is given back through its Ptr, which
+// cancels what is left: inside a running loop the stream frees itself when the last
+// completion comes (so no completion ever refers to memory that is gone); outside one it turns
+// its loop until then.
 //
-// One thread: the ring's (io::Ring is SINGLE_ISSUER).
+// One thread: its loop's. One task at a time uses a stream.
 
 #include <sys/socket.h>
 
@@ -34,7 +35,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "io/loop.h"
 #include "io/ring.h"
+#include "io/task.h"
 #include "net/tls.h"
 #include "net/transport.h"
 
@@ -65,38 +68,44 @@ struct StreamOptions {
   const std::atomic<int64_t>* stop_at_unix_ms = nullptr;
 };
 
-class UringStream : private ReceiveBuffers, private TransportReader {
+class UringStream : private ReceiveBuffers, private TransportReader, private io::Completion {
  public:
+  // Retire: how a stream is given back (see Lifetime above).
+  struct Retire {
+    void operator()(UringStream* stream) const { stream->GiveBack(); }
+  };
+  using Ptr = std::unique_ptr<UringStream, Retire>;
+
   // Connect: a non-blocking TCP or unix stream socket connected to `address` (`length` bytes
-  // of it) within options.io_timeout, through `ring` (which outlives the stream and has no
-  // other user meanwhile). `peer` names the peer in every message.
-  static absl::StatusOr<std::unique_ptr<UringStream>> Connect(io::Ring* ring,
-                                                              const sockaddr_storage& address,
-                                                              socklen_t length, std::string peer,
-                                                              StreamOptions options);
-  ~UringStream() override;
+  // of it) within options.io_timeout, on `loop` (which outlives the stream). `peer` names the
+  // peer in every message. Run by a task on `loop`.
+  static io::Task<absl::StatusOr<Ptr>> Connect(io::Loop* loop, sockaddr_storage address,
+                                               socklen_t length, std::string peer,
+                                               StreamOptions options);
   UringStream(const UringStream&) = delete;
   UringStream& operator=(const UringStream&) = delete;
 
   // Write: sends all of `bytes` (encrypted once TLS is on). io_timeout bounds each stall, not
   // the whole write: it restarts after each progress. With `wait` false the last (or only)
-  // piece is left to go with the next wait, so that a command and the wait for its reply are
-  // one io_uring_enter (Read submits both); Flush waits for it.
-  absl::Status Write(absl::string_view bytes, bool wait = true);
+  // piece is left to go with the next wait, so that a command and the wait for its reply go
+  // out together (Read submits both); Flush waits for it. `bytes` must stay valid until the
+  // task resumes.
+  io::Task<absl::Status> Write(absl::string_view bytes, bool wait = true);
   // Flush: waits until everything written has been sent.
-  absl::Status Flush();
+  io::Task<absl::Status> Flush();
   // Read: appends up to `max` bytes of plaintext to `out`, waiting for some until `deadline`.
   // The peer's orderly close (EOF, or TLS close_notify) is a kIo failure ("<peer> closed the
   // connection") unless `closed` is given: then it is OK with *closed = true and nothing
   // appended; over TLS only a close_notify counts (an EOF without it may be a truncation).
   // `reading` is the failure messages' verb ("timeout reading reply from ...").
-  absl::Status Read(std::string* out, size_t max, absl::Time deadline, bool* closed = nullptr,
-                    absl::string_view reading = "reading from");
+  io::Task<absl::Status> Read(std::string* out, size_t max, absl::Time deadline,
+                              bool* closed = nullptr, absl::string_view reading = "reading from");
   // StartTls: the client handshake within io_timeout, expecting a certificate for
   // `server_name` (TlsStream::NewClient: a DNS name, also sent as SNI, or an IP address).
   // `reading` as for Read.
-  absl::Status StartTls(std::shared_ptr<TlsContext> context, absl::string_view server_name,
-                        absl::string_view reading = "reading from");
+  io::Task<absl::Status> StartTls(std::shared_ptr<TlsContext> context,
+                                  absl::string_view server_name,
+                                  absl::string_view reading = "reading from");
   // tls: the TLS stream once StartTls was called (also when it failed), else null.
   const TlsStream* tls() const { return transport_.tls_stream(); }
   // HasUnreadInput: bytes (or EOF) have arrived that nobody read yet. Never waits.
@@ -109,16 +118,19 @@ class UringStream : private ReceiveBuffers, private TransportReader {
  private:
   enum Op : uint8_t { kOpConnect = 1, kOpLinkTimeout, kOpRecv, kOpSend, kOpCancel };
 
-  UringStream(io::Ring* ring, int fd, std::string peer, StreamOptions options);
+  UringStream(io::Loop* loop, int fd, std::string peer, StreamOptions options);
+  ~UringStream() override;
   absl::Status Fail(StreamFailure kind, absl::string_view message);
-  // Wait: submits a send of what the transport has to send (if none is under way) and, when
-  // `receive`, a receive (if none is under way and the last one was read), then waits for a
-  // completion, up to `deadline` (and, while a send is stalled, io_timeout after its last
-  // progress). `what` names the wait in a timeout ("reading reply from").
-  absl::Status Wait(bool receive, absl::Time deadline, absl::string_view what);
-  absl::Status OnCompletion(const io_uring_cqe& cqe);
-  // Drain: cancels what is still in the ring and waits for it.
-  void Drain();
+  // Wait: queues a send of what the transport has to send (if none is under way) and, when
+  // `receive`, a receive (if none is under way and the last one was read), then suspends until
+  // a completion, `deadline` (and, while a send is stalled, io_timeout after its last
+  // progress) or the next look at the stop flag. `what` names the wait in a timeout ("reading
+  // reply from").
+  io::Task<absl::Status> Wait(bool receive, absl::Time deadline, absl::string_view what);
+  void OnCompletion(const io_uring_cqe& cqe) override;
+  // GiveBack: cancels what is still in the ring; frees the stream now, or when its last
+  // completion comes.
+  void GiveBack();
 
   // ReceiveBuffers: one buffer, the stream's own.
   const char* Data(uint16_t /*buffer*/) const override { return recv_buffer_.get(); }
@@ -129,7 +141,8 @@ class UringStream : private ReceiveBuffers, private TransportReader {
   size_t Feed(absl::string_view bytes, int buffer, absl::Time now) override;
   bool TakeStartTls() override { return false; }
 
-  io::Ring* const ring_;
+  io::Loop* const loop_;
+  io::Waiter waiter_;  // the task waiting on this stream
   int fd_;
   std::string peer_;
   StreamOptions options_;
@@ -141,7 +154,9 @@ class UringStream : private ReceiveBuffers, private TransportReader {
   bool recv_armed_ = false;
   bool send_armed_ = false;
   bool eof_ = false;
-  int error_ = 0;  // the errno of a failed receive or send
+  bool given_back_ = false;  // freed by its last completion
+  int connect_result_ = 1;   // 1: not yet known
+  int error_ = 0;            // the errno of a failed receive or send
   absl::Time send_progress_ = absl::InfinitePast();
   // Read's destination and how much more it takes.
   std::string* reading_into_ = nullptr;

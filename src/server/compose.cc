@@ -20,6 +20,7 @@
 #include "delivery/report.h"
 #include "delivery/smtp_client.h"
 #include "io/file.h"
+#include "io/loop.h"
 #include "net/socket.h"
 #include "net/tls.h"
 #include "policy/connection_gate.h"
@@ -325,6 +326,25 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
   std::vector<std::unique_ptr<delivery::DeliveryQueue>> queues;
   std::vector<std::string> maildir_roots;
   std::vector<std::shared_ptr<delivery::TargetHealth>> healths;  // per route: workers and probe
+  // The delivery I/O threads, made when some route delivers over the network: every LMTP/SMTP
+  // route's connection slots are tasks on their loops.
+  std::vector<std::unique_ptr<io::LoopThread>> io_threads;
+  std::vector<io::Loop*> io_loops;
+  for (size_t r = 0; r < router.size() && io_threads.empty(); ++r) {
+    if (router.route(r).settings.backend == DeliveryBackend::kMaildir) {
+      continue;
+    }
+    for (int64_t i = 0; i < config.server.delivery_io_threads; ++i) {
+      absl::StatusOr<std::unique_ptr<io::LoopThread>> thread =
+          io::LoopThread::Start(absl::StrCat("chute-dlvio-", i));
+      if (!thread.ok()) {
+        return absl::Status(thread.status().code(), absl::StrCat("delivery I/O thread: io_uring: ",
+                                                                 thread.status().message()));
+      }
+      io_loops.push_back((*thread)->loop());
+      io_threads.push_back(*std::move(thread));
+    }
+  }
   for (size_t r = 0; r < router.size(); ++r) {
     const delivery::Route& route = router.route(r);
     const DeliveryConfig& d = route.settings;
@@ -343,6 +363,9 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
     options.workers = d.backend == DeliveryBackend::kMaildir
                           ? static_cast<int>(config.server.delivery_threads)
                           : static_cast<int>(d.connections_max);
+    if (d.backend != DeliveryBackend::kMaildir) {
+      options.loops = io_loops;
+    }
     options.batch_messages_max = static_cast<size_t>(d.batch_messages_max);
     options.batch_delay = absl::Milliseconds(d.batch_delay_ms);
     options.retry_initial = absl::Seconds(d.retry_initial_s);
@@ -380,7 +403,8 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
         const directory::Tenant* tenant =
             snapshot != nullptr ? snapshot->FindTenant(tenant_id) : nullptr;
         return tenant != nullptr ? tenant->name : "";
-      });
+      },
+      std::move(io_threads));
   for (size_t r = 0; r < delivery_->routes(); ++r) {
     const delivery::Route& route = delivery_->router().route(r);
     const DeliveryConfig& d = route.settings;

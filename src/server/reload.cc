@@ -36,6 +36,8 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
         "server.recv_buffer_bytes");
   check(running.server.delivery_threads != loaded.server.delivery_threads,
         "server.delivery_threads");
+  check(running.server.delivery_io_threads != loaded.server.delivery_io_threads,
+        "server.delivery_io_threads");
   bool listeners_differ = running.listeners.size() != loaded.listeners.size();
   for (size_t i = 0; !listeners_differ && i < running.listeners.size(); ++i) {
     const ListenerConfig& a = running.listeners[i];

@@ -6,6 +6,7 @@ refuses an unrouted domain at RCPT; a black-holed route does not hold up another
 The fixture's tenant accepts example.test (the default route here) and corp.test (route
 "corp")."""
 
+import os
 import smtplib
 import socket
 import subprocess
@@ -240,6 +241,64 @@ class BlackHoledRouteTest(DeliveryFixture):
         print(f"\nhealthy route, submit to delivered: p50 {before[10] * 1e3:.1f} ms before, "
               f"{during[10] * 1e3:.1f} ms with the other route black-holed "
               f"(p90 {before[17] * 1e3:.1f} / {during[17] * 1e3:.1f} ms)")
+
+
+def established_to(port):
+    """Connections to 127.0.0.1:`port` that the kernel completed (accepted or still in the
+    listener's backlog), from /proc/net/tcp."""
+    count = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            if state == "01" and int(local.split(":")[1], 16) == port:
+                count += 1
+    return count
+
+
+def thread_names(pid):
+    names = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass  # a thread that just ended
+    return names
+
+
+class ConnectionsAreNotThreadsTest(DeliveryFixture):
+    """Every LMTP/SMTP route's connections run on the delivery I/O thread: a route holding 12
+    connections to a target that never answers, and another route delivering meanwhile, take
+    one such thread and no thread per connection."""
+
+    def setUp(self):
+        self.default_server = FakeSmtp()
+        self.addCleanup(self.default_server.stop)
+        self.hole = BlackHole()
+        self.addCleanup(self.hole.close)
+        self.extra_config = (
+            delivery_config("smtp", f"127.0.0.1:{self.default_server.port}") + "\n" +
+            route_table("corp", "smtp", [f"127.0.0.1:{self.hole.port}"], domains=["corp.test"],
+                        tls="off", timeout_s=120, connections_max=12, batch_messages_max=1))
+        super().setUp()
+
+    def test_twelve_waiting_connections_and_a_healthy_route_share_one_io_thread(self):
+        for i in range(12):
+            self.send([f"c{i}@corp.test"], f"stuck-{i}")
+        wait_until(lambda: established_to(self.hole.port) >= 12,
+                   "12 connections to the black-holed target", 30)
+        self.send(["here@example.test"], "healthy")
+        wait_until(lambda: ("healthy", "here@example.test") in self.default_server.deliveries(),
+                   "the healthy route's message delivered", 30)
+        self.assertEqual(established_to(self.hole.port), 12)  # connections_max, no more
+        entries = self.queue("queue", "list")
+        self.assertEqual(sum(1 for e in entries if e["in_flight"]), 12)
+        names = thread_names(self.proc.pid)
+        # No Maildir writer (chute-deliver-N) and no thread per connection: one I/O thread.
+        self.assertEqual(sorted(n for n in names if n.startswith(("chute-deliv", "chute-dlv"))),
+                         ["chute-dlvio-0"], names)
 
 
 if __name__ == "__main__":

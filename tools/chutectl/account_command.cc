@@ -85,7 +85,7 @@ int CheckNotAMailbox(Context& context, const std::string& address, const std::st
   if (!maker.ok()) {
     return context.Fail(maker.status());
   }
-  delivery::RecipientResult result = (*maker)()->Probe(*normalized);
+  delivery::RecipientResult result = delivery::ProbeNow(*(*maker)(), *normalized);
   switch (result.outcome) {
     case delivery::Outcome::kDelivered:
       return context.Fail(is_mailbox);

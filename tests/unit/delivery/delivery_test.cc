@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "delivery/maildir.h"
+#include "io/loop.h"
 
 namespace chute::delivery {
 namespace {
@@ -72,7 +73,7 @@ TEST(MaildirBackendTest, WritesEachRecipientOnceAndIdempotently) {
   std::string root = TempRoot() + "/mail";
   MaildirBackend backend(root, "relay.test");
   OutboundMessage m = Sample("ID1", {"bob@example.test", "Carol@Example.test"});
-  backend.Deliver({&m});
+  DeliverNow(backend, {&m});
   ASSERT_EQ(m.results.size(), 2u);
   EXPECT_EQ(m.results[0].outcome, Outcome::kDelivered);
   EXPECT_EQ(m.results[1].outcome, Outcome::kDelivered);
@@ -80,7 +81,7 @@ TEST(MaildirBackendTest, WritesEachRecipientOnceAndIdempotently) {
   EXPECT_EQ(List(root + "/example.test/carol/new").size(), 1u);
   EXPECT_TRUE(List(root + "/example.test/bob/tmp").empty());
   // The same message again (a retry) renames over the same name: still one copy.
-  backend.Deliver({&m});
+  DeliverNow(backend, {&m});
   EXPECT_EQ(List(root + "/example.test/bob/new").size(), 1u);
   std::ifstream in(root + "/example.test/bob/new/" + List(root + "/example.test/bob/new")[0]);
   std::stringstream content;
@@ -92,12 +93,12 @@ TEST(MaildirBackendTest, ReplayDoesNotDuplicateWhatAReaderMovedToCur) {
   std::string root = TempRoot() + "/mail";
   MaildirBackend backend(root, "relay.test");
   OutboundMessage m = Sample("ID2", {"bob@example.test"});
-  backend.Deliver({&m});
+  DeliverNow(backend, {&m});
   std::string dir = root + "/example.test/bob";
   std::string name = List(dir + "/new")[0];
   ASSERT_EQ(rename((dir + "/new/" + name).c_str(), (dir + "/cur/" + name + ":2,S").c_str()), 0);
   m.replayed = true;
-  backend.Deliver({&m});
+  DeliverNow(backend, {&m});
   EXPECT_EQ(m.results[0].outcome, Outcome::kDelivered);
   EXPECT_TRUE(List(dir + "/new").empty());
   EXPECT_EQ(List(dir + "/cur").size(), 1u);
@@ -107,10 +108,10 @@ TEST(MaildirBackendTest, MailboxRemovedWhileRunningIsMadeAgain) {
   std::string root = TempRoot() + "/mail";
   MaildirBackend backend(root, "relay.test");
   OutboundMessage m = Sample("ID3", {"bob@example.test"});
-  backend.Deliver({&m});
+  DeliverNow(backend, {&m});
   ASSERT_EQ(system(("rm -rf " + root + "/example.test/bob").c_str()), 0);
   OutboundMessage again = Sample("ID4", {"bob@example.test"});
-  backend.Deliver({&again});
+  DeliverNow(backend, {&again});
   EXPECT_EQ(again.results[0].outcome, Outcome::kDelivered);
   EXPECT_EQ(List(root + "/example.test/bob/new").size(), 1u);
 }
@@ -125,8 +126,9 @@ TEST(MaildirBackendTest, MoreMailboxesThanStayOpenAreAllDeliveredAndNoDescriptor
   OutboundMessage first = Sample("ID10", recipients);
   std::reverse(recipients.begin(), recipients.end());  // mailboxes let go, then needed again
   OutboundMessage second = Sample("ID11", recipients);
+  ASSERT_TRUE(io::Loop::ForThisThread().ok());  // the thread's loop (ring, eventfd) stays
   size_t descriptors = List("/proc/self/fd").size();
-  backend.Deliver({&first, &second});
+  DeliverNow(backend, {&first, &second});
   EXPECT_EQ(List("/proc/self/fd").size(), descriptors);
   for (const OutboundMessage* m : {&first, &second}) {
     for (const RecipientResult& r : m->results) {
@@ -162,7 +164,7 @@ TEST(MaildirBackendTest, ACopyPerRecipientIsOneFileHardLinked) {
   OutboundMessage m = Sample("ID12", to);
   OutboundMessage other = Sample("ID13", {"a@example.test", "b@example.test"});
   other.content = "Subject: other\r\n\r\nbye\r\n";
-  backend.Deliver({&m, &other});
+  DeliverNow(backend, {&m, &other});
   for (const RecipientResult& r : m.results) {
     EXPECT_EQ(r.reply, "250 2.0.0 delivered to maildir");
   }
@@ -187,7 +189,7 @@ TEST(MaildirBackendTest, ACopyPerRecipientIsOneFileHardLinked) {
     EXPECT_TRUE(List(dir + "/tmp").empty());
   }
   // A retry renames over the same names: still one file for m.
-  backend.Deliver({&m});
+  DeliverNow(backend, {&m});
   EXPECT_EQ(List(MaildirPath(root, "b@example.test") + "/new").size(), 2u);
 }
 
@@ -195,7 +197,7 @@ TEST(MaildirBackendTest, ReplayLinksOnlyTheCopiesNotYetInTheMailbox) {
   std::string root = TempRoot() + "/mail";
   MaildirBackend backend(root, "relay.test");
   OutboundMessage m = Sample("ID14", {"a@example.test", "b@example.test", "c@example.test"});
-  backend.Deliver({&m});
+  DeliverNow(backend, {&m});
   // b's copy was read (moved to cur/), c's lost (as if the crash came before its rename).
   std::string b = MaildirPath(root, "b@example.test");
   std::string name_b = List(b + "/new")[0];
@@ -203,7 +205,7 @@ TEST(MaildirBackendTest, ReplayLinksOnlyTheCopiesNotYetInTheMailbox) {
   std::string c = MaildirPath(root, "c@example.test");
   ASSERT_EQ(unlink((c + "/new/" + List(c + "/new")[0]).c_str()), 0);
   m.replayed = true;
-  backend.Deliver({&m});
+  DeliverNow(backend, {&m});
   EXPECT_EQ(m.results[0].reply, "250 2.0.0 already in the mailbox");
   EXPECT_EQ(m.results[1].reply, "250 2.0.0 already in the mailbox");
   EXPECT_EQ(m.results[2].reply, "250 2.0.0 delivered to maildir");
@@ -281,7 +283,7 @@ TEST(MaildirSymlinkTest, LinkedFoldersFailTheCopyWithoutWritingOutside) {
     ASSERT_EQ(symlink(outside.c_str(), (box + "/" + folder).c_str()), 0);
     MaildirBackend backend(root, "relay.test");
     OutboundMessage m = Sample("ID6", {"bob@example.test", "carol@example.test"});
-    backend.Deliver({&m});
+    DeliverNow(backend, {&m});
     ASSERT_EQ(m.results.size(), 2u);
     EXPECT_EQ(m.results[0].outcome, Outcome::kTransient);
     EXPECT_EQ(m.results[0].reply, absl::StrCat("451 4.3.0 maildir: open example.test/bob/", folder,
@@ -301,7 +303,7 @@ TEST(MaildirSymlinkTest, LinkedDomainOrMailboxFailsTheCopy) {
   ASSERT_EQ(symlink(outside.c_str(), (root + "/example.test/bob").c_str()), 0);
   MaildirBackend backend(root, "relay.test");
   OutboundMessage m = Sample("ID7", {"bob@example.test", "ann@linked.test"});
-  backend.Deliver({&m});
+  DeliverNow(backend, {&m});
   EXPECT_EQ(m.results[0].outcome, Outcome::kTransient);
   EXPECT_NE(m.results[0].reply.find("open example.test/bob: Too many levels"), std::string::npos);
   EXPECT_EQ(m.results[1].outcome, Outcome::kTransient);
@@ -321,7 +323,7 @@ TEST(MaildirSymlinkTest, ALinkPlantedAtTheCopysNameIsReplacedNotWrittenThrough) 
   std::string name = "1790000000.ID8R0.relay.test";
   ASSERT_EQ(symlink((outside + "/precious").c_str(), (box + "/tmp/" + name).c_str()), 0);
   MaildirBackend backend(root, "relay.test");
-  backend.Deliver({&m});
+  DeliverNow(backend, {&m});
   EXPECT_EQ(m.results[0].outcome, Outcome::kDelivered);
   EXPECT_EQ(ReadAll(outside + "/precious"), "keep me");
   struct stat st {};
@@ -340,7 +342,7 @@ TEST(MaildirSymlinkTest, ALinkPlantedAtAHardLinkedCopysNameIsReplaced) {
   std::string name = "1790000000.ID15R1.relay.test";  // bob's: a link to ann's copy
   ASSERT_EQ(symlink((outside + "/precious").c_str(), (box + "/tmp/" + name).c_str()), 0);
   MaildirBackend backend(root, "relay.test");
-  backend.Deliver({&m});
+  DeliverNow(backend, {&m});
   EXPECT_EQ(m.results[1].outcome, Outcome::kDelivered);
   EXPECT_EQ(ReadAll(outside + "/precious"), "keep me");
   EXPECT_EQ(ReadAll(box + "/new/" + name), m.content);
@@ -357,7 +359,7 @@ TEST(MaildirSymlinkTest, ReplayDoesNotTakeALinkInNewForTheCopy) {
   std::string name = "1790000000.ID9R0.relay.test";
   ASSERT_EQ(symlink((outside + "/precious").c_str(), (box + "/new/" + name).c_str()), 0);
   MaildirBackend backend(root, "relay.test");
-  backend.Deliver({&m});
+  DeliverNow(backend, {&m});
   EXPECT_EQ(m.results[0].reply, "250 2.0.0 delivered to maildir");  // not "already there"
   EXPECT_EQ(ReadAll(box + "/new/" + name), m.content);
   EXPECT_EQ(ReadAll(outside + "/precious"), "keep me");
@@ -366,7 +368,7 @@ TEST(MaildirSymlinkTest, ReplayDoesNotTakeALinkInNewForTheCopy) {
 TEST(MaildirBackendTest, UnwritableRootIsATransientFailure) {
   MaildirBackend backend("/proc/chute-cannot-write-here", "relay.test");
   OutboundMessage m = Sample("ID5", {"bob@example.test"});
-  backend.Deliver({&m});
+  DeliverNow(backend, {&m});
   ASSERT_EQ(m.results.size(), 1u);
   EXPECT_EQ(m.results[0].outcome, Outcome::kTransient);
   EXPECT_NE(m.results[0].reply.find("451 4.3.0"), std::string::npos);

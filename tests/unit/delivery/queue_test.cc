@@ -47,7 +47,14 @@ struct Script {
 class ScriptedBackend : public Backend {
  public:
   explicit ScriptedBackend(Script* script) : script_(script) {}
-  void Deliver(const std::vector<OutboundMessage*>& batch, const MessageDone& done) override {
+  io::Task<void> Deliver(const std::vector<OutboundMessage*>& batch,
+                         const MessageDone& done) override {
+    DeliverBatch(batch, done);
+    co_return;
+  }
+
+ private:
+  void DeliverBatch(const std::vector<OutboundMessage*>& batch, const MessageDone& done) {
     std::lock_guard<std::mutex> lock(script_->mu);
     for (size_t m = 0; m < batch.size(); ++m) {
       OutboundMessage& message = *batch[m];
@@ -69,7 +76,6 @@ class ScriptedBackend : public Backend {
     }
   }
 
- private:
   Script* script_;
 };
 

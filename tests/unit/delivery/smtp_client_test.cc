@@ -549,7 +549,7 @@ TEST(LmtpClientTest, PerRecipientOutcomesAtRcptAndAfterData) {
   FakeServer server(behavior);
   auto client = NewClient(Options(server.target(), /*lmtp=*/true));
   OutboundMessage message = Message({"dave@b.test", "bob@b.test", "carol@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
 
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk, kPerm, kTemp}));
   EXPECT_EQ(message.results[0].reply, "250 2.0.0 delivered");
@@ -574,7 +574,7 @@ TEST(SmtpClientTest, PipeliningAndChunkingSendBdatWithTheEnvelope) {
   auto client = NewClient(Options(server.target()));
   std::string content = "Subject: caf\xc3\xa9\r\n\r\n.line\r\n";
   OutboundMessage message = Message({"b@b.test", "c@b.test"}, content);
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
 
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk, kOk}));
   EXPECT_EQ(message.results[1].reply, "250 2.0.0 queued as X");
@@ -599,7 +599,7 @@ TEST(LmtpClientTest, UnixSocketTarget) {
     FakeServer server(behavior, dir + "/lmtp");
     auto client = NewClient(Options(server.target(), /*lmtp=*/true));
     OutboundMessage message = Message({"b@b.test", "c@b.test"});
-    client->Deliver({&message});
+    DeliverNow(*client, {&message});
     EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk, kOk}));
   }
   rmdir(dir.c_str());
@@ -612,7 +612,7 @@ TEST(LmtpClientTest, ChunkingIsNotUsedForLmtp) {
   FakeServer server(behavior);
   auto client = NewClient(Options(server.target(), /*lmtp=*/true));
   OutboundMessage message = Message({"b@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
   EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"LHLO", "MAIL", "RCPT", "DATA"}));
 }
@@ -626,7 +626,7 @@ TEST(SmtpClientTest, WithoutPipeliningOneCommandAtATime) {
   FakeServer server(behavior);
   auto client = NewClient(Options(server.target()));
   OutboundMessage message = Message({"b@b.test", "x@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk, kTemp}));
   EXPECT_EQ(message.results[1].reply, "450 4.2.1 try later");
   EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"EHLO", "MAIL", "RCPT", "RCPT", "DATA"}));
@@ -642,7 +642,7 @@ TEST(SmtpClientTest, DotStuffingSurvivesTheTrip) {
     FakeServer server(behavior);
     auto client = NewClient(Options(server.target()));
     OutboundMessage message = Message({"b@b.test"}, "Subject: dots\r\n\r\n.\r\n..x\r\n.");
-    client->Deliver({&message});
+    DeliverNow(*client, {&message});
     EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
     ASSERT_EQ(server.messages().size(), 1u);
     // The missing final CRLF is added; nothing else changes.
@@ -655,7 +655,7 @@ TEST(SmtpClientTest, NullSenderIsSentAsEmptyBrackets) {
   FakeServer server(FakeBehavior{});
   auto client = NewClient(Options(server.target()));
   OutboundMessage message = Message({"b@b.test"}, "x\r\n", "");
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
   EXPECT_EQ(server.commands()[0][1], "MAIL FROM:<>");
 }
@@ -670,13 +670,13 @@ TEST(SmtpClientTest, MailRefusedSettlesEveryRecipient) {
     FakeServer server(behavior);
     auto client = NewClient(Options(server.target()));
     OutboundMessage message = Message({"b@b.test", "c@b.test"});
-    client->Deliver({&message});
+    DeliverNow(*client, {&message});
     EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kPerm, kPerm})) << pipelining;
     EXPECT_EQ(message.results[1].reply, "550 5.7.1 sender rejected");
     EXPECT_TRUE(server.messages().empty());
     // The connection stays usable.
     OutboundMessage second = Message({"b@b.test"});
-    client->Deliver({&second});
+    DeliverNow(*client, {&second});
     EXPECT_EQ(client->connections_opened(), 1u);
   }
 }
@@ -691,7 +691,7 @@ TEST(SmtpClientTest, EveryRcptRefusedResetsWithoutData) {
     FakeServer server(behavior);
     auto client = NewClient(Options(server.target()));
     OutboundMessage message = Message({"b@b.test", "c@b.test"});
-    client->Deliver({&message});
+    DeliverNow(*client, {&message});
     EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kPerm, kPerm}));
     EXPECT_TRUE(server.messages().empty());
     Strs expected = pipelining ? Strs{"EHLO", "MAIL", "RCPT", "RCPT", "DATA", "RSET"}
@@ -726,7 +726,7 @@ TEST(SmtpClientTest, ConnectionRefusedIsTransientForTheWholeBatch) {
   auto client = NewClient(Options(target));
   OutboundMessage first = Message({"b@b.test", "c@b.test"});
   OutboundMessage second = Message({"d@b.test"});
-  client->Deliver({&first, &second});
+  DeliverNow(*client, {&first, &second});
   EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kTemp, kTemp}));
   EXPECT_EQ(Outcomes(second), (std::vector<Outcome>{kTemp}));
   EXPECT_EQ(first.results[0].reply,
@@ -750,7 +750,7 @@ TEST(SmtpClientTest, SilentServerTimesOut) {
   options.io_timeout = absl::Milliseconds(100);
   auto client = NewClient(options);
   OutboundMessage message = Message({"b@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   close(fd);
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp}));
   EXPECT_EQ(message.results[0].reply,
@@ -780,7 +780,7 @@ TEST(SmtpClientTest, AMessageSlowerToSendThanTheTimeoutStillGetsItsReply) {
       auto client = NewClient(options);
       OutboundMessage message = Message({"b@b.test"}, content);
       absl::Time start = absl::Now();
-      client->Deliver({&message});
+      DeliverNow(*client, {&message});
       EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}))
           << (chunking ? "BDAT: " : "DATA: ") << message.results[0].reply;
       EXPECT_GT(absl::Now() - start, options.io_timeout) << "the test must outlast the timeout";
@@ -796,7 +796,7 @@ TEST(SmtpClientTest, ServerClosingMidDataIsTransientAndDropsTheConnection) {
   FakeServer server(behavior);
   auto client = NewClient(Options(server.target()));
   OutboundMessage message = Message({"b@b.test", "c@b.test"}, std::string(100000, 'x'));
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp, kTemp}));
   EXPECT_TRUE(absl::StartsWith(message.results[0].reply, "451 4.4.2 ")) << message.results[0].reply;
   EXPECT_FALSE(client->connected());
@@ -810,13 +810,13 @@ TEST(SmtpClientTest, Reply421IsTransientAndTheNextDeliverReconnects) {
   FakeServer server(behavior);
   auto client = NewClient(Options(server.target()));
   OutboundMessage message = Message({"b@b.test", "c@b.test", "d@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp, kTemp, kTemp}));
   EXPECT_EQ(message.results[0].reply, "421 4.3.2 shutting down");
   EXPECT_EQ(message.results[2].reply, "421 4.3.2 shutting down");
   EXPECT_FALSE(client->connected());
   OutboundMessage again = Message({"b@b.test", "c@b.test", "d@b.test"});
-  client->Deliver({&again});
+  DeliverNow(*client, {&again});
   EXPECT_EQ(Outcomes(again), (std::vector<Outcome>{kOk, kOk, kOk}));
   EXPECT_EQ(client->connections_opened(), 2u);
 }
@@ -828,7 +828,7 @@ TEST(SmtpClientTest, AnUnreachableTargetGivesWayToTheNextInOrder) {
   options.targets.push_back(server.target());
   auto client = NewClient(options);
   OutboundMessage first = Message({"b@b.test"});
-  client->Deliver({&first});
+  DeliverNow(*client, {&first});
   EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kOk}));
   EXPECT_EQ(client->target(), server.target());
   EXPECT_EQ(client->connections_opened(), 1u);
@@ -841,7 +841,7 @@ TEST(SmtpClientTest, WhenEveryTargetFailsTheReplyNamesEach) {
   options.targets.push_back(b.target);
   auto client = NewClient(options);
   OutboundMessage message = Message({"b@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp}));
   EXPECT_EQ(message.results[0].reply,
             absl::StrCat("451 4.4.1 connect to ", a.target, ": Connection refused; 451 4.4.1 ",
@@ -871,9 +871,9 @@ TEST(SmtpClientTest, ATargetThatFailedLatelyIsTriedLast) {
   OutboundMessage first = Message({"b@b.test"});
   OutboundMessage second = Message({"c@b.test"});
   OutboundMessage third = Message({"d@b.test"});
-  client->Deliver({&first});
-  client->Deliver({&second});
-  other_worker->Deliver({&third});
+  DeliverNow(*client, {&first});
+  DeliverNow(*client, {&second});
+  DeliverNow(*other_worker, {&third});
   EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kOk}));
   EXPECT_EQ(Outcomes(second), (std::vector<Outcome>{kOk}));
   EXPECT_EQ(Outcomes(third), (std::vector<Outcome>{kOk}));
@@ -895,8 +895,8 @@ TEST(SmtpClientTest, ConnectionIsReusedAcrossDeliverCalls) {
   auto client = NewClient(Options(server.target()));
   OutboundMessage first = Message({"b@b.test"});
   OutboundMessage second = Message({"c@b.test"});
-  client->Deliver({&first});
-  client->Deliver({&second});
+  DeliverNow(*client, {&first});
+  DeliverNow(*client, {&second});
   EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kOk}));
   EXPECT_EQ(Outcomes(second), (std::vector<Outcome>{kOk}));
   EXPECT_EQ(client->connections_opened(), 1u);
@@ -921,7 +921,7 @@ TEST(SmtpClientTest, MessagesPerConnectionMaxStartsANewConnection) {
   for (OutboundMessage& message : messages) {
     batch.push_back(&message);
   }
-  client->Deliver(batch);
+  DeliverNow(*client, batch);
   for (const OutboundMessage& message : messages) {
     EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
   }
@@ -941,12 +941,12 @@ TEST(SmtpClientTest, ConnectionClosedByTheServerWhileIdleIsReplaced) {
   FakeServer server(behavior);
   auto client = NewClient(Options(server.target()));
   OutboundMessage first = Message({"b@b.test"});
-  client->Deliver({&first});
+  DeliverNow(*client, {&first});
   EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kOk}));
   ASSERT_TRUE(server.WaitClosed(1));
   // The 421 and the close are noticed before the next message, which is not harmed.
   OutboundMessage second = Message({"c@b.test"});
-  client->Deliver({&second});
+  DeliverNow(*client, {&second});
   EXPECT_EQ(Outcomes(second), (std::vector<Outcome>{kOk}));
   EXPECT_EQ(client->connections_opened(), 2u);
 }
@@ -957,8 +957,8 @@ TEST(SmtpClientTest, CloseIdleSendsQuitOnceIdleLongEnough) {
   options.idle_timeout = absl::Seconds(30);
   auto client = NewClient(options);
   OutboundMessage first = Message({"b@b.test"});
-  client->Deliver({&first});
-  client->CloseIdle(absl::Now() + absl::Seconds(31));
+  DeliverNow(*client, {&first});
+  CloseIdleNow(*client, absl::Now() + absl::Seconds(31));
   EXPECT_FALSE(client->connected());
   ASSERT_TRUE(server.WaitClosed(1));
   EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"EHLO", "MAIL", "RCPT", "DATA", "QUIT"}));
@@ -970,8 +970,8 @@ TEST(SmtpClientTest, CloseIdleKeepsAFreshConnection) {
   options.idle_timeout = absl::Hours(1);
   auto client = NewClient(options);
   OutboundMessage first = Message({"b@b.test"});
-  client->Deliver({&first});
-  client->CloseIdle(absl::Now());
+  DeliverNow(*client, {&first});
+  CloseIdleNow(*client, absl::Now());
   EXPECT_TRUE(client->connected());
 }
 
@@ -983,7 +983,7 @@ TEST(SmtpClientTest, EhloRefusedFallsBackToHelo) {
   FakeServer server(behavior);
   auto client = NewClient(Options(server.target()));
   OutboundMessage message = Message({"b@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
   EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"EHLO", "HELO", "MAIL", "RCPT", "DATA"}));
   EXPECT_FALSE(server.saw_pipelining());
@@ -995,7 +995,7 @@ TEST(SmtpClientTest, RequiredTlsNotOfferedIsTransient) {
   options.tls = DeliveryTls::kRequired;
   auto client = NewClient(options);
   OutboundMessage message = Message({"b@b.test", "c@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp, kTemp}));
   EXPECT_EQ(message.results[0].reply,
             absl::StrCat("451 4.7.5 ", server.target(), ": STARTTLS not offered"));
@@ -1050,8 +1050,8 @@ TEST(SmtpClientTest, StartTlsEncryptsAndRepeatsEhlo) {
   auto client = VerifyingClient(options, tls);
   OutboundMessage first = Message({"b@b.test"}, "Subject: secret\r\n\r\n.\r\n");
   OutboundMessage second = Message({"c@b.test"});
-  client->Deliver({&first});
-  client->Deliver({&second});
+  DeliverNow(*client, {&first});
+  DeliverNow(*client, {&second});
   EXPECT_EQ(Outcomes(first), (std::vector<Outcome>{kOk})) << first.results[0].reply;
   EXPECT_EQ(Outcomes(second), (std::vector<Outcome>{kOk}));
   client.reset();
@@ -1076,7 +1076,7 @@ TEST(SmtpClientTest, RequiredTlsRefusesACertificateForAnotherName) {
   options.tls_server_name = "mx.example.test";
   auto client = VerifyingClient(options, tls);
   OutboundMessage message = Message({"b@b.test", "c@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp, kTemp}));
   EXPECT_EQ(message.results[0].reply,
             absl::StrCat("451 4.7.5 TLS handshake with ", server.target(),
@@ -1097,7 +1097,7 @@ TEST(SmtpClientTest, TheNameExpectedByDefaultIsTheTargetsAddress) {
   options.tls = DeliveryTls::kRequired;
   auto client = VerifyingClient(options, tls);
   OutboundMessage message = Message({"b@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp}));
   EXPECT_TRUE(absl::EndsWith(message.results[0].reply,
                              "name mismatch: certificate is for localhost, expected 127.0.0.1"))
@@ -1114,7 +1114,7 @@ TEST(SmtpClientTest, RequiredTlsDoesNotDeliverOverAContextThatDidNotVerify) {
   options.tls = DeliveryTls::kRequired;
   auto client = std::make_unique<SmtpClient>(options, net::TlsContext::NewUnverifiedClient());
   OutboundMessage message = Message({"b@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp}));
   EXPECT_EQ(message.results[0].reply, absl::StrCat("451 4.7.5 TLS with ", server.target(),
                                                    ": the server's certificate was not verified"));
@@ -1132,7 +1132,7 @@ TEST(SmtpClientTest, OpportunisticTlsDeliversOverTlsWhateverTheCertificate) {
   options.tls_server_name = "mx.example.test";
   auto client = VerifyingClient(options, tls);
   OutboundMessage message = Message({"b@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
   ASSERT_EQ(server.messages().size(), 1u);
   EXPECT_TRUE(server.messages()[0].tls);
@@ -1149,7 +1149,7 @@ TEST(SmtpClientTest, OpportunisticTlsFallsBackToPlainTextWhenTheHandshakeFails) 
   options.tls = DeliveryTls::kOpportunistic;
   auto client = VerifyingClient(options, tls);
   OutboundMessage message = Message({"b@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
   EXPECT_EQ(client->connections_opened(), 2u);
   std::vector<std::vector<std::string>> commands = server.commands();
@@ -1171,7 +1171,7 @@ TEST(SmtpClientTest, RequiredTlsWithAFailedHandshakeIsTransient) {
   options.tls_server_name = "localhost";
   auto client = VerifyingClient(options, tls);
   OutboundMessage message = Message({"b@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp}));
   EXPECT_TRUE(absl::StartsWith(message.results[0].reply, "451 4.")) << message.results[0].reply;
   EXPECT_EQ(client->connections_opened(), 1u);
@@ -1184,7 +1184,7 @@ TEST(SmtpClientTest, MessageOverTheServersSizeLimitIsPermanent) {
   FakeServer server(behavior);
   auto client = NewClient(Options(server.target()));
   OutboundMessage message = Message({"b@b.test"}, std::string(11, 'x'));
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kPerm}));
   EXPECT_TRUE(absl::StartsWith(message.results[0].reply, "552 5.3.4 ")) << message.results[0].reply;
   EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"EHLO"}));
@@ -1194,7 +1194,7 @@ TEST(SmtpClientTest, AddressWithALineBreakIsNeverSent) {
   FakeServer server(FakeBehavior{});
   auto client = NewClient(Options(server.target()));
   OutboundMessage message = Message({"b@b.test\r\nRSET", "c@b.test"});
-  client->Deliver({&message});
+  DeliverNow(*client, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kPerm, kOk}));
   EXPECT_EQ(Verbs(server.commands()[0]), (Strs{"EHLO", "MAIL", "RCPT", "DATA"}));
 }
@@ -1232,7 +1232,7 @@ TEST(SmtpClientTest, FactoryMakesIndependentClients) {
   ASSERT_TRUE(factory.ok()) << factory.status();
   std::unique_ptr<Backend> backend = (*factory)();
   OutboundMessage message = Message({"b@b.test"});
-  backend->Deliver({&message});
+  DeliverNow(*backend, {&message});
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk}));
 }
 
@@ -1258,8 +1258,8 @@ TEST(SmtpClientProbeTest, AsksWithTheNullSenderAndResetsOverOneConnection) {
     };
     FakeServer server(behavior);
     auto client = NewClient(Options(server.target()));
-    RecipientResult known = client->Probe("ann@b.test");
-    RecipientResult gone = client->Probe("gone@b.test");
+    RecipientResult known = ProbeNow(*client, "ann@b.test");
+    RecipientResult gone = ProbeNow(*client, "gone@b.test");
     EXPECT_EQ(known.outcome, kOk);
     EXPECT_EQ(gone.outcome, kPerm);
     EXPECT_EQ(gone.reply, "550 5.1.1 <gone@b.test>: User unknown");
@@ -1278,7 +1278,7 @@ TEST(SmtpClientProbeTest, AsksWithTheNullSenderAndResetsOverOneConnection) {
 TEST(SmtpClientProbeTest, ATargetThatCannotBeAskedIsTransientAndSaysWhy) {
   RefusingPort down;
   auto refused = NewClient(Options(down.target));
-  RecipientResult result = refused->Probe("ann@b.test");
+  RecipientResult result = ProbeNow(*refused, "ann@b.test");
   EXPECT_EQ(result.outcome, kTemp);
   EXPECT_EQ(result.reply,
             absl::StrCat("451 4.4.1 connect to ", down.target, ": Connection refused"));
@@ -1289,7 +1289,7 @@ TEST(SmtpClientProbeTest, ATargetThatCannotBeAskedIsTransientAndSaysWhy) {
   };
   FakeServer server(no_null_sender);
   auto client = NewClient(Options(server.target()));
-  result = client->Probe("ann@b.test");
+  result = ProbeNow(*client, "ann@b.test");
   EXPECT_EQ(result.outcome, kTemp);  // not the recipient's fault
   EXPECT_TRUE(absl::StrContains(result.reply, "refused MAIL FROM:<>: 553 5.1.7")) << result.reply;
 
@@ -1299,7 +1299,7 @@ TEST(SmtpClientProbeTest, ATargetThatCannotBeAskedIsTransientAndSaysWhy) {
   };
   FakeServer busy_server(busy);
   auto busy_client = NewClient(Options(busy_server.target()));
-  result = busy_client->Probe("ann@b.test");
+  result = ProbeNow(*busy_client, "ann@b.test");
   EXPECT_EQ(result.outcome, kTemp);
   EXPECT_EQ(result.reply, "450 4.2.1 mailbox busy");
 }
@@ -1307,7 +1307,7 @@ TEST(SmtpClientProbeTest, ATargetThatCannotBeAskedIsTransientAndSaysWhy) {
 TEST(SmtpClientProbeTest, AnAddressThatCouldBreakTheCommandIsNeverSent) {
   FakeServer server(FakeBehavior{});
   auto client = NewClient(Options(server.target()));
-  EXPECT_EQ(client->Probe("a@b.test>\r\nRCPT TO:<x@y").outcome, kPerm);
+  EXPECT_EQ(ProbeNow(*client, "a@b.test>\r\nRCPT TO:<x@y").outcome, kPerm);
   EXPECT_EQ(client->connections_opened(), 0u);
 }
 
@@ -1434,7 +1434,7 @@ TEST(SmtpClientDsnTest, DsnParametersGoOnOnlyToATargetThatOffersDsn) {
     message.envid = "QQ314159";
     message.notify = {4 | 8, 0};
     message.orcpt = {"rfc822;B+40b.test", ""};
-    client->Deliver({&message});
+    DeliverNow(*client, {&message});
     EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kOk, kOk}));
     client.reset();
     ASSERT_TRUE(server.WaitClosed(1));

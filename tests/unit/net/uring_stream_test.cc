@@ -1,7 +1,8 @@
 // uring_stream_test.cc: unit tests for net::UringStream against a loopback peer in a thread:
 // what a read leaves for the next, a peer's close, a refused connect, a timeout and a stop
-// that leave nothing in the ring (the next stream on it works), and a large write to a slow
-// reader. (TLS and the SMTP exchanges over it: tests/unit/delivery/smtp_client_test.cc.)
+// that leave nothing in the ring (the next stream on it works), a large write to a slow
+// reader, and two streams on one loop whose tasks wait apart. (TLS and the SMTP exchanges over
+// it: tests/unit/delivery/smtp_client_test.cc.)
 
 #include "net/uring_stream.h"
 
@@ -55,31 +56,36 @@ class Peer {
 class UringStreamTest : public testing::Test {
  protected:
   void SetUp() override {
-    auto ring = io::Ring::Create(8);
-    ASSERT_TRUE(ring.ok()) << ring.status();
-    ring_ = *std::move(ring);
+    auto loop = io::Loop::Create(8);
+    ASSERT_TRUE(loop.ok()) << loop.status();
+    loop_ = *std::move(loop);
   }
-  std::unique_ptr<UringStream> Connect(const Peer& peer, StreamOptions options = {}) {
+  // Run: `task` to its end on the test's loop.
+  template <typename T>
+  T Run(io::Task<T> task) {
+    return io::RunSync(*loop_, std::move(task));
+  }
+  UringStream::Ptr Connect(const Peer& peer, StreamOptions options = {}) {
     auto stream =
-        UringStream::Connect(ring_.get(), peer.address(), peer.length(), peer.name(), options);
+        Run(UringStream::Connect(loop_.get(), peer.address(), peer.length(), peer.name(), options));
     EXPECT_TRUE(stream.ok()) << stream.status();
     return stream.ok() ? *std::move(stream) : nullptr;
   }
-  std::unique_ptr<io::Ring> ring_;
+  std::unique_ptr<io::Loop> loop_;
 };
 
 TEST_F(UringStreamTest, AReadTakesAtMostItsMaxAndLeavesTheRestForTheNext) {
   Peer peer;
-  std::unique_ptr<UringStream> stream = Connect(peer);
+  UringStream::Ptr stream = Connect(peer);
   ASSERT_NE(stream, nullptr);
   int fd = peer.Accept();
   ASSERT_EQ(write(fd, "hello world", 11), 11);
   std::string out;
-  ASSERT_TRUE(stream->Read(&out, 5, absl::Now() + absl::Seconds(5)).ok());
+  ASSERT_TRUE(Run(stream->Read(&out, 5, absl::Now() + absl::Seconds(5))).ok());
   EXPECT_EQ(out, "hello");
-  ASSERT_TRUE(stream->Read(&out, 100, absl::Now() + absl::Seconds(5)).ok());
+  ASSERT_TRUE(Run(stream->Read(&out, 100, absl::Now() + absl::Seconds(5))).ok());
   EXPECT_EQ(out, "hello world");
-  ASSERT_TRUE(stream->Write("ping").ok());
+  ASSERT_TRUE(Run(stream->Write("ping")).ok());
   char buffer[8] = {};
   EXPECT_EQ(read(fd, buffer, sizeof(buffer)), 4);
   EXPECT_EQ(std::string(buffer, 4), "ping");
@@ -88,7 +94,7 @@ TEST_F(UringStreamTest, AReadTakesAtMostItsMaxAndLeavesTheRestForTheNext) {
 
 TEST_F(UringStreamTest, APeersCloseIsAnIoFailureAndUnreadInput) {
   Peer peer;
-  std::unique_ptr<UringStream> stream = Connect(peer);
+  UringStream::Ptr stream = Connect(peer);
   ASSERT_NE(stream, nullptr);
   close(peer.Accept());
   absl::Time until = absl::Now() + absl::Seconds(5);
@@ -97,24 +103,24 @@ TEST_F(UringStreamTest, APeersCloseIsAnIoFailureAndUnreadInput) {
   }
   EXPECT_TRUE(stream->HasUnreadInput());
   std::string out;
-  absl::Status status = stream->Read(&out, 100, absl::Now() + absl::Seconds(5));
+  absl::Status status = Run(stream->Read(&out, 100, absl::Now() + absl::Seconds(5)));
   EXPECT_EQ(status.message(), absl::StrCat(peer.name(), " closed the connection"));
   EXPECT_EQ(stream->failure(), StreamFailure::kIo);
 }
 
 TEST_F(UringStreamTest, AReaderThatTakesTheCloseAsTheEndIsToldOfIt) {
   Peer peer;
-  std::unique_ptr<UringStream> stream = Connect(peer);
+  UringStream::Ptr stream = Connect(peer);
   ASSERT_NE(stream, nullptr);
   int fd = peer.Accept();
   ASSERT_EQ(write(fd, "all", 3), 3);
   close(fd);
   std::string out;
   bool closed = true;
-  ASSERT_TRUE(stream->Read(&out, 100, absl::Now() + absl::Seconds(5), &closed).ok());
+  ASSERT_TRUE(Run(stream->Read(&out, 100, absl::Now() + absl::Seconds(5), &closed)).ok());
   EXPECT_EQ(out, "all");
   EXPECT_FALSE(closed);
-  ASSERT_TRUE(stream->Read(&out, 100, absl::Now() + absl::Seconds(5), &closed).ok());
+  ASSERT_TRUE(Run(stream->Read(&out, 100, absl::Now() + absl::Seconds(5), &closed)).ok());
   EXPECT_TRUE(closed);
   EXPECT_EQ(out, "all") << "nothing appended at the close";
 }
@@ -129,7 +135,7 @@ TEST_F(UringStreamTest, ARefusedConnectIsAConnectFailure) {
     length = gone.length();
     name = gone.name();
   }
-  auto stream = UringStream::Connect(ring_.get(), address, length, name, StreamOptions{});
+  auto stream = Run(UringStream::Connect(loop_.get(), address, length, name, StreamOptions{}));
   ASSERT_FALSE(stream.ok());
   EXPECT_EQ(stream.status().message(), absl::StrCat("connect to ", name, ": Connection refused"));
 }
@@ -139,32 +145,33 @@ TEST_F(UringStreamTest, ATimeoutAndAStopLeaveNothingInTheRing) {
   auto stop = std::make_shared<std::atomic<int64_t>>(0);
   StreamOptions options;
   options.stop_at_unix_ms = stop.get();
-  std::unique_ptr<UringStream> stream = Connect(peer, options);
+  UringStream::Ptr stream = Connect(peer, options);
   ASSERT_NE(stream, nullptr);
   int fd = peer.Accept();
   std::string out;
-  absl::Status status =
-      stream->Read(&out, 100, absl::Now() + absl::Milliseconds(50), nullptr, "reading reply from");
+  absl::Status status = Run(
+      stream->Read(&out, 100, absl::Now() + absl::Milliseconds(50), nullptr, "reading reply from"));
   EXPECT_EQ(status.message(), absl::StrCat("timeout reading reply from ", peer.name()));
   stop->store(absl::ToUnixMillis(absl::Now()));
-  status = stream->Read(&out, 100, absl::Now() + absl::Seconds(30), nullptr, "reading reply from");
+  status =
+      Run(stream->Read(&out, 100, absl::Now() + absl::Seconds(30), nullptr, "reading reply from"));
   EXPECT_EQ(status.message(),
             absl::StrCat("chuted is stopping: gave up reading reply from ", peer.name()));
   stream.reset();  // a receive is still armed: it is cancelled and awaited
   close(fd);
-  // The ring serves the next stream, with no completion of the last one left over.
-  std::unique_ptr<UringStream> next = Connect(peer);
+  // The loop serves the next stream, with no completion of the last one left over.
+  UringStream::Ptr next = Connect(peer);
   ASSERT_NE(next, nullptr);
   fd = peer.Accept();
   ASSERT_EQ(write(fd, "x", 1), 1);
-  ASSERT_TRUE(next->Read(&out, 100, absl::Now() + absl::Seconds(5)).ok());
+  ASSERT_TRUE(Run(next->Read(&out, 100, absl::Now() + absl::Seconds(5))).ok());
   EXPECT_EQ(out, "x");
   close(fd);
 }
 
 TEST_F(UringStreamTest, ALargeWriteToASlowReaderGoesWhole) {
   Peer peer;
-  std::unique_ptr<UringStream> stream = Connect(peer);
+  UringStream::Ptr stream = Connect(peer);
   ASSERT_NE(stream, nullptr);
   int fd = peer.Accept();
   const size_t size = 8 << 20;  // far more than the socket buffers take at once
@@ -179,11 +186,52 @@ TEST_F(UringStreamTest, ALargeWriteToASlowReaderGoesWhole) {
       }
     }
   });
-  EXPECT_TRUE(stream->Write(std::string(size, 'a')).ok());
+  EXPECT_TRUE(Run(stream->Write(std::string(size, 'a'))).ok());
   stream.reset();  // closes: the reader sees the end
   reader.join();
   EXPECT_EQ(received.load(), size);
   close(fd);
+}
+
+// ReadOnce: a task that reads once from `stream` into `out` and says when it is done.
+io::Task<void> ReadOnce(UringStream* stream, std::string* out, bool* done) {
+  absl::Status status = co_await stream->Read(out, 100, absl::Now() + absl::Seconds(30));
+  EXPECT_TRUE(status.ok()) << status;
+  *done = true;
+}
+
+TEST_F(UringStreamTest, TwoStreamsOnOneLoopWaitApart) {
+  Peer first_peer;
+  Peer second_peer;
+  UringStream::Ptr first = Connect(first_peer);
+  UringStream::Ptr second = Connect(second_peer);
+  ASSERT_NE(first, nullptr);
+  ASSERT_NE(second, nullptr);
+  int first_fd = first_peer.Accept();
+  int second_fd = second_peer.Accept();
+  std::string first_out;
+  std::string second_out;
+  bool first_done = false;
+  bool second_done = false;
+  loop_->Spawn(ReadOnce(first.get(), &first_out, &first_done));
+  loop_->Spawn(ReadOnce(second.get(), &second_out, &second_done));
+  EXPECT_EQ(loop_->tasks(), 2u);
+  // Only the second peer speaks: its task ends while the first one still waits.
+  ASSERT_EQ(write(second_fd, "two", 3), 3);
+  absl::Time until = absl::Now() + absl::Seconds(5);
+  while (!second_done && absl::Now() < until) {
+    loop_->Turn(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(second_done);
+  EXPECT_EQ(second_out, "two");
+  EXPECT_FALSE(first_done);
+  EXPECT_EQ(loop_->tasks(), 1u);
+  ASSERT_EQ(write(first_fd, "one", 3), 3);
+  loop_->Run();
+  EXPECT_TRUE(first_done);
+  EXPECT_EQ(first_out, "one");
+  close(first_fd);
+  close(second_fd);
 }
 
 }  // namespace
