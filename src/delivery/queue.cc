@@ -340,7 +340,13 @@ io::Task<void> DeliveryQueue::RunSlot(Slot* slot) {
     absl::Time now = absl::Now();
     if (now - idle_since >= kWorkerWaitMax) {
       co_await backend->CloseIdle(now);
-      ReleaseIdleMemory();  // a quiet slot gives back what the last messages took
+      // A quiet thread gives back what the last messages took, once a second however many
+      // slots it runs.
+      thread_local absl::Time released = absl::InfinitePast();
+      if (absl::Now() - released >= kWorkerWaitMax) {
+        ReleaseIdleMemory();
+        released = absl::Now();
+      }
       idle_since = absl::Now();
     }
   }

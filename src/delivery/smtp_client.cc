@@ -300,7 +300,7 @@ SmtpClient::~SmtpClient() {
   if (connection_ == nullptr) {
     return;
   }
-  if (!loop_->running()) {
+  if (io::Loop::Current() == nullptr) {
     io::RunSync(*loop_, Close(/*quit=*/true));
     return;
   }

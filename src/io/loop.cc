@@ -2,6 +2,7 @@
 
 #include "io/loop.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <condition_variable>
 #include <cstring>
 
+#include "absl/time/clock.h"
 #include "base/check.h"
 #include "base/log.h"
 
@@ -90,8 +92,10 @@ io_uring_sqe* Loop::Sqe(Completion* owner, uint8_t op) {
 }
 
 void Loop::ArmWakeup() {
+  // A poll, not a read: a read of a non-blocking eventfd may complete at once with -EAGAIN
+  // where the kernel cannot wait for it, which would spin the loop.
   io_uring_sqe* sqe = Sqe(this, kOpWakeup);
-  io_uring_prep_read(sqe, wakeup_fd_, &wakeup_value_, sizeof(wakeup_value_), 0);
+  io_uring_prep_poll_add(sqe, wakeup_fd_, POLLIN);
   wakeup_armed_ = true;
 }
 
@@ -106,6 +110,8 @@ void Loop::OnCompletion(const io_uring_cqe& cqe) {
   {
     std::lock_guard<std::mutex> lock(post_mu_);
     wakeup_written_ = false;
+    ssize_t got = read(wakeup_fd_, &wakeup_value_, sizeof(wakeup_value_));  // resets it
+    (void)got;  // EAGAIN: nothing was written since the last read
   }
   ArmWakeup();
 }
@@ -155,7 +161,9 @@ Loop::Detached Loop::RunDetached(Loop* loop, Task<void> task) {
 void Loop::Spawn(Task<void> task) {
   ++tasks_;
   Loop* previous = std::exchange(current_loop, this);
-  RunDetached(this, std::move(task));  // runs to its first suspension
+  bool was_running = std::exchange(running_, true);  // a task is on the stack from here
+  RunDetached(this, std::move(task));                // runs to its first suspension
+  running_ = was_running;
   current_loop = previous;
 }
 
@@ -206,8 +214,9 @@ void Loop::Turn(absl::Duration wait_max) {
   io_uring_cqe* cqe = nullptr;
   int ret = io_uring_submit_and_wait_timeout(ring_->raw(), &cqe, 1, &timeout, nullptr);
   if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY) {
-    // Nothing to do but try again: each waiting task has its own deadline.
-    LOG_ERROR("io loop: io_uring_enter: %s", strerror(-ret));
+    // Nothing to do but try again, a little later (each waiting task has its own deadline).
+    LOG_ERROR_EVERY(10, "io loop: io_uring_enter: %s", strerror(-ret));
+    absl::SleepFor(absl::Milliseconds(10));
   }
   ring_->ForEachCqe([this](const io_uring_cqe& c) {
     --pending_;

@@ -137,6 +137,7 @@ class Loop final : private Completion {
   void RunUntilStopped();
   // Turn: one turn, waiting at most `wait_max` for a completion.
   void Turn(absl::Duration wait_max);
+  // running: a task of this loop is on the stack (Turn or Spawn): RunSync may not be called.
   bool running() const { return running_; }
   size_t tasks() const { return tasks_; }
 
@@ -162,7 +163,7 @@ class Loop final : private Completion {
 
   std::unique_ptr<Ring> ring_;
   int wakeup_fd_ = -1;
-  uint64_t wakeup_value_ = 0;  // the eventfd read's buffer
+  uint64_t wakeup_value_ = 0;  // what reading the eventfd takes
   bool wakeup_armed_ = false;
   size_t pending_ = 0;  // operations in the ring (every owner's)
   size_t tasks_ = 0;    // spawned tasks not yet ended

@@ -67,8 +67,9 @@ io::Task<absl::StatusOr<UringStream::Ptr>> UringStream::Connect(io::Loop* loop,
         StreamFailure::kConnect,
         absl::StrCat("chuted is stopping: gave up connecting to ", stream->peer_));
   }
-  // The address and the timeout live in this task's frame at least until the loop's next turn
-  // submits the connect (the kernel copies both then).
+  // The address and the timeout live in this task's frame, which the task cannot leave before
+  // the loop's next turn has submitted the connect: the kernel copies both then, and never
+  // reads them again (the frame may go before the connect completes).
   __kernel_timespec timeout = Timespec(options.io_timeout);
   loop->Reserve(2);
   io_uring_sqe* sqe = loop->Sqe(stream.get(), kOpConnect);
@@ -84,7 +85,7 @@ io::Task<absl::StatusOr<UringStream::Ptr>> UringStream::Connect(io::Loop* loop,
     }
     int64_t stop_at = StopAt(options);
     if (stop_at != 0 && absl::ToUnixMillis(absl::Now()) >= stop_at) {
-      // Giving the stream back cancels the connect, which completes before the frame goes.
+      // Giving the stream back cancels the connect; the stream outlives it, the frame need not.
       co_return stream->Fail(
           StreamFailure::kConnect,
           absl::StrCat("chuted is stopping: gave up connecting to ", stream->peer_));
@@ -118,23 +119,19 @@ void UringStream::GiveBack() {
     delete this;
     return;
   }
-  // A cancelled receive or send completes at once (-ECANCELED); the shutdown is for a kernel
-  // that could not cancel one.
+  // A cancelled receive or send completes at once (-ECANCELED). The connection is thrown away,
+  // so it is also shut down: a kernel that could not cancel one completes it that way.
   io_uring_sqe* sqe = loop_->Sqe(this, kOpCancel);
   io_uring_prep_cancel_fd(sqe, fd_, IORING_ASYNC_CANCEL_ALL);
   ++pending_;
+  shutdown(fd_, SHUT_RDWR);
   if (loop_->running()) {
     given_back_ = true;  // OnCompletion frees it
     return;
   }
   absl::Time until = absl::Now() + kDrainMax;
-  bool shut = false;
   while (pending_ > 0 && absl::Now() < until) {
     loop_->Turn(kStreamStopCheckInterval);
-    if (pending_ > 0 && !shut) {
-      shut = true;
-      shutdown(fd_, SHUT_RDWR);
-    }
   }
   if (pending_ > 0) {
     // The loop cannot complete them: the kernel may still write into the receive buffer, so
