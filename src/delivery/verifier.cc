@@ -1,4 +1,5 @@
-// verifier.cc: probes recipients at a route's target, one at a time, and caches the answers.
+// verifier.cc: probes recipients at a route's target, one at a time as a task on a loop, and
+// caches the answers.
 
 #include "delivery/verifier.h"
 
@@ -16,10 +17,37 @@ RecipientVerifier::RecipientVerifier(VerifierOptions options) : options_(std::mo
 RecipientVerifier::~RecipientVerifier() { Stop(); }
 
 void RecipientVerifier::Start() {
-  CHECK(!thread_.joinable());
-  thread_ = std::thread([this] {
-    NameThisThread(absl::StrCat("chute-verify-", options_.route).substr(0, 15));
-    Run();
+  CHECK(loop_ == nullptr);
+  loop_ = options_.loop;
+  if (loop_ == nullptr) {
+    absl::StatusOr<std::unique_ptr<io::LoopThread>> thread =
+        io::LoopThread::Start(absl::StrCat("chute-verify-", options_.route));
+    CHECK_MSG(thread.ok(), absl::StrCat("verify: io_uring: ", thread.status().message()).c_str());
+    own_thread_ = *std::move(thread);
+    loop_ = own_thread_->loop();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    running_ = true;
+  }
+  loop_->Post([this] { loop_->Spawn(Run()); });
+}
+
+void RecipientVerifier::WakeLocked() {
+  if (!asleep_) {
+    return;
+  }
+  asleep_ = false;
+  if (io::Loop::Current() == loop_) {
+    loop_->Wake(&waiter_);
+    return;
+  }
+  ++posts_;
+  loop_->Post([this] {
+    loop_->Wake(&waiter_);
+    std::lock_guard<std::mutex> lock(mu_);
+    --posts_;
+    done_.notify_all();
   });
 }
 
@@ -35,16 +63,18 @@ void RecipientVerifier::Stop() {
       waiting_.erase(address);
     }
     queue_.clear();
-    wake_.notify_all();
+    WakeLocked();
   }
   for (const auto& [waiter, address] : refused) {
     counters_.probes_unreachable.fetch_add(1, std::memory_order_relaxed);
     waiter.sink->OnProbed(waiter.cookie, RecipientVerdict{RecipientVerdict::Kind::kUnreachable,
                                                           "421 4.3.2 chute is stopping", false});
   }
-  if (thread_.joinable()) {
-    thread_.join();
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [this] { return !running_ && posts_ == 0; });
   }
+  own_thread_.reset();
 }
 
 std::optional<RecipientVerdict> RecipientVerifier::Cached(absl::string_view address,
@@ -71,7 +101,7 @@ void RecipientVerifier::Submit(const std::string& address, uint64_t cookie, Prob
     if (!stopping_ && queue_.size() < kVerifyQueueMax) {
       waiting_[address].push_back(Waiter{cookie, sink});
       queue_.push_back(address);
-      wake_.notify_one();
+      WakeLocked();
       return;
     }
   }
@@ -97,63 +127,85 @@ void RecipientVerifier::Remember(const std::string& address, const RecipientVerd
   cache_[address] = Entry{verdict, now + lifetime};
 }
 
-void RecipientVerifier::Run() {
+io::Task<void> RecipientVerifier::Run() {
   std::unique_ptr<SmtpClient> client = options_.client();
   while (true) {
     std::string address;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      while (!stopping_ && queue_.empty()) {
-        if (wake_.wait_for(lock, absl::ToChronoNanoseconds(options_.idle_close)) ==
-            std::cv_status::timeout) {
-          lock.unlock();
-          CloseIdleNow(*client, absl::Now());
-          lock.lock();
-        }
-      }
-      if (stopping_) {
-        return;  // `client` QUITs as it goes
-      }
-      address = std::move(queue_.front());
-      queue_.pop_front();
-    }
-    RecipientResult result = ProbeNow(*client, address);
-    RecipientVerdict verdict;
-    switch (result.outcome) {
-      case Outcome::kDelivered:
-        verdict.kind = RecipientVerdict::Kind::kExists;
-        counters_.probes_exists.fetch_add(1, std::memory_order_relaxed);
-        break;
-      case Outcome::kPermanent:
-        verdict.kind = RecipientVerdict::Kind::kUnknown;
-        counters_.probes_unknown.fetch_add(1, std::memory_order_relaxed);
-        break;
-      case Outcome::kTransient:
-        verdict.kind = RecipientVerdict::Kind::kUnreachable;
-        counters_.probes_unreachable.fetch_add(1, std::memory_order_relaxed);
-        break;
-    }
-    verdict.reply = std::move(result.reply);
-    LogEvent(LogLevel::kDebug, "rcpt.verified",
-             {{"route", options_.route},
-              {"recipient", address},
-              {"result", verdict.kind == RecipientVerdict::Kind::kExists    ? "exists"
-                         : verdict.kind == RecipientVerdict::Kind::kUnknown ? "unknown"
-                                                                            : "unreachable"},
-              {"reply", verdict.reply}});
-    std::vector<Waiter> waiters;
+    bool stop = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      Remember(address, verdict, absl::Now());
-      auto it = waiting_.find(address);
-      if (it != waiting_.end()) {
-        waiters = std::move(it->second);
-        waiting_.erase(it);
+      if (stopping_) {
+        stop = true;
+      } else if (!queue_.empty()) {
+        address = std::move(queue_.front());
+        queue_.pop_front();
+      } else {
+        asleep_ = true;
       }
     }
-    for (const Waiter& waiter : waiters) {
-      waiter.sink->OnProbed(waiter.cookie, verdict);
+    if (stop) {
+      break;
     }
+    if (address.empty()) {
+      absl::Time until = absl::Now() + options_.idle_close;
+      co_await loop_->Sleep(&waiter_, until);
+      bool idle = false;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        idle = asleep_;  // nobody woke it: the time ran out
+        asleep_ = false;
+      }
+      if (idle) {
+        co_await client->CloseIdle(absl::Now());
+      }
+      continue;
+    }
+    co_await Probe(*client, std::move(address));
+  }
+  co_await client->Shutdown();  // QUIT
+  client.reset();
+  std::lock_guard<std::mutex> lock(mu_);
+  running_ = false;
+  done_.notify_all();
+}
+
+io::Task<void> RecipientVerifier::Probe(SmtpClient& client, std::string address) {
+  RecipientResult result = co_await client.Probe(address);
+  RecipientVerdict verdict;
+  switch (result.outcome) {
+    case Outcome::kDelivered:
+      verdict.kind = RecipientVerdict::Kind::kExists;
+      counters_.probes_exists.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case Outcome::kPermanent:
+      verdict.kind = RecipientVerdict::Kind::kUnknown;
+      counters_.probes_unknown.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case Outcome::kTransient:
+      verdict.kind = RecipientVerdict::Kind::kUnreachable;
+      counters_.probes_unreachable.fetch_add(1, std::memory_order_relaxed);
+      break;
+  }
+  verdict.reply = std::move(result.reply);
+  LogEvent(LogLevel::kDebug, "rcpt.verified",
+           {{"route", options_.route},
+            {"recipient", address},
+            {"result", verdict.kind == RecipientVerdict::Kind::kExists    ? "exists"
+                       : verdict.kind == RecipientVerdict::Kind::kUnknown ? "unknown"
+                                                                          : "unreachable"},
+            {"reply", verdict.reply}});
+  std::vector<Waiter> waiters;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Remember(address, verdict, absl::Now());
+    auto it = waiting_.find(address);
+    if (it != waiting_.end()) {
+      waiters = std::move(it->second);
+      waiting_.erase(it);
+    }
+  }
+  for (const Waiter& waiter : waiters) {
+    waiter.sink->OnProbed(waiter.cookie, verdict);
   }
 }
 

@@ -6,9 +6,11 @@
 // A shard asks Cached() first, on its own thread: an address probed lately is answered from
 // the cache (positive for verify_positive_s, negative for verify_negative_s) without a wait.
 // Otherwise it Submit()s the address with its connection's cookie and the answer comes back
-// later to its ProbeSink (on the verifier's thread; the shard hands it over through its
-// mailbox). The verifier's one thread probes one address at a time over its own pooled
-// connection to the route's targets (SmtpClient::Probe: MAIL FROM:<>, RCPT, RSET), so a burst
+// later to its ProbeSink (on the verifier's loop thread; the shard hands it over through its
+// mailbox). The verifier is one task (Run) on a delivery I/O loop (VerifierOptions::loop, shared
+// with the delivery connections; none: a thread and loop of its own) that probes one address at
+// a time over its own pooled connection to the route's targets (SmtpClient::Probe: MAIL
+// FROM:<>, RCPT, RSET), so a burst
 // of new addresses costs one probe per distinct address (addresses waiting already are not
 // asked twice) and never more than one connection per route. An address the target could not
 // be asked about is not cached.
@@ -17,7 +19,8 @@
 // kUnreachable at once); the cache keeps kVerifyCacheEntriesMax addresses (past it, the
 // expired go, then all). Every Submit gets exactly one answer.
 //
-// Threads: Cached/Submit from any thread (the shards); Start/Stop from the main thread.
+// Threads: Cached/Submit from any thread (the shards); Start/Stop from the main thread. The
+// task is woken by a post to its loop (never while it holds mu_ across a wait: it holds none).
 
 #include <atomic>
 #include <condition_variable>
@@ -27,13 +30,14 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "delivery/smtp_client.h"
+#include "io/loop.h"
+#include "io/task.h"
 
 namespace chute::delivery {
 
@@ -70,6 +74,8 @@ struct VerifierOptions {
   absl::Duration positive = absl::Seconds(3600);
   absl::Duration negative = absl::Seconds(300);
   absl::Duration idle_close = absl::Seconds(30);  // the probe connection is closed after this
+  // The loop the verifier's task runs on (it outlives the verifier); null: a thread of its own.
+  io::Loop* loop = nullptr;
 };
 
 class RecipientVerifier {
@@ -79,7 +85,7 @@ class RecipientVerifier {
 
   void Start();
   // Stop: what waits is answered kUnreachable, the probe under way finishes (its client's
-  // timeouts bound it), the thread ends.
+  // timeouts bound it), the task ends (and its own thread, if it has one).
   void Stop();
 
   // Cached: the cached verdict on `address` at `now`, if any.
@@ -99,16 +105,25 @@ class RecipientVerifier {
     RecipientVerdict verdict;
     absl::Time expires;
   };
-  void Run();
+  io::Task<void> Run();
+  // Probe: one address, answered to everyone waiting for it.
+  io::Task<void> Probe(SmtpClient& client, std::string address);
   void Remember(const std::string& address, const RecipientVerdict& verdict, absl::Time now);
+  // WakeLocked: with mu_ held: the task, if asleep, looks again.
+  void WakeLocked();
 
   const VerifierOptions options_;
   VerifierCounters counters_;
-  std::thread thread_;
+  std::unique_ptr<io::LoopThread> own_thread_;  // options_.loop null: the task's thread
+  io::Loop* loop_ = nullptr;                    // where the task runs
+  io::Waiter waiter_;                           // where it sleeps; the loop's thread only
 
   // std::mutex, not absl::Mutex: Debian's abseil is not built for ThreadSanitizer.
-  std::mutex mu_;  // guards everything below
-  std::condition_variable wake_;
+  std::mutex mu_;                 // guards everything below
+  std::condition_variable done_;  // Stop: running_ or posts_ went down
+  bool running_ = false;          // the task was started and has not ended
+  bool asleep_ = false;           // it waits on waiter_ for work
+  int posts_ = 0;                 // wakes posted to the loop, not yet run
   bool stopping_ = false;
   std::deque<std::string> queue_;                                  // addresses to probe
   absl::flat_hash_map<std::string, std::vector<Waiter>> waiting_;  // by address

@@ -56,7 +56,8 @@ class TwoRoutesTest(DeliveryFixture):
         self.down, down_port = refused_port()
         self.addCleanup(self.down.close)
         self.extra_config = (
-            delivery_config("smtp", f"127.0.0.1:{self.default_server.port}") + "\n" +
+            delivery_config("smtp", f"127.0.0.1:{self.default_server.port}",
+                            verify_recipients=True) + "\n" +
             route_table("corp", "smtp",
                         [f"127.0.0.1:{down_port}", f"127.0.0.1:{self.corp_server.port}"],
                         domains=["corp.test"], tls="off", retry_initial_s=1, retry_max_s=2,
@@ -213,7 +214,8 @@ class BlackHoledRouteTest(DeliveryFixture):
         self.hole = BlackHole()
         self.addCleanup(self.hole.close)
         self.extra_config = (
-            delivery_config("smtp", f"127.0.0.1:{self.default_server.port}") + "\n" +
+            delivery_config("smtp", f"127.0.0.1:{self.default_server.port}",
+                            verify_recipients=True) + "\n" +
             route_table("corp", "smtp", [f"127.0.0.1:{self.hole.port}"], domains=["corp.test"],
                         tls="off", timeout_s=120, connections_max=4))
         super().setUp()
@@ -270,18 +272,24 @@ def thread_names(pid):
 
 class ConnectionsAreNotThreadsTest(DeliveryFixture):
     """Every LMTP/SMTP route's connections run on the delivery I/O thread: a route holding 12
-    connections to a target that never answers, and another route delivering meanwhile, take
-    one such thread and no thread per connection."""
+    connections to a target that never answers, and another route delivering meanwhile (and
+    verifying its recipients at RCPT), take one such thread and no thread per connection or
+    per verifier."""
 
     def setUp(self):
         self.default_server = FakeSmtp()
         self.addCleanup(self.default_server.stop)
+        # The HVE accounts the fixture makes are no mailboxes there, as downstream.
+        for account in ("app@example.test", "hve2@example.test", "alias@example.test"):
+            self.default_server.reject[account] = "550 5.1.1 no such user"
         self.hole = BlackHole()
         self.addCleanup(self.hole.close)
         self.extra_config = (
-            delivery_config("smtp", f"127.0.0.1:{self.default_server.port}") + "\n" +
+            delivery_config("smtp", f"127.0.0.1:{self.default_server.port}",
+                            verify_recipients=True) + "\n" +
             route_table("corp", "smtp", [f"127.0.0.1:{self.hole.port}"], domains=["corp.test"],
-                        tls="off", timeout_s=120, connections_max=12, batch_messages_max=1))
+                        tls="off", timeout_s=120, connections_max=12, batch_messages_max=1,
+                        verify_recipients=False))
         super().setUp()
 
     def test_twelve_waiting_connections_and_a_healthy_route_share_one_io_thread(self):
@@ -296,9 +304,16 @@ class ConnectionsAreNotThreadsTest(DeliveryFixture):
         entries = self.queue("queue", "list")
         self.assertEqual(sum(1 for e in entries if e["in_flight"]), 12)
         names = thread_names(self.proc.pid)
-        # No Maildir writer (chute-deliver-N) and no thread per connection: one I/O thread.
+        # No Maildir writer (chute-deliver-N), no thread per connection and none for the
+        # recipient verifier (chute-verify-<route>; chute-verify is a password verifier): one
+        # I/O thread.
         self.assertEqual(sorted(n for n in names if n.startswith(("chute-deliv", "chute-dlv"))),
                          ["chute-dlvio-0"], names)
+        self.assertEqual([n for n in names if n.startswith("chute-verify-")], [], names)
+        probed = sum(v for k, v in self.metrics().items()
+                     if k.startswith("chute_recipient_verifications_total{")
+                     and 'result="exists"' in k)
+        self.assertEqual(probed, 1)  # here@example.test, probed on that thread
 
 
 if __name__ == "__main__":
