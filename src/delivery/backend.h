@@ -43,6 +43,9 @@ absl::string_view DispositionName(Disposition disposition);
 struct RecipientResult {
   Outcome outcome = Outcome::kTransient;
   std::string reply;
+  // target_down (a probe's kTransient only): no target could be asked at all (none could be
+  // reached, or the connection broke or timed out), as opposed to a target's own answer.
+  bool target_down = false;
 };
 
 // OutboundMessage: one message as a backend sees it.

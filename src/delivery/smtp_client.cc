@@ -653,6 +653,9 @@ io::Task<RecipientResult> SmtpClient::Probe(std::string recipient) {
   auto unreachable = [](absl::string_view why) {
     return RecipientResult{Outcome::kTransient, std::string(why)};
   };
+  auto down = [](absl::string_view why) {
+    return RecipientResult{Outcome::kTransient, std::string(why), /*target_down=*/true};
+  };
   if (absl::string_view(recipient).find_first_of(absl::string_view("\r\n\0<>", 5)) !=
       absl::string_view::npos) {
     co_return RecipientResult{Outcome::kPermanent, "501 5.1.3 bad recipient address syntax"};
@@ -663,7 +666,7 @@ io::Task<RecipientResult> SmtpClient::Probe(std::string recipient) {
   if (connection_ == nullptr) {
     absl::Status status = co_await Connect();
     if (!status.ok()) {
-      co_return unreachable(status.message());
+      co_return down(status.message());
     }
   }
   bool utf8 = HasNonAscii(recipient);
@@ -681,7 +684,7 @@ io::Task<RecipientResult> SmtpClient::Probe(std::string recipient) {
   absl::Status status = co_await connection_->Run();
   if (!status.ok()) {
     Drop();
-    co_return unreachable(status.message());
+    co_return down(status.message());
   }
   const smtp::ClientReplies& replies = session.replies();
   RecipientResult result;

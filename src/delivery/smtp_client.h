@@ -145,7 +145,8 @@ class SmtpClient : public Backend {
   // MAIL FROM:<>, RCPT TO:<recipient> (pipelined when offered), RSET, over the client's
   // connection (made when there is none, kept for the next probe). kDelivered: it would;
   // kPermanent: its 5xx (the reply); kTransient: a 4xx, or it could not be asked (the reply
-  // says why: the connection, a refused null sender, a non-ASCII address without SMTPUTF8).
+  // says why: the connection, a refused null sender, a non-ASCII address without SMTPUTF8;
+  // target_down when it was the connection).
   io::Task<RecipientResult> Probe(std::string recipient);
 
   // target: the target of the open connection (or of the last attempt).

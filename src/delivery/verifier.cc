@@ -91,6 +91,7 @@ std::optional<RecipientVerdict> RecipientVerifier::Cached(absl::string_view addr
 }
 
 void RecipientVerifier::Submit(const std::string& address, uint64_t cookie, ProbeSink* sink) {
+  std::string refusal = "451 4.3.2 too many recipients waiting to be verified";
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = waiting_.find(address);
@@ -98,7 +99,9 @@ void RecipientVerifier::Submit(const std::string& address, uint64_t cookie, Prob
       it->second.push_back(Waiter{cookie, sink});  // asked already: one probe answers both
       return;
     }
-    if (!stopping_ && queue_.size() < kVerifyQueueMax) {
+    if (absl::Now() < down_until_) {
+      refusal = down_reply_;  // found down a moment ago: not asked again yet
+    } else if (!stopping_ && queue_.size() < kVerifyQueueMax) {
       waiting_[address].push_back(Waiter{cookie, sink});
       queue_.push_back(address);
       WakeLocked();
@@ -107,8 +110,7 @@ void RecipientVerifier::Submit(const std::string& address, uint64_t cookie, Prob
   }
   counters_.probes_unreachable.fetch_add(1, std::memory_order_relaxed);
   sink->OnProbed(cookie,
-                 RecipientVerdict{RecipientVerdict::Kind::kUnreachable,
-                                  "451 4.3.2 too many recipients waiting to be verified", false});
+                 RecipientVerdict{RecipientVerdict::Kind::kUnreachable, std::move(refusal), false});
 }
 
 void RecipientVerifier::Remember(const std::string& address, const RecipientVerdict& verdict,
@@ -195,14 +197,36 @@ io::Task<void> RecipientVerifier::Probe(SmtpClient& client, std::string address)
                                                                           : "unreachable"},
             {"reply", verdict.reply}});
   std::vector<Waiter> waiters;
+  size_t others = 0;  // waiters for other addresses, answered with this one (the route is down)
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Remember(address, verdict, absl::Now());
+    absl::Time now = absl::Now();
+    Remember(address, verdict, now);
     auto it = waiting_.find(address);
     if (it != waiting_.end()) {
       waiters = std::move(it->second);
       waiting_.erase(it);
     }
+    if (result.target_down) {
+      down_until_ = now + options_.down_hold;
+      down_reply_ = verdict.reply;
+      size_t own = waiters.size();
+      for (const std::string& queued : queue_) {
+        auto q = waiting_.find(queued);
+        if (q != waiting_.end()) {
+          waiters.insert(waiters.end(), q->second.begin(), q->second.end());
+          waiting_.erase(q);
+        }
+      }
+      queue_.clear();
+      others = waiters.size() - own;
+    }
+  }
+  if (others > 0) {
+    counters_.probes_unreachable.fetch_add(others, std::memory_order_relaxed);
+    LogEvent(
+        LogLevel::kWarning, "rcpt.verify_down",
+        {{"route", options_.route}, {"waiting", absl::StrCat(others)}, {"reply", verdict.reply}});
   }
   for (const Waiter& waiter : waiters) {
     waiter.sink->OnProbed(waiter.cookie, verdict);

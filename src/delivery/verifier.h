@@ -10,10 +10,15 @@
 // mailbox). The verifier is one task (Run) on a delivery I/O loop (VerifierOptions::loop, shared
 // with the delivery connections; none: a thread and loop of its own) that probes one address at
 // a time over its own pooled connection to the route's targets (SmtpClient::Probe: MAIL
-// FROM:<>, RCPT, RSET), so a burst
-// of new addresses costs one probe per distinct address (addresses waiting already are not
-// asked twice) and never more than one connection per route. An address the target could not
-// be asked about is not cached.
+// FROM:<>, RCPT, RSET), so a burst of new addresses costs one probe per distinct address
+// (addresses waiting already are not asked twice) and never more than one connection per
+// route. An address the target could not be asked about is not cached.
+//
+// A route that is down is not asked again and again: when a probe finds no target it can ask
+// (RecipientResult::target_down: none reachable, or the connection broke or timed out), every
+// address waiting gets that answer too, and so does every address submitted for `down_hold`
+// after (verify_timeout_s), at once. Otherwise a message to 50 new addresses behind a target
+// that black-holes connections would wait 50 times verify_timeout_s at RCPT.
 //
 // Bounds: kVerifyQueueMax addresses wait at most (past it, and once stopping, Submit answers
 // kUnreachable at once); the cache keeps kVerifyCacheEntriesMax addresses (past it, the
@@ -74,6 +79,9 @@ struct VerifierOptions {
   absl::Duration positive = absl::Seconds(3600);
   absl::Duration negative = absl::Seconds(300);
   absl::Duration idle_close = absl::Seconds(30);  // the probe connection is closed after this
+  // down_hold: after a probe that found the route down, how long addresses are answered
+  // kUnreachable without a probe (verify_timeout_s).
+  absl::Duration down_hold = absl::Seconds(10);
   // The loop the verifier's task runs on (it outlives the verifier); null: a thread of its own.
   io::Loop* loop = nullptr;
 };
@@ -125,7 +133,9 @@ class RecipientVerifier {
   bool asleep_ = false;           // it waits on waiter_ for work
   int posts_ = 0;                 // wakes posted to the loop, not yet run
   bool stopping_ = false;
-  std::deque<std::string> queue_;                                  // addresses to probe
+  absl::Time down_until_ = absl::InfinitePast();  // the route was found down: no probe before
+  std::string down_reply_;                        // why, as the last probe found it
+  std::deque<std::string> queue_;                 // addresses to probe
   absl::flat_hash_map<std::string, std::vector<Waiter>> waiting_;  // by address
   absl::flat_hash_map<std::string, Entry> cache_;
 };

@@ -420,6 +420,7 @@ absl::Status Server::StartSpoolAndDelivery(int shards) {
     options.positive = absl::Seconds(d.verify_positive_s);
     options.negative = absl::Seconds(d.verify_negative_s);
     options.idle_close = absl::Seconds(d.connection_idle_s);
+    options.down_hold = absl::Seconds(d.verify_timeout_s);
     options.loop = io_loops[r % io_loops.size()];  // a verifying route is LMTP/SMTP: they exist
     delivery_->SetVerifier(r, std::make_unique<delivery::RecipientVerifier>(std::move(options)));
   }

@@ -1423,6 +1423,89 @@ TEST(RecipientVerifierTest, TheSameAddressWaitingTwiceIsProbedOnceAndStopAnswers
   EXPECT_EQ(answers.got[3].second.kind, RecipientVerdict::Kind::kUnreachable);
 }
 
+// SilentPort: listens and never accepts: connections complete, no greeting comes. Accepted()
+// counts the connections made to it since the last call.
+struct SilentPort {
+  SilentPort() {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    EXPECT_EQ(listen(fd, 64), 0);
+    EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+    target = absl::StrCat("127.0.0.1:", ntohs(address.sin_port));
+  }
+  ~SilentPort() { close(fd); }
+  int Accepted() {
+    int n = 0;
+    for (int c; (c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0; ++n) {
+      close(c);
+    }
+    return n;
+  }
+  int fd = -1;
+  std::string target;
+};
+
+TEST(RecipientVerifierTest, ARouteFoundDownAnswersEveryoneWaitingAndIsNotAskedAgainForAWhile) {
+  SilentPort hole;
+  VerifierOptions options;
+  options.route = "test";
+  SmtpClientOptions client = Options(hole.target);
+  client.io_timeout = absl::Milliseconds(300);
+  options.client = *MakeSmtpClientMaker(client);
+  options.down_hold = absl::Seconds(1);
+  RecipientVerifier verifier(std::move(options));
+  verifier.Start();
+  Answers answers;
+  for (int i = 0; i < 4; ++i) {  // the first one's probe hangs; three wait behind it
+    verifier.Submit(absl::StrCat("new", i, "@b.test"), i, &answers);
+  }
+  ASSERT_TRUE(answers.WaitFor(4));
+  const std::string timeout = absl::StrCat("451 4.4.2 timeout reading reply from ", hole.target);
+  for (const auto& [cookie, verdict] : answers.got) {
+    EXPECT_EQ(verdict.kind, RecipientVerdict::Kind::kUnreachable) << cookie;
+    EXPECT_EQ(verdict.reply, timeout) << cookie;
+  }
+  EXPECT_EQ(hole.Accepted(), 1);  // one probe for all four
+  // Within down_hold: answered at once, on the submitting thread, without a connection.
+  verifier.Submit("later@b.test", 10, &answers);
+  ASSERT_EQ(answers.size(), 5u);
+  EXPECT_EQ(answers.got[4].second.kind, RecipientVerdict::Kind::kUnreachable);
+  EXPECT_EQ(answers.got[4].second.reply, timeout);
+  EXPECT_EQ(hole.Accepted(), 0);
+  EXPECT_FALSE(verifier.Cached("later@b.test", absl::Now()).has_value());
+  EXPECT_EQ(verifier.counters().probes_unreachable.load(), 5u);
+  // After it: asked again.
+  absl::SleepFor(absl::Milliseconds(1100));
+  verifier.Submit("again@b.test", 11, &answers);
+  ASSERT_TRUE(answers.WaitFor(6));
+  EXPECT_EQ(answers.got[5].second.reply, timeout);
+  EXPECT_EQ(hole.Accepted(), 1);
+}
+
+TEST(RecipientVerifierTest, ATargetsOwnTemporaryRefusalDoesNotMarkTheRouteDown) {
+  FakeBehavior behavior;
+  behavior.on_command = [](int, const std::string& line) -> std::string {
+    return absl::StartsWith(line, "RCPT") && absl::StrContains(line, "busy@")
+               ? "450 4.2.1 mailbox busy"
+               : "";
+  };
+  FakeServer server(behavior);
+  RecipientVerifier verifier(VerifyOptions(server.target()));
+  verifier.Start();
+  Answers answers;
+  verifier.Submit("busy@b.test", 1, &answers);
+  ASSERT_TRUE(answers.WaitFor(1));
+  EXPECT_EQ(answers.got[0].second.kind, RecipientVerdict::Kind::kUnreachable);
+  EXPECT_EQ(answers.got[0].second.reply, "450 4.2.1 mailbox busy");
+  verifier.Submit("ann@b.test", 2, &answers);
+  ASSERT_TRUE(answers.WaitFor(2));
+  EXPECT_EQ(answers.got[1].second.kind, RecipientVerdict::Kind::kExists);
+}
+
 TEST(SmtpClientDsnTest, DsnParametersGoOnOnlyToATargetThatOffersDsn) {
   for (bool offered : {false, true}) {
     FakeBehavior behavior;
