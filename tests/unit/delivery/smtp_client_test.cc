@@ -736,22 +736,39 @@ TEST(SmtpClientTest, ConnectionRefusedIsTransientForTheWholeBatch) {
   EXPECT_FALSE(client->connected());
 }
 
+// SilentPort: listens and never accepts: connections complete, no greeting comes. Accepted()
+// counts the connections made to it since the last call.
+struct SilentPort {
+  SilentPort() {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    EXPECT_EQ(listen(fd, 64), 0);
+    EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+    target = absl::StrCat("127.0.0.1:", ntohs(address.sin_port));
+  }
+  ~SilentPort() { close(fd); }
+  int Accepted() {
+    int n = 0;
+    for (int c; (c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0; ++n) {
+      close(c);
+    }
+    return n;
+  }
+  int fd = -1;
+  std::string target;
+};
+
 TEST(SmtpClientTest, SilentServerTimesOut) {
-  // Listening but never accepting: the connection completes, the greeting never comes.
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  ASSERT_EQ(listen(fd, 4), 0);
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  SmtpClientOptions options = Options(absl::StrCat("127.0.0.1:", ntohs(address.sin_port)));
+  SilentPort port;  // the connection completes, the greeting never comes
+  SmtpClientOptions options = Options(port.target);
   options.io_timeout = absl::Milliseconds(100);
   auto client = NewClient(options);
   OutboundMessage message = Message({"b@b.test"});
   DeliverNow(*client, {&message});
-  close(fd);
   EXPECT_EQ(Outcomes(message), (std::vector<Outcome>{kTemp}));
   EXPECT_EQ(message.results[0].reply,
             absl::StrCat("451 4.4.2 timeout reading reply from ", options.targets[0]));
@@ -851,16 +868,9 @@ TEST(SmtpClientTest, WhenEveryTargetFailsTheReplyNamesEach) {
 TEST(SmtpClientTest, ATargetThatFailedLatelyIsTriedLast) {
   // A black hole: the kernel completes connections to a listening socket nobody accepts on,
   // and no greeting ever comes. Each attempt costs io_timeout.
-  int hole = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  ASSERT_EQ(bind(hole, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  ASSERT_EQ(listen(hole, 16), 0);
-  ASSERT_EQ(getsockname(hole, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  SilentPort hole;
   FakeServer server(FakeBehavior{});
-  SmtpClientOptions options = Options(absl::StrCat("127.0.0.1:", ntohs(address.sin_port)));
+  SmtpClientOptions options = Options(hole.target);
   options.targets.push_back(server.target());
   options.io_timeout = absl::Milliseconds(200);
   options.messages_per_connection_max = 1;  // every message connects again
@@ -880,14 +890,7 @@ TEST(SmtpClientTest, ATargetThatFailedLatelyIsTriedLast) {
   EXPECT_EQ(client->target(), server.target());
   // The black hole was tried once, by the first message; the others, on either worker, went
   // straight on.
-  ASSERT_EQ(fcntl(hole, F_SETFL, O_NONBLOCK), 0);
-  int connections = 0;
-  for (int fd; (fd = accept(hole, nullptr, nullptr)) >= 0;) {
-    close(fd);
-    ++connections;
-  }
-  close(hole);
-  EXPECT_EQ(connections, 1);
+  EXPECT_EQ(hole.Accepted(), 1);
 }
 
 TEST(SmtpClientTest, ConnectionIsReusedAcrossDeliverCalls) {
@@ -1422,32 +1425,6 @@ TEST(RecipientVerifierTest, TheSameAddressWaitingTwiceIsProbedOnceAndStopAnswers
   ASSERT_EQ(answers.size(), 4u);
   EXPECT_EQ(answers.got[3].second.kind, RecipientVerdict::Kind::kUnreachable);
 }
-
-// SilentPort: listens and never accepts: connections complete, no greeting comes. Accepted()
-// counts the connections made to it since the last call.
-struct SilentPort {
-  SilentPort() {
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-    EXPECT_EQ(listen(fd, 64), 0);
-    EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
-    target = absl::StrCat("127.0.0.1:", ntohs(address.sin_port));
-  }
-  ~SilentPort() { close(fd); }
-  int Accepted() {
-    int n = 0;
-    for (int c; (c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0; ++n) {
-      close(c);
-    }
-    return n;
-  }
-  int fd = -1;
-  std::string target;
-};
 
 TEST(RecipientVerifierTest, ARouteFoundDownAnswersEveryoneWaitingAndIsNotAskedAgainForAWhile) {
   SilentPort hole;
