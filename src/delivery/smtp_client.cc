@@ -660,32 +660,40 @@ io::Task<RecipientResult> SmtpClient::Probe(std::string recipient) {
       absl::string_view::npos) {
     co_return RecipientResult{Outcome::kPermanent, "501 5.1.3 bad recipient address syntax"};
   }
-  if (connection_ != nullptr && connection_->HasUnreadInput()) {
+  bool utf8 = HasNonAscii(recipient);
+  // A pooled connection that breaks may only have gone stale (the target closed it as the
+  // probe went): one more try, on a new connection, before the route counts as down.
+  for (bool retried = false;; retried = true) {
+    if (connection_ != nullptr && connection_->HasUnreadInput()) {
+      Drop();
+    }
+    bool reused = connection_ != nullptr;
+    if (!reused) {
+      absl::Status status = co_await Connect();
+      if (!status.ok()) {
+        co_return down(status.message());
+      }
+    }
+    if (utf8 && !capabilities_.smtputf8) {
+      co_return unreachable(absl::StrCat("451 4.6.7 ", target_,
+                                         " does not offer SMTPUTF8: a non-ASCII address cannot "
+                                         "be verified there"));
+    }
+    ++messages_on_connection_;
+    smtp::ClientTransaction transaction;
+    transaction.mail = absl::StrCat("MAIL FROM:<>", utf8 ? " SMTPUTF8" : "");
+    transaction.rcpts.push_back(absl::StrCat("RCPT TO:<", recipient, ">"));
+    connection_->session().Begin(std::move(transaction), absl::ToUnixMicros(absl::Now()));
+    absl::Status status = co_await connection_->Run();
+    if (status.ok()) {
+      break;
+    }
     Drop();
-  }
-  if (connection_ == nullptr) {
-    absl::Status status = co_await Connect();
-    if (!status.ok()) {
+    if (!reused || retried) {
       co_return down(status.message());
     }
   }
-  bool utf8 = HasNonAscii(recipient);
-  if (utf8 && !capabilities_.smtputf8) {
-    co_return unreachable(absl::StrCat("451 4.6.7 ", target_,
-                                       " does not offer SMTPUTF8: a non-ASCII address cannot be "
-                                       "verified there"));
-  }
-  ++messages_on_connection_;
-  smtp::ClientTransaction transaction;
-  transaction.mail = absl::StrCat("MAIL FROM:<>", utf8 ? " SMTPUTF8" : "");
-  transaction.rcpts.push_back(absl::StrCat("RCPT TO:<", recipient, ">"));
   smtp::ClientSession& session = connection_->session();
-  session.Begin(std::move(transaction), absl::ToUnixMicros(absl::Now()));
-  absl::Status status = co_await connection_->Run();
-  if (!status.ok()) {
-    Drop();
-    co_return down(status.message());
-  }
   const smtp::ClientReplies& replies = session.replies();
   RecipientResult result;
   if (!replies.MailAccepted()) {

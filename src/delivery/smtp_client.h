@@ -143,7 +143,9 @@ class SmtpClient : public Backend {
 
   // Probe: whether the target would take mail for `recipient` (recipient verification):
   // MAIL FROM:<>, RCPT TO:<recipient> (pipelined when offered), RSET, over the client's
-  // connection (made when there is none, kept for the next probe). kDelivered: it would;
+  // connection (made when there is none, kept for the next probe; a kept one that breaks is
+  // tried once more on a new one, so a stale connection never looks like a target that is
+  // down, at the price of a second io_timeout when a target hangs mid-probe). kDelivered: it would;
   // kPermanent: its 5xx (the reply); kTransient: a 4xx, or it could not be asked (the reply
   // says why: the connection, a refused null sender, a non-ASCII address without SMTPUTF8;
   // target_down when it was the connection).

@@ -1307,6 +1307,39 @@ TEST(SmtpClientProbeTest, ATargetThatCannotBeAskedIsTransientAndSaysWhy) {
   EXPECT_EQ(result.reply, "450 4.2.1 mailbox busy");
 }
 
+TEST(SmtpClientProbeTest, APooledConnectionThatBreaksIsTriedOnceMoreOnANewOne) {
+  // The target drops its first connection at the second probe's MAIL, unanswered (as a server
+  // that timed the idle connection out at that moment), and every connection when asked to.
+  std::atomic<bool> always{false};
+  std::atomic<int> mails{0};
+  FakeBehavior behavior;
+  behavior.on_command = [&](int connection, const std::string& line) -> std::string {
+    if (!absl::StartsWith(line, "MAIL")) {
+      return "";
+    }
+    int mail = mails++;
+    return always.load() || (connection == 0 && mail == 1) ? kClose : "";
+  };
+  FakeServer server(behavior);
+  auto client = NewClient(Options(server.target()));
+  EXPECT_EQ(ProbeNow(*client, "ann@b.test").outcome, kOk);
+  RecipientResult again = ProbeNow(*client, "bob@b.test");
+  EXPECT_EQ(again.outcome, kOk) << again.reply;
+  EXPECT_FALSE(again.target_down);
+  EXPECT_EQ(client->connections_opened(), 2u);
+  // A new connection that breaks is not tried again: the target is down. (The fake serves
+  // one connection at a time: the first client goes first.)
+  client.reset();
+  always = true;
+  auto fresh = NewClient(Options(server.target()));
+  RecipientResult down = ProbeNow(*fresh, "cat@b.test");
+  EXPECT_EQ(down.outcome, kTemp);
+  EXPECT_TRUE(down.target_down);
+  EXPECT_EQ(down.reply, absl::StrCat("451 4.4.2 ", server.target(), " closed the connection"))
+      << "not a timeout";
+  EXPECT_EQ(fresh->connections_opened(), 1u);
+}
+
 TEST(SmtpClientProbeTest, AnAddressThatCouldBreakTheCommandIsNeverSent) {
   FakeServer server(FakeBehavior{});
   auto client = NewClient(Options(server.target()));
