@@ -139,19 +139,9 @@ void DeliveryQueue::Unlist(Slot* slot) {
 }
 
 void DeliveryQueue::Wake(Slot* slot) {
-  if (io::Loop::Current() == slot->loop) {
-    slot->loop->Wake(&slot->waiter);  // a slot on the same loop: it resumes in this turn
-    return;
-  }
-  // From another thread (a shard, the admin thread, a slot on another loop): the wake runs on
-  // the slot's loop. Join waits for it, so that it never runs after the queue is gone.
-  ++posts_;
-  slot->loop->Post([this, slot] {
-    slot->loop->Wake(&slot->waiter);
-    std::lock_guard<std::mutex> lock(mu_);
-    --posts_;
-    done_.notify_all();
-  });
+  // From another thread (a shard, the admin thread, a slot on another loop) the wake runs on
+  // the slot's loop; Join waits for it, so that it never runs after the slot is gone.
+  wakes_.Wake(slot->loop, &slot->waiter);
 }
 
 void DeliveryQueue::Insert(std::unique_ptr<QueuedMessage> message, absl::Time now) {
@@ -211,8 +201,9 @@ void DeliveryQueue::RequestStop(absl::Duration drain) {
 void DeliveryQueue::Join() {
   {
     std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [this] { return running_ == 0 && posts_ == 0; });
+    done_.wait(lock, [this] { return running_ == 0; });
   }
+  wakes_.WaitForPosted();
   own_threads_.clear();  // each ends, its one slot having ended
   slots_.clear();
 }

@@ -311,16 +311,16 @@ class DeliveryQueue {
   std::vector<std::unique_ptr<Ring>> producers_;
   std::vector<std::unique_ptr<Slot>> slots_;                  // from Start to Join
   std::vector<std::unique_ptr<io::LoopThread>> own_threads_;  // no options_.loops: one per slot
-  std::atomic<int> sleeping_{0};                              // sleepers_.size()
+  io::RemoteWakes wakes_;         // a sleeping slot woken from another thread (Join waits for them)
+  std::atomic<int> sleeping_{0};  // sleepers_.size()
 
   // std::mutex, not absl::Mutex: Debian's abseil is not built for ThreadSanitizer.
   // mu_ guards stopping_, drain_deadline_, messages_, ready_ and scheduled_ (and the queue
   // control fields of each QueuedMessage; see Conclude).
   std::mutex mu_;
-  std::condition_variable done_;  // Join: running_ or posts_ went down
+  std::condition_variable done_;  // Join: running_ went down
   std::vector<Slot*> sleepers_;   // guarded by mu_: slots asleep, waiting for work
   int running_ = 0;               // guarded by mu_: slots started and not ended
-  int posts_ = 0;                 // guarded by mu_: wakes posted to a loop, not yet run
   bool stopping_ = false;         // guarded by mu_
   absl::Time drain_deadline_ = absl::InfiniteFuture();                         // guarded by mu_
   absl::flat_hash_map<std::string, std::unique_ptr<QueuedMessage>> messages_;  // guarded by mu_

@@ -38,17 +38,7 @@ void RecipientVerifier::WakeLocked() {
     return;
   }
   asleep_ = false;
-  if (io::Loop::Current() == loop_) {
-    loop_->Wake(&waiter_);
-    return;
-  }
-  ++posts_;
-  loop_->Post([this] {
-    loop_->Wake(&waiter_);
-    std::lock_guard<std::mutex> lock(mu_);
-    --posts_;
-    done_.notify_all();
-  });
+  wakes_.Wake(loop_, &waiter_);
 }
 
 void RecipientVerifier::Stop() {
@@ -72,8 +62,9 @@ void RecipientVerifier::Stop() {
   }
   {
     std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [this] { return !running_ && posts_ == 0; });
+    done_.wait(lock, [this] { return !running_; });
   }
+  wakes_.WaitForPosted();
   own_thread_.reset();
 }
 

@@ -125,13 +125,13 @@ class RecipientVerifier {
   std::unique_ptr<io::LoopThread> own_thread_;  // options_.loop null: the task's thread
   io::Loop* loop_ = nullptr;                    // where the task runs
   io::Waiter waiter_;                           // where it sleeps; the loop's thread only
+  io::RemoteWakes wakes_;                       // wakes from the shards (Stop waits for them)
 
   // std::mutex, not absl::Mutex: Debian's abseil is not built for ThreadSanitizer.
   std::mutex mu_;                 // guards everything below
-  std::condition_variable done_;  // Stop: running_ or posts_ went down
+  std::condition_variable done_;  // Stop: running_ went down
   bool running_ = false;          // the task was started and has not ended
   bool asleep_ = false;           // it waits on waiter_ for work
-  int posts_ = 0;                 // wakes posted to the loop, not yet run
   bool stopping_ = false;
   absl::Time down_until_ = absl::InfinitePast();  // the route was found down: no probe before
   std::string down_reply_;                        // why, as the last probe found it

@@ -250,6 +250,28 @@ void Loop::RunUntilStopped() {
   RunPosted();  // what was posted before the stop (no task is left to be woken by it)
 }
 
+void RemoteWakes::Wake(Loop* loop, Waiter* waiter) {
+  if (Loop::Current() == loop) {
+    loop->Wake(waiter);  // it resumes in this turn
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++posted_;
+  }
+  loop->Post([this, loop, waiter] {
+    loop->Wake(waiter);
+    std::lock_guard<std::mutex> lock(mu_);
+    --posted_;
+    done_.notify_all();
+  });
+}
+
+void RemoteWakes::WaitForPosted() {
+  std::unique_lock<std::mutex> lock(mu_);
+  done_.wait(lock, [this] { return posted_ == 0; });
+}
+
 absl::StatusOr<std::unique_ptr<LoopThread>> LoopThread::Start(std::string name) {
   std::unique_ptr<LoopThread> thread(new LoopThread());
   std::mutex mu;

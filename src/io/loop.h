@@ -20,6 +20,7 @@
 // Stop may be called from others.
 
 #include <atomic>
+#include <condition_variable>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -206,6 +207,28 @@ inline void RunSync<void>(Loop& loop, Task<void> task) {
   loop.Spawn(internal::Capture(std::move(task), &done));
   loop.Run();
 }
+
+// RemoteWakes: wakes a task waiting on a Waiter of `loop` from any thread: on the loop's own
+// thread at once, from another by a Post. The owner of the waiters calls WaitForPosted before
+// they go, so that no posted wake runs after them. Each owner that wakes across threads (the
+// delivery queue's slots, the recipient verifier) has one.
+class RemoteWakes {
+ public:
+  RemoteWakes() = default;
+  ~RemoteWakes() { WaitForPosted(); }
+  RemoteWakes(const RemoteWakes&) = delete;
+  RemoteWakes& operator=(const RemoteWakes&) = delete;
+
+  // Wake: Loop::Wake(waiter), on `loop`'s thread. Any thread.
+  void Wake(Loop* loop, Waiter* waiter);
+  // WaitForPosted: returns once every wake posted so far has run. Not on a loop it posted to.
+  void WaitForPosted();
+
+ private:
+  std::mutex mu_;
+  std::condition_variable done_;
+  int posted_ = 0;  // guarded by mu_: posted, not yet run
+};
 
 // LoopThread: a thread running a loop until stopped (the delivery stage's I/O threads, and a
 // Maildir route's writer threads, each running its tasks).
