@@ -82,7 +82,7 @@ std::optional<RecipientVerdict> RecipientVerifier::Cached(absl::string_view addr
 }
 
 void RecipientVerifier::Submit(const std::string& address, uint64_t cookie, ProbeSink* sink) {
-  std::string refusal = "451 4.3.2 too many recipients waiting to be verified";
+  std::string refusal;  // set only when the address cannot wait for a probe
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = waiting_.find(address);
@@ -97,6 +97,9 @@ void RecipientVerifier::Submit(const std::string& address, uint64_t cookie, Prob
       queue_.push_back(address);
       WakeLocked();
       return;
+    } else {
+      refusal = stopping_ ? "421 4.3.2 chute is stopping"
+                          : "451 4.3.2 too many recipients waiting to be verified";
     }
   }
   counters_.probes_unreachable.fetch_add(1, std::memory_order_relaxed);

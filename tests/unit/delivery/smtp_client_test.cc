@@ -1457,6 +1457,7 @@ TEST(RecipientVerifierTest, TheSameAddressWaitingTwiceIsProbedOnceAndStopAnswers
   verifier.Submit("late@b.test", 4, &answers);
   ASSERT_EQ(answers.size(), 4u);
   EXPECT_EQ(answers.got[3].second.kind, RecipientVerdict::Kind::kUnreachable);
+  EXPECT_EQ(answers.got[3].second.reply, "421 4.3.2 chute is stopping");
 }
 
 TEST(RecipientVerifierTest, ARouteFoundDownAnswersEveryoneWaitingAndIsNotAskedAgainForAWhile) {
