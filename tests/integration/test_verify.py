@@ -4,12 +4,16 @@ smarthost here) and passes on its refusal, answering repeats from its cache; an 
 a real Dovecot; a target that cannot be asked accepts or defers as verify_unreachable says."""
 
 import os
+import signal
 import smtplib
 import socket
+import threading
+import time
 import unittest
 
 from test_delivery import (DOVECOT_UNKNOWN, DOVECOT_USERS, DeliveryFixture, FakeSmtp,
                            delivery_config, start_dovecot, tags_in, wait_until)
+from test_routes import established_to
 
 
 class RcptMixin:
@@ -170,6 +174,63 @@ class UnreachableDeferTest(UnreachableVerifyFixture):
         metrics = self.metrics()
         self.assertEqual(metrics['chute_recipient_verifications_total{route="default",'
                                  'result="unreachable"}'], 1)
+
+
+class BlackHoleVerifyTest(RcptMixin, DeliveryFixture):
+    """A target that takes connections and never answers: the first new address waits one
+    verify_timeout_s, and the addresses after it, for verify_timeout_s, are answered at once
+    without another connection; chuted stops cleanly while a probe hangs."""
+
+    def setUp(self):
+        self.hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.hole.bind(("127.0.0.1", 0))
+        self.hole.listen(64)  # never accepted here: connections complete, no greeting comes
+        self.hole.setblocking(False)
+        self.addCleanup(self.hole.close)
+        self.extra_config = delivery_config(
+            "smtp", f"127.0.0.1:{self.hole.getsockname()[1]}", verify_recipients=True,
+            verify_unreachable="defer", verify_timeout_s=2)
+        super().setUp()
+        self.connections()  # chutectl's own probes, while the fixture made the accounts
+
+    def connections(self):
+        """Connections made to the hole since the last call."""
+        count = 0
+        while True:
+            try:
+                conn, _ = self.hole.accept()
+            except BlockingIOError:
+                return count
+            conn.close()
+            count += 1
+
+    def test_a_burst_of_new_addresses_costs_one_probe_and_stop_does_not_wait_for_a_hung_one(self):
+        answers = self.rcpts([f"new{i}@example.test" for i in range(5)])
+        self.assertEqual([code for code, _ in answers], [450] * 5, answers)
+        self.assertEqual(self.connections(), 1)
+        metrics = self.metrics()
+        self.assertEqual(metrics['chute_recipient_verifications_total{route="default",'
+                                 'result="unreachable"}'], 5)
+        # Past the hold the route is asked again; SIGTERM while that probe hangs.
+        time.sleep(2.2)
+        result = {}
+
+        def late():
+            try:
+                result["answers"] = self.rcpts(["late@example.test"])
+            except Exception as e:  # noqa: BLE001 (chuted closing the session is an answer)
+                result["error"] = repr(e)
+
+        client = threading.Thread(target=late)
+        client.start()
+        wait_until(lambda: self.metrics().get(
+            'chute_recipient_verifications_total{route="default",result="unreachable"}') == 5
+            and established_to(self.hole.getsockname()[1]) >= 1, "the late probe's connection", 10)
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.proc.wait(timeout=30), 0, self.read_log())
+        client.join(30)
+        self.assertFalse(client.is_alive())
+        self.assertTrue(result, "the late RCPT got no answer")
 
 
 class DovecotVerifyTest(RcptMixin, DeliveryFixture):
