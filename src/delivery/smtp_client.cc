@@ -46,29 +46,6 @@ Outcome OutcomeOf(const ServerReply& reply) {
   return reply.Class() == 5 ? Outcome::kPermanent : Outcome::kTransient;
 }
 
-struct SocketAddress {
-  sockaddr_storage storage{};
-  socklen_t length = 0;
-};
-
-absl::StatusOr<SocketAddress> ParseTarget(absl::string_view target) {
-  SocketAddress out;
-  if (absl::ConsumePrefix(&target, "unix:")) {
-    auto* un = reinterpret_cast<sockaddr_un*>(&out.storage);
-    if (target.empty() || target.size() >= sizeof(un->sun_path)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("a unix socket path must have 1 to ", sizeof(un->sun_path) - 1, " bytes"));
-    }
-    un->sun_family = AF_UNIX;
-    std::memcpy(un->sun_path, target.data(), target.size());
-    out.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + target.size() + 1);
-    return out;
-  }
-  ASSIGN_OR_RETURN(HostPort address, ParseHostPort(target));
-  out.length = net::ToSockaddr(address, &out.storage);
-  return out;
-}
-
 // HasLineBreakOrNul: such an address would smuggle a command into the session. chute's own
 // SMTP parser never accepts one, so this only guards against a damaged spool record.
 bool HasLineBreakOrNul(absl::string_view address) {
@@ -151,7 +128,7 @@ class SmtpClient::Connection : public smtp::ClientObserver {
 io::Task<absl::StatusOr<std::unique_ptr<SmtpClient::Connection>>> SmtpClient::Connection::Open(
     io::Loop* loop, std::string target, smtp::ClientConfig config, absl::Duration io_timeout,
     const std::atomic<int64_t>* stop_at_unix_ms) {
-  absl::StatusOr<SocketAddress> address = ParseTarget(target);
+  absl::StatusOr<net::SocketAddress> address = net::ParseConnectTarget(target);
   if (!address.ok()) {
     co_return LocalFailure("4.3.5",
                            absl::StrCat("bad target ", target, ": ", address.status().message()));
@@ -256,7 +233,7 @@ absl::Status ValidateSmtpClientOptions(const SmtpClientOptions& options) {
     return absl::InvalidArgumentError("no target");
   }
   for (const std::string& target : options.targets) {
-    absl::StatusOr<SocketAddress> address = ParseTarget(target);
+    absl::StatusOr<net::SocketAddress> address = net::ParseConnectTarget(target);
     if (!address.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("target \"", target, "\": ", address.status().message()));

@@ -15,6 +15,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "base/status_macros.h"
 #include "io/ring.h"
 
 namespace chute::net {
@@ -181,6 +183,24 @@ absl::StatusOr<int> OpenUnixListener(const std::string& path) {
         }
         return fd;
       });
+}
+
+absl::StatusOr<SocketAddress> ParseConnectTarget(absl::string_view target) {
+  SocketAddress out;
+  if (absl::ConsumePrefix(&target, "unix:")) {
+    auto* un = reinterpret_cast<sockaddr_un*>(&out.storage);
+    if (target.empty() || target.size() >= sizeof(un->sun_path)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a unix socket path must have 1 to ", sizeof(un->sun_path) - 1, " bytes"));
+    }
+    un->sun_family = AF_UNIX;
+    std::memcpy(un->sun_path, target.data(), target.size());
+    out.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + target.size() + 1);
+    return out;
+  }
+  ASSIGN_OR_RETURN(HostPort address, ParseHostPort(target));
+  out.length = ToSockaddr(address, &out.storage);
+  return out;
 }
 
 socklen_t ToSockaddr(const HostPort& address, sockaddr_storage* out) {

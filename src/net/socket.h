@@ -36,6 +36,15 @@ absl::StatusOr<int> OpenUnixListener(const std::string& path);
 // errno of the failure.
 absl::StatusOr<int> ConnectUnix(const std::string& path);
 
+// SocketAddress: an address to connect a stream socket to.
+struct SocketAddress {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+};
+// ParseConnectTarget: "a.b.c.d:port", "[v6]:port" or "unix:/path" (the delivery targets, the
+// fleet's Redis). InvalidArgument saying what is wrong otherwise.
+absl::StatusOr<SocketAddress> ParseConnectTarget(absl::string_view target);
+
 // ToSockaddr: `address` as a sockaddr_in (IPv4-mapped) or sockaddr_in6; returns its length.
 socklen_t ToSockaddr(const HostPort& address, sockaddr_storage* out);
 
