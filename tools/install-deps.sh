@@ -13,6 +13,8 @@ run_packages=(
   liburing-dev android-libboringssl-dev libabsl-dev libmimalloc-dev libgtest-dev libgmock-dev
   libbenchmark-dev libsqlite3-dev libargon2-dev libtomlplusplus-dev nlohmann-json3-dev
   libsystemd-dev libidn2-dev
+  # the fleet's Redis client uses hiredis's reply reader ([fleet] redis)
+  libhiredis-dev
   # the demo certificate
   openssl
   # delivery TLS verifies against the system's CAs by default ([delivery] tls_ca_file)
@@ -36,6 +38,9 @@ test_packages=(
   # the package under a booted systemd (tests/integration/test_systemd_boot.py: systemd-nspawn
   # over an overlay of this machine's own system; nothing is downloaded)
   systemd-container
+  # the fleet's peers: Redis for the tenant leases (tests/unit/fleet, tests/integration/test_fleet.py)
+  # and HAProxy in front of the nodes (deploy/haproxy.cfg)
+  redis-server haproxy
   # the benchmark charts (bench/run.sh, bench/shard_sweep.sh)
   gnuplot-nox
 )

@@ -675,6 +675,31 @@ absl::Status ReadOAuth(const toml::table& table, absl::string_view source, OAuth
   return r.Finish();
 }
 
+absl::Status ReadFleet(const toml::table& table, absl::string_view source, FleetConfig* out) {
+  TableReader r(table, "fleet", source);
+  r.String("node_id", true, &out->node_id);
+  r.String("redis", true, &out->redis);
+  r.String("redis_password_file", true, &out->redis_password_file);
+  r.Int("lease_s", 3, 3600, &out->lease_s);
+  r.Int("redis_timeout_ms", 10, 60000, &out->redis_timeout_ms);
+  r.Check(out->node_id.size() <= 64 &&
+              std::all_of(out->node_id.begin(), out->node_id.end(),
+                          [](char c) {
+                            return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+                                   c == '_' || c == '.';
+                          }),
+          "node_id", "must be at most 64 letters, digits, '.', '-' or '_'");
+  if (!out->redis.empty()) {
+    bool unix_path = out->redis.starts_with("unix:/");
+    r.Check(unix_path || ParseHostPort(out->redis).ok(), "redis",
+            absl::StrCat("\"", out->redis,
+                         "\": expected \"a.b.c.d:port\", \"[v6]:port\" or \"unix:/path\""));
+    r.Check(out->redis_timeout_ms * 3 <= out->lease_s * 1000, "redis_timeout_ms",
+            "must be at most a third of lease_s (a lease is renewed every third of it)");
+  }
+  return r.Finish();
+}
+
 // CheckDistinctAddresses: no two listeners, and not the admin listener and a listener, on one
 // address. With SO_REUSEPORT both would bind, and connections would go to either at random.
 absl::Status CheckDistinctAddresses(const Config& config, absl::string_view source) {
@@ -759,9 +784,9 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view sou
   }
   const toml::table& root = parsed.table();
   Config config;
-  static constexpr absl::string_view kTables[] = {"server", "listener", "tls",       "limits",
-                                                  "spool",  "delivery", "directory", "passwords",
-                                                  "admin",  "log",      "trace",     "oauth"};
+  static constexpr absl::string_view kTables[] = {
+      "server",    "listener", "tls", "limits", "spool", "delivery", "directory",
+      "passwords", "admin",    "log", "trace",  "oauth", "fleet"};
   for (const auto& [key, node] : root) {
     if (std::find(std::begin(kTables), std::end(kTables), Absl(key.str())) == std::end(kTables)) {
       return absl::InvalidArgumentError(absl::StrCat(source_name, ":", node.source().begin.line,
@@ -793,6 +818,8 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view sou
   RETURN_IF_ERROR(ReadTrace(*table, source_name, &config.trace));
   ASSIGN_OR_RETURN(table, SubTable(root, "oauth", source_name));
   RETURN_IF_ERROR(ReadOAuth(*table, source_name, &config.oauth));
+  ASSIGN_OR_RETURN(table, SubTable(root, "fleet", source_name));
+  RETURN_IF_ERROR(ReadFleet(*table, source_name, &config.fleet));
   RETURN_IF_ERROR(CheckDistinctAddresses(config, source_name));
   ResolvePaths(&config);
   return config;

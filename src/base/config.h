@@ -186,6 +186,16 @@ struct OAuthConfig {
   int64_t keys_max_age_s = 604800;    // keys not fetched again for this long are dropped
 };
 
+// [fleet]: several chuted nodes keeping the per-tenant cap together (docs/fleet.md). With
+// `redis` empty (the default) a node is alone and the cap is its own, in process.
+struct FleetConfig {
+  std::string node_id;              // resolved: "" = the machine's host name
+  std::string redis;                // "" = off; "host:port" or "unix:/path"
+  std::string redis_password_file;  // "" = none; else AUTH with the file's first line
+  int64_t lease_s = 30;             // a session's place lives this long unless renewed
+  int64_t redis_timeout_ms = 500;   // one exchange with Redis; past it, the node's share
+};
+
 struct Config {
   ServerConfig server;
   std::vector<ListenerConfig> listeners;  // never empty after loading
@@ -203,6 +213,7 @@ struct Config {
   LogConfig log;
   TraceConfig trace;
   OAuthConfig oauth;
+  FleetConfig fleet;
 };
 
 // ParseConfig: parses TOML `text`; `source_name` (usually the file's path) prefixes every error

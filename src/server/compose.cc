@@ -19,6 +19,7 @@
 #include "delivery/queue.h"
 #include "delivery/report.h"
 #include "delivery/smtp_client.h"
+#include "fleet/tenant_leases.h"
 #include "io/file.h"
 #include "io/loop.h"
 #include "net/socket.h"
@@ -174,6 +175,46 @@ void Server::MakeGate() {
   gate_limits.per_tenant = static_cast<uint64_t>(limits.authenticated_connections_per_tenant);
   gate_limits.ip_slots = static_cast<size_t>(limits.ip_table_slots);
   shared_.gate = std::make_unique<policy::ConnectionGate>(gate_limits);
+}
+
+absl::Status Server::StartFleet() {
+  const FleetConfig& fleet = shared_.config.fleet;
+  if (fleet.redis.empty()) {
+    return absl::OkStatus();  // alone: the in-process cap is the whole cap
+  }
+  fleet::LeaseOptions options;
+  options.node_id = fleet.node_id;
+  if (options.node_id.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    options.node_id = host;
+  }
+  options.redis = fleet.redis;
+  if (!fleet.redis_password_file.empty()) {
+    absl::StatusOr<std::string> text = io::ReadFile(fleet.redis_password_file);
+    if (!text.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("[fleet] redis_password_file ",
+                                                        fleet.redis_password_file, ": ",
+                                                        text.status().message()));
+    }
+    options.password = text->substr(0, text->find_first_of("\r\n"));
+  }
+  options.lease = absl::Seconds(fleet.lease_s);
+  options.timeout = absl::Milliseconds(fleet.redis_timeout_ms);
+  options.cap = static_cast<uint64_t>(shared_.config.limits.authenticated_connections_per_tenant);
+  const policy::ConnectionGate* gate = shared_.gate.get();
+  options.local_count = [gate](int64_t tenant_id) { return gate->TenantCount(tenant_id); };
+  absl::StatusOr<std::unique_ptr<fleet::TenantLeases>> leases =
+      fleet::TenantLeases::Start(std::move(options));
+  if (!leases.ok()) {
+    return absl::InternalError(absl::StrCat("[fleet]: ", leases.status().message()));
+  }
+  leases_ = *std::move(leases);
+  shared_.leases = leases_.get();
+  LOG_INFO("fleet: the tenant cap (%lld) is kept with the other nodes through Redis %s as %s",
+           static_cast<long long>(shared_.config.limits.authenticated_connections_per_tenant),
+           fleet.redis.c_str(), leases_->member_prefix().c_str());
+  return absl::OkStatus();
 }
 
 void Server::MakeAuth() {

@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/version.h"
 #include "delivery/metrics.h"
+#include "fleet/metrics.h"
 #include "metrics/registry.h"
 #include "policy/metrics.h"
 #include "server/server.h"
@@ -174,6 +175,9 @@ void Server::RegisterMetrics() {
   trace::RegisterMetrics(registry, trace_.get());
   auth::RegisterMetrics(registry, *shared_.throttle, *keys_);
   policy::RegisterMetrics(registry, *shared_.gate, shared_.snapshot);
+  if (leases_ != nullptr) {
+    fleet::RegisterMetrics(registry, *leases_);
+  }
   Family receiving = registry.AddGauge(
       "chute_receiving_bytes",
       "Message body bytes held in memory by the messages being received (receiving_bytes_max).");

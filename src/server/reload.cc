@@ -9,6 +9,7 @@
 #include "auth/throttle.h"
 #include "base/log.h"
 #include "base/status_macros.h"
+#include "fleet/tenant_leases.h"
 #include "io/file.h"
 #include "net/tls.h"
 #include "policy/connection_gate.h"
@@ -61,6 +62,12 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
   }
   check(listeners_differ, "[[listener]]");
   check(running.log.json != loaded.log.json, "log.json");
+  const FleetConfig& rf = running.fleet;
+  const FleetConfig& lf = loaded.fleet;
+  check(rf.node_id != lf.node_id || rf.redis != lf.redis ||
+            rf.redis_password_file != lf.redis_password_file || rf.lease_s != lf.lease_s ||
+            rf.redis_timeout_ms != lf.redis_timeout_ms,
+        "[fleet]");
   check(running.limits.ip_table_slots != loaded.limits.ip_table_slots, "limits.ip_table_slots");
   check(running.limits.connections_per_ip_ipv6_prefix_bits !=
             loaded.limits.connections_per_ip_ipv6_prefix_bits,
@@ -154,6 +161,9 @@ absl::Status Server::ReloadConfig(const std::string& path) {
   shared_.throttle->SetLimits(ThrottleLimitsFor(limits));
   shared_.gate->SetCaps(static_cast<uint64_t>(limits.connections_per_ip),
                         static_cast<uint64_t>(limits.authenticated_connections_per_tenant));
+  if (leases_ != nullptr) {
+    leases_->SetCap(static_cast<uint64_t>(limits.authenticated_connections_per_tenant));
+  }
   shared_.live.store(std::shared_ptr<const Config>(std::move(live)));
   if (trace_ != nullptr) {
     trace_->SetRetentionDays(loaded->trace.retention_days);

@@ -11,6 +11,7 @@
 #include "delivery/queue.h"
 #include "delivery/report.h"
 #include "delivery/stage.h"
+#include "fleet/tenant_leases.h"
 #include "io/file.h"
 #include "metrics/registry.h"
 #include "net/tls.h"
@@ -41,6 +42,7 @@ absl::Status Server::Start() {
   RETURN_IF_ERROR(MakeKeyStore());
   RETURN_IF_ERROR(OpenDirectory());
   MakeGate();
+  RETURN_IF_ERROR(StartFleet());
   int shards = ShardCount(shared_.config);
   LimitConnectionsToDescriptors(shards);
   // The spool is locked and replayed, and delivery set up, before any listener opens.
@@ -80,6 +82,9 @@ void Server::Stop() {
   }
   for (std::unique_ptr<Shard>& shard : shards_) {
     shard->Join();
+  }
+  if (leases_ != nullptr) {
+    leases_->Stop();  // after the shards: no session asks any more; the places are given back
   }
   if (verifier_ != nullptr) {
     verifier_->Stop();

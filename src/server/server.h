@@ -37,6 +37,9 @@ class KeyStore;
 namespace chute::net {
 class TlsContext;
 }
+namespace chute::fleet {
+class TenantLeases;
+}
 namespace chute::policy {
 class ConnectionGate;
 }
@@ -175,6 +178,8 @@ struct SharedState {
   int64_t connections_fd_cap = INT64_MAX;
   // The per-IP and per-tenant caps, shared by all shards (lock-free).
   std::unique_ptr<policy::ConnectionGate> gate;
+  // The per-tenant cap across the fleet ([fleet] redis); null when the node is alone.
+  fleet::TenantLeases* leases = nullptr;
   UsageLog usage;
   // The message trace (null when it could not be opened: mail flows without it).
   trace::Writer* trace = nullptr;
@@ -251,6 +256,7 @@ class Server {
   absl::Status OpenDirectory();
   absl::Status MakeKeyStore();
   void MakeGate();
+  absl::Status StartFleet();
   void LimitConnectionsToDescriptors(int shards);
   absl::Status StartSpoolAndDelivery(int shards);
   void MakeAuth();
@@ -264,6 +270,7 @@ class Server {
   std::vector<std::shared_ptr<spool::Segment>> replayed_segments_;
   std::unique_ptr<auth::PasswordVerifier> verifier_;
   std::unique_ptr<auth::KeyStore> keys_;
+  std::unique_ptr<fleet::TenantLeases> leases_;
   std::unique_ptr<admin::AdminServer> admin_;
   void StartTrace();
   std::vector<std::unique_ptr<Shard>> shards_;

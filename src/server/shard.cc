@@ -104,6 +104,14 @@ void Shard::OnProbed(uint64_t cookie, delivery::RecipientVerdict verdict) {
   Wake();
 }
 
+void Shard::OnLeased(uint64_t cookie, fleet::LeaseAnswer answer) {
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mu_);
+    leased_.emplace_back(cookie, answer);
+  }
+  Wake();
+}
+
 void Shard::Wake() {
   uint64_t one = 1;
   if (write(wake_fd_, &one, sizeof(one)) < 0) {
@@ -245,10 +253,19 @@ void Shard::ArmTick() {
 void Shard::OnWake() {
   std::vector<std::pair<uint64_t, bool>> verified;
   std::vector<std::pair<uint64_t, delivery::RecipientVerdict>> probed;
+  std::vector<std::pair<uint64_t, fleet::LeaseAnswer>> leased;
   {
     std::lock_guard<std::mutex> lock(mailbox_mu_);
     verified.swap(verified_);
     probed.swap(probed_);
+    leased.swap(leased_);
+  }
+  for (const auto& [cookie, answer] : leased) {
+    Connection* conn = Lookup(cookie);
+    CHECK_MSG(conn != nullptr, "a fleet lease came for a connection that is gone");
+    conn->submission.OnTenantAdmitted(answer.admitted, answer.lease);
+    Process(*conn);
+    MaybeFree(*conn);
   }
   for (const auto& [cookie, verdict] : probed) {
     Connection* conn = Lookup(cookie);

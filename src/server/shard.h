@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "auth/verifier.h"
 #include "delivery/stage.h"
+#include "fleet/tenant_leases.h"
 #include "io/ring.h"
 #include "net/transport.h"
 #include "server/server.h"
@@ -56,6 +57,7 @@ inline constexpr absl::Duration kProxyHeaderTimeout = absl::Seconds(10);
 // transport gives its receive buffers back to.
 class Shard : public auth::VerifySink,
               public delivery::ProbeSink,
+              public fleet::LeaseSink,
               public RecipientCheck,
               public net::ReceiveBuffers,
               public SubmitSink,
@@ -82,6 +84,8 @@ class Shard : public auth::VerifySink,
   void OnVerified(uint64_t cookie, bool ok) override;
   // OnProbed: recipient verifier threads report here (ProbeSink).
   void OnProbed(uint64_t cookie, delivery::RecipientVerdict verdict) override;
+  // OnLeased: the fleet's thread reports here (LeaseSink).
+  void OnLeased(uint64_t cookie, fleet::LeaseAnswer answer) override;
   // RecipientCheck (shard_submit.cc).
   std::optional<delivery::RecipientVerdict> VerifyRecipient(int route, const std::string& address,
                                                             uint64_t cookie) override;
@@ -113,7 +117,8 @@ class Shard : public auth::VerifySink,
   void UnchargeBody(size_t bytes) override;
   bool BodyMemoryFull(int64_t max) const override;
   // TenantCap
-  bool Admit(int64_t tenant_id, policy::ConnectionGate::Handle* slot) override;
+  Verdict Admit(const directory::Account& account, uint64_t cookie, TenantPlace* place) override;
+  void Leave(uint64_t lease) override;
   // AuthService
   auth::AuthThrottle::Verdict CheckThrottle(const IpBytes& peer, absl::string_view user,
                                             absl::Time now, absl::string_view* reason) override;
@@ -240,9 +245,11 @@ class Shard : public auth::VerifySink,
 
   void Wake();
 
-  std::mutex mailbox_mu_;  // guards verified_ and probed_ (verifier threads hand results over)
+  // guards verified_, probed_ and leased_ (verifier and fleet threads hand results over)
+  std::mutex mailbox_mu_;
   std::vector<std::pair<uint64_t, bool>> verified_;                      // guarded by mailbox_mu_
   std::vector<std::pair<uint64_t, delivery::RecipientVerdict>> probed_;  // guarded by mailbox_mu_
+  std::vector<std::pair<uint64_t, fleet::LeaseAnswer>> leased_;          // guarded by mailbox_mu_
 };
 
 }  // namespace chute::server

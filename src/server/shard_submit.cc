@@ -226,8 +226,34 @@ bool Shard::BodyMemoryFull(int64_t max) const {
 
 // --- TenantCap and AuthService, over SharedState -----------------------------------------------
 
-bool Shard::Admit(int64_t tenant_id, policy::ConnectionGate::Handle* slot) {
-  return shared_->gate->AdmitTenant(tenant_id, slot) == policy::ConnectionGate::Verdict::kAdmitted;
+TenantCap::Verdict Shard::Admit(const directory::Account& account, uint64_t cookie,
+                                TenantPlace* place) {
+  // This node's own count first: it is exact, and a node's count is what its share is judged
+  // on while Redis is away (fleet/tenant_leases.h).
+  if (shared_->gate->AdmitTenant(account.tenant_id, &place->local) !=
+      policy::ConnectionGate::Verdict::kAdmitted) {
+    return Verdict::kOverCap;
+  }
+  if (shared_->leases == nullptr) {
+    return Verdict::kAdmitted;
+  }
+  std::optional<fleet::LeaseAnswer> answer =
+      shared_->leases->Acquire(account.tenant_id, account.tenant_name, cookie, this);
+  if (!answer.has_value()) {
+    return Verdict::kPending;  // OnLeased
+  }
+  if (!answer->admitted) {
+    place->local.Reset();
+    return Verdict::kOverCap;
+  }
+  place->lease = answer->lease;
+  return Verdict::kAdmitted;
+}
+
+void Shard::Leave(uint64_t lease) {
+  if (lease != 0 && shared_->leases != nullptr) {
+    shared_->leases->Release(lease);
+  }
 }
 
 auth::AuthThrottle::Verdict Shard::CheckThrottle(const IpBytes& peer, absl::string_view user,

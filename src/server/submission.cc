@@ -42,7 +42,7 @@ void Submission::Begin(uint64_t cookie, const IpBytes& peer, std::string peer_te
 void Submission::End() {
   CHECK(!busy());
   ReleaseMessage();
-  tenant_slot_.Reset();
+  LeaveTenant();
   session_ = nullptr;
   snapshot_.reset();
   config_.reset();
@@ -61,6 +61,12 @@ void Submission::End() {
 void Submission::ActAs(const directory::Account* account) {
   CHECK(account != nullptr);
   account_ = account;
+}
+
+void Submission::LeaveTenant() {
+  services_.tenant_cap->Leave(tenant_place_.lease);
+  tenant_place_.lease = 0;
+  tenant_place_.local.Reset();
 }
 
 void Submission::Answer(const smtp::Reply& reply) {
@@ -84,8 +90,8 @@ std::optional<smtp::Reply> Submission::OnAuth(const smtp::AuthRequest& request) 
     return smtp::kReplyAuthThrottled;  // no argon2 spent on a guesser
   }
   if (request.mechanism == smtp::Mechanism::kXoauth2) {
-    smtp::Reply reply = OnXoauth2(request);
-    return reply.code >= 500 ? AuthFailed(reply) : std::optional<smtp::Reply>(reply);
+    std::optional<smtp::Reply> reply = OnXoauth2(request);
+    return reply.has_value() && reply->code >= 500 ? AuthFailed(*reply) : reply;
   }
   // Every password is verified, whatever the account and its policy: a disabled account is
   // verified as an unknown one (against a dummy hash) and answered as a wrong password, and
@@ -115,12 +121,49 @@ std::optional<smtp::Reply> Submission::OnAuth(const smtp::AuthRequest& request) 
   return std::nullopt;  // answered by OnVerified
 }
 
-smtp::Reply Submission::AdmitAuthenticated(const directory::Account* candidate) {
+std::optional<smtp::Reply> Submission::AdmitAuthenticated(const directory::Account* candidate) {
   // The credentials are good; the tenant's cap decides (454 leaves the session unauthenticated).
   services_.auth->RecordSuccess(peer_, auth_user_, now());
-  if (!services_.tenant_cap->Admit(candidate->tenant_id, &tenant_slot_)) {
-    return smtp::kReplyTenantCap;
+  switch (services_.tenant_cap->Admit(*candidate, cookie_, &tenant_place_)) {
+    case TenantCap::Verdict::kOverCap:
+      return smtp::kReplyTenantCap;
+    case TenantCap::Verdict::kPending:
+      tenant_waiting_ = Waiting::kAuth;
+      tenant_candidate_ = candidate;
+      return std::nullopt;  // OnTenantAdmitted
+    case TenantCap::Verdict::kAdmitted:
+      break;
   }
+  return Authenticated(candidate);
+}
+
+void Submission::OnTenantAdmitted(bool admitted, uint64_t lease) {
+  CHECK(tenant_waiting_ != Waiting::kNone);
+  Waiting waiting = tenant_waiting_;
+  tenant_waiting_ = Waiting::kNone;
+  if (admitted) {
+    tenant_place_.lease = lease;
+  } else {
+    tenant_place_.local.Reset();
+  }
+  const directory::Account* candidate = tenant_candidate_;
+  tenant_candidate_ = nullptr;
+  if (session_ == nullptr || session_->blocked() != smtp::Session::Blocked::kAwaitingAnswer) {
+    return;  // the client left meanwhile; End gives the place back
+  }
+  smtp::Reply reply;
+  if (waiting == Waiting::kAuth) {
+    reply = admitted ? Authenticated(candidate) : smtp::kReplyTenantCap;
+  } else {
+    reply = admitted ? AcceptMail(tenant_mail_) : smtp::kReplyTenantCapAtMail;
+    if (!reply.IsPositive()) {
+      LogMailRefused(tenant_mail_.address, reply);
+    }
+  }
+  session_->Answer(reply);
+}
+
+smtp::Reply Submission::Authenticated(const directory::Account* candidate) {
   account_ = candidate;
   services_.counters->auth_successes.Add(1);
   auth_attempting_ = false;
@@ -132,7 +175,7 @@ smtp::Reply Submission::AdmitAuthenticated(const directory::Account* candidate) 
   return smtp::kReplyAuthOk;
 }
 
-smtp::Reply Submission::OnXoauth2(const smtp::AuthRequest& request) {
+std::optional<smtp::Reply> Submission::OnXoauth2(const smtp::AuthRequest& request) {
   // user= names the account; its tenant must trust an issuer and have its keys loaded; the
   // token must be good, and then it must be the account's (policy::CheckTokenAccount).
   const directory::Account* candidate = snapshot_->FindAccount(request.username);
@@ -258,14 +301,18 @@ void Submission::OnStartTls() { control_->StartTls(); }
 std::optional<smtp::Reply> Submission::OnMail(const smtp::MailArgs& mail) {
   std::optional<smtp::Reply> reply = DecideMail(mail);
   if (reply.has_value() && !reply->IsPositive()) {
-    LogEvent(LogLevel::kInfo, "mail.refused",
-             {{"client", peer_text_},
-              {"account", account_ != nullptr ? account_->primary_address : ""},
-              {"sender", mail.address},
-              {"code", reply->code},
-              {"reply", reply->text}});
+    LogMailRefused(mail.address, *reply);
   }
   return reply;
+}
+
+void Submission::LogMailRefused(absl::string_view sender, const smtp::Reply& reply) {
+  LogEvent(LogLevel::kInfo, "mail.refused",
+           {{"client", peer_text_},
+            {"account", account_ != nullptr ? account_->primary_address : ""},
+            {"sender", sender},
+            {"code", reply.code},
+            {"reply", reply.text}});
 }
 
 std::optional<smtp::Reply> Submission::DecideMail(const smtp::MailArgs& mail) {
@@ -275,10 +322,24 @@ std::optional<smtp::Reply> Submission::DecideMail(const smtp::MailArgs& mail) {
   if (std::optional<smtp::Reply> refusal = policy::CheckSender(*account_, mail.address)) {
     return refusal;
   }
-  if (listener_->tls == TlsMode::kNone && !tenant_slot_.held() &&
-      !services_.tenant_cap->Admit(account_->tenant_id, &tenant_slot_)) {
-    return smtp::kReplyTenantCapAtMail;  // a trusted session's place, taken at its first MAIL
+  MailRequest request{std::string(mail.address), mail.size, mail.ret, std::string(mail.envid)};
+  if (listener_->tls == TlsMode::kNone && !tenant_place_.held()) {
+    // A trusted session's place, taken at its first MAIL.
+    switch (services_.tenant_cap->Admit(*account_, cookie_, &tenant_place_)) {
+      case TenantCap::Verdict::kOverCap:
+        return smtp::kReplyTenantCapAtMail;
+      case TenantCap::Verdict::kPending:
+        tenant_waiting_ = Waiting::kMail;
+        tenant_mail_ = std::move(request);
+        return std::nullopt;  // OnTenantAdmitted
+      case TenantCap::Verdict::kAdmitted:
+        break;
+    }
   }
+  return AcceptMail(request);
+}
+
+smtp::Reply Submission::AcceptMail(const MailRequest& mail) {
   ReleaseMessage();
   // Memory: the bodies being received, all sessions together, stay under a bound; past it new
   // mail waits (a body already begun is read to its end and refused the same way).
@@ -305,7 +366,7 @@ std::optional<smtp::Reply> Submission::DecideMail(const smtp::MailArgs& mail) {
   // downstream's MAIL FROM, the trace and the logs see.
   message_.sender = directory::EnvelopeAddress(mail.address);
   message_.dsn_ret = static_cast<uint8_t>(mail.ret);
-  message_.envid = std::string(mail.envid);
+  message_.envid = mail.envid;
   return smtp::kReplySenderOk;
 }
 

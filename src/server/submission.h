@@ -108,12 +108,27 @@ class BodyBuffers {
   virtual bool BodyMemoryFull(int64_t max) const = 0;
 };
 
-// TenantCap: the 250 authenticated connections per tenant (policy::ConnectionGate).
+// TenantPlace: one session's place in its tenant's cap: in this process (the ConnectionGate's
+// handle) and, in a fleet, its lease in Redis (fleet::TenantLeases; 0: none).
+struct TenantPlace {
+  policy::ConnectionGate::Handle local;
+  uint64_t lease = 0;
+  bool held() const { return local.held(); }
+};
+
+// TenantCap: the 250 authenticated connections per tenant: in process (policy::ConnectionGate)
+// and, when [fleet] redis is set, across every node (fleet::TenantLeases).
 class TenantCap {
  public:
+  enum class Verdict { kAdmitted, kOverCap, kPending };
   virtual ~TenantCap() = default;
-  // Admit: true and `slot` holds a place, or false: the tenant is at its cap.
-  virtual bool Admit(int64_t tenant_id, policy::ConnectionGate::Handle* slot) = 0;
+  // Admit: a place for a new authenticated session of `account`'s tenant. kAdmitted: `place`
+  // holds it; kOverCap: the tenant is at its cap (nothing held); kPending: the fleet was asked
+  // and its answer comes to Submission::OnTenantAdmitted for the connection `cookie` (`place`
+  // holds the in-process place meanwhile).
+  virtual Verdict Admit(const directory::Account& account, uint64_t cookie, TenantPlace* place) = 0;
+  // Leave: the fleet lease `lease` (from an admitted answer; 0: none) is given back.
+  virtual void Leave(uint64_t lease) = 0;
 };
 
 // RecipientCheck: recipient verification at RCPT (delivery/verifier.h), for the route of
@@ -207,6 +222,9 @@ class Submission : public smtp::SessionHandler {
 
   // OnVerified: the password check of this session's AUTH finished.
   void OnVerified(bool ok);
+  // OnTenantAdmitted: the fleet answered this session's request for a place in its tenant's
+  // cap (TenantCap::kPending): `lease` when admitted.
+  void OnTenantAdmitted(bool admitted, uint64_t lease);
   // OnRecipientVerified: the probe of this session's RCPT finished.
   void OnRecipientVerified(const delivery::RecipientVerdict& verdict);
   // OnCommitted: the group commit that carried this message finished: on disk (`committed`:
@@ -216,8 +234,11 @@ class Submission : public smtp::SessionHandler {
   // true when it answered.
   bool AnswerDelayed(bool stopping);
 
-  // busy: a commit or a password check is out; the slot may not be freed until it returns.
-  bool busy() const { return committing_ || auth_inflight_ || rcpt_inflight_; }
+  // busy: a commit, a password check, a probe or a fleet lease is out; the slot may not be
+  // freed until it returns.
+  bool busy() const {
+    return committing_ || auth_inflight_ || rcpt_inflight_ || tenant_waiting_ != Waiting::kNone;
+  }
   bool committing() const { return committing_; }
   const directory::Account* account() const { return account_; }
 
@@ -265,15 +286,31 @@ class Submission : public smtp::SessionHandler {
     int64_t body_end_us = 0;  // monotonic time of the end of data
   };
 
+  // What a MAIL left to do once its trusted session's place is taken: its arguments, kept.
+  struct MailRequest {
+    std::string address;
+    std::optional<uint64_t> size;
+    smtp::DsnRet ret = smtp::DsnRet::kUnspecified;
+    std::string envid;
+  };
+  // What waits for the fleet's answer on the tenant's place.
+  enum class Waiting : uint8_t { kNone, kAuth, kMail };
+
   absl::Time now() const { return *services_.now; }
   std::optional<smtp::Reply> DecideMail(const smtp::MailArgs& mail);
+  smtp::Reply AcceptMail(const MailRequest& mail);
+  void LogMailRefused(absl::string_view sender, const smtp::Reply& reply);
   // DecideRecipient: the RCPT's answer once its recipient is verified (or needs not be); adds
   // it to the message when accepted.
   smtp::Reply DecideRecipient(const delivery::RecipientVerdict& verdict);
   void LogRcptRefused(absl::string_view address, const smtp::Reply& reply,
                       absl::string_view why = "");
-  smtp::Reply AdmitAuthenticated(const directory::Account* candidate);
-  smtp::Reply OnXoauth2(const smtp::AuthRequest& request);
+  // AdmitAuthenticated: good credentials; the tenant's cap decides (std::nullopt: the fleet
+  // was asked, OnTenantAdmitted answers).
+  std::optional<smtp::Reply> AdmitAuthenticated(const directory::Account* candidate);
+  smtp::Reply Authenticated(const directory::Account* account);
+  std::optional<smtp::Reply> OnXoauth2(const smtp::AuthRequest& request);
+  void LeaveTenant();
   std::optional<smtp::Reply> AuthFailed(const smtp::Reply& reply);
   void AppendToArena(absl::string_view slice);
   // KeepBody: charges room for `bytes` more body; false when the shared bound says no (then
@@ -297,8 +334,11 @@ class Submission : public smtp::SessionHandler {
   const ListenerConfig* listener_ = nullptr;
   std::shared_ptr<const Config> config_;  // the live configuration when the session started
   std::shared_ptr<const directory::Snapshot> snapshot_;
-  const directory::Account* account_ = nullptr;  // the account the session acts as
-  policy::ConnectionGate::Handle tenant_slot_;   // its place in its tenant's cap
+  const directory::Account* account_ = nullptr;           // the account the session acts as
+  TenantPlace tenant_place_;                              // its place in its tenant's cap
+  Waiting tenant_waiting_ = Waiting::kNone;               // a fleet lease is out for it
+  const directory::Account* tenant_candidate_ = nullptr;  // kAuth: whom it is for
+  MailRequest tenant_mail_;                               // kMail: the MAIL it holds
   int32_t feeding_buffer_ = -1;
   bool committing_ = false;     // its message is in a spool group commit
   bool auth_inflight_ = false;  // a password check is out on the verifier pool

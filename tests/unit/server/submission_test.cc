@@ -95,14 +95,36 @@ class FakeBuffers : public BodyBuffers {
   int64_t charged = 0;
 };
 
+// FakeTenantCap: a real in-process gate, and a fleet that answers at once or (pending) when
+// the test calls Submission::OnTenantAdmitted.
 class FakeTenantCap : public TenantCap {
  public:
-  bool Admit(int64_t, policy::ConnectionGate::Handle*) override {
+  Verdict Admit(const directory::Account& account, uint64_t cookie, TenantPlace* place) override {
     ++asked;
-    return room;
+    last_cookie = cookie;
+    if (!room) {
+      return Verdict::kOverCap;
+    }
+    gate.AdmitTenant(account.tenant_id, &place->local);
+    if (pending) {
+      return Verdict::kPending;
+    }
+    place->lease = next_lease++;
+    return Verdict::kAdmitted;
   }
+  void Leave(uint64_t lease) override {
+    if (lease != 0) {
+      left.push_back(lease);
+    }
+  }
+  uint64_t Count(int64_t tenant_id) const { return gate.TenantCount(tenant_id); }
   bool room = true;
+  bool pending = false;
   int asked = 0;
+  uint64_t last_cookie = 0;
+  uint64_t next_lease = 7;
+  std::vector<uint64_t> left;
+  policy::ConnectionGate gate{policy::ConnectionGate::Limits{}};
 };
 
 class FakeAuth : public AuthService {
@@ -308,6 +330,60 @@ TEST_F(SubmissionTest, TenantAtItsCapGets454AndStaysUnauthenticated) {
   EXPECT_EQ(submission_->account(), nullptr);
 }
 
+TEST_F(SubmissionTest, AnAuthThatWaitsForTheFleetIsAnsweredWhenItAnswers) {
+  Open();
+  cap_.pending = true;
+  std::string plain("\0app@contoso.test\0secret", 24);
+  Send("AUTH PLAIN " + absl::Base64Escape(plain) + "\r\n");
+  submission_->OnVerified(true);
+  EXPECT_EQ(TakeOutput(), "");  // no answer before the fleet's
+  EXPECT_EQ(cap_.last_cookie, 77u);
+  EXPECT_TRUE(submission_->busy());  // the slot must not be freed while the lease is out
+  EXPECT_EQ(submission_->account(), nullptr);
+  submission_->OnTenantAdmitted(true, 41);
+  EXPECT_TRUE(absl::StartsWith(TakeOutput(), "235 2.7.0"));
+  EXPECT_FALSE(submission_->busy());
+  EXPECT_EQ(submission_->account()->primary_address, "app@contoso.test");
+  submission_->End();
+  EXPECT_EQ(cap_.left, std::vector<uint64_t>{41});  // the session's end gives the lease back
+  EXPECT_EQ(cap_.Count(snapshot_->FindAccount("app@contoso.test")->tenant_id), 0u);
+}
+
+TEST_F(SubmissionTest, AFleetThatRefusesIs454AndGivesTheLocalPlaceBack) {
+  Open();
+  cap_.pending = true;
+  int64_t tenant = snapshot_->FindAccount("app@contoso.test")->tenant_id;
+  std::string plain("\0app@contoso.test\0secret", 24);
+  Send("AUTH PLAIN " + absl::Base64Escape(plain) + "\r\n");
+  submission_->OnVerified(true);
+  EXPECT_EQ(cap_.Count(tenant), 1u);  // held locally while the fleet is asked
+  submission_->OnTenantAdmitted(false, 0);
+  EXPECT_TRUE(absl::StartsWith(TakeOutput(), "454 4.7.0"));
+  EXPECT_EQ(submission_->account(), nullptr);
+  EXPECT_EQ(cap_.Count(tenant), 0u);
+  // The session stays and may try again.
+  cap_.pending = false;
+  Send("AUTH PLAIN " + absl::Base64Escape(plain) + "\r\n");
+  submission_->OnVerified(true);
+  EXPECT_TRUE(absl::StartsWith(TakeOutput(), "235 2.7.0"));
+}
+
+TEST_F(SubmissionTest, AnXoauth2ThatWaitsForTheFleetIsAnsweredWhenItAnswers) {
+  Open();
+  cap_.pending = true;
+  auth_.token = auth::TokenVerdict::kOk;
+  auth_.identity.delegated = true;
+  auth_.identity.user = "app@contoso.test";
+  auth_.identity.user_claim = "upn";
+  std::string reply = Send(absl::StrCat("AUTH XOAUTH2 ",
+                                        absl::Base64Escape("user=app@contoso.test\x01"
+                                                           "auth=Bearer a.b.c\x01\x01"),
+                                        "\r\n"));
+  EXPECT_EQ(reply, "");
+  submission_->OnTenantAdmitted(true, 5);
+  EXPECT_TRUE(absl::StartsWith(TakeOutput(), "235 2.7.0"));
+}
+
 TEST_F(SubmissionTest, SendAsAnotherAddressIsRefused) {
   Open();
   AuthenticateAsApp();
@@ -479,6 +555,34 @@ TEST_F(SubmissionTest, TrustedListenerActsAsItsAccountAndTakesTheTenantPlaceAtMa
   EXPECT_EQ(cap_.asked, 0);  // an idle trusted connection locks no one out
   EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "250"));
   EXPECT_EQ(cap_.asked, 1);
+  Send("RSET\r\n");
+  EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "250"));
+  EXPECT_EQ(cap_.asked, 1);  // the place is the session's, not the message's
+}
+
+TEST_F(SubmissionTest, ATrustedSessionsFirstMailWaitsForTheFleet) {
+  listener_.tls = TlsMode::kNone;
+  submission_->Begin(9, IpBytes{}, "127.0.0.1", &listener_, config_, snapshot_);
+  submission_->ActAs(snapshot_->FindAccount("app@contoso.test"));
+  smtp::SessionOptions options;
+  options.tls_required = false;
+  options.starttls_offered = false;
+  session_ = std::make_unique<smtp::Session>(options, submission_.get());
+  submission_->set_session(session_.get());
+  session_->Start(now_);
+  session_->MarkAuthenticated();
+  Send("EHLO printer\r\n");
+  cap_.pending = true;
+  EXPECT_EQ(Send("MAIL FROM:<app@contoso.test> SIZE=1000\r\n"), "");
+  EXPECT_EQ(sink_.receiving, 0);
+  submission_->OnTenantAdmitted(false, 0);
+  EXPECT_TRUE(absl::StartsWith(TakeOutput(), "451 4.7.0"));  // kReplyTenantCapAtMail
+  EXPECT_EQ(Send("MAIL FROM:<app@contoso.test> SIZE=1000\r\n"), "");
+  submission_->OnTenantAdmitted(true, 9);
+  EXPECT_TRUE(absl::StartsWith(TakeOutput(), "250"));
+  EXPECT_EQ(sink_.receiving, 1);
+  EXPECT_EQ(sink_.reserved_bytes, 1000);  // the MAIL's own SIZE, kept while it waited
+  EXPECT_TRUE(absl::StartsWith(Send("RCPT TO:<ann@contoso.test>\r\n"), "250"));
 }
 
 using Kind = delivery::RecipientVerdict::Kind;
