@@ -116,8 +116,18 @@ class FleetNode:
         self.dir = os.path.join(fixture.dir, f"node{index}")
         os.makedirs(self.dir)
         self.port = free_port()
+        self.proxy_port = free_port()
         self.admin_port = free_port()
         self.config = os.path.join(self.dir, "chute.toml")
+        # Behind HAProxy (FleetFixture.proxy_listener): a STARTTLS listener that takes a PROXY
+        # v2 header from 127.0.0.1 only.
+        proxy_listener = f"""
+[[listener]]
+address = "127.0.0.1:{self.proxy_port}"
+tls = "starttls"
+proxy_protocol = true
+trusted_proxies = ["127.0.0.1/32"]
+""" if fixture.proxy_listener else ""
         with open(self.config, "w") as f:
             f.write(f"""
 [server]
@@ -128,7 +138,7 @@ data_dir = "{self.dir}"
 [[listener]]
 address = "127.0.0.1:{self.port}"
 tls = "implicit"
-
+{proxy_listener}
 [tls]
 certificate = "{fixture.cert}"
 private_key = "{fixture.key}"
@@ -259,6 +269,7 @@ class FleetFixture(unittest.TestCase):
     nodes_count = 3
     lease_s = 3
     node_extra = {}  # index -> more TOML for that node
+    proxy_listener = False  # each node also listens behind a proxy (FleetNode.proxy_port)
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="chute-fleet-")

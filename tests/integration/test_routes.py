@@ -50,6 +50,9 @@ class TwoRoutesTest(DeliveryFixture):
     def setUp(self):
         self.default_server = FakeSmtp()
         self.addCleanup(self.default_server.stop)
+        # The HVE accounts the fixture makes are no mailboxes there, as downstream.
+        for account in ("app@example.test", "hve2@example.test", "alias@example.test"):
+            self.default_server.reject[account] = "550 5.1.1 no such user"
         self.corp_server = FakeSmtp()
         self.addCleanup(self.corp_server.stop)
         self.corp_server.reject["gone@corp.test"] = "550 5.1.1 <gone@corp.test>: User unknown"
@@ -61,7 +64,10 @@ class TwoRoutesTest(DeliveryFixture):
             route_table("corp", "smtp",
                         [f"127.0.0.1:{down_port}", f"127.0.0.1:{self.corp_server.port}"],
                         domains=["corp.test"], tls="off", retry_initial_s=1, retry_max_s=2,
-                        timeout_s=10))
+                        timeout_s=10,
+                        # a route inherits [delivery]'s verify_recipients: this one must take
+                        # gone@corp.test at RCPT, to fail it at delivery
+                        verify_recipients=False))
         super().setUp()
 
     def test_each_domain_goes_to_its_routes_target_and_a_message_spanning_both_to_each(self):
@@ -211,6 +217,9 @@ class BlackHoledRouteTest(DeliveryFixture):
     def setUp(self):
         self.default_server = FakeSmtp()
         self.addCleanup(self.default_server.stop)
+        # The HVE accounts the fixture makes are no mailboxes there, as downstream.
+        for account in ("app@example.test", "hve2@example.test", "alias@example.test"):
+            self.default_server.reject[account] = "550 5.1.1 no such user"
         self.hole = BlackHole()
         self.addCleanup(self.hole.close)
         self.extra_config = (
