@@ -62,12 +62,12 @@ std::vector<std::string> RestartOnlyChanges(const Config& running, const Config&
   }
   check(listeners_differ, "[[listener]]");
   check(running.log.json != loaded.log.json, "log.json");
-  const FleetConfig& rf = running.fleet;
-  const FleetConfig& lf = loaded.fleet;
-  check(rf.node_id != lf.node_id || rf.redis != lf.redis ||
-            rf.redis_password_file != lf.redis_password_file || rf.lease_s != lf.lease_s ||
-            rf.redis_timeout_ms != lf.redis_timeout_ms,
-        "[fleet]");
+  check(running.fleet.node_id != loaded.fleet.node_id, "fleet.node_id");
+  check(running.fleet.redis != loaded.fleet.redis, "fleet.redis");
+  check(running.fleet.redis_password_file != loaded.fleet.redis_password_file,
+        "fleet.redis_password_file");
+  check(running.fleet.lease_s != loaded.fleet.lease_s, "fleet.lease_s");
+  check(running.fleet.redis_timeout_ms != loaded.fleet.redis_timeout_ms, "fleet.redis_timeout_ms");
   check(running.limits.ip_table_slots != loaded.limits.ip_table_slots, "limits.ip_table_slots");
   check(running.limits.connections_per_ip_ipv6_prefix_bits !=
             loaded.limits.connections_per_ip_ipv6_prefix_bits,

@@ -78,7 +78,7 @@ def header_int_defaults():
     tables = {"Server": "server", "Listener": "listener", "Tls": "tls", "Limits": "limits",
               "Spool": "spool", "Delivery": "delivery", "Directory": "directory",
               "Passwords": "passwords", "Admin": "admin", "Log": "log", "Trace": "trace",
-              "OAuth": "oauth"}
+              "OAuth": "oauth", "Fleet": "fleet"}
     out = {}
     for struct, body in re.findall(r"struct (\w+)Config \{(.*?)\n\};", read(HEADER), re.S):
         for key, value in re.findall(r"int64_t (\w+) = ([^;]+);", body):

@@ -2,6 +2,7 @@
 
 #include "base/config.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -335,6 +336,29 @@ TEST(ConfigTest, LoadConfigReadsAFileAndReportsMissingOnes) {
   EXPECT_EQ(config->server.hostname, "from.file.test");
   std::remove(path);
   EXPECT_EQ(LoadConfig(path).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(ConfigTest, TheFleetTableIsOffByDefaultAndCheckedWhenOn) {
+  absl::StatusOr<Config> config = Parse("");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->fleet.redis, "");
+  EXPECT_EQ(config->fleet.lease_s, 30);
+  config = Parse(
+      "[fleet]\nnode_id = \"relay-1.dc2\"\nredis = \"unix:/run/redis/redis.sock\"\n"
+      "lease_s = 9\nredis_timeout_ms = 3000\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->fleet.node_id, "relay-1.dc2");
+  EXPECT_TRUE(Parse("[fleet]\nredis = \"10.0.0.5:6379\"\n").ok());
+  EXPECT_TRUE(Parse("[fleet]\nredis = \"[::1]:6379\"\n").ok());
+  EXPECT_THAT(ErrorOf("[fleet]\nredis = \"redis.example.test:6379\"\n"),
+              testing::HasSubstr("test.toml:2: fleet.redis"));
+  EXPECT_THAT(ErrorOf("[fleet]\nnode_id = \"a b\"\n"),
+              testing::HasSubstr("test.toml:2: fleet.node_id"));
+  // A renewal every third of the lease must fit an exchange's timeout.
+  EXPECT_THAT(ErrorOf("[fleet]\nredis = \"unix:/r.sock\"\nlease_s = 3\nredis_timeout_ms = 1001\n"),
+              testing::HasSubstr("fleet.redis_timeout_ms"));
+  EXPECT_THAT(ErrorOf("[fleet]\nlease_s = 2\n"), testing::HasSubstr("test.toml:2: fleet.lease_s"));
+  EXPECT_THAT(ErrorOf("[fleet]\nredis_host = \"x\"\n"), testing::HasSubstr("fleet.redis_host"));
 }
 
 }  // namespace
