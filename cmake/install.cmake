@@ -56,7 +56,10 @@ install(FILES deploy/chute.tmpfiles DESTINATION "${CHUTE_TMPFILES_DIR}" RENAME c
 # The example configuration (a conffile in the package). The directories it names are made
 # by tmpfiles.d at install time, not here, so that their owner can be the chute user.
 install(FILES deploy/chute.toml DESTINATION "${CMAKE_INSTALL_FULL_SYSCONFDIR}/chute")
-install(FILES docs/operations.md DESTINATION "${CMAKE_INSTALL_DOCDIR}")
+install(FILES docs/operations.md docs/fleet.md DESTINATION "${CMAKE_INSTALL_DOCDIR}")
+# HAProxy in front of a fleet (docs/fleet.md): examples, copied by hand to /etc/haproxy/.
+install(FILES deploy/haproxy/haproxy.cfg deploy/haproxy/chute-421.lua
+  DESTINATION "${CMAKE_INSTALL_DOCDIR}/examples/haproxy")
 
 # Man pages from docs/man/*.scd, part of `all` when scdoc is found.
 find_program(SCDOC_EXECUTABLE scdoc)

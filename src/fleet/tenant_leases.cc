@@ -138,9 +138,18 @@ LeaseAnswer TenantLeases::DecideByShare(const Request& request) {
   return answer;
 }
 
-void TenantLeases::AnswerByShare(std::vector<Request> requests) {
+void TenantLeases::AnswerByShare(std::vector<Request> requests, bool sent) {
   for (const Request& request : requests) {
-    request.sink->OnLeased(request.cookie, DecideByShare(request));
+    LeaseAnswer answer = DecideByShare(request);
+    if (sent && !answer.admitted) {
+      // Redis may have run the script before the exchange failed: the member is taken out
+      // once Redis answers again, instead of holding a place until it expires.
+      std::lock_guard<std::mutex> lock(mu_);
+      if (releases_.size() < kPendingReleasesMax) {
+        releases_.push_back(Gone{request.key, request.lease});
+      }
+    }
+    request.sink->OnLeased(request.cookie, answer);
   }
 }
 
@@ -174,7 +183,7 @@ void TenantLeases::Stop() {
     waiting.swap(queue_);
     WakeLocked();
   }
-  AnswerByShare(std::move(waiting));
+  AnswerByShare(std::move(waiting), /*sent=*/false);
   {
     std::unique_lock<std::mutex> lock(mu_);
     done_.wait(lock, [this] { return !running_; });
@@ -292,8 +301,8 @@ void TenantLeases::GoDown(const absl::Status& why, std::vector<Request> requests
                       options_.redis.c_str(), std::string(why.message()).c_str(),
                       static_cast<unsigned long long>(Share()));
   }
-  AnswerByShare(std::move(requests));
-  AnswerByShare(std::move(waiting));
+  AnswerByShare(std::move(requests), /*sent=*/true);
+  AnswerByShare(std::move(waiting), /*sent=*/false);
 }
 
 TenantLeases::Batch TenantLeases::TakeBatch(absl::Time now) {

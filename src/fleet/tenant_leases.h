@@ -157,7 +157,9 @@ class TenantLeases {
   size_t AppendCommands(const Batch& batch, std::string* out) const;
   void Apply(const Batch& batch, const std::vector<RespValue>& replies);
   void GoDown(const absl::Status& why, std::vector<Request> requests, std::vector<Gone> releases);
-  void AnswerByShare(std::vector<Request> requests);
+  // AnswerByShare: `requests` decided by the share; `sent`: they were in an exchange that
+  // failed (Redis may hold their members).
+  void AnswerByShare(std::vector<Request> requests, bool sent);
   std::string Member(uint64_t lease) const;
 
   const LeaseOptions options_;
