@@ -194,6 +194,49 @@ absl::Status ForEachRow(Statement& statement, F&& row) {
   }
 }
 
+// CheckReplyTo: an HVE account has no mailbox, so a Reply-To that is an HVE account's
+// address (the account's own, or another's) would send every reply to a 550 5.1.10. Checked
+// both ways: the Reply-To `change` sets (or keeps) against the directory and the addresses
+// the change adds, and those addresses against every account's Reply-To.
+absl::Status CheckReplyTo(const Snapshot& snapshot, const Account& account,
+                          const AccountChange& change) {
+  std::string reply_to = change.reply_to.value_or(account.reply_to);
+  std::vector<std::string> added = change.add_aliases;
+  if (change.primary_address.has_value()) {
+    added.push_back(*change.primary_address);
+  }
+  if (!reply_to.empty()) {
+    // Only a Reply-To being set is looked up: an account whose Reply-To an older chute let
+    // become an HVE address can still be changed otherwise.
+    const Account* owner = change.reply_to.has_value() ? snapshot.FindAccount(reply_to) : nullptr;
+    if (owner != nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Reply-To ", reply_to, " is an address of the HVE account ", owner->primary_address,
+          ", which has no mailbox: replies would bounce (550 5.1.10); give a mailbox's address"));
+    }
+    for (const std::string& address : added) {
+      if (AddressKey(address) == AddressKey(reply_to)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(address,
+                         " is the account's Reply-To: as its own address it would have no mailbox, "
+                         "and replies would bounce (550 5.1.10); change the Reply-To first"));
+      }
+    }
+  }
+  for (const Account& other : snapshot.accounts()) {
+    for (const std::string& address : added) {
+      if (other.id != account.id && !other.reply_to.empty() &&
+          AddressKey(other.reply_to) == AddressKey(address)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            address, " is the Reply-To of ", other.primary_address,
+            ": as an HVE account's address it would have no mailbox, and that account's "
+            "replies would bounce (550 5.1.10)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string ToLower(absl::string_view text) { return absl::AsciiStrToLower(text); }
@@ -280,15 +323,40 @@ int64_t Snapshot::AccountCount(int64_t tenant_id) const {
 struct Store::Impl {
   std::unique_ptr<Database> db;
 
-  // InTransaction: BEGIN IMMEDIATE, `body`, COMMIT; ROLLBACK when `body` fails.
+  bool writing = false;  // inside InTransaction: LoadSnapshot reads within it
+
+  // InTransaction: BEGIN IMMEDIATE, `body`, COMMIT; ROLLBACK when `body` fails. Inside one
+  // already (a write's checks and its statements are one transaction), just `body`.
+  // BEGIN IMMEDIATE takes the database's write lock first, so that what the body reads to
+  // check a rule cannot change before it writes: two chutectl processes (or two operators)
+  // adding the 100th account at once are serialized, and the second sees the first's.
   absl::Status InTransaction(const std::function<absl::Status()>& body) {
+    if (writing) {
+      return body();
+    }
     RETURN_IF_ERROR(db->Exec("BEGIN IMMEDIATE"));
+    writing = true;
     absl::Status status = body();
+    writing = false;
     if (!status.ok()) {
       db->Exec("ROLLBACK").IgnoreError();
       return status;
     }
     return db->Exec("COMMIT");
+  }
+
+  // Writing: InTransaction for a write that returns a value.
+  template <typename T>
+  absl::StatusOr<T> Writing(const std::function<absl::StatusOr<T>()>& body) {
+    std::optional<absl::StatusOr<T>> result;
+    absl::Status status = InTransaction([&]() -> absl::Status {
+      result = body();
+      return result->status();
+    });
+    if (!status.ok()) {
+      return status;
+    }
+    return *std::move(result);
   }
 
   absl::Status Migrate() {
@@ -493,8 +561,11 @@ absl::StatusOr<int64_t> Store::DataVersion() { return impl_->db->DataVersion(); 
 absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
   auto snapshot = std::make_shared<Snapshot>();
   Database& db = *impl_->db;
-  // One read transaction, so the snapshot is consistent.
-  RETURN_IF_ERROR(db.Exec("BEGIN"));
+  // One read transaction, so the snapshot is consistent (inside a write: the write's).
+  bool own_transaction = !impl_->writing;
+  if (own_transaction) {
+    RETURN_IF_ERROR(db.Exec("BEGIN"));
+  }
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(Statement tenants,
                      db.Prepare("SELECT id, name, basic_auth, oauth_issuer, oauth_audience, "
@@ -572,37 +643,41 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Store::LoadSnapshot() {
       }
     });
   }();
-  db.Exec("COMMIT").IgnoreError();
+  if (own_transaction) {
+    db.Exec("COMMIT").IgnoreError();
+  }
   RETURN_IF_ERROR(status);
   return std::shared_ptr<const Snapshot>(std::move(snapshot));
 }
 
 absl::StatusOr<Tenant> Store::AddTenant(absl::string_view name,
                                         const std::vector<std::string>& domains) {
-  if (!IsTenantName(name)) {
-    return absl::InvalidArgumentError(absl::StrCat("'", name, "' is not a tenant name (1..",
-                                                   kTenantNameBytesMax,
-                                                   " letters, digits, '.', '-', '_')"));
-  }
-  if (domains.empty()) {
-    return absl::InvalidArgumentError("a tenant needs at least one accepted domain (--domain)");
-  }
-  TenantChange change;
-  change.add_domains = domains;
-  RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
-    ASSIGN_OR_RETURN(Statement insert,
-                     impl_->db->Prepare("INSERT INTO tenants (name, created_at) VALUES (?, ?)"));
-    absl::Status status = insert.Bind(1, name).Bind(2, Now()).Run();
-    if (absl::IsAlreadyExists(status)) {
-      return absl::AlreadyExistsError(absl::StrCat("tenant '", name, "' already exists"));
+  return impl_->Writing<Tenant>([&]() -> absl::StatusOr<Tenant> {
+    if (!IsTenantName(name)) {
+      return absl::InvalidArgumentError(absl::StrCat("'", name, "' is not a tenant name (1..",
+                                                     kTenantNameBytesMax,
+                                                     " letters, digits, '.', '-', '_')"));
     }
-    return status;
-  }));
-  absl::StatusOr<Tenant> tenant = UpdateTenant(name, change);
-  if (!tenant.ok()) {
-    RemoveTenant(name, true).IgnoreError();  // no tenant without its domains
-  }
-  return tenant;
+    if (domains.empty()) {
+      return absl::InvalidArgumentError("a tenant needs at least one accepted domain (--domain)");
+    }
+    TenantChange change;
+    change.add_domains = domains;
+    RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
+      ASSIGN_OR_RETURN(Statement insert,
+                       impl_->db->Prepare("INSERT INTO tenants (name, created_at) VALUES (?, ?)"));
+      absl::Status status = insert.Bind(1, name).Bind(2, Now()).Run();
+      if (absl::IsAlreadyExists(status)) {
+        return absl::AlreadyExistsError(absl::StrCat("tenant '", name, "' already exists"));
+      }
+      return status;
+    }));
+    absl::StatusOr<Tenant> tenant = UpdateTenant(name, change);
+    if (!tenant.ok()) {
+      RemoveTenant(name, true).IgnoreError();  // no tenant without its domains
+    }
+    return tenant;
+  });
 }
 
 namespace {
@@ -674,247 +749,299 @@ absl::Status CheckPolicyRanges(const TenantChange& change) {
 }  // namespace
 
 absl::StatusOr<Tenant> Store::UpdateTenant(absl::string_view name, const TenantChange& change) {
-  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
-  const Tenant* tenant = snapshot->FindTenantByName(name);
-  if (tenant == nullptr) {
-    return absl::NotFoundError(absl::StrCat("no tenant '", name, "'"));
-  }
-  ASSIGN_OR_RETURN(std::vector<std::string> add_domains,
-                   DomainsToAdd(*snapshot, *tenant, change.add_domains));
-  ASSIGN_OR_RETURN(std::vector<std::string> remove_domains,
-                   DomainsToRemove(*snapshot, *tenant, change.remove_domains));
-  RETURN_IF_ERROR(CheckPolicyRanges(change));
-  TenantChange checked = change;
-  if (checked.notification_address.has_value() && !checked.notification_address->empty()) {
-    // Reports say who was not reached and why: they stay inside the organisation.
-    ASSIGN_OR_RETURN(*checked.notification_address, NormalizeAddress(*change.notification_address));
-    absl::string_view domain = smtp::SplitAddress(*checked.notification_address).domain;
-    bool accepted = std::find(tenant->domains.begin(), tenant->domains.end(), domain) !=
-                        tenant->domains.end() ||
-                    std::find(add_domains.begin(), add_domains.end(), domain) != add_domains.end();
-    bool removed =
-        std::find(remove_domains.begin(), remove_domains.end(), domain) != remove_domains.end();
-    if (!accepted || removed) {
-      return absl::InvalidArgumentError(absl::StrCat("the domain of ", *change.notification_address,
-                                                     " is not an accepted domain of tenant '", name,
-                                                     "' (failure reports stay inside the tenant)"));
+  return impl_->Writing<Tenant>([&]() -> absl::StatusOr<Tenant> {
+    ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
+    const Tenant* tenant = snapshot->FindTenantByName(name);
+    if (tenant == nullptr) {
+      return absl::NotFoundError(absl::StrCat("no tenant '", name, "'"));
     }
-  }
-  int64_t id = tenant->id;
-  RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
-    RETURN_IF_ERROR(impl_->WriteTenantSettings(id, checked));
-    for (const std::string& domain : add_domains) {
-      ASSIGN_OR_RETURN(Statement insert,
-                       impl_->db->Prepare("INSERT INTO domains (domain, tenant_id) VALUES (?, ?)"));
-      absl::Status status = insert.Bind(1, domain).Bind(2, id).Run();
-      if (absl::IsAlreadyExists(status)) {
-        return absl::AlreadyExistsError(
-            absl::StrCat("the domain ", domain, " already belongs to a tenant"));
+    ASSIGN_OR_RETURN(std::vector<std::string> add_domains,
+                     DomainsToAdd(*snapshot, *tenant, change.add_domains));
+    ASSIGN_OR_RETURN(std::vector<std::string> remove_domains,
+                     DomainsToRemove(*snapshot, *tenant, change.remove_domains));
+    RETURN_IF_ERROR(CheckPolicyRanges(change));
+    TenantChange checked = change;
+    if (checked.notification_address.has_value() && !checked.notification_address->empty()) {
+      // Reports say who was not reached and why: they stay inside the organisation.
+      ASSIGN_OR_RETURN(*checked.notification_address,
+                       NormalizeAddress(*change.notification_address));
+      absl::string_view domain = smtp::SplitAddress(*checked.notification_address).domain;
+      bool accepted =
+          std::find(tenant->domains.begin(), tenant->domains.end(), domain) !=
+              tenant->domains.end() ||
+          std::find(add_domains.begin(), add_domains.end(), domain) != add_domains.end();
+      bool removed =
+          std::find(remove_domains.begin(), remove_domains.end(), domain) != remove_domains.end();
+      if (!accepted || removed) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the domain of ", *change.notification_address,
+                         " is not an accepted domain of tenant '", name,
+                         "' (failure reports stay inside the tenant)"));
       }
-      RETURN_IF_ERROR(status);
     }
-    for (const std::string& domain : remove_domains) {
-      ASSIGN_OR_RETURN(
-          Statement remove,
-          impl_->db->Prepare("DELETE FROM domains WHERE domain = ? AND tenant_id = ?"));
-      RETURN_IF_ERROR(remove.Bind(1, domain).Bind(2, id).Run());
-    }
-    return absl::OkStatus();
-  }));
-  ASSIGN_OR_RETURN(snapshot, LoadSnapshot());
-  return *snapshot->FindTenant(id);
+    int64_t id = tenant->id;
+    RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
+      RETURN_IF_ERROR(impl_->WriteTenantSettings(id, checked));
+      for (const std::string& domain : add_domains) {
+        ASSIGN_OR_RETURN(
+            Statement insert,
+            impl_->db->Prepare("INSERT INTO domains (domain, tenant_id) VALUES (?, ?)"));
+        absl::Status status = insert.Bind(1, domain).Bind(2, id).Run();
+        if (absl::IsAlreadyExists(status)) {
+          return absl::AlreadyExistsError(
+              absl::StrCat("the domain ", domain, " already belongs to a tenant"));
+        }
+        RETURN_IF_ERROR(status);
+      }
+      for (const std::string& domain : remove_domains) {
+        ASSIGN_OR_RETURN(
+            Statement remove,
+            impl_->db->Prepare("DELETE FROM domains WHERE domain = ? AND tenant_id = ?"));
+        RETURN_IF_ERROR(remove.Bind(1, domain).Bind(2, id).Run());
+      }
+      return absl::OkStatus();
+    }));
+    ASSIGN_OR_RETURN(snapshot, LoadSnapshot());
+    return *snapshot->FindTenant(id);
+  });
 }
 
 absl::Status Store::RemoveTenant(absl::string_view name, bool force) {
-  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
-  const Tenant* tenant = snapshot->FindTenantByName(name);
-  if (tenant == nullptr) {
-    return absl::NotFoundError(absl::StrCat("no tenant '", name, "'"));
-  }
-  int64_t accounts = snapshot->AccountCount(tenant->id);
-  if (accounts > 0 && !force) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "tenant '", name, "' has ", accounts, " account(s); remove them first or use --force"));
-  }
-  int64_t id = tenant->id;
   return impl_->InTransaction([&]() -> absl::Status {
-    ASSIGN_OR_RETURN(Statement remove, impl_->db->Prepare("DELETE FROM tenants WHERE id = ?"));
-    return remove.Bind(1, id).Run();
+    ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
+    const Tenant* tenant = snapshot->FindTenantByName(name);
+    if (tenant == nullptr) {
+      return absl::NotFoundError(absl::StrCat("no tenant '", name, "'"));
+    }
+    int64_t accounts = snapshot->AccountCount(tenant->id);
+    if (accounts > 0 && !force) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "tenant '", name, "' has ", accounts, " account(s); remove them first or use --force"));
+    }
+    int64_t id = tenant->id;
+    return impl_->InTransaction([&]() -> absl::Status {
+      ASSIGN_OR_RETURN(Statement remove, impl_->db->Prepare("DELETE FROM tenants WHERE id = ?"));
+      return remove.Bind(1, id).Run();
+    });
   });
 }
 
 absl::StatusOr<Account> Store::AddAccount(const NewAccount& given, int64_t accounts_max) {
-  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
-  NewAccount account = given;
-  ASSIGN_OR_RETURN(account.primary_address, NormalizeAddress(given.primary_address));
-  const Tenant* tenant = snapshot->FindTenantByName(account.tenant);
-  if (tenant == nullptr) {
-    return absl::NotFoundError(absl::StrCat("no tenant '", account.tenant, "'"));
-  }
-  if (account.display_name.empty() || account.display_name.size() > kDisplayNameBytesMax ||
-      HasControl(account.display_name)) {
-    return absl::InvalidArgumentError(absl::StrCat("a display name is 1..", kDisplayNameBytesMax,
-                                                   " bytes without control characters"));
-  }
-  smtp::AddressParts parts = smtp::SplitAddress(account.primary_address);
-  if (!snapshot->IsAcceptedDomain(tenant->id, parts.domain)) {
-    return absl::InvalidArgumentError(absl::StrCat("the domain of ", account.primary_address,
-                                                   " is not an accepted domain of tenant '",
-                                                   tenant->name, "'"));
-  }
-  if (snapshot->AccountCount(tenant->id) >= accounts_max) {
-    return absl::FailedPreconditionError(absl::StrCat("tenant '", tenant->name, "' already has ",
-                                                      accounts_max,
-                                                      " accounts (limits.accounts_per_tenant)"));
-  }
-  bool ambiguous = false;
-  if (snapshot->FindAccountByIdentity(account.display_name, &ambiguous) != nullptr || ambiguous) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("an account named '", account.display_name, "' already exists"));
-  }
-  int64_t tenant_id = tenant->id;
-  int64_t id = 0;
-  RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
-    ASSIGN_OR_RETURN(Statement insert,
-                     impl_->db->Prepare("INSERT INTO accounts (tenant_id, display_name, "
-                                        "display_name_key, primary_address, password_hash, "
-                                        "created_at) VALUES (?, ?, ?, ?, ?, ?)"));
-    RETURN_IF_ERROR(insert.Bind(1, tenant_id)
-                        .Bind(2, account.display_name)
-                        .Bind(3, ToLower(account.display_name))
-                        .Bind(4, account.primary_address)
-                        .Bind(5, account.password_hash)
-                        .Bind(6, Now())
-                        .Run());
-    id = impl_->db->LastInsertId();
-    return impl_->InsertAddress(id, account.primary_address, true, *snapshot);
-  }));
-  ASSIGN_OR_RETURN(snapshot, LoadSnapshot());
-  return *snapshot->FindAccount(account.primary_address);
+  return impl_->Writing<Account>([&]() -> absl::StatusOr<Account> {
+    ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
+    NewAccount account = given;
+    ASSIGN_OR_RETURN(account.primary_address, NormalizeAddress(given.primary_address));
+    const Tenant* tenant = snapshot->FindTenantByName(account.tenant);
+    if (tenant == nullptr) {
+      return absl::NotFoundError(absl::StrCat("no tenant '", account.tenant, "'"));
+    }
+    if (account.display_name.empty() || account.display_name.size() > kDisplayNameBytesMax ||
+        HasControl(account.display_name)) {
+      return absl::InvalidArgumentError(absl::StrCat("a display name is 1..", kDisplayNameBytesMax,
+                                                     " bytes without control characters"));
+    }
+    smtp::AddressParts parts = smtp::SplitAddress(account.primary_address);
+    if (!snapshot->IsAcceptedDomain(tenant->id, parts.domain)) {
+      return absl::InvalidArgumentError(absl::StrCat("the domain of ", account.primary_address,
+                                                     " is not an accepted domain of tenant '",
+                                                     tenant->name, "'"));
+    }
+    if (snapshot->AccountCount(tenant->id) >= accounts_max) {
+      return absl::FailedPreconditionError(absl::StrCat("tenant '", tenant->name, "' already has ",
+                                                        accounts_max,
+                                                        " accounts (limits.accounts_per_tenant)"));
+    }
+    for (const Account& other : snapshot->accounts()) {
+      if (!other.reply_to.empty() &&
+          AddressKey(other.reply_to) == AddressKey(account.primary_address)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            account.primary_address, " is the Reply-To of ", other.primary_address,
+            ": as an HVE account's address it would have no mailbox, and that account's "
+            "replies would bounce (550 5.1.10)"));
+      }
+    }
+    bool ambiguous = false;
+    if (snapshot->FindAccountByIdentity(account.display_name, &ambiguous) != nullptr || ambiguous) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("an account named '", account.display_name, "' already exists"));
+    }
+    int64_t tenant_id = tenant->id;
+    int64_t id = 0;
+    RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
+      ASSIGN_OR_RETURN(Statement insert,
+                       impl_->db->Prepare("INSERT INTO accounts (tenant_id, display_name, "
+                                          "display_name_key, primary_address, password_hash, "
+                                          "created_at) VALUES (?, ?, ?, ?, ?, ?)"));
+      RETURN_IF_ERROR(insert.Bind(1, tenant_id)
+                          .Bind(2, account.display_name)
+                          .Bind(3, ToLower(account.display_name))
+                          .Bind(4, account.primary_address)
+                          .Bind(5, account.password_hash)
+                          .Bind(6, Now())
+                          .Run());
+      id = impl_->db->LastInsertId();
+      return impl_->InsertAddress(id, account.primary_address, true, *snapshot);
+    }));
+    ASSIGN_OR_RETURN(snapshot, LoadSnapshot());
+    return *snapshot->FindAccount(account.primary_address);
+  });
 }
 
 absl::StatusOr<Account> Store::UpdateAccount(absl::string_view identity,
                                              const AccountChange& given) {
-  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
-  ASSIGN_OR_RETURN(const Account* account, ResolveAccount(*snapshot, identity));
-  // Every address in the change must be in one of the tenant's domains; its domain is stored
-  // as A-labels.
-  auto in_tenant = [&](const std::string& address,
-                       absl::string_view what) -> absl::StatusOr<std::string> {
-    ASSIGN_OR_RETURN(std::string normalized, NormalizeAddress(address));
-    if (!snapshot->IsAcceptedDomain(account->tenant_id, smtp::SplitAddress(normalized).domain)) {
-      return absl::InvalidArgumentError(absl::StrCat("the domain of ", address,
-                                                     " is not an accepted domain of tenant '",
-                                                     account->tenant_name, "'", what));
-    }
-    return normalized;
-  };
-  AccountChange change = given;
-  if (change.primary_address.has_value()) {
-    ASSIGN_OR_RETURN(*change.primary_address, in_tenant(*given.primary_address, ""));
-  }
-  for (std::string& alias : change.add_aliases) {
-    ASSIGN_OR_RETURN(alias, in_tenant(alias, ""));
-  }
-  if (account->aliases.size() + change.add_aliases.size() > kAliasesPerAccountMax) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("an account has at most ", kAliasesPerAccountMax, " aliases"));
-  }
-  if (change.reply_to.has_value() && !change.reply_to->empty()) {
-    // A Reply-To outside the organisation would send the answers to HVE mail elsewhere.
-    ASSIGN_OR_RETURN(*change.reply_to,
-                     in_tenant(*given.reply_to, " (a ReplyTo must be in one of them)"));
-  }
-  if (change.display_name.has_value() &&
-      (change.display_name->empty() || change.display_name->size() > kDisplayNameBytesMax ||
-       HasControl(*change.display_name))) {
-    return absl::InvalidArgumentError("a display name is 1..256 bytes without control characters");
-  }
-  std::vector<std::string> apps = account->allowed_apps;
-  for (const std::string& app : change.add_apps) {
-    if (!IsAppId(app)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("'", app, "' is not an application id (GUID)"));
-    }
-    if (std::find(apps.begin(), apps.end(), ToLower(app)) == apps.end()) {
-      apps.push_back(ToLower(app));
-    }
-  }
-  for (const std::string& app : change.remove_apps) {
-    auto it = std::find(apps.begin(), apps.end(), ToLower(app));
-    if (it == apps.end()) {
-      return absl::NotFoundError(
-          absl::StrCat("application ", app, " is not allowed for ", account->primary_address));
-    }
-    apps.erase(it);
-  }
-  if (apps.size() > kAllowedAppsPerAccountMax) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("an account allows at most ", kAllowedAppsPerAccountMax, " applications"));
-  }
-  int64_t id = account->id;
-  std::string old_primary = account->primary_address;
-  RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
-    auto set_column = [&](absl::string_view column, absl::string_view value) -> absl::Status {
-      ASSIGN_OR_RETURN(Statement update, impl_->db->Prepare(absl::StrCat(
-                                             "UPDATE accounts SET ", column, " = ? WHERE id = ?")));
-      return update.Bind(1, value).Bind(2, id).Run();
+  return impl_->Writing<Account>([&]() -> absl::StatusOr<Account> {
+    ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
+    ASSIGN_OR_RETURN(const Account* account, ResolveAccount(*snapshot, identity));
+    // Every address in the change must be in one of the tenant's domains; its domain is stored
+    // as A-labels.
+    auto in_tenant = [&](const std::string& address,
+                         absl::string_view what) -> absl::StatusOr<std::string> {
+      ASSIGN_OR_RETURN(std::string normalized, NormalizeAddress(address));
+      if (!snapshot->IsAcceptedDomain(account->tenant_id, smtp::SplitAddress(normalized).domain)) {
+        return absl::InvalidArgumentError(absl::StrCat("the domain of ", address,
+                                                       " is not an accepted domain of tenant '",
+                                                       account->tenant_name, "'", what));
+      }
+      return normalized;
     };
-    if (change.display_name.has_value()) {
-      RETURN_IF_ERROR(set_column("display_name", *change.display_name));
-      absl::Status status = set_column("display_name_key", ToLower(*change.display_name));
-      if (absl::IsAlreadyExists(status)) {
-        return absl::AlreadyExistsError(
-            absl::StrCat("an account named '", *change.display_name, "' already exists"));
-      }
-      RETURN_IF_ERROR(status);
+    AccountChange change = given;
+    if (change.primary_address.has_value()) {
+      ASSIGN_OR_RETURN(*change.primary_address, in_tenant(*given.primary_address, ""));
     }
-    if (change.password_hash.has_value()) {
-      RETURN_IF_ERROR(impl_->KeepPreviousPassword(id, account->password_hash));
-      RETURN_IF_ERROR(set_column("password_hash", *change.password_hash));
+    for (std::string& alias : change.add_aliases) {
+      ASSIGN_OR_RETURN(alias, in_tenant(alias, ""));
     }
-    if (change.reply_to.has_value()) {
-      RETURN_IF_ERROR(set_column("reply_to", *change.reply_to));
+    if (account->aliases.size() + change.add_aliases.size() > kAliasesPerAccountMax) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("an account has at most ", kAliasesPerAccountMax, " aliases"));
     }
-    RETURN_IF_ERROR(impl_->WriteAccountPolicy(id, change));
+    if (change.reply_to.has_value() && !change.reply_to->empty()) {
+      // A Reply-To outside the organisation would send the answers to HVE mail elsewhere.
+      ASSIGN_OR_RETURN(*change.reply_to,
+                       in_tenant(*given.reply_to, " (a ReplyTo must be in one of them)"));
+    }
+    RETURN_IF_ERROR(CheckReplyTo(*snapshot, *account, change));
+    // The old primary address stays as an alias (as Exchange keeps it as a proxy address), so
+    // that devices still signing in or sending with it keep working; --remove-alias takes it
+    // away. A new primary that is an alias already is promoted.
+    bool keeps_old_primary = false;
     if (change.primary_address.has_value() &&
-        AddressKey(*change.primary_address) != AddressKey(old_primary)) {
-      ASSIGN_OR_RETURN(Statement remove,
-                       impl_->db->Prepare("DELETE FROM addresses WHERE address_key = ?"));
-      RETURN_IF_ERROR(remove.Bind(1, AddressKey(old_primary)).Run());
-      RETURN_IF_ERROR(impl_->InsertAddress(id, *change.primary_address, true, *snapshot));
-      RETURN_IF_ERROR(set_column("primary_address", *change.primary_address));
-    }
-    for (const std::string& alias : change.remove_aliases) {
-      ASSIGN_OR_RETURN(Statement remove,
-                       impl_->db->Prepare("DELETE FROM addresses WHERE address_key = ? AND "
-                                          "account_id = ? AND is_primary = 0"));
-      RETURN_IF_ERROR(remove.Bind(1, AddressKey(alias)).Bind(2, id).Run());
-      if (impl_->db->Changes() == 0) {
-        return absl::NotFoundError(absl::StrCat(alias, " is not an alias of ", old_primary));
+        AddressKey(*change.primary_address) != AddressKey(account->primary_address)) {
+      bool promoted = std::any_of(account->aliases.begin(), account->aliases.end(),
+                                  [&](const std::string& alias) {
+                                    return AddressKey(alias) == AddressKey(*change.primary_address);
+                                  });
+      keeps_old_primary = true;
+      if (!promoted &&
+          account->aliases.size() + change.add_aliases.size() + 1 > kAliasesPerAccountMax) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("the old primary address ", account->primary_address,
+                         " would stay as an alias, and an account has at most ",
+                         kAliasesPerAccountMax, " aliases: remove one first (--remove-alias)"));
       }
     }
-    for (const std::string& alias : change.add_aliases) {
-      RETURN_IF_ERROR(impl_->InsertAddress(id, alias, false, *snapshot));
+    if (change.display_name.has_value() &&
+        (change.display_name->empty() || change.display_name->size() > kDisplayNameBytesMax ||
+         HasControl(*change.display_name))) {
+      return absl::InvalidArgumentError(
+          "a display name is 1..256 bytes without control characters");
     }
-    ASSIGN_OR_RETURN(Statement clear,
-                     impl_->db->Prepare("DELETE FROM allowed_apps WHERE account_id = ?"));
-    RETURN_IF_ERROR(clear.Bind(1, id).Run());
-    for (const std::string& app : apps) {
-      ASSIGN_OR_RETURN(
-          Statement insert,
-          impl_->db->Prepare("INSERT INTO allowed_apps (account_id, app_id) VALUES (?, ?)"));
-      RETURN_IF_ERROR(insert.Bind(1, id).Bind(2, app).Run());
+    std::vector<std::string> apps = account->allowed_apps;
+    for (const std::string& app : change.add_apps) {
+      if (!IsAppId(app)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("'", app, "' is not an application id (GUID)"));
+      }
+      if (std::find(apps.begin(), apps.end(), ToLower(app)) == apps.end()) {
+        apps.push_back(ToLower(app));
+      }
     }
-    return absl::OkStatus();
-  }));
-  ASSIGN_OR_RETURN(snapshot, LoadSnapshot());
-  for (const Account& updated : snapshot->accounts()) {
-    if (updated.id == id) {
-      return updated;
+    for (const std::string& app : change.remove_apps) {
+      auto it = std::find(apps.begin(), apps.end(), ToLower(app));
+      if (it == apps.end()) {
+        return absl::NotFoundError(
+            absl::StrCat("application ", app, " is not allowed for ", account->primary_address));
+      }
+      apps.erase(it);
     }
-  }
-  return absl::InternalError("the updated account vanished");
+    if (apps.size() > kAllowedAppsPerAccountMax) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("an account allows at most ", kAllowedAppsPerAccountMax, " applications"));
+    }
+    int64_t id = account->id;
+    std::string old_primary = account->primary_address;
+    RETURN_IF_ERROR(impl_->InTransaction([&]() -> absl::Status {
+      auto set_column = [&](absl::string_view column, absl::string_view value) -> absl::Status {
+        ASSIGN_OR_RETURN(
+            Statement update,
+            impl_->db->Prepare(absl::StrCat("UPDATE accounts SET ", column, " = ? WHERE id = ?")));
+        return update.Bind(1, value).Bind(2, id).Run();
+      };
+      if (change.display_name.has_value()) {
+        RETURN_IF_ERROR(set_column("display_name", *change.display_name));
+        absl::Status status = set_column("display_name_key", ToLower(*change.display_name));
+        if (absl::IsAlreadyExists(status)) {
+          return absl::AlreadyExistsError(
+              absl::StrCat("an account named '", *change.display_name, "' already exists"));
+        }
+        RETURN_IF_ERROR(status);
+      }
+      if (change.password_hash.has_value()) {
+        RETURN_IF_ERROR(impl_->KeepPreviousPassword(id, account->password_hash));
+        RETURN_IF_ERROR(set_column("password_hash", *change.password_hash));
+      }
+      if (change.reply_to.has_value()) {
+        RETURN_IF_ERROR(set_column("reply_to", *change.reply_to));
+      }
+      RETURN_IF_ERROR(impl_->WriteAccountPolicy(id, change));
+      if (keeps_old_primary) {
+        ASSIGN_OR_RETURN(Statement demote,
+                         impl_->db->Prepare("UPDATE addresses SET is_primary = 0 WHERE "
+                                            "address_key = ? AND account_id = ?"));
+        RETURN_IF_ERROR(demote.Bind(1, AddressKey(old_primary)).Bind(2, id).Run());
+        ASSIGN_OR_RETURN(Statement promote,
+                         impl_->db->Prepare("UPDATE addresses SET is_primary = 1, address = ? "
+                                            "WHERE address_key = ? AND account_id = ?"));
+        RETURN_IF_ERROR(promote.Bind(1, *change.primary_address)
+                            .Bind(2, AddressKey(*change.primary_address))
+                            .Bind(3, id)
+                            .Run());
+        if (impl_->db->Changes() == 0) {
+          RETURN_IF_ERROR(impl_->InsertAddress(id, *change.primary_address, true, *snapshot));
+        }
+        RETURN_IF_ERROR(set_column("primary_address", *change.primary_address));
+      }
+      for (const std::string& alias : change.remove_aliases) {
+        ASSIGN_OR_RETURN(Statement remove,
+                         impl_->db->Prepare("DELETE FROM addresses WHERE address_key = ? AND "
+                                            "account_id = ? AND is_primary = 0"));
+        RETURN_IF_ERROR(remove.Bind(1, AddressKey(alias)).Bind(2, id).Run());
+        if (impl_->db->Changes() == 0) {
+          return absl::NotFoundError(absl::StrCat(alias, " is not an alias of ", old_primary));
+        }
+      }
+      for (const std::string& alias : change.add_aliases) {
+        RETURN_IF_ERROR(impl_->InsertAddress(id, alias, false, *snapshot));
+      }
+      ASSIGN_OR_RETURN(Statement clear,
+                       impl_->db->Prepare("DELETE FROM allowed_apps WHERE account_id = ?"));
+      RETURN_IF_ERROR(clear.Bind(1, id).Run());
+      for (const std::string& app : apps) {
+        ASSIGN_OR_RETURN(
+            Statement insert,
+            impl_->db->Prepare("INSERT INTO allowed_apps (account_id, app_id) VALUES (?, ?)"));
+        RETURN_IF_ERROR(insert.Bind(1, id).Bind(2, app).Run());
+      }
+      return absl::OkStatus();
+    }));
+    ASSIGN_OR_RETURN(snapshot, LoadSnapshot());
+    for (const Account& updated : snapshot->accounts()) {
+      if (updated.id == id) {
+        return updated;
+      }
+    }
+    return absl::InternalError("the updated account vanished");
+  });
 }
 
 absl::Status Store::RecordUsage(const std::vector<UsageRow>& rows) {
@@ -963,12 +1090,14 @@ absl::StatusOr<std::vector<UsageRow>> Store::QueryUsage(absl::string_view from,
 }
 
 absl::Status Store::RemoveAccount(absl::string_view identity) {
-  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
-  ASSIGN_OR_RETURN(const Account* account, ResolveAccount(*snapshot, identity));
-  int64_t id = account->id;
   return impl_->InTransaction([&]() -> absl::Status {
-    ASSIGN_OR_RETURN(Statement remove, impl_->db->Prepare("DELETE FROM accounts WHERE id = ?"));
-    return remove.Bind(1, id).Run();
+    ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot, LoadSnapshot());
+    ASSIGN_OR_RETURN(const Account* account, ResolveAccount(*snapshot, identity));
+    int64_t id = account->id;
+    return impl_->InTransaction([&]() -> absl::Status {
+      ASSIGN_OR_RETURN(Statement remove, impl_->db->Prepare("DELETE FROM accounts WHERE id = ?"));
+      return remove.Bind(1, id).Run();
+    });
   });
 }
 

@@ -105,7 +105,8 @@ class ChutectlTest(CtlCase):
                 "--primary-smtp-address", "hve@fabrikam.test", "--add-alias", "alias@contoso.test")
         shown = json.loads(self.ok("--json", "account", "show", "Renamed").stdout)
         self.assertEqual(shown["primary_smtp_address"], "hve@fabrikam.test")
-        self.assertEqual(shown["aliases"], ["alias@contoso.test"])
+        # The old primary address stays as an alias (Exchange keeps it as a proxy address).
+        self.assertEqual(shown["aliases"], ["alias@contoso.test", "hve@contoso.test"])
         self.fails(2, "already used", "account", "set", "two@contoso.test", "--add-alias",
                    "alias@contoso.test")
         self.ok("settings", "set", "Renamed", "--reply-to", "marketing@contoso.test")

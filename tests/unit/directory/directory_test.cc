@@ -2,12 +2,15 @@
 
 #include "directory/directory.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "db/sqlite.h"
@@ -331,6 +334,84 @@ TEST_F(StoreTest, ATenantsNotificationAddressIsInOneOfItsDomains) {
   EXPECT_TRUE(absl::StrContains(outside.status().message(), "not an accepted domain"));
   set.notification_address = "";
   EXPECT_EQ(store_->UpdateTenant("contoso", set)->notification_address, "");
+}
+
+TEST_F(StoreTest, TwoWritersAtOnceNeverPassTheAccountCap) {
+  // Two connections to one database, as two chutectl processes (or two operators) are: each
+  // adds accounts as fast as it can; the cap is checked inside the writing transaction.
+  absl::StatusOr<std::unique_ptr<Store>> other = Store::Open(dir_ + "/d.db", false);
+  ASSERT_TRUE(other.ok()) << other.status();
+  constexpr int kCap = 10;
+  std::atomic<int> added{0};
+  std::atomic<int> refused{0};
+  auto writer = [&](Store* store, const std::string& prefix) {
+    for (int i = 0; i < kCap; ++i) {
+      std::string name = absl::StrCat(prefix, i);
+      absl::StatusOr<Account> account =
+          store->AddAccount({"contoso", name, name + "@contoso.test", ""}, kCap);
+      if (account.ok()) {
+        ++added;
+      } else {
+        EXPECT_EQ(account.status().code(), absl::StatusCode::kFailedPrecondition)
+            << account.status();
+        ++refused;
+      }
+    }
+  };
+  std::thread a(writer, store_.get(), "a");
+  std::thread b(writer, other->get(), "b");
+  a.join();
+  b.join();
+  EXPECT_EQ(added.load(), kCap);
+  EXPECT_EQ(refused.load(), kCap);
+  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = store_->LoadSnapshot();
+  ASSERT_TRUE(snapshot.ok());
+  EXPECT_EQ((*snapshot)->accounts().size(), static_cast<size_t>(kCap));
+}
+
+TEST_F(StoreTest, ANewPrimaryAddressKeepsTheOldOneAsAnAlias) {
+  ASSERT_TRUE(store_->AddAccount({"contoso", "App", "app@contoso.test", ""}, 100).ok());
+  AccountChange change;
+  change.primary_address = "app2@contoso.test";
+  absl::StatusOr<Account> moved = store_->UpdateAccount("App", change);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->primary_address, "app2@contoso.test");
+  EXPECT_EQ(moved->aliases, std::vector<std::string>{"app@contoso.test"});
+  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = store_->LoadSnapshot();
+  ASSERT_TRUE(snapshot.ok());
+  // Devices still signing in (or sending) with the old address find the same account.
+  EXPECT_EQ((*snapshot)->FindAccount("app@contoso.test")->id, moved->id);
+  // Back to the old one: the alias is promoted, and the second address stays as an alias.
+  change.primary_address = "APP@contoso.test";
+  moved = store_->UpdateAccount("App", change);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->primary_address, "APP@contoso.test");
+  EXPECT_EQ(moved->aliases, std::vector<std::string>{"app2@contoso.test"});
+}
+
+TEST_F(StoreTest, AReplyToThatIsAnHveAccountsAddressIsRefused) {
+  ASSERT_TRUE(store_->AddAccount({"contoso", "App", "app@contoso.test", ""}, 100).ok());
+  ASSERT_TRUE(store_->AddAccount({"contoso", "Other", "other@contoso.test", ""}, 100).ok());
+  ASSERT_TRUE(store_->UpdateAccount("App", WithAlias("alias@contoso.test")).ok());
+  for (const char* own : {"app@contoso.test", "ALIAS@contoso.test", "other@contoso.test"}) {
+    AccountChange change;
+    change.reply_to = own;
+    absl::StatusOr<Account> refused = store_->UpdateAccount("App", change);
+    ASSERT_FALSE(refused.ok()) << own;
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(refused.status().message()), testing::HasSubstr("5.1.10")) << own;
+  }
+  AccountChange mailbox;
+  mailbox.reply_to = "team@contoso.test";
+  ASSERT_TRUE(store_->UpdateAccount("App", mailbox).ok());
+  // And the other way: the Reply-To cannot become an HVE account's address afterwards.
+  EXPECT_FALSE(store_->UpdateAccount("App", WithAlias("team@contoso.test")).ok());
+  EXPECT_FALSE(store_->UpdateAccount("Other", WithAlias("team@contoso.test")).ok());
+  EXPECT_FALSE(store_->AddAccount({"contoso", "Team", "team@contoso.test", ""}, 100).ok());
+  // Other changes of the account still work.
+  AccountChange rename;
+  rename.display_name = "App 2";
+  EXPECT_TRUE(store_->UpdateAccount("App", rename).ok());
 }
 
 }  // namespace
