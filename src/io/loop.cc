@@ -79,6 +79,7 @@ Loop::~Loop() {
     // whoever owns them must have left them (net::UringStream does).
     LOG_ERROR("io loop: %d operation(s) never completed", static_cast<int64_t>(pending_));
   }
+  std::lock_guard<std::mutex> lock(post_mu_);  // a Post still writing finishes first (Post)
   if (wakeup_fd_ >= 0) {
     close(wakeup_fd_);
   }
@@ -168,13 +169,17 @@ void Loop::Spawn(Task<void> task) {
 }
 
 void Loop::Post(std::function<void()> fn) {
-  bool signal = false;
-  {
-    std::lock_guard<std::mutex> lock(post_mu_);
-    posted_.push_back(std::move(fn));
-    signal = !std::exchange(wakeup_written_, true);
-  }
-  if (signal) {
+  // The eventfd is written under post_mu_, which the destructor takes before it closes it: a
+  // loop that Stop let end (its thread sees stop_ at once) cannot close the descriptor, or be
+  // freed, while the Post that stopped it is still writing (ThreadSanitizer found the stopping
+  // thread's write racing the loop thread's close).
+  std::lock_guard<std::mutex> lock(post_mu_);
+  PostLocked(std::move(fn));
+}
+
+void Loop::PostLocked(std::function<void()> fn) {
+  posted_.push_back(std::move(fn));
+  if (!std::exchange(wakeup_written_, true)) {
     uint64_t one = 1;
     // EAGAIN (the counter is full) means the loop wakes anyway.
     ssize_t wrote = write(wakeup_fd_, &one, sizeof(one));
@@ -194,8 +199,11 @@ void Loop::RunPosted() {
 }
 
 void Loop::Stop() {
+  // stop_ is set under post_mu_ too: the loop may end (and be freed) as soon as it sees it,
+  // and its destructor waits for post_mu_, so nothing here touches it after that.
+  std::lock_guard<std::mutex> lock(post_mu_);
   stop_.store(true, std::memory_order_release);
-  Post([] {});
+  PostLocked([] {});
 }
 
 void Loop::Turn(absl::Duration wait_max) {
@@ -244,10 +252,18 @@ void Loop::Run() {
 
 void Loop::RunUntilStopped() {
   CHECK(!running_);
-  while (!(stop_.load(std::memory_order_acquire) && tasks_ == 0)) {
+  while (true) {
     Turn(kLoopWaitMax);
+    if (stop_.load(std::memory_order_acquire) && tasks_ == 0) {
+      // What was posted before the stop runs first: it may start a task (a posted Spawn, as
+      // the recipient verifier's and the fleet's Start do), which then runs to its end.
+      Turn(absl::ZeroDuration());
+      if (tasks_ == 0) {
+        break;
+      }
+    }
   }
-  RunPosted();  // what was posted before the stop (no task is left to be woken by it)
+  RunPosted();  // posted after that (wakes: no task is left to be woken by them)
 }
 
 void RemoteWakes::Wake(Loop* loop, Waiter* waiter) {

@@ -148,6 +148,8 @@ class Loop final : private Completion {
   void OnCompletion(const io_uring_cqe& cqe) override;  // the wake-up eventfd
   void ArmWakeup();
   void RunPosted();
+  // PostLocked: Post's work, with post_mu_ held.
+  void PostLocked(std::function<void()> fn);
   void RunReady();
   void FireTimers(absl::Time now);
   // RunDetached: a spawned task's root, which counts it out when it ends.
