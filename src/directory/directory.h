@@ -42,6 +42,9 @@ enum class AppAccess {
 absl::StatusOr<AppAccess> ParseAppAccess(absl::string_view text);
 absl::string_view AppAccessName(AppAccess access);
 
+// What a tenant's oauth_app_access is until it is set (the schema's column default too).
+inline constexpr AppAccess kDefaultAppAccess = AppAccess::kAny;
+
 struct Tenant {
   int64_t id = 0;
   std::string name;
@@ -52,7 +55,7 @@ struct Tenant {
   // oauth_jwks: where the signing keys come from: "" (none), a JWKS file's absolute path, a
   // JWKS https:// URL, or "discovery" (auth/key_store.h: ParseKeySource).
   std::string oauth_jwks;
-  AppAccess oauth_app_access = AppAccess::kAny;
+  AppAccess oauth_app_access = kDefaultAppAccess;
   std::vector<std::string> domains;  // A-labels, lower-cased, sorted
   PasswordPolicy password_policy;
   // Where delivery failure reports about an account without a Reply-To go (an address in one
