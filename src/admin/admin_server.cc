@@ -58,7 +58,8 @@ absl::string_view Reason(int status) {
   }
 }
 
-std::string Response(int status, absl::string_view type, absl::string_view body) {
+std::string Response(int status, absl::string_view type, absl::string_view body,
+                     absl::string_view node = "") {
   // Pages (/usage) load nothing from anywhere, run no script and are never framed: say so to
   // the browser, and keep the ticket in their links out of other sites' Referer.
   absl::string_view page =
@@ -69,8 +70,9 @@ std::string Response(int status, absl::string_view type, absl::string_view body)
           : "";
   absl::string_view challenge =
       status == 401 ? "WWW-Authenticate: Bearer realm=\"chute admin\"\r\n" : "";
+  std::string node_field = node.empty() ? "" : absl::StrCat("X-Chute-Node: ", node, "\r\n");
   return absl::StrCat("HTTP/1.1 ", status, " ", Reason(status), "\r\nContent-Type: ", type,
-                      "\r\nContent-Length: ", body.size(), "\r\n", page, challenge,
+                      "\r\nContent-Length: ", body.size(), "\r\n", page, challenge, node_field,
                       "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
                       "Connection: close\r\n\r\n",
                       body);
@@ -287,7 +289,7 @@ std::string AdminServer::Respond(absl::string_view request, Peer peer) {
   if (!answer.has_value()) {
     return Response(404, "text/plain", "not found\n");
   }
-  return Response(answer->status, answer->content_type, answer->body);
+  return Response(answer->status, answer->content_type, answer->body, node_);
 }
 
 }  // namespace chute::admin

@@ -49,6 +49,10 @@ class AdminServer {
   // ServeUsage: also answer GET /usage (admin/usage_page.h) from the directory database at
   // `database`. Call before Start.
   void ServeUsage(std::string database) { usage_database_ = std::move(database); }
+  // set_node: the answers of the queue, the dead letters and /usage say which node answered,
+  // as X-Chute-Node: each node of a fleet has its own queue (chutectl queue prints it). Call
+  // before Start.
+  void set_node(std::string node) { node_ = std::move(node); }
 
  private:
   void Serve();
@@ -58,6 +62,7 @@ class AdminServer {
 
   AccessKeys keys_;
   Render metrics_;
+  std::string node_;
   Route routes_;
   std::string usage_database_;  // "" = no /usage page
   int listen_fd_ = -1;          // TCP; -1 = none

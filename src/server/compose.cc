@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "admin/admin_server.h"
 #include "admin/queue_api.h"
@@ -35,6 +36,23 @@
 namespace chute::server {
 
 namespace {
+
+// NodeName: the node's name in a fleet and in queue answers: [fleet] node_id, else the
+// machine's host name.
+std::string NodeName(const Config& config) {
+  if (!config.fleet.node_id.empty()) {
+    return config.fleet.node_id;
+  }
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  std::string name;
+  for (const char* c = host; *c != '\0' && name.size() < 64; ++c) {
+    bool safe =
+        absl::ascii_isalnum(static_cast<unsigned char>(*c)) || *c == '.' || *c == '-' || *c == '_';
+    name.push_back(safe ? *c : '_');  // it goes into Redis members and an HTTP header field
+  }
+  return name.empty() ? std::string("node") : name;
+}
 
 // argon2id threads: each check takes ~19 MiB and tens of milliseconds of one core.
 constexpr int kVerifierThreads = 2;
@@ -183,12 +201,7 @@ absl::Status Server::StartFleet() {
     return absl::OkStatus();  // alone: the in-process cap is the whole cap
   }
   fleet::LeaseOptions options;
-  options.node_id = fleet.node_id;
-  if (options.node_id.empty()) {
-    char host[256] = {};
-    gethostname(host, sizeof(host) - 1);
-    options.node_id = host;
-  }
+  options.node_id = NodeName(shared_.config);
   options.redis = fleet.redis;
   if (!fleet.redis_password_file.empty()) {
     absl::StatusOr<std::string> text = io::ReadFile(fleet.redis_password_file);
@@ -274,6 +287,7 @@ absl::Status Server::StartAdmin() {
       [this](absl::string_view method, absl::string_view path) {
         return admin::HandleQueueRequest(*delivery_, method, path);
       });
+  admin_->set_node(NodeName(config));
   admin_->ServeUsage(config.directory.database);
   absl::Status status = admin_->Start(address, config.admin.socket);
   if (!status.ok()) {

@@ -86,6 +86,8 @@ retry_initial_s = 3600
         victim.wait_metric("chute_spool_messages", 1)
         queued = victim.ctl("queue", "list", "--json").stdout
         self.assertIn("ann@example.test", queued)
+        # Each node owns its queue: the text output says whose it is.
+        self.assertTrue(victim.ctl("queue", "list").stdout.startswith("Node node2:\n"))
 
     def test_redis_stopped_then_killed_and_restarted_empty(self):
         sources = [f"127.0.2.{i}" for i in range(1, 5)]

@@ -14,6 +14,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "net/socket.h"
 
@@ -124,7 +126,14 @@ absl::StatusOr<AdminAnswer> AdminRequest(const Config& config, absl::string_view
       !absl::StartsWith(response, "HTTP/1.") || !absl::SimpleAtoi(response.substr(9, 3), &status)) {
     return absl::DataLossError("a malformed answer from chuted's admin socket");
   }
-  return AdminAnswer{status, response.substr(head_end + 4)};
+  AdminAnswer answer{status, response.substr(head_end + 4), ""};
+  for (absl::string_view line :
+       absl::StrSplit(absl::string_view(response).substr(0, head_end), "\r\n")) {
+    if (absl::ConsumePrefix(&line, "X-Chute-Node: ")) {
+      answer.node = std::string(line.substr(0, 255));
+    }
+  }
+  return answer;
 }
 
 }  // namespace chute::ctl

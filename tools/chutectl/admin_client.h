@@ -20,6 +20,7 @@ inline constexpr size_t kAdminResponseBytesMax = 64 << 20;
 struct AdminAnswer {
   int status = 0;
   std::string body;
+  std::string node;  // X-Chute-Node: the node that answered ("" when it did not say)
 };
 
 // AdminRequest: `method` `path` to chuted; the status and body. Unavailable (with what to

@@ -156,6 +156,10 @@ int Run(Context& context, const std::vector<std::string>& given) {
   if (body.is_discarded()) {
     return context.Fail("chuted's answer is not JSON");
   }
+  if (!json && !result->node.empty() && (verb == "list" || verb == "dead")) {
+    // Each node of a fleet has its own spool and queue: say whose this is.
+    std::cout << "Node " << result->node << ":\n";
+  }
   if (json) {
     PrintJson(body);
   } else if (verb == "list") {
