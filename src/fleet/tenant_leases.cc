@@ -376,32 +376,35 @@ io::Task<void> TenantLeases::Send(Batch batch) {
 }
 
 void TenantLeases::Apply(const Batch& batch, const std::vector<RespValue>& replies) {
+  // A script's error (NOSCRIPT after a SCRIPT FLUSH, a key of another type, a read-only
+  // replica) means this connection cannot keep the leases: the requests it answered so are
+  // decided by the share, and the connection is made again (which loads the scripts again).
+  // Renewals that fail count too: otherwise live sessions' leases would expire unseen.
+  std::string broken;
   size_t i = 0;
   if (batch.renew) {
     const RespValue& heartbeat = replies[i++];
     if (heartbeat.type == RespValue::Type::kInteger && heartbeat.integer > 0) {
       counters_.nodes_alive.store(static_cast<uint64_t>(heartbeat.integer));
     } else {
-      LOG_WARNING_EVERY(60, "fleet: Redis heartbeat answered %s", heartbeat.str.c_str());
+      broken = absl::StrCat("the heartbeat was answered ", heartbeat.str);
     }
     for (size_t r = 0; r < batch.renewals.size(); ++r) {
       const RespValue& renewed = replies[i++];
-      if (renewed.type == RespValue::Type::kInteger && renewed.integer > 0) {
-        counters_.put_back.fetch_add(static_cast<uint64_t>(renewed.integer));
-      } else if (renewed.is_error()) {
-        LOG_WARNING_EVERY(60, "fleet: Redis refused a renewal: %s", renewed.str.c_str());
+      if (renewed.type == RespValue::Type::kInteger) {
+        counters_.put_back.fetch_add(static_cast<uint64_t>(std::max<int64_t>(renewed.integer, 0)));
+      } else {
+        broken = absl::StrCat("a renewal was answered ", renewed.str);
       }
     }
   }
   i += batch.releases.size();  // a ZREM's count says nothing the node needs
+  std::vector<Request> undecided;
   for (const Request& request : batch.requests) {
     const RespValue& reply = replies[i++];
     if (reply.type != RespValue::Type::kInteger) {
-      // A script error (a key of another type, a NOSCRIPT after SCRIPT FLUSH): the share
-      // decides, and the connection is made again (which loads the scripts again).
-      LOG_WARNING_EVERY(60, "fleet: Redis answered a lease with %s", reply.str.c_str());
-      request.sink->OnLeased(request.cookie, DecideByShare(request));
-      connection_.reset();
+      broken = absl::StrCat("a lease was answered ", reply.str);
+      undecided.push_back(request);
       continue;
     }
     bool admitted = reply.integer == 1;
@@ -413,9 +416,12 @@ void TenantLeases::Apply(const Batch& batch, const std::vector<RespValue>& repli
     (admitted ? counters_.admitted : counters_.refused).fetch_add(1, std::memory_order_relaxed);
     request.sink->OnLeased(request.cookie, LeaseAnswer{admitted, admitted ? request.lease : 0});
   }
-  if (connection_ == nullptr) {
-    std::lock_guard<std::mutex> lock(mu_);
-    up_ = false;  // until the connection is made again, a second from now at most
+  if (!broken.empty()) {
+    if (batch.renew) {
+      next_renew_ = absl::InfinitePast();  // the next connection renews at once
+    }
+    GoDown(absl::InternalError(absl::StrCat("Redis ", options_.redis, ": ", broken)),
+           std::move(undecided), {});
   }
 }
 

@@ -348,6 +348,32 @@ TEST_F(FleetTest, ARedisRestartedEmptyGetsTheLiveSessionsBack) {
   EXPECT_GE(a.leases->counters().put_back.load(), 2u);
 }
 
+TEST_F(FleetTest, AScriptFlushIsSurvivedByConnectingAgain) {
+  Node a(redis_.target(), "a", 5);
+  ASSERT_TRUE(a.WaitUp());
+  ASSERT_TRUE(a.Ask(1).admitted);
+  Redis({"SCRIPT", "FLUSH"});  // EVALSHA now answers NOSCRIPT
+  LeaseAnswer flushed = a.Ask(2);
+  EXPECT_TRUE(flushed.admitted);
+  EXPECT_TRUE(flushed.fallback);  // the share decided, at once
+  // The connection is made again (the scripts loaded again) and the leases work as before,
+  // the first one among them.
+  ASSERT_TRUE(a.WaitUp());
+  absl::Time until = absl::Now() + absl::Seconds(5);
+  LeaseAnswer third;
+  do {
+    third = a.Ask(3);
+    if (!third.fallback) {
+      break;
+    }
+    a.End(third);
+    absl::SleepFor(absl::Milliseconds(50));
+  } while (absl::Now() < until);
+  EXPECT_TRUE(third.admitted);
+  EXPECT_FALSE(third.fallback);
+  EXPECT_EQ(Sessions("contoso"), 3);
+}
+
 TEST_F(FleetTest, AStoppingNodeGivesItsPlacesBackAtOnce) {
   auto a = std::make_unique<Node>(redis_.target(), "a", 5);
   ASSERT_TRUE(a->WaitUp());
