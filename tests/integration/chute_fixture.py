@@ -91,6 +91,28 @@ def sanitizer_report(text, limit=12000):
 APP_PASSWORD = "Correct horse battery staple 9"
 
 
+def parse_metrics(text):
+    """A Prometheus text exposition as {'name{labels}': value}."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def wait_metric(read, name, value, deadline_s=15, who=""):
+    """Until read()[name] (0 when absent) is `value`, or an AssertionError after deadline_s."""
+    end = time.monotonic() + deadline_s
+    while True:
+        got = read().get(name, 0)
+        if got == value:
+            return
+        if time.monotonic() > end:
+            raise AssertionError(f"{who}{name} is {got}, expected {value}")
+        time.sleep(0.1)
+
+
 class ChutedFixture(unittest.TestCase):
     shards = 2
     extra_limits = ""
@@ -258,23 +280,10 @@ address = "127.0.0.1:{self.admin_port}"
         """The admin endpoint's /metrics as {'name{labels}': value}."""
         status, _, body = self.admin_request("/metrics")
         assert status == 200, (status, body)
-        text = body.decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                out[name] = float(value)
-        return out
+        return parse_metrics(body.decode())
 
     def wait_metric(self, name, value, deadline_s=15):
-        end = time.monotonic() + deadline_s
-        while True:
-            got = self.metrics().get(name, 0)
-            if got == value:
-                return
-            if time.monotonic() > end:
-                raise AssertionError(f"{name} is {got}, expected {value}")
-            time.sleep(0.1)
+        wait_metric(self.metrics, name, value, deadline_s)
 
     def maildir(self, address):
         local, domain = address.rsplit("@", 1)

@@ -19,7 +19,7 @@ import time
 import unittest
 
 from chute_fixture import (APP_PASSWORD, CHUTECTL, CHUTED, free_port, make_certificate,
-                           sanitizer_report)
+                           parse_metrics, sanitizer_report, wait_metric)
 from test_tls_auth import client_context
 
 
@@ -230,22 +230,10 @@ redis_timeout_ms = 300
             body = connection.getresponse().read().decode()
         finally:
             connection.close()
-        out = {}
-        for line in body.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                out[name] = float(value)
-        return out
+        return parse_metrics(body)
 
     def wait_metric(self, name, value, deadline_s=15):
-        end = time.monotonic() + deadline_s
-        while True:
-            got = self.metrics().get(name)
-            if got == value:
-                return
-            if time.monotonic() > end:
-                raise AssertionError(f"node{self.index}: {name} is {got}, expected {value}")
-            time.sleep(0.1)
+        wait_metric(self.metrics, name, value, deadline_s, f"node{self.index}: ")
 
     def auth(self, source="127.0.0.1", user="app@example.test", password=APP_PASSWORD,
              port=None):

@@ -249,6 +249,22 @@ class SubmissionTest : public ::testing::Test {
     EXPECT_TRUE(absl::StartsWith(TakeOutput(), "235 2.7.0"));
   }
 
+  // OpenTrusted: a trusted listener's session (tls = "none"), acting as app@contoso.test,
+  // past its EHLO.
+  void OpenTrusted() {
+    listener_.tls = TlsMode::kNone;
+    submission_->Begin(9, IpBytes{}, "127.0.0.1", &listener_, config_, snapshot_);
+    submission_->ActAs(snapshot_->FindAccount("app@contoso.test"));
+    smtp::SessionOptions options;
+    options.tls_required = false;
+    options.starttls_offered = false;
+    session_ = std::make_unique<smtp::Session>(options, submission_.get());
+    submission_->set_session(session_.get());
+    session_->Start(now_);
+    session_->MarkAuthenticated();
+    Send("EHLO printer\r\n");
+  }
+
   std::string dir_;
   std::shared_ptr<const directory::Snapshot> snapshot_;
   std::shared_ptr<Config> config_;
@@ -541,17 +557,7 @@ TEST_F(SubmissionTest, EndReleasesTheMessageInProgress) {
 }
 
 TEST_F(SubmissionTest, TrustedListenerActsAsItsAccountAndTakesTheTenantPlaceAtMail) {
-  listener_.tls = TlsMode::kNone;
-  submission_->Begin(9, IpBytes{}, "127.0.0.1", &listener_, config_, snapshot_);
-  submission_->ActAs(snapshot_->FindAccount("app@contoso.test"));
-  smtp::SessionOptions options;
-  options.tls_required = false;
-  options.starttls_offered = false;
-  session_ = std::make_unique<smtp::Session>(options, submission_.get());
-  submission_->set_session(session_.get());
-  session_->Start(now_);
-  session_->MarkAuthenticated();
-  Send("EHLO printer\r\n");
+  OpenTrusted();
   EXPECT_EQ(cap_.asked, 0);  // an idle trusted connection locks no one out
   EXPECT_TRUE(absl::StartsWith(Send("MAIL FROM:<app@contoso.test>\r\n"), "250"));
   EXPECT_EQ(cap_.asked, 1);
@@ -561,17 +567,7 @@ TEST_F(SubmissionTest, TrustedListenerActsAsItsAccountAndTakesTheTenantPlaceAtMa
 }
 
 TEST_F(SubmissionTest, ATrustedSessionsFirstMailWaitsForTheFleet) {
-  listener_.tls = TlsMode::kNone;
-  submission_->Begin(9, IpBytes{}, "127.0.0.1", &listener_, config_, snapshot_);
-  submission_->ActAs(snapshot_->FindAccount("app@contoso.test"));
-  smtp::SessionOptions options;
-  options.tls_required = false;
-  options.starttls_offered = false;
-  session_ = std::make_unique<smtp::Session>(options, submission_.get());
-  submission_->set_session(session_.get());
-  session_->Start(now_);
-  session_->MarkAuthenticated();
-  Send("EHLO printer\r\n");
+  OpenTrusted();
   cap_.pending = true;
   EXPECT_EQ(Send("MAIL FROM:<app@contoso.test> SIZE=1000\r\n"), "");
   EXPECT_EQ(sink_.receiving, 0);
